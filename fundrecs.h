@@ -1,0 +1,147 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs.h
+ *	  Shared declarations of the fundrecs extension and of the
+ *	  fundrecs_decoder logical decoding output plugin.
+ *
+ * The library holds four parts, one file each:
+ *	  fundrecs_decoder.c	output plugin callbacks and row assembly
+ *	  fundrecs_options.c	plugin option parsing and table filters
+ *	  fundrecs_json.c		column values to JSON, per-relation output info
+ *	  fundrecs_products.c	product lookup and cache, SQL-callable helpers
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FUNDRECS_H
+#define FUNDRECS_H
+
+#include "postgres.h"
+
+#include "access/attnum.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/relcache.h"
+
+/* The slug used for rows whose product is unknown. */
+#define FR_ROUTE_UNCATEGORIZED "uncategorized"
+
+/* Names of the extension's objects. */
+#define FR_EXT_SCHEMA "fundrecs"
+#define FR_PRODUCTS_TABLE "product_details"
+
+/* ----------------------------------------------------------------
+ * Options (fundrecs_options.c)
+ * ----------------------------------------------------------------
+ */
+typedef struct FrTablePattern
+{
+	char	   *schema;
+	char	   *table;			/* NULL means every table of the schema */
+} FrTablePattern;
+
+typedef struct FrOptions
+{
+	bool		include_lsn;
+	bool		include_xid;
+	bool		include_timestamp;
+	List	   *tables;			/* list of FrTablePattern */
+	char	   *orders_schema;
+	char	   *orders_table;
+	char	   *product_column;
+	char	   *quantity_column;
+} FrOptions;
+
+extern void fr_options_init(FrOptions *opts);
+extern void fr_options_parse(FrOptions *opts, List *options);
+extern bool fr_options_table_included(const FrOptions *opts,
+									  const char *schema, const char *table);
+
+/* ----------------------------------------------------------------
+ * JSON output and per-relation info (fundrecs_json.c)
+ * ----------------------------------------------------------------
+ */
+typedef enum FrValueKind
+{
+	FR_KIND_INTEGER,			/* int2, int4, int8, oid: bare number */
+	FR_KIND_NUMERIC,			/* numeric: bare number, NaN/Infinity quoted */
+	FR_KIND_FLOAT,				/* float4, float8: same */
+	FR_KIND_BOOL,
+	FR_KIND_JSON,				/* json: embedded, newlines turned into spaces */
+	FR_KIND_JSONB,				/* jsonb: embedded */
+	FR_KIND_DATETIME,			/* date, time(tz), timestamp(tz): ISO 8601 */
+	FR_KIND_BYTEA,				/* "\x..." */
+	FR_KIND_TEXT				/* everything else: text output, quoted */
+} FrValueKind;
+
+typedef struct FrColumn
+{
+	AttrNumber	attnum;
+	bool		dropped;
+	char	   *json_name;		/* "name": already escaped, with the colon */
+	Oid			typid;			/* the column's type */
+	Oid			basetypid;		/* after resolving domains */
+	FrValueKind kind;
+	bool		typisvarlena;
+	bool		is_key;			/* one of the key columns */
+	FmgrInfo	outfunc;
+} FrColumn;
+
+typedef struct FrRelInfo
+{
+	Oid			relid;			/* hash key: must be first */
+	bool		valid;
+	bool		included;		/* passes the "tables" filter */
+	bool		is_orders;		/* the table that gets enriched */
+	bool		is_products;	/* fundrecs.product_details itself */
+	bool		identity_full;	/* REPLICA IDENTITY FULL: old rows are whole */
+	MemoryContext cxt;			/* holds everything below */
+	char	   *schema_json;	/* "schema":"..." fragment */
+	char	   *table_json;		/* "table":"..." fragment */
+	char	   *schema_name;
+	char	   *table_name;
+	char	   *route_json;		/* quoted table name, the route of others */
+	int			natts;
+	FrColumn   *cols;			/* natts entries, by attribute position */
+	int			nkeys;
+	AttrNumber *keyattrs;		/* replica identity (or primary key) columns */
+	AttrNumber	product_attnum; /* orders only; InvalidAttrNumber if absent */
+	AttrNumber	quantity_attnum;
+} FrRelInfo;
+
+extern void fr_relinfo_init(void);
+extern FrRelInfo *fr_relinfo_get(Relation rel, const FrOptions *opts);
+extern void fr_json_append_value(StringInfo out, FrColumn *col, Datum value);
+extern void fr_json_append_lsn(StringInfo out, XLogRecPtr lsn);
+extern void fr_json_append_timestamptz(StringInfo out, TimestampTz ts);
+extern void fr_json_append_string(StringInfo out, const char *str);
+extern char *fr_json_quote(const char *str);
+
+/* ----------------------------------------------------------------
+ * Products (fundrecs_products.c)
+ * ----------------------------------------------------------------
+ */
+typedef struct FrProduct
+{
+	int64		product_id;
+	bool		found;
+	char	   *name_json;		/* quoted product_name */
+	char	   *category_json;	/* quoted category */
+	char	   *route_json;		/* quoted category slug */
+	char	   *price_text;		/* numeric output */
+	Datum		price;			/* numeric */
+} FrProduct;
+
+extern void fr_products_init(void);
+extern void fr_products_begin_txn(XLogRecPtr first_commit_lsn, bool txn_changes_catalog);
+extern void fr_products_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog);
+extern void fr_products_txn_touched_products(void);
+extern FrProduct *fr_products_lookup(int64 product_id, XLogRecPtr change_lsn);
+extern Oid	fr_products_relid(void);
+extern char *fr_category_slug(const char *category);
+
+#endif							/* FUNDRECS_H */

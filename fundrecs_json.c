@@ -1,0 +1,442 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs_json.c
+ *	  Column values as JSON, and the per-relation output info cache.
+ *
+ * Everything that needs the catalogs (column names, types, output
+ * functions, replica identity) is looked up once per relation and kept
+ * in FrRelInfo until a relcache invalidation names the relation.  The
+ * per-change path then only calls output functions.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "fundrecs.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+static HTAB *relinfo_hash = NULL;
+static bool relinfo_callback_registered = false;
+
+static void
+relinfo_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	FrRelInfo  *entry;
+
+	if (relinfo_hash == NULL)
+		return;
+
+	if (OidIsValid(relid))
+	{
+		entry = hash_search(relinfo_hash, &relid, HASH_FIND, NULL);
+		if (entry != NULL)
+			entry->valid = false;
+		return;
+	}
+
+	hash_seq_init(&status, relinfo_hash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		entry->valid = false;
+}
+
+/*
+ * Called at the start of every decoding session: entries depend on the
+ * session's options, so a new session starts from an empty cache.
+ */
+void
+fr_relinfo_init(void)
+{
+	HASHCTL		ctl;
+
+	if (relinfo_hash != NULL)
+	{
+		HASH_SEQ_STATUS status;
+		FrRelInfo  *entry;
+
+		hash_seq_init(&status, relinfo_hash);
+		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			if (entry->cxt != NULL)
+				MemoryContextDelete(entry->cxt);
+		}
+		hash_destroy(relinfo_hash);
+		relinfo_hash = NULL;
+	}
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(FrRelInfo);
+	ctl.hcxt = CacheMemoryContext;
+	relinfo_hash = hash_create("fundrecs relation info", 64, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	/* Callbacks cannot be unregistered: register once per backend. */
+	if (!relinfo_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(relinfo_invalidate, (Datum) 0);
+		relinfo_callback_registered = true;
+	}
+}
+
+static FrValueKind
+kind_of_type(Oid basetypid)
+{
+	switch (basetypid)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+			return FR_KIND_INTEGER;
+		case NUMERICOID:
+			return FR_KIND_NUMERIC;
+		case FLOAT4OID:
+		case FLOAT8OID:
+			return FR_KIND_FLOAT;
+		case BOOLOID:
+			return FR_KIND_BOOL;
+		case JSONOID:
+			return FR_KIND_JSON;
+		case JSONBOID:
+			return FR_KIND_JSONB;
+		case DATEOID:
+		case TIMEOID:
+		case TIMETZOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+			return FR_KIND_DATETIME;
+		case BYTEAOID:
+			return FR_KIND_BYTEA;
+		default:
+			return FR_KIND_TEXT;
+	}
+}
+
+/* Returns "str" as a JSON string literal, quotes included. */
+char *
+fr_json_quote(const char *str)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, str);
+	return buf.data;
+}
+
+static AttrNumber
+find_column(FrRelInfo *ri, TupleDesc desc, const char *name)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	return InvalidAttrNumber;
+}
+
+static void
+check_enrichment_column(FrRelInfo *ri, AttrNumber attnum, const char *option,
+						const char *name, bool allow_numeric)
+{
+	Oid			typid;
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of orders table \"%s.%s\" does not exist",
+						name, ri->schema_name, ri->table_name),
+				 errhint("Name the column with the plugin option \"%s\".", option)));
+
+	typid = ri->cols[attnum - 1].basetypid;
+	if (typid == INT2OID || typid == INT4OID || typid == INT8OID ||
+		(allow_numeric && typid == NUMERICOID))
+		return;
+
+	ereport(ERROR,
+			(errcode(ERRCODE_DATATYPE_MISMATCH),
+			 errmsg("column \"%s\" of orders table \"%s.%s\" has type %s",
+					name, ri->schema_name, ri->table_name, format_type_be(typid)),
+			 allow_numeric ?
+			 errdetail("The quantity column must be smallint, integer, bigint or numeric.") :
+			 errdetail("The product column must be smallint, integer or bigint.")));
+}
+
+static void
+relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	MemoryContext oldcxt;
+	Oid			keyindex;
+
+	if (ri->cxt == NULL)
+		ri->cxt = AllocSetContextCreate(CacheMemoryContext,
+										"fundrecs relation info",
+										ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(ri->cxt);
+
+	oldcxt = MemoryContextSwitchTo(ri->cxt);
+
+	ri->schema_name = get_namespace_name(RelationGetNamespace(rel));
+	ri->table_name = pstrdup(RelationGetRelationName(rel));
+	ri->schema_json = psprintf("\"schema\":%s", fr_json_quote(ri->schema_name));
+	ri->table_json = psprintf("\"table\":%s", fr_json_quote(ri->table_name));
+	ri->route_json = fr_json_quote(ri->table_name);
+	ri->included = fr_options_table_included(opts, ri->schema_name, ri->table_name);
+	ri->is_orders = (strcmp(ri->schema_name, opts->orders_schema) == 0 &&
+					 strcmp(ri->table_name, opts->orders_table) == 0);
+	ri->is_products = (strcmp(ri->schema_name, FR_EXT_SCHEMA) == 0 &&
+					   strcmp(ri->table_name, FR_PRODUCTS_TABLE) == 0);
+	ri->identity_full = (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL);
+	ri->natts = 0;
+	ri->cols = NULL;
+	ri->nkeys = 0;
+	ri->keyattrs = NULL;
+	ri->product_attnum = InvalidAttrNumber;
+	ri->quantity_attnum = InvalidAttrNumber;
+
+	if (ri->included)
+	{
+		ri->natts = desc->natts;
+		ri->cols = palloc0(sizeof(FrColumn) * Max(desc->natts, 1));
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			FrColumn   *col = &ri->cols[i];
+			Oid			outfunc;
+
+			col->attnum = att->attnum;
+			col->dropped = att->attisdropped;
+			if (col->dropped)
+				continue;
+			col->json_name = psprintf("%s:", fr_json_quote(NameStr(att->attname)));
+			col->typid = att->atttypid;
+			col->basetypid = getBaseType(att->atttypid);
+			col->kind = kind_of_type(col->basetypid);
+			getTypeOutputInfo(att->atttypid, &outfunc, &col->typisvarlena);
+			fmgr_info_cxt(outfunc, &col->outfunc, ri->cxt);
+		}
+
+		/*
+		 * The key: the replica identity index, or the primary key when the
+		 * identity is FULL or NOTHING.
+		 */
+		keyindex = RelationGetReplicaIndex(rel);
+		if (!OidIsValid(keyindex))
+			keyindex = RelationGetPrimaryKeyIndex(rel);
+		if (OidIsValid(keyindex))
+		{
+			Relation	idxrel = index_open(keyindex, AccessShareLock);
+			int			nkeys = idxrel->rd_index->indnkeyatts;
+
+			ri->keyattrs = palloc(sizeof(AttrNumber) * nkeys);
+			for (int i = 0; i < nkeys; i++)
+			{
+				AttrNumber	attnum = idxrel->rd_index->indkey.values[i];
+
+				/* Expression index columns cannot be a key; skip. */
+				if (attnum > 0)
+				{
+					ri->keyattrs[ri->nkeys++] = attnum;
+					ri->cols[attnum - 1].is_key = true;
+				}
+			}
+			index_close(idxrel, AccessShareLock);
+		}
+
+		if (ri->is_orders)
+		{
+			ri->product_attnum = find_column(ri, desc, opts->product_column);
+			check_enrichment_column(ri, ri->product_attnum, "product_column",
+									opts->product_column, false);
+			ri->quantity_attnum = find_column(ri, desc, opts->quantity_column);
+			check_enrichment_column(ri, ri->quantity_attnum, "quantity_column",
+									opts->quantity_column, true);
+		}
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+	ri->valid = true;
+}
+
+FrRelInfo *
+fr_relinfo_get(Relation rel, const FrOptions *opts)
+{
+	Oid			relid = RelationGetRelid(rel);
+	FrRelInfo  *ri;
+	bool		found;
+
+	ri = hash_search(relinfo_hash, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		ri->valid = false;
+		ri->cxt = NULL;
+	}
+	if (!ri->valid)
+	{
+		PG_TRY();
+		{
+			relinfo_build(ri, rel, opts);
+		}
+		PG_CATCH();
+		{
+			ri->valid = false;
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	return ri;
+}
+
+void
+fr_json_append_string(StringInfo out, const char *str)
+{
+	escape_json(out, str);
+}
+
+void
+fr_json_append_lsn(StringInfo out, XLogRecPtr lsn)
+{
+	appendStringInfo(out, "\"%X/%X\"", LSN_FORMAT_ARGS(lsn));
+}
+
+/* ISO 8601 in UTC with a "Z", microseconds without trailing zeros. */
+void
+fr_json_append_timestamptz(StringInfo out, TimestampTz ts)
+{
+	char		buf[MAXDATELEN + 1];
+	int			utc = 0;
+	size_t		len;
+
+	JsonEncodeDateTime(buf, TimestampTzGetDatum(ts), TIMESTAMPTZOID, &utc);
+	len = strlen(buf);
+	appendStringInfoChar(out, '"');
+	if (len > 6 && strcmp(buf + len - 6, "+00:00") == 0)
+	{
+		appendBinaryStringInfo(out, buf, len - 6);
+		appendStringInfoChar(out, 'Z');
+	}
+	else
+		appendBinaryStringInfo(out, buf, len);
+	appendStringInfoChar(out, '"');
+}
+
+static void
+append_number_text(StringInfo out, const char *str)
+{
+	/* NaN and infinities are not JSON numbers: quote them. */
+	if (str[0] == 'N' || str[0] == 'I' || (str[0] == '-' && str[1] == 'I'))
+		escape_json(out, str);
+	else
+		appendStringInfoString(out, str);
+}
+
+static void
+append_json_text(StringInfo out, const char *str)
+{
+	/*
+	 * A json value is valid JSON already; raw newlines can only be
+	 * whitespace between tokens (inside strings they are escaped), so
+	 * turning them into spaces keeps the row on one line.
+	 */
+	for (const char *p = str; *p; p++)
+	{
+		if (*p == '\n' || *p == '\r')
+			appendStringInfoChar(out, ' ');
+		else
+			appendStringInfoChar(out, *p);
+	}
+}
+
+static void
+append_bytea(StringInfo out, Datum value)
+{
+	static const char hex[] = "0123456789abcdef";
+	bytea	   *b = DatumGetByteaPP(value);
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(b);
+	int			len = VARSIZE_ANY_EXHDR(b);
+
+	enlargeStringInfo(out, 2 * len + 5);
+	appendStringInfoString(out, "\"\\\\x");
+	for (int i = 0; i < len; i++)
+	{
+		out->data[out->len++] = hex[p[i] >> 4];
+		out->data[out->len++] = hex[p[i] & 0x0F];
+	}
+	out->data[out->len] = '\0';
+	appendStringInfoChar(out, '"');
+}
+
+void
+fr_json_append_value(StringInfo out, FrColumn *col, Datum value)
+{
+	char		buf[MAXDATELEN + 1];
+
+	switch (col->kind)
+	{
+		case FR_KIND_INTEGER:
+			switch (col->basetypid)
+			{
+				case INT2OID:
+					enlargeStringInfo(out, 8);
+					out->len += pg_itoa(DatumGetInt16(value), out->data + out->len);
+					break;
+				case INT4OID:
+					enlargeStringInfo(out, 12);
+					out->len += pg_ltoa(DatumGetInt32(value), out->data + out->len);
+					break;
+				case INT8OID:
+					enlargeStringInfo(out, 21);
+					out->len += pg_lltoa(DatumGetInt64(value), out->data + out->len);
+					break;
+				default:
+					appendStringInfoString(out, OutputFunctionCall(&col->outfunc, value));
+					break;
+			}
+			break;
+		case FR_KIND_NUMERIC:
+		case FR_KIND_FLOAT:
+			append_number_text(out, OutputFunctionCall(&col->outfunc, value));
+			break;
+		case FR_KIND_BOOL:
+			appendStringInfoString(out, DatumGetBool(value) ? "true" : "false");
+			break;
+		case FR_KIND_JSON:
+			append_json_text(out, OutputFunctionCall(&col->outfunc, value));
+			break;
+		case FR_KIND_JSONB:
+			appendStringInfoString(out, OutputFunctionCall(&col->outfunc, value));
+			break;
+		case FR_KIND_DATETIME:
+			if (col->basetypid == TIMESTAMPTZOID)
+				fr_json_append_timestamptz(out, DatumGetTimestampTz(value));
+			else
+			{
+				JsonEncodeDateTime(buf, value, col->basetypid, NULL);
+				appendStringInfoChar(out, '"');
+				appendStringInfoString(out, buf);
+				appendStringInfoChar(out, '"');
+			}
+			break;
+		case FR_KIND_BYTEA:
+			append_bytea(out, value);
+			break;
+		case FR_KIND_TEXT:
+			escape_json(out, OutputFunctionCall(&col->outfunc, value));
+			break;
+	}
+}

@@ -1,0 +1,378 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs_products.c
+ *	  Product lookup for enrichment, its cache, and the SQL-callable
+ *	  helpers of the extension (category_slug, the product file reader).
+ *
+ * Lookups read fundrecs.product_details, a user_catalog_table, through
+ * the historic snapshot that logical decoding installs, so a change sees
+ * the products as they were when it was made.
+ *
+ * The cache must be exactly as correct as the historic snapshot.  The
+ * rule used here: "valid_after" is an LSN such that no transaction that
+ * changed the catalogs (product_details is one of them) committed between
+ * valid_after and any change decoded later with an LSN above it.  It is
+ * set to the commit LSN of the first transaction of the session (anything
+ * that committed earlier was skipped by decoding, unseen), then to the end
+ * LSN of each decoded transaction that changed the catalogs, and the cache
+ * is emptied each time.  A change may use or fill the cache only when its
+ * LSN is above valid_after and its own transaction changed no catalogs;
+ * every other change looks the product up directly.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "fundrecs.h"
+
+#include <ctype.h>
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/rel.h"
+
+/* Where the product table is; resolved lazily, reset by invalidations. */
+static bool products_info_valid = false;
+static Oid	products_relid = InvalidOid;
+static Oid	products_indexid = InvalidOid;
+static AttrNumber attnum_id;
+static AttrNumber attnum_name;
+static AttrNumber attnum_category;
+static AttrNumber attnum_price;
+static bool products_callback_registered = false;
+static bool warned_missing = false;
+
+/* The cache. */
+static HTAB *product_cache = NULL;
+static MemoryContext product_cxt = NULL;
+static XLogRecPtr valid_after = InvalidXLogRecPtr;
+static bool session_started = false;
+static bool txn_may_use_cache = false;
+
+static void
+products_invalidate(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || !OidIsValid(products_relid) || relid == products_relid)
+		products_info_valid = false;
+}
+
+static void
+cache_reset(void)
+{
+	HASHCTL		ctl;
+
+	if (product_cxt == NULL)
+		product_cxt = AllocSetContextCreate(CacheMemoryContext,
+											"fundrecs product cache",
+											ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(product_cxt);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(FrProduct);
+	ctl.hcxt = product_cxt;
+	product_cache = hash_create("fundrecs products", 1024, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* Start of a decoding session. */
+void
+fr_products_init(void)
+{
+	if (!products_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(products_invalidate, (Datum) 0);
+		products_callback_registered = true;
+	}
+	products_info_valid = false;
+	warned_missing = false;
+	session_started = false;
+	valid_after = InvalidXLogRecPtr;
+	txn_may_use_cache = false;
+	cache_reset();
+}
+
+void
+fr_products_begin_txn(XLogRecPtr commit_lsn, bool txn_changes_catalog)
+{
+	if (!session_started)
+	{
+		valid_after = commit_lsn;
+		session_started = true;
+	}
+	txn_may_use_cache = !txn_changes_catalog;
+}
+
+void
+fr_products_txn_touched_products(void)
+{
+	txn_may_use_cache = false;
+}
+
+void
+fr_products_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog)
+{
+	if (txn_changes_catalog || !txn_may_use_cache)
+	{
+		if (end_lsn > valid_after)
+			valid_after = end_lsn;
+		cache_reset();
+	}
+}
+
+static void
+resolve_products_table(void)
+{
+	Oid			nspid;
+	Relation	rel;
+
+	products_relid = InvalidOid;
+	products_indexid = InvalidOid;
+
+	nspid = get_namespace_oid(FR_EXT_SCHEMA, true);
+	if (OidIsValid(nspid))
+		products_relid = get_relname_relid(FR_PRODUCTS_TABLE, nspid);
+
+	if (OidIsValid(products_relid))
+	{
+		rel = table_open(products_relid, AccessShareLock);
+		products_indexid = RelationGetPrimaryKeyIndex(rel);
+		table_close(rel, AccessShareLock);
+
+		attnum_id = get_attnum(products_relid, "product_id");
+		attnum_name = get_attnum(products_relid, "product_name");
+		attnum_category = get_attnum(products_relid, "category");
+		attnum_price = get_attnum(products_relid, "price");
+		if (!OidIsValid(products_indexid) || attnum_id == InvalidAttrNumber ||
+			attnum_name == InvalidAttrNumber ||
+			attnum_category == InvalidAttrNumber ||
+			attnum_price == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s.%s does not have the expected definition",
+							FR_EXT_SCHEMA, FR_PRODUCTS_TABLE),
+					 errdetail("It needs a primary key on product_id and the columns product_name, category and price."),
+					 errhint("Recreate it with DROP EXTENSION fundrecs and CREATE EXTENSION fundrecs.")));
+	}
+	else if (!warned_missing)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table %s.%s does not exist, orders are not enriched",
+						FR_EXT_SCHEMA, FR_PRODUCTS_TABLE),
+				 errhint("Run CREATE EXTENSION fundrecs in this database and load the products.")));
+		warned_missing = true;
+	}
+	products_info_valid = true;
+}
+
+/* Fills "p" from the table; strings are allocated in the current context. */
+static void
+lookup_direct(FrProduct *p, int64 product_id)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tuple;
+
+	p->product_id = product_id;
+	p->found = false;
+
+	if (!OidIsValid(products_relid) || product_id < 1 || product_id > PG_INT32_MAX)
+		return;
+
+	rel = table_open(products_relid, AccessShareLock);
+	ScanKeyInit(&skey, attnum_id, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum((int32) product_id));
+	/* A NULL snapshot means the catalog snapshot: the historic one here. */
+	scan = systable_beginscan(rel, products_indexid, true, NULL, 1, &skey);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		bool		isnull;
+		Datum		d;
+		char	   *category;
+
+		d = heap_getattr(tuple, attnum_name, desc, &isnull);
+		p->name_json = isnull ? pstrdup("null") : fr_json_quote(TextDatumGetCString(d));
+		d = heap_getattr(tuple, attnum_category, desc, &isnull);
+		category = isnull ? NULL : TextDatumGetCString(d);
+		p->category_json = category ? fr_json_quote(category) : pstrdup("null");
+		p->route_json = fr_json_quote(category ? fr_category_slug(category)
+									  : FR_ROUTE_UNCATEGORIZED);
+		d = heap_getattr(tuple, attnum_price, desc, &isnull);
+		if (isnull)
+		{
+			p->price = (Datum) 0;
+			p->price_text = NULL;
+		}
+		else
+		{
+			p->price = PointerGetDatum(DatumGetNumericCopy(d));
+			p->price_text = DatumGetCString(DirectFunctionCall1(numeric_out, p->price));
+		}
+		p->found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+/*
+ * Looks a product up as of the change at change_lsn.  The result lives in
+ * the cache or, for a direct lookup, in the current memory context (the
+ * per-change one).
+ */
+FrProduct *
+fr_products_lookup(int64 product_id, XLogRecPtr change_lsn)
+{
+	bool		cacheable = txn_may_use_cache && change_lsn > valid_after;
+	FrProduct  *p;
+	bool		found;
+
+	if (!products_info_valid)
+		resolve_products_table();
+
+	if (!cacheable)
+	{
+		p = palloc(sizeof(FrProduct));
+		lookup_direct(p, product_id);
+		return p;
+	}
+
+	p = hash_search(product_cache, &product_id, HASH_ENTER, &found);
+	if (!found)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(product_cxt);
+
+		PG_TRY();
+		{
+			lookup_direct(p, product_id);
+		}
+		PG_CATCH();
+		{
+			hash_search(product_cache, &product_id, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcxt);
+	}
+	return p;
+}
+
+Oid
+fr_products_relid(void)
+{
+	if (!products_info_valid)
+		resolve_products_table();
+	return products_relid;
+}
+
+/*
+ * The route of a category: ASCII letters and digits in lower case, every
+ * run of other characters one underscore, none at either end.  Safe as an
+ * S3 key part and a Hive partition value.  Empty result: "uncategorized".
+ */
+char *
+fr_category_slug(const char *category)
+{
+	size_t		len = strlen(category);
+	char	   *result = palloc(len + 1);
+	char	   *out = result;
+	bool		pending_sep = false;
+
+	for (const unsigned char *p = (const unsigned char *) category; *p; p++)
+	{
+		if (isascii(*p) && isalnum(*p))
+		{
+			if (pending_sep && out > result)
+				*out++ = '_';
+			pending_sep = false;
+			*out++ = (char) tolower(*p);
+		}
+		else
+			pending_sep = true;
+	}
+	*out = '\0';
+
+	if (out == result)
+	{
+		pfree(result);
+		return pstrdup(FR_ROUTE_UNCATEGORIZED);
+	}
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(fundrecs_category_slug);
+
+Datum
+fundrecs_category_slug(PG_FUNCTION_ARGS)
+{
+	text	   *category = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_TEXT_P(cstring_to_text(fr_category_slug(text_to_cstring(category))));
+}
+
+/*
+ * fundrecs.read_product_file(path text) returns text: the contents of a
+ * server-side file, for load_products_file().  Reading server files is
+ * for superusers and members of pg_read_server_files only.
+ */
+PG_FUNCTION_INFO_V1(fundrecs_read_product_file);
+
+#define FR_MAX_PRODUCT_FILE (256 * 1024 * 1024)
+
+Datum
+fundrecs_read_product_file(PG_FUNCTION_ARGS)
+{
+	char	   *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	FILE	   *file;
+	StringInfoData buf;
+	char		chunk[65536];
+	size_t		n;
+
+	if (!superuser() && !has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to read product file \"%s\"", path),
+				 errdetail("Only superusers and members of pg_read_server_files may read server files."),
+				 errhint("Use fundrecs.load_products(jsonb) to load products from the client.")));
+
+	file = AllocateFile(path, PG_BINARY_R);
+	if (file == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open product file \"%s\": %m", path)));
+
+	initStringInfo(&buf);
+	while ((n = fread(chunk, 1, sizeof(chunk), file)) > 0)
+	{
+		if ((size_t) buf.len + n > FR_MAX_PRODUCT_FILE)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("product file \"%s\" is too large", path),
+					 errdetail("The limit is %d bytes.", FR_MAX_PRODUCT_FILE)));
+		appendBinaryStringInfo(&buf, chunk, n);
+	}
+	if (ferror(file))
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read product file \"%s\": %m", path)));
+	FreeFile(file);
+
+	pg_verifymbstr(buf.data, buf.len, false);
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
+}
