@@ -85,6 +85,9 @@ parse_qualified_name(DefElem *elem, const char *text, bool allow_star,
 
 	if (!SplitIdentifierString(raw, '.', &parts) || list_length(parts) != 2)
 		goto bad;
+	/* "*" is a wildcard only as the whole table part; quote it otherwise. */
+	if (strchr(text, '*') != NULL && strchr(text, '"') == NULL)
+		goto bad;
 	*schema = pstrdup((char *) linitial(parts));
 	*table = pstrdup((char *) lsecond(parts));
 	return;
