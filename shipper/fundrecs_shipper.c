@@ -1,0 +1,928 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs_shipper.c
+ *	  Reads a fundrecs_decoder replication slot over the streaming
+ *	  replication protocol and ships every row to a Kinesis data stream
+ *	  (or to stdout).  The flush position confirmed to PostgreSQL moves only
+ *	  past whole transactions whose rows have all been acknowledged.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <signal.h>
+#include <sys/select.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "common/logging.h"
+#include "common/string.h"
+#include "getopt_long.h"
+#include "kinesis.h"
+#include "libpq-fe.h"
+#include "rowscan.h"
+#include "stream.h"
+
+#define FUNDRECS_SHIPPER_VERSION "1.0"
+
+static const char *progname;
+
+/* Set by signal handlers, checked by the loops. */
+static volatile sig_atomic_t stop_requested = 0;
+
+typedef enum ShipTarget
+{
+	TARGET_KINESIS,
+	TARGET_STDOUT
+} ShipTarget;
+
+/* Command line */
+static char *opt_dbname = NULL;
+static char *opt_host = NULL;
+static char *opt_port = NULL;
+static char *opt_user = NULL;
+static int	opt_prompt_password = 0;	/* -1 never, 1 force */
+static char *opt_slot = NULL;
+static bool opt_create_slot = false;
+static bool opt_if_not_exists = false;
+static char **opt_plugin_options = NULL;	/* name, value, name, value, ... */
+static int	opt_noptions = 0;
+static uint64_t opt_startpos = 0;
+static uint64_t opt_endpos = 0;
+static bool opt_no_loop = false;
+static int	opt_status_interval = 10;
+static ShipTarget opt_target = TARGET_KINESIS;
+static char *opt_stream = NULL;
+static char *opt_stream_arn = NULL;
+static char *opt_region = NULL;
+static char *opt_endpoint = NULL;
+static char *opt_ca_file = NULL;
+static int	opt_batch_records = KINESIS_MAX_RECORDS;
+static long opt_batch_bytes = KINESIS_MAX_REQUEST_BYTES;
+static int	opt_linger_ms = 50;
+static long opt_max_buffer_bytes = 8 * 1024 * 1024;
+static int	opt_request_timeout_ms = 30000;
+static int	opt_retry_timeout = 600;
+static int	verbosity = 0;		/* -1 quiet, 1 verbose, 2 debug */
+
+/* The batch being filled: at most one batch is held at any time. */
+typedef struct Batch
+{
+	ShipRecord *recs;
+	int			n;
+	size_t		bytes;			/* data + partition keys, as Kinesis counts */
+	double		first_at;		/* when its first record arrived */
+	/* partition keys in this batch: open addressing, indexes into recs */
+	int		   *slots;
+	int			nslots;
+} Batch;
+
+/* Delivery positions (LSNs). */
+typedef struct Positions
+{
+	uint64_t	confirmed;		/* last flush position reported */
+	uint64_t	last_txn;		/* commit LSN of the newest row received */
+	uint64_t	prev_txn;		/* commit LSN of the transaction before it */
+	uint64_t	processed;		/* server's walEnd from keepalives */
+} Positions;
+
+static Batch batch;
+static Positions pos;
+static KinesisTarget kinesis;
+static uint64_t rows_shipped = 0;
+static PQExpBufferData pkey_buf;
+
+static void
+sigexit_handler(SIGNAL_ARGS)
+{
+	stop_requested = 1;
+}
+
+static double
+now_seconds(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static void
+usage(void)
+{
+	printf("%s reads a fundrecs_decoder replication slot and ships its rows to Kinesis.\n\n", progname);
+	printf("Usage:\n  %s -d CONNSTR -S SLOT --stream NAME [OPTION]...\n", progname);
+	printf("\nConnection options:\n");
+	printf("  -d, --dbname=CONNSTR     database name or connection string\n");
+	printf("  -h, --host=HOSTNAME      database server host or socket directory\n");
+	printf("  -p, --port=PORT          database server port number\n");
+	printf("  -U, --username=NAME      connect as specified database user\n");
+	printf("  -w, --no-password        never prompt for password\n");
+	printf("  -W, --password           force password prompt (should happen automatically)\n");
+	printf("\nSlot options:\n");
+	printf("  -S, --slot=SLOTNAME      name of the logical replication slot\n");
+	printf("      --create-slot        create the slot (plugin fundrecs_decoder) before shipping\n");
+	printf("      --if-not-exists      do not error if the slot already exists with --create-slot\n");
+	printf("  -o, --option=NAME=VALUE  pass option NAME with value VALUE to the plugin\n");
+	printf("  -I, --startpos=LSN       where in an existing slot to start\n");
+	printf("  -E, --endpos=LSN         ship up to LSN, confirm it and exit\n");
+	printf("  -n, --no-loop            exit on connection loss instead of reconnecting\n");
+	printf("  -s, --status-interval=SECS\n"
+		   "                           time between status updates to the server (default: %d)\n",
+		   opt_status_interval);
+	printf("\nTarget options:\n");
+	printf("      --target=TARGET      kinesis (default) or stdout (one JSON row per line)\n");
+	printf("      --stream=NAME        Kinesis data stream name\n");
+	printf("      --stream-arn=ARN     Kinesis data stream ARN (instead of --stream)\n");
+	printf("      --region=REGION      AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, profile)\n");
+	printf("      --endpoint-url=URL   Kinesis endpoint (emulators, VPC endpoints)\n");
+	printf("      --ca-file=FILE       CA certificates to verify the endpoint with\n");
+	printf("      --batch-records=N    records per PutRecords call, at most 500 (default: %d)\n",
+		   opt_batch_records);
+	printf("      --batch-bytes=N      bytes per PutRecords call, at most 5 MiB (default: %ld)\n",
+		   opt_batch_bytes);
+	printf("      --linger-ms=N        how long a partial batch waits for more rows (default: %d)\n",
+		   opt_linger_ms);
+	printf("      --max-buffer-bytes=N unacknowledged bytes held before reading stops (default: %ld)\n",
+		   opt_max_buffer_bytes);
+	printf("      --request-timeout=MS timeout of one HTTP request (default: %d)\n",
+		   opt_request_timeout_ms);
+	printf("      --retry-timeout=SECS give up retrying a batch after this long, 0 never (default: %d)\n",
+		   opt_retry_timeout);
+	printf("\nOther options:\n");
+	printf("  -v, --verbose            output verbose messages (twice: debug)\n");
+	printf("  -q, --quiet              output errors only\n");
+	printf("  -V, --version            output version information, then exit\n");
+	printf("  -?, --help               show this help, then exit\n");
+	printf("\nCredentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and\n"
+		   "AWS_SESSION_TOKEN, or from AWS_PROFILE in ~/.aws/credentials and ~/.aws/config.\n");
+	printf("\nExit status: 0 on success, --endpos reached or SIGINT/SIGTERM; 1 on a runtime\n"
+		   "failure; 2 on a usage or configuration error.\n");
+}
+
+static void
+usage_error(const char *fmt, const char *arg)
+{
+	pg_log_error(fmt, arg);
+	pg_log_error_hint("Try \"%s --help\" for more information.", progname);
+	exit(2);
+}
+
+static long
+parse_long(const char *name, const char *value, long min, long max)
+{
+	char	   *end;
+	long		v;
+
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if (errno != 0 || *value == '\0' || *end != '\0' || v < min || v > max)
+	{
+		pg_log_error("invalid value \"%s\" for option %s", value, name);
+		pg_log_error_detail("It must be an integer from %ld to %ld.", min, max);
+		pg_log_error_hint("Try \"%s --help\" for more information.", progname);
+		exit(2);
+	}
+	return v;
+}
+
+static uint64_t
+parse_lsn_option(const char *name, const char *value)
+{
+	uint64_t	lsn;
+
+	if (!rowscan_parse_lsn(value, strlen(value), &lsn))
+	{
+		pg_log_error("could not parse %s location \"%s\"", name, value);
+		pg_log_error_hint("Try \"%s --help\" for more information.", progname);
+		exit(2);
+	}
+	return lsn;
+}
+
+static bool
+parse_bool_value(const char *value, bool *result)
+{
+	if (pg_strcasecmp(value, "true") == 0 || pg_strcasecmp(value, "on") == 0 ||
+		pg_strcasecmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+		*result = true;
+	else if (pg_strcasecmp(value, "false") == 0 || pg_strcasecmp(value, "off") == 0 ||
+			 pg_strcasecmp(value, "no") == 0 || strcmp(value, "0") == 0)
+		*result = false;
+	else
+		return false;
+	return true;
+}
+
+static void
+add_plugin_option(const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+
+	if (eq == NULL || eq == arg)
+		usage_error("invalid plugin option \"%s\": use NAME=VALUE", arg);
+	opt_plugin_options = pg_realloc(opt_plugin_options,
+									sizeof(char *) * (opt_noptions + 1) * 2);
+	opt_plugin_options[opt_noptions * 2] = pnstrdup(arg, eq - arg);
+	opt_plugin_options[opt_noptions * 2 + 1] = pg_strdup(eq + 1);
+	opt_noptions++;
+}
+
+/* ----------------------------------------------------------------
+ * The batch
+ * ----------------------------------------------------------------
+ */
+
+static uint32_t
+hash_string(const char *s)
+{
+	uint32_t	h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char) *s) * 16777619u;
+	return h;
+}
+
+static void
+batch_init(void)
+{
+	batch.recs = pg_malloc0(sizeof(ShipRecord) * opt_batch_records);
+	batch.nslots = 1;
+	while (batch.nslots < opt_batch_records * 2)
+		batch.nslots <<= 1;
+	batch.slots = pg_malloc(sizeof(int) * batch.nslots);
+	memset(batch.slots, -1, sizeof(int) * batch.nslots);
+	batch.n = 0;
+	batch.bytes = 0;
+}
+
+/* Is a record with this partition key already in the batch? */
+static bool
+batch_has_key(const char *pkey)
+{
+	uint32_t	i = hash_string(pkey) & (batch.nslots - 1);
+
+	while (batch.slots[i] >= 0)
+	{
+		if (strcmp(batch.recs[batch.slots[i]].pkey, pkey) == 0)
+			return true;
+		i = (i + 1) & (batch.nslots - 1);
+	}
+	return false;
+}
+
+static void
+batch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn)
+{
+	ShipRecord *r = &batch.recs[batch.n];
+	uint32_t	i;
+
+	r->data = pg_malloc(len + 1);
+	memcpy(r->data, row, len);
+	r->data[len] = '\n';
+	r->len = len + 1;
+	r->pkey = pg_strdup(pkey);
+	r->commit_lsn = commit_lsn;
+	r->safe_lsn = pos.prev_txn;
+	if (opt_target == TARGET_KINESIS)
+	{
+		i = hash_string(pkey) & (batch.nslots - 1);
+		while (batch.slots[i] >= 0)
+			i = (i + 1) & (batch.nslots - 1);
+		batch.slots[i] = batch.n;
+	}
+	if (batch.n == 0)
+		batch.first_at = now_seconds();
+	batch.n++;
+	batch.bytes += r->len + strlen(pkey);
+}
+
+static void
+batch_clear(void)
+{
+	for (int i = 0; i < batch.n; i++)
+	{
+		free(batch.recs[i].data);
+		free(batch.recs[i].pkey);
+	}
+	batch.n = 0;
+	batch.bytes = 0;
+	memset(batch.slots, -1, sizeof(int) * batch.nslots);
+}
+
+/*
+ * The position that may be confirmed now: everything before the first
+ * unacknowledged row's transaction, or, with nothing pending, the newest
+ * transaction once the server has shown it complete.
+ */
+static uint64_t
+confirmable_lsn(void)
+{
+	uint64_t	lsn;
+
+	if (batch.n > 0)
+		lsn = batch.recs[0].safe_lsn;
+	else if (pos.processed >= pos.last_txn)
+		lsn = Max(pos.processed, pos.last_txn);
+	else
+		lsn = pos.prev_txn;
+	return Max(lsn, pos.confirmed);
+}
+
+/*
+ * Ships the batch.  Returns false on a fatal error or a stop while
+ * retrying; the batch is then left as it was (nothing confirmed past it).
+ */
+static bool
+batch_flush(void)
+{
+	if (batch.n == 0)
+		return true;
+
+	if (opt_target == TARGET_STDOUT)
+	{
+		for (int i = 0; i < batch.n; i++)
+		{
+			if (fwrite(batch.recs[i].data, 1, batch.recs[i].len, stdout) != batch.recs[i].len)
+			{
+				pg_log_error("could not write to standard output: %m");
+				return false;
+			}
+		}
+		if (fflush(stdout) != 0)
+		{
+			pg_log_error("could not write to standard output: %m");
+			return false;
+		}
+	}
+	else
+	{
+		KinesisResult r = kinesis_put_records(&kinesis, batch.recs, batch.n, &stop_requested);
+
+		if (r != KINESIS_OK)
+		{
+			if (r == KINESIS_STOPPED)
+				pg_log_warning("stopping with %d rows unacknowledged; they will be shipped again on restart",
+							   batch.n);
+			return false;
+		}
+	}
+	if (verbosity > 0)
+		pg_log_info("shipped %d rows (%zu bytes) up to commit %X/%X", batch.n, batch.bytes,
+					(uint32_t) (batch.recs[batch.n - 1].commit_lsn >> 32),
+					(uint32_t) batch.recs[batch.n - 1].commit_lsn);
+	rows_shipped += batch.n;
+	batch_clear();
+	return true;
+}
+
+/* ----------------------------------------------------------------
+ * Rows
+ * ----------------------------------------------------------------
+ */
+
+typedef enum RowResult
+{
+	ROW_OK,
+	ROW_PAST_ENDPOS,
+	ROW_FATAL
+} RowResult;
+
+static RowResult
+handle_row(const char *row, size_t len, uint64_t change_lsn)
+{
+	RowFields f;
+	uint64_t	commit_lsn;
+	size_t		record_bytes;
+
+	if (!rowscan(row, len, &f) || f.schema.start == NULL || f.table.start == NULL ||
+		f.schema.start[0] != '"' || f.table.start[0] != '"')
+	{
+		pg_log_error("row at %X/%X is not a fundrecs_decoder row: %.*s",
+					 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn,
+					 (int) Min(len, 200), row);
+		pg_log_error_hint("Was the slot created with the plugin fundrecs_decoder?");
+		return ROW_FATAL;
+	}
+	if (f.commit_lsn.start == NULL ||
+		!rowscan_parse_lsn(f.commit_lsn.start, f.commit_lsn.len, &commit_lsn))
+	{
+		pg_log_error("row at %X/%X has no commit_lsn",
+					 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn);
+		pg_log_error_hint("Do not pass -o include_lsn=false to the shipper.");
+		return ROW_FATAL;
+	}
+
+	if (opt_endpos != 0 && commit_lsn > opt_endpos)
+		return ROW_PAST_ENDPOS;
+
+	kinesis_partition_key(f.schema.start, f.schema.len, f.table.start, f.table.len,
+						  f.key.start, f.key.len, &pkey_buf);
+
+	record_bytes = len + 1 + pkey_buf.len;
+	if (opt_target == TARGET_KINESIS && record_bytes > KINESIS_MAX_RECORD_BYTES)
+	{
+		pg_log_error("row at %X/%X of table %.*s.%.*s is %zu bytes, over Kinesis's limit of %d bytes per record",
+					 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn,
+					 (int) f.schema.len - 2, f.schema.start + 1,
+					 (int) f.table.len - 2, f.table.start + 1,
+					 record_bytes, KINESIS_MAX_RECORD_BYTES);
+		pg_log_error_detail("Nothing at or after this row's transaction (commit %X/%X) is confirmed.",
+							(uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn);
+		pg_log_error_hint("Leave the large column out with the plugin option \"tables\", or shrink the row.");
+		return ROW_FATAL;
+	}
+
+	/* A new transaction: the previous one is complete. */
+	if (commit_lsn != pos.last_txn)
+	{
+		if (commit_lsn < pos.last_txn)
+		{
+			pg_log_error("rows arrived out of commit order (%X/%X after %X/%X)",
+						 (uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn,
+						 (uint32_t) (pos.last_txn >> 32), (uint32_t) pos.last_txn);
+			return ROW_FATAL;
+		}
+		pos.prev_txn = pos.last_txn;
+		pos.last_txn = commit_lsn;
+	}
+
+	/* Room in the batch, and one version per key per batch. */
+	if (batch.n >= opt_batch_records ||
+		batch.bytes + record_bytes > (size_t) Min(opt_batch_bytes, opt_max_buffer_bytes) ||
+		(opt_target == TARGET_KINESIS && batch_has_key(pkey_buf.data)))
+	{
+		if (!batch_flush())
+			return ROW_FATAL;
+	}
+	batch_add(row, len, pkey_buf.data, commit_lsn);
+	return ROW_OK;
+}
+
+/* ----------------------------------------------------------------
+ * Main loop
+ * ----------------------------------------------------------------
+ */
+
+typedef enum LoopResult
+{
+	LOOP_DONE,					/* endpos or stop: exit 0 */
+	LOOP_RECONNECT,				/* connection lost */
+	LOOP_FATAL					/* exit 1 */
+} LoopResult;
+
+static LoopResult
+stream_loop(ReplConn *rc)
+{
+	double		last_status = 0;
+	LoopResult	result = LOOP_DONE;
+
+	for (;;)
+	{
+		double		now = now_seconds();
+		double		wait;
+		StreamMessage msg;
+		int			r;
+
+		if (stop_requested)
+			break;
+
+		/* A partial batch waits no longer than the linger time. */
+		if (batch.n > 0 && now - batch.first_at >= opt_linger_ms / 1000.0)
+		{
+			if (!batch_flush())
+			{
+				result = stop_requested ? LOOP_DONE : LOOP_FATAL;
+				break;
+			}
+		}
+
+		/* Confirm what is acknowledged; report at the interval anyway. */
+		{
+			uint64_t	lsn = confirmable_lsn();
+
+			if (lsn > pos.confirmed ||
+				(opt_status_interval > 0 && now - last_status >= opt_status_interval))
+			{
+				pos.confirmed = lsn;
+				if (!stream_send_feedback(rc, pos.confirmed, false))
+				{
+					result = LOOP_RECONNECT;
+					break;
+				}
+				last_status = now;
+			}
+		}
+
+		/* --endpos: everything up to it has been received. */
+		if (opt_endpos != 0 && pos.processed >= opt_endpos)
+			break;
+
+		r = stream_next_message(rc, &msg);
+		if (r < 0)
+		{
+			result = LOOP_RECONNECT;
+			break;
+		}
+		if (r == 0)
+		{
+			/* Nothing ready: wait for the socket or the nearest deadline. */
+			wait = opt_status_interval > 0 ? last_status + opt_status_interval - now : 60;
+			if (batch.n > 0)
+				wait = Min(wait, batch.first_at + opt_linger_ms / 1000.0 - now);
+			if (wait < 0)
+				wait = 0;
+			if (stream_wait(rc, wait) < 0)
+			{
+				result = LOOP_RECONNECT;
+				break;
+			}
+			continue;
+		}
+
+		if (msg.type == 'k')
+		{
+			if (msg.wal_end > pos.processed)
+				pos.processed = msg.wal_end;
+			if (msg.reply_requested)
+			{
+				pos.confirmed = confirmable_lsn();
+				if (!stream_send_feedback(rc, pos.confirmed, false))
+				{
+					result = LOOP_RECONNECT;
+					break;
+				}
+				last_status = now_seconds();
+			}
+		}
+		else if (msg.type == 'w')
+		{
+			RowResult rr = handle_row(msg.data, msg.len, msg.data_start);
+
+			if (rr == ROW_FATAL)
+			{
+				/* Deliver and confirm what came before, then stop. */
+				if (batch_flush())
+				{
+					pos.confirmed = confirmable_lsn();
+					stream_send_feedback(rc, pos.confirmed, false);
+				}
+				result = LOOP_FATAL;
+				break;
+			}
+			if (rr == ROW_PAST_ENDPOS)
+			{
+				pos.processed = Max(pos.processed, opt_endpos);
+				continue;
+			}
+		}
+	}
+
+	/* On a clean end, deliver what is left and confirm it. */
+	if (result == LOOP_DONE)
+	{
+		if (!batch_flush())
+			result = stop_requested ? LOOP_DONE : LOOP_FATAL;
+		else
+		{
+			pos.confirmed = confirmable_lsn();
+			stream_send_feedback(rc, pos.confirmed, false);
+		}
+		if (!stop_requested || batch.n == 0)
+			stream_end(rc);
+	}
+	return result;
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct option long_options[] = {
+		{"dbname", required_argument, NULL, 'd'},
+		{"host", required_argument, NULL, 'h'},
+		{"port", required_argument, NULL, 'p'},
+		{"username", required_argument, NULL, 'U'},
+		{"no-password", no_argument, NULL, 'w'},
+		{"password", no_argument, NULL, 'W'},
+		{"slot", required_argument, NULL, 'S'},
+		{"option", required_argument, NULL, 'o'},
+		{"startpos", required_argument, NULL, 'I'},
+		{"endpos", required_argument, NULL, 'E'},
+		{"no-loop", no_argument, NULL, 'n'},
+		{"status-interval", required_argument, NULL, 's'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, '?'},
+		{"create-slot", no_argument, NULL, 1},
+		{"if-not-exists", no_argument, NULL, 2},
+		{"target", required_argument, NULL, 3},
+		{"stream", required_argument, NULL, 4},
+		{"stream-arn", required_argument, NULL, 5},
+		{"region", required_argument, NULL, 6},
+		{"endpoint-url", required_argument, NULL, 7},
+		{"ca-file", required_argument, NULL, 8},
+		{"batch-records", required_argument, NULL, 9},
+		{"batch-bytes", required_argument, NULL, 10},
+		{"linger-ms", required_argument, NULL, 11},
+		{"max-buffer-bytes", required_argument, NULL, 12},
+		{"request-timeout", required_argument, NULL, 13},
+		{"retry-timeout", required_argument, NULL, 14},
+		{NULL, 0, NULL, 0}
+	};
+	int			c;
+	int			option_index;
+	ReplConnParams params;
+	bool		first_connection = true;
+	int			exit_code = 0;
+
+	pg_logging_init(argv[0]);
+	progname = get_progname(argv[0]);
+
+	if (argc > 1)
+	{
+		if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-?") == 0)
+		{
+			usage();
+			exit(0);
+		}
+		if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
+		{
+			printf("fundrecs_shipper (fundrecs) " FUNDRECS_SHIPPER_VERSION "\n");
+			exit(0);
+		}
+	}
+
+	while ((c = getopt_long(argc, argv, "d:h:p:U:wWS:o:I:E:ns:vqV?",
+							long_options, &option_index)) != -1)
+	{
+		switch (c)
+		{
+			case 'd':
+				opt_dbname = pg_strdup(optarg);
+				break;
+			case 'h':
+				opt_host = pg_strdup(optarg);
+				break;
+			case 'p':
+				parse_long("-p/--port", optarg, 1, 65535);
+				opt_port = pg_strdup(optarg);
+				break;
+			case 'U':
+				opt_user = pg_strdup(optarg);
+				break;
+			case 'w':
+				opt_prompt_password = -1;
+				break;
+			case 'W':
+				opt_prompt_password = 1;
+				break;
+			case 'S':
+				opt_slot = pg_strdup(optarg);
+				break;
+			case 'o':
+				add_plugin_option(optarg);
+				break;
+			case 'I':
+				opt_startpos = parse_lsn_option("start", optarg);
+				break;
+			case 'E':
+				opt_endpos = parse_lsn_option("end", optarg);
+				break;
+			case 'n':
+				opt_no_loop = true;
+				break;
+			case 's':
+				opt_status_interval = (int) parse_long("-s/--status-interval", optarg, 0, INT_MAX / 1000);
+				break;
+			case 'v':
+				verbosity++;
+				break;
+			case 'q':
+				verbosity = -1;
+				break;
+			case 'V':
+				printf("fundrecs_shipper (fundrecs) " FUNDRECS_SHIPPER_VERSION "\n");
+				exit(0);
+			case 1:
+				opt_create_slot = true;
+				break;
+			case 2:
+				opt_if_not_exists = true;
+				break;
+			case 3:
+				if (strcmp(optarg, "kinesis") == 0)
+					opt_target = TARGET_KINESIS;
+				else if (strcmp(optarg, "stdout") == 0)
+					opt_target = TARGET_STDOUT;
+				else
+					usage_error("invalid target \"%s\": use kinesis or stdout", optarg);
+				break;
+			case 4:
+				opt_stream = pg_strdup(optarg);
+				break;
+			case 5:
+				opt_stream_arn = pg_strdup(optarg);
+				break;
+			case 6:
+				opt_region = pg_strdup(optarg);
+				break;
+			case 7:
+				opt_endpoint = pg_strdup(optarg);
+				break;
+			case 8:
+				opt_ca_file = pg_strdup(optarg);
+				break;
+			case 9:
+				opt_batch_records = (int) parse_long("--batch-records", optarg, 1, KINESIS_MAX_RECORDS);
+				break;
+			case 10:
+				opt_batch_bytes = parse_long("--batch-bytes", optarg, 1, KINESIS_MAX_REQUEST_BYTES);
+				break;
+			case 11:
+				opt_linger_ms = (int) parse_long("--linger-ms", optarg, 0, 3600 * 1000);
+				break;
+			case 12:
+				opt_max_buffer_bytes = parse_long("--max-buffer-bytes", optarg, 1024, LONG_MAX);
+				break;
+			case 13:
+				opt_request_timeout_ms = (int) parse_long("--request-timeout", optarg, 100, 3600 * 1000);
+				break;
+			case 14:
+				opt_retry_timeout = (int) parse_long("--retry-timeout", optarg, 0, INT_MAX);
+				break;
+			default:
+				pg_log_error_hint("Try \"%s --help\" for more information.", progname);
+				exit(2);
+		}
+	}
+
+	if (optind < argc)
+		usage_error("too many command-line arguments (first is \"%s\")", argv[optind]);
+	if (opt_slot == NULL)
+		usage_error("%s", "no slot specified");
+	if (opt_dbname == NULL && getenv("PGDATABASE") == NULL)
+		usage_error("%s", "no database specified");
+	if (opt_if_not_exists && !opt_create_slot)
+		usage_error("%s", "--if-not-exists requires --create-slot");
+	if (opt_startpos != 0 && opt_endpos != 0 && opt_endpos < opt_startpos)
+		usage_error("%s", "--endpos must not be before --startpos");
+	for (int i = 0; i < opt_noptions; i++)
+	{
+		bool		b;
+
+		if (strcmp(opt_plugin_options[2 * i], "include_lsn") == 0 &&
+			parse_bool_value(opt_plugin_options[2 * i + 1], &b) && !b)
+			usage_error("%s", "the shipper needs the plugin option include_lsn (do not set it to false)");
+	}
+
+	if (opt_target == TARGET_KINESIS)
+	{
+		char	   *region;
+		char	   *err;
+
+		if (opt_stream == NULL && opt_stream_arn == NULL)
+			usage_error("%s", "no stream specified: use --stream or --stream-arn");
+		if (opt_stream != NULL && opt_stream_arn != NULL)
+			usage_error("%s", "--stream and --stream-arn cannot be used together");
+		region = aws_resolve_region(opt_region);
+		if (region == NULL && opt_stream_arn != NULL)
+		{
+			/* arn:aws:kinesis:REGION:ACCOUNT:stream/NAME */
+			char	   *copy = pg_strdup(opt_stream_arn);
+			char	   *parts[6] = {0};
+			int			n = 0;
+
+			for (char *t = strtok(copy, ":"); t && n < 6; t = strtok(NULL, ":"))
+				parts[n++] = t;
+			if (n == 6 && strcmp(parts[2], "kinesis") == 0)
+				region = pg_strdup(parts[3]);
+		}
+		if (region == NULL)
+		{
+			pg_log_error("no AWS region specified");
+			pg_log_error_hint("Use --region, set AWS_REGION, or set a region in the AWS profile.");
+			exit(2);
+		}
+		err = kinesis_init(&kinesis, opt_endpoint, region, opt_stream, opt_stream_arn,
+						   opt_ca_file, opt_request_timeout_ms, opt_retry_timeout);
+		if (err != NULL)
+		{
+			pg_log_error("%s", err);
+			exit(2);
+		}
+		if (verbosity > 0)
+			pg_log_info("AWS credentials from %s, region %s, endpoint %s",
+						kinesis.creds.source, region, kinesis.endpoint);
+	}
+	else if (opt_stream || opt_stream_arn || opt_endpoint)
+		usage_error("%s", "--stream, --stream-arn and --endpoint-url are for --target kinesis");
+
+	if (verbosity < 0)
+		pg_logging_set_level(PG_LOG_ERROR);
+	else if (verbosity > 1)
+		pg_logging_increase_verbosity();
+
+	pqsignal(SIGINT, sigexit_handler);
+	pqsignal(SIGTERM, sigexit_handler);
+	pqsignal(SIGPIPE, SIG_IGN);
+
+	http_global_init();
+	initPQExpBuffer(&pkey_buf);
+	batch_init();
+
+	/* Fail early on an unknown stream or bad credentials. */
+	if (opt_target == TARGET_KINESIS && kinesis_check_stream(&kinesis) != KINESIS_OK)
+		exit(1);
+
+	memset(&params, 0, sizeof(params));
+	params.dbname = opt_dbname;
+	params.host = opt_host;
+	params.port = opt_port;
+	params.user = opt_user;
+	params.prompt_password = opt_prompt_password;
+	params.slot = opt_slot;
+	params.plugin_options = opt_plugin_options;
+	params.noptions = opt_noptions;
+
+	pos.confirmed = opt_startpos;
+
+	for (;;)
+	{
+		ReplConn   *rc;
+		LoopResult	lr;
+		bool		created = false;
+
+		rc = stream_connect(&params);
+		if (rc != NULL && first_connection && opt_create_slot)
+		{
+			if (!stream_create_slot(rc, opt_if_not_exists, &created))
+			{
+				stream_close(rc);
+				exit(1);
+			}
+			if (created && verbosity >= 0)
+				pg_log_info("created replication slot \"%s\"", opt_slot);
+		}
+		if (rc != NULL && !stream_start(rc, pos.confirmed))
+		{
+			/* A slot that does not exist or a bad option will not heal. */
+			if (stream_start_error_is_permanent(rc))
+			{
+				stream_close(rc);
+				exit(1);
+			}
+			stream_close(rc);
+			rc = NULL;
+		}
+		first_connection = false;
+
+		if (rc != NULL)
+		{
+			if (verbosity > 0)
+				pg_log_info("streaming from slot \"%s\" at %X/%X", opt_slot,
+							(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
+			pos.processed = pos.last_txn = pos.prev_txn = pos.confirmed;
+			lr = stream_loop(rc);
+			stream_close(rc);
+			if (lr == LOOP_DONE)
+				break;
+			if (lr == LOOP_FATAL)
+			{
+				exit_code = 1;
+				break;
+			}
+			/* Connection lost: deliver what we hold, then resume after it. */
+			if (batch_flush())
+				pos.confirmed = confirmable_lsn();
+			else
+				batch_clear();
+		}
+
+		if (opt_no_loop || stop_requested)
+		{
+			if (!stop_requested)
+			{
+				pg_log_error("connection to the server was lost and --no-loop is set");
+				exit_code = 1;
+			}
+			break;
+		}
+		pg_log_info("reconnecting in %d s", RECONNECT_SLEEP_SECS);
+		for (int i = 0; i < RECONNECT_SLEEP_SECS * 10 && !stop_requested; i++)
+			usleep(100000);
+		if (stop_requested)
+			break;
+	}
+
+	if (verbosity > 0 || (verbosity == 0 && exit_code == 0 && opt_endpos != 0))
+		pg_log_info("shipped %llu rows, confirmed up to %X/%X",
+					(unsigned long long) rows_shipped,
+					(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
+	if (opt_target == TARGET_KINESIS && verbosity > 0)
+		pg_log_info("%llu PutRecords calls, %llu retried calls, %llu retried records",
+					(unsigned long long) kinesis.calls,
+					(unsigned long long) kinesis.retried_calls,
+					(unsigned long long) kinesis.retried_records);
+	return exit_code;
+}

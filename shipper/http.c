@@ -1,0 +1,173 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  libcurl wrapper: one easy handle per target, so connections are
+ *	  kept alive; TLS peer verification on (a CA file can be given);
+ *	  connect and whole-request timeouts.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include "http.h"
+
+void
+http_global_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	{
+		fprintf(stderr, "could not initialize libcurl\n");
+		exit(1);
+	}
+}
+
+void
+http_client_init(HttpClient *client, const char *ca_file, long timeout_ms)
+{
+	client->curl = curl_easy_init();
+	if (client->curl == NULL)
+	{
+		fprintf(stderr, "could not create a libcurl handle\n");
+		exit(1);
+	}
+	client->ca_file = ca_file;
+	client->timeout_ms = timeout_ms;
+	client->connect_timeout_ms = Min(timeout_ms, 10000);
+}
+
+void
+http_client_reset_connection(HttpClient *client)
+{
+	/* A fresh handle drops a connection that may be in a bad state. */
+	curl_easy_cleanup(client->curl);
+	client->curl = curl_easy_init();
+	if (client->curl == NULL)
+	{
+		fprintf(stderr, "could not create a libcurl handle\n");
+		exit(1);
+	}
+}
+
+void
+http_response_init(HttpResponse *resp)
+{
+	resp->status = 0;
+	initPQExpBuffer(&resp->body);
+	resp->error[0] = '\0';
+}
+
+void
+http_response_free(HttpResponse *resp)
+{
+	termPQExpBuffer(&resp->body);
+}
+
+static size_t
+write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	PQExpBuffer buf = (PQExpBuffer) userdata;
+
+	/* Service responses are small; refuse anything absurd. */
+	if (buf->len + size * nmemb > 16 * 1024 * 1024)
+		return 0;
+	appendBinaryPQExpBuffer(buf, ptr, size * nmemb);
+	return size * nmemb;
+}
+
+bool
+http_request(HttpClient *client, const char *method, const char *url,
+			 struct curl_slist *headers, const char *body, size_t len,
+			 HttpResponse *resp)
+{
+	CURL	   *c = client->curl;
+	CURLcode	rc;
+
+	resetPQExpBuffer(&resp->body);
+	resp->status = 0;
+	resp->error[0] = '\0';
+
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+	if (body != NULL)
+	{
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+	}
+	else
+	{
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	}
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp->body);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, resp->error);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, client->timeout_ms);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (client->ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "fundrecs_shipper/1.0");
+
+	rc = curl_easy_perform(c);
+	if (rc != CURLE_OK)
+	{
+		if (resp->error[0] == '\0')
+			strlcpy(resp->error, curl_easy_strerror(rc), sizeof(resp->error));
+		return false;
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+	return true;
+}
+
+char *
+http_host_header(const char *url, char **path_out, char **errmsg)
+{
+	CURLU	   *u = curl_url();
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *port = NULL;
+	char	   *path = NULL;
+	char	   *result = NULL;
+
+	*errmsg = NULL;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+	{
+		*errmsg = psprintf("invalid URL \"%s\"", url);
+		goto done;
+	}
+	if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+	{
+		*errmsg = psprintf("invalid URL \"%s\": the scheme must be http or https", url);
+		goto done;
+	}
+	/* Without CURLU_DEFAULT_PORT, the port is there only when explicit. */
+	if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK && port != NULL &&
+		!((strcmp(scheme, "http") == 0 && strcmp(port, "80") == 0) ||
+		  (strcmp(scheme, "https") == 0 && strcmp(port, "443") == 0)))
+		result = psprintf("%s:%s", host, port);
+	else
+		result = pg_strdup(host);
+	if (path_out)
+	{
+		if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK || path == NULL)
+			*path_out = pg_strdup("/");
+		else
+			*path_out = pg_strdup(path);
+	}
+
+done:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_url_cleanup(u);
+	return result;
+}

@@ -1,0 +1,47 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  A kept-alive HTTPS client on libcurl for AWS calls.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef HTTP_H
+#define HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <curl/curl.h>
+
+#include "pqexpbuffer.h"
+
+typedef struct HttpClient
+{
+	CURL	   *curl;
+	const char *ca_file;		/* NULL: the system's CA store */
+	long		timeout_ms;
+	long		connect_timeout_ms;
+} HttpClient;
+
+typedef struct HttpResponse
+{
+	long		status;			/* 0 when no response arrived */
+	PQExpBufferData body;
+	char		error[CURL_ERROR_SIZE]; /* transport error, when status is 0 */
+} HttpResponse;
+
+extern void http_global_init(void);
+extern void http_client_init(HttpClient *client, const char *ca_file, long timeout_ms);
+extern void http_client_reset_connection(HttpClient *client);
+extern void http_response_init(HttpResponse *resp);
+extern void http_response_free(HttpResponse *resp);
+
+/* Sends one request; false on a transport failure (resp->error says why). */
+extern bool http_request(HttpClient *client, const char *method, const char *url,
+						 struct curl_slist *headers, const char *body, size_t len,
+						 HttpResponse *resp);
+
+/* "host" or "host:port" exactly as curl will send it in Host:. */
+extern char *http_host_header(const char *url, char **path_out, char **errmsg);
+
+#endif							/* HTTP_H */

@@ -1,0 +1,76 @@
+/*-------------------------------------------------------------------------
+ *
+ * kinesis.h
+ *	  Kinesis Data Streams PutRecords with retries, per-key order kept.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef KINESIS_H
+#define KINESIS_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "aws_config.h"
+#include "http.h"
+
+#define KINESIS_MAX_RECORDS 500
+#define KINESIS_MAX_REQUEST_BYTES (5 * 1024 * 1024)
+#define KINESIS_MAX_RECORD_BYTES (1024 * 1024)
+#define KINESIS_MAX_KEY_CHARS 256
+
+typedef struct ShipRecord
+{
+	char	   *data;			/* the row followed by '\n' */
+	size_t		len;
+	char	   *pkey;			/* partition key */
+	uint64_t	commit_lsn;		/* the row's transaction end */
+	uint64_t	safe_lsn;		/* confirmable once this row is acked */
+} ShipRecord;
+
+typedef struct KinesisTarget
+{
+	char	   *endpoint;		/* https://kinesis.REGION.amazonaws.com */
+	char	   *host;			/* Host header */
+	char	   *region;
+	char	   *stream_name;	/* one of these two */
+	char	   *stream_arn;
+	AwsCredentials creds;
+	HttpClient	http;
+	int			retry_timeout_s;	/* 0: retry for ever */
+	/* statistics */
+	uint64_t	records_sent;
+	uint64_t	calls;
+	uint64_t	retried_calls;
+	uint64_t	retried_records;
+} KinesisTarget;
+
+typedef enum KinesisResult
+{
+	KINESIS_OK,
+	KINESIS_FATAL,				/* a non-retryable error, already reported */
+	KINESIS_STOPPED				/* stop was requested while retrying */
+} KinesisResult;
+
+extern char *kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
+						  const char *stream_name, const char *stream_arn,
+						  const char *ca_file, long timeout_ms, int retry_timeout_s);
+
+/*
+ * Sends the records, retrying failed calls and failed records until every
+ * one is acknowledged.  The records' partition keys must be distinct, so a
+ * retried record can never land after a later version of its key.
+ */
+extern KinesisResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
+										 volatile sig_atomic_t *stop);
+
+/* Checks that the stream exists and is writable (DescribeStreamSummary). */
+extern KinesisResult kinesis_check_stream(KinesisTarget *k);
+
+extern void kinesis_partition_key(const char *schema, size_t schema_len,
+								  const char *table, size_t table_len,
+								  const char *key, size_t key_len,
+								  PQExpBuffer out);
+
+#endif							/* KINESIS_H */

@@ -1,0 +1,196 @@
+/*-------------------------------------------------------------------------
+ *
+ * rowscan.c
+ *	  One pass over a row's JSON text that records where the top-level
+ *	  values of interest start and end.  Strings are skipped with their
+ *	  escapes, nested values by depth, so names and values that look like
+ *	  field names cannot confuse it.  The row itself is shipped verbatim.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include "rowscan.h"
+
+/* Skips a string starting at p (on the opening quote); returns the end. */
+static const char *
+skip_string(const char *p, const char *end)
+{
+	p++;
+	while (p < end)
+	{
+		if (*p == '\\')
+			p += 2;
+		else if (*p == '"')
+			return p + 1;
+		else
+			p++;
+	}
+	return NULL;
+}
+
+/* Skips any value starting at p; returns the end or NULL. */
+static const char *
+skip_value(const char *p, const char *end)
+{
+	int			depth = 0;
+
+	if (p >= end)
+		return NULL;
+	if (*p == '"')
+		return skip_string(p, end);
+	if (*p != '{' && *p != '[')
+	{
+		while (p < end && *p != ',' && *p != '}' && *p != ']' &&
+			   *p != ' ' && *p != '\n')
+			p++;
+		return p;
+	}
+	while (p < end)
+	{
+		if (*p == '"')
+		{
+			p = skip_string(p, end);
+			if (p == NULL)
+				return NULL;
+			continue;
+		}
+		if (*p == '{' || *p == '[')
+			depth++;
+		else if (*p == '}' || *p == ']')
+		{
+			depth--;
+			if (depth == 0)
+				return p + 1;
+		}
+		p++;
+	}
+	return NULL;
+}
+
+static inline const char *
+skip_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+static bool
+name_is(const char *name, size_t len, const char *want)
+{
+	size_t		wlen = strlen(want);
+
+	return len == wlen + 2 && memcmp(name + 1, want, wlen) == 0;
+}
+
+bool
+rowscan(const char *json, size_t len, RowFields *out)
+{
+	const char *p = json;
+	const char *end = json + len;
+
+	memset(out, 0, sizeof(*out));
+	p = skip_ws(p, end);
+	if (p >= end || *p != '{')
+		return false;
+	p++;
+	for (;;)
+	{
+		const char *name;
+		const char *name_end;
+		const char *value;
+		const char *value_end;
+
+		p = skip_ws(p, end);
+		if (p < end && *p == '}')
+			return true;
+		if (p >= end || *p != '"')
+			return false;
+		name = p;
+		name_end = skip_string(p, end);
+		if (name_end == NULL)
+			return false;
+		p = skip_ws(name_end, end);
+		if (p >= end || *p != ':')
+			return false;
+		value = skip_ws(p + 1, end);
+		value_end = skip_value(value, end);
+		if (value_end == NULL)
+			return false;
+
+		{
+			size_t		nlen = name_end - name;
+			RowSpan    *slot = NULL;
+
+			if (name_is(name, nlen, "schema"))
+				slot = &out->schema;
+			else if (name_is(name, nlen, "table"))
+				slot = &out->table;
+			else if (name_is(name, nlen, "commit_lsn"))
+				slot = &out->commit_lsn;
+			else if (name_is(name, nlen, "key"))
+				slot = &out->key;
+			else if (name_is(name, nlen, "route"))
+				slot = &out->route;
+			if (slot != NULL)
+			{
+				slot->start = value;
+				slot->len = value_end - value;
+			}
+		}
+
+		p = skip_ws(value_end, end);
+		if (p < end && *p == ',')
+		{
+			p++;
+			continue;
+		}
+		if (p < end && *p == '}')
+			return true;
+		return false;
+	}
+}
+
+bool
+rowscan_parse_lsn(const char *s, size_t len, uint64_t *lsn)
+{
+	uint64_t	hi = 0;
+	uint64_t	lo = 0;
+	size_t		i = 0;
+	int			digits = 0;
+
+	if (len >= 2 && s[0] == '"' && s[len - 1] == '"')
+	{
+		s++;
+		len -= 2;
+	}
+	for (; i < len && s[i] != '/'; i++, digits++)
+	{
+		int			v = (s[i] >= '0' && s[i] <= '9') ? s[i] - '0' :
+		(s[i] >= 'A' && s[i] <= 'F') ? s[i] - 'A' + 10 :
+		(s[i] >= 'a' && s[i] <= 'f') ? s[i] - 'a' + 10 : -1;
+
+		if (v < 0 || digits >= 8)
+			return false;
+		hi = hi * 16 + v;
+	}
+	if (i >= len || digits == 0)
+		return false;
+	i++;
+	digits = 0;
+	for (; i < len; i++, digits++)
+	{
+		int			v = (s[i] >= '0' && s[i] <= '9') ? s[i] - '0' :
+		(s[i] >= 'A' && s[i] <= 'F') ? s[i] - 'A' + 10 :
+		(s[i] >= 'a' && s[i] <= 'f') ? s[i] - 'a' + 10 : -1;
+
+		if (v < 0 || digits >= 8)
+			return false;
+		lo = lo * 16 + v;
+	}
+	if (digits == 0)
+		return false;
+	*lsn = (hi << 32) | lo;
+	return true;
+}

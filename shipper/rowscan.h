@@ -1,0 +1,38 @@
+/*-------------------------------------------------------------------------
+ *
+ * rowscan.h
+ *	  Finds the top-level fields of a fundrecs_decoder row that the
+ *	  shipper needs (schema, table, commit_lsn, key) in one pass, without
+ *	  building a document.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ROWSCAN_H
+#define ROWSCAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct RowSpan
+{
+	const char *start;			/* raw JSON text of the value, or NULL */
+	size_t		len;
+} RowSpan;
+
+typedef struct RowFields
+{
+	RowSpan		schema;			/* with quotes */
+	RowSpan		table;			/* with quotes */
+	RowSpan		commit_lsn;		/* with quotes */
+	RowSpan		key;			/* the object */
+	RowSpan		route;			/* with quotes, or the literal null */
+} RowFields;
+
+/* Returns false when the text is not a JSON object this scanner can read. */
+extern bool rowscan(const char *json, size_t len, RowFields *out);
+
+/* Parses "X/Y" (quotes allowed) into an LSN; false if malformed. */
+extern bool rowscan_parse_lsn(const char *s, size_t len, uint64_t *lsn);
+
+#endif							/* ROWSCAN_H */

@@ -1,0 +1,421 @@
+/*-------------------------------------------------------------------------
+ *
+ * stream.c
+ *	  The replication side of fundrecs_shipper, after pg_recvlogical:
+ *	  a replication=database connection, IDENTIFY_SYSTEM, the optional
+ *	  CREATE_REPLICATION_SLOT, START_REPLICATION ... LOGICAL with the
+ *	  plugin options, then XLogData and keepalive messages read without
+ *	  blocking and standby status updates ('r') carrying the flush LSN.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <sys/select.h>
+#include <sys/time.h>
+
+#include "common/logging.h"
+#include "common/string.h"
+#include "libpq-fe.h"
+#include "pqexpbuffer.h"
+#include "stream.h"
+
+/* Seconds from the Unix epoch to PostgreSQL's (2000-01-01). */
+#define PG_EPOCH_OFFSET 946684800LL
+
+struct ReplConn
+{
+	PGconn	   *conn;
+	const ReplConnParams *params;
+	char	   *copybuf;		/* last buffer from PQgetCopyData */
+	char	   *start_error_sqlstate;
+};
+
+static uint64_t
+read_u64(const char *p)
+{
+	uint64_t	v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | (unsigned char) p[i];
+	return v;
+}
+
+static void
+write_u64(char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--)
+	{
+		p[i] = (char) (v & 0xFF);
+		v >>= 8;
+	}
+}
+
+static int64_t
+pg_now_us(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return ((int64_t) tv.tv_sec - PG_EPOCH_OFFSET) * 1000000 + tv.tv_usec;
+}
+
+ReplConn *
+stream_connect(const ReplConnParams *params)
+{
+	const char *keywords[8];
+	const char *values[8];
+	int			i = 0;
+	char	   *password = NULL;
+	PGconn	   *conn;
+	PGresult   *res;
+	ReplConn   *rc;
+
+	for (;;)
+	{
+		i = 0;
+		/* dbname first: a connection string in it is expanded, the rest override. */
+		keywords[i] = "dbname";
+		values[i++] = params->dbname ? params->dbname : getenv("PGDATABASE");
+		keywords[i] = "replication";
+		values[i++] = "database";
+		keywords[i] = "fallback_application_name";
+		values[i++] = "fundrecs_shipper";
+		if (params->host)
+		{
+			keywords[i] = "host";
+			values[i++] = params->host;
+		}
+		if (params->port)
+		{
+			keywords[i] = "port";
+			values[i++] = params->port;
+		}
+		if (params->user)
+		{
+			keywords[i] = "user";
+			values[i++] = params->user;
+		}
+		if (password)
+		{
+			keywords[i] = "password";
+			values[i++] = password;
+		}
+		keywords[i] = NULL;
+		values[i] = NULL;
+
+		if (params->prompt_password == 1 && password == NULL)
+		{
+			password = simple_prompt("Password: ", false);
+			continue;
+		}
+
+		conn = PQconnectdbParams(keywords, values, true);
+		if (PQstatus(conn) == CONNECTION_BAD && PQconnectionNeedsPassword(conn) &&
+			password == NULL && params->prompt_password != -1)
+		{
+			PQfinish(conn);
+			password = simple_prompt("Password: ", false);
+			continue;
+		}
+		break;
+	}
+	free(password);
+
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		pg_log_error("could not connect to the database: %s", PQerrorMessage(conn));
+		PQfinish(conn);
+		return NULL;
+	}
+
+	res = PQexec(conn, "IDENTIFY_SYSTEM");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		pg_log_error("could not send replication command \"%s\": %s",
+					 "IDENTIFY_SYSTEM", PQerrorMessage(conn));
+		PQclear(res);
+		PQfinish(conn);
+		return NULL;
+	}
+	if (PQntuples(res) != 1 || PQnfields(res) < 4 || PQgetisnull(res, 0, 3))
+	{
+		pg_log_error("could not identify system: got %d rows and %d fields",
+					 PQntuples(res), PQnfields(res));
+		pg_log_error_hint("Connect to a database, not with replication=true.");
+		PQclear(res);
+		PQfinish(conn);
+		return NULL;
+	}
+	PQclear(res);
+
+	rc = pg_malloc0(sizeof(ReplConn));
+	rc->conn = conn;
+	rc->params = params;
+	return rc;
+}
+
+bool
+stream_create_slot(ReplConn *rc, bool if_not_exists, bool *created)
+{
+	PQExpBufferData cmd;
+	PGresult   *res;
+	char	   *slot = PQescapeIdentifier(rc->conn, rc->params->slot,
+										  strlen(rc->params->slot));
+	bool		ok = true;
+
+	*created = false;
+	initPQExpBuffer(&cmd);
+	appendPQExpBuffer(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL fundrecs_decoder (SNAPSHOT 'nothing')",
+					  slot);
+	res = PQexec(rc->conn, cmd.data);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		if (if_not_exists && state && strcmp(state, "42710") == 0)
+			pg_log_info("replication slot \"%s\" exists, using it", rc->params->slot);
+		else
+		{
+			pg_log_error("could not create replication slot \"%s\": %s",
+						 rc->params->slot, PQerrorMessage(rc->conn));
+			if (state && strcmp(state, "42501") == 0)
+				pg_log_error_hint("Add fundrecs_decoder to the server setting output_plugin_libraries, or connect as a superuser.");
+			ok = false;
+		}
+	}
+	else
+		*created = true;
+	PQclear(res);
+	PQfreemem(slot);
+	termPQExpBuffer(&cmd);
+	return ok;
+}
+
+bool
+stream_start(ReplConn *rc, uint64_t startpos)
+{
+	PQExpBufferData cmd;
+	PGresult   *res;
+	char	   *slot = PQescapeIdentifier(rc->conn, rc->params->slot,
+										  strlen(rc->params->slot));
+	bool		ok = true;
+
+	initPQExpBuffer(&cmd);
+	appendPQExpBuffer(&cmd, "START_REPLICATION SLOT %s LOGICAL %X/%X",
+					  slot, (uint32_t) (startpos >> 32), (uint32_t) startpos);
+	if (rc->params->noptions > 0)
+	{
+		appendPQExpBufferStr(&cmd, " (");
+		for (int i = 0; i < rc->params->noptions; i++)
+		{
+			const char *name = rc->params->plugin_options[2 * i];
+			const char *value = rc->params->plugin_options[2 * i + 1];
+			char	   *qname = PQescapeIdentifier(rc->conn, name, strlen(name));
+			char	   *qvalue = PQescapeLiteral(rc->conn, value, strlen(value));
+
+			appendPQExpBuffer(&cmd, "%s%s %s", i > 0 ? ", " : "", qname, qvalue);
+			PQfreemem(qname);
+			PQfreemem(qvalue);
+		}
+		appendPQExpBufferChar(&cmd, ')');
+	}
+
+	res = PQexec(rc->conn, cmd.data);
+	if (PQresultStatus(res) != PGRES_COPY_BOTH)
+	{
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		pg_log_error("could not start streaming from slot \"%s\": %s",
+					 rc->params->slot, PQerrorMessage(rc->conn));
+		free(rc->start_error_sqlstate);
+		rc->start_error_sqlstate = pg_strdup(state ? state : "");
+		ok = false;
+	}
+	PQclear(res);
+	PQfreemem(slot);
+	termPQExpBuffer(&cmd);
+	return ok;
+}
+
+/*
+ * A missing slot, a slot of another database or plugin, a bad plugin
+ * option or a missing privilege will not heal by reconnecting.
+ */
+bool
+stream_start_error_is_permanent(ReplConn *rc)
+{
+	const char *s = rc->start_error_sqlstate;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	/* 08: connection exceptions, 57: operator intervention, 53: resources */
+	if (strncmp(s, "08", 2) == 0 || strncmp(s, "57", 2) == 0 || strncmp(s, "53", 2) == 0)
+		return false;
+	/* 55006: the slot is active for another process; it may go away. */
+	if (strcmp(s, "55006") == 0)
+		return false;
+	return true;
+}
+
+int
+stream_next_message(ReplConn *rc, StreamMessage *msg)
+{
+	int			r;
+
+	if (rc->copybuf != NULL)
+	{
+		PQfreemem(rc->copybuf);
+		rc->copybuf = NULL;
+	}
+
+	r = PQgetCopyData(rc->conn, &rc->copybuf, 1);
+	if (r == 0)
+		return 0;
+	if (r == -1)
+	{
+		PGresult   *res = PQgetResult(rc->conn);
+
+		if (PQresultStatus(res) == PGRES_COPY_OUT)
+		{
+			PQclear(res);
+			pg_log_info("the server ended the stream");
+		}
+		else if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			pg_log_error("unexpected termination of replication stream: %s",
+						 PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	if (r == -2)
+	{
+		pg_log_error("could not read COPY data: %s", PQerrorMessage(rc->conn));
+		return -1;
+	}
+
+	memset(msg, 0, sizeof(*msg));
+	msg->type = rc->copybuf[0];
+	if (msg->type == 'k')
+	{
+		if (r < 1 + 8 + 8 + 1)
+		{
+			pg_log_error("streaming header too small: %d", r);
+			return -1;
+		}
+		msg->wal_end = read_u64(rc->copybuf + 1);
+		msg->reply_requested = rc->copybuf[17] != 0;
+		return 1;
+	}
+	if (msg->type == 'w')
+	{
+		const int	hdr = 1 + 8 + 8 + 8;
+
+		if (r < hdr)
+		{
+			pg_log_error("streaming header too small: %d", r);
+			return -1;
+		}
+		msg->data_start = read_u64(rc->copybuf + 1);
+		msg->wal_end = read_u64(rc->copybuf + 9);
+		msg->data = rc->copybuf + hdr;
+		msg->len = r - hdr;
+		return 1;
+	}
+	pg_log_error("unrecognized streaming header: \"%c\"", msg->type);
+	return -1;
+}
+
+int
+stream_wait(ReplConn *rc, double seconds)
+{
+	int			sock = PQsocket(rc->conn);
+	fd_set		input;
+	struct timeval tv;
+	int			r;
+
+	if (sock < 0)
+	{
+		pg_log_error("invalid socket: %s", PQerrorMessage(rc->conn));
+		return -1;
+	}
+	FD_ZERO(&input);
+	FD_SET(sock, &input);
+	tv.tv_sec = (time_t) seconds;
+	tv.tv_usec = (suseconds_t) ((seconds - (double) tv.tv_sec) * 1e6);
+	r = select(sock + 1, &input, NULL, NULL, &tv);
+	if (r < 0 && errno != EINTR)
+	{
+		pg_log_error("%s() failed: %m", "select");
+		return -1;
+	}
+	if (r > 0 && PQconsumeInput(rc->conn) == 0)
+	{
+		pg_log_error("could not receive data from WAL stream: %s",
+					 PQerrorMessage(rc->conn));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Standby status update: write, flush and apply all report the position
+ * up to which rows are acknowledged by the target.
+ */
+bool
+stream_send_feedback(ReplConn *rc, uint64_t flush_lsn, bool reply)
+{
+	char		buf[1 + 8 + 8 + 8 + 8 + 1];
+
+	buf[0] = 'r';
+	write_u64(buf + 1, flush_lsn);
+	write_u64(buf + 9, flush_lsn);
+	write_u64(buf + 17, flush_lsn);
+	write_u64(buf + 25, (uint64_t) pg_now_us());
+	buf[33] = reply ? 1 : 0;
+
+	if (PQputCopyData(rc->conn, buf, sizeof(buf)) <= 0 || PQflush(rc->conn))
+	{
+		pg_log_error("could not send feedback packet: %s", PQerrorMessage(rc->conn));
+		return false;
+	}
+	return true;
+}
+
+/* Ends the copy and drains the connection so a last error is not missed. */
+void
+stream_end(ReplConn *rc)
+{
+	PGresult   *res;
+
+	if (PQputCopyEnd(rc->conn, NULL) <= 0 || PQflush(rc->conn))
+		return;
+	for (;;)
+	{
+		char	   *buf = NULL;
+		int			r = PQgetCopyData(rc->conn, &buf, 0);
+
+		if (buf)
+			PQfreemem(buf);
+		if (r < 0)
+			break;
+	}
+	while ((res = PQgetResult(rc->conn)) != NULL)
+	{
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+			pg_log_error("unexpected termination of replication stream: %s",
+						 PQresultErrorMessage(res));
+		PQclear(res);
+	}
+}
+
+void
+stream_close(ReplConn *rc)
+{
+	if (rc == NULL)
+		return;
+	if (rc->copybuf)
+		PQfreemem(rc->copybuf);
+	PQfinish(rc->conn);
+	free(rc->start_error_sqlstate);
+	free(rc);
+}

@@ -1,0 +1,55 @@
+/*-------------------------------------------------------------------------
+ *
+ * stream.h
+ *	  The logical replication connection: connect, create the slot,
+ *	  START_REPLICATION, read messages, send standby status updates.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef STREAM_H
+#define STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define RECONNECT_SLEEP_SECS 5
+
+typedef struct ReplConnParams
+{
+	const char *dbname;
+	const char *host;
+	const char *port;
+	const char *user;
+	int			prompt_password;	/* -1 never, 0 when asked, 1 always */
+	const char *slot;
+	char	  **plugin_options; /* name, value pairs */
+	int			noptions;
+} ReplConnParams;
+
+typedef struct ReplConn ReplConn;
+
+typedef struct StreamMessage
+{
+	char		type;			/* 'w' XLogData or 'k' keepalive */
+	uint64_t	data_start;		/* 'w' */
+	uint64_t	wal_end;
+	bool		reply_requested;	/* 'k' */
+	const char *data;			/* 'w': the row, valid until the next call */
+	size_t		len;
+} StreamMessage;
+
+extern ReplConn *stream_connect(const ReplConnParams *params);
+extern bool stream_create_slot(ReplConn *rc, bool if_not_exists, bool *created);
+extern bool stream_start(ReplConn *rc, uint64_t startpos);
+extern bool stream_start_error_is_permanent(ReplConn *rc);
+
+/* 1: a message; 0: nothing ready; -1: connection lost or ended. */
+extern int	stream_next_message(ReplConn *rc, StreamMessage *msg);
+
+/* Waits for the socket up to seconds; -1 on error. */
+extern int	stream_wait(ReplConn *rc, double seconds);
+extern bool stream_send_feedback(ReplConn *rc, uint64_t flush_lsn, bool reply);
+extern void stream_end(ReplConn *rc);
+extern void stream_close(ReplConn *rc);
+
+#endif							/* STREAM_H */
