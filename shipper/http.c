@@ -84,6 +84,7 @@ http_request(HttpClient *client, const char *method, const char *url,
 
 	resetPQExpBuffer(&resp->body);
 	resp->status = 0;
+	resp->curl_code = CURLE_OK;
 	resp->error[0] = '\0';
 
 	curl_easy_setopt(c, CURLOPT_URL, url);
@@ -115,6 +116,7 @@ http_request(HttpClient *client, const char *method, const char *url,
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "fundrecs_shipper/1.0");
 
 	rc = curl_easy_perform(c);
+	resp->curl_code = (int) rc;
 	if (rc != CURLE_OK)
 	{
 		if (resp->error[0] == '\0')
@@ -123,6 +125,26 @@ http_request(HttpClient *client, const char *method, const char *url,
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
 	return true;
+}
+
+/*
+ * Transport errors that no retry will mend: a certificate that does not
+ * verify, a CA file that cannot be read, a URL curl cannot use.
+ */
+bool
+http_error_is_permanent(const HttpResponse *resp)
+{
+	switch (resp->curl_code)
+	{
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+			return true;
+		default:
+			return false;
+	}
 }
 
 char *

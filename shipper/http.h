@@ -26,6 +26,7 @@ typedef struct HttpClient
 typedef struct HttpResponse
 {
 	long		status;			/* 0 when no response arrived */
+	int			curl_code;		/* CURLE_OK or the transport error */
 	PQExpBufferData body;
 	char		error[CURL_ERROR_SIZE]; /* transport error, when status is 0 */
 } HttpResponse;
@@ -40,6 +41,9 @@ extern void http_response_free(HttpResponse *resp);
 extern bool http_request(HttpClient *client, const char *method, const char *url,
 						 struct curl_slist *headers, const char *body, size_t len,
 						 HttpResponse *resp);
+
+/* A transport failure that retrying cannot mend (TLS verification...). */
+extern bool http_error_is_permanent(const HttpResponse *resp);
 
 /* "host" or "host:port" exactly as curl will send it in Host:. */
 extern char *http_host_header(const char *url, char **path_out, char **errmsg);

@@ -360,6 +360,81 @@ stream_label(KinesisTarget *k)
 	return k->stream_arn ? k->stream_arn : k->stream_name;
 }
 
+/*
+ * Looks at a call that did not succeed.  A retryable failure returns a
+ * description to log; a permanent one is reported here and returns NULL.
+ */
+static char *
+call_failure(KinesisTarget *k, bool reached, HttpResponse *resp)
+{
+	char	   *code;
+	char	   *message;
+	char	   *problem = NULL;
+
+	if (!reached)
+	{
+		if (http_error_is_permanent(resp))
+		{
+			pg_log_error("could not connect to %s: %s", k->endpoint, resp->error);
+			if (strncmp(k->endpoint, "https:", 6) == 0)
+				pg_log_error_hint("Give the endpoint's CA certificate with --ca-file.");
+			return NULL;
+		}
+		http_client_reset_connection(&k->http);
+		return psprintf("could not reach %s: %s", k->endpoint, resp->error);
+	}
+
+	code = error_code(resp->body.data, resp->body.len, &message);
+	if (resp->status >= 500 || resp->status == 429 ||
+		(code != NULL && is_retryable_code(code)))
+		problem = psprintf("HTTP %ld from %s%s%s%s%s", resp->status, k->endpoint,
+						   code ? ": " : "", code ? code : "",
+						   message ? ": " : "", message ? message : "");
+	else if (code != NULL && strcmp(code, "ResourceNotFoundException") == 0)
+		pg_log_error("Kinesis stream \"%s\" does not exist at %s",
+					 stream_label(k), k->endpoint);
+	else
+	{
+		pg_log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
+					 k->endpoint, resp->status, code ? ": " : "",
+					 code ? code : "", message ? ": " : "", message ? message : "");
+		if (code != NULL && (strcmp(code, "UnrecognizedClientException") == 0 ||
+							 strcmp(code, "InvalidSignatureException") == 0 ||
+							 strcmp(code, "AccessDeniedException") == 0))
+			pg_log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
+							  k->creds.source);
+	}
+	free(code);
+	free(message);
+	return problem;
+}
+
+/*
+ * After a retryable failure: gives up past the retry deadline, else logs
+ * and sleeps.  Returns KINESIS_OK to try again.
+ */
+static KinesisResult
+before_retry(KinesisTarget *k, int attempt, double deadline, const char *problem,
+			 volatile sig_atomic_t *stop)
+{
+	if (deadline > 0 && now_seconds() > deadline)
+	{
+		pg_log_error("giving up on stream \"%s\" after %d attempts in %d s: %s",
+					 stream_label(k), attempt, k->retry_timeout_s, problem);
+		return KINESIS_FATAL;
+	}
+	if (attempt == 1 || attempt % 10 == 0)
+		pg_log_warning("%s; retrying (attempt %d)", problem, attempt + 1);
+	else
+		pg_log_info("%s; retrying (attempt %d)", problem, attempt + 1);
+	if (stop && *stop)
+		return KINESIS_STOPPED;
+	backoff_sleep(attempt, stop);
+	if (stop && *stop)
+		return KINESIS_STOPPED;
+	return KINESIS_OK;
+}
+
 KinesisResult
 kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 					volatile sig_atomic_t *stop)
@@ -380,9 +455,8 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 
 	while (npending > 0)
 	{
-		char	   *code = NULL;
-		char	   *message = NULL;
 		char	   *problem = NULL;
+		bool		reached;
 
 		build_body(k, pending, npending, &body);
 		k->calls++;
@@ -392,13 +466,11 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 			k->retried_records += npending;
 		}
 
-		if (!kinesis_call(k, "PutRecords", body.data, body.len, &resp))
+		reached = kinesis_call(k, "PutRecords", body.data, body.len, &resp);
+		if (reached && resp.status == 200)
 		{
-			problem = psprintf("could not reach %s: %s", k->endpoint, resp.error);
-			http_client_reset_connection(&k->http);
-		}
-		else if (resp.status == 200)
-		{
+			char	   *code = NULL;
+			char	   *message = NULL;
 			bool		fatal;
 			int			nfailed = parse_put_response(resp.body.data, resp.body.len,
 													 npending, failed, &code, &message,
@@ -408,12 +480,8 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 				problem = psprintf("malformed PutRecords response from %s (HTTP 200, %zu bytes)",
 								   k->endpoint, resp.body.len);
 			else if (fatal)
-			{
 				pg_log_error("Kinesis refused records for stream \"%s\": %s: %s",
 							 stream_label(k), code, message ? message : "");
-				result = KINESIS_FATAL;
-				break;
-			}
 			else
 			{
 				k->records_sent += npending - nfailed;
@@ -424,67 +492,29 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 									   code, message ? message : "");
 				npending = nfailed;
 			}
-		}
-		else
-		{
-			code = error_code(resp.body.data, resp.body.len, &message);
-			if (resp.status >= 500 || resp.status == 429 ||
-				(code != NULL && is_retryable_code(code)))
-				problem = psprintf("HTTP %ld from %s%s%s%s%s", resp.status, k->endpoint,
-								   code ? ": " : "", code ? code : "",
-								   message ? ": " : "", message ? message : "");
-			else
+			free(code);
+			free(message);
+			if (fatal)
 			{
-				if (code != NULL && strcmp(code, "ResourceNotFoundException") == 0)
-					pg_log_error("Kinesis stream \"%s\" does not exist at %s: %s",
-								 stream_label(k), k->endpoint, message ? message : "");
-				else
-					pg_log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
-								 k->endpoint, resp.status, code ? ": " : "",
-								 code ? code : "", message ? ": " : "",
-								 message ? message : "");
 				result = KINESIS_FATAL;
-				free(code);
-				free(message);
 				break;
 			}
 		}
-		free(code);
-		free(message);
+		else if ((problem = call_failure(k, reached, &resp)) == NULL)
+		{
+			result = KINESIS_FATAL;
+			break;
+		}
 
 		if (npending == 0)
 		{
 			free(problem);
 			break;
 		}
-
-		if (problem == NULL)
-			problem = pg_strdup("unknown failure");
-		attempt++;
-		if (deadline > 0 && now_seconds() > deadline)
-		{
-			pg_log_error("giving up on stream \"%s\" after %d attempts in %d s: %s",
-						 stream_label(k), attempt, k->retry_timeout_s, problem);
-			free(problem);
-			result = KINESIS_FATAL;
-			break;
-		}
-		if (attempt == 1 || attempt % 10 == 0)
-			pg_log_warning("%s; retrying (attempt %d)", problem, attempt + 1);
-		else
-			pg_log_info("%s; retrying (attempt %d)", problem, attempt + 1);
+		result = before_retry(k, ++attempt, deadline, problem, stop);
 		free(problem);
-		if (stop && *stop)
-		{
-			result = KINESIS_STOPPED;
+		if (result != KINESIS_OK)
 			break;
-		}
-		backoff_sleep(attempt, stop);
-		if (stop && *stop)
-		{
-			result = KINESIS_STOPPED;
-			break;
-		}
 	}
 
 	termPQExpBuffer(&body);
@@ -519,54 +549,21 @@ kinesis_check_stream(KinesisTarget *k)
 
 	for (;;)
 	{
-		char	   *code = NULL;
-		char	   *message = NULL;
-		char	   *problem = NULL;
+		bool		reached = kinesis_call(k, "DescribeStreamSummary", body.data,
+										   body.len, &resp);
+		char	   *problem;
 
-		if (!kinesis_call(k, "DescribeStreamSummary", body.data, body.len, &resp))
-		{
-			problem = psprintf("could not reach %s: %s", k->endpoint, resp.error);
-			http_client_reset_connection(&k->http);
-		}
-		else if (resp.status == 200)
+		if (reached && resp.status == 200)
 			break;
-		else
+		if ((problem = call_failure(k, reached, &resp)) == NULL)
 		{
-			code = error_code(resp.body.data, resp.body.len, &message);
-			if (resp.status >= 500 || resp.status == 429 ||
-				(code != NULL && is_retryable_code(code)))
-				problem = psprintf("HTTP %ld from %s%s%s", resp.status, k->endpoint,
-								   code ? ": " : "", code ? code : "");
-			else
-			{
-				if (code != NULL && strcmp(code, "ResourceNotFoundException") == 0)
-					pg_log_error("Kinesis stream \"%s\" does not exist at %s",
-								 stream_label(k), k->endpoint);
-				else
-					pg_log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
-								 k->endpoint, resp.status, code ? ": " : "",
-								 code ? code : "", message ? ": " : "",
-								 message ? message : "");
-				free(code);
-				free(message);
-				result = KINESIS_FATAL;
-				break;
-			}
-		}
-		free(code);
-		free(message);
-		attempt++;
-		if (deadline > 0 && now_seconds() > deadline)
-		{
-			pg_log_error("giving up on stream \"%s\" after %d attempts in %d s: %s",
-						 stream_label(k), attempt, k->retry_timeout_s, problem);
-			free(problem);
 			result = KINESIS_FATAL;
 			break;
 		}
-		pg_log_warning("%s; retrying (attempt %d)", problem, attempt + 1);
+		result = before_retry(k, ++attempt, deadline, problem, NULL);
 		free(problem);
-		backoff_sleep(attempt, NULL);
+		if (result != KINESIS_OK)
+			break;
 	}
 	termPQExpBuffer(&body);
 	http_response_free(&resp);

@@ -1,0 +1,289 @@
+#!/usr/bin/python3
+"""A local endpoint in front of an AWS service emulator.
+
+Every request's SigV4 signature is computed again with botocore (Debian's
+python3-botocore) from the headers the request says it signed; a mismatch,
+a wrong access key or a wrong service/region scope is answered with 403
+InvalidSignatureException and counted.  The emulators do not check
+signatures, this does.
+
+It can also inject faults into a chosen share of calls: HTTP 500 and 503,
+throttling (400 ProvisionedThroughputExceededException / 503 SlowDown),
+per-record failures in PutRecords, and dropped connections before or after
+the call reached the emulator.
+
+    sigcheck_proxy.py --listen PORT --upstream http://127.0.0.1:4567 \
+        --access-key AK --secret-key SK --region us-east-1 \
+        [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after] \
+        [--seed N] [--port-file FILE]
+
+GET /__stats (unsigned) returns the counters as JSON.
+"""
+
+import argparse
+import http.client
+import json
+import random
+import re
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+AUTH_RE = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+    r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$")
+
+STATS_LOCK = threading.Lock()
+STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
+         "forwarded": 0, "faults": {}, "mismatch_examples": []}
+
+
+def bump(key, sub=None):
+    with STATS_LOCK:
+        if sub is None:
+            STATS[key] += 1
+        else:
+            STATS[key][sub] = STATS[key].get(sub, 0) + 1
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "sigcheck"
+
+    def log_message(self, fmt, *args):
+        if self.server.opts.verbose:
+            sys.stderr.write("sigcheck: " + (fmt % args) + "\n")
+
+    # --- helpers -------------------------------------------------------
+    def reply(self, status, body, headers=None, content_type="application/x-amz-json-1.1"):
+        data = body if isinstance(body, bytes) else body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def aws_error(self, status, code, message):
+        if self.is_s3:
+            body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code>"
+                    "<Message>%s</Message></Error>" % (code, message))
+            self.reply(status, body, content_type="application/xml")
+        else:
+            self.reply(status, json.dumps({"__type": code, "message": message}))
+
+    def drop(self):
+        self.close_connection = True
+        try:
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
+    def check_signature(self, body):
+        opts = self.server.opts
+        auth = self.headers.get("Authorization")
+        if auth is None:
+            bump("unsigned")
+            return "request is not signed"
+        m = AUTH_RE.match(auth)
+        if not m:
+            return "malformed Authorization header: %r" % auth[:60]
+        access_key, date, region, service, signed, signature = m.groups()
+        if access_key != opts.access_key:
+            return "unknown access key %s" % access_key
+        if region != opts.region:
+            return "credential scope region %s, expected %s" % (region, opts.region)
+        amz_date = self.headers.get("X-Amz-Date", "")
+        if not amz_date.startswith(date):
+            return "X-Amz-Date %s does not match the scope date %s" % (amz_date, date)
+        names = signed.split(";")
+        if names != sorted(names) or "host" not in names:
+            return "SignedHeaders must be sorted and include host: %s" % signed
+        headers = {}
+        for name in names:
+            values = self.headers.get_all(name)
+            if values is None:
+                return "signed header %s is missing" % name
+            headers[name] = ",".join(values)
+        url = "http://" + self.headers["Host"] + self.path
+        req = AWSRequest(method=self.command, url=url, data=body, headers=headers)
+        req.context["timestamp"] = amz_date
+        creds = Credentials(opts.access_key, opts.secret_key,
+                            self.headers.get("X-Amz-Security-Token"))
+        signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(creds, service, region)
+        if service == "s3":
+            req.context["payload_signing_enabled"] = True
+            want_hash = self.headers.get("X-Amz-Content-SHA256")
+            import hashlib
+            if want_hash not in ("UNSIGNED-PAYLOAD", hashlib.sha256(body).hexdigest()):
+                return "x-amz-content-sha256 does not match the body"
+        canonical = signer.canonical_request(req)
+        expected = signer.signature(signer.string_to_sign(req, canonical), req)
+        if expected != signature:
+            with STATS_LOCK:
+                if len(STATS["mismatch_examples"]) < 5:
+                    STATS["mismatch_examples"].append(canonical)
+            return "signature mismatch; botocore's canonical request:\n" + canonical
+        return None
+
+    def forward(self, body, override_body=None):
+        opts = self.server.opts
+        conn = getattr(self.server.local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(opts.upstream_host, opts.upstream_port, timeout=60)
+            self.server.local.conn = conn
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("content-length", "connection", "host")}
+        headers["Host"] = self.headers.get("Host", "")
+        data = body if override_body is None else override_body
+        try:
+            conn.request(self.command, self.path, body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self.server.local.conn = None
+            raise
+        bump("forwarded")
+        return resp.status, dict(resp.getheaders()), payload
+
+    def relay(self, status, headers, payload):
+        keep = {k: v for k, v in headers.items()
+                if k.lower() in ("etag", "x-amz-request-id", "x-amzn-requestid", "last-modified",
+                                 "x-amz-version-id")}
+        ctype = headers.get("Content-Type") or headers.get("content-type") or "application/json"
+        self.reply(status, payload, keep, content_type=ctype)
+
+    # --- request handling ----------------------------------------------
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.is_s3 = "X-Amz-Target" not in self.headers
+
+        if self.command == "GET" and self.path == "/__stats":
+            with STATS_LOCK:
+                self.reply(200, json.dumps(STATS), content_type="application/json")
+            return
+
+        bump("requests")
+        problem = self.check_signature(body)
+        if problem is not None:
+            bump("mismatches")
+            sys.stderr.write("sigcheck: rejected %s %s: %s\n" % (self.command, self.path, problem))
+            self.aws_error(403, "InvalidSignatureException" if not self.is_s3 else "SignatureDoesNotMatch",
+                           problem.splitlines()[0])
+            return
+        bump("verified")
+
+        opts = self.server.opts
+        target = self.headers.get("X-Amz-Target", "")
+        fault = None
+        # Only calls that carry data get faults; set-up calls pass.
+        faultable = target.endswith(".PutRecords") or (self.is_s3 and self.command in ("PUT", "POST", "DELETE"))
+        if faultable and opts.fault_rate > 0 and self.server.rng.random() < opts.fault_rate:
+            fault = self.server.rng.choice(opts.faults)
+            if fault == "records" and self.is_s3:
+                fault = "500"
+        if fault:
+            bump("faults", fault)
+
+        if fault == "500":
+            self.aws_error(500, "InternalFailure" if not self.is_s3 else "InternalError", "injected fault")
+            return
+        if fault == "503":
+            self.aws_error(503, "ServiceUnavailable", "injected fault")
+            return
+        if fault == "throttle":
+            if self.is_s3:
+                self.aws_error(503, "SlowDown", "injected throttling")
+            else:
+                self.aws_error(400, "ProvisionedThroughputExceededException", "injected throttling")
+            return
+        if fault == "drop":
+            self.drop()
+            return
+
+        if fault == "records":
+            doc = json.loads(body)
+            records = doc["Records"]
+            failing = set(i for i in range(len(records)) if self.server.rng.random() < 0.3)
+            if not failing:
+                failing = {self.server.rng.randrange(len(records))}
+            kept = [r for i, r in enumerate(records) if i not in failing]
+            if kept:
+                doc["Records"] = kept
+                status, headers, payload = self.forward(body, json.dumps(doc).encode())
+                if status != 200:
+                    self.relay(status, headers, payload)
+                    return
+                results = iter(json.loads(payload)["Records"])
+            else:
+                results = iter(())
+            merged = []
+            failed = 0
+            for i in range(len(records)):
+                if i in failing:
+                    failed += 1
+                    merged.append({"ErrorCode": "ProvisionedThroughputExceededException",
+                                   "ErrorMessage": "injected per-record failure"})
+                else:
+                    r = next(results)
+                    if "ErrorCode" in r:
+                        failed += 1
+                    merged.append(r)
+            self.reply(200, json.dumps({"FailedRecordCount": failed, "Records": merged}))
+            return
+
+        try:
+            status, headers, payload = self.forward(body)
+        except (OSError, http.client.HTTPException) as e:
+            self.aws_error(502, "ServiceUnavailable", "upstream failed: %s" % e)
+            return
+        if fault == "drop-after":
+            self.drop()
+            return
+        self.relay(status, headers, payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--listen", type=int, default=0)
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--access-key", required=True)
+    ap.add_argument("--secret-key", required=True)
+    ap.add_argument("--region", default="us-east-1")
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--faults", default="500,503,throttle,records,drop,drop-after")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--port-file")
+    ap.add_argument("--verbose", action="store_true")
+    opts = ap.parse_args()
+    opts.faults = [f for f in opts.faults.split(",") if f]
+    up = urllib.parse.urlsplit(opts.upstream)
+    opts.upstream_host, opts.upstream_port = up.hostname, up.port or 80
+
+    server = ThreadingHTTPServer(("127.0.0.1", opts.listen), Handler)
+    server.daemon_threads = True
+    server.opts = opts
+    server.local = threading.local()
+    server.rng = random.Random(opts.seed)
+    port = server.server_address[1]
+    if opts.port_file:
+        with open(opts.port_file + ".tmp", "w") as f:
+            f.write(str(port))
+        import os
+        os.rename(opts.port_file + ".tmp", opts.port_file)
+    sys.stderr.write("sigcheck: listening on 127.0.0.1:%d, upstream %s\n" % (port, opts.upstream))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
