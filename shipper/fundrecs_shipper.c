@@ -416,6 +416,20 @@ handle_row(const char *row, size_t len, uint64_t change_lsn)
 	if (opt_endpos != 0 && commit_lsn > opt_endpos)
 		return ROW_PAST_ENDPOS;
 
+	/* A new transaction: the previous one is complete. */
+	if (commit_lsn != pos.last_txn)
+	{
+		if (commit_lsn < pos.last_txn)
+		{
+			pg_log_error("rows arrived out of commit order (%X/%X after %X/%X)",
+						 (uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn,
+						 (uint32_t) (pos.last_txn >> 32), (uint32_t) pos.last_txn);
+			return ROW_FATAL;
+		}
+		pos.prev_txn = pos.last_txn;
+		pos.last_txn = commit_lsn;
+	}
+
 	kinesis_partition_key(f.schema.start, f.schema.len, f.table.start, f.table.len,
 						  f.key.start, f.key.len, &pkey_buf);
 
@@ -431,20 +445,6 @@ handle_row(const char *row, size_t len, uint64_t change_lsn)
 							(uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn);
 		pg_log_error_hint("Leave the large column out with the plugin option \"tables\", or shrink the row.");
 		return ROW_FATAL;
-	}
-
-	/* A new transaction: the previous one is complete. */
-	if (commit_lsn != pos.last_txn)
-	{
-		if (commit_lsn < pos.last_txn)
-		{
-			pg_log_error("rows arrived out of commit order (%X/%X after %X/%X)",
-						 (uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn,
-						 (uint32_t) (pos.last_txn >> 32), (uint32_t) pos.last_txn);
-			return ROW_FATAL;
-		}
-		pos.prev_txn = pos.last_txn;
-		pos.last_txn = commit_lsn;
 	}
 
 	/* Room in the batch, and one version per key per batch. */

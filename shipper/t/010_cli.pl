@@ -1,0 +1,186 @@
+# Command line, configuration and error handling of fundrecs_shipper.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use FundrecsE2E;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my %env = shipper_env();
+
+# --help and --version, like PostgreSQL's tools.
+program_help_ok('fundrecs_shipper');
+program_version_ok('fundrecs_shipper');
+my ($rc, $out, $err) = run_shipper(\%env, '--help');
+is($rc, 0, '--help exits 0');
+like($out, qr/^Usage:\n  fundrecs_shipper -d CONNSTR -S SLOT --stream NAME/m, '--help shows usage');
+foreach my $opt (qw(--dbname --slot --create-slot --if-not-exists --option --startpos --endpos
+	--no-loop --status-interval --target --stream --stream-arn --region --endpoint-url --ca-file
+	--batch-records --batch-bytes --linger-ms --max-buffer-bytes --verbose --quiet --version))
+{
+	like($out, qr/\Q$opt\E/, "--help documents $opt");
+}
+
+# Usage errors: one line, a hint, exit code 2.
+my @usage = (
+	[ [ '--bogus' ], qr/unrecognized option|invalid option/, 'unknown flag' ],
+	[ [ '-d', 'postgres' ], qr/no slot specified/, 'missing slot' ],
+	[ [ '-d', 'postgres', '-S', 's' ], qr/no stream specified/, 'missing stream' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--stream-arn', 'b' ],
+		qr/cannot be used together/, 'stream and stream-arn' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--batch-records', '501' ],
+		qr/invalid value "501" for option --batch-records/, 'batch over 500 records' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--batch-bytes', '6000000' ],
+		qr/invalid value "6000000" for option --batch-bytes/, 'batch over 5 MiB' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--linger-ms', 'soon' ],
+		qr/invalid value "soon" for option --linger-ms/, 'non-numeric linger' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '-E', 'nonsense' ],
+		qr/could not parse end location "nonsense"/, 'bad end LSN' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '-o', 'include_lsn=false' ],
+		qr/needs the plugin option include_lsn/, 'include_lsn=false refused' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '-o', 'novalue' ],
+		qr/invalid plugin option "novalue"/, 'plugin option without a value' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 'kafka' ], qr/invalid target "kafka"/, 'unknown target' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 'stdout', '--stream', 'x' ],
+		qr/are for --target kinesis/, 'stream with stdout' ],
+	[ [ '-d', 'postgres', '-S', 's', '--if-not-exists', '--target', 'stdout' ],
+		qr/--if-not-exists requires --create-slot/, 'if-not-exists alone' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 'stdout', 'extra' ],
+		qr/too many command-line arguments/, 'extra argument' ],
+);
+foreach my $u (@usage)
+{
+	my ($args, $re, $name) = @$u;
+	($rc, $out, $err) = run_shipper(\%env, @$args);
+	is($rc, 2, "$name: exit code 2");
+	like($err, $re, "$name: message");
+	like($err, qr/Try "fundrecs_shipper --help"/, "$name: hint");
+}
+
+# Credentials and region: configuration errors, exit 2, no secret printed.
+($rc, $out, $err) = run_shipper({ %env, AWS_ACCESS_KEY_ID => undef, AWS_SECRET_ACCESS_KEY => undef },
+	'-d', 'postgres', '-S', 's', '--stream', 'a');
+is($rc, 2, 'missing credentials: exit code 2');
+like($err, qr/no AWS credentials found/, 'missing credentials: message');
+($rc, $out, $err) = run_shipper({ %env, AWS_ACCESS_KEY_ID => undef },
+	'-d', 'postgres', '-S', 's', '--stream', 'a');
+is($rc, 2, 'half the key pair: exit code 2');
+like($err, qr/AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not/, 'half the key pair: message');
+unlike($err, qr/\Q$SECRET_KEY\E/, 'the secret is not printed');
+($rc, $out, $err) = run_shipper({ %env, AWS_ACCESS_KEY_ID => undef, AWS_SECRET_ACCESS_KEY => undef,
+	AWS_PROFILE => 'nosuch' }, '-d', 'postgres', '-S', 's', '--stream', 'a');
+is($rc, 2, 'unknown profile: exit code 2');
+like($err, qr/AWS profile "nosuch" was not found/, 'unknown profile: message');
+($rc, $out, $err) = run_shipper({ %env, AWS_REGION => undef, AWS_DEFAULT_REGION => undef },
+	'-d', 'postgres', '-S', 's', '--stream', 'a');
+is($rc, 2, 'missing region: exit code 2');
+like($err, qr/no AWS region specified/, 'missing region: message');
+
+# A real server and emulators for the runtime errors.
+my $node = new_cluster('cli');
+my $connstr = $node->connstr('postgres');
+my ($kport) = start_kinesalite();
+my ($pport) = start_proxy($kport);
+kinesis_tool($kport, 'create', 'cli_stream', 1);
+my @kin = ('--endpoint-url', "http://127.0.0.1:$pport", '--stream', 'cli_stream');
+
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 's', '--endpoint-url',
+	"http://127.0.0.1:$pport", '--stream', 'no_such_stream');
+is($rc, 1, 'unknown stream: exit code 1');
+like($err, qr/Kinesis stream "no_such_stream" does not exist/, 'unknown stream: message');
+
+my $dead = PostgreSQL::Test::Cluster::get_free_port();
+my $t0 = time();
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 's', '--endpoint-url',
+	"http://127.0.0.1:$dead", '--stream', 'x', '--retry-timeout', '2');
+is($rc, 1, 'unreachable endpoint: exit code 1');
+like($err, qr/could not reach http:\/\/127\.0\.0\.1:$dead.*retrying/s, 'unreachable endpoint: retried');
+like($err, qr/giving up on stream "x" after \d+ attempts in 2 s/, 'unreachable endpoint: gave up');
+
+# Wrong secret: the signature-checking endpoint refuses it, not retried.
+($rc, $out, $err) = run_shipper({ %env, AWS_SECRET_ACCESS_KEY => 'wrong-secret' }, '-d', $connstr,
+	'-S', 's', @kin);
+is($rc, 1, 'bad signature: exit code 1');
+like($err, qr/InvalidSignatureException/, 'bad signature: the service error is shown');
+unlike($err, qr/wrong-secret/, 'bad signature: the secret is not printed');
+
+# Credentials from a profile in the shared credentials file.
+my $credfile = "$PostgreSQL::Test::Utils::tmp_check/credentials";
+my $conffile = "$PostgreSQL::Test::Utils::tmp_check/config";
+append_to_file($credfile, "[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n"
+	  . "[ci]\naws_access_key_id = $ACCESS_KEY\naws_secret_access_key = $SECRET_KEY\n");
+append_to_file($conffile, "[profile ci]\nregion = $REGION\n");
+
+# Slot errors.
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'no_such_slot', @kin, '--no-loop');
+is($rc, 1, 'missing slot: exit code 1');
+like($err, qr/could not start streaming from slot "no_such_slot".*does not exist/s, 'missing slot: message');
+
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('cli_slot', 'fundrecs_decoder')");
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', @kin, '-o', 'tables=nodot');
+is($rc, 1, 'bad plugin option: exit code 1');
+like($err, qr/invalid value "nodot" for option "tables"/, 'bad plugin option: the plugin\'s error');
+
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', '--create-slot', @kin);
+is($rc, 1, 'create an existing slot: exit code 1');
+like($err, qr/could not create replication slot "cli_slot".*already exists/s, 'create an existing slot: message');
+
+# --target stdout with --endpos: exactly the plugin's rows, then exit 0.
+$node->safe_psql('postgres', q{
+INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) VALUES (1, 101, 2), (3, 104, 1);
+INSERT INTO fundrecs_schema.customers VALUES (101, 'John Doe', 'New York');
+UPDATE fundrecs_schema.orders SET quantity = 5 WHERE order_id = 1;
+});
+my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+my $want = join("\n", @{ plugin_rows($node, 'cli_slot') }) . "\n";
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', '--target', 'stdout',
+	'-E', $end, '--if-not-exists', '--create-slot');
+is($rc, 0, 'stdout target: exit code 0 at --endpos');
+is($out, $want, 'stdout target: the plugin\'s rows, one per line');
+my $confirmed = $node->safe_psql('postgres',
+	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'cli_slot'");
+is($confirmed, 't', '--endpos is confirmed to the server');
+is(scalar @{ plugin_rows($node, 'cli_slot') }, 0, 'nothing is left in the slot');
+
+# Kinesis through a profile from the shared credentials file.
+$node->safe_psql('postgres', "INSERT INTO fundrecs_schema.customers VALUES (102, 'Jane Smith', 'San Francisco')");
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+($rc, $out, $err) = run_shipper({ %env, AWS_ACCESS_KEY_ID => undef, AWS_SECRET_ACCESS_KEY => undef,
+	AWS_REGION => undef, AWS_PROFILE => 'ci', AWS_SHARED_CREDENTIALS_FILE => $credfile,
+	AWS_CONFIG_FILE => $conffile }, '-d', $connstr, '-S', 'cli_slot', @kin, '-E', $end, '-v');
+is($rc, 0, 'profile credentials: exit code 0');
+like($err, qr/AWS credentials from profile "ci" in \Q$credfile\E, region $REGION/, 'profile credentials: used');
+unlike($err, qr/\Q$SECRET_KEY\E/, 'profile credentials: the secret is not printed');
+my $recs = read_stream($kport, 'cli_stream', 1);
+is(scalar @$recs, 1, 'profile credentials: the row arrived');
+is($recs->[0]{row}{data}{customer_name}, 'Jane Smith', 'profile credentials: the right row');
+is(proxy_stats($pport)->{mismatches}, 1, 'only the wrong-secret call failed the signature check');
+
+# A row over Kinesis's 1 MiB limit: fatal, naming LSN and table; nothing confirmed past it.
+$node->safe_psql('postgres', q{
+CREATE TABLE fundrecs_schema.blobs (id int PRIMARY KEY, body text);
+INSERT INTO fundrecs_schema.customers VALUES (103, 'Emily Johnson', 'Los Angeles');
+});
+my $before = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+$node->safe_psql('postgres', "INSERT INTO fundrecs_schema.blobs SELECT 1, string_agg(md5(g::text), '') FROM generate_series(1, 40000) g");
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', @kin, '--no-loop');
+is($rc, 1, 'oversize row: exit code 1');
+like($err, qr/row at [0-9A-F]+\/[0-9A-F]+ of table fundrecs_schema\.blobs is \d+ bytes, over Kinesis's limit/,
+	'oversize row: names LSN and table');
+my $left = plugin_rows($node, 'cli_slot');
+is(scalar @$left, 1, 'oversize row: the earlier row was confirmed, the big one was not');
+like($left->[0], qr/"table":"blobs"/, 'oversize row: it is still in the slot');
+
+# TLS: peer verification is on; kinesis-mock's self-signed certificate is refused.
+my ($mplain, $mtls) = start_kinesis_mock();
+$t0 = time();
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', '--endpoint-url',
+	"https://127.0.0.1:$mtls", '--stream', 'x', '--retry-timeout', '60');
+is($rc, 1, 'unverifiable TLS certificate: exit code 1');
+like($err, qr/could not connect to https:\/\/127\.0\.0\.1:$mtls: .*certificate/i, 'unverifiable TLS certificate: message');
+like($err, qr/--ca-file/, 'unverifiable TLS certificate: hint');
+cmp_ok(time() - $t0, '<', 30, 'unverifiable TLS certificate: not retried for the whole retry timeout');
+
+done_testing();

@@ -1,0 +1,74 @@
+# Fault injection: with 20 % of PutRecords calls failing (500, 503,
+# throttling, per-record failures, connections dropped before and after the
+# call), a workload still arrives complete and in per-key order.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use FundrecsE2E;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my %env = shipper_env();
+my $node = new_cluster('faults');
+my $connstr = $node->connstr('postgres');
+my ($kport) = start_kinesalite();
+my ($pport) = start_proxy($kport, '--fault-rate', '0.2', '--seed', '42');
+kinesis_tool($kport, 'create', 'faulty', 3);
+
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('ship', 'fundrecs_decoder')");
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('truth', 'fundrecs_decoder')");
+$node->safe_psql('postgres', q{
+INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity)
+	SELECT 1 + g % 3, g, 1 FROM generate_series(1, 200) g;
+});
+# Many versions of every key, in many transactions.
+for my $i (1 .. 15)
+{
+	$node->safe_psql('postgres', "UPDATE fundrecs_schema.orders SET quantity = quantity + 1");
+}
+$node->safe_psql('postgres', 'DELETE FROM fundrecs_schema.orders WHERE order_id % 4 = 0');
+my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+my $truth = plugin_rows($node, 'truth');
+
+my ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'ship', '--endpoint-url',
+	"http://127.0.0.1:$pport", '--stream', 'faulty', '-E', $end, '--batch-records', '40', '-v');
+is($rc, 0, 'exit code 0 despite the faults');
+like($err, qr/retrying/, 'failures were retried');
+
+my $stats = proxy_stats($pport);
+my $faults = 0;
+$faults += $_ for values %{ $stats->{faults} };
+cmp_ok($faults, '>=', 10, "faults were injected ($faults)");
+cmp_ok(scalar keys %{ $stats->{faults} }, '>=', 5, 'of several kinds: ' . join(',', sort keys %{ $stats->{faults} }));
+is($stats->{mismatches}, 0, 'every retried request was signed correctly');
+
+my $recs = read_stream($kport, 'faulty', scalar @$truth);
+my %have = map { my $d = $_->{data}; chomp $d; ($d => 1) } @$recs;
+is(scalar(grep { !$have{$_} } @$truth), 0, 'complete: every plugin row arrived (' . scalar(@$truth) . ' rows)');
+
+# Per key: the versions in shard order, duplicates dropped, equal the plugin's.
+sub sequences
+{
+	my ($rows) = @_;
+	my (%seq, %seen);
+	foreach my $text (@$rows)
+	{
+		my $r = decode_json($text);
+		my $k = "$r->{table}:" . ($r->{key}{order_id} // '');
+		next if $seen{"$r->{lsn} $k"}++;
+		push @{ $seq{$k} }, $r->{lsn};
+	}
+	return \%seq;
+}
+my %by_shard;
+push @{ $by_shard{ $_->{shard} } }, $_ for @$recs;
+my @ordered = map { my $d = $_->{data}; chomp $d; $d } map { @{ $by_shard{$_} } } sort keys %by_shard;
+my $want = sequences($truth);
+my $have = sequences(\@ordered);
+my @wrong = grep { "@{ $have->{$_} // [] }" ne "@{ $want->{$_} }" } keys %$want;
+is(scalar @wrong, 0, 'every key\'s versions are in commit order');
+is(scalar @{ plugin_rows($node, 'ship') }, 0, 'everything was confirmed');
+
+done_testing();

@@ -1,0 +1,210 @@
+
+# Helpers of the shipper's TAP tests: a PostgreSQL cluster with the fundrecs
+# extension and the seed schema, Kinesis emulators from npm (kinesalite,
+# kinesis-local), the botocore signature-checking endpoint in front of them,
+# and boto3 to create and read streams.
+
+package FundrecsE2E;
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+use Exporter 'import';
+our @EXPORT = qw(
+  new_cluster start_kinesalite start_kinesis_mock start_proxy proxy_stats
+  kinesis_tool read_stream shipper_env run_shipper start_shipper wait_for_port
+  plugin_rows $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR
+);
+
+our $ACCESS_KEY = 'AKIDFUNDRECSTEST';
+our $SECRET_KEY = 'fundrecs/test/secret';
+our $REGION = 'us-east-1';
+our $E2E_DIR = abs_path(dirname(__FILE__) . '/../../test/e2e');
+my $PYTHON = '/usr/bin/python3';
+my @children;
+
+# Stop the emulators and shippers still running; keep the test's exit code.
+END
+{
+	my $rc = $?;
+	foreach my $h (@children)
+	{
+		eval { $h->kill_kill(grace => 2) if $h->pumpable; };
+	}
+	$? = $rc;
+}
+
+# A running cluster with wal_level=logical, the plugin allowed, the extension,
+# the seed's schema and products.
+sub new_cluster
+{
+	my ($name) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => 'logical');
+	$node->append_conf('postgresql.conf', qq{
+output_plugin_libraries = 'pgoutput, test_decoding, fundrecs_decoder'
+max_replication_slots = 10
+wal_sender_timeout = 60s
+});
+	$node->start;
+	my $products = "$E2E_DIR/../data/product_details.json";
+	$node->safe_psql('postgres', qq{
+CREATE EXTENSION fundrecs;
+CREATE SCHEMA fundrecs_schema;
+CREATE TABLE fundrecs_schema.orders (order_id serial PRIMARY KEY, product_id int,
+	customer_id int, quantity int, order_date timestamp DEFAULT current_timestamp);
+CREATE TABLE fundrecs_schema.customers (customer_id int PRIMARY KEY,
+	customer_name varchar(255), location varchar(255));
+SELECT fundrecs.load_products_file('$products');
+});
+	return $node;
+}
+
+sub wait_for_port
+{
+	my ($port, $what) = @_;
+	for (1 .. 300)
+	{
+		return 1 if IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp');
+		usleep(100_000);
+	}
+	die "$what did not listen on port $port";
+}
+
+sub _start
+{
+	my ($cmd, $log, %opt) = @_;
+	my $h = IPC::Run::start($cmd, '<', \undef, '>', $log, '2>', $log, %opt);
+	push @children, $h;
+	return $h;
+}
+
+sub start_kinesalite
+{
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $h = _start([ "$E2E_DIR/node_modules/.bin/kinesalite", '--port', $port,
+		'--createStreamMs', '0', '--deleteStreamMs', '0', '--shardLimit', '100' ],
+		"$PostgreSQL::Test::Utils::tmp_check/kinesalite_$port.log");
+	wait_for_port($port, 'kinesalite');
+	return ($port, $h);
+}
+
+# kinesis-mock reads server.json from its working directory.
+sub start_kinesis_mock
+{
+	my $plain = PostgreSQL::Test::Cluster::get_free_port();
+	my $tls = PostgreSQL::Test::Cluster::get_free_port();
+	local $ENV{KINESIS_MOCK_PLAIN_PORT} = $plain;
+	local $ENV{KINESIS_MOCK_TLS_PORT} = $tls;
+	local $ENV{CREATE_STREAM_DURATION} = '0ms';
+	my $h = _start([ 'node', 'main.js' ],
+		"$PostgreSQL::Test::Utils::tmp_check/kinesis_mock_$plain.log",
+		init => sub { chdir "$E2E_DIR/node_modules/kinesis-local" or die $!; });
+	wait_for_port($plain, 'kinesis-mock');
+	wait_for_port($tls, 'kinesis-mock (TLS)');
+	return ($plain, $tls, $h);
+}
+
+# The signature-checking (and optionally fault-injecting) endpoint.
+sub start_proxy
+{
+	my ($upstream_port, @extra) = @_;
+	my $portfile = "$PostgreSQL::Test::Utils::tmp_check/proxy_" . int(rand(1e9)) . ".port";
+	my $h = _start([ $PYTHON, "$E2E_DIR/sigcheck_proxy.py", '--upstream',
+		"http://127.0.0.1:$upstream_port", '--access-key', $ACCESS_KEY,
+		'--secret-key', $SECRET_KEY, '--region', $REGION, '--port-file', $portfile, @extra ],
+		"$portfile.log");
+	for (1 .. 300)
+	{
+		last if -s $portfile;
+		usleep(100_000);
+	}
+	my $port = slurp_file($portfile);
+	wait_for_port($port, 'sigcheck proxy');
+	return ($port, $h);
+}
+
+sub proxy_stats
+{
+	my ($port) = @_;
+	my $out = `curl -s http://127.0.0.1:$port/__stats`;
+	return decode_json($out);
+}
+
+sub kinesis_tool
+{
+	my ($port, @args) = @_;
+	my ($stdout, $stderr);
+	my $ok = IPC::Run::run([ $PYTHON, "$E2E_DIR/kinesis_tool.py", '--endpoint',
+		"http://127.0.0.1:$port", '--access-key', $ACCESS_KEY, '--secret-key', $SECRET_KEY, @args ],
+		'>', \$stdout, '2>', \$stderr);
+	die "kinesis_tool @args failed: $stderr" unless $ok;
+	chomp $stdout;
+	return $stdout;
+}
+
+# Every record of a stream, read back with boto3: a list of hashes
+# {shard, seq, pk, data, row}.
+sub read_stream
+{
+	my ($port, $stream, $min) = @_;
+	my $out = kinesis_tool($port, 'read', $stream, '--min', $min // 0, '--timeout', 30);
+	my @recs;
+	foreach my $line (split /\n/, $out)
+	{
+		my $r = decode_json($line);
+		$r->{row} = decode_json($r->{data});
+		push @recs, $r;
+	}
+	return \@recs;
+}
+
+sub shipper_env
+{
+	return (AWS_ACCESS_KEY_ID => $ACCESS_KEY, AWS_SECRET_ACCESS_KEY => $SECRET_KEY,
+		AWS_REGION => $REGION, AWS_SESSION_TOKEN => undef, AWS_PROFILE => undef,
+		AWS_SHARED_CREDENTIALS_FILE => '/nonexistent', AWS_CONFIG_FILE => '/nonexistent');
+}
+
+# Runs the shipper to completion: (exit code, stdout, stderr).
+sub run_shipper
+{
+	my ($env, @args) = @_;
+	my ($stdout, $stderr) = ('', '');
+	local %ENV = (%ENV, %$env);
+	foreach my $k (keys %$env) { delete $ENV{$k} unless defined $env->{$k}; }
+	IPC::Run::run([ 'fundrecs_shipper', @args ], '<', \undef, '>', \$stdout, '2>', \$stderr,
+		IPC::Run::timeout(180));
+	return ($? >> 8, $stdout, $stderr);
+}
+
+# Starts the shipper in the background; returns the harness.
+sub start_shipper
+{
+	my ($env, $log, @args) = @_;
+	local %ENV = (%ENV, %$env);
+	foreach my $k (keys %$env) { delete $ENV{$k} unless defined $env->{$k}; }
+	my $h = IPC::Run::start([ 'fundrecs_shipper', @args ], '<', \undef, '>>', $log, '2>>', $log);
+	push @children, $h;
+	return $h;
+}
+
+# What the plugin emits for a slot (peeked, the slot is not advanced).
+sub plugin_rows
+{
+	my ($node, $slot) = @_;
+	my $out = $node->safe_psql('postgres',
+		"SELECT data FROM pg_logical_slot_peek_changes('$slot', NULL, NULL)");
+	return [ split /\n/, $out ];
+}
+
+1;
