@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what fundrecs needs to build, test and demo on Debian 12:
+# PostgreSQL 15 and its server headers, libpq, libcurl, OpenSSL, jansson,
+# the TAP test modules, wal2json (a benchmark peer), boto3/awscli, Node.js
+# and the pinned npm packages of test/e2e (Kinesis and S3 emulators, DuckDB).
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+packages=(
+	build-essential pkg-config curl ca-certificates
+	postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev
+	libcurl4-openssl-dev libssl-dev libjansson-dev zlib1g-dev
+	libipc-run-perl libjson-pp-perl
+	postgresql-15-wal2json
+	python3 python3-boto3 python3-botocore awscli
+)
+# A machine may have Node.js from elsewhere; only ask Debian for it if absent.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}"
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The emulators, pinned by test/e2e/package-lock.json.
+if [ ! -x "$top/test/e2e/node_modules/.bin/kinesalite" ] ||
+	[ "$top/test/e2e/package-lock.json" -nt "$top/test/e2e/node_modules/.package-lock.json" ]; then
+	echo "install-deps: npm ci in test/e2e"
+	(cd "$top/test/e2e" && npm ci --no-audit --no-fund --loglevel=error)
+fi

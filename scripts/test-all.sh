@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs every test of fundrecs: builds with warnings as errors, installs the
+# extension and the shipper, then
+#   1. the pg_regress suite (make installcheck, its own temporary server),
+#   2. the shipper's TAP tests (SigV4 suite, CLI, Kinesis emulators, faults),
+#   3. the benchmark harness at its tiny scale (bench/run --quick).
+# Installs what is missing first (scripts/install-deps.sh).
+#
+# PostgreSQL refuses to run as root: as root, the suites run as the
+# "postgres" user in a copy of the tree that it can write.
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+bash scripts/install-deps.sh || exit 1
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+
+echo "== build (warnings are errors)"
+make -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
+make -s -C shipper PG_CONFIG="$PG_CONFIG" clean >/dev/null
+make -s PG_CONFIG="$PG_CONFIG" || exit 1
+make -s -C shipper PG_CONFIG="$PG_CONFIG" || exit 1
+$sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null || exit 1
+$sudo make -s -C shipper PG_CONFIG="$PG_CONFIG" install >/dev/null || exit 1
+
+# Where the suites run, and as whom.
+if [ "$(id -u)" -eq 0 ]; then
+	work=$(mktemp -d /tmp/fundrecs-test.XXXXXX)
+	tar --exclude=./test/e2e/node_modules --exclude=./.git -cf - . | tar -C "$work" -xf -
+	ln -s "$top/test/e2e/node_modules" "$work/test/e2e/node_modules"
+	chmod -R a+rX "$top/test/e2e/node_modules"
+	chown -R postgres:postgres "$work"
+	chmod 755 "$work"
+	as_pg() { runuser -u postgres -- env PATH="$PATH" "$@"; }
+else
+	work="$top"
+	as_pg() { "$@"; }
+fi
+cd "$work"
+
+status=0
+echo "== pg_regress (make installcheck)"
+if ! as_pg make -s PG_CONFIG="$PG_CONFIG" installcheck; then
+	status=1
+	[ -f regression.diffs ] && cat regression.diffs
+fi
+
+echo "== shipper TAP tests (make -C shipper test)"
+if ! as_pg make -s -C shipper PG_CONFIG="$PG_CONFIG" test; then
+	status=1
+	for f in shipper/tmp_check/log/regress_log_*; do
+		grep -q "not ok" "$f" 2>/dev/null && { echo "---- $f"; tail -n 60 "$f"; }
+	done
+fi
+
+if [ -x bench/run ]; then
+	echo "== benchmark harness (bench/run --quick)"
+	as_pg bench/run --quick || status=1
+fi
+
+# The runners' summary lines, last.
+echo "== summary"
+grep -h -E "tests? (passed|failed)|of [0-9]+ tests" regression.out 2>/dev/null | sed 's/^ *//'
+[ -f shipper/tmp_check/prove.out ] && tail -n 2 shipper/tmp_check/prove.out
+[ -f bench/out/quick.summary ] && cat bench/out/quick.summary
+exit $status
