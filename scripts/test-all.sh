@@ -43,7 +43,10 @@ cd "$work"
 
 status=0
 echo "== pg_regress (make installcheck)"
-if ! as_pg make -s PG_CONFIG="$PG_CONFIG" installcheck; then
+as_pg make -s PG_CONFIG="$PG_CONFIG" installcheck > installcheck.out 2>&1
+rc=$?
+cat installcheck.out
+if [ $rc -ne 0 ]; then
 	status=1
 	[ -f regression.diffs ] && cat regression.diffs
 fi
@@ -63,7 +66,7 @@ fi
 
 # The runners' summary lines, last.
 echo "== summary"
-grep -h -E "tests? (passed|failed)|of [0-9]+ tests" regression.out 2>/dev/null | sed 's/^ *//'
+grep -h -E "tests? (passed|failed)|of [0-9]+ tests" installcheck.out 2>/dev/null | sed 's/^ *//'
 [ -f shipper/tmp_check/prove.out ] && tail -n 2 shipper/tmp_check/prove.out
 [ -f bench/out/quick.summary ] && cat bench/out/quick.summary
 exit $status

@@ -52,7 +52,8 @@ def read_all(k, stream):
             r = k.get_records(ShardIterator=it, Limit=10000)
             for rec in r["Records"]:
                 out.append({"shard": shard["ShardId"], "seq": rec["SequenceNumber"],
-                            "pk": rec["PartitionKey"], "data": rec["Data"].decode("utf-8")})
+                            "pk": rec["PartitionKey"], "data": rec["Data"].decode("utf-8"),
+                            "arrival": rec["ApproximateArrivalTimestamp"].timestamp()})
             if not r["Records"] and r.get("MillisBehindLatest", 0) == 0:
                 break
             it = r.get("NextShardIterator")
