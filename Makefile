@@ -6,13 +6,14 @@
 #   make demo                     the whole pipeline on a throwaway cluster
 
 EXTENSION = fundrecs
-EXTVERSION = 1.0
+EXTVERSION = 1.1
 
 MODULE_big = fundrecs_decoder
-OBJS = fundrecs_decoder.o fundrecs_options.o fundrecs_json.o fundrecs_products.o
+OBJS = fundrecs_decoder.o fundrecs_options.o fundrecs_json.o fundrecs_products.o \
+	fundrecs_load.o
 HEADERS =
 
-DATA = $(wildcard fundrecs--*--*.sql) fundrecs--$(EXTVERSION).sql
+DATA = fundrecs--1.0.sql $(wildcard fundrecs--*--*.sql)
 
 TESTS = $(wildcard sql/*.sql)
 REGRESS = $(patsubst sql/%.sql,%,$(TESTS))

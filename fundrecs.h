@@ -25,7 +25,9 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "utils/hsearch.h"
 #include "utils/relcache.h"
+#include "utils/snapshot.h"
 
 /* The slug used for rows whose product is unknown. */
 #define FR_ROUTE_UNCATEGORIZED "uncategorized"
@@ -38,6 +40,12 @@
  * Options (fundrecs_options.c)
  * ----------------------------------------------------------------
  */
+typedef enum FrFormat
+{
+	FR_FORMAT_NATIVE,
+	FR_FORMAT_DMS
+} FrFormat;
+
 typedef struct FrTablePattern
 {
 	char	   *schema;
@@ -54,6 +62,7 @@ typedef struct FrOptions
 	char	   *orders_table;
 	char	   *product_column;
 	char	   *quantity_column;
+	FrFormat	format;
 } FrOptions;
 
 extern void fr_options_init(FrOptions *opts);
@@ -115,11 +124,31 @@ typedef struct FrRelInfo
 
 extern void fr_relinfo_init(void);
 extern FrRelInfo *fr_relinfo_get(Relation rel, const FrOptions *opts);
+extern void fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts);
 extern void fr_json_append_value(StringInfo out, FrColumn *col, Datum value);
 extern void fr_json_append_lsn(StringInfo out, XLogRecPtr lsn);
 extern void fr_json_append_timestamptz(StringInfo out, TimestampTz ts);
 extern void fr_json_append_string(StringInfo out, const char *str);
 extern char *fr_json_quote(const char *str);
+
+/* ----------------------------------------------------------------
+ * Row messages (fundrecs_decoder.c), also used by the initial load
+ * ----------------------------------------------------------------
+ */
+typedef struct FrRowMeta
+{
+	const char *op;
+	XLogRecPtr	lsn;
+	XLogRecPtr	commit_lsn;
+	TransactionId xid;			/* InvalidTransactionId for load rows */
+	TimestampTz commit_time;
+	bool		toast_pointers_unchanged;	/* decoding: on-disk TOAST = unchanged */
+	struct FrLoadProducts *load;	/* the initial load's lookups, else NULL */
+} FrRowMeta;
+
+extern void fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
+						 FrRelInfo *ri, TupleDesc desc, HeapTuple newtuple,
+						 HeapTuple oldtuple);
 
 /* ----------------------------------------------------------------
  * Products (fundrecs_products.c)
@@ -142,6 +171,17 @@ extern void fr_products_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog)
 extern void fr_products_txn_touched_products(void);
 extern FrProduct *fr_products_lookup(int64 product_id, XLogRecPtr change_lsn);
 extern Oid	fr_products_relid(void);
+
+/* The initial load's private product cache, read through its snapshot. */
+typedef struct FrLoadProducts
+{
+	MemoryContext cxt;
+	HTAB	   *cache;
+	Snapshot	snapshot;
+} FrLoadProducts;
+
+extern FrLoadProducts *fr_load_products_create(MemoryContext cxt);
+extern FrProduct *fr_load_products_lookup(FrLoadProducts *lp, int64 product_id);
 extern char *fr_category_slug(const char *category);
 
 #endif							/* FUNDRECS_H */

@@ -29,16 +29,6 @@ typedef struct FrDecodingData
 	FrOptions	opts;
 } FrDecodingData;
 
-/* What a row message says about its transaction and position. */
-typedef struct FrRowMeta
-{
-	const char *op;
-	XLogRecPtr	lsn;
-	XLogRecPtr	commit_lsn;
-	TransactionId xid;
-	TimestampTz commit_time;
-} FrRowMeta;
-
 extern void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
 static void fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
@@ -125,7 +115,13 @@ append_header(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		fr_json_append_lsn(out, meta->commit_lsn);
 	}
 	if (opts->include_xid)
-		appendStringInfo(out, ",\"xid\":%u", meta->xid);
+	{
+		/* Load rows belong to no transaction of the source. */
+		if (TransactionIdIsValid(meta->xid))
+			appendStringInfo(out, ",\"xid\":%u", meta->xid);
+		else
+			appendStringInfoString(out, ",\"xid\":null");
+	}
 	if (opts->include_timestamp)
 	{
 		appendStringInfoString(out, ",\"commit_time\":");
@@ -169,7 +165,7 @@ append_key(StringInfo out, FrRelInfo *ri, TupleDesc desc, HeapTuple tuple)
  */
 static FrProduct *
 row_product(FrRelInfo *ri, TupleDesc desc, HeapTuple tuple, bool whole,
-			XLogRecPtr lsn, bool *has_product_column)
+			const FrRowMeta *meta, bool *has_product_column)
 {
 	bool		isnull;
 	Datum		value;
@@ -197,7 +193,9 @@ row_product(FrRelInfo *ri, TupleDesc desc, HeapTuple tuple, bool whole,
 			product_id = DatumGetInt64(value);
 			break;
 	}
-	return fr_products_lookup(product_id, lsn);
+	if (meta->load != NULL)
+		return fr_load_products_lookup(meta->load, product_id);
+	return fr_products_lookup(product_id, meta->lsn);
 }
 
 static void
@@ -260,18 +258,20 @@ append_enrichment(StringInfo out, FrRelInfo *ri, TupleDesc desc,
 }
 
 /*
- * Appends ,"name":{...columns...} for a tuple; with key_only, just the key
- * columns (an old tuple that is not whole).  Unchanged TOAST values are
- * left out and collected in *toast (when toast is not NULL).
+ * Appends prefix and {...columns...} for a tuple; with key_only, just the
+ * key columns (an old tuple that is not whole).  In decoding, an on-disk
+ * TOAST pointer is an unchanged value: it is left out and its column named
+ * in *toast (when toast is not NULL).
  */
 static void
-append_tuple(StringInfo out, const char *name, FrRelInfo *ri, TupleDesc desc,
-			 HeapTuple tuple, bool key_only, FrProduct *product, bool enrich,
-			 StringInfo toast)
+append_tuple(StringInfo out, const char *prefix, const FrRowMeta *meta,
+			 FrRelInfo *ri, TupleDesc desc, HeapTuple tuple, bool key_only,
+			 FrProduct *product, bool enrich, StringInfo toast)
 {
 	bool		first = true;
 
-	appendStringInfo(out, ",\"%s\":{", name);
+	appendStringInfoString(out, prefix);
+	appendStringInfoChar(out, '{');
 	for (int i = 0; i < desc->natts && i < ri->natts; i++)
 	{
 		FrColumn   *col = &ri->cols[i];
@@ -281,7 +281,7 @@ append_tuple(StringInfo out, const char *name, FrRelInfo *ri, TupleDesc desc,
 		if (col->dropped || (key_only && !col->is_key))
 			continue;
 		value = heap_getattr(tuple, col->attnum, desc, &isnull);
-		if (!isnull && is_unchanged_toast(col, value))
+		if (!isnull && meta->toast_pointers_unchanged && is_unchanged_toast(col, value))
 		{
 			if (toast != NULL)
 			{
@@ -312,64 +312,151 @@ append_tuple(StringInfo out, const char *name, FrRelInfo *ri, TupleDesc desc,
 	}
 }
 
+/* DMS's timestamp: ISO 8601 in UTC with six fractional digits. */
+static void
+append_dms_timestamp(StringInfo out, TimestampTz ts)
+{
+	StringInfoData buf;
+	char	   *dot;
+	int			frac;
+
+	initStringInfo(&buf);
+	fr_json_append_timestamptz(&buf, ts);
+	/* buf: "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" with its quotes */
+	buf.data[buf.len - 2] = '\0';
+	dot = strchr(buf.data, '.');
+	frac = dot ? (int) strlen(dot + 1) : 0;
+	appendStringInfoString(out, buf.data);
+	appendStringInfoString(out, dot ? "" : ".");
+	for (; frac < 6; frac++)
+		appendStringInfoChar(out, '0');
+	appendStringInfoString(out, "Z\"");
+	pfree(buf.data);
+}
+
 /*
- * Writes one row message: header, key, route, data, old, unchanged_toast.
- * newtuple or oldtuple may be NULL.
+ * The DMS Kinesis record: {"data":{...},"before-image":{...},"metadata":{...}}.
+ * Deletes carry the old row (its key columns at least) in data; an update's
+ * old row, when PostgreSQL gives one, goes in before-image.  fundrecs adds
+ * route, key, lsn and commit-lsn to metadata, which DMS consumers ignore.
  */
 static void
-write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
-		  FrRelInfo *ri, TupleDesc desc, HeapTuple newtuple, HeapTuple oldtuple)
+write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
+			  FrRelInfo *ri, TupleDesc desc, HeapTuple newtuple, HeapTuple oldtuple,
+			  FrProduct *newproduct, FrProduct *oldproduct, bool old_has_product,
+			  const char *route)
+{
+	StringInfoData toast;
+
+	initStringInfo(&toast);
+	if (newtuple != NULL)
+		append_tuple(out, "{\"data\":", meta, ri, desc, newtuple, false, newproduct,
+					 ri->is_orders, &toast);
+	else
+		append_tuple(out, "{\"data\":", meta, ri, desc, oldtuple, !ri->identity_full,
+					 oldproduct, ri->is_orders && old_has_product, NULL);
+	if (newtuple != NULL && oldtuple != NULL)
+		append_tuple(out, ",\"before-image\":", meta, ri, desc, oldtuple,
+					 !ri->identity_full, oldproduct, ri->is_orders && old_has_product,
+					 NULL);
+
+	appendStringInfoString(out, ",\"metadata\":{");
+	if (opts->include_timestamp)
+	{
+		appendStringInfoString(out, "\"timestamp\":");
+		append_dms_timestamp(out, meta->commit_time);
+		appendStringInfoChar(out, ',');
+	}
+	appendStringInfo(out, "\"record-type\":\"data\",\"operation\":\"%s\","
+					 "\"partition-key-type\":\"primary-key\",\"schema-name\":",
+					 meta->op);
+	fr_json_append_string(out, ri->schema_name);
+	appendStringInfoString(out, ",\"table-name\":");
+	fr_json_append_string(out, ri->table_name);
+	if (opts->include_xid && TransactionIdIsValid(meta->xid))
+		appendStringInfo(out, ",\"transaction-id\":%u", meta->xid);
+	if (opts->include_lsn)
+	{
+		appendStringInfoString(out, ",\"lsn\":");
+		fr_json_append_lsn(out, meta->lsn);
+		appendStringInfoString(out, ",\"commit-lsn\":");
+		fr_json_append_lsn(out, meta->commit_lsn);
+	}
+	appendStringInfoString(out, ",\"route\":");
+	appendStringInfoString(out, route);
+	if (ri->nkeys > 0)
+	{
+		StringInfoData key;
+
+		initStringInfo(&key);
+		append_key(&key, ri, desc, newtuple != NULL ? newtuple : oldtuple);
+		/* append_key writes ,"key":{...} */
+		appendStringInfoString(out, key.data);
+	}
+	if (toast.len > 0)
+	{
+		appendStringInfoString(out, ",\"unchanged-toast\":[");
+		appendBinaryStringInfo(out, toast.data, toast.len);
+		appendStringInfoChar(out, ']');
+	}
+	appendStringInfoString(out, "}}");
+}
+
+/*
+ * Writes one row message; newtuple or oldtuple may be NULL.  Native:
+ * header, key, route, data, old, unchanged_toast.  The initial load formats
+ * its rows here too (op "load"), so both are the same shape.
+ */
+void
+fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
+			 FrRelInfo *ri, TupleDesc desc, HeapTuple newtuple, HeapTuple oldtuple)
 {
 	FrProduct  *newproduct = NULL;
 	FrProduct  *oldproduct = NULL;
 	bool		new_has_product = false;
 	bool		old_has_product = false;
+	const char *route;
 	StringInfoData toast;
-
-	append_header(out, opts, meta, ri);
-
-	if (ri->nkeys > 0)
-	{
-		if (newtuple != NULL)
-			append_key(out, ri, desc, newtuple);
-		else if (oldtuple != NULL)
-			append_key(out, ri, desc, oldtuple);
-	}
 
 	if (ri->is_orders)
 	{
 		if (newtuple != NULL)
-			newproduct = row_product(ri, desc, newtuple, true, meta->lsn, &new_has_product);
+			newproduct = row_product(ri, desc, newtuple, true, meta, &new_has_product);
 		if (oldtuple != NULL)
-			oldproduct = row_product(ri, desc, oldtuple, ri->identity_full, meta->lsn,
-										&old_has_product);
-
-		appendStringInfoString(out, ",\"route\":");
+			oldproduct = row_product(ri, desc, oldtuple, ri->identity_full, meta,
+									 &old_has_product);
 		if (newtuple != NULL)
-			appendStringInfoString(out, newproduct && newproduct->found ?
-								   newproduct->route_json :
-								   "\"" FR_ROUTE_UNCATEGORIZED "\"");
+			route = newproduct && newproduct->found ? newproduct->route_json :
+				"\"" FR_ROUTE_UNCATEGORIZED "\"";
 		else if (oldtuple != NULL && old_has_product)
-			appendStringInfoString(out, oldproduct && oldproduct->found ?
-								   oldproduct->route_json :
-								   "\"" FR_ROUTE_UNCATEGORIZED "\"");
+			route = oldproduct && oldproduct->found ? oldproduct->route_json :
+				"\"" FR_ROUTE_UNCATEGORIZED "\"";
 		else
-			appendStringInfoString(out, "null");
+			route = "null";
 	}
 	else
+		route = ri->route_json;
+
+	if (opts->format == FR_FORMAT_DMS)
 	{
-		appendStringInfoString(out, ",\"route\":");
-		appendStringInfoString(out, ri->route_json);
+		write_row_dms(out, opts, meta, ri, desc, newtuple, oldtuple, newproduct,
+					  oldproduct, old_has_product, route);
+		return;
 	}
+
+	append_header(out, opts, meta, ri);
+	if (ri->nkeys > 0)
+		append_key(out, ri, desc, newtuple != NULL ? newtuple : oldtuple);
+	appendStringInfoString(out, ",\"route\":");
+	appendStringInfoString(out, route);
 
 	initStringInfo(&toast);
 	if (newtuple != NULL)
-		append_tuple(out, "data", ri, desc, newtuple, false, newproduct,
+		append_tuple(out, ",\"data\":", meta, ri, desc, newtuple, false, newproduct,
 					 ri->is_orders, &toast);
 	if (oldtuple != NULL)
-		append_tuple(out, "old", ri, desc, oldtuple, !ri->identity_full,
-					 oldproduct,
-					 ri->is_orders && old_has_product, NULL);
+		append_tuple(out, ",\"old\":", meta, ri, desc, oldtuple, !ri->identity_full,
+					 oldproduct, ri->is_orders && old_has_product, NULL);
 	if (toast.len > 0)
 	{
 		appendStringInfoString(out, ",\"unchanged_toast\":[");
@@ -377,6 +464,44 @@ write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		appendStringInfoChar(out, ']');
 	}
 	appendStringInfoChar(out, '}');
+}
+
+/* A truncate: native, or a DMS control record (which DMS consumers skip). */
+static void
+write_truncate(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
+			   FrRelInfo *ri)
+{
+	/* A truncated orders table spans every route: no single one. */
+	const char *route = ri->is_orders ? "null" : ri->route_json;
+
+	if (opts->format == FR_FORMAT_DMS)
+	{
+		appendStringInfoString(out, "{\"metadata\":{");
+		if (opts->include_timestamp)
+		{
+			appendStringInfoString(out, "\"timestamp\":");
+			append_dms_timestamp(out, meta->commit_time);
+			appendStringInfoChar(out, ',');
+		}
+		appendStringInfoString(out, "\"record-type\":\"control\",\"operation\":\"truncate-table\","
+							   "\"partition-key-type\":\"schema-table\",\"schema-name\":");
+		fr_json_append_string(out, ri->schema_name);
+		appendStringInfoString(out, ",\"table-name\":");
+		fr_json_append_string(out, ri->table_name);
+		if (opts->include_xid)
+			appendStringInfo(out, ",\"transaction-id\":%u", meta->xid);
+		if (opts->include_lsn)
+		{
+			appendStringInfoString(out, ",\"lsn\":");
+			fr_json_append_lsn(out, meta->lsn);
+			appendStringInfoString(out, ",\"commit-lsn\":");
+			fr_json_append_lsn(out, meta->commit_lsn);
+		}
+		appendStringInfo(out, ",\"route\":%s}}", route);
+		return;
+	}
+	append_header(out, opts, meta, ri);
+	appendStringInfo(out, ",\"route\":%s}", route);
 }
 
 static void
@@ -387,6 +512,8 @@ fill_meta(FrRowMeta *meta, ReorderBufferTXN *txn, const char *op, XLogRecPtr lsn
 	meta->commit_lsn = txn->end_lsn;
 	meta->xid = txn->xid;
 	meta->commit_time = txn->xact_time.commit_time;
+	meta->toast_pointers_unchanged = true;
+	meta->load = NULL;
 }
 
 static void
@@ -434,8 +561,8 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	fill_meta(&meta, txn, op, change->lsn);
 
 	OutputPluginPrepareWrite(ctx, true);
-	write_row(ctx->out, &data->opts, &meta, ri, RelationGetDescr(relation),
-			  newtuple, oldtuple);
+	fr_write_row(ctx->out, &data->opts, &meta, ri, RelationGetDescr(relation),
+				 newtuple, oldtuple);
 	OutputPluginWrite(ctx, true);
 
 	MemoryContextSwitchTo(oldcxt);
@@ -461,11 +588,7 @@ fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 		fill_meta(&meta, txn, "truncate", change->lsn);
 		OutputPluginPrepareWrite(ctx, true);
-		append_header(ctx->out, &data->opts, &meta, ri);
-		/* A truncated orders table spans every route: no single one. */
-		appendStringInfoString(ctx->out, ",\"route\":");
-		appendStringInfoString(ctx->out, ri->is_orders ? "null" : ri->route_json);
-		appendStringInfoChar(ctx->out, '}');
+		write_truncate(ctx->out, &data->opts, &meta, ri);
 		OutputPluginWrite(ctx, true);
 	}
 

@@ -175,8 +175,8 @@ check_enrichment_column(FrRelInfo *ri, AttrNumber attnum, const char *option,
 			 errdetail("The product column must be smallint, integer or bigint.")));
 }
 
-static void
-relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
+void
+fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	MemoryContext oldcxt;
@@ -290,7 +290,7 @@ fr_relinfo_get(Relation rel, const FrOptions *opts)
 	{
 		PG_TRY();
 		{
-			relinfo_build(ri, rel, opts);
+			fr_relinfo_build(ri, rel, opts);
 		}
 		PG_CATCH();
 		{

@@ -17,7 +17,7 @@
 
 #define FR_VALID_OPTIONS \
 	"include_lsn, include_xid, include_timestamp, tables, orders_table, " \
-	"product_column, quantity_column"
+	"product_column, quantity_column, format"
 
 static const char *
 option_value(DefElem *elem)
@@ -163,6 +163,7 @@ fr_options_init(FrOptions *opts)
 	opts->orders_table = pstrdup("orders");
 	opts->product_column = pstrdup("product_id");
 	opts->quantity_column = pstrdup("quantity");
+	opts->format = FR_FORMAT_NATIVE;
 }
 
 void
@@ -191,6 +192,21 @@ fr_options_parse(FrOptions *opts, List *options)
 			opts->product_column = (char *) parse_column_name(elem);
 		else if (strcmp(elem->defname, "quantity_column") == 0)
 			opts->quantity_column = (char *) parse_column_name(elem);
+		else if (strcmp(elem->defname, "format") == 0)
+		{
+			const char *value = required_value(elem);
+
+			if (strcmp(value, "native") == 0)
+				opts->format = FR_FORMAT_NATIVE;
+			else if (strcmp(value, "dms") == 0)
+				opts->format = FR_FORMAT_DMS;
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid value \"%s\" for option \"%s\"",
+								value, elem->defname),
+						 errhint("Valid values are native and dms.")));
+		}
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -42,6 +42,7 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
+#include "utils/snapshot.h"
 
 /* Where the product table is; resolved lazily, reset by invalidations. */
 static bool products_info_valid = false;
@@ -179,9 +180,12 @@ resolve_products_table(void)
 	products_info_valid = true;
 }
 
-/* Fills "p" from the table; strings are allocated in the current context. */
+/*
+ * Fills "p" from the table; strings are allocated in the current context.
+ * snapshot NULL means the catalog snapshot: in decoding, the historic one.
+ */
 static void
-lookup_direct(FrProduct *p, int64 product_id)
+lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 {
 	Relation	rel;
 	SysScanDesc scan;
@@ -197,8 +201,7 @@ lookup_direct(FrProduct *p, int64 product_id)
 	rel = table_open(products_relid, AccessShareLock);
 	ScanKeyInit(&skey, attnum_id, BTEqualStrategyNumber, F_INT4EQ,
 				Int32GetDatum((int32) product_id));
-	/* A NULL snapshot means the catalog snapshot: the historic one here. */
-	scan = systable_beginscan(rel, products_indexid, true, NULL, 1, &skey);
+	scan = systable_beginscan(rel, products_indexid, true, snapshot, 1, &skey);
 	tuple = systable_getnext(scan);
 	if (HeapTupleIsValid(tuple))
 	{
@@ -249,7 +252,7 @@ fr_products_lookup(int64 product_id, XLogRecPtr change_lsn)
 	if (!cacheable)
 	{
 		p = palloc(sizeof(FrProduct));
-		lookup_direct(p, product_id);
+		lookup_direct(p, product_id, NULL);
 		return p;
 	}
 
@@ -260,11 +263,60 @@ fr_products_lookup(int64 product_id, XLogRecPtr change_lsn)
 
 		PG_TRY();
 		{
-			lookup_direct(p, product_id);
+			lookup_direct(p, product_id, NULL);
 		}
 		PG_CATCH();
 		{
 			hash_search(product_cache, &product_id, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcxt);
+	}
+	return p;
+}
+
+/*
+ * The initial load's own cache: every row is read through one snapshot, so
+ * entries stay valid for the whole load.  It shares nothing with decoding,
+ * which may run in the same backend, even in the same query.
+ */
+FrLoadProducts *
+fr_load_products_create(MemoryContext cxt)
+{
+	FrLoadProducts *lp = MemoryContextAllocZero(cxt, sizeof(FrLoadProducts));
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(FrProduct);
+	ctl.hcxt = cxt;
+	lp->cxt = cxt;
+	lp->cache = hash_create("fundrecs load products", 1024, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	return lp;
+}
+
+FrProduct *
+fr_load_products_lookup(FrLoadProducts *lp, int64 product_id)
+{
+	FrProduct  *p;
+	bool		found;
+
+	if (!products_info_valid)
+		resolve_products_table();
+	p = hash_search(lp->cache, &product_id, HASH_ENTER, &found);
+	if (!found)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(lp->cxt);
+
+		PG_TRY();
+		{
+			lookup_direct(p, product_id, lp->snapshot);
+		}
+		PG_CATCH();
+		{
+			hash_search(lp->cache, &product_id, HASH_REMOVE, NULL);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();

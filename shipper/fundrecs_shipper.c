@@ -20,6 +20,7 @@
 #include "getopt_long.h"
 #include "kinesis.h"
 #include "libpq-fe.h"
+#include "load.h"
 #include "rowscan.h"
 #include "stream.h"
 
@@ -45,6 +46,7 @@ static int	opt_prompt_password = 0;	/* -1 never, 1 force */
 static char *opt_slot = NULL;
 static bool opt_create_slot = false;
 static bool opt_if_not_exists = false;
+static bool opt_no_load = false;
 static char **opt_plugin_options = NULL;	/* name, value, name, value, ... */
 static int	opt_noptions = 0;
 static uint64_t opt_startpos = 0;
@@ -123,6 +125,7 @@ usage(void)
 	printf("  -S, --slot=SLOTNAME      name of the logical replication slot\n");
 	printf("      --create-slot        create the slot (plugin fundrecs_decoder) before shipping\n");
 	printf("      --if-not-exists      do not error if the slot already exists with --create-slot\n");
+	printf("      --no-load            do not ship the rows that exist when the slot is created\n");
 	printf("  -o, --option=NAME=VALUE  pass option NAME with value VALUE to the plugin\n");
 	printf("  -I, --startpos=LSN       where in an existing slot to start\n");
 	printf("  -E, --endpos=LSN         ship up to LSN, confirm it and exit\n");
@@ -389,7 +392,7 @@ typedef enum RowResult
 } RowResult;
 
 static RowResult
-handle_row(const char *row, size_t len, uint64_t change_lsn)
+handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 {
 	RowFields f;
 	uint64_t	commit_lsn;
@@ -413,7 +416,7 @@ handle_row(const char *row, size_t len, uint64_t change_lsn)
 		return ROW_FATAL;
 	}
 
-	if (opt_endpos != 0 && commit_lsn > opt_endpos)
+	if (opt_endpos != 0 && commit_lsn > opt_endpos && !is_load)
 		return ROW_PAST_ENDPOS;
 
 	/* A new transaction: the previous one is complete. */
@@ -557,7 +560,7 @@ stream_loop(ReplConn *rc)
 		}
 		else if (msg.type == 'w')
 		{
-			RowResult rr = handle_row(msg.data, msg.len, msg.data_start);
+			RowResult rr = handle_row(msg.data, msg.len, msg.data_start, false);
 
 			if (rr == ROW_FATAL)
 			{
@@ -594,6 +597,111 @@ stream_loop(ReplConn *rc)
 	return result;
 }
 
+/* ----------------------------------------------------------------
+ * Initial load
+ * ----------------------------------------------------------------
+ */
+
+static bool
+load_row(const char *row, size_t len, uint64_t lsn)
+{
+	return handle_row(row, len, lsn, true) == ROW_OK;
+}
+
+/*
+ * Before streaming: create the slot when asked, and ship the rows that
+ * exist at its consistent point.  A load found unfinished from an earlier
+ * run is done again with a fresh slot.  Returns false on a fatal error.
+ */
+static bool
+prepare_slot(ReplConn *rc, const ReplConnParams *params)
+{
+	PGconn	   *sql = NULL;
+	bool		create = opt_create_slot;
+	bool		created = false;
+	uint64_t	consistent = 0;
+	char	   *snapshot = NULL;
+	LoadStatus	status = LOAD_NONE;
+	bool		ok = true;
+
+	if (!opt_no_load)
+	{
+		if ((sql = db_connect(params, false)) == NULL)
+			return false;
+		status = load_status(sql, opt_slot);
+		if (status == LOAD_ERROR)
+		{
+			PQfinish(sql);
+			return false;
+		}
+		if (status == LOAD_UNFINISHED)
+		{
+			pg_log_warning("the initial load of slot \"%s\" did not finish; loading again with a new slot",
+						   opt_slot);
+			if (!drop_slot(sql, opt_slot))
+			{
+				PQfinish(sql);
+				return false;
+			}
+			create = true;
+		}
+		else if (status == LOAD_UNSUPPORTED && create)
+		{
+			pg_log_error("the initial load needs the fundrecs extension, version 1.1 or later, in this database");
+			pg_log_error_hint("Run ALTER EXTENSION fundrecs UPDATE (or CREATE EXTENSION fundrecs), or pass --no-load.");
+			PQfinish(sql);
+			return false;
+		}
+	}
+	else if (opt_create_slot)
+	{
+		/* --no-load: still warn about a gap an earlier load left. */
+		PGconn	   *c = db_connect(params, false);
+
+		if (c != NULL && load_status(c, opt_slot) == LOAD_UNFINISHED)
+			pg_log_warning("the initial load of slot \"%s\" did not finish and --no-load leaves it unfinished",
+						   opt_slot);
+		if (c != NULL)
+			PQfinish(c);
+	}
+
+	if (create)
+	{
+		if (!stream_create_slot(rc, opt_if_not_exists || status == LOAD_UNFINISHED, !opt_no_load,
+								&created, &consistent, &snapshot))
+			ok = false;
+		else if (created && verbosity >= 0)
+			pg_log_info("created replication slot \"%s\" at %X/%X", opt_slot,
+						(uint32_t) (consistent >> 32), (uint32_t) consistent);
+	}
+
+	if (ok && created && !opt_no_load)
+	{
+		LoadParams	lp;
+
+		memset(&lp, 0, sizeof(lp));
+		lp.slot = opt_slot;
+		lp.snapshot_name = snapshot;
+		lp.consistent_lsn = consistent;
+		lp.plugin_options = opt_plugin_options;
+		lp.noptions = opt_noptions;
+		lp.progress = verbosity > 0 || (verbosity == 0 && isatty(fileno(stderr)));
+		lp.summary = verbosity >= 0;
+		pos.last_txn = pos.prev_txn = pos.processed = 0;
+		ok = initial_load(sql, &lp, load_row, batch_flush, &stop_requested);
+		if (ok)
+		{
+			/* Every load row is acknowledged: stream from the consistent point. */
+			pos.processed = consistent;
+			pos.confirmed = consistent;
+		}
+	}
+	free(snapshot);
+	if (sql != NULL)
+		PQfinish(sql);
+	return ok;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -628,6 +736,7 @@ main(int argc, char **argv)
 		{"max-buffer-bytes", required_argument, NULL, 12},
 		{"request-timeout", required_argument, NULL, 13},
 		{"retry-timeout", required_argument, NULL, 14},
+		{"no-load", no_argument, NULL, 15},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -751,6 +860,9 @@ main(int argc, char **argv)
 			case 14:
 				opt_retry_timeout = (int) parse_long("--retry-timeout", optarg, 0, INT_MAX);
 				break;
+			case 15:
+				opt_no_load = true;
+				break;
 			default:
 				pg_log_error_hint("Try \"%s --help\" for more information.", progname);
 				exit(2);
@@ -851,18 +963,12 @@ main(int argc, char **argv)
 	{
 		ReplConn   *rc;
 		LoopResult	lr;
-		bool		created = false;
 
 		rc = stream_connect(&params);
-		if (rc != NULL && first_connection && opt_create_slot)
+		if (rc != NULL && first_connection && !prepare_slot(rc, &params))
 		{
-			if (!stream_create_slot(rc, opt_if_not_exists, &created))
-			{
-				stream_close(rc);
-				exit(1);
-			}
-			if (created && verbosity >= 0)
-				pg_log_info("created replication slot \"%s\"", opt_slot);
+			stream_close(rc);
+			exit(stop_requested ? 0 : 1);
 		}
 		if (rc != NULL && !stream_start(rc, pos.confirmed))
 		{

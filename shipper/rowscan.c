@@ -84,13 +84,34 @@ name_is(const char *name, size_t len, const char *want)
 	return len == wlen + 2 && memcmp(name + 1, want, wlen) == 0;
 }
 
+/* Field names of the native format, and of the DMS format's metadata. */
+static const char *const native_names[] = {"schema", "table", "commit_lsn", "key", "route", "metadata"};
+static const char *const dms_names[] = {"schema-name", "table-name", "commit-lsn", "key", "route", NULL};
+
+static bool scan_object(const char *json, size_t len, const char *const names[6],
+						RowFields *out, RowSpan *metadata);
+
 bool
 rowscan(const char *json, size_t len, RowFields *out)
+{
+	RowSpan		metadata = {NULL, 0};
+
+	memset(out, 0, sizeof(*out));
+	if (!scan_object(json, len, native_names, out, &metadata))
+		return false;
+	/* A DMS record: {"data":...,"metadata":{"schema-name":...}} */
+	if (out->schema.start == NULL && metadata.start != NULL)
+		return scan_object(metadata.start, metadata.len, dms_names, out, NULL);
+	return true;
+}
+
+static bool
+scan_object(const char *json, size_t len, const char *const names[6],
+			RowFields *out, RowSpan *metadata)
 {
 	const char *p = json;
 	const char *end = json + len;
 
-	memset(out, 0, sizeof(*out));
 	p = skip_ws(p, end);
 	if (p >= end || *p != '{')
 		return false;
@@ -123,16 +144,19 @@ rowscan(const char *json, size_t len, RowFields *out)
 			size_t		nlen = name_end - name;
 			RowSpan    *slot = NULL;
 
-			if (name_is(name, nlen, "schema"))
+			if (name_is(name, nlen, names[0]))
 				slot = &out->schema;
-			else if (name_is(name, nlen, "table"))
+			else if (name_is(name, nlen, names[1]))
 				slot = &out->table;
-			else if (name_is(name, nlen, "commit_lsn"))
+			else if (name_is(name, nlen, names[2]))
 				slot = &out->commit_lsn;
-			else if (name_is(name, nlen, "key"))
+			else if (name_is(name, nlen, names[3]))
 				slot = &out->key;
-			else if (name_is(name, nlen, "route"))
+			else if (name_is(name, nlen, names[4]))
 				slot = &out->route;
+			else if (names[5] != NULL && metadata != NULL &&
+					 name_is(name, nlen, names[5]) && *value == '{')
+				slot = metadata;
 			if (slot != NULL)
 			{
 				slot->start = value;

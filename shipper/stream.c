@@ -60,16 +60,19 @@ pg_now_us(void)
 	return ((int64_t) tv.tv_sec - PG_EPOCH_OFFSET) * 1000000 + tv.tv_usec;
 }
 
-ReplConn *
-stream_connect(const ReplConnParams *params)
+/*
+ * A connection with the shipper's parameters: a replication=database one
+ * for the stream, or a plain one for the initial load.  NULL on failure
+ * (reported).
+ */
+PGconn *
+db_connect(const ReplConnParams *params, bool replication)
 {
 	const char *keywords[8];
 	const char *values[8];
 	int			i = 0;
 	char	   *password = NULL;
 	PGconn	   *conn;
-	PGresult   *res;
-	ReplConn   *rc;
 
 	for (;;)
 	{
@@ -77,8 +80,11 @@ stream_connect(const ReplConnParams *params)
 		/* dbname first: a connection string in it is expanded, the rest override. */
 		keywords[i] = "dbname";
 		values[i++] = params->dbname ? params->dbname : getenv("PGDATABASE");
-		keywords[i] = "replication";
-		values[i++] = "database";
+		if (replication)
+		{
+			keywords[i] = "replication";
+			values[i++] = "database";
+		}
 		keywords[i] = "fallback_application_name";
 		values[i++] = "fundrecs_shipper";
 		if (params->host)
@@ -128,7 +134,18 @@ stream_connect(const ReplConnParams *params)
 		PQfinish(conn);
 		return NULL;
 	}
+	return conn;
+}
 
+ReplConn *
+stream_connect(const ReplConnParams *params)
+{
+	PGconn	   *conn = db_connect(params, true);
+	PGresult   *res;
+	ReplConn   *rc;
+
+	if (conn == NULL)
+		return NULL;
 	res = PQexec(conn, "IDENTIFY_SYSTEM");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
@@ -156,7 +173,8 @@ stream_connect(const ReplConnParams *params)
 }
 
 bool
-stream_create_slot(ReplConn *rc, bool if_not_exists, bool *created)
+stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
+				   bool *created, uint64_t *consistent_lsn, char **snapshot_name)
 {
 	PQExpBufferData cmd;
 	PGresult   *res;
@@ -165,9 +183,11 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool *created)
 	bool		ok = true;
 
 	*created = false;
+	*consistent_lsn = 0;
+	*snapshot_name = NULL;
 	initPQExpBuffer(&cmd);
-	appendPQExpBuffer(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL fundrecs_decoder (SNAPSHOT 'nothing')",
-					  slot);
+	appendPQExpBuffer(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL fundrecs_decoder (SNAPSHOT '%s')",
+					  slot, export_snapshot ? "export" : "nothing");
 	res = PQexec(rc->conn, cmd.data);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
@@ -185,7 +205,17 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool *created)
 		}
 	}
 	else
+	{
+		uint32_t	hi,
+					lo;
+
 		*created = true;
+		/* slot_name, consistent_point, snapshot_name, output_plugin */
+		if (PQnfields(res) >= 3 && sscanf(PQgetvalue(res, 0, 1), "%X/%X", &hi, &lo) == 2)
+			*consistent_lsn = ((uint64_t) hi << 32) | lo;
+		if (export_snapshot && PQnfields(res) >= 3 && !PQgetisnull(res, 0, 2))
+			*snapshot_name = pg_strdup(PQgetvalue(res, 0, 2));
+	}
 	PQclear(res);
 	PQfreemem(slot);
 	termPQExpBuffer(&cmd);

@@ -38,8 +38,13 @@ typedef struct StreamMessage
 	size_t		len;
 } StreamMessage;
 
+typedef struct pg_conn PGconn;
+
+extern PGconn *db_connect(const ReplConnParams *params, bool replication);
 extern ReplConn *stream_connect(const ReplConnParams *params);
-extern bool stream_create_slot(ReplConn *rc, bool if_not_exists, bool *created);
+extern bool stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
+							   bool *created, uint64_t *consistent_lsn,
+							   char **snapshot_name);
 extern bool stream_start(ReplConn *rc, uint64_t startpos);
 extern bool stream_start_error_is_permanent(ReplConn *rc);
 

@@ -1,5 +1,5 @@
 -- Every operation on the seed's tables, enrichment, routes and filtering.
-set SHOW_CONTEXT never
+\set SHOW_CONTEXT never
 SET timezone = 'UTC';
 CREATE SCHEMA fundrecs_schema;
 CREATE TABLE fundrecs_schema.orders (

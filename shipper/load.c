@@ -1,0 +1,261 @@
+/*-------------------------------------------------------------------------
+ *
+ * load.c
+ *	  The initial load: rows that existed before the slot, read through the
+ *	  snapshot that the slot's creation exported and formatted by the
+ *	  extension's fundrecs.load_rows() (the plugin's own code), shipped
+ *	  before the stream of changes starts at the slot's consistent point.
+ *	  No row is missed and none is shipped twice at that boundary.
+ *
+ *	  fundrecs.load_state remembers a load until every row of it has been
+ *	  acknowledged; a load found unfinished at start-up is done again with a
+ *	  fresh slot and snapshot.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "common/logging.h"
+#include "libpq-fe.h"
+#include "load.h"
+#include "pqexpbuffer.h"
+
+static double
+now_seconds(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+/* The plugin options as a text[] literal: {"name","value",...}. */
+static char *
+options_array(char **options, int noptions)
+{
+	PQExpBufferData buf;
+
+	initPQExpBuffer(&buf);
+	appendPQExpBufferChar(&buf, '{');
+	for (int i = 0; i < noptions * 2; i++)
+	{
+		if (i > 0)
+			appendPQExpBufferChar(&buf, ',');
+		appendPQExpBufferChar(&buf, '"');
+		for (const char *p = options[i]; *p; p++)
+		{
+			if (*p == '"' || *p == '\\')
+				appendPQExpBufferChar(&buf, '\\');
+			appendPQExpBufferChar(&buf, *p);
+		}
+		appendPQExpBufferChar(&buf, '"');
+	}
+	appendPQExpBufferChar(&buf, '}');
+	return buf.data;
+}
+
+static bool
+exec_ok(PGconn *conn, const char *sql, int nparams, const char *const *values,
+		ExecStatusType want, const char *what)
+{
+	PGresult   *res = PQexecParams(conn, sql, nparams, NULL, values, NULL, NULL, 0);
+	bool		ok = PQresultStatus(res) == want;
+
+	if (!ok)
+		pg_log_error("%s failed: %s", what, PQerrorMessage(conn));
+	PQclear(res);
+	return ok;
+}
+
+LoadStatus
+load_status(PGconn *conn, const char *slot)
+{
+	const char *values[1] = {slot};
+	PGresult   *res;
+	LoadStatus	status;
+
+	res = PQexecParams(conn,
+					   "SELECT finished_at IS NOT NULL FROM fundrecs.load_state WHERE slot_name = $1",
+					   1, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		if (state != NULL && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0))
+			status = LOAD_UNSUPPORTED;
+		else
+		{
+			pg_log_error("could not read the initial load's state: %s", PQerrorMessage(conn));
+			status = LOAD_ERROR;
+		}
+	}
+	else if (PQntuples(res) == 0)
+		status = LOAD_NONE;
+	else
+		status = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? LOAD_FINISHED : LOAD_UNFINISHED;
+	PQclear(res);
+	return status;
+}
+
+bool
+drop_slot(PGconn *conn, const char *slot)
+{
+	const char *values[1] = {slot};
+
+	return exec_ok(conn, "SELECT pg_drop_replication_slot($1)", 1, values,
+				   PGRES_TUPLES_OK, "dropping the replication slot");
+}
+
+static void
+report_progress(const char *table, uint64_t done, uint64_t estimate, double started,
+				bool final)
+{
+	double		secs = now_seconds() - started;
+	double		rate = secs > 0 ? done / secs : 0;
+
+	if (final)
+		pg_log_info("initial load: %llu rows in %.1f s (%.0f rows/s)",
+					(unsigned long long) done, secs, rate);
+	else if (estimate > done && rate > 0)
+		pg_log_info("initial load: %llu of ~%llu rows (%s), %.0f rows/s, ETA %.0f s",
+					(unsigned long long) done, (unsigned long long) estimate, table, rate,
+					(estimate - done) / rate);
+	else
+		pg_log_info("initial load: %llu rows (%s), %.0f rows/s",
+					(unsigned long long) done, table, rate);
+}
+
+bool
+initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn flush_fn,
+			 volatile sig_atomic_t *stop)
+{
+	char		lsn[32];
+	char	   *options = options_array(lp->plugin_options, lp->noptions);
+	const char *values[3];
+	PGresult   *tables;
+	PQExpBufferData sql;
+	uint64_t	estimate = 0;
+	uint64_t	done = 0;
+	double		started = now_seconds();
+	double		last_report = started;
+	bool		ok = true;
+	char		count[32];
+
+	snprintf(lsn, sizeof(lsn), "%X/%X", (uint32_t) (lp->consistent_lsn >> 32),
+			 (uint32_t) lp->consistent_lsn);
+
+	/* Remember the load before it starts: an interruption is then visible. */
+	values[0] = lp->slot;
+	values[1] = lsn;
+	if (!exec_ok(conn,
+				 "INSERT INTO fundrecs.load_state (slot_name, consistent_lsn) VALUES ($1, $2) "
+				 "ON CONFLICT (slot_name) DO UPDATE SET consistent_lsn = EXCLUDED.consistent_lsn, "
+				 "started_at = now(), finished_at = NULL, rows_loaded = NULL",
+				 2, values, PGRES_COMMAND_OK, "recording the initial load"))
+		return false;
+
+	initPQExpBuffer(&sql);
+	appendPQExpBufferStr(&sql, "SET TRANSACTION SNAPSHOT ");
+	{
+		char	   *lit = PQescapeLiteral(conn, lp->snapshot_name, strlen(lp->snapshot_name));
+
+		appendPQExpBufferStr(&sql, lit);
+		PQfreemem(lit);
+	}
+	if (!exec_ok(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
+				 PGRES_COMMAND_OK, "starting the initial load") ||
+		!exec_ok(conn, sql.data, 0, NULL, PGRES_COMMAND_OK, "importing the slot's snapshot"))
+	{
+		termPQExpBuffer(&sql);
+		return false;
+	}
+	termPQExpBuffer(&sql);
+
+	values[0] = options;
+	tables = PQexecParams(conn, "SELECT tbl::text, estimated_rows FROM fundrecs.load_tables($1::text[])",
+						  1, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(tables) != PGRES_TUPLES_OK)
+	{
+		pg_log_error("could not list the tables to load: %s", PQerrorMessage(conn));
+		PQclear(tables);
+		return false;
+	}
+	for (int i = 0; i < PQntuples(tables); i++)
+		estimate += strtoull(PQgetvalue(tables, i, 1), NULL, 10);
+	if (lp->progress)
+		pg_log_info("initial load of %d tables (~%llu rows) at %s", PQntuples(tables),
+					(unsigned long long) estimate, lsn);
+
+	for (int i = 0; ok && i < PQntuples(tables); i++)
+	{
+		const char *table = PQgetvalue(tables, i, 0);
+		PGresult   *res;
+
+		values[0] = table;
+		values[1] = lsn;
+		values[2] = options;
+		if (!PQsendQueryParams(conn, "SELECT fundrecs.load_rows($1::regclass, $2::pg_lsn, $3::text[])",
+							   3, NULL, values, NULL, NULL, 0) ||
+			!PQsetSingleRowMode(conn))
+		{
+			pg_log_error("could not load table %s: %s", table, PQerrorMessage(conn));
+			ok = false;
+			break;
+		}
+		while ((res = PQgetResult(conn)) != NULL)
+		{
+			ExecStatusType st = PQresultStatus(res);
+
+			if (st == PGRES_SINGLE_TUPLE && ok)
+			{
+				if (!row_fn(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), lp->consistent_lsn))
+					ok = false;
+				done++;
+				if (lp->progress && now_seconds() - last_report >= 1.0)
+				{
+					report_progress(table, done, estimate, started, false);
+					last_report = now_seconds();
+				}
+				if (stop && *stop)
+				{
+					pg_log_warning("stopping during the initial load; it is done again on restart");
+					ok = false;
+				}
+				if (!ok)
+					PQrequestCancel(conn);
+			}
+			else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && ok)
+			{
+				pg_log_error("could not load table %s: %s", table, PQerrorMessage(conn));
+				ok = false;
+			}
+			PQclear(res);
+		}
+	}
+	PQclear(tables);
+	free(options);
+
+	/* Every load row acknowledged before the load counts as finished. */
+	if (ok && !flush_fn())
+		ok = false;
+	if (!ok)
+	{
+		PQclear(PQexec(conn, "ROLLBACK"));
+		return false;
+	}
+	if (!exec_ok(conn, "COMMIT", 0, NULL, PGRES_COMMAND_OK, "ending the initial load"))
+		return false;
+	snprintf(count, sizeof(count), "%llu", (unsigned long long) done);
+	values[0] = lp->slot;
+	values[1] = count;
+	if (!exec_ok(conn, "UPDATE fundrecs.load_state SET finished_at = now(), rows_loaded = $2 "
+				 "WHERE slot_name = $1", 2, values, PGRES_COMMAND_OK,
+				 "recording the end of the initial load"))
+		return false;
+	if (lp->progress || lp->summary)
+		report_progress("", done, estimate, started, true);
+	return true;
+}

@@ -1,0 +1,47 @@
+/*-------------------------------------------------------------------------
+ *
+ * load.h
+ *	  The initial load of fundrecs_shipper.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef LOAD_H
+#define LOAD_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "libpq-fe.h"
+
+typedef enum LoadStatus
+{
+	LOAD_NONE,					/* no load recorded for the slot */
+	LOAD_UNFINISHED,			/* started, not every row acknowledged */
+	LOAD_FINISHED,
+	LOAD_UNSUPPORTED,			/* the extension (1.1) is not in the database */
+	LOAD_ERROR
+} LoadStatus;
+
+typedef struct LoadParams
+{
+	const char *slot;
+	const char *snapshot_name;	/* exported by CREATE_REPLICATION_SLOT */
+	uint64_t	consistent_lsn;
+	char	  **plugin_options; /* name, value pairs */
+	int			noptions;
+	bool		progress;		/* report at most once a second */
+	bool		summary;		/* report the total */
+} LoadParams;
+
+/* Ships one load row; false stops the load. */
+typedef bool (*LoadRowFn) (const char *row, size_t len, uint64_t lsn);
+/* Delivers everything handed over so far; false on failure. */
+typedef bool (*LoadFlushFn) (void);
+
+extern LoadStatus load_status(PGconn *conn, const char *slot);
+extern bool drop_slot(PGconn *conn, const char *slot);
+extern bool initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn,
+						 LoadFlushFn flush_fn, volatile sig_atomic_t *stop);
+
+#endif							/* LOAD_H */

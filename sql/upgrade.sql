@@ -1,0 +1,26 @@
+-- The upgrade chain: install the first release, update to each later one,
+-- and end with the same objects as a fresh install.
+CREATE FUNCTION ext_objects() RETURNS SETOF text LANGUAGE sql AS $$
+	SELECT pg_describe_object(classid, objid, objsubid)
+	FROM pg_depend
+	WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+	  AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'fundrecs')
+	ORDER BY 1
+$$;
+CREATE TEMP TABLE fresh AS SELECT * FROM ext_objects();
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+
+DROP EXTENSION fundrecs;
+CREATE EXTENSION fundrecs VERSION '1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+SELECT * FROM ext_objects();
+SELECT fundrecs.load_products('[{"product_id": 1, "product_name": "Laptop", "category": "Electronics", "price": 1200}]');
+
+ALTER EXTENSION fundrecs UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+(SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
+UNION ALL
+(SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());
+SELECT count(*) AS products_kept FROM fundrecs.product_details;
+SELECT * FROM pg_available_extension_versions WHERE name = 'fundrecs' ORDER BY version;
+DROP FUNCTION ext_objects();
