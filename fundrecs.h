@@ -92,6 +92,7 @@ typedef struct FrColumn
 	AttrNumber	attnum;
 	bool		dropped;
 	char	   *json_name;		/* "name": already escaped, with the colon */
+	int			json_name_len;
 	Oid			typid;			/* the column's type */
 	Oid			basetypid;		/* after resolving domains */
 	FrValueKind kind;
@@ -127,6 +128,7 @@ extern FrRelInfo *fr_relinfo_get(Relation rel, const FrOptions *opts);
 extern void fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts);
 extern void fr_json_append_value(StringInfo out, FrColumn *col, Datum value);
 extern void fr_json_append_lsn(StringInfo out, XLogRecPtr lsn);
+extern void fr_json_append_uint(StringInfo out, uint64 value);
 extern void fr_json_append_timestamptz(StringInfo out, TimestampTz ts);
 extern void fr_json_append_string(StringInfo out, const char *str);
 extern char *fr_json_quote(const char *str);
@@ -144,6 +146,7 @@ typedef struct FrRowMeta
 	TimestampTz commit_time;
 	bool		toast_pointers_unchanged;	/* decoding: on-disk TOAST = unchanged */
 	struct FrLoadProducts *load;	/* the initial load's lookups, else NULL */
+	const char *txn_fragment;	/* decoding: the header's per-transaction part */
 } FrRowMeta;
 
 extern void fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
@@ -163,6 +166,9 @@ typedef struct FrProduct
 	char	   *route_json;		/* quoted category slug */
 	char	   *price_text;		/* numeric output */
 	Datum		price;			/* numeric */
+	bool		price_exact;	/* price == price_units / 10^price_scale */
+	int64		price_units;
+	int			price_scale;
 } FrProduct;
 
 extern void fr_products_init(void);

@@ -16,6 +16,7 @@
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "replication/reorderbuffer.h"
+#include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -27,6 +28,7 @@ typedef struct FrDecodingData
 {
 	MemoryContext context;		/* reset after every change */
 	FrOptions	opts;
+	StringInfoData txn_fragment;	/* commit_lsn, xid, commit_time of the txn */
 } FrDecodingData;
 
 extern void _PG_output_plugin_init(OutputPluginCallbacks *cb);
@@ -39,6 +41,8 @@ static void fr_commit_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 						  XLogRecPtr commit_lsn);
 static void fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					  Relation relation, ReorderBufferChange *change);
+static void append_txn_fragment(StringInfo out, const FrOptions *opts,
+								const FrRowMeta *meta);
 static void fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 						int nrelations, Relation relations[],
 						ReorderBufferChange *change);
@@ -64,6 +68,7 @@ fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 										  ALLOCSET_DEFAULT_SIZES);
 	fr_options_init(&data->opts);
 	fr_options_parse(&data->opts, ctx->output_plugin_options);
+	initStringInfo(&data->txn_fragment);
 
 	ctx->output_plugin_private = data;
 	opt->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
@@ -84,7 +89,17 @@ fr_shutdown(LogicalDecodingContext *ctx)
 static void
 fr_begin_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
+	FrDecodingData *data = ctx->output_plugin_private;
+	FrRowMeta	meta;
+
 	fr_products_begin_txn(txn->final_lsn, rbtxn_has_catalog_changes(txn));
+
+	/* Rendered once per transaction rather than once per row. */
+	meta.commit_lsn = txn->end_lsn;
+	meta.xid = txn->xid;
+	meta.commit_time = txn->xact_time.commit_time;
+	resetStringInfo(&data->txn_fragment);
+	append_txn_fragment(&data->txn_fragment, &data->opts, &meta);
 }
 
 static void
@@ -99,11 +114,38 @@ fr_commit_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
  * ----------------------------------------------------------------
  */
 
+/* The part of the header that is the same for every row of a transaction. */
+static void
+append_txn_fragment(StringInfo out, const FrOptions *opts, const FrRowMeta *meta)
+{
+	if (opts->include_lsn)
+	{
+		appendStringInfoString(out, ",\"commit_lsn\":");
+		fr_json_append_lsn(out, meta->commit_lsn);
+	}
+	if (opts->include_xid)
+	{
+		/* Load rows belong to no transaction of the source. */
+		appendStringInfoString(out, ",\"xid\":");
+		if (TransactionIdIsValid(meta->xid))
+			fr_json_append_uint(out, meta->xid);
+		else
+			appendStringInfoString(out, "null");
+	}
+	if (opts->include_timestamp)
+	{
+		appendStringInfoString(out, ",\"commit_time\":");
+		fr_json_append_timestamptz(out, meta->commit_time);
+	}
+}
+
 static void
 append_header(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 			  FrRelInfo *ri)
 {
-	appendStringInfo(out, "{\"op\":\"%s\",", meta->op);
+	appendStringInfoString(out, "{\"op\":\"");
+	appendStringInfoString(out, meta->op);
+	appendStringInfoString(out, "\",");
 	appendStringInfoString(out, ri->schema_json);
 	appendStringInfoChar(out, ',');
 	appendStringInfoString(out, ri->table_json);
@@ -111,22 +153,11 @@ append_header(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	{
 		appendStringInfoString(out, ",\"lsn\":");
 		fr_json_append_lsn(out, meta->lsn);
-		appendStringInfoString(out, ",\"commit_lsn\":");
-		fr_json_append_lsn(out, meta->commit_lsn);
 	}
-	if (opts->include_xid)
-	{
-		/* Load rows belong to no transaction of the source. */
-		if (TransactionIdIsValid(meta->xid))
-			appendStringInfo(out, ",\"xid\":%u", meta->xid);
-		else
-			appendStringInfoString(out, ",\"xid\":null");
-	}
-	if (opts->include_timestamp)
-	{
-		appendStringInfoString(out, ",\"commit_time\":");
-		fr_json_append_timestamptz(out, meta->commit_time);
-	}
+	if (meta->txn_fragment != NULL)
+		appendStringInfoString(out, meta->txn_fragment);
+	else
+		append_txn_fragment(out, opts, meta);
 }
 
 /* Is the attribute's value an unchanged TOAST pointer? */
@@ -137,19 +168,42 @@ is_unchanged_toast(FrColumn *col, Datum value)
 		VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value));
 }
 
+/* A tuple deformed once, so that each column costs O(1) to read. */
+typedef struct FrRow
+{
+	int			natts;
+	Datum	   *values;
+	bool	   *isnull;
+} FrRow;
+
+static FrRow *
+deform(TupleDesc desc, HeapTuple tuple)
+{
+	FrRow	   *row;
+
+	if (tuple == NULL)
+		return NULL;
+	row = palloc(sizeof(FrRow));
+	row->natts = desc->natts;
+	row->values = palloc(sizeof(Datum) * Max(desc->natts, 1));
+	row->isnull = palloc(sizeof(bool) * Max(desc->natts, 1));
+	heap_deform_tuple(tuple, desc, row->values, row->isnull);
+	return row;
+}
+
 static void
-append_key(StringInfo out, FrRelInfo *ri, TupleDesc desc, HeapTuple tuple)
+append_key(StringInfo out, FrRelInfo *ri, FrRow *row)
 {
 	appendStringInfoString(out, ",\"key\":{");
 	for (int i = 0; i < ri->nkeys; i++)
 	{
 		FrColumn   *col = &ri->cols[ri->keyattrs[i] - 1];
-		bool		isnull;
-		Datum		value = heap_getattr(tuple, col->attnum, desc, &isnull);
+		bool		isnull = col->attnum > row->natts || row->isnull[col->attnum - 1];
+		Datum		value = isnull ? (Datum) 0 : row->values[col->attnum - 1];
 
 		if (i > 0)
 			appendStringInfoChar(out, ',');
-		appendStringInfoString(out, col->json_name);
+		appendBinaryStringInfo(out, col->json_name, col->json_name_len);
 		if (isnull || is_unchanged_toast(col, value))
 			appendStringInfoString(out, "null");
 		else
@@ -164,22 +218,21 @@ append_key(StringInfo out, FrRelInfo *ri, TupleDesc desc, HeapTuple tuple)
  * IDENTITY FULL; otherwise it holds the key columns alone.
  */
 static FrProduct *
-row_product(FrRelInfo *ri, TupleDesc desc, HeapTuple tuple, bool whole,
+row_product(FrRelInfo *ri, FrRow *row, bool whole,
 			const FrRowMeta *meta, bool *has_product_column)
 {
-	bool		isnull;
 	Datum		value;
 	int64		product_id;
 
 	*has_product_column = false;
-	if (ri->product_attnum > desc->natts)
+	if (ri->product_attnum > row->natts)
 		return NULL;
 	if (!whole && !ri->cols[ri->product_attnum - 1].is_key)
 		return NULL;
-	value = heap_getattr(tuple, ri->product_attnum, desc, &isnull);
 	*has_product_column = true;
-	if (isnull)
+	if (row->isnull[ri->product_attnum - 1])
 		return NULL;
+	value = row->values[ri->product_attnum - 1];
 
 	switch (ri->cols[ri->product_attnum - 1].basetypid)
 	{
@@ -198,12 +251,63 @@ row_product(FrRelInfo *ri, TupleDesc desc, HeapTuple tuple, bool whole,
 	return fr_products_lookup(product_id, meta->lsn);
 }
 
+/*
+ * price x quantity in int64 when the price fits (price_units / 10^scale)
+ * and the quantity is an integer: the exact value numeric_mul computes,
+ * printed with the price's scale, as numeric_out prints it.  False when it
+ * does not apply (overflow, numeric quantity).
+ */
+static bool
+append_exact_total(StringInfo out, FrProduct *product, Oid qtype, Datum quantity)
+{
+	int64		q;
+	int64		total;
+	uint64		abs_total;
+	uint64		pow10 = 1;
+	char		frac[20];
+
+	switch (qtype)
+	{
+		case INT2OID:
+			q = DatumGetInt16(quantity);
+			break;
+		case INT4OID:
+			q = DatumGetInt32(quantity);
+			break;
+		case INT8OID:
+			q = DatumGetInt64(quantity);
+			break;
+		default:
+			return false;
+	}
+	if (__builtin_mul_overflow(product->price_units, q, &total))
+		return false;
+	for (int i = 0; i < product->price_scale; i++)
+		pow10 *= 10;
+	abs_total = total < 0 ? (uint64) 0 - (uint64) total : (uint64) total;
+	if (total < 0)
+		appendStringInfoChar(out, '-');
+	fr_json_append_uint(out, abs_total / pow10);
+	if (product->price_scale > 0)
+	{
+		uint64		f = abs_total % pow10;
+
+		for (int i = product->price_scale - 1; i >= 0; i--)
+		{
+			frac[i] = '0' + (char) (f % 10);
+			f /= 10;
+		}
+		appendStringInfoChar(out, '.');
+		appendBinaryStringInfo(out, frac, product->price_scale);
+	}
+	return true;
+}
+
 static void
-append_enrichment(StringInfo out, FrRelInfo *ri, TupleDesc desc,
-				  HeapTuple tuple, FrProduct *product)
+append_enrichment(StringInfo out, FrRelInfo *ri, FrRow *row, FrProduct *product)
 {
 	bool		isnull;
-	Datum		quantity;
+	Datum		quantity = (Datum) 0;
 
 	if (product == NULL || !product->found)
 	{
@@ -221,9 +325,17 @@ append_enrichment(StringInfo out, FrRelInfo *ri, TupleDesc desc,
 	appendStringInfoString(out, product->price_text ? product->price_text : "null");
 	appendStringInfoString(out, ",\"total_price\":");
 
-	quantity = heap_getattr(tuple, ri->quantity_attnum, desc, &isnull);
+	isnull = ri->quantity_attnum > row->natts || row->isnull[ri->quantity_attnum - 1];
+	if (!isnull)
+		quantity = row->values[ri->quantity_attnum - 1];
 	if (isnull || product->price_text == NULL)
 		appendStringInfoString(out, "null");
+	else if (product->price_exact &&
+			 append_exact_total(out, product, ri->cols[ri->quantity_attnum - 1].basetypid,
+								quantity))
+	{
+		/* integer arithmetic gave the same digits numeric_mul would */
+	}
 	else
 	{
 		Datum		qnum;
@@ -265,36 +377,34 @@ append_enrichment(StringInfo out, FrRelInfo *ri, TupleDesc desc,
  */
 static void
 append_tuple(StringInfo out, const char *prefix, const FrRowMeta *meta,
-			 FrRelInfo *ri, TupleDesc desc, HeapTuple tuple, bool key_only,
+			 FrRelInfo *ri, FrRow *row, bool key_only,
 			 FrProduct *product, bool enrich, StringInfo toast)
 {
 	bool		first = true;
 
 	appendStringInfoString(out, prefix);
 	appendStringInfoChar(out, '{');
-	for (int i = 0; i < desc->natts && i < ri->natts; i++)
+	for (int i = 0; i < row->natts && i < ri->natts; i++)
 	{
 		FrColumn   *col = &ri->cols[i];
-		bool		isnull;
-		Datum		value;
+		bool		isnull = row->isnull[i];
+		Datum		value = row->values[i];
 
 		if (col->dropped || (key_only && !col->is_key))
 			continue;
-		value = heap_getattr(tuple, col->attnum, desc, &isnull);
 		if (!isnull && meta->toast_pointers_unchanged && is_unchanged_toast(col, value))
 		{
 			if (toast != NULL)
 			{
 				appendStringInfoString(toast, toast->len > 0 ? "," : "");
-				appendBinaryStringInfo(toast, col->json_name,
-									   strlen(col->json_name) - 1);
+				appendBinaryStringInfo(toast, col->json_name, col->json_name_len - 1);
 			}
 			continue;
 		}
 		if (!first)
 			appendStringInfoChar(out, ',');
 		first = false;
-		appendStringInfoString(out, col->json_name);
+		appendBinaryStringInfo(out, col->json_name, col->json_name_len);
 		if (isnull)
 			appendStringInfoString(out, "null");
 		else
@@ -307,7 +417,7 @@ append_tuple(StringInfo out, const char *prefix, const FrRowMeta *meta,
 		/* Put the enrichment fields inside the object just closed. */
 		out->len--;
 		out->data[out->len] = '\0';
-		append_enrichment(out, ri, desc, tuple, product);
+		append_enrichment(out, ri, row, product);
 		appendStringInfoChar(out, '}');
 	}
 }
@@ -342,7 +452,7 @@ append_dms_timestamp(StringInfo out, TimestampTz ts)
  */
 static void
 write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
-			  FrRelInfo *ri, TupleDesc desc, HeapTuple newtuple, HeapTuple oldtuple,
+			  FrRelInfo *ri, FrRow *newtuple, FrRow *oldtuple,
 			  FrProduct *newproduct, FrProduct *oldproduct, bool old_has_product,
 			  const char *route)
 {
@@ -350,13 +460,13 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 
 	initStringInfo(&toast);
 	if (newtuple != NULL)
-		append_tuple(out, "{\"data\":", meta, ri, desc, newtuple, false, newproduct,
+		append_tuple(out, "{\"data\":", meta, ri, newtuple, false, newproduct,
 					 ri->is_orders, &toast);
 	else
-		append_tuple(out, "{\"data\":", meta, ri, desc, oldtuple, !ri->identity_full,
+		append_tuple(out, "{\"data\":", meta, ri, oldtuple, !ri->identity_full,
 					 oldproduct, ri->is_orders && old_has_product, NULL);
 	if (newtuple != NULL && oldtuple != NULL)
-		append_tuple(out, ",\"before-image\":", meta, ri, desc, oldtuple,
+		append_tuple(out, ",\"before-image\":", meta, ri, oldtuple,
 					 !ri->identity_full, oldproduct, ri->is_orders && old_has_product,
 					 NULL);
 
@@ -389,7 +499,7 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		StringInfoData key;
 
 		initStringInfo(&key);
-		append_key(&key, ri, desc, newtuple != NULL ? newtuple : oldtuple);
+		append_key(&key, ri, newtuple != NULL ? newtuple : oldtuple);
 		/* append_key writes ,"key":{...} */
 		appendStringInfoString(out, key.data);
 	}
@@ -409,8 +519,10 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
  */
 void
 fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
-			 FrRelInfo *ri, TupleDesc desc, HeapTuple newtuple, HeapTuple oldtuple)
+			 FrRelInfo *ri, TupleDesc desc, HeapTuple newheap, HeapTuple oldheap)
 {
+	FrRow	   *newtuple = deform(desc, newheap);
+	FrRow	   *oldtuple = deform(desc, oldheap);
 	FrProduct  *newproduct = NULL;
 	FrProduct  *oldproduct = NULL;
 	bool		new_has_product = false;
@@ -421,9 +533,9 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	if (ri->is_orders)
 	{
 		if (newtuple != NULL)
-			newproduct = row_product(ri, desc, newtuple, true, meta, &new_has_product);
+			newproduct = row_product(ri, newtuple, true, meta, &new_has_product);
 		if (oldtuple != NULL)
-			oldproduct = row_product(ri, desc, oldtuple, ri->identity_full, meta,
+			oldproduct = row_product(ri, oldtuple, ri->identity_full, meta,
 									 &old_has_product);
 		if (newtuple != NULL)
 			route = newproduct && newproduct->found ? newproduct->route_json :
@@ -439,23 +551,23 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 
 	if (opts->format == FR_FORMAT_DMS)
 	{
-		write_row_dms(out, opts, meta, ri, desc, newtuple, oldtuple, newproduct,
+		write_row_dms(out, opts, meta, ri, newtuple, oldtuple, newproduct,
 					  oldproduct, old_has_product, route);
 		return;
 	}
 
 	append_header(out, opts, meta, ri);
 	if (ri->nkeys > 0)
-		append_key(out, ri, desc, newtuple != NULL ? newtuple : oldtuple);
+		append_key(out, ri, newtuple != NULL ? newtuple : oldtuple);
 	appendStringInfoString(out, ",\"route\":");
 	appendStringInfoString(out, route);
 
 	initStringInfo(&toast);
 	if (newtuple != NULL)
-		append_tuple(out, ",\"data\":", meta, ri, desc, newtuple, false, newproduct,
+		append_tuple(out, ",\"data\":", meta, ri, newtuple, false, newproduct,
 					 ri->is_orders, &toast);
 	if (oldtuple != NULL)
-		append_tuple(out, ",\"old\":", meta, ri, desc, oldtuple, !ri->identity_full,
+		append_tuple(out, ",\"old\":", meta, ri, oldtuple, !ri->identity_full,
 					 oldproduct, ri->is_orders && old_has_product, NULL);
 	if (toast.len > 0)
 	{
@@ -505,7 +617,8 @@ write_truncate(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 }
 
 static void
-fill_meta(FrRowMeta *meta, ReorderBufferTXN *txn, const char *op, XLogRecPtr lsn)
+fill_meta(FrRowMeta *meta, FrDecodingData *data, ReorderBufferTXN *txn, const char *op,
+		  XLogRecPtr lsn)
 {
 	meta->op = op;
 	meta->lsn = lsn;
@@ -514,6 +627,7 @@ fill_meta(FrRowMeta *meta, ReorderBufferTXN *txn, const char *op, XLogRecPtr lsn
 	meta->commit_time = txn->xact_time.commit_time;
 	meta->toast_pointers_unchanged = true;
 	meta->load = NULL;
+	meta->txn_fragment = data->txn_fragment.data;
 }
 
 static void
@@ -558,7 +672,7 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	}
 
 	oldcxt = MemoryContextSwitchTo(data->context);
-	fill_meta(&meta, txn, op, change->lsn);
+	fill_meta(&meta, data, txn, op, change->lsn);
 
 	OutputPluginPrepareWrite(ctx, true);
 	fr_write_row(ctx->out, &data->opts, &meta, ri, RelationGetDescr(relation),
@@ -586,7 +700,7 @@ fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		if (!ri->included)
 			continue;
 
-		fill_meta(&meta, txn, "truncate", change->lsn);
+		fill_meta(&meta, data, txn, "truncate", change->lsn);
 		OutputPluginPrepareWrite(ctx, true);
 		write_truncate(ctx->out, &data->opts, &meta, ri);
 		OutputPluginWrite(ctx, true);

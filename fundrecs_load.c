@@ -147,6 +147,7 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		state->meta.xid = InvalidTransactionId;
 		state->meta.commit_time = GetCurrentTransactionStartTimestamp();
 		state->meta.toast_pointers_unchanged = false;
+		state->meta.txn_fragment = NULL;
 
 		state->meta.load = fr_load_products_create(funcctx->multi_call_memory_ctx);
 		state->scan = table_beginscan(state->rel, GetActiveSnapshot(), 0, NULL);

@@ -181,6 +181,45 @@ resolve_products_table(void)
 }
 
 /*
+ * The price as an integer number of 10^-scale units, when its text is a
+ * plain decimal that fits (so totals can be computed in int64, exactly).
+ */
+static void
+parse_exact_price(FrProduct *p)
+{
+	const char *c = p->price_text;
+	bool		neg = false;
+	int64		units = 0;
+	int			scale = -1;
+	int			digits = 0;
+
+	p->price_exact = false;
+	if (*c == '-')
+	{
+		neg = true;
+		c++;
+	}
+	for (; *c; c++)
+	{
+		if (*c == '.' && scale < 0)
+		{
+			scale = 0;
+			continue;
+		}
+		if (*c < '0' || *c > '9' || ++digits > 17)
+			return;
+		units = units * 10 + (*c - '0');
+		if (scale >= 0)
+			scale++;
+	}
+	if (digits == 0)
+		return;
+	p->price_units = neg ? -units : units;
+	p->price_scale = scale < 0 ? 0 : scale;
+	p->price_exact = true;
+}
+
+/*
  * Fills "p" from the table; strings are allocated in the current context.
  * snapshot NULL means the catalog snapshot: in decoding, the historic one.
  */
@@ -218,6 +257,7 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 		p->route_json = fr_json_quote(category ? fr_category_slug(category)
 									  : FR_ROUTE_UNCATEGORIZED);
 		d = heap_getattr(tuple, attnum_price, desc, &isnull);
+		p->price_exact = false;
 		if (isnull)
 		{
 			p->price = (Datum) 0;
@@ -227,6 +267,7 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 		{
 			p->price = PointerGetDatum(DatumGetNumericCopy(d));
 			p->price_text = DatumGetCString(DirectFunctionCall1(numeric_out, p->price));
+			parse_exact_price(p);
 		}
 		p->found = true;
 	}

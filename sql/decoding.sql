@@ -35,7 +35,8 @@ INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity, order_dat
 
 -- Totals for several quantities, a fractional price, and a zero quantity.
 INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity, order_date) VALUES
-	(4, 101, 3, '2026-11-24'), (4, 101, 0, '2026-11-24'), (4, 101, 1000000, '2026-11-24');
+	(4, 101, 3, '2026-11-24'), (4, 101, 0, '2026-11-24'), (4, 101, 1000000, '2026-11-24'),
+	(4, 101, -3, '2026-11-24'), (1, 101, 2147483647, '2026-11-24');
 
 -- Unknown product, NULL product_id, NULL quantity: never dropped.
 INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity, order_date) VALUES
@@ -59,7 +60,7 @@ SELECT data FROM pg_logical_slot_get_changes('regression_slot', NULL, NULL,
 ALTER TABLE fundrecs_schema.orders REPLICA IDENTITY FULL;
 UPDATE fundrecs_schema.orders SET product_id = 1 WHERE order_id = 4;
 DELETE FROM fundrecs_schema.orders WHERE order_id = 5;
-DELETE FROM fundrecs_schema.orders WHERE order_id = 10;
+DELETE FROM fundrecs_schema.orders WHERE order_id = 12;
 ALTER TABLE fundrecs_schema.orders REPLICA IDENTITY DEFAULT;
 SELECT data FROM pg_logical_slot_get_changes('regression_slot', NULL, NULL,
 	'include_lsn', 'false', 'include_xid', 'false', 'include_timestamp', 'false');
