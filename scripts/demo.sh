@@ -139,7 +139,7 @@ sed 's/^/  /' "$demo/shipper.log"
 
 echo
 echo "== what a consumer reads back from Kinesis (boto3 get_records)"
-tool read fundrecs-demo --min 6 --timeout 10 | /usr/bin/python3 -c '
+tool read fundrecs-demo --min 17 --timeout 10 | /usr/bin/python3 -c '
 import json, sys
 from decimal import Decimal
 totals = {}
@@ -149,12 +149,12 @@ for line in sys.stdin:
     print("%s  pk=%s" % (r["shard"], r["pk"]))
     print("  " + r["data"].rstrip("\n"))
     d = row.get("data") or {}
-    if row["table"] == "orders" and row["op"] in ("insert", "update"):
+    if row["table"] == "orders" and row["op"] in ("load", "insert", "update"):
         t = totals.setdefault(row["route"], [0, Decimal(0)])
         t[0] += 1
-        t[1] += d.get("total_price") or 0
+        t[1] += d.get("total_price") or Decimal(0)
 print()
-print("== enriched orders per route in the stream (changes since the slot was created)")
+print("== enriched order rows per route in the stream (load, insert and update rows)")
 print("%-15s %6s %12s" % ("route", "rows", "total_price"))
 for route, (n, total) in sorted(totals.items()):
     print("%-15s %6d %12s" % (route, n, total))
