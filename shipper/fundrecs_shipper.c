@@ -11,6 +11,7 @@
 #include "postgres_fe.h"
 
 #include <signal.h>
+#include <time.h>
 #include <sys/select.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -21,7 +22,9 @@
 #include "kinesis.h"
 #include "libpq-fe.h"
 #include "load.h"
+#include "retry.h"
 #include "rowscan.h"
+#include "s3.h"
 #include "stream.h"
 
 #define FUNDRECS_SHIPPER_VERSION "1.0"
@@ -31,11 +34,6 @@ static const char *progname;
 /* Set by signal handlers, checked by the loops. */
 static volatile sig_atomic_t stop_requested = 0;
 
-typedef enum ShipTarget
-{
-	TARGET_KINESIS,
-	TARGET_STDOUT
-} ShipTarget;
 
 /* Command line */
 static char *opt_dbname = NULL;
@@ -53,7 +51,15 @@ static uint64_t opt_startpos = 0;
 static uint64_t opt_endpos = 0;
 static bool opt_no_loop = false;
 static int	opt_status_interval = 10;
-static ShipTarget opt_target = TARGET_KINESIS;
+static bool ship_kinesis = true;	/* --target: kinesis, s3, both, or stdout */
+static bool ship_s3 = false;
+static bool ship_stdout = false;
+static char *opt_s3_url = NULL;
+static char *opt_s3_endpoint = NULL;
+static char *opt_s3_addressing = NULL;
+static bool opt_gzip = true;
+static long opt_flush_bytes = 64L * 1024 * 1024;
+static int	opt_flush_seconds = 60;
 static char *opt_stream = NULL;
 static char *opt_stream_arn = NULL;
 static char *opt_region = NULL;
@@ -91,6 +97,7 @@ typedef struct Positions
 static Batch batch;
 static Positions pos;
 static KinesisTarget kinesis;
+static S3Target s3;
 static uint64_t rows_shipped = 0;
 static PQExpBufferData pkey_buf;
 
@@ -100,14 +107,6 @@ sigexit_handler(SIGNAL_ARGS)
 	stop_requested = 1;
 }
 
-static double
-now_seconds(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 static void
 usage(void)
@@ -134,7 +133,7 @@ usage(void)
 		   "                           time between status updates to the server (default: %d)\n",
 		   opt_status_interval);
 	printf("\nTarget options:\n");
-	printf("      --target=TARGET      kinesis (default) or stdout (one JSON row per line)\n");
+	printf("      --target=TARGET      kinesis (default), s3, kinesis,s3, or stdout (one JSON row per line)\n");
 	printf("      --stream=NAME        Kinesis data stream name\n");
 	printf("      --stream-arn=ARN     Kinesis data stream ARN (instead of --stream)\n");
 	printf("      --region=REGION      AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, profile)\n");
@@ -152,6 +151,15 @@ usage(void)
 		   opt_request_timeout_ms);
 	printf("      --retry-timeout=SECS give up retrying a batch after this long, 0 never (default: %d)\n",
 		   opt_retry_timeout);
+	printf("\nS3 options (--target s3 or kinesis,s3):\n");
+	printf("      --s3-url=s3://BUCKET/PREFIX  where objects go: PREFIX/<route>/dt=YYYY-MM-DD/<lsns>.json.gz\n");
+	printf("      --s3-endpoint-url=URL  S3 endpoint (default: --endpoint-url with --target s3)\n");
+	printf("      --s3-addressing=STYLE  path or virtual (default: path with an endpoint URL)\n");
+	printf("      --compression=METHOD   gzip (default) or none\n");
+	printf("      --flush-bytes=N        write objects when this many bytes are held (default: %ld)\n",
+		   opt_flush_bytes);
+	printf("      --flush-seconds=SECS   write objects at least this often (default: %d)\n",
+		   opt_flush_seconds);
 	printf("\nOther options:\n");
 	printf("  -v, --verbose            output verbose messages (twice: debug)\n");
 	printf("  -q, --quiet              output errors only\n");
@@ -287,7 +295,7 @@ batch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn)
 	r->pkey = pg_strdup(pkey);
 	r->commit_lsn = commit_lsn;
 	r->safe_lsn = pos.prev_txn;
-	if (opt_target == TARGET_KINESIS)
+	if (ship_kinesis)
 	{
 		i = hash_string(pkey) & (batch.nslots - 1);
 		while (batch.slots[i] >= 0)
@@ -329,6 +337,9 @@ confirmable_lsn(void)
 		lsn = Max(pos.processed, pos.last_txn);
 	else
 		lsn = pos.prev_txn;
+	/* Rows held for S3 are not acknowledged until their objects are written. */
+	if (ship_s3 && s3_has_rows(&s3))
+		lsn = Min(lsn, s3.safe_lsn);
 	return Max(lsn, pos.confirmed);
 }
 
@@ -342,7 +353,7 @@ batch_flush(void)
 	if (batch.n == 0)
 		return true;
 
-	if (opt_target == TARGET_STDOUT)
+	if (ship_stdout)
 	{
 		for (int i = 0; i < batch.n; i++)
 		{
@@ -360,11 +371,11 @@ batch_flush(void)
 	}
 	else
 	{
-		KinesisResult r = kinesis_put_records(&kinesis, batch.recs, batch.n, &stop_requested);
+		ShipResult r = kinesis_put_records(&kinesis, batch.recs, batch.n, &stop_requested);
 
-		if (r != KINESIS_OK)
+		if (r != SHIP_OK)
 		{
-			if (r == KINESIS_STOPPED)
+			if (r == SHIP_STOPPED)
 				pg_log_warning("stopping with %d rows unacknowledged; they will be shipped again on restart",
 							   batch.n);
 			return false;
@@ -383,6 +394,73 @@ batch_flush(void)
  * Rows
  * ----------------------------------------------------------------
  */
+
+/*
+ * The S3 partition of a row: its route, with anything but letters, digits,
+ * '_', '-' and '.' replaced, or "_unrouted" when it has none.
+ */
+static void
+row_route(const RowFields *f, char *out, size_t outlen)
+{
+	size_t		n = 0;
+
+	if (f->route.start == NULL || f->route.len < 3 || f->route.start[0] != '"')
+	{
+		strlcpy(out, "_unrouted", outlen);
+		return;
+	}
+	for (size_t i = 1; i + 1 < f->route.len && n + 1 < outlen; i++)
+	{
+		char		c = f->route.start[i];
+
+		out[n++] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+					(c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.') ? c : '_';
+	}
+	out[n] = '\0';
+}
+
+/* The UTC day of the row's commit time, or today when the row has none. */
+static void
+row_date(const RowFields *f, char out[11])
+{
+	const char *t = f->commit_time.start;
+
+	if (t != NULL && f->commit_time.len >= 12 && t[0] == '"' &&
+		t[5] == '-' && t[8] == '-')
+	{
+		memcpy(out, t + 1, 10);
+		out[10] = '\0';
+	}
+	else
+	{
+		time_t		now = time(NULL);
+		struct tm	tm;
+
+		gmtime_r(&now, &tm);
+		strftime(out, 11, "%Y-%m-%d", &tm);
+	}
+}
+
+static bool
+s3_flush_now(void)
+{
+	ShipResult	r = s3_flush(&s3, &stop_requested);
+
+	if (r == SHIP_STOPPED)
+		pg_log_warning("stopping with S3 objects unwritten; their rows will be shipped again on restart");
+	return r == SHIP_OK;
+}
+
+/* Delivers everything held for every target. */
+static bool
+flush_all(void)
+{
+	if (!batch_flush())
+		return false;
+	if (ship_s3 && !s3_flush_now())
+		return false;
+	return true;
+}
 
 typedef enum RowResult
 {
@@ -437,7 +515,7 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 						  f.key.start, f.key.len, &pkey_buf);
 
 	record_bytes = len + 1 + pkey_buf.len;
-	if (opt_target == TARGET_KINESIS && record_bytes > KINESIS_MAX_RECORD_BYTES)
+	if (ship_kinesis && record_bytes > KINESIS_MAX_RECORD_BYTES)
 	{
 		pg_log_error("row at %X/%X of table %.*s.%.*s is %zu bytes, over Kinesis's limit of %d bytes per record",
 					 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn,
@@ -450,10 +528,25 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 		return ROW_FATAL;
 	}
 
+	if (ship_s3)
+	{
+		char		route[128];
+		char		dt[11];
+
+		row_route(&f, route, sizeof(route));
+		row_date(&f, dt);
+		s3_add(&s3, route, dt, row, len, commit_lsn, pos.prev_txn);
+		if (s3.buffered >= (size_t) Min(opt_flush_bytes, opt_max_buffer_bytes) &&
+			!s3_flush_now())
+			return ROW_FATAL;
+		if (!ship_kinesis)
+			return ROW_OK;
+	}
+
 	/* Room in the batch, and one version per key per batch. */
 	if (batch.n >= opt_batch_records ||
 		batch.bytes + record_bytes > (size_t) Min(opt_batch_bytes, opt_max_buffer_bytes) ||
-		(opt_target == TARGET_KINESIS && batch_has_key(pkey_buf.data)))
+		(ship_kinesis && batch_has_key(pkey_buf.data)))
 	{
 		if (!batch_flush())
 			return ROW_FATAL;
@@ -500,6 +593,15 @@ stream_loop(ReplConn *rc)
 			}
 		}
 
+		if (ship_s3 && s3_has_rows(&s3) && now - s3.first_at >= opt_flush_seconds)
+		{
+			if (!s3_flush_now())
+			{
+				result = stop_requested ? LOOP_DONE : LOOP_FATAL;
+				break;
+			}
+		}
+
 		/* Confirm what is acknowledged; report at the interval anyway. */
 		{
 			uint64_t	lsn = confirmable_lsn();
@@ -533,6 +635,8 @@ stream_loop(ReplConn *rc)
 			wait = opt_status_interval > 0 ? last_status + opt_status_interval - now : 60;
 			if (batch.n > 0)
 				wait = Min(wait, batch.first_at + opt_linger_ms / 1000.0 - now);
+			if (ship_s3 && s3_has_rows(&s3))
+				wait = Min(wait, s3.first_at + opt_flush_seconds - now);
 			if (wait < 0)
 				wait = 0;
 			if (stream_wait(rc, wait) < 0)
@@ -565,7 +669,7 @@ stream_loop(ReplConn *rc)
 			if (rr == ROW_FATAL)
 			{
 				/* Deliver and confirm what came before, then stop. */
-				if (batch_flush())
+				if (flush_all())
 				{
 					pos.confirmed = confirmable_lsn();
 					stream_send_feedback(rc, pos.confirmed, false);
@@ -584,7 +688,7 @@ stream_loop(ReplConn *rc)
 	/* On a clean end, deliver what is left and confirm it. */
 	if (result == LOOP_DONE)
 	{
-		if (!batch_flush())
+		if (!flush_all())
 			result = stop_requested ? LOOP_DONE : LOOP_FATAL;
 		else
 		{
@@ -688,7 +792,7 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params)
 		lp.progress = verbosity > 0 || (verbosity == 0 && isatty(fileno(stderr)));
 		lp.summary = verbosity >= 0;
 		pos.last_txn = pos.prev_txn = pos.processed = 0;
-		ok = initial_load(sql, &lp, load_row, batch_flush, &stop_requested);
+		ok = initial_load(sql, &lp, load_row, flush_all, &stop_requested);
 		if (ok)
 		{
 			/* Every load row is acknowledged: stream from the consistent point. */
@@ -737,6 +841,12 @@ main(int argc, char **argv)
 		{"request-timeout", required_argument, NULL, 13},
 		{"retry-timeout", required_argument, NULL, 14},
 		{"no-load", no_argument, NULL, 15},
+		{"s3-url", required_argument, NULL, 16},
+		{"s3-endpoint-url", required_argument, NULL, 17},
+		{"s3-addressing", required_argument, NULL, 18},
+		{"compression", required_argument, NULL, 19},
+		{"flush-bytes", required_argument, NULL, 20},
+		{"flush-seconds", required_argument, NULL, 21},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -821,11 +931,15 @@ main(int argc, char **argv)
 				break;
 			case 3:
 				if (strcmp(optarg, "kinesis") == 0)
-					opt_target = TARGET_KINESIS;
+					ship_kinesis = true, ship_s3 = false, ship_stdout = false;
+				else if (strcmp(optarg, "s3") == 0)
+					ship_kinesis = false, ship_s3 = true, ship_stdout = false;
+				else if (strcmp(optarg, "kinesis,s3") == 0 || strcmp(optarg, "s3,kinesis") == 0)
+					ship_kinesis = true, ship_s3 = true, ship_stdout = false;
 				else if (strcmp(optarg, "stdout") == 0)
-					opt_target = TARGET_STDOUT;
+					ship_kinesis = false, ship_s3 = false, ship_stdout = true;
 				else
-					usage_error("invalid target \"%s\": use kinesis or stdout", optarg);
+					usage_error("invalid target \"%s\": use kinesis, s3, kinesis,s3 or stdout", optarg);
 				break;
 			case 4:
 				opt_stream = pg_strdup(optarg);
@@ -863,6 +977,31 @@ main(int argc, char **argv)
 			case 15:
 				opt_no_load = true;
 				break;
+			case 16:
+				opt_s3_url = pg_strdup(optarg);
+				break;
+			case 17:
+				opt_s3_endpoint = pg_strdup(optarg);
+				break;
+			case 18:
+				if (strcmp(optarg, "path") != 0 && strcmp(optarg, "virtual") != 0)
+					usage_error("invalid --s3-addressing \"%s\": use path or virtual", optarg);
+				opt_s3_addressing = pg_strdup(optarg);
+				break;
+			case 19:
+				if (strcmp(optarg, "gzip") == 0)
+					opt_gzip = true;
+				else if (strcmp(optarg, "none") == 0)
+					opt_gzip = false;
+				else
+					usage_error("invalid --compression \"%s\": use gzip or none", optarg);
+				break;
+			case 20:
+				opt_flush_bytes = parse_long("--flush-bytes", optarg, 1024, 1024L * 1024 * 1024);
+				break;
+			case 21:
+				opt_flush_seconds = (int) parse_long("--flush-seconds", optarg, 1, 24 * 3600);
+				break;
 			default:
 				pg_log_error_hint("Try \"%s --help\" for more information.", progname);
 				exit(2);
@@ -888,15 +1027,21 @@ main(int argc, char **argv)
 			usage_error("%s", "the shipper needs the plugin option include_lsn (do not set it to false)");
 	}
 
-	if (opt_target == TARGET_KINESIS)
+	if (ship_kinesis || ship_s3)
 	{
 		char	   *region;
 		char	   *err;
 
-		if (opt_stream == NULL && opt_stream_arn == NULL)
+		if (ship_kinesis && opt_stream == NULL && opt_stream_arn == NULL)
 			usage_error("%s", "no stream specified: use --stream or --stream-arn");
 		if (opt_stream != NULL && opt_stream_arn != NULL)
 			usage_error("%s", "--stream and --stream-arn cannot be used together");
+		if (!ship_kinesis && (opt_stream || opt_stream_arn))
+			usage_error("%s", "--stream and --stream-arn are for --target kinesis");
+		if (ship_s3 && opt_s3_url == NULL)
+			usage_error("%s", "no S3 location specified: use --s3-url s3://BUCKET/PREFIX");
+		if (!ship_s3 && (opt_s3_url || opt_s3_endpoint || opt_s3_addressing))
+			usage_error("%s", "--s3-url, --s3-endpoint-url and --s3-addressing are for --target s3");
 		region = aws_resolve_region(opt_region);
 		if (region == NULL && opt_stream_arn != NULL)
 		{
@@ -916,19 +1061,38 @@ main(int argc, char **argv)
 			pg_log_error_hint("Use --region, set AWS_REGION, or set a region in the AWS profile.");
 			exit(2);
 		}
-		err = kinesis_init(&kinesis, opt_endpoint, region, opt_stream, opt_stream_arn,
-						   opt_ca_file, opt_request_timeout_ms, opt_retry_timeout);
-		if (err != NULL)
+		if (ship_kinesis)
 		{
-			pg_log_error("%s", err);
-			exit(2);
+			err = kinesis_init(&kinesis, opt_endpoint, region, opt_stream, opt_stream_arn,
+							   opt_ca_file, opt_request_timeout_ms, opt_retry_timeout);
+			if (err != NULL)
+			{
+				pg_log_error("%s", err);
+				exit(2);
+			}
+			if (verbosity > 0)
+				pg_log_info("AWS credentials from %s, region %s, endpoint %s",
+							kinesis.creds.source, region, kinesis.endpoint);
 		}
-		if (verbosity > 0)
-			pg_log_info("AWS credentials from %s, region %s, endpoint %s",
-						kinesis.creds.source, region, kinesis.endpoint);
+		if (ship_s3)
+		{
+			/* --endpoint-url serves S3 too when S3 is the only target. */
+			err = s3_init(&s3, opt_s3_url, opt_s3_endpoint ? opt_s3_endpoint :
+						  (!ship_kinesis ? opt_endpoint : NULL), region, opt_s3_addressing,
+						  opt_gzip, opt_ca_file, opt_request_timeout_ms, opt_retry_timeout);
+			if (err != NULL)
+			{
+				pg_log_error("%s", err);
+				exit(2);
+			}
+			if (verbosity > 0)
+				pg_log_info("S3: bucket %s, prefix \"%s\", endpoint %s (%s-style), credentials from %s",
+							s3.bucket, s3.prefix, s3.endpoint,
+							s3.path_style ? "path" : "virtual-host", s3.creds.source);
+		}
 	}
-	else if (opt_stream || opt_stream_arn || opt_endpoint)
-		usage_error("%s", "--stream, --stream-arn and --endpoint-url are for --target kinesis");
+	else if (opt_stream || opt_stream_arn || opt_endpoint || opt_s3_url)
+		usage_error("%s", "--stream, --stream-arn, --endpoint-url and --s3-url are not for --target stdout");
 
 	if (verbosity < 0)
 		pg_logging_set_level(PG_LOG_ERROR);
@@ -944,7 +1108,9 @@ main(int argc, char **argv)
 	batch_init();
 
 	/* Fail early on an unknown stream or bad credentials. */
-	if (opt_target == TARGET_KINESIS && kinesis_check_stream(&kinesis) != KINESIS_OK)
+	if (ship_kinesis && kinesis_check_stream(&kinesis) != SHIP_OK)
+		exit(1);
+	if (ship_s3 && s3_check_bucket(&s3) != SHIP_OK)
 		exit(1);
 
 	memset(&params, 0, sizeof(params));
@@ -999,10 +1165,10 @@ main(int argc, char **argv)
 				break;
 			}
 			/* Connection lost: deliver what we hold, then resume after it. */
-			if (batch_flush())
+			if (flush_all())
 				pos.confirmed = confirmable_lsn();
 			else
-				batch_clear();
+				exit(1);
 		}
 
 		if (opt_no_loop || stop_requested)
@@ -1025,7 +1191,7 @@ main(int argc, char **argv)
 		pg_log_info("shipped %llu rows, confirmed up to %X/%X",
 					(unsigned long long) rows_shipped,
 					(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
-	if (opt_target == TARGET_KINESIS && verbosity > 0)
+	if (ship_kinesis && verbosity > 0)
 		pg_log_info("%llu PutRecords calls, %llu retried calls, %llu retried records",
 					(unsigned long long) kinesis.calls,
 					(unsigned long long) kinesis.retried_calls,

@@ -23,19 +23,11 @@
 
 #include "common/logging.h"
 #include "kinesis.h"
+#include "retry.h"
 #include "sigv4.h"
 
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_CAP_MS 5000
-
-static double
-now_seconds(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 char *
 kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
@@ -273,29 +265,6 @@ is_retryable_code(const char *code)
 	return false;
 }
 
-/* Sleeps for the attempt's backoff, in slices so a stop is noticed. */
-static void
-backoff_sleep(int attempt, volatile sig_atomic_t *stop)
-{
-	long		cap = BACKOFF_BASE_MS << Min(attempt, 16);
-	unsigned int r;
-	long		ms;
-
-	if (cap > BACKOFF_CAP_MS)
-		cap = BACKOFF_CAP_MS;
-	if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1)
-		r = (unsigned int) rand();
-	/* "Equal jitter": half fixed, half random. */
-	ms = cap / 2 + (long) (r % (unsigned int) (cap / 2 + 1));
-	while (ms > 0 && !(stop && *stop))
-	{
-		long		slice = Min(ms, 100);
-
-		usleep(slice * 1000);
-		ms -= slice;
-	}
-}
-
 /*
  * Parses a 200 response.  Returns the number of failed records (their
  * indexes in failed[]), or -1 when the response is malformed.
@@ -409,33 +378,19 @@ call_failure(KinesisTarget *k, bool reached, HttpResponse *resp)
 	return problem;
 }
 
-/*
- * After a retryable failure: gives up past the retry deadline, else logs
- * and sleeps.  Returns KINESIS_OK to try again.
- */
-static KinesisResult
+static ShipResult
 before_retry(KinesisTarget *k, int attempt, double deadline, const char *problem,
 			 volatile sig_atomic_t *stop)
 {
-	if (deadline > 0 && now_seconds() > deadline)
-	{
-		pg_log_error("giving up on stream \"%s\" after %d attempts in %d s: %s",
-					 stream_label(k), attempt, k->retry_timeout_s, problem);
-		return KINESIS_FATAL;
-	}
-	if (attempt == 1 || attempt % 10 == 0)
-		pg_log_warning("%s; retrying (attempt %d)", problem, attempt + 1);
-	else
-		pg_log_info("%s; retrying (attempt %d)", problem, attempt + 1);
-	if (stop && *stop)
-		return KINESIS_STOPPED;
-	backoff_sleep(attempt, stop);
-	if (stop && *stop)
-		return KINESIS_STOPPED;
-	return KINESIS_OK;
+	char	   *what = psprintf("stream \"%s\"", stream_label(k));
+	ShipResult r = (ShipResult) retry_wait(what, attempt, deadline, k->retry_timeout_s,
+												 problem, stop);
+
+	free(what);
+	return r;
 }
 
-KinesisResult
+ShipResult
 kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 					volatile sig_atomic_t *stop)
 {
@@ -443,10 +398,10 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 	int		   *failed = pg_malloc(sizeof(int) * n);
 	int			npending = n;
 	int			attempt = 0;
-	double		deadline = k->retry_timeout_s > 0 ? now_seconds() + k->retry_timeout_s : 0;
+	double		deadline = retry_deadline(k->retry_timeout_s);
 	PQExpBufferData body;
 	HttpResponse resp;
-	KinesisResult result = KINESIS_OK;
+	ShipResult result = SHIP_OK;
 
 	for (int i = 0; i < n; i++)
 		pending[i] = &recs[i];
@@ -496,13 +451,13 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 			free(message);
 			if (fatal)
 			{
-				result = KINESIS_FATAL;
+				result = SHIP_FATAL;
 				break;
 			}
 		}
 		else if ((problem = call_failure(k, reached, &resp)) == NULL)
 		{
-			result = KINESIS_FATAL;
+			result = SHIP_FATAL;
 			break;
 		}
 
@@ -513,7 +468,7 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 		}
 		result = before_retry(k, ++attempt, deadline, problem, stop);
 		free(problem);
-		if (result != KINESIS_OK)
+		if (result != SHIP_OK)
 			break;
 	}
 
@@ -524,14 +479,14 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 	return result;
 }
 
-KinesisResult
+ShipResult
 kinesis_check_stream(KinesisTarget *k)
 {
 	PQExpBufferData body;
 	HttpResponse resp;
-	KinesisResult result = KINESIS_OK;
+	ShipResult result = SHIP_OK;
 	int			attempt = 0;
-	double		deadline = k->retry_timeout_s > 0 ? now_seconds() + k->retry_timeout_s : 0;
+	double		deadline = retry_deadline(k->retry_timeout_s);
 
 	initPQExpBuffer(&body);
 	http_response_init(&resp);
@@ -557,12 +512,12 @@ kinesis_check_stream(KinesisTarget *k)
 			break;
 		if ((problem = call_failure(k, reached, &resp)) == NULL)
 		{
-			result = KINESIS_FATAL;
+			result = SHIP_FATAL;
 			break;
 		}
 		result = before_retry(k, ++attempt, deadline, problem, NULL);
 		free(problem);
-		if (result != KINESIS_OK)
+		if (result != SHIP_OK)
 			break;
 	}
 	termPQExpBuffer(&body);

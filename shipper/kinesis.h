@@ -14,6 +14,7 @@
 
 #include "aws_config.h"
 #include "http.h"
+#include "retry.h"
 
 #define KINESIS_MAX_RECORDS 500
 #define KINESIS_MAX_REQUEST_BYTES (5 * 1024 * 1024)
@@ -46,12 +47,6 @@ typedef struct KinesisTarget
 	uint64_t	retried_records;
 } KinesisTarget;
 
-typedef enum KinesisResult
-{
-	KINESIS_OK,
-	KINESIS_FATAL,				/* a non-retryable error, already reported */
-	KINESIS_STOPPED				/* stop was requested while retrying */
-} KinesisResult;
 
 extern char *kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
 						  const char *stream_name, const char *stream_arn,
@@ -62,11 +57,11 @@ extern char *kinesis_init(KinesisTarget *k, const char *endpoint, const char *re
  * one is acknowledged.  The records' partition keys must be distinct, so a
  * retried record can never land after a later version of its key.
  */
-extern KinesisResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
+extern ShipResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 										 volatile sig_atomic_t *stop);
 
 /* Checks that the stream exists and is writable (DescribeStreamSummary). */
-extern KinesisResult kinesis_check_stream(KinesisTarget *k);
+extern ShipResult kinesis_check_stream(KinesisTarget *k);
 
 extern void kinesis_partition_key(const char *schema, size_t schema_len,
 								  const char *table, size_t table_len,

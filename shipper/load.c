@@ -22,15 +22,8 @@
 #include "libpq-fe.h"
 #include "load.h"
 #include "pqexpbuffer.h"
+#include "retry.h"
 
-static double
-now_seconds(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 /* The plugin options as a text[] literal: {"name","value",...}. */
 static char *

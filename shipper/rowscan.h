@@ -27,6 +27,7 @@ typedef struct RowFields
 	RowSpan		commit_lsn;		/* with quotes */
 	RowSpan		key;			/* the object */
 	RowSpan		route;			/* with quotes, or the literal null */
+	RowSpan		commit_time;	/* with quotes */
 } RowFields;
 
 /* Returns false when the text is not a JSON object this scanner can read. */

@@ -15,7 +15,7 @@ the call reached the emulator.
     sigcheck_proxy.py --listen PORT --upstream http://127.0.0.1:4567 \
         --access-key AK --secret-key SK --region us-east-1 \
         [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after] \
-        [--seed N] [--port-file FILE]
+        [--seed N] [--port-file FILE] [--strip-auth]
 
 GET /__stats (unsigned) returns the counters as JSON.
 """
@@ -138,8 +138,11 @@ class Handler(BaseHTTPRequestHandler):
         if conn is None:
             conn = http.client.HTTPConnection(opts.upstream_host, opts.upstream_port, timeout=60)
             self.server.local.conn = conn
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("content-length", "connection", "host")}
+        drop = {"content-length", "connection", "host"}
+        if opts.strip_auth:
+            # The signature was checked here; the emulator has keys of its own.
+            drop |= {"authorization", "x-amz-security-token"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
         headers["Host"] = self.headers.get("Host", "")
         data = body if override_body is None else override_body
         try:
@@ -265,6 +268,8 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--port-file")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--strip-auth", action="store_true",
+                    help="forward requests without their signature (s3rver checks its own keys)")
     opts = ap.parse_args()
     opts.faults = [f for f in opts.faults.split(",") if f]
     up = urllib.parse.urlsplit(opts.upstream)

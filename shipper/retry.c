@@ -1,0 +1,79 @@
+/*-------------------------------------------------------------------------
+ *
+ * retry.c
+ *	  Exponential backoff with "equal jitter" (half fixed, half random),
+ *	  from 100 ms up to 5 s, with an overall deadline per batch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "common/logging.h"
+#include "retry.h"
+
+#define BACKOFF_BASE_MS 100
+#define BACKOFF_CAP_MS 5000
+
+double
+now_seconds(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+double
+retry_deadline(int timeout_s)
+{
+	return timeout_s > 0 ? now_seconds() + timeout_s : 0;
+}
+
+/* Sleeps for the attempt's backoff, in slices so a stop is noticed. */
+static void
+backoff_sleep(int attempt, volatile sig_atomic_t *stop)
+{
+	long		cap = (long) BACKOFF_BASE_MS << Min(attempt, 16);
+	unsigned int r;
+	long		ms;
+
+	if (cap > BACKOFF_CAP_MS)
+		cap = BACKOFF_CAP_MS;
+	if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1)
+		r = (unsigned int) random();
+	ms = cap / 2 + (long) (r % (unsigned int) (cap / 2 + 1));
+	while (ms > 0 && !(stop && *stop))
+	{
+		long		slice = Min(ms, 100);
+
+		usleep(slice * 1000);
+		ms -= slice;
+	}
+}
+
+int
+retry_wait(const char *what, int attempt, double deadline, int timeout_s,
+		   const char *problem, volatile sig_atomic_t *stop)
+{
+	if (deadline > 0 && now_seconds() > deadline)
+	{
+		pg_log_error("giving up on %s after %d attempts in %d s: %s",
+					 what, attempt, timeout_s, problem);
+		return RETRY_GIVE_UP;
+	}
+	if (attempt == 1 || attempt % 10 == 0)
+		pg_log_warning("%s; retrying (attempt %d)", problem, attempt + 1);
+	else
+		pg_log_info("%s; retrying (attempt %d)", problem, attempt + 1);
+	if (stop && *stop)
+		return RETRY_STOPPED;
+	backoff_sleep(attempt, stop);
+	if (stop && *stop)
+		return RETRY_STOPPED;
+	return RETRY_AGAIN;
+}

@@ -1,0 +1,39 @@
+/*-------------------------------------------------------------------------
+ *
+ * retry.h
+ *	  Exponential backoff with jitter, shared by the Kinesis and S3 targets.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RETRY_H
+#define RETRY_H
+
+#include <signal.h>
+
+/* How a delivery to a target ended. */
+typedef enum ShipResult
+{
+	SHIP_OK,
+	SHIP_FATAL,					/* a non-retryable error, already reported */
+	SHIP_STOPPED				/* stop was requested while retrying */
+} ShipResult;
+
+/* What retry_wait() tells the caller. */
+#define RETRY_AGAIN SHIP_OK
+#define RETRY_GIVE_UP SHIP_FATAL
+#define RETRY_STOPPED SHIP_STOPPED
+
+extern double now_seconds(void);
+
+/* now + timeout, or 0 (no deadline) when timeout_s is 0. */
+extern double retry_deadline(int timeout_s);
+
+/*
+ * After a retryable failure: past the deadline, reports and returns
+ * RETRY_GIVE_UP; else logs the problem and sleeps for attempt's backoff,
+ * returning RETRY_STOPPED if a stop was requested meanwhile.
+ */
+extern int	retry_wait(const char *what, int attempt, double deadline, int timeout_s,
+					   const char *problem, volatile sig_atomic_t *stop);
+
+#endif							/* RETRY_H */

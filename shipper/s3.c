@@ -1,0 +1,430 @@
+/*-------------------------------------------------------------------------
+ *
+ * s3.c
+ *	  The S3 target: rows are held per route and day, gzip-compressed as
+ *	  they arrive, and written at each flush as one object per route and
+ *	  day with PutObject, signed with SigV4 (service s3, with
+ *	  x-amz-content-sha256).
+ *
+ *	  Object names carry the commit LSNs of their first and last rows as
+ *	  zero-padded hex, so names sort in commit order.  After a crash, rows
+ *	  after the confirmed position are shipped again, possibly into objects
+ *	  with other names; every row carries its own lsn and key, and the
+ *	  Athena views keep one row per (table, key, lsn) (see scripts/athena).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <time.h>
+
+#include "common/logging.h"
+#include "pqexpbuffer.h"
+#include "s3.h"
+#include "sigv4.h"
+
+char *
+s3_init(S3Target *s, const char *url, const char *endpoint, const char *region,
+		const char *addressing, bool gzip, const char *ca_file, long timeout_ms,
+		int retry_timeout_s)
+{
+	const char *rest;
+	const char *slash;
+	char	   *err;
+	char	   *host;
+
+	memset(s, 0, sizeof(*s));
+	if (strncmp(url, "s3://", 5) != 0 || url[5] == '\0' || url[5] == '/')
+		return psprintf("invalid --s3-url \"%s\": use s3://BUCKET/PREFIX", url);
+	rest = url + 5;
+	slash = strchr(rest, '/');
+	s->bucket = slash ? pnstrdup(rest, slash - rest) : pg_strdup(rest);
+	s->prefix = pg_strdup(slash ? slash + 1 : "");
+	while (strlen(s->prefix) > 0 && s->prefix[strlen(s->prefix) - 1] == '/')
+		s->prefix[strlen(s->prefix) - 1] = '\0';
+	for (const char *c = s->bucket; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '.'))
+			return psprintf("invalid bucket name \"%s\" in --s3-url", s->bucket);
+
+	s->region = pg_strdup(region);
+	s->gzip = gzip;
+	s->run_id = (uint32_t) time(NULL);
+	s->retry_timeout_s = retry_timeout_s;
+	if (endpoint != NULL)
+	{
+		s->endpoint = pg_strdup(endpoint);
+		while (strlen(s->endpoint) > 0 && s->endpoint[strlen(s->endpoint) - 1] == '/')
+			s->endpoint[strlen(s->endpoint) - 1] = '\0';
+		/* An endpoint means an emulator or a VPC endpoint: path style by default. */
+		s->path_style = addressing == NULL || strcmp(addressing, "path") == 0;
+	}
+	else
+	{
+		s->endpoint = psprintf("https://s3.%s.amazonaws.com", region);
+		s->path_style = addressing != NULL && strcmp(addressing, "path") == 0;
+	}
+	if (addressing != NULL && strcmp(addressing, "path") != 0 && strcmp(addressing, "virtual") != 0)
+		return psprintf("invalid --s3-addressing \"%s\": use path or virtual", addressing);
+	if ((host = http_host_header(s->endpoint, NULL, &err)) == NULL)
+		return psprintf("--s3-endpoint-url: %s", err);
+	free(host);
+	if ((err = aws_load_credentials(&s->creds)) != NULL)
+		return err;
+	http_client_init(&s->http, ca_file, timeout_ms);
+	return NULL;
+}
+
+bool
+s3_has_rows(const S3Target *s)
+{
+	return s->nobjects > 0;
+}
+
+/* URL and Host of an object (key NULL: the bucket itself). */
+static void
+object_url(S3Target *s, const char *key, char **url, char **host, char **path)
+{
+	char	   *err;
+	char	   *ep_host = http_host_header(s->endpoint, NULL, &err);
+	const char *scheme_end = strstr(s->endpoint, "://");
+	char	   *scheme = pnstrdup(s->endpoint, scheme_end - s->endpoint);
+	char	   *raw_path;
+	char	   *encoded;
+
+	if (s->path_style)
+	{
+		*host = ep_host;
+		raw_path = key ? psprintf("/%s/%s", s->bucket, key) : psprintf("/%s", s->bucket);
+	}
+	else
+	{
+		*host = psprintf("%s.%s", s->bucket, ep_host);
+		free(ep_host);
+		raw_path = key ? psprintf("/%s", key) : pg_strdup("/");
+	}
+	encoded = sigv4_uri_encode(raw_path, strlen(raw_path), true);
+	*url = psprintf("%s://%s%s", scheme, *host, encoded);
+	*path = raw_path;
+	free(encoded);
+	free(scheme);
+}
+
+/* One signed S3 request. */
+static bool
+s3_request(S3Target *s, const char *method, const char *key, const char *content_type,
+		   const char *body, size_t len, HttpResponse *resp)
+{
+	char		amz_date[17];
+	char		payload_hash[65];
+	char	   *url;
+	char	   *host;
+	char	   *path;
+	SigV4Header h[6];
+	int			nh = 0;
+	SigV4Request req;
+	SigV4Result sig;
+	struct curl_slist *headers = NULL;
+	char	   *line;
+	bool		ok;
+
+	object_url(s, key, &url, &host, &path);
+	sigv4_amz_date((long long) time(NULL), amz_date);
+	sigv4_sha256_hex(body ? body : "", body ? len : 0, payload_hash);
+
+	if (content_type)
+		h[nh++] = (SigV4Header) {"Content-Type", content_type};
+	h[nh++] = (SigV4Header) {"Host", host};
+	h[nh++] = (SigV4Header) {"X-Amz-Content-Sha256", payload_hash};
+	h[nh++] = (SigV4Header) {"X-Amz-Date", amz_date};
+	if (s->creds.session_token)
+		h[nh++] = (SigV4Header) {"X-Amz-Security-Token", s->creds.session_token};
+
+	memset(&req, 0, sizeof(req));
+	req.method = method;
+	req.path = path;
+	req.headers = h;
+	req.nheaders = nh;
+	req.payload_hash = payload_hash;
+	req.normalize_path = false;		/* S3 signs the path as it is */
+	req.region = s->region;
+	req.service = "s3";
+	req.access_key = s->creds.access_key;
+	req.secret_key = s->creds.secret_key;
+	req.amz_date = amz_date;
+	if (!sigv4_sign(&req, &sig))
+	{
+		pg_log_error("out of memory");
+		exit(1);
+	}
+	for (int i = 0; i < nh; i++)
+	{
+		line = psprintf("%s: %s", h[i].name, h[i].value);
+		headers = curl_slist_append(headers, line);
+		free(line);
+	}
+	line = psprintf("Authorization: %s", sig.authorization);
+	headers = curl_slist_append(headers, line);
+	free(line);
+	headers = curl_slist_append(headers, "Expect:");
+
+	if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(s->http.curl, CURLOPT_NOBODY, 1L);
+	ok = http_request(&s->http, method, url, headers,
+					  strcmp(method, "PUT") == 0 ? (body ? body : "") : NULL, len, resp);
+	curl_easy_setopt(s->http.curl, CURLOPT_NOBODY, 0L);
+
+	curl_slist_free_all(headers);
+	sigv4_result_free(&sig);
+	free(url);
+	free(host);
+	free(path);
+	return ok;
+}
+
+/* <Code>...</Code> of an S3 error document, or NULL. */
+static char *
+xml_code(const char *body)
+{
+	const char *a = body ? strstr(body, "<Code>") : NULL;
+	const char *b = a ? strstr(a, "</Code>") : NULL;
+
+	return (a && b) ? pnstrdup(a + 6, b - a - 6) : NULL;
+}
+
+/* Retryable failure: a description; permanent: reported, NULL. */
+static char *
+s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
+{
+	char	   *code;
+	char	   *problem = NULL;
+
+	if (!reached)
+	{
+		if (http_error_is_permanent(resp))
+		{
+			pg_log_error("could not connect to %s: %s", s->endpoint, resp->error);
+			if (strncmp(s->endpoint, "https:", 6) == 0)
+				pg_log_error_hint("Give the endpoint's CA certificate with --ca-file.");
+			return NULL;
+		}
+		http_client_reset_connection(&s->http);
+		return psprintf("could not reach %s: %s", s->endpoint, resp->error);
+	}
+	code = xml_code(resp->body.data);
+	if (resp->status >= 500 || resp->status == 429 ||
+		(code && (strcmp(code, "SlowDown") == 0 || strcmp(code, "RequestTimeout") == 0 ||
+				  strcmp(code, "InternalError") == 0 || strcmp(code, "ServiceUnavailable") == 0)))
+		problem = psprintf("HTTP %ld from %s for %s%s%s", resp->status, s->endpoint, what,
+						   code ? ": " : "", code ? code : "");
+	else if (resp->status == 404 || (code && strcmp(code, "NoSuchBucket") == 0))
+		pg_log_error("S3 bucket \"%s\" does not exist at %s", s->bucket, s->endpoint);
+	else
+	{
+		pg_log_error("S3 refused %s at %s: HTTP %ld%s%s", what, s->endpoint, resp->status,
+					 code ? ": " : "", code ? code : "");
+		if (code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
+					 strcmp(code, "InvalidAccessKeyId") == 0))
+			pg_log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
+							  s->creds.source);
+	}
+	free(code);
+	return problem;
+}
+
+ShipResult
+s3_check_bucket(S3Target *s)
+{
+	HttpResponse resp;
+	ShipResult	result = SHIP_OK;
+	double		deadline = retry_deadline(s->retry_timeout_s);
+	char	   *what = psprintf("bucket \"%s\"", s->bucket);
+
+	http_response_init(&resp);
+	for (int attempt = 1;; attempt++)
+	{
+		bool		reached = s3_request(s, "HEAD", NULL, NULL, NULL, 0, &resp);
+		char	   *problem;
+
+		if (reached && resp.status >= 200 && resp.status < 300)
+			break;
+		if ((problem = s3_failure(s, what, reached, &resp)) == NULL)
+		{
+			result = SHIP_FATAL;
+			break;
+		}
+		result = (ShipResult) retry_wait(what, attempt, deadline, s->retry_timeout_s, problem, NULL);
+		free(problem);
+		if (result != SHIP_OK)
+			break;
+	}
+	http_response_free(&resp);
+	free(what);
+	return result;
+}
+
+static void
+deflate_into(S3Object *o, const char *data, size_t len, int flush)
+{
+	unsigned char out[65536];
+
+	o->z.next_in = (unsigned char *) data;
+	o->z.avail_in = (uInt) len;
+	do
+	{
+		o->z.next_out = out;
+		o->z.avail_out = sizeof(out);
+		if (deflate(&o->z, flush) == Z_STREAM_ERROR)
+		{
+			pg_log_error("could not compress an S3 object");
+			exit(1);
+		}
+		appendBinaryPQExpBuffer(&o->body, (char *) out, sizeof(out) - o->z.avail_out);
+	} while (o->z.avail_out == 0 || (flush == Z_FINISH && o->z.avail_in > 0));
+}
+
+void
+s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t len,
+	   uint64_t commit_lsn, uint64_t safe_lsn)
+{
+	S3Object   *o = NULL;
+
+	for (int i = 0; i < s->nobjects; i++)
+	{
+		if (strcmp(s->objects[i].route, route) == 0 && strcmp(s->objects[i].dt, dt) == 0)
+		{
+			o = &s->objects[i];
+			break;
+		}
+	}
+	if (o == NULL)
+	{
+		if (s->nobjects == s->maxobjects)
+		{
+			s->maxobjects = Max(8, s->maxobjects * 2);
+			s->objects = pg_realloc(s->objects, sizeof(S3Object) * s->maxobjects);
+		}
+		o = &s->objects[s->nobjects++];
+		memset(o, 0, sizeof(*o));
+		o->route = pg_strdup(route);
+		strlcpy(o->dt, dt, sizeof(o->dt));
+		o->first_lsn = commit_lsn;
+		initPQExpBuffer(&o->body);
+		/* windowBits 15 + 16: a gzip wrapper */
+		if (s->gzip && deflateInit2(&o->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		{
+			pg_log_error("could not start gzip compression");
+			exit(1);
+		}
+	}
+	if (s->buffered == 0)
+	{
+		s->first_at = now_seconds();
+		s->safe_lsn = safe_lsn;
+	}
+	o->last_lsn = commit_lsn;
+	o->rows++;
+	if (s->gzip)
+	{
+		deflate_into(o, row, len, Z_NO_FLUSH);
+		deflate_into(o, "\n", 1, Z_NO_FLUSH);
+	}
+	else
+	{
+		appendBinaryPQExpBuffer(&o->body, row, len);
+		appendPQExpBufferChar(&o->body, '\n');
+	}
+	s->buffered += len + 1;
+}
+
+/*
+ * PREFIX/<route>/dt=<day>/<first>-<last>-<run>-<flush>.json.gz: the commit
+ * LSNs of the first and last rows (zero-padded hex, so names sort in commit
+ * order), then this run's start time and flush number.  The suffix keeps
+ * names unique where LSNs alone are not (load rows all carry the consistent
+ * point; a large transaction can span flushes), so no object is ever
+ * overwritten.
+ */
+static char *
+object_key(S3Target *s, S3Object *o)
+{
+	return psprintf("%s%s%s/dt=%s/%08X%08X-%08X%08X-%08X-%06u.json%s",
+					s->prefix, s->prefix[0] ? "/" : "", o->route, o->dt,
+					(uint32_t) (o->first_lsn >> 32), (uint32_t) o->first_lsn,
+					(uint32_t) (o->last_lsn >> 32), (uint32_t) o->last_lsn,
+					(uint32_t) s->run_id, s->flushes, s->gzip ? ".gz" : "");
+}
+
+ShipResult
+s3_flush(S3Target *s, volatile sig_atomic_t *stop)
+{
+	HttpResponse resp;
+	ShipResult	result = SHIP_OK;
+	int			done = 0;
+
+	if (s->nobjects == 0)
+		return SHIP_OK;
+
+	http_response_init(&resp);
+	for (int i = 0; i < s->nobjects && result == SHIP_OK; i++)
+	{
+		S3Object   *o = &s->objects[i];
+		char	   *key;
+		double		deadline = retry_deadline(s->retry_timeout_s);
+		char	   *what;
+
+		if (s->gzip && o->z.state != NULL)
+		{
+			deflate_into(o, NULL, 0, Z_FINISH);
+			deflateEnd(&o->z);
+		}
+		key = object_key(s, o);
+		what = psprintf("object \"%s\"", key);
+		for (int attempt = 1;; attempt++)
+		{
+			bool		reached = s3_request(s, "PUT", key, "application/x-ndjson",
+											 o->body.data, o->body.len, &resp);
+			char	   *problem;
+
+			if (reached && resp.status >= 200 && resp.status < 300)
+			{
+				s->objects_put++;
+				s->bytes_put += o->body.len;
+				pg_log_info("wrote s3://%s/%s (%llu rows, %zu bytes)", s->bucket, key,
+							(unsigned long long) o->rows, o->body.len);
+				done++;
+				break;
+			}
+			if ((problem = s3_failure(s, what, reached, &resp)) == NULL)
+			{
+				result = SHIP_FATAL;
+				break;
+			}
+			result = (ShipResult) retry_wait(what, attempt, deadline, s->retry_timeout_s,
+											 problem, stop);
+			free(problem);
+			if (result != SHIP_OK)
+				break;
+		}
+		free(what);
+		free(key);
+	}
+	http_response_free(&resp);
+
+	if (result != SHIP_OK)
+	{
+		/*
+		 * Objects already written stay; the rest are dropped with the whole
+		 * flush unconfirmed: the rows come again after a restart.
+		 */
+		return result;
+	}
+	for (int i = 0; i < s->nobjects; i++)
+	{
+		free(s->objects[i].route);
+		termPQExpBuffer(&s->objects[i].body);
+	}
+	s->nobjects = 0;
+	s->buffered = 0;
+	s->flushes++;
+	return SHIP_OK;
+}
