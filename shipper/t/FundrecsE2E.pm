@@ -20,7 +20,8 @@ use Time::HiRes qw(usleep);
 
 use Exporter 'import';
 our @EXPORT = qw(
-  new_cluster start_kinesalite start_kinesis_mock start_proxy proxy_stats
+  new_cluster start_kinesalite start_kinesis_mock start_s3rver start_proxy proxy_stats
+  athena_figures
   kinesis_tool read_stream shipper_env run_shipper start_shipper wait_for_port
   plugin_rows $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR
 );
@@ -112,6 +113,35 @@ sub start_kinesis_mock
 	wait_for_port($plain, 'kinesis-mock');
 	wait_for_port($tls, 'kinesis-mock (TLS)');
 	return ($plain, $tls, $h);
+}
+
+# s3rver with a bucket; it keeps its objects in a directory of the test's.
+sub start_s3rver
+{
+	my ($bucket) = @_;
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $dir = "$PostgreSQL::Test::Utils::tmp_check/s3rver_$port";
+	mkdir $dir;
+	my $h = _start([ "$E2E_DIR/node_modules/.bin/s3rver", '-d', $dir, '-p', $port, '-a', '127.0.0.1',
+		'--configure-bucket', $bucket, '--silent' ], "$dir.log");
+	wait_for_port($port, 's3rver');
+	return ($port, $h);
+}
+
+# The S3 objects read back with boto3, then queried with DuckDB through the
+# SQL of the Athena views: a hash of figures.
+sub athena_figures
+{
+	my ($s3port, $bucket, $prefix) = @_;
+	my $dir = "$PostgreSQL::Test::Utils::tmp_check/download_" . int(rand(1e9));
+	my ($out, $err);
+	IPC::Run::run([ $PYTHON, "$E2E_DIR/s3_tool.py", '--endpoint', "http://127.0.0.1:$s3port",
+		'download', '--hive-route', $bucket, $prefix, $dir ], '>', \$out, '2>', \$err)
+	  or die "s3_tool download failed: $err";
+	local $ENV{NODE_PATH} = "$E2E_DIR/node_modules";
+	IPC::Run::run([ 'node', "$E2E_DIR/athena_duckdb.js", $dir ], '>', \$out, '2>', \$err)
+	  or die "athena_duckdb failed: $err";
+	return decode_json($out);
 }
 
 # The signature-checking (and optionally fault-injecting) endpoint.

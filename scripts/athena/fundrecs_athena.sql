@@ -1,0 +1,109 @@
+-- Athena layer over the objects fundrecs_shipper writes with --target s3.
+-- Render with scripts/athena/render.sh BUCKET PREFIX [ROUTES] (it fills
+-- @BUCKET@, @PREFIX@ and @ROUTES@), then run each statement in Athena.
+--
+-- Layout: s3://@BUCKET@/@PREFIX@/<route>/dt=YYYY-MM-DD/<first>-<last>-<run>-<n>.json.gz
+-- Partition projection on route and dt: no crawler, no MSCK REPAIR TABLE.
+
+CREATE DATABASE IF NOT EXISTS fundrecs_cdc;
+
+-- Every row the shipper wrote, as written (a row may appear twice after a
+-- restart of the shipper: see the changes view).
+CREATE EXTERNAL TABLE IF NOT EXISTS fundrecs_cdc.cdc_rows (
+	op string,
+	`schema` string,
+	`table` string,
+	lsn string,
+	commit_lsn string,
+	xid bigint,
+	commit_time string,
+	key map<string,string>,
+	data struct<order_id:bigint, product_id:int, customer_id:int, quantity:int,
+		order_date:string, product_name:string, category:string,
+		price:decimal(12,2), total_price:decimal(38,2),
+		customer_name:string, location:string>,
+	old struct<order_id:bigint, product_id:int, customer_id:int, quantity:int,
+		order_date:string, product_name:string, category:string,
+		price:decimal(12,2), total_price:decimal(38,2),
+		customer_name:string, location:string>
+)
+PARTITIONED BY (route string, dt string)
+ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'
+WITH SERDEPROPERTIES ('ignore.malformed.json' = 'false')
+LOCATION 's3://@BUCKET@/@PREFIX@/'
+TBLPROPERTIES (
+	'projection.enabled' = 'true',
+	'projection.route.type' = 'enum',
+	'projection.route.values' = '@ROUTES@',
+	'projection.dt.type' = 'date',
+	'projection.dt.format' = 'yyyy-MM-dd',
+	'projection.dt.range' = '2024-01-01,NOW',
+	'projection.dt.interval' = '1',
+	'projection.dt.interval.unit' = 'DAYS',
+	'storage.location.template' = 's3://@BUCKET@/@PREFIX@/${route}/dt=${dt}/'
+);
+
+-- One row per change: a row shipped twice (after a restart) is kept once.
+-- A change is identified by its table, key and LSN; positions are compared
+-- as numbers (an LSN "X/Y" is X * 2^32 + Y, both hex).
+CREATE OR REPLACE VIEW fundrecs_cdc.changes AS
+SELECT *
+FROM (
+	SELECT r.*,
+		from_base(split_part(commit_lsn, '/', 1), 16) * 4294967296
+			+ from_base(split_part(commit_lsn, '/', 2), 16) AS commit_pos,
+		from_base(split_part(lsn, '/', 1), 16) * 4294967296
+			+ from_base(split_part(lsn, '/', 2), 16) AS change_pos,
+		row_number() OVER (
+			PARTITION BY r."schema", r."table", json_format(CAST(r.key AS json)), r.lsn, r.op
+			ORDER BY r.commit_lsn) AS copy_no
+	FROM fundrecs_cdc.cdc_rows r
+	WHERE r.op <> 'truncate'
+) d
+WHERE copy_no = 1;
+
+-- The seed's tables: every version written, with the seed's columns.
+CREATE OR REPLACE VIEW fundrecs_cdc.customers AS
+SELECT data.customer_id, data.customer_name, data.location
+FROM fundrecs_cdc.changes
+WHERE "table" = 'customers' AND op IN ('load', 'insert', 'update');
+
+CREATE OR REPLACE VIEW fundrecs_cdc.electronics_orders AS
+SELECT data.order_id, data.product_id, data.customer_id, data.quantity, data.order_date,
+	data.product_name, data.category, data.price, data.total_price
+FROM fundrecs_cdc.changes
+WHERE "table" = 'orders' AND route = 'electronics' AND op IN ('load', 'insert', 'update');
+
+CREATE OR REPLACE VIEW fundrecs_cdc.furniture_orders AS
+SELECT data.order_id, data.product_id, data.customer_id, data.quantity, data.order_date,
+	data.product_name, data.category, data.price, data.total_price
+FROM fundrecs_cdc.changes
+WHERE "table" = 'orders' AND route = 'furniture' AND op IN ('load', 'insert', 'update');
+
+-- Current state: the latest version of each key across every route,
+-- deletes removed.  An order that moved category appears once, in its new
+-- category.
+CREATE OR REPLACE VIEW fundrecs_cdc.orders_current AS
+SELECT route, data.order_id, data.product_id, data.customer_id, data.quantity, data.order_date,
+	data.product_name, data.category, data.price, data.total_price
+FROM (
+	SELECT c.*, row_number() OVER (PARTITION BY key['order_id']
+		ORDER BY commit_pos DESC, change_pos DESC) AS version_no
+	FROM fundrecs_cdc.changes c
+	WHERE "table" = 'orders'
+) v
+WHERE version_no = 1 AND op <> 'delete';
+
+CREATE OR REPLACE VIEW fundrecs_cdc.customers_current AS
+SELECT data.customer_id, data.customer_name, data.location
+FROM (
+	SELECT c.*, row_number() OVER (PARTITION BY key['customer_id']
+		ORDER BY commit_pos DESC, change_pos DESC) AS version_no
+	FROM fundrecs_cdc.changes c
+	WHERE "table" = 'customers'
+) v
+WHERE version_no = 1 AND op <> 'delete';
+
+-- The seed's step 7 query, per category, on the current state.
+-- SELECT route, count(*) AS orders, sum(total_price) AS total
+-- FROM fundrecs_cdc.orders_current GROUP BY route ORDER BY route;
