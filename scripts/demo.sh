@@ -41,11 +41,13 @@ fi
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 kport=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 kinesalite_pid=""
+s3rver_pid=""
 shipper_pid=""
 
 cleanup() {
 	[ -n "$shipper_pid" ] && kill "$shipper_pid" 2>/dev/null || true
 	[ -n "$kinesalite_pid" ] && kill "$kinesalite_pid" 2>/dev/null || true
+	[ -n "$s3rver_pid" ] && kill "$s3rver_pid" 2>/dev/null || true
 	as_pg "$bindir/pg_ctl" -D "$demo/data" -m fast stop >/dev/null 2>&1 || true
 	if [ "${KEEP:-0}" = 1 ]; then
 		echo "kept $demo"
@@ -103,15 +105,28 @@ for _ in $(seq 1 100); do
 	(exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break
 	sleep 0.1
 done
-export AWS_ACCESS_KEY_ID=AKIDFUNDRECSDEMO AWS_SECRET_ACCESS_KEY=demo-secret AWS_REGION=us-east-1
+# s3rver knows one key pair, S3RVER/S3RVER; kinesalite takes any.
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
 tool() { /usr/bin/python3 test/e2e/kinesis_tool.py --endpoint "http://127.0.0.1:$kport" \
 	--access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$@"; }
 tool create fundrecs-demo 2 >/dev/null
 
-echo "== fundrecs_shipper: slot fundrecs_slot -> stream fundrecs-demo"
+s3port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+echo "== a local S3 (s3rver on port $s3port) with bucket fundrecs-lake"
+mkdir -p "$demo/s3"
+test/e2e/node_modules/.bin/s3rver -d "$demo/s3" -p "$s3port" -a 127.0.0.1 \
+	--configure-bucket fundrecs-lake --allow-mismatched-signatures --silent >"$demo/s3rver.log" 2>&1 &
+s3rver_pid=$!
+for _ in $(seq 1 100); do
+	(exec 3<>"/dev/tcp/127.0.0.1/$s3port") 2>/dev/null && break
+	sleep 0.1
+done
+
+echo "== fundrecs_shipper: slot fundrecs_slot -> stream fundrecs-demo and s3://fundrecs-lake/cdc"
 "$bindir/fundrecs_shipper" -d "host=$demo port=$port user=$dbuser dbname=postgres" \
 	-S fundrecs_slot --create-slot --if-not-exists \
-	--stream fundrecs-demo --endpoint-url "http://127.0.0.1:$kport" \
+	--target kinesis,s3 --stream fundrecs-demo --endpoint-url "http://127.0.0.1:$kport" \
+	--s3-url s3://fundrecs-lake/cdc --s3-endpoint-url "http://127.0.0.1:$s3port" --flush-seconds 1 \
 	--linger-ms 20 -s 1 -v >"$demo/shipper.log" 2>&1 &
 shipper_pid=$!
 for _ in $(seq 1 100); do
@@ -159,3 +174,26 @@ print("%-15s %6s %12s" % ("route", "rows", "total_price"))
 for route, (n, total) in sorted(totals.items()):
     print("%-15s %6d %12s" % (route, n, total))
 '
+
+echo
+echo "== the seed's step 7/8: the S3 layout queried like Athena (DuckDB, the Athena views' SQL)"
+(cd "$demo/s3" && find fundrecs-lake -name '*._S3rver_object' | sed 's/._S3rver_object$//' | sort | sed 's/^/  s3:\/\//')
+/usr/bin/python3 test/e2e/s3_tool.py --endpoint "http://127.0.0.1:$s3port" download --hive-route \
+	fundrecs-lake cdc "$demo/lake" >/dev/null
+NODE_PATH=test/e2e/node_modules node test/e2e/athena_duckdb.js "$demo/lake" | /usr/bin/python3 -c '
+import json, sys
+f = json.load(sys.stdin)
+print("SELECT route, count(*), sum(total_price) FROM orders_current GROUP BY route;")
+print("%-15s %6s %12s" % ("route", "orders", "total_price"))
+for r in f["per_route"]:
+    print("%-15s %6s %12s" % (r["route"], r["orders"], r["total"] if r["total"] is not None else "-"))
+print("customers_current: %s rows; seed views: customers %s, electronics_orders %s, furniture_orders %s"
+      % (f["customers_current"], f["seed_views"]["customers"], f["seed_views"]["electronics_orders"],
+         f["seed_views"]["furniture_orders"]))
+'
+echo
+echo "== the same from PostgreSQL, for comparison"
+psql -c "SELECT coalesce(fundrecs.category_slug(p.category), 'uncategorized') AS route, count(*) AS orders,
+	sum(p.price * o.quantity) AS total_price
+	FROM fundrecs_schema.orders o LEFT JOIN fundrecs.product_details p USING (product_id)
+	GROUP BY 1 ORDER BY 1"

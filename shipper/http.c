@@ -101,6 +101,8 @@ http_request(HttpClient *client, const char *method, const char *url,
 		curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	}
+	/* HEAD: no body comes back whatever Content-Length says. */
+	curl_easy_setopt(c, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp->body);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, resp->error);

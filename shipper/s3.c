@@ -167,11 +167,8 @@ s3_request(S3Target *s, const char *method, const char *key, const char *content
 	free(line);
 	headers = curl_slist_append(headers, "Expect:");
 
-	if (strcmp(method, "HEAD") == 0)
-		curl_easy_setopt(s->http.curl, CURLOPT_NOBODY, 1L);
 	ok = http_request(&s->http, method, url, headers,
 					  strcmp(method, "PUT") == 0 ? (body ? body : "") : NULL, len, resp);
-	curl_easy_setopt(s->http.curl, CURLOPT_NOBODY, 0L);
 
 	curl_slist_free_all(headers);
 	sigv4_result_free(&sig);

@@ -153,4 +153,27 @@ like($stderr, qr/invalid --s3-url "https:\/\/lake\/x": use s3:\/\/BUCKET\/PREFIX
 ($rc, $stdout, $stderr) = run_shipper(\%env, '-d', $connstr, '-S', 'lake_slot', '--target', 's3');
 is($rc, 2, 'no --s3-url: exit code 2');
 
+# 4. The AWS CLI scripts, in dry-run mode: the documents they would send.
+{
+	local $ENV{AWS_REGION} = 'eu-west-1';
+	my $scripts = "$E2E_DIR/../../scripts/aws";
+	my ($policy, $err);
+	IPC::Run::run([ 'bash', "$scripts/iam-policy.sh", 'orders-cdc', 'lake', 'cdc', '--dry-run' ],
+		'>', \$policy, '2>', \$err) or die $err;
+	my $doc = decode_json($policy);
+	is(scalar @{ $doc->{Statement} }, 3, 'IAM policy: three statements');
+	is_deeply([ sort map { @{ $_->{Action} } } @{ $doc->{Statement} } ],
+		[ sort qw(kinesis:PutRecords kinesis:DescribeStreamSummary s3:PutObject s3:ListBucket s3:GetBucketLocation) ],
+		'IAM policy: only what the shipper calls');
+	my $fh;
+	IPC::Run::run([ 'bash', "$scripts/firehose.sh", 'orders-cdc', 'lake', 'cdc', '--dry-run' ],
+		'>', \$fh, '2>', \$err) or die $err;
+	like($fh, qr/partitionKeyFromQuery:route/, 'Firehose: dynamic partitioning on route');
+	like($fh, qr/AppendDelimiterToRecord/, 'Firehose: a newline after each record');
+	my $st;
+	IPC::Run::run([ 'bash', "$scripts/create-stream.sh", 'orders-cdc', '4', '--dry-run' ], '>', \$st, '2>', \$err)
+	  or die $err;
+	like($st, qr/^aws kinesis create-stream --stream-name orders-cdc --shard-count 4/m, 'create-stream: the command');
+}
+
 done_testing();
