@@ -445,6 +445,40 @@ append_dms_timestamp(StringInfo out, TimestampTz ts)
 }
 
 /*
+ * The DMS metadata object up to its fundrecs additions: timestamp,
+ * record-type, operation, partition-key-type, schema-name, table-name,
+ * transaction-id (not for load rows), lsn and commit-lsn.  Left open.
+ */
+static void
+append_dms_metadata(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
+					FrRelInfo *ri, const char *record_type, const char *operation,
+					const char *partition_key_type)
+{
+	appendStringInfoString(out, "\"metadata\":{");
+	if (opts->include_timestamp)
+	{
+		appendStringInfoString(out, "\"timestamp\":");
+		append_dms_timestamp(out, meta->commit_time);
+		appendStringInfoChar(out, ',');
+	}
+	appendStringInfo(out, "\"record-type\":\"%s\",\"operation\":\"%s\","
+					 "\"partition-key-type\":\"%s\",\"schema-name\":",
+					 record_type, operation, partition_key_type);
+	fr_json_append_string(out, ri->schema_name);
+	appendStringInfoString(out, ",\"table-name\":");
+	fr_json_append_string(out, ri->table_name);
+	if (opts->include_xid && TransactionIdIsValid(meta->xid))
+		appendStringInfo(out, ",\"transaction-id\":%u", meta->xid);
+	if (opts->include_lsn)
+	{
+		appendStringInfoString(out, ",\"lsn\":");
+		fr_json_append_lsn(out, meta->lsn);
+		appendStringInfoString(out, ",\"commit-lsn\":");
+		fr_json_append_lsn(out, meta->commit_lsn);
+	}
+}
+
+/*
  * The DMS Kinesis record: {"data":{...},"before-image":{...},"metadata":{...}}.
  * Deletes carry the old row (its key columns at least) in data; an update's
  * old row, when PostgreSQL gives one, goes in before-image.  fundrecs adds
@@ -470,28 +504,8 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 					 !ri->identity_full, oldproduct, ri->is_orders && old_has_product,
 					 NULL);
 
-	appendStringInfoString(out, ",\"metadata\":{");
-	if (opts->include_timestamp)
-	{
-		appendStringInfoString(out, "\"timestamp\":");
-		append_dms_timestamp(out, meta->commit_time);
-		appendStringInfoChar(out, ',');
-	}
-	appendStringInfo(out, "\"record-type\":\"data\",\"operation\":\"%s\","
-					 "\"partition-key-type\":\"primary-key\",\"schema-name\":",
-					 meta->op);
-	fr_json_append_string(out, ri->schema_name);
-	appendStringInfoString(out, ",\"table-name\":");
-	fr_json_append_string(out, ri->table_name);
-	if (opts->include_xid && TransactionIdIsValid(meta->xid))
-		appendStringInfo(out, ",\"transaction-id\":%u", meta->xid);
-	if (opts->include_lsn)
-	{
-		appendStringInfoString(out, ",\"lsn\":");
-		fr_json_append_lsn(out, meta->lsn);
-		appendStringInfoString(out, ",\"commit-lsn\":");
-		fr_json_append_lsn(out, meta->commit_lsn);
-	}
+	appendStringInfoChar(out, ',');
+	append_dms_metadata(out, opts, meta, ri, "data", meta->op, "primary-key");
 	appendStringInfoString(out, ",\"route\":");
 	appendStringInfoString(out, route);
 	if (ri->nkeys > 0)
@@ -588,27 +602,8 @@ write_truncate(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 
 	if (opts->format == FR_FORMAT_DMS)
 	{
-		appendStringInfoString(out, "{\"metadata\":{");
-		if (opts->include_timestamp)
-		{
-			appendStringInfoString(out, "\"timestamp\":");
-			append_dms_timestamp(out, meta->commit_time);
-			appendStringInfoChar(out, ',');
-		}
-		appendStringInfoString(out, "\"record-type\":\"control\",\"operation\":\"truncate-table\","
-							   "\"partition-key-type\":\"schema-table\",\"schema-name\":");
-		fr_json_append_string(out, ri->schema_name);
-		appendStringInfoString(out, ",\"table-name\":");
-		fr_json_append_string(out, ri->table_name);
-		if (opts->include_xid)
-			appendStringInfo(out, ",\"transaction-id\":%u", meta->xid);
-		if (opts->include_lsn)
-		{
-			appendStringInfoString(out, ",\"lsn\":");
-			fr_json_append_lsn(out, meta->lsn);
-			appendStringInfoString(out, ",\"commit-lsn\":");
-			fr_json_append_lsn(out, meta->commit_lsn);
-		}
+		appendStringInfoChar(out, '{');
+		append_dms_metadata(out, opts, meta, ri, "control", "truncate-table", "schema-table");
 		appendStringInfo(out, ",\"route\":%s}}", route);
 		return;
 	}

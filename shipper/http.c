@@ -195,3 +195,23 @@ done:
 	curl_url_cleanup(u);
 	return result;
 }
+
+/* The request's headers for curl: the signed ones, Authorization, no Expect. */
+struct curl_slist *
+http_signed_headers(const SigV4Header *h, int nh, const char *authorization)
+{
+	struct curl_slist *headers = NULL;
+	char	   *line;
+
+	for (int i = 0; i < nh; i++)
+	{
+		line = psprintf("%s: %s", h[i].name, h[i].value);
+		headers = curl_slist_append(headers, line);
+		free(line);
+	}
+	line = psprintf("Authorization: %s", authorization);
+	headers = curl_slist_append(headers, line);
+	free(line);
+	/* curl would wait for a 100-continue on large bodies */
+	return curl_slist_append(headers, "Expect:");
+}

@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 
 #include "pqexpbuffer.h"
+#include "sigv4.h"
 
 typedef struct HttpClient
 {
@@ -44,6 +45,9 @@ extern bool http_request(HttpClient *client, const char *method, const char *url
 
 /* A transport failure that retrying cannot mend (TLS verification...). */
 extern bool http_error_is_permanent(const HttpResponse *resp);
+
+extern struct curl_slist *http_signed_headers(const SigV4Header *h, int nh,
+											 const char *authorization);
 
 /* "host" or "host:port" exactly as curl will send it in Host:. */
 extern char *http_host_header(const char *url, char **path_out, char **errmsg);

@@ -156,7 +156,6 @@ kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t l
 	SigV4Request req;
 	SigV4Result sig;
 	struct curl_slist *headers = NULL;
-	char	   *line;
 	bool		ok;
 
 	sigv4_amz_date((long long) time(NULL), amz_date);
@@ -188,16 +187,7 @@ kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t l
 		exit(1);
 	}
 
-	for (int i = 0; i < nh; i++)
-	{
-		line = psprintf("%s: %s", h[i].name, h[i].value);
-		headers = curl_slist_append(headers, line);
-		free(line);
-	}
-	line = psprintf("Authorization: %s", sig.authorization);
-	headers = curl_slist_append(headers, line);
-	free(line);
-	headers = curl_slist_append(headers, "Expect:");
+	headers = http_signed_headers(h, nh, sig.authorization);
 
 	ok = http_request(&k->http, "POST", k->endpoint, headers, body, len, resp);
 

@@ -124,7 +124,6 @@ s3_request(S3Target *s, const char *method, const char *key, const char *content
 	SigV4Request req;
 	SigV4Result sig;
 	struct curl_slist *headers = NULL;
-	char	   *line;
 	bool		ok;
 
 	object_url(s, key, &url, &host, &path);
@@ -156,16 +155,7 @@ s3_request(S3Target *s, const char *method, const char *key, const char *content
 		pg_log_error("out of memory");
 		exit(1);
 	}
-	for (int i = 0; i < nh; i++)
-	{
-		line = psprintf("%s: %s", h[i].name, h[i].value);
-		headers = curl_slist_append(headers, line);
-		free(line);
-	}
-	line = psprintf("Authorization: %s", sig.authorization);
-	headers = curl_slist_append(headers, line);
-	free(line);
-	headers = curl_slist_append(headers, "Expect:");
+	headers = http_signed_headers(h, nh, sig.authorization);
 
 	ok = http_request(&s->http, method, url, headers,
 					  strcmp(method, "PUT") == 0 ? (body ? body : "") : NULL, len, resp);

@@ -16,9 +16,10 @@ program_version_ok('fundrecs_shipper');
 my ($rc, $out, $err) = run_shipper(\%env, '--help');
 is($rc, 0, '--help exits 0');
 like($out, qr/^Usage:\n  fundrecs_shipper -d CONNSTR -S SLOT --stream NAME/m, '--help shows usage');
-foreach my $opt (qw(--dbname --slot --create-slot --if-not-exists --option --startpos --endpos
+foreach my $opt (qw(--dbname --slot --create-slot --if-not-exists --no-load --option --startpos --endpos
 	--no-loop --status-interval --target --stream --stream-arn --region --endpoint-url --ca-file
-	--batch-records --batch-bytes --linger-ms --max-buffer-bytes --verbose --quiet --version))
+	--batch-records --batch-bytes --linger-ms --max-buffer-bytes --s3-url --s3-endpoint-url
+	--s3-addressing --compression --flush-bytes --flush-seconds --verbose --quiet --version))
 {
 	like($out, qr/\Q$opt\E/, "--help documents $opt");
 }
@@ -44,7 +45,16 @@ my @usage = (
 		qr/invalid plugin option "novalue"/, 'plugin option without a value' ],
 	[ [ '-d', 'postgres', '-S', 's', '--target', 'kafka' ], qr/invalid target "kafka"/, 'unknown target' ],
 	[ [ '-d', 'postgres', '-S', 's', '--target', 'stdout', '--stream', 'x' ],
-		qr/are for --target kinesis/, 'stream with stdout' ],
+		qr/--stream, --stream-arn, --endpoint-url and --s3-url are not for --target stdout/, 'stream with stdout' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 's3' ], qr/no S3 location specified/, 's3 without --s3-url' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 's3', '--s3-url', 's3://b/p', '--compression', 'zstd' ],
+		qr/invalid --compression "zstd": use gzip or none/, 'unknown compression' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 's3', '--s3-url', 's3://b/p', '--s3-addressing', 'dns' ],
+		qr/invalid --s3-addressing "dns": use path or virtual/, 'unknown addressing' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 's3', '--s3-url', 's3://b/p', '--flush-seconds', '0' ],
+		qr/invalid value "0" for option --flush-seconds/, 'zero flush interval' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--s3-url', 's3://b/p' ],
+		qr/--s3-url, --s3-endpoint-url and --s3-addressing are for --target s3/, 's3 options without the s3 target' ],
 	[ [ '-d', 'postgres', '-S', 's', '--if-not-exists', '--target', 'stdout' ],
 		qr/--if-not-exists requires --create-slot/, 'if-not-exists alone' ],
 	[ [ '-d', 'postgres', '-S', 's', '--target', 'stdout', 'extra' ],
