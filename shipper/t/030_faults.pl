@@ -1,6 +1,7 @@
 # Fault injection: with 20 % of PutRecords calls failing (500, 503,
 # throttling, per-record failures, connections dropped before and after the
-# call), a workload still arrives complete and in per-key order.
+# call, malformed responses), a workload still arrives complete and in
+# per-key order.
 use strict;
 use warnings;
 use FindBin;
@@ -43,6 +44,8 @@ $faults += $_ for values %{ $stats->{faults} };
 cmp_ok($faults, '>=', 10, "faults were injected ($faults)");
 cmp_ok(scalar keys %{ $stats->{faults} }, '>=', 5, 'of several kinds: ' . join(',', sort keys %{ $stats->{faults} }));
 is($stats->{mismatches}, 0, 'every retried request was signed correctly');
+ok($stats->{faults}{garbage} && $err =~ /malformed PutRecords response/,
+	'a malformed response was retried, not a crash');
 
 my $recs = read_stream($kport, 'faulty', scalar @$truth);
 my %have = map { my $d = $_->{data}; chomp $d; ($d => 1) } @$recs;

@@ -9,12 +9,12 @@ signatures, this does.
 
 It can also inject faults into a chosen share of calls: HTTP 500 and 503,
 throttling (400 ProvisionedThroughputExceededException / 503 SlowDown),
-per-record failures in PutRecords, and dropped connections before or after
-the call reached the emulator.
+per-record failures in PutRecords, dropped connections before or after
+the call reached the emulator, and malformed success responses.
 
     sigcheck_proxy.py --listen PORT --upstream http://127.0.0.1:4567 \
         --access-key AK --secret-key SK --region us-east-1 \
-        [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after] \
+        [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after,garbage] \
         [--seed N] [--port-file FILE] [--strip-auth]
 
 GET /__stats (unsigned) returns the counters as JSON.
@@ -191,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
         faultable = target.endswith(".PutRecords") or (self.is_s3 and self.command in ("PUT", "POST", "DELETE"))
         if faultable and opts.fault_rate > 0 and self.server.rng.random() < opts.fault_rate:
             fault = self.server.rng.choice(opts.faults)
-            if fault == "records" and self.is_s3:
+            if fault in ("records", "garbage") and self.is_s3:
                 fault = "500"
         if fault:
             bump("faults", fault)
@@ -210,6 +210,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if fault == "drop":
             self.drop()
+            return
+        if fault == "garbage":
+            # A malformed success: nothing was stored, the client must retry.
+            self.reply(200, b'{"FailedRecordCount": 0, "Records": [')
             return
 
         if fault == "records":
@@ -264,7 +268,7 @@ def main():
     ap.add_argument("--secret-key", required=True)
     ap.add_argument("--region", default="us-east-1")
     ap.add_argument("--fault-rate", type=float, default=0.0)
-    ap.add_argument("--faults", default="500,503,throttle,records,drop,drop-after")
+    ap.add_argument("--faults", default="500,503,throttle,records,drop,drop-after,garbage")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--port-file")
     ap.add_argument("--verbose", action="store_true")
