@@ -9,6 +9,7 @@
  */
 #include "postgres_fe.h"
 
+#include "common/logging.h"
 #include "http.h"
 
 void
@@ -147,6 +148,25 @@ http_error_is_permanent(const HttpResponse *resp)
 		default:
 			return false;
 	}
+}
+
+/*
+ * After a request that got no response: NULL, reported, when retrying
+ * cannot help; else a description of the failure to retry on (and the
+ * connection is dropped, in case it is the culprit).
+ */
+char *
+http_transport_failure(HttpClient *client, const char *endpoint, HttpResponse *resp)
+{
+	if (http_error_is_permanent(resp))
+	{
+		pg_log_error("could not connect to %s: %s", endpoint, resp->error);
+		if (strncmp(endpoint, "https:", 6) == 0)
+			pg_log_error_hint("Give the endpoint's CA certificate with --ca-file.");
+		return NULL;
+	}
+	http_client_reset_connection(client);
+	return psprintf("could not reach %s: %s", endpoint, resp->error);
 }
 
 char *

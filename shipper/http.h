@@ -49,6 +49,9 @@ extern bool http_error_is_permanent(const HttpResponse *resp);
 extern struct curl_slist *http_signed_headers(const SigV4Header *h, int nh,
 											 const char *authorization);
 
+extern char *http_transport_failure(HttpClient *client, const char *endpoint,
+									HttpResponse *resp);
+
 /* "host" or "host:port" exactly as curl will send it in Host:. */
 extern char *http_host_header(const char *url, char **path_out, char **errmsg);
 

@@ -331,17 +331,7 @@ call_failure(KinesisTarget *k, bool reached, HttpResponse *resp)
 	char	   *problem = NULL;
 
 	if (!reached)
-	{
-		if (http_error_is_permanent(resp))
-		{
-			pg_log_error("could not connect to %s: %s", k->endpoint, resp->error);
-			if (strncmp(k->endpoint, "https:", 6) == 0)
-				pg_log_error_hint("Give the endpoint's CA certificate with --ca-file.");
-			return NULL;
-		}
-		http_client_reset_connection(&k->http);
-		return psprintf("could not reach %s: %s", k->endpoint, resp->error);
-	}
+		return http_transport_failure(&k->http, k->endpoint, resp);
 
 	code = error_code(resp->body.data, resp->body.len, &message);
 	if (resp->status >= 500 || resp->status == 429 ||

@@ -186,17 +186,7 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 	char	   *problem = NULL;
 
 	if (!reached)
-	{
-		if (http_error_is_permanent(resp))
-		{
-			pg_log_error("could not connect to %s: %s", s->endpoint, resp->error);
-			if (strncmp(s->endpoint, "https:", 6) == 0)
-				pg_log_error_hint("Give the endpoint's CA certificate with --ca-file.");
-			return NULL;
-		}
-		http_client_reset_connection(&s->http);
-		return psprintf("could not reach %s: %s", s->endpoint, resp->error);
-	}
+		return http_transport_failure(&s->http, s->endpoint, resp);
 	code = xml_code(resp->body.data);
 	if (resp->status >= 500 || resp->status == 429 ||
 		(code && (strcmp(code, "SlowDown") == 0 || strcmp(code, "RequestTimeout") == 0 ||
