@@ -679,8 +679,14 @@ stream_loop(ReplConn *rc)
 			}
 			if (rr == ROW_PAST_ENDPOS)
 			{
-				pos.processed = Max(pos.processed, opt_endpos);
-				continue;
+				/*
+				 * Every transaction before this one is complete.  Confirm up
+				 * to the last one shipped, not to --endpos: this row's commit
+				 * record may begin before --endpos, and confirming past its
+				 * start would skip it for good on the next run.
+				 */
+				pos.processed = Max(pos.processed, pos.last_txn);
+				break;
 			}
 		}
 	}

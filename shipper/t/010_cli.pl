@@ -145,17 +145,20 @@ UPDATE fundrecs_schema.orders SET quantity = 5 WHERE order_id = 1;
 });
 my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 my $want = join("\n", @{ plugin_rows($node, 'cli_slot') }) . "\n";
+# A transaction after --endpos is neither shipped nor confirmed.
+$node->safe_psql('postgres', "INSERT INTO fundrecs_schema.customers VALUES (102, 'Jane Smith', 'San Francisco')");
 ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', '--target', 'stdout',
 	'-E', $end, '--if-not-exists', '--create-slot');
 is($rc, 0, 'stdout target: exit code 0 at --endpos');
-is($out, $want, 'stdout target: the plugin\'s rows, one per line');
+is($out, $want, 'stdout target: the plugin\'s rows up to --endpos, one per line');
 my $confirmed = $node->safe_psql('postgres',
 	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'cli_slot'");
 is($confirmed, 't', '--endpos is confirmed to the server');
-is(scalar @{ plugin_rows($node, 'cli_slot') }, 0, 'nothing is left in the slot');
+my $left_after = plugin_rows($node, 'cli_slot');
+is(scalar @$left_after, 1, 'only the transaction after --endpos is left in the slot');
+like($left_after->[0], qr/Jane Smith/, 'and it is that one');
 
 # Kinesis through a profile from the shared credentials file.
-$node->safe_psql('postgres', "INSERT INTO fundrecs_schema.customers VALUES (102, 'Jane Smith', 'San Francisco')");
 $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 ($rc, $out, $err) = run_shipper({ %env, AWS_ACCESS_KEY_ID => undef, AWS_SECRET_ACCESS_KEY => undef,
 	AWS_REGION => undef, AWS_PROFILE => 'ci', AWS_SHARED_CREDENTIALS_FILE => $credfile,
