@@ -176,7 +176,6 @@ extern void fr_products_begin_txn(XLogRecPtr first_commit_lsn, bool txn_changes_
 extern void fr_products_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog);
 extern void fr_products_txn_touched_products(void);
 extern FrProduct *fr_products_lookup(int64 product_id, XLogRecPtr change_lsn);
-extern Oid	fr_products_relid(void);
 
 /* The initial load's private product cache, read through its snapshot. */
 typedef struct FrLoadProducts

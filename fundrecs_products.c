@@ -366,14 +366,6 @@ fr_load_products_lookup(FrLoadProducts *lp, int64 product_id)
 	return p;
 }
 
-Oid
-fr_products_relid(void)
-{
-	if (!products_info_valid)
-		resolve_products_table();
-	return products_relid;
-}
-
 /*
  * The route of a category: ASCII letters and digits in lower case, every
  * run of other characters one underscore, none at either end.  Safe as an

@@ -511,8 +511,12 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 		pos.last_txn = commit_lsn;
 	}
 
-	kinesis_partition_key(f.schema.start, f.schema.len, f.table.start, f.table.len,
-						  f.key.start, f.key.len, &pkey_buf);
+	/* Only Kinesis needs a partition key. */
+	if (ship_kinesis)
+		kinesis_partition_key(f.schema.start, f.schema.len, f.table.start, f.table.len,
+							  f.key.start, f.key.len, &pkey_buf);
+	else
+		resetPQExpBuffer(&pkey_buf);
 
 	record_bytes = len + 1 + pkey_buf.len;
 	if (ship_kinesis && record_bytes > KINESIS_MAX_RECORD_BYTES)
