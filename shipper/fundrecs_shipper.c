@@ -33,6 +33,20 @@ static const char *progname;
 
 /* Set by signal handlers, checked by the loops. */
 static volatile sig_atomic_t stop_requested = 0;
+static volatile sig_atomic_t stop_now = 0;	/* a second signal */
+
+/*
+ * Set by the tick when what is in flight must be abandoned: at once during
+ * start-up and the initial load, after --shutdown-timeout while streaming.
+ * Deliveries watch this flag, not stop_requested.
+ */
+static volatile sig_atomic_t delivery_abort = 0;
+static bool streaming_grace = false;
+static double shutdown_deadline = 0;
+
+/* The streaming connection, kept alive by the tick during deliveries. */
+static ReplConn *tick_rc = NULL;
+static double last_status = 0;
 
 
 /* Command line */
@@ -71,6 +85,7 @@ static int	opt_linger_ms = 20;
 static long opt_max_buffer_bytes = 8 * 1024 * 1024;
 static int	opt_request_timeout_ms = 30000;
 static int	opt_retry_timeout = 600;
+static int	opt_shutdown_timeout = 30;
 static int	verbosity = 0;		/* -1 quiet, 1 verbose, 2 debug */
 
 /* The batch being filled: at most one batch is held at any time. */
@@ -104,6 +119,8 @@ static PQExpBufferData pkey_buf;
 static void
 sigexit_handler(SIGNAL_ARGS)
 {
+	if (stop_requested)
+		stop_now = 1;
 	stop_requested = 1;
 }
 
@@ -151,6 +168,9 @@ usage(void)
 		   opt_request_timeout_ms);
 	printf("      --retry-timeout=SECS give up retrying a batch after this long, 0 never (default: %d)\n",
 		   opt_retry_timeout);
+	printf("      --shutdown-timeout=SECS\n"
+		   "                           on SIGTERM/SIGINT, time to deliver what is in flight (default: %d)\n",
+		   opt_shutdown_timeout);
 	printf("\nS3 options (--target s3 or kinesis,s3):\n");
 	printf("      --s3-url=s3://BUCKET/PREFIX  where objects go: PREFIX/<route>/dt=YYYY-MM-DD/<lsns>.json.gz\n");
 	printf("      --s3-endpoint-url=URL  S3 endpoint (default: --endpoint-url with --target s3)\n");
@@ -167,6 +187,9 @@ usage(void)
 	printf("  -?, --help               show this help, then exit\n");
 	printf("\nCredentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and\n"
 		   "AWS_SESSION_TOKEN, or from AWS_PROFILE in ~/.aws/credentials and ~/.aws/config.\n");
+	printf("\nOn SIGTERM or SIGINT the shipper stops reading, delivers and confirms what it\n"
+		   "holds within --shutdown-timeout, then exits; rows still unacknowledged then (or\n"
+		   "at a second signal) are not confirmed and are shipped again on restart.\n");
 	printf("\nExit status: 0 on success, --endpos reached or SIGINT/SIGTERM; 1 on a runtime\n"
 		   "failure; 2 on a usage or configuration error.\n");
 }
@@ -371,7 +394,7 @@ batch_flush(void)
 	}
 	else
 	{
-		ShipResult r = kinesis_put_records(&kinesis, batch.recs, batch.n, &stop_requested);
+		ShipResult r = kinesis_put_records(&kinesis, batch.recs, batch.n, &delivery_abort);
 
 		if (r != SHIP_OK)
 		{
@@ -388,6 +411,53 @@ batch_flush(void)
 	rows_shipped += batch.n;
 	batch_clear();
 	return true;
+}
+
+/*
+ * The tick, run at least once a second while a delivery waits (see
+ * retry.h).  It keeps the replication connection alive: without status
+ * updates the server ends the connection after wal_sender_timeout, and
+ * everything since the last confirmation would be shipped again.  The
+ * position sent is the one already confirmed.  It also decides when a stop
+ * abandons the delivery in flight.
+ */
+static bool
+shipper_tick(void)
+{
+	double		now = now_seconds();
+
+	if (tick_rc != NULL)
+	{
+		int			timeout_ms = stream_sender_timeout_ms(tick_rc);
+		double		every = opt_status_interval > 0 ? opt_status_interval : 10;
+
+		if (timeout_ms > 0)
+			every = Min(every, timeout_ms / 3000.0);
+		if (now - last_status >= every)
+		{
+			if (stream_send_feedback(tick_rc, pos.confirmed, false))
+				last_status = now;
+			else
+				tick_rc = NULL; /* the loop will see the connection is gone */
+		}
+	}
+	if (stop_requested && !delivery_abort)
+	{
+		if (!streaming_grace || stop_now)
+			delivery_abort = 1;
+		else
+		{
+			if (shutdown_deadline == 0)
+				shutdown_deadline = now + opt_shutdown_timeout;
+			if (now >= shutdown_deadline)
+			{
+				pg_log_warning("--shutdown-timeout (%d s) reached with deliveries in flight",
+							   opt_shutdown_timeout);
+				delivery_abort = 1;
+			}
+		}
+	}
+	return delivery_abort != 0;
 }
 
 /* ----------------------------------------------------------------
@@ -444,7 +514,7 @@ row_date(const RowFields *f, char out[11])
 static bool
 s3_flush_now(void)
 {
-	ShipResult	r = s3_flush(&s3, &stop_requested);
+	ShipResult	r = s3_flush(&s3, &delivery_abort);
 
 	if (r == SHIP_STOPPED)
 		pg_log_warning("stopping with S3 objects unwritten; their rows will be shipped again on restart");
@@ -574,8 +644,10 @@ typedef enum LoopResult
 static LoopResult
 stream_loop(ReplConn *rc)
 {
-	double		last_status = 0;
 	LoopResult	result = LOOP_DONE;
+
+	last_status = 0;
+	tick_rc = rc;
 
 	for (;;)
 	{
@@ -708,6 +780,7 @@ stream_loop(ReplConn *rc)
 		if (!stop_requested || batch.n == 0)
 			stream_end(rc);
 	}
+	tick_rc = NULL;
 	return result;
 }
 
@@ -726,9 +799,12 @@ load_row(const char *row, size_t len, uint64_t lsn)
  * Before streaming: create the slot when asked, and ship the rows that
  * exist at its consistent point.  A load found unfinished from an earlier
  * run is done again with a fresh slot.  Returns false on a fatal error.
+ *
+ * Unless --no-load, this runs holding the slot's load lock on *lockconn,
+ * which the caller keeps open until streaming has started (see load.c).
  */
 static bool
-prepare_slot(ReplConn *rc, const ReplConnParams *params)
+prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 {
 	PGconn	   *sql = NULL;
 	bool		create = opt_create_slot;
@@ -738,34 +814,41 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params)
 	LoadStatus	status = LOAD_NONE;
 	bool		ok = true;
 
+	*lockconn = NULL;
 	if (!opt_no_load)
 	{
+		LoadLockResult lr;
+
 		if ((sql = db_connect(params, false)) == NULL)
 			return false;
-		status = load_status(sql, opt_slot);
-		if (status == LOAD_ERROR)
+		lr = load_lock(sql, opt_slot, &stop_requested);
+		if (lr != LOAD_LOCK_TAKEN)
 		{
 			PQfinish(sql);
 			return false;
 		}
+		*lockconn = sql;
+		status = load_status(sql, opt_slot);
+		if (status == LOAD_ERROR)
+			return false;
 		if (status == LOAD_UNFINISHED)
 		{
+			/* We hold the lock: the loader of that slot is gone. */
 			pg_log_warning("the initial load of slot \"%s\" did not finish; loading again with a new slot",
 						   opt_slot);
 			if (!drop_slot(sql, opt_slot))
-			{
-				PQfinish(sql);
 				return false;
-			}
 			create = true;
 		}
 		else if (status == LOAD_UNSUPPORTED && create)
 		{
 			pg_log_error("the initial load needs the fundrecs extension, version 1.1 or later, in this database");
 			pg_log_error_hint("Run ALTER EXTENSION fundrecs UPDATE (or CREATE EXTENSION fundrecs), or pass --no-load.");
-			PQfinish(sql);
 			return false;
 		}
+		/* Written before the slot exists: a kill from here on is seen. */
+		if (create && status != LOAD_UNSUPPORTED && !load_state_creating(sql, opt_slot))
+			return false;
 	}
 	else if (opt_create_slot)
 	{
@@ -787,6 +870,10 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params)
 		else if (created && verbosity >= 0)
 			pg_log_info("created replication slot \"%s\" at %X/%X", opt_slot,
 						(uint32_t) (consistent >> 32), (uint32_t) consistent);
+		/* It existed (--if-not-exists): it was not ours to load. */
+		if (ok && !created && sql != NULL && status != LOAD_UNSUPPORTED &&
+			!load_state_forget(sql, opt_slot))
+			ok = false;
 	}
 
 	if (ok && created && !opt_no_load)
@@ -811,8 +898,6 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params)
 		}
 	}
 	free(snapshot);
-	if (sql != NULL)
-		PQfinish(sql);
 	return ok;
 }
 
@@ -857,6 +942,7 @@ main(int argc, char **argv)
 		{"compression", required_argument, NULL, 19},
 		{"flush-bytes", required_argument, NULL, 20},
 		{"flush-seconds", required_argument, NULL, 21},
+		{"shutdown-timeout", required_argument, NULL, 22},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -1012,6 +1098,9 @@ main(int argc, char **argv)
 			case 21:
 				opt_flush_seconds = (int) parse_long("--flush-seconds", optarg, 1, 24 * 3600);
 				break;
+			case 22:
+				opt_shutdown_timeout = (int) parse_long("--shutdown-timeout", optarg, 0, 24 * 3600);
+				break;
 			default:
 				pg_log_error_hint("Try \"%s --help\" for more information.", progname);
 				exit(2);
@@ -1117,11 +1206,13 @@ main(int argc, char **argv)
 	initPQExpBuffer(&pkey_buf);
 	batch_init();
 
+	set_wait_tick(shipper_tick);
+
 	/* Fail early on an unknown stream or bad credentials. */
-	if (ship_kinesis && kinesis_check_stream(&kinesis) != SHIP_OK)
-		exit(1);
-	if (ship_s3 && s3_check_bucket(&s3) != SHIP_OK)
-		exit(1);
+	if (ship_kinesis && kinesis_check_stream(&kinesis, &stop_requested) != SHIP_OK)
+		exit(stop_requested ? 0 : 1);
+	if (ship_s3 && s3_check_bucket(&s3, &stop_requested) != SHIP_OK)
+		exit(stop_requested ? 0 : 1);
 
 	memset(&params, 0, sizeof(params));
 	params.dbname = opt_dbname;
@@ -1140,10 +1231,19 @@ main(int argc, char **argv)
 		ReplConn   *rc;
 		LoopResult	lr;
 
+		PGconn	   *lockconn = NULL;
+
 		rc = stream_connect(&params);
-		if (rc != NULL && first_connection && !prepare_slot(rc, &params))
+		if (rc == NULL && first_connection)
+		{
+			/* Like pg_recvlogical: a first connection that fails is fatal. */
+			exit(1);
+		}
+		if (rc != NULL && first_connection && !prepare_slot(rc, &params, &lockconn))
 		{
 			stream_close(rc);
+			if (lockconn)
+				PQfinish(lockconn);
 			exit(stop_requested ? 0 : 1);
 		}
 		if (rc != NULL && !stream_start(rc, pos.confirmed))
@@ -1152,11 +1252,16 @@ main(int argc, char **argv)
 			if (stream_start_error_is_permanent(rc))
 			{
 				stream_close(rc);
+				if (lockconn)
+					PQfinish(lockconn);
 				exit(1);
 			}
 			stream_close(rc);
 			rc = NULL;
 		}
+		/* Streaming (the slot is active) or not: the lock has done its job. */
+		if (lockconn)
+			PQfinish(lockconn);
 		first_connection = false;
 
 		if (rc != NULL)
@@ -1165,6 +1270,7 @@ main(int argc, char **argv)
 				pg_log_info("streaming from slot \"%s\" at %X/%X", opt_slot,
 							(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
 			pos.processed = pos.last_txn = pos.prev_txn = pos.confirmed;
+			streaming_grace = true;
 			lr = stream_loop(rc);
 			stream_close(rc);
 			if (lr == LOOP_DONE)

@@ -11,6 +11,15 @@
 
 #include "common/logging.h"
 #include "http.h"
+#include "retry.h"
+
+/* Runs the shipper's tick while a request waits; non-zero aborts it. */
+static int
+progress_tick(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
+			  curl_off_t ultotal, curl_off_t ulnow)
+{
+	return wait_tick() ? 1 : 0;
+}
 
 void
 http_global_init(void)
@@ -110,6 +119,8 @@ http_request(HttpClient *client, const char *method, const char *url,
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, client->timeout_ms);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_tick);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -144,6 +155,27 @@ http_error_is_permanent(const HttpResponse *resp)
 		case CURLE_SSL_CERTPROBLEM:
 		case CURLE_UNSUPPORTED_PROTOCOL:
 		case CURLE_URL_MALFORMAT:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Transport errors that, at start-up, mean the endpoint is wrong rather
+ * than down: a host name that does not resolve, a server that does not
+ * speak the URL's protocol (http on an https port and the reverse).
+ */
+bool
+http_error_is_wrong_endpoint(const HttpResponse *resp)
+{
+	switch (resp->curl_code)
+	{
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_WEIRD_SERVER_REPLY:
+		case CURLE_GOT_NOTHING:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_RECV_ERROR:
 			return true;
 		default:
 			return false;
@@ -234,4 +266,29 @@ http_signed_headers(const SigV4Header *h, int nh, const char *authorization)
 	free(line);
 	/* curl would wait for a 100-continue on large bodies */
 	return curl_slist_append(headers, "Expect:");
+}
+
+void
+http_report_wrong_endpoint(const char *endpoint, const HttpResponse *resp)
+{
+	pg_log_error("could not reach %s: %s", endpoint, resp->error);
+	if (resp->curl_code == CURLE_COULDNT_RESOLVE_HOST)
+		pg_log_error_hint("Check the endpoint URL: its host name does not resolve.");
+	else
+		pg_log_error_hint("Check the endpoint URL: its scheme (http or https) must match what the port serves.");
+}
+
+/*
+ * A refusal because the request's time is too far from the service's:
+ * Kinesis says "Signature expired" (InvalidSignatureException), S3 says
+ * RequestTimeTooSkewed.
+ */
+bool
+aws_error_is_clock_skew(const char *code, const char *message)
+{
+	if (code == NULL)
+		return false;
+	if (strcmp(code, "RequestTimeTooSkewed") == 0 || strcmp(code, "RequestExpired") == 0)
+		return true;
+	return message != NULL && strstr(message, "Signature expired") != NULL;
 }

@@ -46,6 +46,12 @@ extern bool http_request(HttpClient *client, const char *method, const char *url
 /* A transport failure that retrying cannot mend (TLS verification...). */
 extern bool http_error_is_permanent(const HttpResponse *resp);
 
+/* At start-up: an endpoint that cannot be right (see http.c). */
+extern bool http_error_is_wrong_endpoint(const HttpResponse *resp);
+
+extern void http_report_wrong_endpoint(const char *endpoint, const HttpResponse *resp);
+extern bool aws_error_is_clock_skew(const char *code, const char *message);
+
 extern struct curl_slist *http_signed_headers(const SigV4Header *h, int nh,
 											 const char *authorization);
 

@@ -347,9 +347,11 @@ call_failure(KinesisTarget *k, bool reached, HttpResponse *resp)
 		pg_log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
 					 k->endpoint, resp->status, code ? ": " : "",
 					 code ? code : "", message ? ": " : "", message ? message : "");
-		if (code != NULL && (strcmp(code, "UnrecognizedClientException") == 0 ||
-							 strcmp(code, "InvalidSignatureException") == 0 ||
-							 strcmp(code, "AccessDeniedException") == 0))
+		if (aws_error_is_clock_skew(code, message))
+			pg_log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
+		else if (code != NULL && (strcmp(code, "UnrecognizedClientException") == 0 ||
+								  strcmp(code, "InvalidSignatureException") == 0 ||
+								  strcmp(code, "AccessDeniedException") == 0))
 			pg_log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
 							  k->creds.source);
 	}
@@ -460,7 +462,7 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 }
 
 ShipResult
-kinesis_check_stream(KinesisTarget *k)
+kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
 {
 	PQExpBufferData body;
 	HttpResponse resp;
@@ -490,12 +492,18 @@ kinesis_check_stream(KinesisTarget *k)
 
 		if (reached && resp.status == 200)
 			break;
+		if (!reached && attempt >= 2 && http_error_is_wrong_endpoint(&resp))
+		{
+			http_report_wrong_endpoint(k->endpoint, &resp);
+			result = SHIP_FATAL;
+			break;
+		}
 		if ((problem = call_failure(k, reached, &resp)) == NULL)
 		{
 			result = SHIP_FATAL;
 			break;
 		}
-		result = before_retry(k, ++attempt, deadline, problem, NULL);
+		result = before_retry(k, ++attempt, deadline, problem, stop);
 		free(problem);
 		if (result != SHIP_OK)
 			break;

@@ -61,7 +61,7 @@ extern ShipResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 										 volatile sig_atomic_t *stop);
 
 /* Checks that the stream exists and is writable (DescribeStreamSummary). */
-extern ShipResult kinesis_check_stream(KinesisTarget *k);
+extern ShipResult kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop);
 
 extern void kinesis_partition_key(const char *schema, size_t schema_len,
 								  const char *table, size_t table_len,

@@ -11,6 +11,21 @@
  *	  acknowledged; a load found unfinished at start-up is done again with a
  *	  fresh slot and snapshot.
  *
+ *	  The protocol is safe against any interleaving of shippers, kills and
+ *	  restarts:
+ *	  - Everything from reading the load state until streaming has started
+ *		is done holding a session advisory lock for the slot name, so only
+ *		one process at a time decides about a slot; a second shipper waits,
+ *		and a killed one releases the lock with its session.  Nobody drops
+ *		a slot without holding it, and a loading slot is never streamed
+ *		from (the loader still holds the lock).
+ *	  - The state row is written (unfinished, consistent point 0/0) before
+ *		the slot is created, so a kill between the two is seen as an
+ *		unfinished load, never as a slot without a load.
+ *	  - A load is marked finished only if the row still names the
+ *		consistent point of the slot it loaded for: a load can never finish
+ *		another slot's load.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres_fe.h"
@@ -102,6 +117,125 @@ drop_slot(PGconn *conn, const char *slot)
 				   PGRES_TUPLES_OK, "dropping the replication slot");
 }
 
+
+/* The advisory lock of a slot's load: two int4 keys. */
+#define LOAD_LOCK_ARGS "hashtext('fundrecs_shipper load'), hashtext($1)"
+
+LoadLockResult
+load_lock(PGconn *conn, const char *slot, volatile sig_atomic_t *stop)
+{
+	const char *values[1] = {slot};
+	double		last_report = 0;
+
+	for (;;)
+	{
+		PGresult   *res = PQexecParams(conn, "SELECT pg_try_advisory_lock(" LOAD_LOCK_ARGS ")",
+									   1, NULL, values, NULL, NULL, 0);
+		bool		got;
+
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		{
+			pg_log_error("could not take the load lock of slot \"%s\": %s", slot,
+						 PQerrorMessage(conn));
+			PQclear(res);
+			return LOAD_LOCK_ERROR;
+		}
+		got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		PQclear(res);
+		if (got)
+			return LOAD_LOCK_TAKEN;
+
+		if (now_seconds() - last_report >= 60)
+		{
+			char	   *holder = NULL;
+
+			res = PQexecParams(conn,
+							   "SELECT string_agg(l.pid::text || coalesce(' (' || a.application_name || "
+							   "coalesce(' on ' || a.client_addr::text, '') || ')', ''), ', ') "
+							   "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+							   "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+							   "AND l.classid::int4 = hashtext('fundrecs_shipper load') "
+							   "AND l.objid::int4 = hashtext($1) AND l.database = "
+							   "(SELECT oid FROM pg_database WHERE datname = current_database())",
+							   1, NULL, values, NULL, NULL, 0);
+			if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+				!PQgetisnull(res, 0, 0))
+				holder = pg_strdup(PQgetvalue(res, 0, 0));
+			PQclear(res);
+			pg_log_warning("another fundrecs_shipper is preparing or loading slot \"%s\"%s%s; waiting for it",
+						   slot, holder ? ": server process " : "", holder ? holder : "");
+			pg_log_warning_detail("Two shippers of one slot would race; this one goes on when the other one streams or exits.");
+			free(holder);
+			last_report = now_seconds();
+		}
+		for (int i = 0; i < 10; i++)
+		{
+			if (stop && *stop)
+				return LOAD_LOCK_STOPPED;
+			usleep(100000);
+		}
+	}
+}
+
+bool
+load_unlock(PGconn *conn, const char *slot)
+{
+	const char *values[1] = {slot};
+
+	return exec_ok(conn, "SELECT pg_advisory_unlock(" LOAD_LOCK_ARGS ")", 1, values,
+				   PGRES_TUPLES_OK, "releasing the load lock");
+}
+
+bool
+load_state_creating(PGconn *conn, const char *slot)
+{
+	const char *values[1] = {slot};
+
+	return exec_ok(conn,
+				   "INSERT INTO fundrecs.load_state (slot_name, consistent_lsn) VALUES ($1, '0/0') "
+				   "ON CONFLICT (slot_name) DO UPDATE SET consistent_lsn = '0/0', "
+				   "started_at = now(), finished_at = NULL, rows_loaded = NULL",
+				   1, values, PGRES_COMMAND_OK, "recording the slot's creation");
+}
+
+bool
+load_state_forget(PGconn *conn, const char *slot)
+{
+	const char *values[1] = {slot};
+
+	return exec_ok(conn,
+				   "DELETE FROM fundrecs.load_state WHERE slot_name = $1 AND consistent_lsn = '0/0' "
+				   "AND finished_at IS NULL",
+				   1, values, PGRES_COMMAND_OK, "recording that the slot existed");
+}
+
+/*
+ * Runs an UPDATE of the slot's state row that must hit exactly one row;
+ * anything else means another process changed the row.
+ */
+static bool
+update_one_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
+			   const char *what, const char *slot)
+{
+	PGresult   *res = PQexecParams(conn, sql, nparams, NULL, values, NULL, NULL, 0);
+	bool		ok = true;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		pg_log_error("%s failed: %s", what, PQerrorMessage(conn));
+		ok = false;
+	}
+	else if (strcmp(PQcmdTuples(res), "1") != 0)
+	{
+		pg_log_error("the load state of slot \"%s\" was changed by another process", slot);
+		pg_log_error_detail("Another shipper or an operator recreated the slot or its state during this load; this process does not stream from a slot it did not load.");
+		pg_log_error_hint("Run one fundrecs_shipper per slot; restart this one to load again if needed.");
+		ok = false;
+	}
+	PQclear(res);
+	return ok;
+}
+
 static void
 report_progress(const char *table, uint64_t done, uint64_t estimate, double started,
 				bool final)
@@ -140,14 +274,16 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 	snprintf(lsn, sizeof(lsn), "%X/%X", (uint32_t) (lp->consistent_lsn >> 32),
 			 (uint32_t) lp->consistent_lsn);
 
-	/* Remember the load before it starts: an interruption is then visible. */
+	/*
+	 * Bind the state row (written before the slot was created) to this
+	 * slot's consistent point before the load starts.
+	 */
 	values[0] = lp->slot;
 	values[1] = lsn;
-	if (!exec_ok(conn,
-				 "INSERT INTO fundrecs.load_state (slot_name, consistent_lsn) VALUES ($1, $2) "
-				 "ON CONFLICT (slot_name) DO UPDATE SET consistent_lsn = EXCLUDED.consistent_lsn, "
-				 "started_at = now(), finished_at = NULL, rows_loaded = NULL",
-				 2, values, PGRES_COMMAND_OK, "recording the initial load"))
+	if (!update_one_row(conn,
+						"UPDATE fundrecs.load_state SET consistent_lsn = $2, started_at = now() "
+						"WHERE slot_name = $1 AND consistent_lsn = '0/0' AND finished_at IS NULL",
+						2, values, "recording the initial load", lp->slot))
 		return false;
 
 	initPQExpBuffer(&sql);
@@ -244,9 +380,10 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 	snprintf(count, sizeof(count), "%llu", (unsigned long long) done);
 	values[0] = lp->slot;
 	values[1] = count;
-	if (!exec_ok(conn, "UPDATE fundrecs.load_state SET finished_at = now(), rows_loaded = $2 "
-				 "WHERE slot_name = $1", 2, values, PGRES_COMMAND_OK,
-				 "recording the end of the initial load"))
+	values[2] = lsn;
+	if (!update_one_row(conn, "UPDATE fundrecs.load_state SET finished_at = now(), rows_loaded = $2 "
+						"WHERE slot_name = $1 AND consistent_lsn = $3 AND finished_at IS NULL",
+						3, values, "recording the end of the initial load", lp->slot))
 		return false;
 	if (lp->progress || lp->summary)
 		report_progress("", done, estimate, started, true);

@@ -39,6 +39,24 @@ typedef bool (*LoadRowFn) (const char *row, size_t len, uint64_t lsn);
 /* Delivers everything handed over so far; false on failure. */
 typedef bool (*LoadFlushFn) (void);
 
+typedef enum LoadLockResult
+{
+	LOAD_LOCK_TAKEN,
+	LOAD_LOCK_STOPPED,			/* a signal came while waiting */
+	LOAD_LOCK_ERROR
+} LoadLockResult;
+
+/*
+ * The slot's load lock (a session advisory lock): held from reading the
+ * load state until streaming has started.  Waits while another process
+ * holds it.
+ */
+extern LoadLockResult load_lock(PGconn *conn, const char *slot, volatile sig_atomic_t *stop);
+extern bool load_unlock(PGconn *conn, const char *slot);
+/* Before creating the slot: an unfinished state row with no consistent point. */
+extern bool load_state_creating(PGconn *conn, const char *slot);
+/* The slot existed after all: take that row back. */
+extern bool load_state_forget(PGconn *conn, const char *slot);
 extern LoadStatus load_status(PGconn *conn, const char *slot);
 extern bool drop_slot(PGconn *conn, const char *slot);
 extern bool initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn,

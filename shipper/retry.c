@@ -19,6 +19,20 @@
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_CAP_MS 5000
 
+static WaitTickFn tick_fn = NULL;
+
+void
+set_wait_tick(WaitTickFn fn)
+{
+	tick_fn = fn;
+}
+
+bool
+wait_tick(void)
+{
+	return tick_fn != NULL && tick_fn();
+}
+
 double
 now_seconds(void)
 {
@@ -47,7 +61,7 @@ backoff_sleep(int attempt, volatile sig_atomic_t *stop)
 	if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1)
 		r = (unsigned int) random();
 	ms = cap / 2 + (long) (r % (unsigned int) (cap / 2 + 1));
-	while (ms > 0 && !(stop && *stop))
+	while (ms > 0 && !(stop && *stop) && !wait_tick())
 	{
 		long		slice = Min(ms, 100);
 
@@ -60,6 +74,8 @@ int
 retry_wait(const char *what, int attempt, double deadline, int timeout_s,
 		   const char *problem, volatile sig_atomic_t *stop)
 {
+	if ((stop && *stop) || wait_tick())
+		return RETRY_STOPPED;
 	if (deadline > 0 && now_seconds() > deadline)
 	{
 		pg_log_error("giving up on %s after %d attempts in %d s: %s",
@@ -70,10 +86,8 @@ retry_wait(const char *what, int attempt, double deadline, int timeout_s,
 		pg_log_warning("%s; retrying (attempt %d)", problem, attempt + 1);
 	else
 		pg_log_info("%s; retrying (attempt %d)", problem, attempt + 1);
-	if (stop && *stop)
-		return RETRY_STOPPED;
 	backoff_sleep(attempt, stop);
-	if (stop && *stop)
+	if ((stop && *stop) || wait_tick())
 		return RETRY_STOPPED;
 	return RETRY_AGAIN;
 }

@@ -9,6 +9,7 @@
 #define RETRY_H
 
 #include <signal.h>
+#include <stdbool.h>
 
 /* How a delivery to a target ended. */
 typedef enum ShipResult
@@ -24,6 +25,16 @@ typedef enum ShipResult
 #define RETRY_STOPPED SHIP_STOPPED
 
 extern double now_seconds(void);
+
+/*
+ * The tick: called at least once a second during every wait of a delivery
+ * (an HTTP request in flight, a backoff sleep).  The shipper uses it to
+ * keep its replication connection alive and to decide when a stop aborts
+ * what is in flight; it returns true to abort the wait.
+ */
+typedef bool (*WaitTickFn) (void);
+extern void set_wait_tick(WaitTickFn fn);
+extern bool wait_tick(void);
 
 /* now + timeout, or 0 (no deadline) when timeout_s is 0. */
 extern double retry_deadline(int timeout_s);

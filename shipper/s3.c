@@ -199,8 +199,10 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 	{
 		pg_log_error("S3 refused %s at %s: HTTP %ld%s%s", what, s->endpoint, resp->status,
 					 code ? ": " : "", code ? code : "");
-		if (code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
-					 strcmp(code, "InvalidAccessKeyId") == 0))
+		if (aws_error_is_clock_skew(code, NULL))
+			pg_log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
+		else if (code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
+						  strcmp(code, "InvalidAccessKeyId") == 0))
 			pg_log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
 							  s->creds.source);
 	}
@@ -209,7 +211,7 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 }
 
 ShipResult
-s3_check_bucket(S3Target *s)
+s3_check_bucket(S3Target *s, volatile sig_atomic_t *stop)
 {
 	HttpResponse resp;
 	ShipResult	result = SHIP_OK;
@@ -224,12 +226,18 @@ s3_check_bucket(S3Target *s)
 
 		if (reached && resp.status >= 200 && resp.status < 300)
 			break;
+		if (!reached && attempt >= 3 && http_error_is_wrong_endpoint(&resp))
+		{
+			http_report_wrong_endpoint(s->endpoint, &resp);
+			result = SHIP_FATAL;
+			break;
+		}
 		if ((problem = s3_failure(s, what, reached, &resp)) == NULL)
 		{
 			result = SHIP_FATAL;
 			break;
 		}
-		result = (ShipResult) retry_wait(what, attempt, deadline, s->retry_timeout_s, problem, NULL);
+		result = (ShipResult) retry_wait(what, attempt, deadline, s->retry_timeout_s, problem, stop);
 		free(problem);
 		if (result != SHIP_OK)
 			break;

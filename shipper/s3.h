@@ -60,7 +60,7 @@ extern char *s3_init(S3Target *s, const char *url, const char *endpoint,
 					 const char *ca_file, long timeout_ms, int retry_timeout_s);
 
 /* Checks the bucket exists and is reachable (HEAD bucket). */
-extern ShipResult s3_check_bucket(S3Target *s);
+extern ShipResult s3_check_bucket(S3Target *s, volatile sig_atomic_t *stop);
 
 /* Holds a row for the object of its route and day. */
 extern void s3_add(S3Target *s, const char *route, const char *dt, const char *row,

@@ -11,6 +11,7 @@
  */
 #include "postgres_fe.h"
 
+#include <limits.h>
 #include <sys/select.h>
 #include <sys/time.h>
 
@@ -29,6 +30,7 @@ struct ReplConn
 	const ReplConnParams *params;
 	char	   *copybuf;		/* last buffer from PQgetCopyData */
 	char	   *start_error_sqlstate;
+	int			sender_timeout_ms;	/* the server's wal_sender_timeout, 0: none */
 };
 
 static uint64_t
@@ -169,6 +171,29 @@ stream_connect(const ReplConnParams *params)
 	rc = pg_malloc0(sizeof(ReplConn));
 	rc->conn = conn;
 	rc->params = params;
+
+	/* How often the server must hear from us, for waits on deliveries. */
+	rc->sender_timeout_ms = 60000;
+	res = PQexec(conn, "SHOW wal_sender_timeout");
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+	{
+		char	   *unit;
+		double		v = strtod(PQgetvalue(res, 0, 0), &unit);
+
+		if (strcmp(unit, "ms") == 0)
+			rc->sender_timeout_ms = (int) v;
+		else if (strcmp(unit, "s") == 0)
+			rc->sender_timeout_ms = (int) (v * 1000);
+		else if (strcmp(unit, "min") == 0)
+			rc->sender_timeout_ms = (int) (v * 60000);
+		else if (strcmp(unit, "h") == 0)
+			rc->sender_timeout_ms = (int) Min(v * 3600000, INT_MAX);
+		else if (strcmp(unit, "d") == 0)
+			rc->sender_timeout_ms = INT_MAX;
+		else if (*unit == '\0')
+			rc->sender_timeout_ms = (int) v;
+	}
+	PQclear(res);
 	return rc;
 }
 
@@ -436,6 +461,12 @@ stream_end(ReplConn *rc)
 						 PQresultErrorMessage(res));
 		PQclear(res);
 	}
+}
+
+int
+stream_sender_timeout_ms(ReplConn *rc)
+{
+	return rc->sender_timeout_ms;
 }
 
 void

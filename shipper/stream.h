@@ -55,6 +55,8 @@ extern int	stream_next_message(ReplConn *rc, StreamMessage *msg);
 extern int	stream_wait(ReplConn *rc, double seconds);
 extern bool stream_send_feedback(ReplConn *rc, uint64_t flush_lsn, bool reply);
 extern void stream_end(ReplConn *rc);
+/* The server's wal_sender_timeout in ms (0: disabled), read at connection. */
+extern int	stream_sender_timeout_ms(ReplConn *rc);
 extern void stream_close(ReplConn *rc);
 
 #endif							/* STREAM_H */
