@@ -870,8 +870,11 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 		else if (created && verbosity >= 0)
 			pg_log_info("created replication slot \"%s\" at %X/%X", opt_slot,
 						(uint32_t) (consistent >> 32), (uint32_t) consistent);
-		/* It existed (--if-not-exists): it was not ours to load. */
-		if (ok && !created && sql != NULL && status != LOAD_UNSUPPORTED &&
+		/*
+		 * Not created (it existed, or an error): it is not ours to load,
+		 * and the row written before must not make a later run drop it.
+		 */
+		if (!created && sql != NULL && status != LOAD_UNSUPPORTED &&
 			!load_state_forget(sql, opt_slot))
 			ok = false;
 	}

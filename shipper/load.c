@@ -113,8 +113,10 @@ drop_slot(PGconn *conn, const char *slot)
 {
 	const char *values[1] = {slot};
 
-	return exec_ok(conn, "SELECT pg_drop_replication_slot($1)", 1, values,
-				   PGRES_TUPLES_OK, "dropping the replication slot");
+	/* A kill may have come before the slot was created: drop it if it exists. */
+	return exec_ok(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+				   "WHERE slot_name = $1 AND database = current_database()",
+				   1, values, PGRES_TUPLES_OK, "dropping the replication slot");
 }
 
 

@@ -75,6 +75,21 @@ sub file_has
 	return -s $file && slurp_file($file) =~ $re;
 }
 
+# 0. A kill after the state row was written but before the slot existed:
+#    the next run creates the slot and loads, it does not fail on a drop.
+{
+	$node->safe_psql('postgres',
+		"INSERT INTO fundrecs.load_state (slot_name, consistent_lsn) VALUES ('race0', '0/0')");
+	my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	my ($rc, $out, $err) = run_shipper(\%env, @ship, '-S', 'race0', '-E', $end);
+	is($rc, 0, 'killed before creating the slot: the next run succeeds') or diag($err);
+	like($err, qr/did not finish; loading again/, 'killed before creating the slot: it loads again');
+	like(load_state('race0'), qr/ true$/, 'killed before creating the slot: the load finished');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'race0'"),
+		'1', 'killed before creating the slot: the slot exists');
+	$node->safe_psql('postgres', "SELECT pg_drop_replication_slot('race0')");
+}
+
 # 1. The interleaving of the report: A loads, X commits, B starts with the
 #    same command.  B must wait, not drop A's slot; B is killed; A finishes
 #    and streams its own slot, and X arrives.

@@ -15,9 +15,10 @@ the call reached the emulator, and malformed success responses.
     sigcheck_proxy.py --listen PORT --upstream http://127.0.0.1:4567 \
         --access-key AK --secret-key SK --region us-east-1 \
         [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after,garbage] \
-        [--seed N] [--port-file FILE] [--strip-auth]
+        [--seed N] [--port-file FILE] [--strip-auth] [--delay-puts SECONDS]
 
-GET /__stats (unsigned) returns the counters as JSON.
+GET /__stats (unsigned) returns the counters as JSON; GET /__delay/SECONDS
+changes the delay of data calls (PutRecords, S3 writes) while running.
 """
 
 import argparse
@@ -27,6 +28,7 @@ import random
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -40,7 +42,7 @@ AUTH_RE = re.compile(
 
 STATS_LOCK = threading.Lock()
 STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
-         "forwarded": 0, "faults": {}, "mismatch_examples": []}
+         "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0}
 
 
 def bump(key, sub=None):
@@ -174,6 +176,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, json.dumps(STATS), content_type="application/json")
             return
 
+        if self.command == "GET" and self.path.startswith("/__delay/"):
+            self.server.opts.delay_puts = float(self.path[len("/__delay/"):])
+            self.reply(200, "{}", content_type="application/json")
+            return
+
         bump("requests")
         problem = self.check_signature(body)
         if problem is not None:
@@ -195,6 +202,10 @@ class Handler(BaseHTTPRequestHandler):
                 fault = "500"
         if fault:
             bump("faults", fault)
+        if faultable and opts.delay_puts > 0:
+            # A slow (or, with a long delay, hung) service.
+            bump("delayed")
+            time.sleep(opts.delay_puts)
 
         if fault == "500":
             self.aws_error(500, "InternalFailure" if not self.is_s3 else "InternalError", "injected fault")
@@ -271,6 +282,8 @@ def main():
     ap.add_argument("--faults", default="500,503,throttle,records,drop,drop-after,garbage")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--port-file")
+    ap.add_argument("--delay-puts", type=float, default=0.0,
+                    help="delay every data call by this many seconds before answering")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--strip-auth", action="store_true",
                     help="forward requests without their signature (s3rver checks its own keys)")
