@@ -6,7 +6,7 @@
 #   make demo                     the whole pipeline on a throwaway cluster
 
 EXTENSION = fundrecs
-EXTVERSION = 1.1
+EXTVERSION = 1.2
 
 MODULE_big = fundrecs_decoder
 OBJS = fundrecs_decoder.o fundrecs_options.o fundrecs_json.o fundrecs_products.o \

@@ -52,6 +52,22 @@ typedef struct FrTablePattern
 	char	   *table;			/* NULL means every table of the schema */
 } FrTablePattern;
 
+typedef enum FrOnEnrichError
+{
+	FR_ENRICH_ERROR_FAIL,		/* an ERROR naming the LSN, table and fix */
+	FR_ENRICH_ERROR_EMIT		/* the row unenriched, "enrich_error", route _error */
+} FrOnEnrichError;
+
+/* The route of rows that could not be enriched (on_enrich_error=emit). */
+#define FR_ROUTE_ERROR "_error"
+
+typedef struct FrColumnPattern
+{
+	char	   *schema;
+	char	   *table;
+	char	   *column;
+} FrColumnPattern;
+
 typedef struct FrOptions
 {
 	bool		include_lsn;
@@ -63,12 +79,28 @@ typedef struct FrOptions
 	char	   *product_column;
 	char	   *quantity_column;
 	FrFormat	format;
+	bool		via_root;		/* publish_via_partition_root */
+	FrOnEnrichError on_enrich_error;
+	List	   *exclude_columns;	/* list of FrColumnPattern */
+
+	/*
+	 * Resolved once from the current catalogs when decoding starts (see
+	 * fr_options_resolve): the orders table and its enrichment columns by
+	 * OID and attribute number, which a rename does not change.  Invalid
+	 * when the table did not exist then; names are used instead.
+	 */
+	Oid			orders_relid;
+	AttrNumber	product_attnum;
+	AttrNumber	quantity_attnum;
 } FrOptions;
 
 extern void fr_options_init(FrOptions *opts);
 extern void fr_options_parse(FrOptions *opts, List *options);
+extern void fr_options_resolve(FrOptions *opts, bool report);
 extern bool fr_options_table_included(const FrOptions *opts,
 									  const char *schema, const char *table);
+extern bool fr_options_column_excluded(const FrOptions *opts, const char *schema,
+									   const char *table, const char *column);
 
 /* ----------------------------------------------------------------
  * JSON output and per-relation info (fundrecs_json.c)
@@ -98,6 +130,7 @@ typedef struct FrColumn
 	FrValueKind kind;
 	bool		typisvarlena;
 	bool		is_key;			/* one of the key columns */
+	bool		excluded;		/* left out by the option exclude_columns */
 	FmgrInfo	outfunc;
 } FrColumn;
 
@@ -121,6 +154,18 @@ typedef struct FrRelInfo
 	AttrNumber *keyattrs;		/* replica identity (or primary key) columns */
 	AttrNumber	product_attnum; /* orders only; InvalidAttrNumber if absent */
 	AttrNumber	quantity_attnum;
+	char	   *enrich_error;	/* orders only: why rows cannot be enriched */
+
+	/*
+	 * A partition.  With publish_via_partition_root, its rows are emitted as
+	 * the root's: converted by map (NULL when the columns line up) and
+	 * formatted with desc, the root's.  partition_json names the leaf.
+	 */
+	Oid			root_relid;		/* InvalidOid unless a partition */
+	bool		as_root;
+	struct TupleConversionMap *map;
+	TupleDesc	desc;			/* the root's, when as_root */
+	char	   *partition_json; /* quoted schema.leaf */
 } FrRelInfo;
 
 extern void fr_relinfo_init(void);

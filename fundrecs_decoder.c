@@ -13,6 +13,7 @@
 #include "fundrecs.h"
 
 #include "access/htup_details.h"
+#include "access/tupconvert.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "replication/reorderbuffer.h"
@@ -68,6 +69,9 @@ fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 										  ALLOCSET_DEFAULT_SIZES);
 	fr_options_init(&data->opts);
 	fr_options_parse(&data->opts, ctx->output_plugin_options);
+	/* Creating the slot decodes nothing: no need to look anything up. */
+	if (!is_init)
+		fr_options_resolve(&data->opts, true);
 	initStringInfo(&data->txn_fragment);
 
 	ctx->output_plugin_private = data;
@@ -390,7 +394,7 @@ append_tuple(StringInfo out, const char *prefix, const FrRowMeta *meta,
 		bool		isnull = row->isnull[i];
 		Datum		value = row->values[i];
 
-		if (col->dropped || (key_only && !col->is_key))
+		if (col->dropped || col->excluded || (key_only && !col->is_key))
 			continue;
 		if (!isnull && meta->toast_pointers_unchanged && is_unchanged_toast(col, value))
 		{
@@ -508,6 +512,11 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	append_dms_metadata(out, opts, meta, ri, "data", meta->op, "primary-key");
 	appendStringInfoString(out, ",\"route\":");
 	appendStringInfoString(out, route);
+	if (ri->is_orders && ri->enrich_error != NULL)
+	{
+		appendStringInfoString(out, ",\"enrich-error\":");
+		fr_json_append_string(out, ri->enrich_error);
+	}
 	if (ri->nkeys > 0)
 	{
 		StringInfoData key;
@@ -544,7 +553,19 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	const char *route;
 	StringInfoData toast;
 
-	if (ri->is_orders)
+	if (ri->is_orders && ri->enrich_error != NULL)
+	{
+		if (opts->on_enrich_error == FR_ENRICH_ERROR_FAIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("could not enrich the change at %X/%X of table \"%s.%s\"",
+							LSN_FORMAT_ARGS(meta->lsn), ri->schema_name, ri->table_name),
+					 errdetail("The %s.", ri->enrich_error),
+					 errhint("Set the plugin options product_column and quantity_column to the columns' current names, or set on_enrich_error to emit to ship such rows unenriched with route \"%s\".",
+							 FR_ROUTE_ERROR)));
+		route = "\"" FR_ROUTE_ERROR "\"";
+	}
+	else if (ri->is_orders)
 	{
 		if (newtuple != NULL)
 			newproduct = row_product(ri, newtuple, true, meta, &new_has_product);
@@ -575,6 +596,11 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		append_key(out, ri, newtuple != NULL ? newtuple : oldtuple);
 	appendStringInfoString(out, ",\"route\":");
 	appendStringInfoString(out, route);
+	if (ri->is_orders && ri->enrich_error != NULL)
+	{
+		appendStringInfoString(out, ",\"enrich_error\":");
+		fr_json_append_string(out, ri->enrich_error);
+	}
 
 	initStringInfo(&toast);
 	if (newtuple != NULL)
@@ -604,11 +630,30 @@ write_truncate(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	{
 		appendStringInfoChar(out, '{');
 		append_dms_metadata(out, opts, meta, ri, "control", "truncate-table", "schema-table");
-		appendStringInfo(out, ",\"route\":%s}}", route);
+		appendStringInfo(out, ",\"route\":%s", route);
+		if (ri->as_root)
+			appendStringInfo(out, ",\"partition\":%s", ri->partition_json);
+		appendStringInfoString(out, "}}");
 		return;
 	}
 	append_header(out, opts, meta, ri);
-	appendStringInfo(out, ",\"route\":%s}", route);
+	appendStringInfo(out, ",\"route\":%s", route);
+	/* Only this partition of the table was truncated. */
+	if (ri->as_root)
+		appendStringInfo(out, ",\"partition\":%s", ri->partition_json);
+	appendStringInfoChar(out, '}');
+}
+
+/* Is relid among the relations of this truncate? */
+static bool
+truncated_too(Oid relid, int nrelations, Relation relations[])
+{
+	for (int i = 0; i < nrelations; i++)
+	{
+		if (RelationGetRelid(relations[i]) == relid)
+			return true;
+	}
+	return false;
 }
 
 static void
@@ -669,8 +714,18 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	oldcxt = MemoryContextSwitchTo(data->context);
 	fill_meta(&meta, data, txn, op, change->lsn);
 
+	/* A partition's row as its root's (publish_via_partition_root). */
+	if (ri->map != NULL)
+	{
+		if (newtuple != NULL)
+			newtuple = execute_attr_map_tuple(newtuple, ri->map);
+		if (oldtuple != NULL)
+			oldtuple = execute_attr_map_tuple(oldtuple, ri->map);
+	}
+
 	OutputPluginPrepareWrite(ctx, true);
-	fr_write_row(ctx->out, &data->opts, &meta, ri, RelationGetDescr(relation),
+	fr_write_row(ctx->out, &data->opts, &meta, ri,
+				 ri->as_root ? ri->desc : RelationGetDescr(relation),
 				 newtuple, oldtuple);
 	OutputPluginWrite(ctx, true);
 
@@ -693,6 +748,9 @@ fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		if (ri->is_products)
 			fr_products_txn_touched_products();
 		if (!ri->included)
+			continue;
+		/* TRUNCATE of a partitioned table: one row for the table itself. */
+		if (ri->as_root && truncated_too(ri->root_relid, nrelations, relations))
 			continue;
 
 		fill_meta(&meta, data, txn, "truncate", change->lsn);

@@ -14,6 +14,8 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "access/tupconvert.h"
+#include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
@@ -38,17 +40,13 @@ relinfo_invalidate(Datum arg, Oid relid)
 	if (relinfo_hash == NULL)
 		return;
 
-	if (OidIsValid(relid))
-	{
-		entry = hash_search(relinfo_hash, &relid, HASH_FIND, NULL);
-		if (entry != NULL)
-			entry->valid = false;
-		return;
-	}
-
+	/* An entry, and the partitions emitted as its root when it is one. */
 	hash_seq_init(&status, relinfo_hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
-		entry->valid = false;
+	{
+		if (!OidIsValid(relid) || entry->relid == relid || entry->root_relid == relid)
+			entry->valid = false;
+	}
 }
 
 /*
@@ -148,39 +146,54 @@ find_column(FrRelInfo *ri, TupleDesc desc, const char *name)
 	return InvalidAttrNumber;
 }
 
-static void
-check_enrichment_column(FrRelInfo *ri, AttrNumber attnum, const char *option,
-						const char *name, bool allow_numeric)
+/*
+ * Why the enrichment column attnum (resolved for the orders table, root
+ * attribute numbers) cannot be used in this version of desc, or NULL.
+ */
+static char *
+enrichment_column_problem(TupleDesc desc, AttrNumber attnum, const char *option,
+						  const char *name, const char *relname, bool allow_numeric)
 {
+	Form_pg_attribute att;
 	Oid			typid;
 
-	if (attnum == InvalidAttrNumber)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of orders table \"%s.%s\" does not exist",
-						name, ri->schema_name, ri->table_name),
-				 errhint("Name the column with the plugin option \"%s\".", option)));
-
-	typid = ri->cols[attnum - 1].basetypid;
+	if (attnum == InvalidAttrNumber || attnum > desc->natts ||
+		TupleDescAttr(desc, attnum - 1)->attisdropped)
+		return psprintf("column \"%s\" (option \"%s\") does not exist in this version of %s",
+						name, option, relname);
+	att = TupleDescAttr(desc, attnum - 1);
+	typid = getBaseType(att->atttypid);
 	if (typid == INT2OID || typid == INT4OID || typid == INT8OID ||
 		(allow_numeric && typid == NUMERICOID))
-		return;
+		return NULL;
+	return psprintf("column \"%s\" (option \"%s\") of %s has type %s; it must be %s",
+					NameStr(att->attname), option, relname, format_type_be(typid),
+					allow_numeric ? "smallint, integer, bigint or numeric" :
+					"smallint, integer or bigint");
+}
 
-	ereport(ERROR,
-			(errcode(ERRCODE_DATATYPE_MISMATCH),
-			 errmsg("column \"%s\" of orders table \"%s.%s\" has type %s",
-					name, ri->schema_name, ri->table_name, format_type_be(typid)),
-			 allow_numeric ?
-			 errdetail("The quantity column must be smallint, integer, bigint or numeric.") :
-			 errdetail("The product column must be smallint, integer or bigint.")));
+/* The attribute of desc named like attnum of other (a partition's root). */
+static AttrNumber
+same_column(TupleDesc desc, TupleDesc other, AttrNumber attnum)
+{
+	if (attnum == InvalidAttrNumber || attnum > other->natts ||
+		TupleDescAttr(other, attnum - 1)->attisdropped)
+		return InvalidAttrNumber;
+	return find_column(NULL, desc, NameStr(TupleDescAttr(other, attnum - 1)->attname));
 }
 
 void
 fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
+	Relation	target = rel;	/* whose name, columns and key are emitted */
+	Relation	root = NULL;
+	TupleDesc	desc;
 	MemoryContext oldcxt;
 	Oid			keyindex;
+	Oid			base_relid;
+	char	   *root_schema = NULL;
+	char	   *root_name = NULL;
+	char	   *relname;
 
 	if (ri->cxt == NULL)
 		ri->cxt = AllocSetContextCreate(CacheMemoryContext,
@@ -191,16 +204,62 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 
 	oldcxt = MemoryContextSwitchTo(ri->cxt);
 
-	ri->schema_name = get_namespace_name(RelationGetNamespace(rel));
-	ri->table_name = pstrdup(RelationGetRelationName(rel));
+	ri->root_relid = InvalidOid;
+	ri->as_root = false;
+	ri->map = NULL;
+	ri->desc = NULL;
+	ri->partition_json = NULL;
+	ri->enrich_error = NULL;
+
+	/* A partition: find its top-most root, as pgoutput does. */
+	if (rel->rd_rel->relispartition)
+	{
+		List	   *ancestors = get_partition_ancestors(RelationGetRelid(rel));
+
+		if (ancestors != NIL)
+		{
+			ri->root_relid = llast_oid(ancestors);
+			root = RelationIdGetRelation(ri->root_relid);
+			if (!RelationIsValid(root))
+				elog(ERROR, "could not open relation with OID %u", ri->root_relid);
+			root_schema = get_namespace_name(RelationGetNamespace(root));
+			root_name = pstrdup(RelationGetRelationName(root));
+		}
+	}
+	if (root != NULL && opts->via_root)
+	{
+		TupleDesc	leafdesc = CreateTupleDescCopyConstr(RelationGetDescr(rel));
+
+		target = root;
+		ri->as_root = true;
+		ri->desc = CreateTupleDescCopyConstr(RelationGetDescr(root));
+		ri->map = convert_tuples_by_name(leafdesc, ri->desc);
+		ri->partition_json = fr_json_quote(psprintf("%s.%s",
+													get_namespace_name(RelationGetNamespace(rel)),
+													RelationGetRelationName(rel)));
+	}
+	desc = RelationGetDescr(target);
+	base_relid = root != NULL ? ri->root_relid : RelationGetRelid(rel);
+
+	ri->schema_name = get_namespace_name(RelationGetNamespace(target));
+	ri->table_name = pstrdup(RelationGetRelationName(target));
 	ri->schema_json = psprintf("\"schema\":%s", fr_json_quote(ri->schema_name));
 	ri->table_json = psprintf("\"table\":%s", fr_json_quote(ri->table_name));
 	ri->route_json = fr_json_quote(ri->table_name);
-	ri->included = fr_options_table_included(opts, ri->schema_name, ri->table_name);
-	ri->is_orders = (strcmp(ri->schema_name, opts->orders_schema) == 0 &&
-					 strcmp(ri->table_name, opts->orders_table) == 0);
+	ri->included = fr_options_table_included(opts, ri->schema_name, ri->table_name) ||
+		(root != NULL && !ri->as_root &&
+		 fr_options_table_included(opts, root_schema, root_name));
+	if (OidIsValid(opts->orders_relid))
+		ri->is_orders = base_relid == opts->orders_relid;
+	else if (root != NULL)
+		ri->is_orders = (strcmp(root_schema, opts->orders_schema) == 0 &&
+						 strcmp(root_name, opts->orders_table) == 0);
+	else
+		ri->is_orders = (strcmp(ri->schema_name, opts->orders_schema) == 0 &&
+						 strcmp(ri->table_name, opts->orders_table) == 0);
 	ri->is_products = (strcmp(ri->schema_name, FR_EXT_SCHEMA) == 0 &&
 					   strcmp(ri->table_name, FR_PRODUCTS_TABLE) == 0);
+	/* What the old tuple holds is the leaf's replica identity. */
 	ri->identity_full = (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL);
 	ri->natts = 0;
 	ri->cols = NULL;
@@ -228,17 +287,19 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 			col->typid = att->atttypid;
 			col->basetypid = getBaseType(att->atttypid);
 			col->kind = kind_of_type(col->basetypid);
+			col->excluded = fr_options_column_excluded(opts, ri->schema_name, ri->table_name,
+													   NameStr(att->attname));
 			getTypeOutputInfo(att->atttypid, &outfunc, &col->typisvarlena);
 			fmgr_info_cxt(outfunc, &col->outfunc, ri->cxt);
 		}
 
 		/*
 		 * The key: the replica identity index, or the primary key when the
-		 * identity is FULL or NOTHING.
+		 * identity is FULL or NOTHING (of the root, for rows emitted as it).
 		 */
-		keyindex = RelationGetReplicaIndex(rel);
+		keyindex = RelationGetReplicaIndex(target);
 		if (!OidIsValid(keyindex))
-			keyindex = RelationGetPrimaryKeyIndex(rel);
+			keyindex = RelationGetPrimaryKeyIndex(target);
 		if (OidIsValid(keyindex))
 		{
 			Relation	idxrel = index_open(keyindex, AccessShareLock);
@@ -254,6 +315,8 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 				{
 					ri->keyattrs[ri->nkeys++] = attnum;
 					ri->cols[attnum - 1].is_key = true;
+					/* A key column is never left out. */
+					ri->cols[attnum - 1].excluded = false;
 				}
 			}
 			index_close(idxrel, AccessShareLock);
@@ -261,15 +324,40 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 
 		if (ri->is_orders)
 		{
-			ri->product_attnum = find_column(ri, desc, opts->product_column);
-			check_enrichment_column(ri, ri->product_attnum, "product_column",
-									opts->product_column, false);
-			ri->quantity_attnum = find_column(ri, desc, opts->quantity_column);
-			check_enrichment_column(ri, ri->quantity_attnum, "quantity_column",
-									opts->quantity_column, true);
+			char	   *problem;
+
+			relname = psprintf("%s.%s", ri->schema_name, ri->table_name);
+			if (OidIsValid(opts->orders_relid))
+			{
+				/* Attribute numbers of the orders table (the root). */
+				ri->product_attnum = opts->product_attnum;
+				ri->quantity_attnum = opts->quantity_attnum;
+				if (root != NULL && !ri->as_root)
+				{
+					TupleDesc	rootdesc = RelationGetDescr(root);
+
+					ri->product_attnum = same_column(desc, rootdesc, ri->product_attnum);
+					ri->quantity_attnum = same_column(desc, rootdesc, ri->quantity_attnum);
+				}
+			}
+			else
+			{
+				ri->product_attnum = find_column(ri, desc, opts->product_column);
+				ri->quantity_attnum = find_column(ri, desc, opts->quantity_column);
+			}
+			problem = enrichment_column_problem(desc, ri->product_attnum, "product_column",
+												opts->product_column, relname, false);
+			if (problem == NULL)
+				problem = enrichment_column_problem(desc, ri->quantity_attnum, "quantity_column",
+													opts->quantity_column, relname, true);
+			ri->enrich_error = problem;
+			if (problem != NULL)
+				ri->product_attnum = ri->quantity_attnum = InvalidAttrNumber;
 		}
 	}
 
+	if (root != NULL)
+		RelationClose(root);
 	MemoryContextSwitchTo(oldcxt);
 	ri->valid = true;
 }
@@ -286,6 +374,7 @@ fr_relinfo_get(Relation rel, const FrOptions *opts)
 	{
 		ri->valid = false;
 		ri->cxt = NULL;
+		ri->root_relid = InvalidOid;
 	}
 	if (!ri->valid)
 	{

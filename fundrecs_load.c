@@ -21,6 +21,9 @@
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/tupconvert.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
@@ -35,14 +38,23 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+/*
+ * A table is read leaf by leaf: a plain table is its own only leaf; a
+ * partitioned table's rows are read from each of its partitions and,
+ * with publish_via_partition_root (the default), converted to the root's
+ * columns and emitted as the root's, as decoding emits their changes.
+ */
 typedef struct LoadState
 {
-	Relation	rel;
+	List	   *leaves;			/* OIDs of the tables with storage to read */
+	int			next_leaf;
+	Relation	rel;			/* the leaf being read, or NULL */
 	TableScanDesc scan;
 	TupleTableSlot *slot;
 	FrOptions	opts;
 	FrRelInfo  *ri;
 	FrRowMeta	meta;
+	MemoryContext cxt;
 	bool		done;
 } LoadState;
 
@@ -79,6 +91,21 @@ options_from_array(ArrayType *arr)
 	return result;
 }
 
+/* Ends the scan of the current leaf, if any. */
+static void
+close_leaf(LoadState *state)
+{
+	if (state->rel == NULL)
+		return;
+	ExecDropSingleTupleTableSlot(state->slot);
+	table_endscan(state->scan);
+	table_close(state->rel, AccessShareLock);
+	if (state->ri->cxt != NULL)
+		MemoryContextDelete(state->ri->cxt);
+	state->ri->cxt = NULL;
+	state->rel = NULL;
+}
+
 static void
 load_cleanup(Datum arg)
 {
@@ -87,12 +114,44 @@ load_cleanup(Datum arg)
 	if (state->done)
 		return;
 	state->done = true;
-	ExecDropSingleTupleTableSlot(state->slot);
-	table_endscan(state->scan);
-	table_close(state->rel, AccessShareLock);
-	if (state->ri->cxt != NULL)
-		MemoryContextDelete(state->ri->cxt);
-	state->ri->cxt = NULL;
+	close_leaf(state);
+}
+
+/* Opens the next leaf; false when there is none left. */
+static bool
+open_next_leaf(LoadState *state)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(state->cxt);
+	Oid			relid;
+
+	close_leaf(state);
+	if (state->next_leaf >= list_length(state->leaves))
+	{
+		MemoryContextSwitchTo(oldcxt);
+		return false;
+	}
+	relid = list_nth_oid(state->leaves, state->next_leaf++);
+	state->rel = table_open(relid, AccessShareLock);
+
+	/* Its own relation info and product cache: decoding may run too. */
+	memset(state->ri, 0, sizeof(FrRelInfo));
+	state->ri->relid = relid;
+	fr_relinfo_build(state->ri, state->rel, &state->opts);
+	state->scan = table_beginscan(state->rel, GetActiveSnapshot(), 0, NULL);
+	state->slot = table_slot_create(state->rel, NULL);
+	MemoryContextSwitchTo(oldcxt);
+	return true;
+}
+
+/* The caller must be allowed to read relid (SELECT), or an ERROR. */
+static void
+check_select(Oid relid)
+{
+	AclResult	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
+
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
 }
 
 PG_FUNCTION_INFO_V1(fundrecs_load_rows);
@@ -102,7 +161,6 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 {
 	FuncCallContext *funcctx;
 	LoadState  *state;
-	bool		found;
 
 	if (SRF_IS_FIRSTCALL())
 	{
@@ -110,36 +168,64 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		XLogRecPtr	lsn = PG_GETARG_LSN(1);
 		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 		MemoryContext oldcxt;
-		AclResult	aclresult;
+		Relation	rel;
+		char		relkind;
+		FrRelInfo	check;
 
 		funcctx = SRF_FIRSTCALL_INIT();
 		oldcxt = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
 		state = palloc0(sizeof(LoadState));
+		state->cxt = funcctx->multi_call_memory_ctx;
 
 		fr_options_init(&state->opts);
 		fr_options_parse(&state->opts, options_from_array(PG_GETARG_ARRAYTYPE_P(2)));
+		fr_options_resolve(&state->opts, false);
 
-		aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
-		if (aclresult != ACLCHECK_OK)
-			aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),
-						   get_rel_name(relid));
-
-		state->rel = table_open(relid, AccessShareLock);
-		if (state->rel->rd_rel->relkind != RELKIND_RELATION)
+		/* Everything read is read with the caller's rights. */
+		check_select(relid);
+		rel = table_open(relid, AccessShareLock);
+		relkind = rel->rd_rel->relkind;
+		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 			ereport(ERROR,
 					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-					 errmsg("\"%s\" is not a table", RelationGetRelationName(state->rel))));
+					 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
 
-		/* Its own relation info and product cache: decoding may run too. */
-		state->ri = palloc0(sizeof(FrRelInfo));
-		state->ri->relid = relid;
-		fr_relinfo_build(state->ri, state->rel, &state->opts);
-		if (!state->ri->included)
+		memset(&check, 0, sizeof(check));
+		check.relid = relid;
+		fr_relinfo_build(&check, rel, &state->opts);
+		if (!check.included)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("table \"%s.%s\" is not in the plugin option \"tables\"",
-							state->ri->schema_name, state->ri->table_name),
+							check.schema_name, check.table_name),
 					 errhint("Pass the same options as the slot's, with \"tables\" naming this table.")));
+		if (check.is_orders)
+		{
+			/* The products joined with the orders are read too. */
+			Oid			nspid = get_namespace_oid(FR_EXT_SCHEMA, true);
+			Oid			products = OidIsValid(nspid) ?
+				get_relname_relid(FR_PRODUCTS_TABLE, nspid) : InvalidOid;
+
+			if (OidIsValid(products))
+				check_select(products);
+		}
+		MemoryContextDelete(check.cxt);
+
+		if (relkind == RELKIND_PARTITIONED_TABLE)
+		{
+			/* Every partition with storage, in a stable order. */
+			List	   *all = find_all_inheritors(relid, AccessShareLock, NULL);
+			ListCell   *lc;
+
+			foreach(lc, all)
+			{
+				if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_RELATION)
+					state->leaves = lappend_oid(state->leaves, lfirst_oid(lc));
+			}
+		}
+		else
+			state->leaves = list_make1_oid(relid);
+		table_close(rel, AccessShareLock);
 
 		state->meta.op = "load";
 		state->meta.lsn = lsn;
@@ -148,10 +234,8 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		state->meta.commit_time = GetCurrentTransactionStartTimestamp();
 		state->meta.toast_pointers_unchanged = false;
 		state->meta.txn_fragment = NULL;
-
 		state->meta.load = fr_load_products_create(funcctx->multi_call_memory_ctx);
-		state->scan = table_beginscan(state->rel, GetActiveSnapshot(), 0, NULL);
-		state->slot = table_slot_create(state->rel, NULL);
+		state->ri = palloc0(sizeof(FrRelInfo));
 
 		/* Also ends the scan when the query stops early (LIMIT, error). */
 		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext != NULL)
@@ -164,19 +248,40 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 	funcctx = SRF_PERCALL_SETUP();
 	state = funcctx->user_fctx;
 
-	found = !state->done &&
-		table_scan_getnextslot(state->scan, ForwardScanDirection, state->slot);
-	if (found)
+	while (!state->done)
 	{
 		bool		should_free;
-		HeapTuple	tuple = ExecFetchSlotHeapTuple(state->slot, false, &should_free);
+		HeapTuple	tuple;
+		TupleDesc	desc;
 		StringInfoData out;
 
+		if (state->rel == NULL ||
+			!table_scan_getnextslot(state->scan, ForwardScanDirection, state->slot))
+		{
+			if (!open_next_leaf(state))
+				break;
+			continue;
+		}
+
 		/* Built in the per-call context, which the executor resets per row. */
+		tuple = ExecFetchSlotHeapTuple(state->slot, false, &should_free);
+		desc = RelationGetDescr(state->rel);
+		if (state->ri->as_root)
+		{
+			desc = state->ri->desc;
+			if (state->ri->map != NULL)
+			{
+				HeapTuple	converted = execute_attr_map_tuple(tuple, state->ri->map);
+
+				if (should_free)
+					heap_freetuple(tuple);
+				tuple = converted;
+				should_free = true;
+			}
+		}
 		initStringInfo(&out);
 		state->meta.load->snapshot = GetActiveSnapshot();
-		fr_write_row(&out, &state->opts, &state->meta, state->ri,
-					 RelationGetDescr(state->rel), tuple, NULL);
+		fr_write_row(&out, &state->opts, &state->meta, state->ri, desc, tuple, NULL);
 		state->meta.load->snapshot = NULL;
 		if (should_free)
 			heap_freetuple(tuple);

@@ -11,13 +11,19 @@
  */
 #include "fundrecs.h"
 
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/varlena.h"
 
 #define FR_VALID_OPTIONS \
 	"include_lsn, include_xid, include_timestamp, tables, orders_table, " \
-	"product_column, quantity_column, format"
+	"product_column, quantity_column, format, publish_via_partition_root, " \
+	"on_enrich_error, exclude_columns"
 
 static const char *
 option_value(DefElem *elem)
@@ -135,6 +141,41 @@ parse_tables(DefElem *elem)
 	return result;
 }
 
+/* exclude_columns: comma-separated schema.table.column entries. */
+static List *
+parse_column_patterns(DefElem *elem)
+{
+	const char *value = required_value(elem);
+	char	   *raw = pstrdup(value);
+	List	   *result = NIL;
+	char	   *saveptr = NULL;
+	char	   *item;
+
+	for (item = strtok_r(raw, ",", &saveptr); item != NULL;
+		 item = strtok_r(NULL, ",", &saveptr))
+	{
+		FrColumnPattern *pat = palloc(sizeof(FrColumnPattern));
+		char	   *copy = pstrdup(item);
+		List	   *parts = NIL;
+
+		if (!SplitIdentifierString(copy, '.', &parts) || list_length(parts) != 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
+					 errhint("Give a comma-separated list of schema.table.column entries.")));
+		pat->schema = pstrdup((char *) linitial(parts));
+		pat->table = pstrdup((char *) lsecond(parts));
+		pat->column = pstrdup((char *) lthird(parts));
+		result = lappend(result, pat);
+	}
+	if (result == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
+				 errhint("Give a comma-separated list of schema.table.column entries.")));
+	return result;
+}
+
 static const char *
 parse_column_name(DefElem *elem)
 {
@@ -164,6 +205,12 @@ fr_options_init(FrOptions *opts)
 	opts->product_column = pstrdup("product_id");
 	opts->quantity_column = pstrdup("quantity");
 	opts->format = FR_FORMAT_NATIVE;
+	opts->via_root = true;
+	opts->on_enrich_error = FR_ENRICH_ERROR_FAIL;
+	opts->exclude_columns = NIL;
+	opts->orders_relid = InvalidOid;
+	opts->product_attnum = InvalidAttrNumber;
+	opts->quantity_attnum = InvalidAttrNumber;
 }
 
 void
@@ -207,6 +254,25 @@ fr_options_parse(FrOptions *opts, List *options)
 								value, elem->defname),
 						 errhint("Valid values are native and dms.")));
 		}
+		else if (strcmp(elem->defname, "publish_via_partition_root") == 0)
+			opts->via_root = parse_bool_option(elem);
+		else if (strcmp(elem->defname, "on_enrich_error") == 0)
+		{
+			const char *value = required_value(elem);
+
+			if (strcmp(value, "fail") == 0)
+				opts->on_enrich_error = FR_ENRICH_ERROR_FAIL;
+			else if (strcmp(value, "emit") == 0)
+				opts->on_enrich_error = FR_ENRICH_ERROR_EMIT;
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid value \"%s\" for option \"%s\"",
+								value, elem->defname),
+						 errhint("Valid values are fail and emit.")));
+		}
+		else if (strcmp(elem->defname, "exclude_columns") == 0)
+			opts->exclude_columns = parse_column_patterns(elem);
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -237,4 +303,106 @@ fr_options_table_included(const FrOptions *opts, const char *schema,
 			return true;
 	}
 	return false;
+}
+
+bool
+fr_options_column_excluded(const FrOptions *opts, const char *schema,
+						   const char *table, const char *column)
+{
+	ListCell   *lc;
+
+	foreach(lc, opts->exclude_columns)
+	{
+		FrColumnPattern *pat = (FrColumnPattern *) lfirst(lc);
+
+		if (strcmp(pat->schema, schema) == 0 && strcmp(pat->table, table) == 0 &&
+			strcmp(pat->column, column) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Resolves the orders table and its enrichment columns in the current
+ * catalogs, once, when decoding starts: by OID and attribute number they
+ * stay the same through renames, so rows from before and after a rename
+ * are enriched with one configuration.  With report, also warns about a
+ * "tables" entry that matches no table and an orders table that does not
+ * exist (both would silently emit nothing).
+ *
+ * Decoding reads the catalogs through historic snapshots only; this runs
+ * before it starts, in a transaction of its own when the caller (the
+ * walsender) has none, and throws away what it put into the caches.
+ */
+void
+fr_options_resolve(FrOptions *opts, bool report)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		own_xact = !IsTransactionState();
+	Oid			nspid;
+	ListCell   *lc;
+
+	if (own_xact)
+		StartTransactionCommand();
+
+	nspid = get_namespace_oid(opts->orders_schema, true);
+	opts->orders_relid = OidIsValid(nspid) ?
+		get_relname_relid(opts->orders_table, nspid) : InvalidOid;
+	if (!OidIsValid(opts->orders_relid))
+	{
+		/* Only when it would be emitted: else it is simply not captured. */
+		if (report && fr_options_table_included(opts, opts->orders_schema, opts->orders_table))
+			ereport(WARNING,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("orders table \"%s.%s\" does not exist, no row will be enriched",
+							opts->orders_schema, opts->orders_table),
+					 errhint("Create it, or name the orders table with the plugin option \"orders_table\".")));
+	}
+	else
+	{
+		const char *names[2] = {opts->product_column, opts->quantity_column};
+		const char *options[2] = {"product_column", "quantity_column"};
+		AttrNumber	attnums[2];
+
+		for (int i = 0; i < 2; i++)
+		{
+			attnums[i] = get_attnum(opts->orders_relid, names[i]);
+			if (attnums[i] == InvalidAttrNumber)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("column \"%s\" of orders table \"%s.%s\" does not exist",
+								names[i], opts->orders_schema, opts->orders_table),
+						 errdetail("Enrichment columns are named as they are now; rows from before a rename are enriched through the column's attribute number."),
+						 errhint("Set the plugin option \"%s\" to the column's current name.", options[i])));
+		}
+		opts->product_attnum = attnums[0];
+		opts->quantity_attnum = attnums[1];
+	}
+
+	if (report)
+	{
+		foreach(lc, opts->tables)
+		{
+			FrTablePattern *pat = (FrTablePattern *) lfirst(lc);
+			Oid			patnsp = get_namespace_oid(pat->schema, true);
+
+			if (!OidIsValid(patnsp))
+				ereport(WARNING,
+						(errcode(ERRCODE_UNDEFINED_SCHEMA),
+						 errmsg("plugin option \"tables\": schema \"%s\" does not exist", pat->schema),
+						 errdetail("Changes of its tables are not emitted until it exists.")));
+			else if (pat->table != NULL && !OidIsValid(get_relname_relid(pat->table, patnsp)))
+				ereport(WARNING,
+						(errcode(ERRCODE_UNDEFINED_TABLE),
+						 errmsg("plugin option \"tables\": table \"%s.%s\" does not exist",
+								pat->schema, pat->table),
+						 errdetail("Its changes are not emitted until it exists.")));
+		}
+	}
+
+	/* Nothing looked up here may be used by decoding's historic lookups. */
+	InvalidateSystemCaches();
+	if (own_xact)
+		CommitTransactionCommand();
+	MemoryContextSwitchTo(oldcxt);
 }

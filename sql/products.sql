@@ -37,11 +37,33 @@ SELECT fundrecs.load_products('[
 	{"product_id": 5, "product_name": "c", "category": "d", "price": 2}]');
 SELECT * FROM fundrecs.product_details ORDER BY product_id;
 
--- An empty array empties the table; user catalog tables refuse ON CONFLICT.
-BEGIN;
+-- An empty array empties the table only when asked; user catalog tables
+-- refuse ON CONFLICT.
 SELECT fundrecs.load_products('[]');
 SELECT count(*) FROM fundrecs.product_details;
+BEGIN;
+SELECT fundrecs.load_products('[]', allow_empty => true);
+SELECT count(*) FROM fundrecs.product_details;
 ROLLBACK;
+
+-- 1.0 is the integer 1; huge numbers are shown shortened in messages.
+BEGIN;
+SELECT fundrecs.load_products('[{"product_id": 1.0, "product_name": "a", "category": "b", "price": 1}]');
+SELECT product_id FROM fundrecs.product_details;
+ROLLBACK;
+SELECT fundrecs.load_products('[{"product_id": 1e300, "product_name": "a", "category": "b", "price": 1}]');
+SELECT fundrecs.load_products('[{"product_id": 1, "product_name": "a", "category": "b", "price": 1e-300}]');
+
+-- Many products load in one pass (the duplicate check is hashed, not
+-- quadratic); a duplicate among them is still named by both indexes.
+BEGIN;
+SELECT fundrecs.load_products(jsonb_agg(jsonb_build_object('product_id', g,
+	'product_name', 'p' || g, 'category', 'c' || g % 7, 'price', g % 100))) AS loaded
+FROM generate_series(1, 20000) g;
+ROLLBACK;
+SELECT fundrecs.load_products(jsonb_agg(jsonb_build_object('product_id', CASE WHEN g = 15000 THEN 123 ELSE g END,
+	'product_name', 'p' || g, 'category', 'c', 'price', 1)))
+FROM generate_series(1, 20000) g;
 INSERT INTO fundrecs.product_details VALUES (1, 'x', 'y', 1) ON CONFLICT DO NOTHING;
 
 -- The file loader: the seed's file, a missing file, a malformed one.  Errors

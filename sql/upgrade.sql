@@ -18,6 +18,10 @@ SELECT fundrecs.load_products('[{"product_id": 1, "product_name": "Laptop", "cat
 
 ALTER EXTENSION fundrecs UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+SELECT count(*) FROM fundrecs.load_tables();
+
+ALTER EXTENSION fundrecs UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
 (SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
 UNION ALL
 (SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());
