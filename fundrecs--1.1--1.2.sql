@@ -188,3 +188,12 @@ $$;
 
 COMMENT ON FUNCTION fundrecs.load_products_file(text, boolean) IS
 	'Replaces fundrecs.product_details with the products of a server-side JSON file';
+
+-- What would make a slot with these plugin options silently emit nothing.
+CREATE FUNCTION fundrecs.option_problems(options text[] DEFAULT '{}')
+	RETURNS text[]
+	AS 'MODULE_PATHNAME', 'fundrecs_option_problems'
+	LANGUAGE C STRICT STABLE;
+
+COMMENT ON FUNCTION fundrecs.option_problems(text[]) IS
+	'Plugin option problems: "tables" entries matching no table, a missing orders table';

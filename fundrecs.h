@@ -96,7 +96,7 @@ typedef struct FrOptions
 
 extern void fr_options_init(FrOptions *opts);
 extern void fr_options_parse(FrOptions *opts, List *options);
-extern void fr_options_resolve(FrOptions *opts, bool report);
+extern List *fr_options_resolve(FrOptions *opts, bool warn);
 extern bool fr_options_table_included(const FrOptions *opts,
 									  const char *schema, const char *table);
 extern bool fr_options_column_excluded(const FrOptions *opts, const char *schema,

@@ -308,3 +308,30 @@ fundrecs_table_included(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(fr_options_table_included(&opts, NameStr(*PG_GETARG_NAME(1)),
 											 NameStr(*PG_GETARG_NAME(2))));
 }
+
+/*
+ * fundrecs.option_problems(options): what would make a slot with these
+ * plugin options silently emit nothing: "tables" entries that match no
+ * table, an orders table that does not exist.  Bad options are errors, as
+ * in decoding.  The shipper refuses to start on any (--allow-no-tables).
+ */
+PG_FUNCTION_INFO_V1(fundrecs_option_problems);
+
+Datum
+fundrecs_option_problems(PG_FUNCTION_ARGS)
+{
+	FrOptions	opts;
+	List	   *problems;
+	ListCell   *lc;
+	ArrayBuildState *astate = NULL;
+
+	fr_options_init(&opts);
+	fr_options_parse(&opts, options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
+	problems = fr_options_resolve(&opts, false);
+	foreach(lc, problems)
+		astate = accumArrayResult(astate, CStringGetTextDatum((char *) lfirst(lc)), false,
+								  TEXTOID, CurrentMemoryContext);
+	if (astate == NULL)
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
+	PG_RETURN_DATUM(makeArrayResult(astate, CurrentMemoryContext));
+}

@@ -326,19 +326,21 @@ fr_options_column_excluded(const FrOptions *opts, const char *schema,
  * Resolves the orders table and its enrichment columns in the current
  * catalogs, once, when decoding starts: by OID and attribute number they
  * stay the same through renames, so rows from before and after a rename
- * are enriched with one configuration.  With report, also warns about a
- * "tables" entry that matches no table and an orders table that does not
- * exist (both would silently emit nothing).
+ * are enriched with one configuration.  Returns what would make decoding
+ * silently emit nothing for a "tables" entry (it matches no table) or for
+ * the orders table (it does not exist), as messages; with warn, also as
+ * WARNINGs.
  *
  * Decoding reads the catalogs through historic snapshots only; this runs
  * before it starts, in a transaction of its own when the caller (the
  * walsender) has none, and throws away what it put into the caches.
  */
-void
-fr_options_resolve(FrOptions *opts, bool report)
+List *
+fr_options_resolve(FrOptions *opts, bool warn)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		own_xact = !IsTransactionState();
+	List	   *problems = NIL;
 	Oid			nspid;
 	ListCell   *lc;
 
@@ -351,12 +353,18 @@ fr_options_resolve(FrOptions *opts, bool report)
 	if (!OidIsValid(opts->orders_relid))
 	{
 		/* Only when it would be emitted: else it is simply not captured. */
-		if (report && fr_options_table_included(opts, opts->orders_schema, opts->orders_table))
-			ereport(WARNING,
-					(errcode(ERRCODE_UNDEFINED_TABLE),
-					 errmsg("orders table \"%s.%s\" does not exist, no row will be enriched",
-							opts->orders_schema, opts->orders_table),
-					 errhint("Create it, or name the orders table with the plugin option \"orders_table\".")));
+		if (fr_options_table_included(opts, opts->orders_schema, opts->orders_table))
+		{
+			char	   *msg = psprintf("orders table \"%s.%s\" does not exist, no row will be enriched",
+									   opts->orders_schema, opts->orders_table);
+
+			problems = lappend(problems, MemoryContextStrdup(oldcxt, msg));
+			if (warn)
+				ereport(WARNING,
+						(errcode(ERRCODE_UNDEFINED_TABLE),
+						 errmsg_internal("%s", msg),
+						 errhint("Create it, or name the orders table with the plugin option \"orders_table\".")));
+		}
 	}
 	else
 	{
@@ -379,25 +387,25 @@ fr_options_resolve(FrOptions *opts, bool report)
 		opts->quantity_attnum = attnums[1];
 	}
 
-	if (report)
+	foreach(lc, opts->tables)
 	{
-		foreach(lc, opts->tables)
-		{
-			FrTablePattern *pat = (FrTablePattern *) lfirst(lc);
-			Oid			patnsp = get_namespace_oid(pat->schema, true);
+		FrTablePattern *pat = (FrTablePattern *) lfirst(lc);
+		Oid			patnsp = get_namespace_oid(pat->schema, true);
+		char	   *msg = NULL;
 
-			if (!OidIsValid(patnsp))
-				ereport(WARNING,
-						(errcode(ERRCODE_UNDEFINED_SCHEMA),
-						 errmsg("plugin option \"tables\": schema \"%s\" does not exist", pat->schema),
-						 errdetail("Changes of its tables are not emitted until it exists.")));
-			else if (pat->table != NULL && !OidIsValid(get_relname_relid(pat->table, patnsp)))
-				ereport(WARNING,
-						(errcode(ERRCODE_UNDEFINED_TABLE),
-						 errmsg("plugin option \"tables\": table \"%s.%s\" does not exist",
-								pat->schema, pat->table),
-						 errdetail("Its changes are not emitted until it exists.")));
-		}
+		if (!OidIsValid(patnsp))
+			msg = psprintf("plugin option \"tables\": schema \"%s\" does not exist", pat->schema);
+		else if (pat->table != NULL && !OidIsValid(get_relname_relid(pat->table, patnsp)))
+			msg = psprintf("plugin option \"tables\": table \"%s.%s\" does not exist",
+						   pat->schema, pat->table);
+		if (msg == NULL)
+			continue;
+		problems = lappend(problems, MemoryContextStrdup(oldcxt, msg));
+		if (warn)
+			ereport(WARNING,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg_internal("%s", msg),
+					 errdetail("Its changes are not emitted until it exists.")));
 	}
 
 	/* Nothing looked up here may be used by decoding's historic lookups. */
@@ -405,4 +413,5 @@ fr_options_resolve(FrOptions *opts, bool report)
 	if (own_xact)
 		CommitTransactionCommand();
 	MemoryContextSwitchTo(oldcxt);
+	return problems;
 }

@@ -29,6 +29,9 @@
 
 #define FUNDRECS_SHIPPER_VERSION "1.0"
 
+/* The same stream error at the same position this often: exit 1. */
+#define MAX_SAME_STREAM_FAILURES 3
+
 static const char *progname;
 
 /* Set by signal handlers, checked by the loops. */
@@ -59,6 +62,7 @@ static char *opt_slot = NULL;
 static bool opt_create_slot = false;
 static bool opt_if_not_exists = false;
 static bool opt_no_load = false;
+static bool opt_allow_no_tables = false;
 static char **opt_plugin_options = NULL;	/* name, value, name, value, ... */
 static int	opt_noptions = 0;
 static uint64_t opt_startpos = 0;
@@ -142,6 +146,8 @@ usage(void)
 	printf("      --create-slot        create the slot (plugin fundrecs_decoder) before shipping\n");
 	printf("      --if-not-exists      do not error if the slot already exists with --create-slot\n");
 	printf("      --no-load            do not ship the rows that exist when the slot is created\n");
+	printf("      --allow-no-tables    start even if the plugin option \"tables\" matches no table\n"
+		   "                           or the orders table does not exist\n");
 	printf("  -o, --option=NAME=VALUE  pass option NAME with value VALUE to the plugin\n");
 	printf("  -I, --startpos=LSN       where in an existing slot to start\n");
 	printf("  -E, --endpos=LSN         ship up to LSN, confirm it and exit\n");
@@ -363,6 +369,9 @@ confirmable_lsn(void)
 	/* Rows held for S3 are not acknowledged until their objects are written. */
 	if (ship_s3 && s3_has_rows(&s3))
 		lsn = Min(lsn, s3.safe_lsn);
+	/* Never past --endpos: what follows it is for the next run. */
+	if (opt_endpos != 0)
+		lsn = Min(lsn, opt_endpos);
 	return Max(lsn, pos.confirmed);
 }
 
@@ -598,7 +607,9 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 					 record_bytes, KINESIS_MAX_RECORD_BYTES);
 		pg_log_error_detail("Nothing at or after this row's transaction (commit %X/%X) is confirmed.",
 							(uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn);
-		pg_log_error_hint("Leave the large column out with the plugin option \"tables\", or shrink the row.");
+		pg_log_error_hint("Leave the large column out with the plugin option exclude_columns=%.*s.%.*s.COLUMN, ship to S3 alone (--target s3 has no per-row limit), or shrink the row.",
+						  (int) f.schema.len - 2, f.schema.start + 1,
+						  (int) f.table.len - 2, f.table.start + 1);
 		return ROW_FATAL;
 	}
 
@@ -796,6 +807,78 @@ load_row(const char *row, size_t len, uint64_t lsn)
 }
 
 /*
+ * Before anything is shipped: plugin options that would make the slot
+ * silently emit nothing (a "tables" entry matching no table, a missing
+ * orders table) are a configuration error, exit 2, unless
+ * --allow-no-tables.  Asks the extension (1.2), which runs the plugin's own
+ * checks; skipped without it.  Bad options fail here too, with the
+ * plugin's message.
+ */
+static void
+check_plugin_options(const ReplConnParams *params)
+{
+	PGconn	   *conn = db_connect(params, false);
+	char	   *options;
+	const char *values[1];
+	PGresult   *res;
+
+	if (conn == NULL)
+		exit(1);
+	options = options_array(opt_plugin_options, opt_noptions);
+	values[0] = options;
+	res = PQexecParams(conn, "SELECT unnest(fundrecs.option_problems($1::text[]))",
+					   1, NULL, values, NULL, NULL, 0);
+	free(options);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		/* No extension, or one older than 1.2: the plugin warns instead. */
+		if (state && (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0))
+		{
+			if (verbosity > 0)
+				pg_log_info("fundrecs extension 1.2 not in the database: plugin options not checked before starting");
+		}
+		else if (state && strncmp(state, "22", 2) == 0)
+		{
+			pg_log_error("invalid plugin options: %s", PQresultErrorMessage(res));
+			PQclear(res);
+			PQfinish(conn);
+			exit(2);
+		}
+		else if (state && strcmp(state, "42703") == 0)
+		{
+			pg_log_error("%s", PQresultErrorMessage(res));
+			PQclear(res);
+			PQfinish(conn);
+			exit(2);
+		}
+		else
+			pg_log_warning("could not check the plugin options: %s", PQerrorMessage(conn));
+	}
+	else if (PQntuples(res) > 0)
+	{
+		for (int i = 0; i < PQntuples(res); i++)
+		{
+			if (opt_allow_no_tables)
+				pg_log_warning("%s", PQgetvalue(res, i, 0));
+			else
+				pg_log_error("%s", PQgetvalue(res, i, 0));
+		}
+		if (!opt_allow_no_tables)
+		{
+			pg_log_error_detail("Changes of such tables would be confirmed without being shipped.");
+			pg_log_error_hint("Check the plugin options \"tables\" and \"orders_table\" (-o), or pass --allow-no-tables to start anyway.");
+			PQclear(res);
+			PQfinish(conn);
+			exit(2);
+		}
+	}
+	PQclear(res);
+	PQfinish(conn);
+}
+
+/*
  * Before streaming: create the slot when asked, and ship the rows that
  * exist at its consistent point.  A load found unfinished from an earlier
  * run is done again with a fresh slot.  Returns false on a fatal error.
@@ -946,6 +1029,7 @@ main(int argc, char **argv)
 		{"flush-bytes", required_argument, NULL, 20},
 		{"flush-seconds", required_argument, NULL, 21},
 		{"shutdown-timeout", required_argument, NULL, 22},
+		{"allow-no-tables", no_argument, NULL, 23},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -953,6 +1037,9 @@ main(int argc, char **argv)
 	ReplConnParams params;
 	bool		first_connection = true;
 	int			exit_code = 0;
+	char	   *last_failure = NULL;	/* the stream's last error... */
+	uint64_t	last_failure_pos = 0;	/* ...at this confirmed position */
+	int			same_failures = 0;
 
 	pg_logging_init(argv[0]);
 	progname = get_progname(argv[0]);
@@ -1104,6 +1191,9 @@ main(int argc, char **argv)
 			case 22:
 				opt_shutdown_timeout = (int) parse_long("--shutdown-timeout", optarg, 0, 24 * 3600);
 				break;
+			case 23:
+				opt_allow_no_tables = true;
+				break;
 			default:
 				pg_log_error_hint("Try \"%s --help\" for more information.", progname);
 				exit(2);
@@ -1233,6 +1323,7 @@ main(int argc, char **argv)
 	{
 		ReplConn   *rc;
 		LoopResult	lr;
+		char	   *stream_error;
 
 		PGconn	   *lockconn = NULL;
 
@@ -1242,6 +1333,8 @@ main(int argc, char **argv)
 			/* Like pg_recvlogical: a first connection that fails is fatal. */
 			exit(1);
 		}
+		if (rc != NULL && first_connection)
+			check_plugin_options(&params);
 		if (rc != NULL && first_connection && !prepare_slot(rc, &params, &lockconn))
 		{
 			stream_close(rc);
@@ -1275,6 +1368,7 @@ main(int argc, char **argv)
 			pos.processed = pos.last_txn = pos.prev_txn = pos.confirmed;
 			streaming_grace = true;
 			lr = stream_loop(rc);
+			stream_error = stream_last_error(rc) ? pg_strdup(stream_last_error(rc)) : NULL;
 			stream_close(rc);
 			if (lr == LOOP_DONE)
 				break;
@@ -1288,6 +1382,31 @@ main(int argc, char **argv)
 				pos.confirmed = confirmable_lsn();
 			else
 				exit(1);
+
+			/*
+			 * The same error again and again at the same position is the
+			 * plugin failing on one change: retrying cannot help, and an
+			 * exit lets systemd's restart limits and alerts see it.
+			 */
+			if (stream_error != NULL && last_failure != NULL &&
+				strcmp(stream_error, last_failure) == 0 && pos.confirmed == last_failure_pos)
+				same_failures++;
+			else
+			{
+				free(last_failure);
+				last_failure = stream_error ? pg_strdup(stream_error) : NULL;
+				last_failure_pos = pos.confirmed;
+				same_failures = stream_error ? 1 : 0;
+			}
+			free(stream_error);
+			if (same_failures >= MAX_SAME_STREAM_FAILURES)
+			{
+				pg_log_error("the stream failed %d times in a row at %X/%X with the same error",
+							 same_failures, (uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
+				pg_log_error_detail("%s", last_failure);
+				pg_log_error_hint("The server cannot decode the change after this position; fix its cause (see the error), then start the shipper again.");
+				exit(1);
+			}
 		}
 
 		if (opt_no_loop || stop_requested)

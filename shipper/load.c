@@ -41,7 +41,7 @@
 
 
 /* The plugin options as a text[] literal: {"name","value",...}. */
-static char *
+char *
 options_array(char **options, int noptions)
 {
 	PQExpBufferData buf;

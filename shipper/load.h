@@ -57,6 +57,8 @@ extern bool load_unlock(PGconn *conn, const char *slot);
 extern bool load_state_creating(PGconn *conn, const char *slot);
 /* The slot existed after all: take that row back. */
 extern bool load_state_forget(PGconn *conn, const char *slot);
+/* The plugin options as a text[] literal (malloc'd). */
+extern char *options_array(char **options, int noptions);
 extern LoadStatus load_status(PGconn *conn, const char *slot);
 extern bool drop_slot(PGconn *conn, const char *slot);
 extern bool initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn,

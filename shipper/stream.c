@@ -31,6 +31,7 @@ struct ReplConn
 	char	   *copybuf;		/* last buffer from PQgetCopyData */
 	char	   *start_error_sqlstate;
 	int			sender_timeout_ms;	/* the server's wal_sender_timeout, 0: none */
+	char	   *stream_error;	/* how the stream last ended with an error */
 };
 
 static uint64_t
@@ -267,11 +268,21 @@ stream_start(ReplConn *rc, uint64_t startpos)
 			const char *name = rc->params->plugin_options[2 * i];
 			const char *value = rc->params->plugin_options[2 * i + 1];
 			char	   *qname = PQescapeIdentifier(rc->conn, name, strlen(name));
-			char	   *qvalue = PQescapeLiteral(rc->conn, value, strlen(value));
 
-			appendPQExpBuffer(&cmd, "%s%s %s", i > 0 ? ", " : "", qname, qvalue);
+			/*
+			 * The replication grammar takes standard '...' strings, quotes
+			 * doubled, and no E'...' (which PQescapeLiteral writes for a
+			 * backslash): a backslash is an ordinary character in them.
+			 */
+			appendPQExpBuffer(&cmd, "%s%s '", i > 0 ? ", " : "", qname);
+			for (const char *c = value; *c; c++)
+			{
+				if (*c == '\'')
+					appendPQExpBufferChar(&cmd, '\'');
+				appendPQExpBufferChar(&cmd, *c);
+			}
+			appendPQExpBufferChar(&cmd, '\'');
 			PQfreemem(qname);
-			PQfreemem(qvalue);
 		}
 		appendPQExpBufferChar(&cmd, ')');
 	}
@@ -337,8 +348,15 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 			pg_log_info("the server ended the stream");
 		}
 		else if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
 			pg_log_error("unexpected termination of replication stream: %s",
 						 PQresultErrorMessage(res));
+			free(rc->stream_error);
+			rc->stream_error = psprintf("%s: %s",
+										PQresultErrorField(res, PG_DIAG_SQLSTATE) ?
+										PQresultErrorField(res, PG_DIAG_SQLSTATE) : "",
+										PQresultErrorMessage(res));
+		}
 		PQclear(res);
 		return -1;
 	}
@@ -463,6 +481,12 @@ stream_end(ReplConn *rc)
 	}
 }
 
+const char *
+stream_last_error(ReplConn *rc)
+{
+	return rc->stream_error;
+}
+
 int
 stream_sender_timeout_ms(ReplConn *rc)
 {
@@ -478,5 +502,6 @@ stream_close(ReplConn *rc)
 		PQfreemem(rc->copybuf);
 	PQfinish(rc->conn);
 	free(rc->start_error_sqlstate);
+	free(rc->stream_error);
 	free(rc);
 }

@@ -57,6 +57,8 @@ extern bool stream_send_feedback(ReplConn *rc, uint64_t flush_lsn, bool reply);
 extern void stream_end(ReplConn *rc);
 /* The server's wal_sender_timeout in ms (0: disabled), read at connection. */
 extern int	stream_sender_timeout_ms(ReplConn *rc);
+/* "SQLSTATE: message" of the error that last ended the stream, or NULL. */
+extern const char *stream_last_error(ReplConn *rc);
 extern void stream_close(ReplConn *rc);
 
 #endif							/* STREAM_H */

@@ -22,3 +22,14 @@ SELECT count(*) FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL,
 	'product_column', 'Product', 'quantity_column', 'qty');
 SELECT count(*) FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'include_lsn', NULL);
 SELECT pg_drop_replication_slot('opt_slot');
+
+-- What fundrecs_shipper checks before it starts: option values that would
+-- make a slot emit nothing for a table (a typo), and bad options.
+CREATE SCHEMA opt_check;
+CREATE TABLE opt_check.orders (order_id int PRIMARY KEY, product_id int, quantity int);
+SELECT unnest(fundrecs.option_problems('{tables,"nosuch.*, opt_check.nosuch, opt_check.*",orders_table,opt_check.orders}'));
+SELECT unnest(fundrecs.option_problems('{tables,opt_check.*,orders_table,opt_check.missing}'));
+SELECT fundrecs.option_problems('{tables,opt_check.*,orders_table,opt_check.orders}');
+SELECT fundrecs.option_problems('{tables,opt_check.*,orders_table,opt_check.orders,quantity_column,qty}');
+SELECT fundrecs.option_problems('{tables,nodot}');
+DROP SCHEMA opt_check CASCADE;
