@@ -130,7 +130,7 @@ like($err, qr/could not start streaming from slot "no_such_slot".*does not exist
 
 $node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('cli_slot', 'fundrecs_decoder')");
 ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', @kin, '-o', 'tables=nodot');
-is($rc, 1, 'bad plugin option: exit code 1');
+is($rc, 2, 'bad plugin option: a configuration error, exit code 2');
 like($err, qr/invalid value "nodot" for option "tables"/, 'bad plugin option: the plugin\'s error');
 
 ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', '--create-slot', @kin);
