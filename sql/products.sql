@@ -108,8 +108,15 @@ DROP OWNED BY fundrecs_loader;
 DROP ROLE fundrecs_loader;
 DROP FUNCTION try_load_file(text);
 
--- category_slug
+-- category_slug: ASCII kept, Latin letters transliterated, other scripts as
+-- hex code points set apart, everything else separates; always a valid S3
+-- key part and Hive partition value.
 SELECT c, fundrecs.category_slug(c)
 FROM unnest(ARRAY['Electronics', 'Home Office', '  Home   Office  ', 'Kids'' Toys & Games',
-	'4K-TV/Audio', '___', '', 'Électronique', '日本', 'UPPER lower 123']) AS c;
+	'4K-TV/Audio', '___', '', 'Électronique', 'Straße & Gärten', 'Œuvres d''Ærø',
+	'Łódź — Żywność', 'ĲSSEL', '日本', 'Жa', 'Ж Ж', 'Café☕Bar', '€ 100', 'UPPER lower 123']) AS c;
+SELECT count(*) AS unsafe_slugs FROM (
+	SELECT fundrecs.category_slug(chr(cp)) AS s FROM generate_series(1, 70000) cp
+	WHERE cp NOT BETWEEN 55296 AND 57343) x
+WHERE s !~ '^[a-z0-9]+(_[a-z0-9]+)*$';
 SELECT fundrecs.category_slug(NULL) IS NULL AS strict;
