@@ -84,6 +84,9 @@ static char *opt_region = NULL;
 static char *opt_endpoint = NULL;
 static char *opt_ca_file = NULL;
 static int	opt_batch_records = KINESIS_MAX_RECORDS;
+static bool opt_aggregate = false;
+static long opt_aggregate_bytes = 51200;	/* the KPL's default AggregationMaxSize */
+static int	batch_capacity;		/* rows per batch: records, or rows to aggregate */
 static long opt_batch_bytes = KINESIS_MAX_REQUEST_BYTES;
 static int	opt_linger_ms = 20;
 static long opt_max_buffer_bytes = 8 * 1024 * 1024;
@@ -168,6 +171,10 @@ usage(void)
 		   opt_batch_bytes);
 	printf("      --linger-ms=N        how long a partial batch waits for more rows (default: %d)\n",
 		   opt_linger_ms);
+	printf("      --aggregate          KPL-aggregate rows into Kinesis records, per shard\n"
+		   "                           (consumers must de-aggregate: KCL, Firehose, aws-kinesis-agg)\n");
+	printf("      --aggregate-bytes=N  largest aggregated record (default: %ld, at most 1 MiB)\n",
+		   opt_aggregate_bytes);
 	printf("      --max-buffer-bytes=N unacknowledged bytes held before reading stops (default: %ld)\n",
 		   opt_max_buffer_bytes);
 	printf("      --request-timeout=MS timeout of one HTTP request (default: %d)\n",
@@ -283,12 +290,16 @@ hash_string(const char *s)
 	return h;
 }
 
+/* Rows per batch when aggregating: bounded by bytes long before this. */
+#define AGGREGATE_BATCH_ROWS 20000
+
 static void
 batch_init(void)
 {
-	batch.recs = pg_malloc0(sizeof(ShipRecord) * opt_batch_records);
+	batch_capacity = opt_aggregate ? AGGREGATE_BATCH_ROWS : opt_batch_records;
+	batch.recs = pg_malloc0(sizeof(ShipRecord) * batch_capacity);
 	batch.nslots = 1;
-	while (batch.nslots < opt_batch_records * 2)
+	while (batch.nslots < batch_capacity * 2)
 		batch.nslots <<= 1;
 	batch.slots = pg_malloc(sizeof(int) * batch.nslots);
 	memset(batch.slots, -1, sizeof(int) * batch.nslots);
@@ -403,7 +414,10 @@ batch_flush(void)
 	}
 	else
 	{
-		ShipResult r = kinesis_put_records(&kinesis, batch.recs, batch.n, &delivery_abort);
+		ShipResult r = opt_aggregate ?
+			kinesis_put_aggregated(&kinesis, batch.recs, batch.n, (size_t) opt_aggregate_bytes,
+								   &delivery_abort) :
+			kinesis_put_records(&kinesis, batch.recs, batch.n, &delivery_abort);
 
 		if (r != SHIP_OK)
 		{
@@ -598,7 +612,8 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 		resetPQExpBuffer(&pkey_buf);
 
 	record_bytes = len + 1 + pkey_buf.len;
-	if (ship_kinesis && record_bytes > KINESIS_MAX_RECORD_BYTES)
+	/* Aggregated, a row also carries the record's framing (about 64 bytes). */
+	if (ship_kinesis && record_bytes + (opt_aggregate ? 64 : 0) > KINESIS_MAX_RECORD_BYTES)
 	{
 		pg_log_error("row at %X/%X of table %.*s.%.*s is %zu bytes, over Kinesis's limit of %d bytes per record",
 					 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn,
@@ -629,9 +644,9 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	}
 
 	/* Room in the batch, and one version per key per batch. */
-	if (batch.n >= opt_batch_records ||
+	if (batch.n >= batch_capacity ||
 		batch.bytes + record_bytes > (size_t) Min(opt_batch_bytes, opt_max_buffer_bytes) ||
-		(ship_kinesis && batch_has_key(pkey_buf.data)))
+		(ship_kinesis && !opt_aggregate && batch_has_key(pkey_buf.data)))
 	{
 		if (!batch_flush())
 			return ROW_FATAL;
@@ -948,7 +963,7 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 	if (create)
 	{
 		if (!stream_create_slot(rc, opt_if_not_exists || status == LOAD_UNFINISHED, !opt_no_load,
-								&created, &consistent, &snapshot))
+								&created, &consistent, &snapshot, &stop_requested))
 			ok = false;
 		else if (created && verbosity >= 0)
 			pg_log_info("created replication slot \"%s\" at %X/%X", opt_slot,
@@ -1030,6 +1045,8 @@ main(int argc, char **argv)
 		{"flush-seconds", required_argument, NULL, 21},
 		{"shutdown-timeout", required_argument, NULL, 22},
 		{"allow-no-tables", no_argument, NULL, 23},
+		{"aggregate", no_argument, NULL, 24},
+		{"aggregate-bytes", required_argument, NULL, 25},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -1194,6 +1211,13 @@ main(int argc, char **argv)
 			case 23:
 				opt_allow_no_tables = true;
 				break;
+			case 24:
+				opt_aggregate = true;
+				break;
+			case 25:
+				opt_aggregate_bytes = parse_long("--aggregate-bytes", optarg, 1024,
+												 KINESIS_MAX_RECORD_BYTES - KINESIS_MAX_KEY_CHARS);
+				break;
 			default:
 				pg_log_error_hint("Try \"%s --help\" for more information.", progname);
 				exit(2);
@@ -1230,6 +1254,8 @@ main(int argc, char **argv)
 			usage_error("%s", "--stream and --stream-arn cannot be used together");
 		if (!ship_kinesis && (opt_stream || opt_stream_arn))
 			usage_error("%s", "--stream and --stream-arn are for --target kinesis");
+		if (opt_aggregate && !ship_kinesis)
+			usage_error("%s", "--aggregate is for --target kinesis");
 		if (ship_s3 && opt_s3_url == NULL)
 			usage_error("%s", "no S3 location specified: use --s3-url s3://BUCKET/PREFIX");
 		if (!ship_s3 && (opt_s3_url || opt_s3_endpoint || opt_s3_addressing))
@@ -1304,6 +1330,14 @@ main(int argc, char **argv)
 	/* Fail early on an unknown stream or bad credentials. */
 	if (ship_kinesis && kinesis_check_stream(&kinesis, &stop_requested) != SHIP_OK)
 		exit(stop_requested ? 0 : 1);
+	if (ship_kinesis && opt_aggregate)
+	{
+		if (kinesis_load_shard_map(&kinesis, &stop_requested) != SHIP_OK)
+			exit(stop_requested ? 0 : 1);
+		if (verbosity > 0)
+			pg_log_info("aggregating into %d open shards, records of at most %ld bytes",
+						kinesis.map.nshards, opt_aggregate_bytes);
+	}
 	if (ship_s3 && s3_check_bucket(&s3, &stop_requested) != SHIP_OK)
 		exit(stop_requested ? 0 : 1);
 
@@ -1430,9 +1464,16 @@ main(int argc, char **argv)
 					(unsigned long long) rows_shipped,
 					(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
 	if (ship_kinesis && verbosity > 0)
-		pg_log_info("%llu PutRecords calls, %llu retried calls, %llu retried records",
+		pg_log_info("%llu PutRecords calls, %llu Kinesis records, %llu retried calls, %llu retried records, %llu throttled records",
 					(unsigned long long) kinesis.calls,
+					(unsigned long long) kinesis.records_sent,
 					(unsigned long long) kinesis.retried_calls,
-					(unsigned long long) kinesis.retried_records);
+					(unsigned long long) kinesis.retried_records,
+					(unsigned long long) kinesis.throttled_records);
+	if (ship_kinesis && opt_aggregate && verbosity > 0)
+		pg_log_info("%llu rows in aggregated records (%.1f rows per record), %llu records sent again after resharding",
+					(unsigned long long) kinesis.rows_aggregated,
+					kinesis.records_sent ? (double) kinesis.rows_aggregated / kinesis.records_sent : 0.0,
+					(unsigned long long) kinesis.aggregates_resent);
 	return exit_code;
 }

@@ -138,6 +138,8 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 		body->data[body->len] = '\0';
 		appendPQExpBufferStr(body, "\",\"PartitionKey\":");
 		append_json_string(body, recs[i]->pkey, strlen(recs[i]->pkey));
+		if (recs[i]->ehk != NULL)
+			appendPQExpBuffer(body, ",\"ExplicitHashKey\":\"%s\"", recs[i]->ehk);
 		appendPQExpBufferChar(body, '}');
 	}
 	appendPQExpBufferStr(body, "]}");
@@ -261,7 +263,8 @@ is_retryable_code(const char *code)
  */
 static int
 parse_put_response(const char *body, size_t len, int n, int *failed,
-				   char **first_code, char **first_message, bool *fatal)
+				   char **first_code, char **first_message, bool *fatal,
+				   ShipRecord **recs, uint64_t *throttled)
 {
 	json_error_t jerr;
 	json_t	   *doc = json_loadb(body, len, 0, &jerr);
@@ -290,13 +293,22 @@ parse_put_response(const char *body, size_t len, int n, int *failed,
 		code = json_string_value(json_object_get(r, "ErrorCode"));
 		if (code == NULL)
 		{
+			const char *shard = json_string_value(json_object_get(r, "ShardId"));
+
 			if (json_string_value(json_object_get(r, "SequenceNumber")) == NULL)
 			{
 				json_decref(doc);
 				return -1;
 			}
+			if (recs[i]->want_shard != NULL)
+			{
+				free(recs[i]->got_shard);
+				recs[i]->got_shard = shard ? pg_strdup(shard) : NULL;
+			}
 			continue;
 		}
+		if (strcmp(code, "ProvisionedThroughputExceededException") == 0)
+			(*throttled)++;
 		failed[nfailed++] = i;
 		if (*first_code == NULL)
 		{
@@ -411,7 +423,7 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 			bool		fatal;
 			int			nfailed = parse_put_response(resp.body.data, resp.body.len,
 													 npending, failed, &code, &message,
-													 &fatal);
+													 &fatal, pending, &k->throttled_records);
 
 			if (nfailed < 0)
 				problem = psprintf("malformed PutRecords response from %s (HTTP 200, %zu bytes)",
@@ -510,5 +522,376 @@ kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
 	}
 	termPQExpBuffer(&body);
 	http_response_free(&resp);
+	return result;
+}
+
+/* ----------------------------------------------------------------
+ * --aggregate: the shard map and KPL aggregated records
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * One page of ListShards into map (open shards only: a closed shard, one
+ * with an ending sequence number, takes no more writes).  Returns the next
+ * token (malloc'd) or NULL; *malformed on a response that is not one.
+ */
+static char *
+parse_list_shards(const char *body, size_t len, KplShardMap *map, bool *malformed)
+{
+	json_error_t jerr;
+	json_t	   *doc = json_loadb(body, len, 0, &jerr);
+	json_t	   *shards;
+	const char *next;
+	char	   *result = NULL;
+
+	*malformed = true;
+	if (doc == NULL)
+		return NULL;
+	shards = json_object_get(doc, "Shards");
+	if (!json_is_array(shards))
+	{
+		json_decref(doc);
+		return NULL;
+	}
+	for (size_t i = 0; i < json_array_size(shards); i++)
+	{
+		json_t	   *sh = json_array_get(shards, i);
+		json_t	   *range = json_object_get(sh, "HashKeyRange");
+		json_t	   *seq = json_object_get(sh, "SequenceNumberRange");
+		const char *id = json_string_value(json_object_get(sh, "ShardId"));
+		const char *start = json_string_value(json_object_get(range, "StartingHashKey"));
+		const char *end = json_string_value(json_object_get(range, "EndingHashKey"));
+		KplShard	shard;
+
+		if (id == NULL || start == NULL || end == NULL ||
+			!kpl_parse_hash_key(start, &shard.start) || !kpl_parse_hash_key(end, &shard.end) ||
+			shard.end < shard.start)
+		{
+			json_decref(doc);
+			return NULL;
+		}
+		if (json_string_value(json_object_get(seq, "EndingSequenceNumber")) != NULL)
+			continue;
+		shard.id = pg_strdup(id);
+		map->shards = pg_realloc(map->shards, sizeof(KplShard) * (map->nshards + 1));
+		map->shards[map->nshards++] = shard;
+	}
+	next = json_string_value(json_object_get(doc, "NextToken"));
+	if (next != NULL)
+		result = pg_strdup(next);
+	*malformed = false;
+	json_decref(doc);
+	return result;
+}
+
+ShipResult
+kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop)
+{
+	KplShardMap map = {NULL, 0};
+	PQExpBufferData body;
+	HttpResponse resp;
+	ShipResult	result = SHIP_OK;
+	char	   *token = NULL;
+	int			attempt = 0;
+	double		deadline = retry_deadline(k->retry_timeout_s);
+
+	initPQExpBuffer(&body);
+	http_response_init(&resp);
+	for (;;)
+	{
+		bool		reached;
+		char	   *problem;
+		bool		malformed;
+
+		resetPQExpBuffer(&body);
+		if (token != NULL)
+		{
+			/* With a token, the stream must not be named again. */
+			appendPQExpBufferStr(&body, "{\"NextToken\":");
+			append_json_string(&body, token, strlen(token));
+		}
+		else if (k->stream_arn)
+		{
+			appendPQExpBufferStr(&body, "{\"StreamARN\":");
+			append_json_string(&body, k->stream_arn, strlen(k->stream_arn));
+		}
+		else
+		{
+			appendPQExpBufferStr(&body, "{\"StreamName\":");
+			append_json_string(&body, k->stream_name, strlen(k->stream_name));
+		}
+		appendPQExpBufferChar(&body, '}');
+
+		reached = kinesis_call(k, "ListShards", body.data, body.len, &resp);
+		if (reached && resp.status == 200)
+		{
+			char	   *next = parse_list_shards(resp.body.data, resp.body.len, &map, &malformed);
+
+			if (!malformed)
+			{
+				free(token);
+				token = next;
+				if (token == NULL)
+					break;
+				continue;
+			}
+			problem = psprintf("malformed ListShards response from %s (HTTP 200, %zu bytes)",
+							   k->endpoint, resp.body.len);
+		}
+		else if ((problem = call_failure(k, reached, &resp)) == NULL)
+		{
+			if (reached && resp.status == 400)
+				pg_log_error_hint("--aggregate needs kinesis:ListShards on the stream.");
+			result = SHIP_FATAL;
+			break;
+		}
+		result = before_retry(k, ++attempt, deadline, problem, stop);
+		free(problem);
+		if (result != SHIP_OK)
+			break;
+	}
+	free(token);
+	termPQExpBuffer(&body);
+	http_response_free(&resp);
+	if (result != SHIP_OK)
+	{
+		kpl_map_free(&map);
+		return result;
+	}
+	if (map.nshards == 0)
+	{
+		pg_log_error("stream \"%s\" has no open shard", stream_label(k));
+		return SHIP_FATAL;
+	}
+	kpl_map_sort(&map);
+	kpl_map_free(&k->map);
+	k->map = map;
+	k->map_loaded_at = now_seconds();
+	return SHIP_OK;
+}
+
+static int
+int_cmp(const void *a, const void *b)
+{
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* An aggregate being filled for one shard. */
+typedef struct AggBuild
+{
+	int			shard;
+	KplAggregate agg;
+	int		   *rows;			/* indexes into the rows */
+	int			nrows;
+} AggBuild;
+
+ShipResult
+kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_bytes,
+					   volatile sig_atomic_t *stop)
+{
+	int		   *todo = pg_malloc(sizeof(int) * Max(n, 1));
+	int			ntodo = n;
+	ShipResult	result = SHIP_OK;
+	int			rounds = 0;
+
+	for (int i = 0; i < n; i++)
+		todo[i] = i;
+
+	while (ntodo > 0 && result == SHIP_OK)
+	{
+		AggBuild   *aggs = NULL;
+		int			naggs = 0;
+		int		   *open_agg;	/* per shard: its aggregate being filled, or -1 */
+		ShipRecord *recs;
+		int			nmismatched = 0;
+		int		   *again;
+		int			nagain = 0;
+		bool	   *unsent;
+
+		if (k->map.nshards == 0 || now_seconds() - k->map_loaded_at >= KINESIS_MAP_REFRESH_S)
+		{
+			result = kinesis_load_shard_map(k, stop);
+			if (result != SHIP_OK)
+				break;
+		}
+
+		/* Group the rows by shard, in order; a full aggregate starts a new one. */
+		open_agg = pg_malloc(sizeof(int) * k->map.nshards);
+		for (int s = 0; s < k->map.nshards; s++)
+			open_agg[s] = -1;
+		for (int t = 0; t < ntodo; t++)
+		{
+			ShipRecord *r = &rows[todo[t]];
+			size_t		keylen = strlen(r->pkey);
+			int			shard = kpl_shard_of(&k->map, kpl_hash_key(r->pkey, keylen));
+			AggBuild   *a;
+
+			if (shard < 0)
+			{
+				/* A gap in the map: it is being resharded; read it again. */
+				k->map_loaded_at = 0;
+				shard = 0;
+			}
+			if (open_agg[shard] >= 0)
+			{
+				a = &aggs[open_agg[shard]];
+				if (kpl_size(&a->agg) + kpl_added_size(&a->agg, r->pkey, keylen, r->len) > agg_bytes)
+					open_agg[shard] = -1;
+			}
+			if (open_agg[shard] < 0)
+			{
+				aggs = pg_realloc(aggs, sizeof(AggBuild) * (naggs + 1));
+				a = &aggs[naggs];
+				a->shard = shard;
+				kpl_init(&a->agg);
+				a->rows = pg_malloc(sizeof(int) * ntodo);
+				a->nrows = 0;
+				open_agg[shard] = naggs++;
+			}
+			a = &aggs[open_agg[shard]];
+			kpl_add(&a->agg, r->pkey, keylen, r->data, r->len);
+			a->rows[a->nrows++] = todo[t];
+		}
+		free(open_agg);
+
+		/* One Kinesis record per aggregate, hash key inside its shard. */
+		recs = pg_malloc0(sizeof(ShipRecord) * naggs);
+		for (int i = 0; i < naggs; i++)
+		{
+			PQExpBufferData data;
+			char		ehk[40];
+
+			initPQExpBuffer(&data);
+			kpl_encode(&aggs[i].agg, &data);
+			recs[i].data = data.data;
+			recs[i].len = data.len;
+			recs[i].pkey = pg_strdup(aggs[i].agg.first_key);
+			kpl_format_hash_key(kpl_hash_key(recs[i].pkey, strlen(recs[i].pkey)), ehk);
+			recs[i].ehk = pg_strdup(ehk);
+			recs[i].want_shard = k->map.shards[aggs[i].shard].id;
+		}
+
+		/*
+		 * Rounds: the first aggregate of every shard, then the second...
+		 * A round is acknowledged whole before the next is sent, so two
+		 * records of one shard are never in flight at once and a retried
+		 * record never lands after a later one of its shard: keys may
+		 * repeat in the rows, and their versions stay in order.  Within a
+		 * round, at most 500 records and 5 MiB per call.
+		 */
+		unsent = pg_malloc0(sizeof(bool) * Max(naggs, 1));
+		{
+			int		   *round = pg_malloc(sizeof(int) * Max(naggs, 1));
+			bool	   *sent = pg_malloc0(sizeof(bool) * Max(naggs, 1));
+			int			nsent = 0;
+			bool		stale = false;
+
+			while (nsent < naggs && result == SHIP_OK)
+			{
+				bool	   *shard_used = pg_malloc0(sizeof(bool) * k->map.nshards);
+				int			nround = 0;
+				ShipRecord *call;
+
+				for (int i = 0; i < naggs; i++)
+				{
+					if (sent[i] || shard_used[aggs[i].shard])
+						continue;
+					shard_used[aggs[i].shard] = true;
+					round[nround++] = i;
+				}
+				free(shard_used);
+				call = pg_malloc0(sizeof(ShipRecord) * nround);
+				for (int first = 0; first < nround && result == SHIP_OK;)
+				{
+					int			last = first;
+					size_t		bytes = 0;
+
+					while (last < nround && last - first < KINESIS_MAX_RECORDS &&
+						   (last == first ||
+							bytes + recs[round[last]].len + strlen(recs[round[last]].pkey) <=
+							KINESIS_MAX_REQUEST_BYTES))
+					{
+						bytes += recs[round[last]].len + strlen(recs[round[last]].pkey);
+						call[last] = recs[round[last]];
+						last++;
+					}
+					result = kinesis_put_records(k, call + first, last - first, stop);
+					first = last;
+				}
+				/* The shard each record landed in, back to recs. */
+				for (int j = 0; j < nround; j++)
+				{
+					recs[round[j]].got_shard = call[j].got_shard;
+					sent[round[j]] = true;
+					if (call[j].got_shard != NULL &&
+						strcmp(call[j].got_shard, call[j].want_shard) != 0)
+						stale = true;
+				}
+				nsent += nround;
+				free(call);
+
+				/*
+				 * A record in another shard than predicted: the map is stale.
+				 * Later rounds would put later versions of its rows where a
+				 * consumer may read them before the earlier ones, sent again:
+				 * hold them back and send them with the new map.
+				 */
+				if (stale)
+					break;
+			}
+			for (int i = 0; i < naggs; i++)
+				unsent[i] = !sent[i];
+			free(round);
+			free(sent);
+		}
+
+		/* Rows of records that landed in another shard go again. */
+		again = pg_malloc(sizeof(int) * Max(ntodo, 1));
+		for (int i = 0; i < naggs; i++)
+		{
+			bool		mismatched = result == SHIP_OK && recs[i].got_shard != NULL &&
+				strcmp(recs[i].got_shard, recs[i].want_shard) != 0;
+
+			if (mismatched)
+				nmismatched++;
+			if (result == SHIP_OK && (mismatched || unsent[i]))
+			{
+				memcpy(again + nagain, aggs[i].rows, sizeof(int) * aggs[i].nrows);
+				nagain += aggs[i].nrows;
+			}
+			if (result == SHIP_OK && !unsent[i])
+				k->rows_aggregated += aggs[i].nrows;
+			free(recs[i].data);
+			free(recs[i].pkey);
+			free(recs[i].ehk);
+			free(recs[i].got_shard);
+			kpl_free(&aggs[i].agg);
+			free(aggs[i].rows);
+		}
+		free(recs);
+		free(aggs);
+		free(unsent);
+		free(todo);
+		/* Back in the rows' order (commit order), whatever shard they were in. */
+		qsort(again, nagain, sizeof(int), int_cmp);
+		todo = again;
+		ntodo = nagain;
+		if (nmismatched > 0)
+		{
+			pg_log_warning("stream \"%s\" was resharded: %d aggregated records landed in another shard than predicted; reading the shards again and sending their %d rows again",
+						   stream_label(k), nmismatched, nagain);
+			k->aggregates_resent += nmismatched;
+			k->map_loaded_at = 0;
+			if (++rounds > 10)
+			{
+				pg_log_error("the shard map of stream \"%s\" keeps changing", stream_label(k));
+				result = SHIP_FATAL;
+			}
+		}
+	}
+	free(todo);
 	return result;
 }

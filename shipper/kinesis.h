@@ -14,6 +14,7 @@
 
 #include "aws_config.h"
 #include "http.h"
+#include "kpl.h"
 #include "retry.h"
 
 #define KINESIS_MAX_RECORDS 500
@@ -28,6 +29,10 @@ typedef struct ShipRecord
 	char	   *pkey;			/* partition key */
 	uint64_t	commit_lsn;		/* the row's transaction end */
 	uint64_t	safe_lsn;		/* confirmable once this row is acked */
+	/* aggregated records only */
+	char	   *ehk;			/* ExplicitHashKey, decimal */
+	const char *want_shard;		/* the shard the map predicts */
+	char	   *got_shard;		/* the shard Kinesis put it in */
 } ShipRecord;
 
 typedef struct KinesisTarget
@@ -40,7 +45,13 @@ typedef struct KinesisTarget
 	AwsCredentials creds;
 	HttpClient	http;
 	int			retry_timeout_s;	/* 0: retry for ever */
+	/* --aggregate: the open shards, refreshed every KINESIS_MAP_REFRESH_S */
+	KplShardMap map;
+	double		map_loaded_at;
 	/* statistics */
+	uint64_t	rows_aggregated;
+	uint64_t	aggregates_resent;
+	uint64_t	throttled_records;
 	uint64_t	records_sent;
 	uint64_t	calls;
 	uint64_t	retried_calls;
@@ -59,6 +70,21 @@ extern char *kinesis_init(KinesisTarget *k, const char *endpoint, const char *re
  */
 extern ShipResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 										 volatile sig_atomic_t *stop);
+
+/*
+ * --aggregate: the rows (distinct partition keys) as KPL aggregated
+ * records, one shard's rows per record, at most agg_bytes each, sent with
+ * an ExplicitHashKey inside the shard.  A record that lands in another
+ * shard than the map predicts (the stream was resharded) makes the map be
+ * read again and its rows be sent again into the right shards.
+ */
+extern ShipResult kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n,
+										 size_t agg_bytes, volatile sig_atomic_t *stop);
+
+/* Reads the open shards' hash key ranges (ListShards). */
+extern ShipResult kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop);
+
+#define KINESIS_MAP_REFRESH_S 60
 
 /* Checks that the stream exists and is writable (DescribeStreamSummary). */
 extern ShipResult kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop);

@@ -30,6 +30,7 @@
  */
 #include "postgres_fe.h"
 
+#include <sys/select.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@
 #include "load.h"
 #include "pqexpbuffer.h"
 #include "retry.h"
+#include "stream.h"
 
 
 /* The plugin options as a text[] literal: {"name","value",...}. */
@@ -271,6 +273,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 	double		started = now_seconds();
 	double		last_report = started;
 	bool		ok = true;
+	bool		cancelled = false;
 	char		count[32];
 
 	snprintf(lsn, sizeof(lsn), "%X/%X", (uint32_t) (lp->consistent_lsn >> 32),
@@ -336,7 +339,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 			ok = false;
 			break;
 		}
-		while ((res = PQgetResult(conn)) != NULL)
+		while ((res = pq_next_result(conn, stop, &cancelled)) != NULL)
 		{
 			ExecStatusType st = PQresultStatus(res);
 
@@ -351,21 +354,32 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 					last_report = now_seconds();
 				}
 				if (stop && *stop)
-				{
-					pg_log_warning("stopping during the initial load; it is done again on restart");
 					ok = false;
+				if (!ok && !cancelled)
+				{
+					PGcancel   *cancel = PQgetCancel(conn);
+					char		errbuf[256];
+
+					if (cancel != NULL)
+					{
+						PQcancel(cancel, errbuf, sizeof(errbuf));
+						PQfreeCancel(cancel);
+					}
+					cancelled = true;
 				}
-				if (!ok)
-					PQrequestCancel(conn);
 			}
-			else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && ok)
+			else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && ok && !cancelled)
 			{
 				pg_log_error("could not load table %s: %s", table, PQerrorMessage(conn));
 				ok = false;
 			}
 			PQclear(res);
 		}
+		if (stop && *stop)
+			ok = false;
 	}
+	if (stop && *stop)
+		pg_log_warning("stopping during the initial load; it is done again on restart");
 	PQclear(tables);
 	free(options);
 

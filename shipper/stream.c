@@ -12,6 +12,7 @@
 #include "postgres_fe.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <sys/select.h>
 #include <sys/time.h>
 
@@ -198,9 +199,48 @@ stream_connect(const ReplConnParams *params)
 	return rc;
 }
 
+/*
+ * PQgetResult that a stop interrupts: while the server has not answered,
+ * wait on the socket in slices; on a stop, cancel the query (its result,
+ * an error, then ends the loop).
+ */
+PGresult *
+pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled)
+{
+	while (PQisBusy(conn))
+	{
+		int			sock = PQsocket(conn);
+		fd_set		input;
+		struct timeval tv = {0, 100000};
+
+		if (stop && *stop && !*cancelled)
+		{
+			PGcancel   *cancel = PQgetCancel(conn);
+			char		errbuf[256];
+
+			if (cancel != NULL)
+			{
+				PQcancel(cancel, errbuf, sizeof(errbuf));
+				PQfreeCancel(cancel);
+			}
+			*cancelled = true;
+		}
+		if (sock < 0)
+			break;
+		FD_ZERO(&input);
+		FD_SET(sock, &input);
+		if (select(sock + 1, &input, NULL, NULL, &tv) < 0 && errno != EINTR)
+			break;
+		if (!PQconsumeInput(conn))
+			break;
+	}
+	return PQgetResult(conn);
+}
+
 bool
 stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
-				   bool *created, uint64_t *consistent_lsn, char **snapshot_name)
+				   bool *created, uint64_t *consistent_lsn, char **snapshot_name,
+				   volatile sig_atomic_t *stop)
 {
 	PQExpBufferData cmd;
 	PGresult   *res;
@@ -214,7 +254,25 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
 	initPQExpBuffer(&cmd);
 	appendPQExpBuffer(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL fundrecs_decoder (SNAPSHOT '%s')",
 					  slot, export_snapshot ? "export" : "nothing");
-	res = PQexec(rc->conn, cmd.data);
+	/* It waits for running transactions to end: a stop cancels it. */
+	if (!PQsendQuery(rc->conn, cmd.data))
+		res = NULL;
+	else
+	{
+		bool		cancelled = false;
+		PGresult   *next;
+
+		res = pq_next_result(rc->conn, stop, &cancelled);
+		while ((next = pq_next_result(rc->conn, stop, &cancelled)) != NULL)
+			PQclear(next);
+		if (cancelled)
+		{
+			PQclear(res);
+			PQfreemem(slot);
+			termPQExpBuffer(&cmd);
+			return false;
+		}
+	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);

@@ -9,6 +9,7 @@
 #ifndef STREAM_H
 #define STREAM_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -44,7 +45,15 @@ extern PGconn *db_connect(const ReplConnParams *params, bool replication);
 extern ReplConn *stream_connect(const ReplConnParams *params);
 extern bool stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
 							   bool *created, uint64_t *consistent_lsn,
-							   char **snapshot_name);
+							   char **snapshot_name, volatile sig_atomic_t *stop);
+
+typedef struct pg_result PGresult;
+
+/*
+ * PQgetResult that a stop interrupts: waits on the socket in slices and,
+ * on a stop, cancels the query once (*cancelled), then returns its result.
+ */
+extern PGresult *pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled);
 extern bool stream_start(ReplConn *rc, uint64_t startpos);
 extern bool stream_start_error_is_permanent(ReplConn *rc);
 

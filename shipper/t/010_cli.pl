@@ -182,9 +182,17 @@ $node->safe_psql('postgres', "INSERT INTO fundrecs_schema.blobs SELECT 1, string
 is($rc, 1, 'oversize row: exit code 1');
 like($err, qr/row at [0-9A-F]+\/[0-9A-F]+ of table fundrecs_schema\.blobs is \d+ bytes, over Kinesis's limit/,
 	'oversize row: names LSN and table');
+like($err, qr/exclude_columns=fundrecs_schema\.blobs\.COLUMN/, 'oversize row: the hint offers exclude_columns');
+like($err, qr/--target s3 has no per-row limit/, 'oversize row: the hint offers S3');
 my $left = plugin_rows($node, 'cli_slot');
 is(scalar @$left, 1, 'oversize row: the earlier row was confirmed, the big one was not');
 like($left->[0], qr/"table":"blobs"/, 'oversize row: it is still in the slot');
+# The remedy the hint names works: the row ships without the large column.
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', '--target', 'stdout', '-E', $end,
+	'-o', 'exclude_columns=fundrecs_schema.blobs.body');
+is($rc, 0, 'oversize row, exclude_columns: exit code 0');
+like($out, qr/"table":"blobs".*"data":\{"id":1\}\}$/m, 'oversize row, exclude_columns: shipped without the column');
 
 # TLS: peer verification is on; kinesis-mock's self-signed certificate is refused.
 my ($mplain, $mtls) = start_kinesis_mock();

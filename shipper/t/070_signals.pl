@@ -63,6 +63,34 @@ sub confirmed
 	is($rc, 0, 'start-up check: exit code 0 on SIGTERM');
 }
 
+# 1b. Creating a slot waits for running transactions to end; SIGTERM ends
+#     the wait (the command is cancelled), exit 0, no slot left behind.
+{
+	my $holder = IPC::Run::start([ 'psql', '-X', '-q', '-d', $connstr, '-c',
+		"BEGIN; INSERT INTO fundrecs_schema.customers VALUES (6001, 'Open', 'x'); SELECT pg_sleep(120); COMMIT;" ],
+		'>', '/dev/null', '2>', '/dev/null');
+	ok($node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"),
+		'slot creation: a transaction is open');
+	my $log = "$tmp/create_wait.log";
+	my $h = start_shipper(\%env, $log, '-d', $connstr, '-S', 'sig_create', '--create-slot', '--target', 'stdout');
+	ok($node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'walsender' AND wait_event IS NOT NULL AND query LIKE 'CREATE_REPLICATION_SLOT%'"),
+		'slot creation: waiting for the transaction');
+	my ($secs, $rc) = term_and_time($h);
+	cmp_ok($secs, '<', 5, sprintf('slot creation: SIGTERM honoured while it waits (%.1f s)', $secs));
+	is($rc, 0, 'slot creation: exit code 0');
+	# The backend of a killed psql would sleep on with its transaction open.
+	$node->safe_psql('postgres',
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()");
+	$holder->kill_kill;
+	$holder->finish;
+	is($node->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sig_create'"),
+		'0', 'slot creation: no slot left behind');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM fundrecs.load_state WHERE slot_name = 'sig_create'"),
+		'0', 'slot creation: no load state left behind');
+}
+
 kinesis_tool($kport, 'create', 'slow', 1);
 my ($pport) = start_proxy($kport, '--delay-puts', '600');
 my @kin = ('--endpoint-url', "http://127.0.0.1:$pport", '--stream', 'slow');

@@ -22,7 +22,7 @@ use Exporter 'import';
 our @EXPORT = qw(
   new_cluster start_kinesalite start_kinesis_mock start_s3rver start_proxy proxy_stats
   athena_figures
-  kinesis_tool read_stream shipper_env run_shipper start_shipper wait_for_port
+  kinesis_tool read_stream read_deaggregated shipper_env run_shipper start_shipper wait_for_port
   plugin_rows $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR
 );
 
@@ -188,6 +188,33 @@ sub read_stream
 {
 	my ($port, $stream, $min) = @_;
 	my $out = kinesis_tool($port, 'read', $stream, '--min', $min // 0, '--timeout', 30);
+	my @recs;
+	foreach my $line (split /\n/, $out)
+	{
+		my $r = decode_json($line);
+		$r->{row} = decode_json($r->{data});
+		push @recs, $r;
+	}
+	return \@recs;
+}
+
+# Every user record of a stream, de-aggregated by aws-kinesis-agg (MD5
+# trailers verified), in shard then sequence then sub-sequence order: a list
+# of hashes {shard, seq, sub, pk, data, row, in_shard, aggregated}.
+sub read_deaggregated
+{
+	my ($port, $stream, $min) = @_;
+	my $raw = kinesis_tool($port, 'read', $stream, '--raw', '--min', $min // 0, '--timeout', 30);
+	my $shards = kinesis_tool($port, 'shards', $stream);
+	my $dir = $PostgreSQL::Test::Utils::tmp_check;
+	my $sfile = "$dir/shards_" . int(rand(1e9)) . '.json';
+	open(my $fh, '>', $sfile) or die $!;
+	print $fh $shards;
+	close $fh;
+	my ($out, $err);
+	local $ENV{NODE_PATH} = "$E2E_DIR/node_modules";
+	IPC::Run::run([ 'node', "$E2E_DIR/deagg.js", $sfile ], '<', \$raw, '>', \$out, '2>', \$err)
+	  or die "deagg.js failed: $err";
 	my @recs;
 	foreach my $line (split /\n/, $out)
 	{

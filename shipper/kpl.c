@@ -1,0 +1,260 @@
+/*-------------------------------------------------------------------------
+ *
+ * kpl.c
+ *	  KPL aggregation: the record format the Kinesis Producer Library
+ *	  writes and KCL, Firehose and the aws-kinesis-agg libraries read.
+ *
+ *	  magic F3 89 9A C2, then a protobuf AggregatedRecord:
+ *		repeated string partition_key_table = 1;
+ *		repeated string explicit_hash_key_table = 2;
+ *		repeated Record records = 3;
+ *	  with Record:
+ *		required uint64 partition_key_index = 1;
+ *		optional uint64 explicit_hash_key_index = 2;
+ *		required bytes data = 3;
+ *	  then the MD5 of the protobuf bytes.
+ *
+ *	  The message is small and fixed, so it is written here directly (the
+ *	  protobuf wire format: varint keys and lengths); the tests decode it
+ *	  with an independent implementation (aws-kinesis-agg from npm).
+ *
+ *	  Consumers drop a sub-record whose hash key (the MD5 of its partition
+ *	  key) is not in the shard they read it from, so an aggregate holds only
+ *	  rows of one shard, and it is sent with an ExplicitHashKey inside that
+ *	  shard's range.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <openssl/evp.h>
+
+#include "kpl.h"
+
+const unsigned char kpl_magic[4] = {0xF3, 0x89, 0x9A, 0xC2};
+
+static void
+put_varint(PQExpBuffer buf, uint64_t v)
+{
+	while (v >= 0x80)
+	{
+		appendPQExpBufferChar(buf, (char) ((v & 0x7F) | 0x80));
+		v >>= 7;
+	}
+	appendPQExpBufferChar(buf, (char) v);
+}
+
+static int
+varint_len(uint64_t v)
+{
+	int			n = 1;
+
+	while (v >= 0x80)
+	{
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+void
+kpl_init(KplAggregate *agg)
+{
+	memset(agg, 0, sizeof(*agg));
+	initPQExpBuffer(&agg->keys);
+	initPQExpBuffer(&agg->records);
+}
+
+void
+kpl_reset(KplAggregate *agg)
+{
+	resetPQExpBuffer(&agg->keys);
+	resetPQExpBuffer(&agg->records);
+	agg->nkeys = 0;
+	agg->nrecords = 0;
+	free(agg->first_key);
+	agg->first_key = NULL;
+}
+
+void
+kpl_free(KplAggregate *agg)
+{
+	termPQExpBuffer(&agg->keys);
+	termPQExpBuffer(&agg->records);
+	free(agg->first_key);
+}
+
+/* What adding this row would make the encoded aggregate grow by. */
+size_t
+kpl_added_size(const KplAggregate *agg, const char *pkey, size_t keylen, size_t datalen)
+{
+	size_t		key = 1 + varint_len(keylen) + keylen;
+	size_t		rec = 1 + varint_len(agg->nkeys) + 1 + varint_len(datalen) + datalen;
+
+	return key + 1 + varint_len(rec) + rec;
+}
+
+size_t
+kpl_size(const KplAggregate *agg)
+{
+	return sizeof(kpl_magic) + agg->keys.len + agg->records.len + 16;
+}
+
+/*
+ * Adds a row.  Every row gets its own entry in the key table (keys are
+ * distinct within a batch, so there is nothing to share).
+ */
+void
+kpl_add(KplAggregate *agg, const char *pkey, size_t keylen, const char *data, size_t datalen)
+{
+	uint64_t	index = agg->nkeys++;
+
+	appendPQExpBufferChar(&agg->keys, 0x0A);	/* field 1, length-delimited */
+	put_varint(&agg->keys, keylen);
+	appendBinaryPQExpBuffer(&agg->keys, pkey, keylen);
+
+	appendPQExpBufferChar(&agg->records, 0x1A); /* field 3, length-delimited */
+	put_varint(&agg->records, 1 + varint_len(index) + 1 + varint_len(datalen) + datalen);
+	appendPQExpBufferChar(&agg->records, 0x08); /* partition_key_index */
+	put_varint(&agg->records, index);
+	appendPQExpBufferChar(&agg->records, 0x1A); /* data */
+	put_varint(&agg->records, datalen);
+	appendBinaryPQExpBuffer(&agg->records, data, datalen);
+
+	if (agg->first_key == NULL)
+		agg->first_key = pnstrdup(pkey, keylen);
+	agg->nrecords++;
+}
+
+/* magic + protobuf + MD5(protobuf), appended to out. */
+void
+kpl_encode(const KplAggregate *agg, PQExpBuffer out)
+{
+	unsigned char md5[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	appendBinaryPQExpBuffer(out, (const char *) kpl_magic, sizeof(kpl_magic));
+	appendBinaryPQExpBuffer(out, agg->keys.data, agg->keys.len);
+	appendBinaryPQExpBuffer(out, agg->records.data, agg->records.len);
+	if (ctx == NULL ||
+		EVP_DigestInit_ex(ctx, EVP_md5(), NULL) != 1 ||
+		EVP_DigestUpdate(ctx, agg->keys.data, agg->keys.len) != 1 ||
+		EVP_DigestUpdate(ctx, agg->records.data, agg->records.len) != 1 ||
+		EVP_DigestFinal_ex(ctx, md5, &mdlen) != 1 || mdlen != 16)
+	{
+		fprintf(stderr, "could not compute MD5\n");
+		exit(1);
+	}
+	EVP_MD_CTX_free(ctx);
+	appendBinaryPQExpBuffer(out, (const char *) md5, 16);
+}
+
+/* ----------------------------------------------------------------
+ * Hash keys and the shard map
+ * ----------------------------------------------------------------
+ */
+
+/* The hash key of a partition key: MD5 as a big-endian 128-bit number. */
+uint128_t
+kpl_hash_key(const char *pkey, size_t len)
+{
+	unsigned char md5[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	uint128_t	v = 0;
+
+	if (EVP_Digest(pkey, len, md5, &mdlen, EVP_md5(), NULL) != 1 || mdlen != 16)
+	{
+		fprintf(stderr, "could not compute MD5\n");
+		exit(1);
+	}
+	for (int i = 0; i < 16; i++)
+		v = (v << 8) | md5[i];
+	return v;
+}
+
+bool
+kpl_parse_hash_key(const char *s, uint128_t *out)
+{
+	uint128_t	v = 0;
+	const uint128_t max_div10 = ~(uint128_t) 0 / 10;
+
+	if (*s == '\0')
+		return false;
+	for (; *s; s++)
+	{
+		if (*s < '0' || *s > '9')
+			return false;
+		if (v > max_div10)
+			return false;
+		v = v * 10;
+		if (v > ~(uint128_t) 0 - (uint128_t) (*s - '0'))
+			return false;
+		v += (uint128_t) (*s - '0');
+	}
+	*out = v;
+	return true;
+}
+
+void
+kpl_format_hash_key(uint128_t v, char out[40])
+{
+	char		tmp[40];
+	int			n = 0;
+
+	do
+	{
+		tmp[n++] = (char) ('0' + (int) (v % 10));
+		v /= 10;
+	} while (v != 0);
+	for (int i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	out[n] = '\0';
+}
+
+/* The open shard whose range holds the hash key, or -1. */
+int
+kpl_shard_of(const KplShardMap *map, uint128_t hash)
+{
+	int			lo = 0,
+				hi = map->nshards - 1;
+
+	/* Shards are sorted by starting hash key and do not overlap. */
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (hash < map->shards[mid].start)
+			hi = mid - 1;
+		else if (hash > map->shards[mid].end)
+			lo = mid + 1;
+		else
+			return mid;
+	}
+	return -1;
+}
+
+static int
+shard_cmp(const void *a, const void *b)
+{
+	const KplShard *x = a;
+	const KplShard *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start ? 1 : 0;
+}
+
+void
+kpl_map_sort(KplShardMap *map)
+{
+	qsort(map->shards, map->nshards, sizeof(KplShard), shard_cmp);
+}
+
+void
+kpl_map_free(KplShardMap *map)
+{
+	for (int i = 0; i < map->nshards; i++)
+		free(map->shards[i].id);
+	free(map->shards);
+	map->shards = NULL;
+	map->nshards = 0;
+}

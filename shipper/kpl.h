@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ *
+ * kpl.h
+ *	  KPL record aggregation and the Kinesis shard map (see kpl.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef KPL_H
+#define KPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pqexpbuffer.h"
+
+typedef unsigned __int128 uint128_t;
+
+extern const unsigned char kpl_magic[4];
+
+/* An aggregated record being built: its two protobuf sections. */
+typedef struct KplAggregate
+{
+	PQExpBufferData keys;		/* partition_key_table entries */
+	PQExpBufferData records;	/* records entries */
+	uint64_t	nkeys;
+	int			nrecords;
+	char	   *first_key;		/* the Kinesis record's partition key */
+} KplAggregate;
+
+extern void kpl_init(KplAggregate *agg);
+extern void kpl_reset(KplAggregate *agg);
+extern void kpl_free(KplAggregate *agg);
+extern size_t kpl_added_size(const KplAggregate *agg, const char *pkey, size_t keylen,
+							 size_t datalen);
+extern size_t kpl_size(const KplAggregate *agg);
+extern void kpl_add(KplAggregate *agg, const char *pkey, size_t keylen,
+					const char *data, size_t datalen);
+extern void kpl_encode(const KplAggregate *agg, PQExpBuffer out);
+
+/* An open shard: its id and hash key range (inclusive). */
+typedef struct KplShard
+{
+	char	   *id;
+	uint128_t	start;
+	uint128_t	end;
+} KplShard;
+
+typedef struct KplShardMap
+{
+	KplShard   *shards;			/* sorted by start */
+	int			nshards;
+} KplShardMap;
+
+extern uint128_t kpl_hash_key(const char *pkey, size_t len);
+extern bool kpl_parse_hash_key(const char *s, uint128_t *out);
+extern void kpl_format_hash_key(uint128_t v, char out[40]);
+extern int	kpl_shard_of(const KplShardMap *map, uint128_t hash);
+extern void kpl_map_sort(KplShardMap *map);
+extern void kpl_map_free(KplShardMap *map);
+
+#endif							/* KPL_H */

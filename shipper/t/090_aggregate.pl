@@ -1,0 +1,150 @@
+# --aggregate: KPL aggregated records, one shard's rows per record, read back
+# with boto3 and de-aggregated with aws-kinesis-agg (MD5 trailers verified):
+# every plugin row exactly as emitted, per-key order, one shard per key, each
+# sub-record's hash key inside the shard it was read from; then with 20 %
+# injected faults and kill -9; then a SplitShard and a MergeShards while
+# shipping (rows of a record that lands in another shard are sent again, so
+# every row is readable from its right shard).
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use FundrecsE2E;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Math::BigInt;
+use Time::HiRes qw(usleep);
+
+my %env = shipper_env();
+my $node = new_cluster('aggregate');
+my $connstr = $node->connstr('postgres');
+my $tmp = $PostgreSQL::Test::Utils::tmp_check;
+my ($kport) = start_kinesalite();
+my ($pport) = start_proxy($kport);
+my ($fport) = start_proxy($kport, '--fault-rate', '0.2', '--seed', '7');
+
+$node->safe_psql('postgres', q{
+CREATE PROCEDURE workload(n int, customer int) LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN 1 .. n LOOP
+		INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity)
+			SELECT 1 + (i + g) % 3, customer, g FROM generate_series(1, 5) g;
+		UPDATE fundrecs_schema.orders SET quantity = quantity + 1
+			WHERE order_id = (SELECT max(order_id) - 2 FROM fundrecs_schema.orders);
+		DELETE FROM fundrecs_schema.orders
+			WHERE order_id = (SELECT max(order_id) - 4 FROM fundrecs_schema.orders);
+		INSERT INTO fundrecs_schema.customers VALUES (customer * 100000 + i, 'C' || i, 'City ' || i % 17);
+		COMMIT;
+	END LOOP;
+END $$;
+});
+
+# Checks what a consumer reads against the plugin's own rows.
+sub check_stream
+{
+	my ($stream, $name, $want, %opt) = @_;
+	my $recs = read_deaggregated($kport, $stream, 1);
+	my @readable = grep { $_->{in_shard} } @$recs;
+	if ($opt{exact})
+	{
+		is(scalar @readable, scalar @$recs, "$name: every sub-record is in the shard it was read from");
+		is_deeply([ sort map { $_->{data} } @$recs ], [ sort map { "$_\n" } @$want ],
+			"$name: every plugin row exactly once, byte for byte");
+	}
+	else
+	{
+		my %have = map { $_->{data} => 1 } @readable;
+		my @missing = grep { !$have{"$_\n"} } @$want;
+		is(scalar @missing, 0, "$name: every plugin row readable from its right shard"
+			  . (@missing ? " (first missing: $missing[0])" : ''));
+	}
+	ok((!grep { !$_->{aggregated} } @$recs), "$name: every Kinesis record is aggregated");
+	# Per key, shards in lineage order (a parent's id sorts before its
+	# children's), first occurrences only: the plugin's commit order.
+	my (%shard_of, $split_keys, %seq, %seen, %want_seq);
+	foreach my $r (sort { $a->{shard} cmp $b->{shard} } @readable)
+	{
+		my $k = $r->{pk};
+		$split_keys++ if defined $shard_of{$k} && $shard_of{$k} ne $r->{shard} && !$opt{resharded};
+		$shard_of{$k} //= $r->{shard};
+		my $id = "$r->{row}{table}:" . encode_json($r->{row}{key} // {});
+		next if $seen{"$r->{row}{lsn} $id"}++;
+		push @{ $seq{$id} }, $r->{row}{lsn};
+	}
+	foreach my $text (@$want)
+	{
+		my $row = decode_json($text);
+		push @{ $want_seq{ "$row->{table}:" . encode_json($row->{key} // {}) } }, $row->{lsn};
+	}
+	my @wrong = grep { "@{ $seq{$_} // [] }" ne "@{ $want_seq{$_} }" } keys %want_seq;
+	ok(!$split_keys, "$name: one shard per key");
+	is(scalar @wrong, 0, "$name: every key's versions in commit order" . (@wrong ? " (first: $wrong[0])" : ''))
+	  or diag("got @{ $seq{$wrong[0]} // [] }; want @{ $want_seq{$wrong[0]} }; records: "
+		  . join(' | ', map { "$_->{shard} $_->{seq}/$_->{sub} $_->{row}{lsn} in_shard=$_->{in_shard}" }
+			  grep { "$_->{row}{table}:" . encode_json($_->{row}{key} // {}) eq $wrong[0] } @$recs));
+	my %records = map { ("$_->{shard} $_->{seq}" => 1) } @$recs;
+	return (scalar(@$recs) / (scalar(keys %records) || 1), $recs);
+}
+
+# 1. A 16-shard stream, one run to --endpos.
+kinesis_tool($kport, 'create', 'agg16', 16);
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('agg1', 'fundrecs_decoder')");
+$node->safe_psql('postgres', 'CALL workload(300, 1)');
+my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+my $want = plugin_rows($node, 'agg1');
+my ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'agg1', '--endpoint-url', "http://127.0.0.1:$pport",
+	'--stream', 'agg16', '--aggregate', '-E', $end, '-v');
+is($rc, 0, 'aggregate: exit code 0') or diag($err);
+like($err, qr/aggregating into 16 open shards/, 'aggregate: the shard map was read');
+my ($per_record) = check_stream('agg16', 'aggregate', $want, exact => 1);
+cmp_ok($per_record, '>', 5, sprintf('aggregate: rows are packed (%.1f rows per record)', $per_record));
+like($err, qr/rows in aggregated records \(([\d.]+) rows per record\)/, 'aggregate: the totals report rows per record');
+is(proxy_stats($pport)->{mismatches}, 0, 'aggregate: every signature verified');
+
+# 2. 20 % injected faults and a kill -9: nothing lost, order kept.
+kinesis_tool($kport, 'create', 'aggfault', 4);
+# A second slot made at the same moment keeps the plugin's rows for the check.
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot(s, 'fundrecs_decoder') FROM unnest('{agg2,agg2_truth}'::text[]) s");
+my @faulty = ('-d', $connstr, '-S', 'agg2', '--endpoint-url', "http://127.0.0.1:$fport", '--stream', 'aggfault',
+	'--aggregate', '--aggregate-bytes', '4096', '-s', '1');
+my $h = start_shipper(\%env, "$tmp/aggfault.log", @faulty);
+$node->safe_psql('postgres', 'CALL workload(150, 2)');
+usleep(300_000);
+$h->signal('KILL');
+$h->finish;
+$node->safe_psql('postgres', 'CALL workload(150, 3)');
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+$want = plugin_rows($node, 'agg2_truth');
+($rc, $out, $err) = run_shipper(\%env, @faulty, '-E', $end);
+is($rc, 0, 'faults and kill -9: the restart reached the end');
+my $stats = proxy_stats($fport);
+cmp_ok(scalar(keys %{ $stats->{faults} }), '>', 0, 'faults and kill -9: faults were injected (' . encode_json($stats->{faults}) . ')');
+check_stream('aggfault', 'faults and kill -9', $want);
+
+# 3. SplitShard and MergeShards while shipping.
+kinesis_tool($kport, 'create', 'aggsplit', 2);
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot(s, 'fundrecs_decoder') FROM unnest('{agg3,agg3_truth}'::text[]) s");
+$h = start_shipper(\%env, "$tmp/aggsplit.log", '-d', $connstr, '-S', 'agg3', '--endpoint-url',
+	"http://127.0.0.1:$pport", '--stream', 'aggsplit', '--aggregate', '-s', '1', '-v');
+$node->safe_psql('postgres', 'CALL workload(100, 4)');
+my $shards = decode_json(kinesis_tool($kport, 'shards', 'aggsplit'));
+kinesis_tool($kport, 'split', 'aggsplit', $shards->[0]{id});
+$node->safe_psql('postgres', 'CALL workload(100, 5)');
+$shards = [ grep { $_->{open} } @{ decode_json(kinesis_tool($kport, 'shards', 'aggsplit')) } ];
+is(scalar @$shards, 3, 'split: three open shards');
+my @sorted = sort { Math::BigInt->new($a->{start}) <=> Math::BigInt->new($b->{start}) } @$shards;
+kinesis_tool($kport, 'merge', 'aggsplit', $sorted[1]{id}, $sorted[2]{id});
+$node->safe_psql('postgres', 'CALL workload(100, 6)');
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+ok($node->poll_query_until('postgres',
+	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'agg3'"),
+	'split and merge: every row confirmed');
+$h->signal('TERM');
+$h->finish;
+$want = plugin_rows($node, 'agg3_truth');
+check_stream('aggsplit', 'split and merge', $want, resharded => 1);
+like(slurp_file("$tmp/aggsplit.log"), qr/was resharded: \d+ aggregated records landed in another shard/,
+	'split and merge: the shipper saw the resharding and sent those rows again');
+
+done_testing();
