@@ -85,7 +85,7 @@ static char *opt_endpoint = NULL;
 static char *opt_ca_file = NULL;
 static int	opt_batch_records = KINESIS_MAX_RECORDS;
 static bool opt_aggregate = false;
-static long opt_aggregate_bytes = 51200;	/* the KPL's default AggregationMaxSize */
+static long opt_aggregate_bytes = 262144;	/* measured: bench/aggregate */
 static int	batch_capacity;		/* rows per batch: records, or rows to aggregate */
 static long opt_batch_bytes = KINESIS_MAX_REQUEST_BYTES;
 static int	opt_linger_ms = 20;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints (and with --create, creates) the least-privilege IAM policy of the
-# shipper: PutRecords and DescribeStreamSummary on one stream, PutObject
+# shipper: PutRecords, DescribeStreamSummary and ListShards (--aggregate) on one stream, PutObject
 # under one prefix and ListBucket/GetBucketLocation for the bucket check.
 #   AWS_REGION=eu-west-1 scripts/aws/iam-policy.sh STREAM BUCKET PREFIX [--create] [--dry-run]
 source "$(dirname "$0")/common.sh"
@@ -16,7 +16,7 @@ policy=$(cat <<JSON
     {
       "Sid": "ShipToKinesis",
       "Effect": "Allow",
-      "Action": ["kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
+      "Action": ["kinesis:PutRecords", "kinesis:DescribeStreamSummary", "kinesis:ListShards"],
       "Resource": "arn:aws:kinesis:${AWS_REGION}:${account}:stream/${stream}"
     },
     {

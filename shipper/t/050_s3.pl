@@ -163,7 +163,7 @@ is($rc, 2, 'no --s3-url: exit code 2');
 	my $doc = decode_json($policy);
 	is(scalar @{ $doc->{Statement} }, 3, 'IAM policy: three statements');
 	is_deeply([ sort map { @{ $_->{Action} } } @{ $doc->{Statement} } ],
-		[ sort qw(kinesis:PutRecords kinesis:DescribeStreamSummary s3:PutObject s3:ListBucket s3:GetBucketLocation) ],
+		[ sort qw(kinesis:PutRecords kinesis:DescribeStreamSummary kinesis:ListShards s3:PutObject s3:ListBucket s3:GetBucketLocation) ],
 		'IAM policy: only what the shipper calls');
 	my $fh;
 	IPC::Run::run([ 'bash', "$scripts/firehose.sh", 'orders-cdc', 'lake', 'cdc', '--dry-run' ],

@@ -16,12 +16,21 @@ the call reached the emulator, and malformed success responses.
         --access-key AK --secret-key SK --region us-east-1 \
         [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after,garbage] \
         [--seed N] [--port-file FILE] [--strip-auth] [--delay-puts SECONDS]
+        [--shard-limits]
 
 GET /__stats (unsigned) returns the counters as JSON; GET /__delay/SECONDS
 changes the delay of data calls (PutRecords, S3 writes) while running.
+
+--shard-limits enforces Kinesis's per-shard write limits on PutRecords, as
+AWS does: 1,000 records and 1 MiB (data + partition key) per second per
+shard; records over them fail with ProvisionedThroughputExceededException
+and the rest are stored.  A record's shard is the open shard whose hash key
+range holds its ExplicitHashKey, or the MD5 of its partition key.
 """
 
 import argparse
+import base64
+import hashlib
 import http.client
 import json
 import random
@@ -42,7 +51,58 @@ AUTH_RE = re.compile(
 
 STATS_LOCK = threading.Lock()
 STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
-         "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0}
+         "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0,
+         "throttled_records": 0}
+
+LIMIT_RECORDS = 1000.0
+LIMIT_BYTES = 1024.0 * 1024.0
+
+
+class ShardLimits:
+    """Token buckets per shard, refilled continuously, one second deep."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.buckets = {}
+        self.maps = {}
+
+    def shard_map(self, handler, stream):
+        with self.lock:
+            if stream in self.maps and time.time() - self.maps[stream][0] < 1.0:
+                return self.maps[stream][1]
+        conn = http.client.HTTPConnection(handler.server.opts.upstream_host,
+                                          handler.server.opts.upstream_port, timeout=30)
+        body = json.dumps({"StreamName": stream}).encode()
+        conn.request("POST", "/", body=body, headers={
+            "X-Amz-Target": "Kinesis_20131202.ListShards",
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Date": "20200101T000000Z",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=AKID/20200101/us-east-1/kinesis/aws4_request, "
+                             "SignedHeaders=host, Signature=0"})
+        shards = json.loads(conn.getresponse().read())["Shards"]
+        conn.close()
+        ranges = [(int(sh["HashKeyRange"]["StartingHashKey"]), int(sh["HashKeyRange"]["EndingHashKey"]),
+                   sh["ShardId"]) for sh in shards
+                  if "EndingSequenceNumber" not in sh["SequenceNumberRange"]]
+        with self.lock:
+            self.maps[stream] = (time.time(), ranges)
+        return ranges
+
+    def admit(self, shard, nbytes):
+        now = time.time()
+        with self.lock:
+            recs, byts, last = self.buckets.get(shard, (LIMIT_RECORDS, LIMIT_BYTES, now))
+            recs = min(LIMIT_RECORDS, recs + (now - last) * LIMIT_RECORDS)
+            byts = min(LIMIT_BYTES, byts + (now - last) * LIMIT_BYTES)
+            ok = recs >= 1 and byts >= nbytes
+            if ok:
+                recs -= 1
+                byts -= nbytes
+            self.buckets[shard] = (recs, byts, now)
+            return ok
+
+
+SHARD_LIMITS = ShardLimits()
 
 
 def bump(key, sub=None):
@@ -227,12 +287,31 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, b'{"FailedRecordCount": 0, "Records": [')
             return
 
-        if fault == "records":
+        if fault is None and opts.shard_limits and target.endswith(".PutRecords"):
+            doc = json.loads(body)
+            ranges = SHARD_LIMITS.shard_map(self, doc.get("StreamName") or doc["StreamARN"].split("/")[-1])
+            failing = set()
+            for i, r in enumerate(doc["Records"]):
+                if "ExplicitHashKey" in r:
+                    h = int(r["ExplicitHashKey"])
+                else:
+                    h = int(hashlib.md5(r["PartitionKey"].encode()).hexdigest(), 16)
+                shard = next((sid for lo, hi, sid in ranges if lo <= h <= hi), "?")
+                size = len(base64.b64decode(r["Data"])) + len(r["PartitionKey"].encode())
+                if not SHARD_LIMITS.admit(shard, size):
+                    failing.add(i)
+            if failing:
+                with STATS_LOCK:
+                    STATS["throttled_records"] += len(failing)
+                fault = "limits"
+
+        if fault == "records" or fault == "limits":
             doc = json.loads(body)
             records = doc["Records"]
-            failing = set(i for i in range(len(records)) if self.server.rng.random() < 0.3)
-            if not failing:
-                failing = {self.server.rng.randrange(len(records))}
+            if fault == "records":
+                failing = set(i for i in range(len(records)) if self.server.rng.random() < 0.3)
+                if not failing:
+                    failing = {self.server.rng.randrange(len(records))}
             kept = [r for i, r in enumerate(records) if i not in failing]
             if kept:
                 doc["Records"] = kept
@@ -249,7 +328,8 @@ class Handler(BaseHTTPRequestHandler):
                 if i in failing:
                     failed += 1
                     merged.append({"ErrorCode": "ProvisionedThroughputExceededException",
-                                   "ErrorMessage": "injected per-record failure"})
+                                   "ErrorMessage": "Rate exceeded for shard" if fault == "limits"
+                                   else "injected per-record failure"})
                 else:
                     r = next(results)
                     if "ErrorCode" in r:
@@ -282,6 +362,8 @@ def main():
     ap.add_argument("--faults", default="500,503,throttle,records,drop,drop-after,garbage")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--port-file")
+    ap.add_argument("--shard-limits", action="store_true",
+                    help="enforce Kinesis's per-shard write limits on PutRecords")
     ap.add_argument("--delay-puts", type=float, default=0.0,
                     help="delay every data call by this many seconds before answering")
     ap.add_argument("--verbose", action="store_true")
