@@ -107,8 +107,12 @@ bad:
 			 errhint("Give a schema-qualified table name, such as fundrecs_schema.orders.")));
 }
 
+/*
+ * The entries of a comma-separated option value, trimmed of blanks; an
+ * ERROR with hint when there is none.
+ */
 static List *
-parse_tables(DefElem *elem)
+split_entries(DefElem *elem, const char *hint)
 {
 	const char *value = required_value(elem);
 	char	   *raw = pstrdup(value);
@@ -119,7 +123,6 @@ parse_tables(DefElem *elem)
 	for (item = strtok_r(raw, ",", &saveptr); item != NULL;
 		 item = strtok_r(NULL, ",", &saveptr))
 	{
-		FrTablePattern *pat = palloc(sizeof(FrTablePattern));
 		char	   *start = item;
 		char	   *end;
 
@@ -128,51 +131,73 @@ parse_tables(DefElem *elem)
 		end = start + strlen(start);
 		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
 			*--end = '\0';
-
-		parse_qualified_name(elem, start, true, &pat->schema, &pat->table);
-		result = lappend(result, pat);
+		result = lappend(result, start);
 	}
-
 	if (result == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
-				 errhint("Give a comma-separated list of schema.table or schema.* entries.")));
+				 errhint("%s", hint)));
 	return result;
+}
+
+static List *
+parse_tables(DefElem *elem)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, split_entries(elem, "Give a comma-separated list of schema.table or schema.* entries."))
+	{
+		FrTablePattern *pat = palloc(sizeof(FrTablePattern));
+
+		parse_qualified_name(elem, (char *) lfirst(lc), true, &pat->schema, &pat->table);
+		result = lappend(result, pat);
+	}
+	return result;
+}
+
+/* An option with one of two values: the value's code, or an ERROR. */
+static int
+parse_choice(DefElem *elem, const char *name1, int code1, const char *name2, int code2)
+{
+	const char *value = required_value(elem);
+
+	if (strcmp(value, name1) == 0)
+		return code1;
+	if (strcmp(value, name2) == 0)
+		return code2;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
+			 errhint("Valid values are %s and %s.", name1, name2)));
+	return code1;				/* keep the compiler quiet */
 }
 
 /* exclude_columns: comma-separated schema.table.column entries. */
 static List *
 parse_column_patterns(DefElem *elem)
 {
-	const char *value = required_value(elem);
-	char	   *raw = pstrdup(value);
+	const char *hint = "Give a comma-separated list of schema.table.column entries.";
 	List	   *result = NIL;
-	char	   *saveptr = NULL;
-	char	   *item;
+	ListCell   *lc;
 
-	for (item = strtok_r(raw, ",", &saveptr); item != NULL;
-		 item = strtok_r(NULL, ",", &saveptr))
+	foreach(lc, split_entries(elem, hint))
 	{
 		FrColumnPattern *pat = palloc(sizeof(FrColumnPattern));
-		char	   *copy = pstrdup(item);
 		List	   *parts = NIL;
 
-		if (!SplitIdentifierString(copy, '.', &parts) || list_length(parts) != 3)
+		if (!SplitIdentifierString((char *) lfirst(lc), '.', &parts) || list_length(parts) != 3)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
-					 errhint("Give a comma-separated list of schema.table.column entries.")));
+					 errmsg("invalid value \"%s\" for option \"%s\"",
+							required_value(elem), elem->defname),
+					 errhint("%s", hint)));
 		pat->schema = pstrdup((char *) linitial(parts));
 		pat->table = pstrdup((char *) lsecond(parts));
 		pat->column = pstrdup((char *) lthird(parts));
 		result = lappend(result, pat);
 	}
-	if (result == NIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
-				 errhint("Give a comma-separated list of schema.table.column entries.")));
 	return result;
 }
 
@@ -240,37 +265,12 @@ fr_options_parse(FrOptions *opts, List *options)
 		else if (strcmp(elem->defname, "quantity_column") == 0)
 			opts->quantity_column = (char *) parse_column_name(elem);
 		else if (strcmp(elem->defname, "format") == 0)
-		{
-			const char *value = required_value(elem);
-
-			if (strcmp(value, "native") == 0)
-				opts->format = FR_FORMAT_NATIVE;
-			else if (strcmp(value, "dms") == 0)
-				opts->format = FR_FORMAT_DMS;
-			else
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid value \"%s\" for option \"%s\"",
-								value, elem->defname),
-						 errhint("Valid values are native and dms.")));
-		}
+			opts->format = parse_choice(elem, "native", FR_FORMAT_NATIVE, "dms", FR_FORMAT_DMS);
 		else if (strcmp(elem->defname, "publish_via_partition_root") == 0)
 			opts->via_root = parse_bool_option(elem);
 		else if (strcmp(elem->defname, "on_enrich_error") == 0)
-		{
-			const char *value = required_value(elem);
-
-			if (strcmp(value, "fail") == 0)
-				opts->on_enrich_error = FR_ENRICH_ERROR_FAIL;
-			else if (strcmp(value, "emit") == 0)
-				opts->on_enrich_error = FR_ENRICH_ERROR_EMIT;
-			else
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid value \"%s\" for option \"%s\"",
-								value, elem->defname),
-						 errhint("Valid values are fail and emit.")));
-		}
+			opts->on_enrich_error = parse_choice(elem, "fail", FR_ENRICH_ERROR_FAIL,
+												 "emit", FR_ENRICH_ERROR_EMIT);
 		else if (strcmp(elem->defname, "exclude_columns") == 0)
 			opts->exclude_columns = parse_column_patterns(elem);
 		else

@@ -104,11 +104,10 @@ kinesis_partition_key(const char *schema, size_t schema_len,
 	}
 }
 
+/* "StreamARN":"..." or "StreamName":"...", as the stream was given. */
 static void
-build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
+append_stream_field(KinesisTarget *k, PQExpBuffer body)
 {
-	resetPQExpBuffer(body);
-	appendPQExpBufferStr(body, "{");
 	if (k->stream_arn)
 	{
 		appendPQExpBufferStr(body, "\"StreamARN\":");
@@ -119,6 +118,14 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 		appendPQExpBufferStr(body, "\"StreamName\":");
 		append_json_string(body, k->stream_name, strlen(k->stream_name));
 	}
+}
+
+static void
+build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
+{
+	resetPQExpBuffer(body);
+	appendPQExpBufferStr(body, "{");
+	append_stream_field(k, body);
 	appendPQExpBufferStr(body, ",\"Records\":[");
 	for (int i = 0; i < n; i++)
 	{
@@ -484,16 +491,8 @@ kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
 
 	initPQExpBuffer(&body);
 	http_response_init(&resp);
-	if (k->stream_arn)
-	{
-		appendPQExpBufferStr(&body, "{\"StreamARN\":");
-		append_json_string(&body, k->stream_arn, strlen(k->stream_arn));
-	}
-	else
-	{
-		appendPQExpBufferStr(&body, "{\"StreamName\":");
-		append_json_string(&body, k->stream_name, strlen(k->stream_name));
-	}
+	appendPQExpBufferChar(&body, '{');
+	append_stream_field(k, &body);
 	appendPQExpBufferChar(&body, '}');
 
 	for (;;)
@@ -610,15 +609,10 @@ kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop)
 			appendPQExpBufferStr(&body, "{\"NextToken\":");
 			append_json_string(&body, token, strlen(token));
 		}
-		else if (k->stream_arn)
-		{
-			appendPQExpBufferStr(&body, "{\"StreamARN\":");
-			append_json_string(&body, k->stream_arn, strlen(k->stream_arn));
-		}
 		else
 		{
-			appendPQExpBufferStr(&body, "{\"StreamName\":");
-			append_json_string(&body, k->stream_name, strlen(k->stream_name));
+			appendPQExpBufferChar(&body, '{');
+			append_stream_field(k, &body);
 		}
 		appendPQExpBufferChar(&body, '}');
 
