@@ -85,6 +85,7 @@ static char *opt_endpoint = NULL;
 static char *opt_ca_file = NULL;
 static int	opt_batch_records = KINESIS_MAX_RECORDS;
 static bool opt_aggregate = false;
+static int	opt_max_in_flight = 8;
 static long opt_aggregate_bytes = 262144;	/* measured: bench/aggregate */
 static int	batch_capacity;		/* rows per batch: records, or rows to aggregate */
 static long opt_batch_bytes = KINESIS_MAX_REQUEST_BYTES;
@@ -171,6 +172,8 @@ usage(void)
 		   opt_batch_bytes);
 	printf("      --linger-ms=N        how long a partial batch waits for more rows (default: %d)\n",
 		   opt_linger_ms);
+	printf("      --max-in-flight=N    PutRecords calls sent at once, at most %d (default: %d)\n",
+		   KINESIS_MAX_IN_FLIGHT, opt_max_in_flight);
 	printf("      --aggregate          KPL-aggregate rows into Kinesis records, per shard\n"
 		   "                           (consumers must de-aggregate: KCL, Firehose, aws-kinesis-agg)\n");
 	printf("      --aggregate-bytes=N  largest aggregated record (default: %ld, at most 1 MiB)\n",
@@ -296,7 +299,9 @@ hash_string(const char *s)
 static void
 batch_init(void)
 {
-	batch_capacity = opt_aggregate ? AGGREGATE_BATCH_ROWS : opt_batch_records;
+	/* A batch fills every call that may be in flight. */
+	batch_capacity = opt_aggregate ? AGGREGATE_BATCH_ROWS :
+		opt_batch_records * (ship_kinesis ? opt_max_in_flight : 1);
 	batch.recs = pg_malloc0(sizeof(ShipRecord) * batch_capacity);
 	batch.nslots = 1;
 	while (batch.nslots < batch_capacity * 2)
@@ -645,7 +650,8 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 
 	/* Room in the batch, and one version per key per batch. */
 	if (batch.n >= batch_capacity ||
-		batch.bytes + record_bytes > (size_t) Min(opt_batch_bytes, opt_max_buffer_bytes) ||
+		batch.bytes + record_bytes > (size_t) Min(opt_batch_bytes * (ship_kinesis ? opt_max_in_flight : 1),
+												   opt_max_buffer_bytes) ||
 		(ship_kinesis && !opt_aggregate && batch_has_key(pkey_buf.data)))
 	{
 		if (!batch_flush())
@@ -1046,6 +1052,7 @@ main(int argc, char **argv)
 		{"shutdown-timeout", required_argument, NULL, 22},
 		{"allow-no-tables", no_argument, NULL, 23},
 		{"aggregate", no_argument, NULL, 24},
+		{"max-in-flight", required_argument, NULL, 26},
 		{"aggregate-bytes", required_argument, NULL, 25},
 		{NULL, 0, NULL, 0}
 	};
@@ -1214,6 +1221,9 @@ main(int argc, char **argv)
 			case 24:
 				opt_aggregate = true;
 				break;
+			case 26:
+				opt_max_in_flight = (int) parse_long("--max-in-flight", optarg, 1, KINESIS_MAX_IN_FLIGHT);
+				break;
 			case 25:
 				opt_aggregate_bytes = parse_long("--aggregate-bytes", optarg, 1024,
 												 KINESIS_MAX_RECORD_BYTES - KINESIS_MAX_KEY_CHARS);
@@ -1282,12 +1292,15 @@ main(int argc, char **argv)
 		if (ship_kinesis)
 		{
 			err = kinesis_init(&kinesis, opt_endpoint, region, opt_stream, opt_stream_arn,
-							   opt_ca_file, opt_request_timeout_ms, opt_retry_timeout);
+							   opt_ca_file, opt_request_timeout_ms, opt_retry_timeout,
+							   opt_max_in_flight);
 			if (err != NULL)
 			{
 				pg_log_error("%s", err);
 				exit(2);
 			}
+			kinesis.call_records = opt_batch_records;
+			kinesis.call_bytes = (size_t) opt_batch_bytes;
 			if (verbosity > 0)
 				pg_log_info("AWS credentials from %s, region %s, endpoint %s",
 							kinesis.creds.source, region, kinesis.endpoint);

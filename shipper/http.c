@@ -9,6 +9,8 @@
  */
 #include "postgres_fe.h"
 
+#include <stdint.h>
+
 #include "common/logging.h"
 #include "http.h"
 #include "retry.h"
@@ -84,13 +86,13 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return size * nmemb;
 }
 
-bool
-http_request(HttpClient *client, const char *method, const char *url,
-			 struct curl_slist *headers, const char *body, size_t len,
-			 HttpResponse *resp)
+/* Sets up the client's handle for one request (the response is reset). */
+static void
+setup_request(HttpClient *client, const char *method, const char *url,
+			  struct curl_slist *headers, const char *body, size_t len,
+			  HttpResponse *resp)
 {
 	CURL	   *c = client->curl;
-	CURLcode	rc;
 
 	resetPQExpBuffer(&resp->body);
 	resp->status = 0;
@@ -128,8 +130,12 @@ http_request(HttpClient *client, const char *method, const char *url,
 	if (client->ca_file)
 		curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "fundrecs_shipper/1.0");
+}
 
-	rc = curl_easy_perform(c);
+/* After a transfer: the transport error, or the HTTP status. */
+static bool
+finish_request(HttpClient *client, CURLcode rc, HttpResponse *resp)
+{
 	resp->curl_code = (int) rc;
 	if (rc != CURLE_OK)
 	{
@@ -137,8 +143,70 @@ http_request(HttpClient *client, const char *method, const char *url,
 			strlcpy(resp->error, curl_easy_strerror(rc), sizeof(resp->error));
 		return false;
 	}
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+	curl_easy_getinfo(client->curl, CURLINFO_RESPONSE_CODE, &resp->status);
 	return true;
+}
+
+bool
+http_request(HttpClient *client, const char *method, const char *url,
+			 struct curl_slist *headers, const char *body, size_t len,
+			 HttpResponse *resp)
+{
+	setup_request(client, method, url, headers, body, len, resp);
+	return finish_request(client, curl_easy_perform(client->curl), resp);
+}
+
+void
+http_request_many(HttpClient *clients, int n, const char *method, const char *url,
+				  struct curl_slist **headers, PQExpBuffer bodies,
+				  HttpResponse *resps, bool *reached)
+{
+	CURLM	   *multi;
+	int			running;
+
+	if (n == 1)
+	{
+		reached[0] = http_request(&clients[0], method, url, headers[0], bodies[0].data,
+								  bodies[0].len, &resps[0]);
+		return;
+	}
+	multi = curl_multi_init();
+	if (multi == NULL)
+	{
+		fprintf(stderr, "could not create a libcurl multi handle\n");
+		exit(1);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		setup_request(&clients[i], method, url, headers[i], bodies[i].data, bodies[i].len,
+					  &resps[i]);
+		curl_easy_setopt(clients[i].curl, CURLOPT_PRIVATE, (char *) (intptr_t) i);
+		curl_multi_add_handle(multi, clients[i].curl);
+	}
+	do
+	{
+		CURLMsg    *msg;
+		int			left;
+
+		curl_multi_perform(multi, &running);
+		while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+		{
+			if (msg->msg == CURLMSG_DONE)
+			{
+				char	   *priv = NULL;
+				int			i;
+
+				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+				i = (int) (intptr_t) priv;
+				reached[i] = finish_request(&clients[i], msg->data.result, &resps[i]);
+			}
+		}
+		if (running > 0)
+			curl_multi_poll(multi, NULL, 0, 100, NULL);
+	} while (running > 0);
+	for (int i = 0; i < n; i++)
+		curl_multi_remove_handle(multi, clients[i].curl);
+	curl_multi_cleanup(multi);
 }
 
 /*

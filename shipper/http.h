@@ -43,6 +43,15 @@ extern bool http_request(HttpClient *client, const char *method, const char *url
 						 struct curl_slist *headers, const char *body, size_t len,
 						 HttpResponse *resp);
 
+/*
+ * n requests to one URL at once, one per client (libcurl's multi
+ * interface, each client's kept-alive connection); reached[i] as
+ * http_request() returns it.  The tick runs while they wait.
+ */
+extern void http_request_many(HttpClient *clients, int n, const char *method,
+							  const char *url, struct curl_slist **headers,
+							  PQExpBuffer bodies, HttpResponse *resps, bool *reached);
+
 /* A transport failure that retrying cannot mend (TLS verification...). */
 extern bool http_error_is_permanent(const HttpResponse *resp);
 

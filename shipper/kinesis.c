@@ -32,7 +32,7 @@
 char *
 kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
 			 const char *stream_name, const char *stream_arn,
-			 const char *ca_file, long timeout_ms, int retry_timeout_s)
+			 const char *ca_file, long timeout_ms, int retry_timeout_s, int max_in_flight)
 {
 	char	   *err;
 
@@ -49,6 +49,21 @@ kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
 	if ((err = aws_load_credentials(&k->creds)) != NULL)
 		return err;
 	http_client_init(&k->http, ca_file, timeout_ms);
+	if (max_in_flight < 1 || max_in_flight > KINESIS_MAX_IN_FLIGHT)
+		return psprintf("--max-in-flight must be from 1 to %d", KINESIS_MAX_IN_FLIGHT);
+	k->max_in_flight = max_in_flight;
+	/* One kept-alive connection per call in flight. */
+	k->pool = pg_malloc0(sizeof(HttpClient) * max_in_flight);
+	k->bodies = pg_malloc0(sizeof(PQExpBufferData) * max_in_flight);
+	k->resps = pg_malloc0(sizeof(HttpResponse) * max_in_flight);
+	k->call_records = KINESIS_MAX_RECORDS;
+	k->call_bytes = KINESIS_MAX_REQUEST_BYTES;
+	for (int i = 0; i < max_in_flight; i++)
+	{
+		http_client_init(&k->pool[i], ca_file, timeout_ms);
+		initPQExpBuffer(&k->bodies[i]);
+		http_response_init(&k->resps[i]);
+	}
 	return NULL;
 }
 
@@ -152,10 +167,9 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 	appendPQExpBufferStr(body, "]}");
 }
 
-/* Signs and sends one call of the Kinesis JSON protocol. */
-static bool
-kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t len,
-			 HttpResponse *resp)
+/* The signed headers of one call of the Kinesis JSON protocol. */
+static struct curl_slist *
+kinesis_signed_headers(KinesisTarget *k, const char *operation, const char *body, size_t len)
 {
 	char		amz_date[17];
 	char		payload_hash[65];
@@ -164,8 +178,7 @@ kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t l
 	int			nh = 0;
 	SigV4Request req;
 	SigV4Result sig;
-	struct curl_slist *headers = NULL;
-	bool		ok;
+	struct curl_slist *headers;
 
 	sigv4_amz_date((long long) time(NULL), amz_date);
 	sigv4_sha256_hex(body, len, payload_hash);
@@ -195,14 +208,21 @@ kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t l
 		pg_log_error("out of memory");
 		exit(1);
 	}
-
 	headers = http_signed_headers(h, nh, sig.authorization);
-
-	ok = http_request(&k->http, "POST", k->endpoint, headers, body, len, resp);
-
-	curl_slist_free_all(headers);
 	sigv4_result_free(&sig);
 	free(target);
+	return headers;
+}
+
+/* Signs and sends one call of the Kinesis JSON protocol. */
+static bool
+kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t len,
+			 HttpResponse *resp)
+{
+	struct curl_slist *headers = kinesis_signed_headers(k, operation, body, len);
+	bool		ok = http_request(&k->http, "POST", k->endpoint, headers, body, len, resp);
+
+	curl_slist_free_all(headers);
 	return ok;
 }
 
@@ -343,14 +363,14 @@ stream_label(KinesisTarget *k)
  * description to log; a permanent one is reported here and returns NULL.
  */
 static char *
-call_failure(KinesisTarget *k, bool reached, HttpResponse *resp)
+call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *resp)
 {
 	char	   *code;
 	char	   *message;
 	char	   *problem = NULL;
 
 	if (!reached)
-		return http_transport_failure(&k->http, k->endpoint, resp);
+		return http_transport_failure(client, k->endpoint, resp);
 
 	code = error_code(resp->body.data, resp->body.len, &message);
 	if (resp->status >= 500 || resp->status == 429 ||
@@ -391,81 +411,157 @@ before_retry(KinesisTarget *k, int attempt, double deadline, const char *problem
 	return r;
 }
 
+/*
+ * One round: the pending records in up to k->max_in_flight calls at once
+ * (each at most 500 records and 5 MiB), sent together.  Keys are distinct
+ * across the records, so calls may complete in any order.  Leaves in
+ * pending, in their order, what is still unacknowledged (failed, or not
+ * sent because the calls were full); returns a problem to retry on, NULL,
+ * or sets *fatal.
+ */
+static char *
+put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
+		  bool retry, bool *fatal)
+{
+	int			ncalls = 0;
+	int			first[KINESIS_MAX_IN_FLIGHT + 1];
+	int			sent;
+	struct curl_slist *headers[KINESIS_MAX_IN_FLIGHT];
+	bool		reached[KINESIS_MAX_IN_FLIGHT];
+	char	   *problem = NULL;
+	int			nleft = 0;
+	ShipRecord **left = pg_malloc(sizeof(ShipRecord *) * Max(*npending, 1));
+
+	*fatal = false;
+	/* Split into calls. */
+	first[0] = 0;
+	while (ncalls < k->max_in_flight && first[ncalls] < *npending)
+	{
+		int			last = first[ncalls];
+		size_t		bytes = 0;
+
+		while (last < *npending && last - first[ncalls] < k->call_records &&
+			   (last == first[ncalls] ||
+				bytes + pending[last]->len + strlen(pending[last]->pkey) <= k->call_bytes))
+		{
+			bytes += pending[last]->len + strlen(pending[last]->pkey);
+			last++;
+		}
+		first[++ncalls] = last;
+	}
+	sent = first[ncalls];
+
+	for (int c = 0; c < ncalls; c++)
+	{
+		build_body(k, pending + first[c], first[c + 1] - first[c], &k->bodies[c]);
+		headers[c] = kinesis_signed_headers(k, "PutRecords", k->bodies[c].data, k->bodies[c].len);
+		k->calls++;
+		if (retry)
+		{
+			k->retried_calls++;
+			k->retried_records += first[c + 1] - first[c];
+		}
+	}
+	http_request_many(k->pool, ncalls, "POST", k->endpoint, headers, k->bodies, k->resps, reached);
+
+	for (int c = 0; c < ncalls && !*fatal; c++)
+	{
+		HttpResponse *resp = &k->resps[c];
+		int			n = first[c + 1] - first[c];
+		ShipRecord **recs = pending + first[c];
+		char	   *call_problem = NULL;
+
+		if (reached[c] && resp->status == 200)
+		{
+			char	   *code = NULL;
+			char	   *message = NULL;
+			int			nfailed = parse_put_response(resp->body.data, resp->body.len, n, failed,
+													 &code, &message, fatal, recs,
+													 &k->throttled_records);
+
+			if (nfailed < 0)
+			{
+				call_problem = psprintf("malformed PutRecords response from %s (HTTP 200, %zu bytes)",
+										k->endpoint, resp->body.len);
+				nfailed = n;
+				for (int i = 0; i < n; i++)
+					failed[i] = i;
+			}
+			else if (*fatal)
+				pg_log_error("Kinesis refused records for stream \"%s\": %s: %s",
+							 stream_label(k), code, message ? message : "");
+			else if (nfailed > 0)
+				call_problem = psprintf("%d of %d records failed (%s: %s)", nfailed, n,
+										code, message ? message : "");
+			if (!*fatal)
+			{
+				k->records_sent += n - nfailed;
+				for (int i = 0; i < nfailed; i++)
+					left[nleft++] = recs[failed[i]];
+			}
+			free(code);
+			free(message);
+		}
+		else if ((call_problem = call_failure(k, &k->pool[c], reached[c], resp)) == NULL)
+			*fatal = true;
+		else
+		{
+			for (int i = 0; i < n; i++)
+				left[nleft++] = recs[i];
+		}
+		if (call_problem != NULL && problem == NULL)
+			problem = call_problem;
+		else
+			free(call_problem);
+	}
+	for (int c = 0; c < ncalls; c++)
+		curl_slist_free_all(headers[c]);
+
+	/* Unacknowledged records first (they are older), then the unsent. */
+	for (int i = sent; i < *npending; i++)
+		left[nleft++] = pending[i];
+	memcpy(pending, left, sizeof(ShipRecord *) * nleft);
+	*npending = nleft;
+	free(left);
+	if (*fatal)
+	{
+		free(problem);
+		return NULL;
+	}
+	/* Only unsent records left: no failure to wait on. */
+	if (problem == NULL && nleft > 0)
+		problem = pg_strdup("");
+	return problem;
+}
+
 ShipResult
 kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 					volatile sig_atomic_t *stop)
 {
-	ShipRecord **pending = pg_malloc(sizeof(ShipRecord *) * n);
-	int		   *failed = pg_malloc(sizeof(int) * n);
+	ShipRecord **pending = pg_malloc(sizeof(ShipRecord *) * Max(n, 1));
+	int		   *failed = pg_malloc(sizeof(int) * Max(n, 1));
 	int			npending = n;
 	int			attempt = 0;
 	double		deadline = retry_deadline(k->retry_timeout_s);
-	PQExpBufferData body;
-	HttpResponse resp;
-	ShipResult result = SHIP_OK;
+	ShipResult	result = SHIP_OK;
 
 	for (int i = 0; i < n; i++)
 		pending[i] = &recs[i];
-	initPQExpBuffer(&body);
-	http_response_init(&resp);
 
 	while (npending > 0)
 	{
-		char	   *problem = NULL;
-		bool		reached;
+		bool		fatal;
+		char	   *problem = put_round(k, pending, &npending, failed, attempt > 0, &fatal);
 
-		build_body(k, pending, npending, &body);
-		k->calls++;
-		if (attempt > 0)
-		{
-			k->retried_calls++;
-			k->retried_records += npending;
-		}
-
-		reached = kinesis_call(k, "PutRecords", body.data, body.len, &resp);
-		if (reached && resp.status == 200)
-		{
-			char	   *code = NULL;
-			char	   *message = NULL;
-			bool		fatal;
-			int			nfailed = parse_put_response(resp.body.data, resp.body.len,
-													 npending, failed, &code, &message,
-													 &fatal, pending, &k->throttled_records);
-
-			if (nfailed < 0)
-				problem = psprintf("malformed PutRecords response from %s (HTTP 200, %zu bytes)",
-								   k->endpoint, resp.body.len);
-			else if (fatal)
-				pg_log_error("Kinesis refused records for stream \"%s\": %s: %s",
-							 stream_label(k), code, message ? message : "");
-			else
-			{
-				k->records_sent += npending - nfailed;
-				for (int i = 0; i < nfailed; i++)
-					pending[i] = pending[failed[i]];
-				if (nfailed > 0)
-					problem = psprintf("%d of %d records failed (%s: %s)", nfailed, npending,
-									   code, message ? message : "");
-				npending = nfailed;
-			}
-			free(code);
-			free(message);
-			if (fatal)
-			{
-				result = SHIP_FATAL;
-				break;
-			}
-		}
-		else if ((problem = call_failure(k, reached, &resp)) == NULL)
+		if (fatal)
 		{
 			result = SHIP_FATAL;
 			break;
 		}
-
-		if (npending == 0)
+		if (npending == 0 || (problem != NULL && problem[0] == '\0'))
 		{
 			free(problem);
-			break;
+			continue;
 		}
 		result = before_retry(k, ++attempt, deadline, problem, stop);
 		free(problem);
@@ -473,8 +569,6 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 			break;
 	}
 
-	termPQExpBuffer(&body);
-	http_response_free(&resp);
 	free(pending);
 	free(failed);
 	return result;
@@ -509,7 +603,7 @@ kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
 			result = SHIP_FATAL;
 			break;
 		}
-		if ((problem = call_failure(k, reached, &resp)) == NULL)
+		if ((problem = call_failure(k, &k->http, reached, &resp)) == NULL)
 		{
 			result = SHIP_FATAL;
 			break;
@@ -632,7 +726,7 @@ kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop)
 			problem = psprintf("malformed ListShards response from %s (HTTP 200, %zu bytes)",
 							   k->endpoint, resp.body.len);
 		}
-		else if ((problem = call_failure(k, reached, &resp)) == NULL)
+		else if ((problem = call_failure(k, &k->http, reached, &resp)) == NULL)
 		{
 			if (reached && resp.status == 400)
 				pg_log_error_hint("--aggregate needs kinesis:ListShards on the stream.");

@@ -21,6 +21,7 @@
 #define KINESIS_MAX_REQUEST_BYTES (5 * 1024 * 1024)
 #define KINESIS_MAX_RECORD_BYTES (1024 * 1024)
 #define KINESIS_MAX_KEY_CHARS 256
+#define KINESIS_MAX_IN_FLIGHT 64
 
 typedef struct ShipRecord
 {
@@ -44,6 +45,13 @@ typedef struct KinesisTarget
 	char	   *stream_arn;
 	AwsCredentials creds;
 	HttpClient	http;
+	/* --max-in-flight calls at once: a connection, body, response each */
+	int			max_in_flight;
+	int			call_records;	/* records per call (--batch-records) */
+	size_t		call_bytes;		/* bytes per call (--batch-bytes) */
+	HttpClient *pool;
+	PQExpBufferData *bodies;
+	HttpResponse *resps;
 	int			retry_timeout_s;	/* 0: retry for ever */
 	/* --aggregate: the open shards, refreshed every KINESIS_MAP_REFRESH_S */
 	KplShardMap map;
@@ -61,12 +69,14 @@ typedef struct KinesisTarget
 
 extern char *kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
 						  const char *stream_name, const char *stream_arn,
-						  const char *ca_file, long timeout_ms, int retry_timeout_s);
+						  const char *ca_file, long timeout_ms, int retry_timeout_s,
+						  int max_in_flight);
 
 /*
  * Sends the records, retrying failed calls and failed records until every
- * one is acknowledged.  The records' partition keys must be distinct, so a
- * retried record can never land after a later version of its key.
+ * one is acknowledged, in up to max_in_flight calls at once.  The records'
+ * partition keys must be distinct, so calls may complete in any order and
+ * a retried record can never land after a later version of its key.
  */
 extern ShipResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 										 volatile sig_atomic_t *stop);

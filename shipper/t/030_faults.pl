@@ -1,7 +1,7 @@
 # Fault injection: with 20 % of PutRecords calls failing (500, 503,
 # throttling, per-record failures, connections dropped before and after the
 # call, malformed responses), a workload still arrives complete and in
-# per-key order.
+# per-key order, with several PutRecords calls in flight at once.
 use strict;
 use warnings;
 use FindBin;
@@ -44,6 +44,8 @@ $faults += $_ for values %{ $stats->{faults} };
 cmp_ok($faults, '>=', 10, "faults were injected ($faults)");
 cmp_ok(scalar keys %{ $stats->{faults} }, '>=', 5, 'of several kinds: ' . join(',', sort keys %{ $stats->{faults} }));
 is($stats->{mismatches}, 0, 'every retried request was signed correctly');
+cmp_ok($stats->{max_in_flight}, '>', 1,
+	"calls were in flight at once (up to $stats->{max_in_flight}, --max-in-flight 8) and order still held");
 ok($stats->{faults}{garbage} && $err =~ /malformed PutRecords response/,
 	'a malformed response was retried, not a crash');
 

@@ -52,7 +52,7 @@ AUTH_RE = re.compile(
 STATS_LOCK = threading.Lock()
 STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
          "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0,
-         "throttled_records": 0}
+         "throttled_records": 0, "in_flight": 0, "max_in_flight": 0}
 
 LIMIT_RECORDS = 1000.0
 LIMIT_BYTES = 1024.0 * 1024.0
@@ -348,7 +348,21 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.relay(status, headers, payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
+    def handle_counted(self):
+        """Counts the data calls in flight at once (max_in_flight)."""
+        data_call = self.headers.get("X-Amz-Target", "").endswith(".PutRecords")
+        if data_call:
+            with STATS_LOCK:
+                STATS["in_flight"] += 1
+                STATS["max_in_flight"] = max(STATS["max_in_flight"], STATS["in_flight"])
+        try:
+            self.handle_any()
+        finally:
+            if data_call:
+                with STATS_LOCK:
+                    STATS["in_flight"] -= 1
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_counted
 
 
 def main():
