@@ -197,3 +197,8 @@ psql -c "SELECT coalesce(fundrecs.category_slug(p.category), 'uncategorized') AS
 	sum(p.price * o.quantity) AS total_price
 	FROM fundrecs_schema.orders o LEFT JOIN fundrecs.product_details p USING (product_id)
 	GROUP BY 1 ORDER BY 1"
+echo
+echo "== more throughput: KPL aggregation"
+echo "  Add --aggregate to the shipper to pack many rows into each Kinesis record, per shard"
+echo "  (consumers must de-aggregate: KCL, Firehose, Lambda with aws-kinesis-agg); bench/aggregate"
+echo "  measures it (173 rows per record on W1). See README.md, 'Aggregation'."
