@@ -147,4 +147,38 @@ check_stream('aggsplit', 'split and merge', $want, resharded => 1);
 like(slurp_file("$tmp/aggsplit.log"), qr/was resharded: \d+ aggregated records landed in another shard/,
 	'split and merge: the shipper saw the resharding and sent those rows again');
 
+# 4. The DMS format, aggregated: the consumer written to the seed Lambda's
+#    contract, fed through aws-kinesis-agg's de-aggregation, needs no change.
+kinesis_tool($kport, 'create', 'aggdms', 4);
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('agg4', 'fundrecs_decoder')");
+$node->safe_psql('postgres', 'CALL workload(50, 7)');
+$node->safe_psql('postgres', 'TRUNCATE fundrecs_schema.customers');
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+$want = [ split /\n/, $node->safe_psql('postgres',
+	"SELECT data FROM pg_logical_slot_peek_changes('agg4', NULL, NULL, 'format', 'dms')") ];
+($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'agg4', '--endpoint-url', "http://127.0.0.1:$pport",
+	'--stream', 'aggdms', '--aggregate', '-o', 'format=dms', '-E', $end);
+is($rc, 0, 'dms, aggregated: exit code 0');
+my $users = read_deaggregated($kport, 'aggdms', 1);
+my $ufile = "$tmp/aggdms.jsonl";
+open(my $uf, '>', $ufile) or die $!;
+print $uf encode_json({ data => $_->{data}, in_shard => $_->{in_shard} ? JSON::PP::true : JSON::PP::false }), "\n"
+  for @$users;
+close $uf;
+my $consumer;
+IPC::Run::run([ '/usr/bin/python3', "$E2E_DIR/dms_consumer.py", '--user-records', $ufile, '-',
+	"$E2E_DIR/../data/product_details.json" ], '>', \$consumer) or die 'dms_consumer failed';
+my $got = decode_json($consumer);
+my %ops;
+my $control = 0;
+foreach my $w (@$want)
+{
+	my $m = decode_json($w)->{metadata};
+	if ($m->{'record-type'} eq 'control') { $control++; next; }
+	$ops{ $m->{operation} }++;
+}
+is_deeply($got->{operations}, \%ops, 'dms, aggregated: the consumer saw every operation (' . encode_json(\%ops) . ')');
+is($got->{skipped}, $control, 'dms, aggregated: the TRUNCATE control record was skipped');
+is($got->{customers}, 50, 'dms, aggregated: customers collected');
+
 done_testing();

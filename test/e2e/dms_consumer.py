@@ -10,6 +10,12 @@ stream of DMS records with boto3:
 - orders are grouped by category slug, customers collected as they are.
 
     dms_consumer.py --endpoint URL STREAM PRODUCT_FILE
+    dms_consumer.py --user-records FILE - PRODUCT_FILE
+
+With --user-records, the records are the user records that deagg.js
+de-aggregated from a stream of KPL aggregated records (one JSON object a
+line, the DMS document in "data"), as a Lambda with aws-kinesis-agg sees
+them; records whose sub-record is not in its shard are dropped, as KCL does.
 
 Prints {"orders": {slug: [count, total]}, "customers": n, "skipped": n,
 "operations": {...}} as JSON.
@@ -32,7 +38,8 @@ def slug(category):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--endpoint")
+    ap.add_argument("--user-records")
     ap.add_argument("--region", default="us-east-1")
     ap.add_argument("--access-key", default="AKIDFUNDRECSTEST")
     ap.add_argument("--secret-key", default="fundrecs/test/secret")
@@ -41,9 +48,12 @@ def main():
     args = ap.parse_args()
 
     products = {p["product_id"]: p for p in json.load(open(args.products), parse_float=Decimal)}
-    k = kinesis_tool.client(args)
+    if args.user_records:
+        records = [r for r in map(json.loads, open(args.user_records)) if r["in_shard"]]
+    else:
+        records = kinesis_tool.read_all(kinesis_tool.client(args), args.stream)
     orders, customers, skipped, operations = {}, 0, 0, {}
-    for rec in kinesis_tool.read_all(k, args.stream):
+    for rec in records:
         doc = json.loads(rec["data"], parse_float=Decimal)
         meta = doc["metadata"]
         if meta["record-type"] == "control":
