@@ -147,6 +147,23 @@ check_stream('aggsplit', 'split and merge', $want, resharded => 1);
 like(slurp_file("$tmp/aggsplit.log"), qr/was resharded: \d+ aggregated records landed in another shard/,
 	'split and merge: the shipper saw the resharding and sent those rows again');
 
+# 5 (first). Kinesis's per-shard limits: records over 1 MiB/s of a shard are
+#    refused per record, as AWS does; they are retried and nothing is lost
+#    or reordered.
+{
+	my ($lport) = start_proxy($kport, '--shard-limits');
+	kinesis_tool($kport, 'create', 'agglimit', 2);
+	$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot(s, 'fundrecs_decoder') FROM unnest('{agg5,agg5_truth}'::text[]) s");
+	$node->safe_psql('postgres', 'CALL workload(1200, 8)');
+	my $lend = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	my ($lrc, $lout, $lerr) = run_shipper(\%env, '-d', $connstr, '-S', 'agg5', '--endpoint-url',
+		"http://127.0.0.1:$lport", '--stream', 'agglimit', '--aggregate', '-E', $lend, '-v');
+	is($lrc, 0, 'per-shard limits: exit code 0');
+	cmp_ok(proxy_stats($lport)->{throttled_records}, '>', 0, 'per-shard limits: records were throttled');
+	like($lerr, qr/[1-9]\d* throttled records/, 'per-shard limits: the totals count them');
+	check_stream('agglimit', 'per-shard limits', plugin_rows($node, 'agg5_truth'));
+}
+
 # 4. The DMS format, aggregated: the consumer written to the seed Lambda's
 #    contract, fed through aws-kinesis-agg's de-aggregation, needs no change.
 kinesis_tool($kport, 'create', 'aggdms', 4);
