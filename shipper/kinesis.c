@@ -776,6 +776,166 @@ typedef struct AggBuild
 	int			nrows;
 } AggBuild;
 
+/*
+ * Sends the aggregates (recs[i] encodes aggs[i]) in waves of at most one
+ * record per shard, each shard retrying with a backoff of its own.  Stops
+ * after a wave in which a record landed in another shard than predicted:
+ * the map is stale, and later aggregates of that shard could put later
+ * versions of rows where a consumer reads them before the earlier ones,
+ * sent again.  unsent[i] tells what was held back.
+ */
+static ShipResult
+send_waves(KinesisTarget *k, ShipRecord *recs, AggBuild *aggs, int naggs, bool *unsent,
+		   volatile sig_atomic_t *stop)
+{
+	int			nshards = k->map.nshards;
+	int		   *head = pg_malloc(sizeof(int) * nshards);	/* next aggregate, or -1 */
+	int		   *attempts = pg_malloc0(sizeof(int) * nshards);
+	double	   *not_before = pg_malloc0(sizeof(double) * nshards);
+	double	   *failing_since = pg_malloc0(sizeof(double) * nshards);
+	ShipRecord **wave = pg_malloc(sizeof(ShipRecord *) * Max(nshards, 1));
+	int		   *wave_agg = pg_malloc(sizeof(int) * Max(nshards, 1));
+	int		   *failed = pg_malloc(sizeof(int) * Max(nshards, 1));
+	bool	   *acked = pg_malloc0(sizeof(bool) * Max(naggs, 1));
+	ShipResult	result = SHIP_OK;
+	bool		stale = false;
+	int			retries = 0;
+
+	/* Each shard's first aggregate; later ones follow in creation order. */
+	for (int s = 0; s < nshards; s++)
+		head[s] = -1;
+	for (int i = naggs - 1; i >= 0; i--)
+		head[aggs[i].shard] = i;
+
+	while (result == SHIP_OK && !stale)
+	{
+		int			nwave = 0;
+		int			nleft;
+		double		now = now_seconds();
+		double		wake = 0;
+		bool		fatal;
+		char	   *problem;
+
+		for (int s = 0; s < nshards; s++)
+		{
+			if (head[s] < 0)
+				continue;
+			if (not_before[s] > now)
+			{
+				wake = wake == 0 ? not_before[s] : Min(wake, not_before[s]);
+				continue;
+			}
+			wave_agg[nwave] = head[s];
+			wave[nwave++] = &recs[head[s]];
+		}
+		if (nwave == 0 && wake == 0)
+			break;				/* every aggregate acknowledged */
+		if (nwave == 0)
+		{
+			/* Only shards backing off: wait for the first, awake to a stop. */
+			while (now_seconds() < wake)
+			{
+				if ((stop && *stop) || wait_tick())
+				{
+					result = SHIP_STOPPED;
+					break;
+				}
+				usleep(Min(100000, (useconds_t) ((wake - now_seconds()) * 1e6) + 1000));
+			}
+			continue;
+		}
+
+		nleft = nwave;
+		problem = put_round(k, wave, &nleft, failed, retries > 0, &fatal);
+		if (fatal)
+		{
+			free(problem);
+			result = SHIP_FATAL;
+			break;
+		}
+
+		/* What is left in wave[] failed (or was not sent: calls were full). */
+		for (int j = 0; j < nwave; j++)
+		{
+			int			i = wave_agg[j];
+			bool		left = false;
+
+			for (int l = 0; l < nleft; l++)
+				if (wave[l] == &recs[i])
+					left = true;
+			if (left)
+				continue;
+			acked[i] = true;
+			attempts[aggs[i].shard] = 0;
+			failing_since[aggs[i].shard] = 0;
+			if (recs[i].got_shard != NULL && strcmp(recs[i].got_shard, recs[i].want_shard) != 0)
+				stale = true;
+		}
+		for (int s = 0; s < nshards; s++)
+		{
+			if (head[s] < 0 || !acked[head[s]])
+				continue;
+			/* The shard's next aggregate. */
+			{
+				int			next = -1;
+
+				for (int i = head[s] + 1; i < naggs; i++)
+					if (aggs[i].shard == s)
+					{
+						next = i;
+						break;
+					}
+				head[s] = next;
+			}
+		}
+		if (nleft > 0 && problem != NULL && problem[0] != '\0')
+		{
+			/* The failed shards back off, each on its own. */
+			retries++;
+			for (int l = 0; l < nleft; l++)
+			{
+				int			s = -1;
+
+				for (int j = 0; j < nwave; j++)
+					if (wave[l] == &recs[wave_agg[j]])
+						s = aggs[wave_agg[j]].shard;
+				if (s < 0)
+					continue;
+				if (failing_since[s] == 0)
+					failing_since[s] = now;
+				attempts[s]++;
+				not_before[s] = now_seconds() + retry_backoff_ms(attempts[s]) / 1000.0;
+				if (k->retry_timeout_s > 0 && now - failing_since[s] > k->retry_timeout_s)
+				{
+					pg_log_error("giving up on shard %s of stream \"%s\" after %d attempts in %d s: %s",
+								 k->map.shards[s].id, stream_label(k), attempts[s],
+								 k->retry_timeout_s, problem);
+					result = SHIP_FATAL;
+				}
+			}
+			if (retries == 1 || retries % 10 == 0)
+				pg_log_warning("%s; retrying those shards", problem);
+			else
+				pg_log_info("%s; retrying those shards", problem);
+		}
+		free(problem);
+		if (result == SHIP_OK && ((stop && *stop) || wait_tick()))
+			result = SHIP_STOPPED;
+	}
+
+	for (int i = 0; i < naggs; i++)
+		unsent[i] = !acked[i];
+	free(head);
+	free(attempts);
+	free(not_before);
+	free(failing_since);
+	free(wave);
+	free(wave_agg);
+	free(failed);
+	free(acked);
+	return result;
+}
+
 ShipResult
 kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_bytes,
 					   volatile sig_atomic_t *stop)
@@ -863,78 +1023,16 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 		}
 
 		/*
-		 * Rounds: the first aggregate of every shard, then the second...
-		 * A round is acknowledged whole before the next is sent, so two
-		 * records of one shard are never in flight at once and a retried
-		 * record never lands after a later one of its shard: keys may
-		 * repeat in the rows, and their versions stay in order.  Within a
-		 * round, at most 500 records and 5 MiB per call.
+		 * Waves, one aggregate per shard each: a shard's next aggregate is
+		 * sent only once the one before is acknowledged, so two records of
+		 * one shard are never in flight at once and a retried record never
+		 * lands after a later one of its shard (keys may repeat in the
+		 * rows; their versions stay in order).  A shard whose record failed
+		 * (throttled: ProvisionedThroughputExceededException) backs off on
+		 * its own; the other shards keep flowing.
 		 */
 		unsent = pg_malloc0(sizeof(bool) * Max(naggs, 1));
-		{
-			int		   *round = pg_malloc(sizeof(int) * Max(naggs, 1));
-			bool	   *sent = pg_malloc0(sizeof(bool) * Max(naggs, 1));
-			int			nsent = 0;
-			bool		stale = false;
-
-			while (nsent < naggs && result == SHIP_OK)
-			{
-				bool	   *shard_used = pg_malloc0(sizeof(bool) * k->map.nshards);
-				int			nround = 0;
-				ShipRecord *call;
-
-				for (int i = 0; i < naggs; i++)
-				{
-					if (sent[i] || shard_used[aggs[i].shard])
-						continue;
-					shard_used[aggs[i].shard] = true;
-					round[nround++] = i;
-				}
-				free(shard_used);
-				call = pg_malloc0(sizeof(ShipRecord) * nround);
-				for (int first = 0; first < nround && result == SHIP_OK;)
-				{
-					int			last = first;
-					size_t		bytes = 0;
-
-					while (last < nround && last - first < KINESIS_MAX_RECORDS &&
-						   (last == first ||
-							bytes + recs[round[last]].len + strlen(recs[round[last]].pkey) <=
-							KINESIS_MAX_REQUEST_BYTES))
-					{
-						bytes += recs[round[last]].len + strlen(recs[round[last]].pkey);
-						call[last] = recs[round[last]];
-						last++;
-					}
-					result = kinesis_put_records(k, call + first, last - first, stop);
-					first = last;
-				}
-				/* The shard each record landed in, back to recs. */
-				for (int j = 0; j < nround; j++)
-				{
-					recs[round[j]].got_shard = call[j].got_shard;
-					sent[round[j]] = true;
-					if (call[j].got_shard != NULL &&
-						strcmp(call[j].got_shard, call[j].want_shard) != 0)
-						stale = true;
-				}
-				nsent += nround;
-				free(call);
-
-				/*
-				 * A record in another shard than predicted: the map is stale.
-				 * Later rounds would put later versions of its rows where a
-				 * consumer may read them before the earlier ones, sent again:
-				 * hold them back and send them with the new map.
-				 */
-				if (stale)
-					break;
-			}
-			for (int i = 0; i < naggs; i++)
-				unsent[i] = !sent[i];
-			free(round);
-			free(sent);
-		}
+		result = send_waves(k, recs, aggs, naggs, unsent, stop);
 
 		/* Rows of records that landed in another shard go again. */
 		again = pg_malloc(sizeof(int) * Max(ntodo, 1));

@@ -48,19 +48,24 @@ retry_deadline(int timeout_s)
 	return timeout_s > 0 ? now_seconds() + timeout_s : 0;
 }
 
-/* Sleeps for the attempt's backoff, in slices so a stop is noticed. */
-static void
-backoff_sleep(int attempt, volatile sig_atomic_t *stop)
+long
+retry_backoff_ms(int attempt)
 {
 	long		cap = (long) BACKOFF_BASE_MS << Min(attempt, 16);
 	unsigned int r;
-	long		ms;
 
 	if (cap > BACKOFF_CAP_MS)
 		cap = BACKOFF_CAP_MS;
 	if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1)
 		r = (unsigned int) random();
-	ms = cap / 2 + (long) (r % (unsigned int) (cap / 2 + 1));
+	return cap / 2 + (long) (r % (unsigned int) (cap / 2 + 1));
+}
+
+/* Sleeps for the attempt's backoff, in slices so a stop is noticed. */
+static void
+backoff_sleep(int attempt, volatile sig_atomic_t *stop)
+{
+	long		ms = retry_backoff_ms(attempt);
 	while (ms > 0 && !(stop && *stop) && !wait_tick())
 	{
 		long		slice = Min(ms, 100);

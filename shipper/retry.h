@@ -36,6 +36,9 @@ typedef bool (*WaitTickFn) (void);
 extern void set_wait_tick(WaitTickFn fn);
 extern bool wait_tick(void);
 
+/* The backoff of an attempt: exponential, equal jitter, 100 ms to 5 s. */
+extern long retry_backoff_ms(int attempt);
+
 /* now + timeout, or 0 (no deadline) when timeout_s is 0. */
 extern double retry_deadline(int timeout_s);
 
