@@ -59,6 +59,14 @@ my @usage = (
 		qr/--if-not-exists requires --create-slot/, 'if-not-exists alone' ],
 	[ [ '-d', 'postgres', '-S', 's', '--target', 'stdout', 'extra' ],
 		qr/too many command-line arguments/, 'extra argument' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 'stdout', '--aggregate' ],
+		qr/--aggregate is for --target kinesis/, 'aggregate without Kinesis' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--max-in-flight', '0' ],
+		qr/invalid value "0" for option --max-in-flight/, 'no call in flight' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--aggregate-bytes', '2000000' ],
+		qr/invalid value "2000000" for option --aggregate-bytes/, 'aggregate over 1 MiB' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--shutdown-timeout', '-1' ],
+		qr/invalid value "-1" for option --shutdown-timeout/, 'negative shutdown timeout' ],
 );
 foreach my $u (@usage)
 {

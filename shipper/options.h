@@ -1,0 +1,70 @@
+/*-------------------------------------------------------------------------
+ *
+ * options.h
+ *	  The command line of fundrecs_shipper, parsed (options.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SHIPPER_OPTIONS_H
+#define SHIPPER_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define FUNDRECS_SHIPPER_VERSION "1.0"
+
+typedef struct ShipperOptions
+{
+	/* connection and slot */
+	char	   *dbname;
+	char	   *host;
+	char	   *port;
+	char	   *user;
+	int			prompt_password;	/* -1 never, 1 force */
+	char	   *slot;
+	bool		create_slot;
+	bool		if_not_exists;
+	bool		no_load;
+	bool		allow_no_tables;
+	char	  **plugin_options; /* name, value, name, value, ... */
+	int			noptions;
+	uint64_t	startpos;
+	uint64_t	endpos;
+	bool		no_loop;
+	int			status_interval;
+	/* targets: kinesis, s3, both, or stdout */
+	bool		ship_kinesis;
+	bool		ship_s3;
+	bool		ship_stdout;
+	char	   *s3_url;
+	char	   *s3_endpoint;
+	char	   *s3_addressing;
+	bool		gzip;
+	long		flush_bytes;
+	int			flush_seconds;
+	char	   *stream;
+	char	   *stream_arn;
+	char	   *region;
+	char	   *endpoint;
+	char	   *ca_file;
+	/* batching and delivery */
+	int			batch_records;
+	long		batch_bytes;
+	bool		aggregate;
+	long		aggregate_bytes;
+	int			max_in_flight;
+	int			linger_ms;
+	long		max_buffer_bytes;
+	int			request_timeout_ms;
+	int			retry_timeout;
+	int			shutdown_timeout;
+	int			verbosity;		/* -1 quiet, 1 verbose, 2 debug */
+} ShipperOptions;
+
+extern const char *progname;
+extern ShipperOptions opts;
+
+/* Parses and checks the command line into opts; exits 0 or 2 itself. */
+extern void parse_options(int argc, char **argv);
+
+#endif							/* SHIPPER_OPTIONS_H */
