@@ -399,17 +399,6 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
 	return problem;
 }
 
-static ShipResult
-before_retry(KinesisTarget *k, int attempt, double deadline, const char *problem,
-			 volatile sig_atomic_t *stop)
-{
-	char	   *what = psprintf("stream \"%s\"", stream_label(k));
-	ShipResult r = (ShipResult) retry_wait(what, attempt, deadline, k->retry_timeout_s,
-												 problem, stop);
-
-	free(what);
-	return r;
-}
 
 /*
  * One round: the pending records in up to k->max_in_flight calls at once
@@ -534,87 +523,104 @@ put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
 	return problem;
 }
 
+/* kinesis_put_records' state between attempts. */
+typedef struct PutState
+{
+	KinesisTarget *k;
+	ShipRecord **pending;
+	int			npending;
+	int		   *failed;
+	bool		failed_before;	/* a round failed: later calls are retries */
+} PutState;
+
+static CallOutcome
+put_attempt(void *arg, int attempt, char **problem)
+{
+	PutState   *ps = arg;
+	bool		fatal;
+
+	if (ps->npending == 0)
+		return CALL_DONE;
+	*problem = put_round(ps->k, ps->pending, &ps->npending, ps->failed, ps->failed_before, &fatal);
+	if (fatal)
+		return CALL_FATAL;
+	if (ps->npending == 0)
+		return CALL_DONE;
+	/* Only records that did not fit the calls in flight: no failure. */
+	if (*problem != NULL && (*problem)[0] == '\0')
+		return CALL_AGAIN;
+	ps->failed_before = true;
+	return CALL_RETRY;
+}
+
 ShipResult
 kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 					volatile sig_atomic_t *stop)
 {
-	ShipRecord **pending = pg_malloc(sizeof(ShipRecord *) * Max(n, 1));
-	int		   *failed = pg_malloc(sizeof(int) * Max(n, 1));
-	int			npending = n;
-	int			attempt = 0;
-	double		deadline = retry_deadline(k->retry_timeout_s);
-	ShipResult	result = SHIP_OK;
+	PutState	ps;
+	char	   *what = psprintf("stream \"%s\"", stream_label(k));
+	ShipResult	result;
 
+	ps.k = k;
+	ps.pending = pg_malloc(sizeof(ShipRecord *) * Max(n, 1));
+	ps.failed = pg_malloc(sizeof(int) * Max(n, 1));
+	ps.npending = n;
+	ps.failed_before = false;
 	for (int i = 0; i < n; i++)
-		pending[i] = &recs[i];
-
-	while (npending > 0)
-	{
-		bool		fatal;
-		char	   *problem = put_round(k, pending, &npending, failed, attempt > 0, &fatal);
-
-		if (fatal)
-		{
-			result = SHIP_FATAL;
-			break;
-		}
-		if (npending == 0 || (problem != NULL && problem[0] == '\0'))
-		{
-			free(problem);
-			continue;
-		}
-		result = before_retry(k, ++attempt, deadline, problem, stop);
-		free(problem);
-		if (result != SHIP_OK)
-			break;
-	}
-
-	free(pending);
-	free(failed);
+		ps.pending[i] = &recs[i];
+	result = retry_call(what, k->retry_timeout_s, put_attempt, &ps, stop);
+	free(ps.pending);
+	free(ps.failed);
+	free(what);
 	return result;
+}
+
+/* A call with a fixed body and its response, for retry_call(). */
+typedef struct SimpleCall
+{
+	KinesisTarget *k;
+	const char *operation;
+	PQExpBufferData body;
+	HttpResponse resp;
+} SimpleCall;
+
+static CallOutcome
+describe_attempt(void *arg, int attempt, char **problem)
+{
+	SimpleCall *sc = arg;
+	bool		reached = kinesis_call(sc->k, sc->operation, sc->body.data, sc->body.len,
+									   &sc->resp);
+
+	if (reached && sc->resp.status == 200)
+		return CALL_DONE;
+	/* At start-up, an endpoint that cannot be right is not retried long. */
+	if (!reached && attempt >= 3 && http_error_is_wrong_endpoint(&sc->resp))
+	{
+		http_report_wrong_endpoint(sc->k->endpoint, &sc->resp);
+		return CALL_FATAL;
+	}
+	*problem = call_failure(sc->k, &sc->k->http, reached, &sc->resp);
+	return *problem == NULL ? CALL_FATAL : CALL_RETRY;
 }
 
 ShipResult
 kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
 {
-	PQExpBufferData body;
-	HttpResponse resp;
-	ShipResult result = SHIP_OK;
-	int			attempt = 0;
-	double		deadline = retry_deadline(k->retry_timeout_s);
+	SimpleCall	sc;
+	char	   *what = psprintf("stream \"%s\"", stream_label(k));
+	ShipResult	result;
 
-	initPQExpBuffer(&body);
-	http_response_init(&resp);
-	appendPQExpBufferChar(&body, '{');
-	append_stream_field(k, &body);
-	appendPQExpBufferChar(&body, '}');
-
-	for (;;)
-	{
-		bool		reached = kinesis_call(k, "DescribeStreamSummary", body.data,
-										   body.len, &resp);
-		char	   *problem;
-
-		if (reached && resp.status == 200)
-			break;
-		if (!reached && attempt >= 2 && http_error_is_wrong_endpoint(&resp))
-		{
-			http_report_wrong_endpoint(k->endpoint, &resp);
-			result = SHIP_FATAL;
-			break;
-		}
-		if ((problem = call_failure(k, &k->http, reached, &resp)) == NULL)
-		{
-			result = SHIP_FATAL;
-			break;
-		}
-		result = before_retry(k, ++attempt, deadline, problem, stop);
-		free(problem);
-		if (result != SHIP_OK)
-			break;
-	}
-	termPQExpBuffer(&body);
-	http_response_free(&resp);
+	sc.k = k;
+	sc.operation = "DescribeStreamSummary";
+	initPQExpBuffer(&sc.body);
+	http_response_init(&sc.resp);
+	appendPQExpBufferChar(&sc.body, '{');
+	append_stream_field(k, &sc.body);
+	appendPQExpBufferChar(&sc.body, '}');
+	result = retry_call(what, k->retry_timeout_s, describe_attempt, &sc, stop);
+	termPQExpBuffer(&sc.body);
+	http_response_free(&sc.resp);
+	free(what);
 	return result;
 }
 
@@ -677,83 +683,92 @@ parse_list_shards(const char *body, size_t len, KplShardMap *map, bool *malforme
 	return result;
 }
 
-ShipResult
-kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop)
+/* kinesis_load_shard_map's state: pages read so far, the next token. */
+typedef struct ListState
 {
-	KplShardMap map = {NULL, 0};
+	KinesisTarget *k;
+	KplShardMap map;
+	char	   *token;
 	PQExpBufferData body;
 	HttpResponse resp;
-	ShipResult	result = SHIP_OK;
-	char	   *token = NULL;
-	int			attempt = 0;
-	double		deadline = retry_deadline(k->retry_timeout_s);
+} ListState;
 
-	initPQExpBuffer(&body);
-	http_response_init(&resp);
+static CallOutcome
+list_attempt(void *arg, int attempt, char **problem)
+{
+	ListState  *ls = arg;
+
 	for (;;)
 	{
 		bool		reached;
-		char	   *problem;
 		bool		malformed;
+		char	   *next;
 
-		resetPQExpBuffer(&body);
-		if (token != NULL)
+		resetPQExpBuffer(&ls->body);
+		appendPQExpBufferChar(&ls->body, '{');
+		if (ls->token != NULL)
 		{
 			/* With a token, the stream must not be named again. */
-			appendPQExpBufferStr(&body, "{\"NextToken\":");
-			append_json_string(&body, token, strlen(token));
+			appendPQExpBufferStr(&ls->body, "\"NextToken\":");
+			append_json_string(&ls->body, ls->token, strlen(ls->token));
 		}
 		else
-		{
-			appendPQExpBufferChar(&body, '{');
-			append_stream_field(k, &body);
-		}
-		appendPQExpBufferChar(&body, '}');
+			append_stream_field(ls->k, &ls->body);
+		appendPQExpBufferChar(&ls->body, '}');
 
-		reached = kinesis_call(k, "ListShards", body.data, body.len, &resp);
-		if (reached && resp.status == 200)
+		reached = kinesis_call(ls->k, "ListShards", ls->body.data, ls->body.len, &ls->resp);
+		if (!reached || ls->resp.status != 200)
 		{
-			char	   *next = parse_list_shards(resp.body.data, resp.body.len, &map, &malformed);
-
-			if (!malformed)
-			{
-				free(token);
-				token = next;
-				if (token == NULL)
-					break;
-				continue;
-			}
-			problem = psprintf("malformed ListShards response from %s (HTTP 200, %zu bytes)",
-							   k->endpoint, resp.body.len);
-		}
-		else if ((problem = call_failure(k, &k->http, reached, &resp)) == NULL)
-		{
-			if (reached && resp.status == 400)
+			*problem = call_failure(ls->k, &ls->k->http, reached, &ls->resp);
+			if (*problem != NULL)
+				return CALL_RETRY;
+			if (reached && ls->resp.status == 400)
 				pg_log_error_hint("--aggregate needs kinesis:ListShards on the stream.");
-			result = SHIP_FATAL;
-			break;
+			return CALL_FATAL;
 		}
-		result = before_retry(k, ++attempt, deadline, problem, stop);
-		free(problem);
-		if (result != SHIP_OK)
-			break;
+		next = parse_list_shards(ls->resp.body.data, ls->resp.body.len, &ls->map, &malformed);
+		if (malformed)
+		{
+			*problem = psprintf("malformed ListShards response from %s (HTTP 200, %zu bytes)",
+								ls->k->endpoint, ls->resp.body.len);
+			return CALL_RETRY;
+		}
+		free(ls->token);
+		ls->token = next;
+		if (ls->token == NULL)
+			return CALL_DONE;
 	}
-	free(token);
-	termPQExpBuffer(&body);
-	http_response_free(&resp);
+}
+
+ShipResult
+kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop)
+{
+	ListState	ls;
+	char	   *what = psprintf("stream \"%s\"", stream_label(k));
+	ShipResult	result;
+
+	memset(&ls, 0, sizeof(ls));
+	ls.k = k;
+	initPQExpBuffer(&ls.body);
+	http_response_init(&ls.resp);
+	result = retry_call(what, k->retry_timeout_s, list_attempt, &ls, stop);
+	free(ls.token);
+	free(what);
+	termPQExpBuffer(&ls.body);
+	http_response_free(&ls.resp);
 	if (result != SHIP_OK)
 	{
-		kpl_map_free(&map);
+		kpl_map_free(&ls.map);
 		return result;
 	}
-	if (map.nshards == 0)
+	if (ls.map.nshards == 0)
 	{
 		pg_log_error("stream \"%s\" has no open shard", stream_label(k));
 		return SHIP_FATAL;
 	}
-	kpl_map_sort(&map);
+	kpl_map_sort(&ls.map);
 	kpl_map_free(&k->map);
-	k->map = map;
+	k->map = ls.map;
 	k->map_loaded_at = now_seconds();
 	return SHIP_OK;
 }

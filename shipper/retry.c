@@ -96,3 +96,37 @@ retry_wait(const char *what, int attempt, double deadline, int timeout_s,
 		return RETRY_STOPPED;
 	return RETRY_AGAIN;
 }
+
+ShipResult
+retry_call(const char *what, int timeout_s, AttemptFn fn, void *arg,
+		   volatile sig_atomic_t *stop)
+{
+	double		deadline = retry_deadline(timeout_s);
+	int			failures = 0;
+
+	for (int attempt = 1;; attempt++)
+	{
+		char	   *problem = NULL;
+		CallOutcome outcome = fn(arg, attempt, &problem);
+		int			r;
+
+		switch (outcome)
+		{
+			case CALL_DONE:
+				free(problem);
+				return SHIP_OK;
+			case CALL_FATAL:
+				free(problem);
+				return SHIP_FATAL;
+			case CALL_AGAIN:
+				free(problem);
+				continue;
+			case CALL_RETRY:
+				break;
+		}
+		r = retry_wait(what, ++failures, deadline, timeout_s, problem ? problem : "", stop);
+		free(problem);
+		if (r != RETRY_AGAIN)
+			return (ShipResult) r;
+	}
+}

@@ -50,4 +50,27 @@ extern double retry_deadline(int timeout_s);
 extern int	retry_wait(const char *what, int attempt, double deadline, int timeout_s,
 					   const char *problem, volatile sig_atomic_t *stop);
 
+/*
+ * The retry driver shared by every AWS call: an attempt function says
+ * whether the call is done, failed for good (reported), must be retried
+ * after a backoff (with *problem, to log), or may go again at once.
+ * attempt counts the calls from 1.
+ */
+typedef enum CallOutcome
+{
+	CALL_DONE,
+	CALL_RETRY,
+	CALL_AGAIN,
+	CALL_FATAL
+} CallOutcome;
+
+typedef CallOutcome (*AttemptFn) (void *arg, int attempt, char **problem);
+
+/*
+ * Calls fn until it is done, backing off after each failure, giving up
+ * after timeout_s seconds (0: never), stopping on *stop or the tick.
+ */
+extern ShipResult retry_call(const char *what, int timeout_s, AttemptFn fn, void *arg,
+							 volatile sig_atomic_t *stop);
+
 #endif							/* RETRY_H */

@@ -210,39 +210,53 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 	return problem;
 }
 
+/* One S3 request and what it is about, for retry_call(). */
+typedef struct S3Call
+{
+	S3Target   *s;
+	const char *what;			/* "bucket ..." or "object ..." */
+	const char *method;
+	const char *key;			/* NULL: the bucket */
+	S3Object   *object;			/* PUT: its body */
+	HttpResponse resp;
+	bool		startup;		/* a wrong endpoint is fatal */
+} S3Call;
+
+static CallOutcome
+s3_attempt(void *arg, int attempt, char **problem)
+{
+	S3Call	   *c = arg;
+	bool		reached = c->object ?
+		s3_request(c->s, c->method, c->key, "application/x-ndjson", c->object->body.data,
+				   c->object->body.len, &c->resp) :
+		s3_request(c->s, c->method, NULL, NULL, NULL, 0, &c->resp);
+
+	if (reached && c->resp.status >= 200 && c->resp.status < 300)
+		return CALL_DONE;
+	if (c->startup && !reached && attempt >= 3 && http_error_is_wrong_endpoint(&c->resp))
+	{
+		http_report_wrong_endpoint(c->s->endpoint, &c->resp);
+		return CALL_FATAL;
+	}
+	*problem = s3_failure(c->s, c->what, reached, &c->resp);
+	return *problem == NULL ? CALL_FATAL : CALL_RETRY;
+}
+
 ShipResult
 s3_check_bucket(S3Target *s, volatile sig_atomic_t *stop)
 {
-	HttpResponse resp;
-	ShipResult	result = SHIP_OK;
-	double		deadline = retry_deadline(s->retry_timeout_s);
+	S3Call		c;
 	char	   *what = psprintf("bucket \"%s\"", s->bucket);
+	ShipResult	result;
 
-	http_response_init(&resp);
-	for (int attempt = 1;; attempt++)
-	{
-		bool		reached = s3_request(s, "HEAD", NULL, NULL, NULL, 0, &resp);
-		char	   *problem;
-
-		if (reached && resp.status >= 200 && resp.status < 300)
-			break;
-		if (!reached && attempt >= 3 && http_error_is_wrong_endpoint(&resp))
-		{
-			http_report_wrong_endpoint(s->endpoint, &resp);
-			result = SHIP_FATAL;
-			break;
-		}
-		if ((problem = s3_failure(s, what, reached, &resp)) == NULL)
-		{
-			result = SHIP_FATAL;
-			break;
-		}
-		result = (ShipResult) retry_wait(what, attempt, deadline, s->retry_timeout_s, problem, stop);
-		free(problem);
-		if (result != SHIP_OK)
-			break;
-	}
-	http_response_free(&resp);
+	memset(&c, 0, sizeof(c));
+	c.s = s;
+	c.what = what;
+	c.method = "HEAD";
+	c.startup = true;
+	http_response_init(&c.resp);
+	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+	http_response_free(&c.resp);
 	free(what);
 	return result;
 }
@@ -342,19 +356,16 @@ object_key(S3Target *s, S3Object *o)
 ShipResult
 s3_flush(S3Target *s, volatile sig_atomic_t *stop)
 {
-	HttpResponse resp;
 	ShipResult	result = SHIP_OK;
-	int			done = 0;
 
 	if (s->nobjects == 0)
 		return SHIP_OK;
 
-	http_response_init(&resp);
 	for (int i = 0; i < s->nobjects && result == SHIP_OK; i++)
 	{
 		S3Object   *o = &s->objects[i];
+		S3Call		c;
 		char	   *key;
-		double		deadline = retry_deadline(s->retry_timeout_s);
 		char	   *what;
 
 		if (s->gzip && o->z.state != NULL)
@@ -364,36 +375,26 @@ s3_flush(S3Target *s, volatile sig_atomic_t *stop)
 		}
 		key = object_key(s, o);
 		what = psprintf("object \"%s\"", key);
-		for (int attempt = 1;; attempt++)
+		memset(&c, 0, sizeof(c));
+		c.s = s;
+		c.what = what;
+		c.method = "PUT";
+		c.key = key;
+		c.object = o;
+		http_response_init(&c.resp);
+		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+		if (result == SHIP_OK)
 		{
-			bool		reached = s3_request(s, "PUT", key, "application/x-ndjson",
-											 o->body.data, o->body.len, &resp);
-			char	   *problem;
-
-			if (reached && resp.status >= 200 && resp.status < 300)
-			{
-				s->objects_put++;
-				s->bytes_put += o->body.len;
-				pg_log_info("wrote s3://%s/%s (%llu rows, %zu bytes)", s->bucket, key,
-							(unsigned long long) o->rows, o->body.len);
-				done++;
-				break;
-			}
-			if ((problem = s3_failure(s, what, reached, &resp)) == NULL)
-			{
-				result = SHIP_FATAL;
-				break;
-			}
-			result = (ShipResult) retry_wait(what, attempt, deadline, s->retry_timeout_s,
-											 problem, stop);
-			free(problem);
-			if (result != SHIP_OK)
-				break;
+			s->objects_put++;
+			s->bytes_put += o->body.len;
+			pg_log_info("wrote s3://%s/%s (%llu rows, %zu bytes)", s->bucket, key,
+						(unsigned long long) o->rows, o->body.len);
 		}
+		http_response_free(&c.resp);
 		free(what);
 		free(key);
 	}
-	http_response_free(&resp);
+
 
 	if (result != SHIP_OK)
 	{
