@@ -10,6 +10,8 @@
  */
 #include "postgres_fe.h"
 
+#include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <time.h>
 #include <sys/select.h>
@@ -18,6 +20,7 @@
 
 #include "common/logging.h"
 #include "common/string.h"
+#include "dispatch.h"
 #include "getopt_long.h"
 #include "kinesis.h"
 #include "libpq-fe.h"
@@ -45,24 +48,13 @@ static volatile sig_atomic_t delivery_abort = 0;
 static bool streaming_grace = false;
 static double shutdown_deadline = 0;
 
+/* The thread that reads the slot (the tick's work is done there). */
+static pthread_t main_thread;
+
 /* The streaming connection, kept alive by the tick during deliveries. */
 static ReplConn *tick_rc = NULL;
 static double last_status = 0;
 
-
-static int	batch_capacity;		/* rows per batch: records, or rows to aggregate */
-
-/* The batch being filled: at most one batch is held at any time. */
-typedef struct Batch
-{
-	ShipRecord *recs;
-	int			n;
-	size_t		bytes;			/* data + partition keys, as Kinesis counts */
-	double		first_at;		/* when its first record arrived */
-	/* partition keys in this batch: open addressing, indexes into recs */
-	int		   *slots;
-	int			nslots;
-} Batch;
 
 /* Delivery positions (LSNs). */
 typedef struct Positions
@@ -73,11 +65,9 @@ typedef struct Positions
 	uint64_t	processed;		/* server's walEnd from keepalives */
 } Positions;
 
-static Batch batch;
 static Positions pos;
 static KinesisTarget kinesis;
 static S3Target s3;
-static uint64_t rows_shipped = 0;
 static PQExpBufferData pkey_buf;
 
 static void
@@ -90,92 +80,12 @@ sigexit_handler(SIGNAL_ARGS)
 
 
 /* ----------------------------------------------------------------
- * The batch
+ * The batch (dispatch.c holds it)
  * ----------------------------------------------------------------
  */
 
-static uint32_t
-hash_string(const char *s)
-{
-	uint32_t	h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char) *s) * 16777619u;
-	return h;
-}
-
 /* Rows per batch when aggregating: bounded by bytes long before this. */
 #define AGGREGATE_BATCH_ROWS 20000
-
-static void
-batch_init(void)
-{
-	/* A batch fills every call that may be in flight. */
-	batch_capacity = opts.aggregate ? AGGREGATE_BATCH_ROWS :
-		opts.batch_records * (opts.ship_kinesis ? opts.max_in_flight : 1);
-	batch.recs = pg_malloc0(sizeof(ShipRecord) * batch_capacity);
-	batch.nslots = 1;
-	while (batch.nslots < batch_capacity * 2)
-		batch.nslots <<= 1;
-	batch.slots = pg_malloc(sizeof(int) * batch.nslots);
-	memset(batch.slots, -1, sizeof(int) * batch.nslots);
-	batch.n = 0;
-	batch.bytes = 0;
-}
-
-/* Is a record with this partition key already in the batch? */
-static bool
-batch_has_key(const char *pkey)
-{
-	uint32_t	i = hash_string(pkey) & (batch.nslots - 1);
-
-	while (batch.slots[i] >= 0)
-	{
-		if (strcmp(batch.recs[batch.slots[i]].pkey, pkey) == 0)
-			return true;
-		i = (i + 1) & (batch.nslots - 1);
-	}
-	return false;
-}
-
-static void
-batch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn)
-{
-	ShipRecord *r = &batch.recs[batch.n];
-	uint32_t	i;
-
-	r->data = pg_malloc(len + 1);
-	memcpy(r->data, row, len);
-	r->data[len] = '\n';
-	r->len = len + 1;
-	r->pkey = pg_strdup(pkey);
-	r->commit_lsn = commit_lsn;
-	r->safe_lsn = pos.prev_txn;
-	if (opts.ship_kinesis)
-	{
-		i = hash_string(pkey) & (batch.nslots - 1);
-		while (batch.slots[i] >= 0)
-			i = (i + 1) & (batch.nslots - 1);
-		batch.slots[i] = batch.n;
-	}
-	if (batch.n == 0)
-		batch.first_at = now_seconds();
-	batch.n++;
-	batch.bytes += r->len + strlen(pkey);
-}
-
-static void
-batch_clear(void)
-{
-	for (int i = 0; i < batch.n; i++)
-	{
-		free(batch.recs[i].data);
-		free(batch.recs[i].pkey);
-	}
-	batch.n = 0;
-	batch.bytes = 0;
-	memset(batch.slots, -1, sizeof(int) * batch.nslots);
-}
 
 /*
  * The position that may be confirmed now: everything before the first
@@ -187,8 +97,8 @@ confirmable_lsn(void)
 {
 	uint64_t	lsn;
 
-	if (batch.n > 0)
-		lsn = batch.recs[0].safe_lsn;
+	if (dispatch_oldest_safe_lsn(&lsn))
+		 /* lsn set */ ;
 	else if (pos.processed >= pos.last_txn)
 		lsn = Max(pos.processed, pos.last_txn);
 	else
@@ -203,53 +113,14 @@ confirmable_lsn(void)
 }
 
 /*
- * Ships the batch.  Returns false on a fatal error or a stop while
- * retrying; the batch is then left as it was (nothing confirmed past it).
+ * Hands the batch to the delivery; with wait, until it is delivered.
+ * Returns false on a fatal error or a stop while retrying; nothing is then
+ * confirmed past what the failed delivery held.
  */
 static bool
-batch_flush(void)
+batch_flush(bool wait)
 {
-	if (batch.n == 0)
-		return true;
-
-	if (opts.ship_stdout)
-	{
-		for (int i = 0; i < batch.n; i++)
-		{
-			if (fwrite(batch.recs[i].data, 1, batch.recs[i].len, stdout) != batch.recs[i].len)
-			{
-				pg_log_error("could not write to standard output: %m");
-				return false;
-			}
-		}
-		if (fflush(stdout) != 0)
-		{
-			pg_log_error("could not write to standard output: %m");
-			return false;
-		}
-	}
-	else
-	{
-		ShipResult r = opts.aggregate ?
-			kinesis_put_aggregated(&kinesis, batch.recs, batch.n, (size_t) opts.aggregate_bytes,
-								   &delivery_abort) :
-			kinesis_put_records(&kinesis, batch.recs, batch.n, &delivery_abort);
-
-		if (r != SHIP_OK)
-		{
-			if (r == SHIP_STOPPED)
-				pg_log_warning("stopping with %d rows unacknowledged; they will be shipped again on restart",
-							   batch.n);
-			return false;
-		}
-	}
-	if (opts.verbosity > 0)
-		pg_log_info("shipped %d rows (%zu bytes) up to commit %X/%X", batch.n, batch.bytes,
-					(uint32_t) (batch.recs[batch.n - 1].commit_lsn >> 32),
-					(uint32_t) batch.recs[batch.n - 1].commit_lsn);
-	rows_shipped += batch.n;
-	batch_clear();
-	return true;
+	return dispatch_flush(wait);
 }
 
 /*
@@ -264,6 +135,13 @@ static bool
 shipper_tick(void)
 {
 	double		now = now_seconds();
+
+	/*
+	 * The delivery thread only learns whether to give up; the connection
+	 * and the stop decisions are the main thread's.
+	 */
+	if (!pthread_equal(pthread_self(), main_thread))
+		return delivery_abort != 0;
 
 	if (tick_rc != NULL)
 	{
@@ -364,7 +242,7 @@ s3_flush_now(void)
 static bool
 flush_all(void)
 {
-	if (!batch_flush())
+	if (!batch_flush(true))
 		return false;
 	if (opts.ship_s3 && !s3_flush_now())
 		return false;
@@ -460,15 +338,13 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	}
 
 	/* Room in the batch, and one version per key per batch. */
-	if (batch.n >= batch_capacity ||
-		batch.bytes + record_bytes > (size_t) Min(opts.batch_bytes * (opts.ship_kinesis ? opts.max_in_flight : 1),
-												   opts.max_buffer_bytes) ||
-		(opts.ship_kinesis && !opts.aggregate && batch_has_key(pkey_buf.data)))
+	if (!dispatch_fits(record_bytes) ||
+		(opts.ship_kinesis && !opts.aggregate && dispatch_has_key(pkey_buf.data)))
 	{
-		if (!batch_flush())
+		if (!batch_flush(false))
 			return ROW_FATAL;
 	}
-	batch_add(row, len, pkey_buf.data, commit_lsn);
+	dispatch_add(row, len, pkey_buf.data, commit_lsn, pos.prev_txn);
 	return ROW_OK;
 }
 
@@ -496,20 +372,35 @@ stream_loop(ReplConn *rc)
 	{
 		double		now = now_seconds();
 		double		wait;
+		double		first_at;
+		int			nfill;
 		StreamMessage msg;
 		int			r;
 
 		if (stop_requested)
 			break;
 
-		/* A partial batch waits no longer than the linger time. */
-		if (batch.n > 0 && now - batch.first_at >= opts.linger_ms / 1000.0)
+		/* A delivery that finished: its rows may now be confirmed. */
+		if (!dispatch_poll())
 		{
-			if (!batch_flush())
+			result = stop_requested ? LOOP_DONE : LOOP_FATAL;
+			break;
+		}
+
+		/*
+		 * A partial batch waits no longer than the linger time, unless a
+		 * delivery is in flight: then it keeps filling and goes when that
+		 * one is done, so the slower the calls, the more rows each carries.
+		 */
+		nfill = dispatch_filling(&first_at);
+		if (nfill > 0 && !dispatch_busy() && now - first_at >= opts.linger_ms / 1000.0)
+		{
+			if (!batch_flush(false))
 			{
 				result = stop_requested ? LOOP_DONE : LOOP_FATAL;
 				break;
 			}
+			nfill = 0;
 		}
 
 		if (opts.ship_s3 && s3_has_rows(&s3) && now - s3.first_at >= opts.flush_seconds)
@@ -552,13 +443,13 @@ stream_loop(ReplConn *rc)
 		{
 			/* Nothing ready: wait for the socket or the nearest deadline. */
 			wait = opts.status_interval > 0 ? last_status + opts.status_interval - now : 60;
-			if (batch.n > 0)
-				wait = Min(wait, batch.first_at + opts.linger_ms / 1000.0 - now);
+			if (nfill > 0 && !dispatch_busy())
+				wait = Min(wait, first_at + opts.linger_ms / 1000.0 - now);
 			if (opts.ship_s3 && s3_has_rows(&s3))
 				wait = Min(wait, s3.first_at + opts.flush_seconds - now);
 			if (wait < 0)
 				wait = 0;
-			if (stream_wait(rc, wait) < 0)
+			if (stream_wait(rc, wait, dispatch_busy() ? dispatch_wake_fd() : -1) < 0)
 			{
 				result = LOOP_RECONNECT;
 				break;
@@ -620,7 +511,7 @@ stream_loop(ReplConn *rc)
 			pos.confirmed = confirmable_lsn();
 			stream_send_feedback(rc, pos.confirmed, false);
 		}
-		if (!stop_requested || batch.n == 0)
+		if (!stop_requested || dispatch_held_rows() == 0)
 			stream_end(rc);
 	}
 	tick_rc = NULL;
@@ -903,13 +794,35 @@ main(int argc, char **argv)
 	else if (opts.verbosity > 1)
 		pg_logging_increase_verbosity();
 
+	/*
+	 * Buffers of a quarter MiB and more (request bodies, aggregated
+	 * records) come from mmap and go back to the system when freed, instead
+	 * of glibc raising the threshold and keeping them in the heap: the
+	 * resident size follows what is held, not the largest burst so far.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	main_thread = pthread_self();
 	pqsignal(SIGINT, sigexit_handler);
 	pqsignal(SIGTERM, sigexit_handler);
 	pqsignal(SIGPIPE, SIG_IGN);
 
 	http_global_init();
 	initPQExpBuffer(&pkey_buf);
-	batch_init();
+
+	/*
+	 * A batch fills every call that may be in flight.  Two batches are held
+	 * at most (one filling while one is delivered): together, no more than
+	 * --max-buffer-bytes.
+	 */
+	if (opts.ship_kinesis)
+		dispatch_init(opts.aggregate ? DISPATCH_KINESIS_AGGREGATED : DISPATCH_KINESIS, &kinesis,
+					  opts.aggregate ? AGGREGATE_BATCH_ROWS : opts.batch_records * opts.max_in_flight,
+					  (size_t) Min(opts.batch_bytes * opts.max_in_flight, opts.max_buffer_bytes / 2),
+					  (size_t) opts.aggregate_bytes, &delivery_abort, shipper_tick, opts.verbosity > 0);
+	else
+		dispatch_init(DISPATCH_STDOUT, NULL, opts.batch_records,
+					  (size_t) Min(opts.batch_bytes, opts.max_buffer_bytes), 0,
+					  &delivery_abort, shipper_tick, opts.verbosity > 0);
 
 	set_wait_tick(shipper_tick);
 
@@ -1047,7 +960,7 @@ main(int argc, char **argv)
 
 	if (opts.verbosity > 0 || (opts.verbosity == 0 && exit_code == 0 && opts.endpos != 0))
 		pg_log_info("shipped %llu rows, confirmed up to %X/%X",
-					(unsigned long long) rows_shipped,
+					(unsigned long long) dispatch_rows_shipped(),
 					(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
 	if (opts.ship_kinesis && opts.verbosity > 0)
 		pg_log_info("%llu PutRecords calls, %llu Kinesis records, %llu retried calls, %llu retried records, %llu throttled records",

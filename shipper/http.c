@@ -161,20 +161,22 @@ http_request_many(HttpClient *clients, int n, const char *method, const char *ur
 				  struct curl_slist **headers, PQExpBuffer bodies,
 				  HttpResponse *resps, bool *reached)
 {
-	CURLM	   *multi;
+	/*
+	 * One multi handle for the life of the process: the connections live in
+	 * its cache, so the next round reuses them (a multi handle per round
+	 * would open, and for https handshake, a connection per call).
+	 */
+	static CURLM *multi = NULL;
 	int			running;
 
-	if (n == 1)
-	{
-		reached[0] = http_request(&clients[0], method, url, headers[0], bodies[0].data,
-								  bodies[0].len, &resps[0]);
-		return;
-	}
-	multi = curl_multi_init();
 	if (multi == NULL)
 	{
-		fprintf(stderr, "could not create a libcurl multi handle\n");
-		exit(1);
+		multi = curl_multi_init();
+		if (multi == NULL)
+		{
+			fprintf(stderr, "could not create a libcurl multi handle\n");
+			exit(1);
+		}
 	}
 	for (int i = 0; i < n; i++)
 	{
@@ -206,7 +208,6 @@ http_request_many(HttpClient *clients, int n, const char *method, const char *ur
 	} while (running > 0);
 	for (int i = 0; i < n; i++)
 		curl_multi_remove_handle(multi, clients[i].curl);
-	curl_multi_cleanup(multi);
 }
 
 /*

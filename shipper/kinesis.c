@@ -504,7 +504,15 @@ put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
 			free(call_problem);
 	}
 	for (int c = 0; c < ncalls; c++)
+	{
 		curl_slist_free_all(headers[c]);
+		/* A large body is not kept for the next round: memory follows load. */
+		if (k->bodies[c].maxlen > 1024 * 1024)
+		{
+			termPQExpBuffer(&k->bodies[c]);
+			initPQExpBuffer(&k->bodies[c]);
+		}
+	}
 
 	/* Unacknowledged records first (they are older), then the unsent. */
 	for (int i = sent; i < *npending; i++)
@@ -1035,6 +1043,8 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 			kpl_format_hash_key(kpl_hash_key(recs[i].pkey, strlen(recs[i].pkey)), ehk);
 			recs[i].ehk = pg_strdup(ehk);
 			recs[i].want_shard = k->map.shards[aggs[i].shard].id;
+			/* Encoded: the aggregate's own copy of the rows is not needed. */
+			kpl_free(&aggs[i].agg);
 		}
 
 		/*

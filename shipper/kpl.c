@@ -82,6 +82,7 @@ kpl_free(KplAggregate *agg)
 	termPQExpBuffer(&agg->keys);
 	termPQExpBuffer(&agg->records);
 	free(agg->first_key);
+	agg->first_key = NULL;
 }
 
 /* What adding this row would make the encoded aggregate grow by. */

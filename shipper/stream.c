@@ -457,7 +457,7 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 }
 
 int
-stream_wait(ReplConn *rc, double seconds)
+stream_wait(ReplConn *rc, double seconds, int wake_fd)
 {
 	int			sock = PQsocket(rc->conn);
 	fd_set		input;
@@ -471,14 +471,18 @@ stream_wait(ReplConn *rc, double seconds)
 	}
 	FD_ZERO(&input);
 	FD_SET(sock, &input);
+	if (wake_fd >= 0)
+		FD_SET(wake_fd, &input);
 	tv.tv_sec = (time_t) seconds;
 	tv.tv_usec = (suseconds_t) ((seconds - (double) tv.tv_sec) * 1e6);
-	r = select(sock + 1, &input, NULL, NULL, &tv);
+	r = select(Max(sock, wake_fd) + 1, &input, NULL, NULL, &tv);
 	if (r < 0 && errno != EINTR)
 	{
 		pg_log_error("%s() failed: %m", "select");
 		return -1;
 	}
+	if (r > 0 && !FD_ISSET(sock, &input))
+		return 0;
 	if (r > 0 && PQconsumeInput(rc->conn) == 0)
 	{
 		pg_log_error("could not receive data from WAL stream: %s",

@@ -32,6 +32,7 @@ import argparse
 import base64
 import hashlib
 import http.client
+import socket
 import json
 import random
 import re
@@ -116,6 +117,13 @@ def bump(key, sub=None):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sigcheck"
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in separate writes: without TCP_NODELAY,
+        # Nagle's algorithm and the client's delayed ACK hold every answer
+        # for up to 40 ms, a stall no AWS endpoint has.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, fmt, *args):
         if self.server.opts.verbose:

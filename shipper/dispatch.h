@@ -1,0 +1,89 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatch.h
+ *	  The batcher and dispatcher: what may be in flight, what may be
+ *	  confirmed.
+ *
+ * Rows are added to the batch being filled.  A flush hands that batch to
+ * the delivery (for Kinesis, a thread of its own), and the next batch fills
+ * while it is in flight: reading the slot and delivering overlap.  At most
+ * one batch is in flight, so a later version of a key is never sent before
+ * an earlier one is acknowledged; within a batch, keys are distinct (or,
+ * aggregated, one record per shard is in flight).  The oldest row not yet
+ * acknowledged bounds what may be confirmed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DISPATCH_H
+#define DISPATCH_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kinesis.h"
+
+typedef enum DispatchTarget
+{
+	DISPATCH_STDOUT,			/* written at the flush, no thread */
+	DISPATCH_KINESIS,			/* one record per row */
+	DISPATCH_KINESIS_AGGREGATED /* KPL aggregated records */
+} DispatchTarget;
+
+/*
+ * Sets up the batches.  capacity: rows per batch; max_bytes: bytes per
+ * batch (two batches, the one filling and the one in flight, are held at
+ * most).  stop: the flag that abandons a delivery.  tick: called at least
+ * once a second while the caller waits for a delivery (it keeps the
+ * replication connection alive).  verbose: log each delivered batch.
+ */
+extern void dispatch_init(DispatchTarget target, KinesisTarget *kinesis, int capacity,
+						  size_t max_bytes, size_t aggregate_bytes,
+						  volatile sig_atomic_t *stop, bool (*tick) (void), bool verbose);
+
+/* Is a row with this partition key already in the batch being filled? */
+extern bool dispatch_has_key(const char *pkey);
+
+/* Does a record of this many bytes still fit in the batch being filled? */
+extern bool dispatch_fits(size_t record_bytes);
+
+/* Adds a row; pkey may be "" when the target needs none. */
+extern void dispatch_add(const char *row, size_t len, const char *pkey,
+						 uint64_t commit_lsn, uint64_t safe_lsn);
+
+/* Rows in the batch being filled, and when its first row arrived. */
+extern int	dispatch_filling(double *first_at);
+
+/*
+ * Hands the batch being filled to the delivery, after waiting for the one
+ * in flight.  With wait, also waits until it is delivered.  Returns false
+ * when a delivery failed or was stopped (what it held is not confirmed).
+ */
+extern bool dispatch_flush(bool wait);
+
+/*
+ * Collects a finished delivery without waiting.  Returns false when it
+ * failed or was stopped.
+ */
+extern bool dispatch_poll(void);
+
+/* Readable when a delivery has finished (-1 without a delivery thread). */
+extern int	dispatch_wake_fd(void);
+
+/* Is a delivery in flight? */
+extern bool dispatch_busy(void);
+
+/*
+ * The confirmable position the held rows allow: the safe LSN of the
+ * oldest unacknowledged row; false when nothing is held.
+ */
+extern bool dispatch_oldest_safe_lsn(uint64_t *lsn);
+
+/* Rows held: in flight and being filled. */
+extern int	dispatch_held_rows(void);
+
+/* Rows acknowledged so far. */
+extern uint64_t dispatch_rows_shipped(void);
+
+#endif							/* DISPATCH_H */
