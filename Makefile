@@ -1,12 +1,22 @@
-# fundrecs: the extension and the fundrecs_decoder output plugin (PGXS).
+# fundrecs: the extension, the fundrecs_decoder output plugin and the
+# fundrecs_shipper program (PGXS; the shipper in shipper/, built from here).
 #
-#   make && make install          build and install
-#   make installcheck             pg_regress suite on its own temporary server
-#   make -C shipper               the fundrecs_shipper program
+#   make && make install          build and install all three (the shipper
+#                                 beside pg_recvlogical)
+#   make NO_SHIPPER=1 [install]   the extension and plugin alone (no libcurl,
+#                                 jansson or OpenSSL needed)
+#   make installcheck             pg_regress suite on its own temporary
+#                                 server, then the shipper's TAP tests
+#   make uninstall, make clean
+#   make deb                      the Debian package postgresql-15-fundrecs
 #   make demo                     the whole pipeline on a throwaway cluster
+#
+# The version has one source, default_version in fundrecs.control; the
+# shipper's --version and User-Agent, META.json and debian/changelog are
+# checked against it (scripts/check-version.sh).
 
 EXTENSION = fundrecs
-EXTVERSION = 1.2
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))fundrecs.control)
 
 MODULE_big = fundrecs_decoder
 OBJS = fundrecs_decoder.o fundrecs_options.o fundrecs_json.o fundrecs_products.o \
@@ -26,9 +36,33 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: demo shipper check-all
-shipper:
-	$(MAKE) -C shipper PG_CONFIG=$(PG_CONFIG)
+# clang (e.g. make CC=clang): the server was built with gcc, and some of its
+# CFLAGS are gcc's alone; without them the sources build warning-free
+# (-Werror) under both.
+ifneq (,$(findstring clang,$(shell $(CC) --version 2>/dev/null | head -n 1)))
+override CFLAGS := $(filter-out -fexcess-precision=standard -Wimplicit-fallthrough=3 \
+	-Wcast-function-type -Wno-format-truncation -Wno-stringop-truncation,$(CFLAGS)) \
+	-Wno-ignored-attributes
+endif
+
+# The shipper, like pg_repack's SUBDIRS: every target recurses.
+ifndef NO_SHIPPER
+SUBDIRS = shipper
+all: all-shipper
+install: install-shipper
+uninstall: uninstall-shipper
+clean: clean-shipper
+installcheck: installcheck-shipper
+
+# (make runs these before the extension's pg_regress recipe.)
+all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper:
+	$(MAKE) -C shipper PG_CONFIG=$(PG_CONFIG) $(patsubst %-shipper,%,$@)
+endif
+
+.PHONY: demo check-all deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
+
+deb:
+	dpkg-buildpackage -us -uc -b
 
 demo:
 	bash scripts/demo.sh

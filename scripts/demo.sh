@@ -25,9 +25,7 @@ bindir=$($PG_CONFIG --bindir)
 
 echo "== building and installing fundrecs"
 make -s PG_CONFIG="$PG_CONFIG" >/dev/null
-make -s -C shipper PG_CONFIG="$PG_CONFIG" >/dev/null
 $sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
-$sudo make -s -C shipper PG_CONFIG="$PG_CONFIG" install >/dev/null
 
 demo=$(mktemp -d /tmp/fundrecs-demo.XXXXXX)
 if [ "$(id -u)" -eq 0 ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what fundrecs needs to build, test and demo on Debian 12:
 # PostgreSQL 15 and its server headers, libpq, libcurl, OpenSSL, jansson,
-# the TAP test modules, wal2json (a benchmark peer), boto3/awscli, Node.js
+# the TAP test modules, wal2json (a benchmark peer), boto3/awscli, clang and
+# the Debian packaging tools (debhelper, pg_buildext, lintian), Node.js
 # and the pinned npm packages of test/e2e (Kinesis and S3 emulators, DuckDB).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -14,6 +15,7 @@ packages=(
 	libipc-run-perl libjson-pp-perl
 	postgresql-15-wal2json
 	python3 python3-boto3 python3-botocore awscli
+	clang debhelper postgresql-server-dev-all lintian man-db
 )
 # A machine may have Node.js from elsewhere; only ask Debian for it if absent.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

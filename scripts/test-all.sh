@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of fundrecs: builds with warnings as errors, installs the
-# extension and the shipper, then
+# Runs every test of fundrecs: checks the release metadata (one version,
+# META.json), builds with clang and gcc with warnings as errors, builds,
+# lints, installs, smoke-tests and removes the Debian package, installs the
+# extension and the shipper from source, then
 #   1. the pg_regress suite (make installcheck, its own temporary server),
 #   2. the shipper's TAP tests (SigV4 suite, CLI, Kinesis emulators, faults),
 #   3. the benchmark harness at its tiny scale (bench/run --quick).
@@ -18,13 +20,26 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
-echo "== build (warnings are errors)"
+status=0
+echo "== release metadata (test/check_release.py)"
+python3 test/check_release.py > release.out 2>&1 || status=1
+cat release.out
+
+echo "== build with clang (warnings are errors)"
 make -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
-make -s -C shipper PG_CONFIG="$PG_CONFIG" clean >/dev/null
+make -s PG_CONFIG="$PG_CONFIG" CC=clang || exit 1
+make -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
+
+# Before the install from source: the package test removes what it installed.
+echo "== Debian package (scripts/test-deb.sh)"
+$sudo bash scripts/test-deb.sh > deb.out 2>&1 || status=1
+cat deb.out
+
+echo "== build with gcc (warnings are errors), make install"
 make -s PG_CONFIG="$PG_CONFIG" || exit 1
-make -s -C shipper PG_CONFIG="$PG_CONFIG" || exit 1
 $sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null || exit 1
-$sudo make -s -C shipper PG_CONFIG="$PG_CONFIG" install >/dev/null || exit 1
+python3 test/check_release.py --shipper "$($PG_CONFIG --bindir)/fundrecs_shipper" > release.out 2>&1 || status=1
+tail -n 1 release.out
 
 # Where the suites run, and as whom.
 if [ "$(id -u)" -eq 0 ]; then
@@ -41,9 +56,8 @@ else
 fi
 cd "$work"
 
-status=0
-echo "== pg_regress (make installcheck)"
-as_pg make -s PG_CONFIG="$PG_CONFIG" installcheck > installcheck.out 2>&1
+echo "== pg_regress (make NO_SHIPPER=1 installcheck)"
+as_pg make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 installcheck > installcheck.out 2>&1
 rc=$?
 cat installcheck.out
 if [ $rc -ne 0 ]; then
@@ -51,8 +65,11 @@ if [ $rc -ne 0 ]; then
 	[ -f regression.diffs ] && cat regression.diffs
 fi
 
-echo "== shipper TAP tests (make -C shipper test)"
-if ! as_pg make -s -C shipper PG_CONFIG="$PG_CONFIG" test; then
+echo "== shipper TAP tests (make -C shipper installcheck)"
+as_pg make -s -C shipper PG_CONFIG="$PG_CONFIG" installcheck > tap.out 2>&1
+rc=$?
+cat tap.out
+if [ $rc -ne 0 ]; then
 	status=1
 	for f in shipper/tmp_check/log/regress_log_*; do
 		grep -q "not ok" "$f" 2>/dev/null && { echo "---- $f"; tail -n 60 "$f"; }
@@ -67,6 +84,8 @@ fi
 # The runners' summary lines, last.
 echo "== summary"
 grep -h -E "tests? (passed|failed)|of [0-9]+ tests" installcheck.out 2>/dev/null | sed 's/^ *//'
-[ -f shipper/tmp_check/prove.out ] && tail -n 2 shipper/tmp_check/prove.out
+grep -h -E "^(Files=|Result:)" tap.out 2>/dev/null
+tail -n 1 "$top/release.out" 2>/dev/null
+tail -n 1 "$top/deb.out" 2>/dev/null
 [ -f bench/out/quick.summary ] && cat bench/out/quick.summary
 exit $status

@@ -13,6 +13,7 @@
 
 #include "common/logging.h"
 #include "http.h"
+#include "options.h"
 #include "retry.h"
 
 /* Runs the shipper's tick while a request waits; non-zero aborts it. */
@@ -129,7 +130,7 @@ setup_request(HttpClient *client, const char *method, const char *url,
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	if (client->ca_file)
 		curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "fundrecs_shipper/1.0");
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "fundrecs_shipper/" FUNDRECS_SHIPPER_VERSION);
 }
 
 /* After a transfer: the transport error, or the HTTP status. */

@@ -11,7 +11,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define FUNDRECS_SHIPPER_VERSION "1.0"
+/* From fundrecs.control's default_version, by the Makefile. */
+#ifndef FUNDRECS_VERSION
+#error "FUNDRECS_VERSION is not defined: build with the Makefile"
+#endif
+#define FUNDRECS_SHIPPER_VERSION FUNDRECS_VERSION
 
 typedef struct ShipperOptions
 {

@@ -212,4 +212,27 @@ like($err, qr/could not connect to https:\/\/127\.0\.0\.1:$mtls: .*certificate/i
 like($err, qr/--ca-file/, 'unverifiable TLS certificate: hint');
 cmp_ok(time() - $t0, '<', 30, 'unverifiable TLS certificate: not retried for the whole retry timeout');
 
+# The man page lists exactly the options of --help (doc/fundrecs_shipper.1).
+{
+	my ($hrc, $help) = run_shipper(\%env, '--help');
+	my %in_help = map { $_ => 1 } ($help =~ /^\s+(?:-\S, )?(--[a-z0-9-]+)/mg);
+	open(my $fh, '<', "$ENV{TESTDIR}/../doc/fundrecs_shipper.1") or die "man page: $!";
+	my $man = do { local $/; <$fh> };
+	close($fh);
+	my %in_man;
+	for my $line (split /\n/, $man)
+	{
+		# the option lines: .TP followed by .B/.BR naming the option
+		next unless $line =~ /^\.BR? /;
+		(my $plain = $line) =~ s/\\-/-/g;
+		$in_man{$1} = 1 while $plain =~ /(?<![\w-])(--[a-z0-9-]+)(?=[\s"=]|$)/g;
+	}
+	# Options named in running text (.BR lines of ENVIRONMENT) are still options.
+	my @help_only = grep { !$in_man{$_} } sort keys %in_help;
+	my @man_only = grep { !$in_help{$_} } sort keys %in_man;
+	cmp_ok(scalar(keys %in_help), '>=', 40, 'options found in --help');
+	is_deeply(\@help_only, [], 'every --help option is in the man page');
+	is_deeply(\@man_only, [], 'the man page has no option --help lacks');
+}
+
 done_testing();
