@@ -47,6 +47,9 @@ static Batch batches[2];
 static Batch *filling = &batches[0];
 static Batch *flight = &batches[1];	/* rows held until acknowledged */
 static uint64_t rows_shipped = 0;
+static uint64_t bytes_shipped = 0;
+static double last_delivery = 0;
+static KinesisTarget kinesis_stats;	/* counters copied after each delivery, under lock */
 
 /* Shared with the delivery thread, under lock. */
 static pthread_t thread;
@@ -124,6 +127,7 @@ delivery_main(void *arg)
 		r = deliver(flight);
 
 		pthread_mutex_lock(&lock);
+		kinesis_stats = *kinesis;
 		job_result = r;
 		job_done = true;
 		pthread_cond_broadcast(&cond);
@@ -199,7 +203,7 @@ dispatch_fits(size_t record_bytes)
 
 void
 dispatch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn,
-			 uint64_t safe_lsn)
+			 uint64_t safe_lsn, double commit_time)
 {
 	Batch	   *b = filling;
 	ShipRecord *r = &b->recs[b->n];
@@ -214,6 +218,7 @@ dispatch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn,
 	memcpy(r->pkey, pkey, keylen + 1);
 	r->commit_lsn = commit_lsn;
 	r->safe_lsn = safe_lsn;
+	r->commit_time = commit_time;
 	if (b->slots != NULL)
 	{
 		uint32_t	i = hash_string(pkey) & (b->nslots - 1);
@@ -258,6 +263,8 @@ collect(ShipResult r)
 				 (uint32_t) (flight->recs[flight->n - 1].commit_lsn >> 32),
 				 (uint32_t) flight->recs[flight->n - 1].commit_lsn);
 	rows_shipped += flight->n;
+	bytes_shipped += flight->bytes;
+	last_delivery = now_seconds();
 	batch_clear(flight);
 	return true;
 }
@@ -365,6 +372,8 @@ dispatch_flush(bool wait)
 		if (!write_stdout(filling))
 			return false;
 		rows_shipped += filling->n;
+		bytes_shipped += filling->bytes;
+		last_delivery = now_seconds();
 		batch_clear(filling);
 		return true;
 	}
@@ -409,4 +418,43 @@ uint64_t
 dispatch_rows_shipped(void)
 {
 	return rows_shipped;
+}
+
+uint64_t
+dispatch_held_bytes(void)
+{
+	return flight->bytes + filling->bytes;
+}
+
+double
+dispatch_oldest_commit_time(void)
+{
+	if (flight->n > 0)
+		return flight->recs[0].commit_time;
+	if (filling->n > 0)
+		return filling->recs[0].commit_time;
+	return 0;
+}
+
+uint64_t
+dispatch_bytes_shipped(void)
+{
+	return bytes_shipped;
+}
+
+double
+dispatch_last_delivery(void)
+{
+	return last_delivery;
+}
+
+void
+dispatch_kinesis_stats(KinesisTarget *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (kinesis == NULL)
+		return;
+	pthread_mutex_lock(&lock);
+	*out = kinesis_stats;
+	pthread_mutex_unlock(&lock);
 }

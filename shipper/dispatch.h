@@ -50,7 +50,7 @@ extern bool dispatch_fits(size_t record_bytes);
 
 /* Adds a row; pkey may be "" when the target needs none. */
 extern void dispatch_add(const char *row, size_t len, const char *pkey,
-						 uint64_t commit_lsn, uint64_t safe_lsn);
+						 uint64_t commit_lsn, uint64_t safe_lsn, double commit_time);
 
 /* Rows in the batch being filled, and when its first row arrived. */
 extern int	dispatch_filling(double *first_at);
@@ -80,8 +80,19 @@ extern bool dispatch_busy(void);
  */
 extern bool dispatch_oldest_safe_lsn(uint64_t *lsn);
 
-/* Rows held: in flight and being filled. */
+/* Rows held: in flight and being filled; their bytes. */
 extern int	dispatch_held_rows(void);
+extern uint64_t dispatch_held_bytes(void);
+
+/* Commit time of the oldest row held (epoch seconds), 0 when none. */
+extern double dispatch_oldest_commit_time(void);
+
+/* Bytes acknowledged so far; when the last delivery was acknowledged. */
+extern uint64_t dispatch_bytes_shipped(void);
+extern double dispatch_last_delivery(void);
+
+/* The Kinesis target's counters, as of the last finished delivery. */
+extern void dispatch_kinesis_stats(KinesisTarget *out);
 
 /* Rows acknowledged so far. */
 extern uint64_t dispatch_rows_shipped(void);

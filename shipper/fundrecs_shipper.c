@@ -25,6 +25,8 @@
 #include "kinesis.h"
 #include "libpq-fe.h"
 #include "load.h"
+#include "metrics.h"
+#include "monitor.h"
 #include "options.h"
 #include "retry.h"
 #include "rowscan.h"
@@ -66,6 +68,13 @@ typedef struct Positions
 } Positions;
 
 static Positions pos;
+static ReplConnParams params;	/* how to connect */
+static double last_health = 0;	/* when the slot's state was last read */
+static MetricsState mstate;		/* what /metrics shows, published by publish_metrics */
+static double last_publish = 0;
+
+static double parse_commit_time(const char *s, size_t len);
+static void publish_metrics(bool force);
 static KinesisTarget kinesis;
 static S3Target s3;
 static PQExpBufferData pkey_buf;
@@ -344,8 +353,198 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 		if (!batch_flush(false))
 			return ROW_FATAL;
 	}
-	dispatch_add(row, len, pkey_buf.data, commit_lsn, pos.prev_txn);
+	dispatch_add(row, len, pkey_buf.data, commit_lsn, pos.prev_txn,
+				 parse_commit_time(f.commit_time.start, f.commit_time.len));
 	return ROW_OK;
+}
+
+/* ----------------------------------------------------------------
+ * Metrics
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * A row's commit_time ("2026-11-25T23:29:57.123456Z", always UTC) as
+ * seconds since the epoch; 0 when it is not in that form.
+ */
+static double
+parse_commit_time(const char *s, size_t len)
+{
+	int			f[6];
+	static const int widths[6] = {4, 2, 2, 2, 2, 2};
+	static const char seps[6] = {'-', '-', 'T', ':', ':', 0};
+	size_t		i = 0;
+	double		frac = 0;
+	int			y,
+				m;
+	int64_t		days;
+
+	if (s == NULL || len < 22 || s[0] != '"')
+		return 0;
+	s++;
+	len -= 2;
+	for (int k = 0; k < 6; k++)
+	{
+		f[k] = 0;
+		for (int d = 0; d < widths[k]; d++, i++)
+		{
+			if (i >= len || s[i] < '0' || s[i] > '9')
+				return 0;
+			f[k] = f[k] * 10 + (s[i] - '0');
+		}
+		if (seps[k] != 0 && (i >= len || s[i++] != seps[k]))
+			return 0;
+	}
+	if (i < len && s[i] == '.')
+	{
+		double		scale = 0.1;
+
+		for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++, scale /= 10)
+			frac += (s[i] - '0') * scale;
+	}
+	if (i >= len || s[i] != 'Z')
+		return 0;
+	/* Days from the civil date (proleptic Gregorian), 1970-01-01 = 0. */
+	y = f[0] - (f[1] <= 2);
+	m = f[1];
+	{
+		int64_t		era = (y >= 0 ? y : y - 399) / 400;
+		int64_t		yoe = y - era * 400;
+		int64_t		doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + f[2] - 1;
+		int64_t		doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+		days = era * 146097 + doe - 719468;
+	}
+	return (double) days * 86400 + f[3] * 3600 + f[4] * 60 + f[5] + frac;
+}
+
+/* Publishes the shipper's state to /metrics: at most every 100 ms unless forced. */
+static void
+publish_metrics(bool force)
+{
+	double		now;
+	KinesisTarget ks;
+
+	if (!metrics_enabled())
+		return;
+	now = now_seconds();
+	if (!force && now - last_publish < 0.1)
+		return;
+	last_publish = now;
+	dispatch_kinesis_stats(&ks);
+	mstate.rows = dispatch_rows_shipped();
+	mstate.bytes = dispatch_bytes_shipped();
+	mstate.kinesis_records = ks.records_sent;
+	mstate.kinesis_calls = ks.calls;
+	mstate.kinesis_retried_calls = ks.retried_calls;
+	mstate.kinesis_retried_records = ks.retried_records;
+	mstate.kinesis_throttled_records = ks.throttled_records;
+	if (opts.ship_s3)
+	{
+		mstate.s3_objects = s3.objects_put;
+		mstate.s3_bytes = s3.bytes_put;
+	}
+	mstate.load_rows = load_rows_done;
+	mstate.load_estimate = load_rows_estimate;
+	mstate.confirmed_lsn = pos.confirmed;
+	mstate.wal_end = Max(pos.processed, pos.last_txn);
+	mstate.oldest_pending_commit = dispatch_oldest_commit_time();
+	mstate.last_delivery = dispatch_last_delivery();
+	mstate.held_rows = dispatch_held_rows();
+	mstate.held_bytes = dispatch_held_bytes();
+	mstate.deliveries_in_flight = dispatch_busy() ? 1 : 0;
+	metrics_publish(&mstate);
+}
+
+/* ----------------------------------------------------------------
+ * The slot's health
+ * ----------------------------------------------------------------
+ */
+
+static const char *
+pretty_bytes(int64_t bytes, char *buf, size_t len)
+{
+	if (bytes >= 10LL * 1024 * 1024 * 1024)
+		snprintf(buf, len, "%lld GB", (long long) (bytes >> 30));
+	else if (bytes >= 10LL * 1024 * 1024)
+		snprintf(buf, len, "%lld MB", (long long) (bytes >> 20));
+	else if (bytes >= 10LL * 1024)
+		snprintf(buf, len, "%lld kB", (long long) (bytes >> 10));
+	else
+		snprintf(buf, len, "%lld bytes", (long long) bytes);
+	return buf;
+}
+
+/*
+ * Reads the slot's state on a normal connection and acts on it: a slot
+ * that max_slot_wal_keep_size has invalidated (wal_status "lost") is a
+ * fatal error, never a silent gap; one about to be ("unreserved") and one
+ * holding back more than --max-retained-wal are warned about.  Exits 1 on
+ * a lost slot.
+ */
+static void
+check_slot_health(void)
+{
+	static char last_status[16] = "";
+	static double warned_retained_at = 0;
+	SlotHealth	h;
+	char		b1[32],
+				b2[32],
+				b3[32];
+	double		now = now_seconds();
+
+	last_health = now;
+	if (!slot_health_read(&params, opts.slot, &h) || !h.found)
+		return;
+	mstate.has_slot_state = true;
+	mstate.retained_wal = h.retained;
+	strlcpy(mstate.wal_status, h.wal_status, sizeof(mstate.wal_status));
+	mstate.has_safe_wal_size = h.has_safe_size;
+	mstate.safe_wal_size = h.safe_wal_size;
+	publish_metrics(true);
+
+	if (strcmp(h.wal_status, "lost") == 0)
+	{
+		pg_log_error("replication slot \"%s\" has been invalidated: the server removed WAL it still needed",
+					 opts.slot);
+		pg_log_error_detail("Its WAL went past max_slot_wal_keep_size while the slot was behind (confirmed up to %X/%X). The changes after that position are gone from the server, so shipping cannot go on without a gap.",
+							(uint32_t) (h.confirmed_lsn >> 32), (uint32_t) h.confirmed_lsn);
+		pg_log_error_hint("Drop the slot (SELECT pg_drop_replication_slot('%s')) and start the shipper again with --create-slot: the new slot ships every row as its initial load. To keep it from happening again, raise max_slot_wal_keep_size and watch --max-retained-wal.",
+						  opts.slot);
+		exit(1);
+	}
+	if (strcmp(h.wal_status, "unreserved") == 0 && strcmp(last_status, "unreserved") != 0)
+		pg_log_warning("replication slot \"%s\" holds more WAL than max_slot_wal_keep_size allows (%s retained): the next checkpoint may invalidate it unless the shipper catches up",
+					   opts.slot, pretty_bytes(h.retained, b1, sizeof(b1)));
+	strlcpy(last_status, h.wal_status, sizeof(last_status));
+
+	if (opts.max_retained_wal > 0)
+	{
+		if (h.retained > opts.max_retained_wal)
+		{
+			/* Once a minute while it lasts. */
+			if (warned_retained_at == 0 || now - warned_retained_at >= 60)
+			{
+				if (h.has_safe_size)
+					pg_log_warning("replication slot \"%s\" retains %s of WAL, over --max-retained-wal (%s); %s more before max_slot_wal_keep_size invalidates it",
+								   opts.slot, pretty_bytes(h.retained, b1, sizeof(b1)),
+								   pretty_bytes(opts.max_retained_wal, b2, sizeof(b2)),
+								   pretty_bytes(h.safe_wal_size, b3, sizeof(b3)));
+				else
+					pg_log_warning("replication slot \"%s\" retains %s of WAL, over --max-retained-wal (%s)",
+								   opts.slot, pretty_bytes(h.retained, b1, sizeof(b1)),
+								   pretty_bytes(opts.max_retained_wal, b2, sizeof(b2)));
+				warned_retained_at = now;
+			}
+			mstate.retained_wal_warnings++;
+		}
+		else if (warned_retained_at != 0)
+		{
+			pg_log_info("replication slot \"%s\" retains %s of WAL, under --max-retained-wal again",
+						opts.slot, pretty_bytes(h.retained, b1, sizeof(b1)));
+			warned_retained_at = 0;
+		}
+	}
 }
 
 /* ----------------------------------------------------------------
@@ -367,6 +566,7 @@ stream_loop(ReplConn *rc)
 
 	last_status = 0;
 	tick_rc = rc;
+	mstate.connected = true;
 
 	for (;;)
 	{
@@ -416,11 +616,18 @@ stream_loop(ReplConn *rc)
 		{
 			uint64_t	lsn = confirmable_lsn();
 
-			if (lsn > pos.confirmed ||
-				(opts.status_interval > 0 && now - last_status >= opts.status_interval))
+			bool		periodic = opts.status_interval > 0 && now - last_status >= opts.status_interval;
+
+			if (lsn > pos.confirmed || periodic)
 			{
 				pos.confirmed = lsn;
-				if (!stream_send_feedback(rc, pos.confirmed, false))
+
+				/*
+				 * With nothing held, ask for a keepalive: its WAL end lets the
+				 * confirmed position (and so the slot's restart_lsn) move on
+				 * while the captured tables are idle and others are written.
+				 */
+				if (!stream_send_feedback(rc, pos.confirmed, periodic && dispatch_held_rows() == 0))
 				{
 					result = LOOP_RECONNECT;
 					break;
@@ -428,6 +635,12 @@ stream_loop(ReplConn *rc)
 				last_status = now;
 			}
 		}
+
+		publish_metrics(false);
+
+		/* The slot's state, at the status interval. */
+		if (now - last_health >= (opts.status_interval > 0 ? opts.status_interval : 10))
+			check_slot_health();
 
 		/* --endpos: everything up to it has been received. */
 		if (opts.endpos != 0 && pos.processed >= opts.endpos)
@@ -515,6 +728,8 @@ stream_loop(ReplConn *rc)
 			stream_end(rc);
 	}
 	tick_rc = NULL;
+	mstate.connected = false;
+	publish_metrics(true);
 	return result;
 }
 
@@ -526,6 +741,7 @@ stream_loop(ReplConn *rc)
 static bool
 load_row(const char *row, size_t len, uint64_t lsn)
 {
+	publish_metrics(false);
 	return handle_row(row, len, lsn, true) == ROW_OK;
 }
 
@@ -778,7 +994,6 @@ setup_targets(void)
 int
 main(int argc, char **argv)
 {
-	ReplConnParams params;
 	bool		first_connection = true;
 	int			exit_code = 0;
 	char	   *last_failure = NULL;	/* the stream's last error... */
@@ -788,6 +1003,24 @@ main(int argc, char **argv)
 	parse_options(argc, argv);
 
 	setup_targets();
+
+	if (opts.metrics_address)
+	{
+		int			port = 0;
+		char	   *err = metrics_start(opts.metrics_address, opts.health_max_lag,
+										opts.ship_stdout ? "stdout" :
+										opts.ship_kinesis && opts.ship_s3 ? "kinesis,s3" :
+										opts.ship_kinesis ? "kinesis" : "s3",
+										FUNDRECS_SHIPPER_VERSION, &port);
+
+		if (err != NULL)
+		{
+			pg_log_error("%s", err);
+			exit(1);
+		}
+		pg_log_info("serving metrics on http://%s/metrics (port %d) and /healthz",
+					opts.metrics_address, port);
+	}
 
 	if (opts.verbosity < 0)
 		pg_logging_set_level(PG_LOG_ERROR);
@@ -875,6 +1108,9 @@ main(int argc, char **argv)
 				PQfinish(lockconn);
 			exit(stop_requested ? 0 : 1);
 		}
+		/* A slot invalidated while the shipper was away: say so. */
+		if (rc != NULL)
+			check_slot_health();
 		if (rc != NULL && !stream_start(rc, pos.confirmed))
 		{
 			/* A slot that does not exist or a bad option will not heal. */

@@ -30,6 +30,7 @@ typedef struct ShipRecord
 	char	   *pkey;			/* partition key */
 	uint64_t	commit_lsn;		/* the row's transaction end */
 	uint64_t	safe_lsn;		/* confirmable once this row is acked */
+	double		commit_time;	/* the transaction's commit time (epoch s), 0 unknown */
 	/* aggregated records only */
 	char	   *ehk;			/* ExplicitHashKey, decimal */
 	const char *want_shard;		/* the shard the map predicts */

@@ -240,6 +240,9 @@ update_one_row(PGconn *conn, const char *sql, int nparams, const char *const *va
 	return ok;
 }
 
+uint64_t	load_rows_done = 0;
+uint64_t	load_rows_estimate = 0;
+
 static void
 report_progress(const char *table, uint64_t done, uint64_t estimate, double started,
 				bool final)
@@ -319,6 +322,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 	}
 	for (int i = 0; i < PQntuples(tables); i++)
 		estimate += strtoull(PQgetvalue(tables, i, 1), NULL, 10);
+	load_rows_estimate = estimate;
 	if (lp->progress)
 		pg_log_info("initial load of %d tables (~%llu rows) at %s", PQntuples(tables),
 					(unsigned long long) estimate, lsn);
@@ -348,6 +352,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 				if (!row_fn(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), lp->consistent_lsn))
 					ok = false;
 				done++;
+				load_rows_done++;
 				if (lp->progress && now_seconds() - last_report >= 1.0)
 				{
 					report_progress(table, done, estimate, started, false);

@@ -64,4 +64,8 @@ extern bool drop_slot(PGconn *conn, const char *slot);
 extern bool initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn,
 						 LoadFlushFn flush_fn, volatile sig_atomic_t *stop);
 
+/* Progress of the initial load in this process (for the metrics). */
+extern uint64_t load_rows_done;
+extern uint64_t load_rows_estimate;
+
 #endif							/* LOAD_H */

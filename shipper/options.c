@@ -33,6 +33,7 @@ ShipperOptions opts = {
 	.request_timeout_ms = 30000,
 	.retry_timeout = 600,
 	.shutdown_timeout = 30,
+	.health_max_lag = 60,
 };
 
 static void
@@ -98,6 +99,15 @@ usage(void)
 		   opts.flush_bytes);
 	printf("      --flush-seconds=SECS   write objects at least this often (default: %d)\n",
 		   opts.flush_seconds);
+	printf("\nMonitoring options:\n");
+	printf("      --max-retained-wal=BYTES\n"
+		   "                           warn while the slot holds back more WAL than this\n");
+	printf("      --metrics-address=HOST:PORT\n"
+		   "                           serve Prometheus metrics at /metrics and a health check\n"
+		   "                           at /healthz (off by default)\n");
+	printf("      --health-max-lag=SECS\n"
+		   "                           /healthz fails when rows are pending and nothing was\n"
+		   "                           delivered for this long (default: %d)\n", opts.health_max_lag);
 	printf("\nOther options:\n");
 	printf("  -v, --verbose            output verbose messages (twice: debug)\n");
 	printf("  -q, --quiet              output errors only\n");
@@ -226,6 +236,9 @@ parse_options(int argc, char **argv)
 		{"aggregate", no_argument, NULL, 24},
 		{"max-in-flight", required_argument, NULL, 26},
 		{"aggregate-bytes", required_argument, NULL, 25},
+		{"max-retained-wal", required_argument, NULL, 27},
+		{"metrics-address", required_argument, NULL, 28},
+		{"health-max-lag", required_argument, NULL, 29},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -386,6 +399,22 @@ parse_options(int argc, char **argv)
 				break;
 			case 24:
 				opts.aggregate = true;
+				break;
+			case 27:
+				opts.max_retained_wal = parse_long("--max-retained-wal", optarg, 1, LONG_MAX);
+				break;
+			case 28:
+				{
+					const char *colon = strrchr(optarg, ':');
+
+					if (colon == NULL || colon == optarg || colon[1] == '\0' ||
+						strspn(colon + 1, "0123456789") != strlen(colon + 1) || atol(colon + 1) > 65535)
+						usage_error("invalid --metrics-address \"%s\": use HOST:PORT, e.g. 127.0.0.1:9187", optarg);
+					opts.metrics_address = pg_strdup(optarg);
+				}
+				break;
+			case 29:
+				opts.health_max_lag = (int) parse_long("--health-max-lag", optarg, 1, 24 * 3600);
 				break;
 			case 26:
 				opts.max_in_flight = (int) parse_long("--max-in-flight", optarg, 1, KINESIS_MAX_IN_FLIGHT);

@@ -62,6 +62,9 @@ typedef struct ShipperOptions
 	int			request_timeout_ms;
 	int			retry_timeout;
 	int			shutdown_timeout;
+	long		max_retained_wal;	/* bytes, 0: no warning */
+	char	   *metrics_address;	/* HOST:PORT, NULL: no metrics */
+	int			health_max_lag;
 	int			verbosity;		/* -1 quiet, 1 verbose, 2 debug */
 } ShipperOptions;
 

@@ -1,0 +1,245 @@
+/*-------------------------------------------------------------------------
+ *
+ * metrics.c
+ *	  /metrics (Prometheus text exposition format 0.0.4) and /healthz,
+ *	  served by libmicrohttpd (see metrics.h).
+ *
+ * libmicrohttpd rather than a hand-written server on the shipper's event
+ * loop: the loop blocks in libpq and libcurl calls for up to a second at a
+ * time, a scrape must not wait for that, and HTTP parsing of untrusted
+ * requests is best left to a library that is kept up to date by Debian.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include "metrics.h"
+#include "pqexpbuffer.h"
+#include "retry.h"
+
+static struct MHD_Daemon *daemon_handle = NULL;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static MetricsState state;
+static double start_time;
+static int	max_lag;
+static char targets[64];
+static char version[32];
+static char server_version[64] = "unknown";
+
+bool
+metrics_enabled(void)
+{
+	return daemon_handle != NULL;
+}
+
+void
+metrics_publish(const MetricsState *s)
+{
+	pthread_mutex_lock(&lock);
+	state = *s;
+	pthread_mutex_unlock(&lock);
+}
+
+void
+metrics_set_server_version(const char *v)
+{
+	pthread_mutex_lock(&lock);
+	strlcpy(server_version, v, sizeof(server_version));
+	pthread_mutex_unlock(&lock);
+}
+
+static void
+family(PQExpBuffer b, const char *name, const char *type, const char *help)
+{
+	appendPQExpBuffer(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+one(PQExpBuffer b, const char *name, const char *type, const char *help, double value)
+{
+	family(b, name, type, help);
+	appendPQExpBuffer(b, "%s %.17g\n", name, value);
+}
+
+/* A counter per configured target (rows are acknowledged by all of them). */
+static void
+per_target(PQExpBuffer b, const char *name, const char *help, uint64_t value)
+{
+	char		list[64];
+	char	   *save = NULL;
+
+	family(b, name, "counter", help);
+	strlcpy(list, targets, sizeof(list));
+	for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		appendPQExpBuffer(b, "%s{target=\"%s\"} %llu\n", name, t, (unsigned long long) value);
+}
+
+static void
+render(PQExpBuffer b, const MetricsState *s, const char *server)
+{
+	double		now = now_seconds();
+	static const char *const statuses[] = {"reserved", "extended", "unreserved", "lost"};
+
+	family(b, "fundrecs_shipper_build_info", "gauge", "Version of the shipper and of the PostgreSQL server it reads.");
+	appendPQExpBuffer(b, "fundrecs_shipper_build_info{version=\"%s\",server_version=\"%s\"} 1\n", version, server);
+	one(b, "fundrecs_shipper_start_time_seconds", "gauge", "When the shipper started, in seconds since the epoch.", start_time);
+
+	per_target(b, "fundrecs_shipper_rows_total", "Rows acknowledged by the target.", s->rows);
+	per_target(b, "fundrecs_shipper_row_bytes_total", "Bytes of the rows acknowledged by the target.", s->bytes);
+	one(b, "fundrecs_shipper_kinesis_records_total", "counter", "Kinesis records acknowledged.", (double) s->kinesis_records);
+	one(b, "fundrecs_shipper_kinesis_put_records_calls_total", "counter", "PutRecords calls sent.", (double) s->kinesis_calls);
+	one(b, "fundrecs_shipper_kinesis_retried_calls_total", "counter", "PutRecords calls that were retries.", (double) s->kinesis_retried_calls);
+	one(b, "fundrecs_shipper_kinesis_retried_records_total", "counter", "Kinesis records sent again after a failure.", (double) s->kinesis_retried_records);
+	one(b, "fundrecs_shipper_kinesis_throttled_records_total", "counter", "Kinesis records refused with ProvisionedThroughputExceededException.", (double) s->kinesis_throttled_records);
+	one(b, "fundrecs_shipper_s3_objects_total", "counter", "S3 objects written.", (double) s->s3_objects);
+	one(b, "fundrecs_shipper_s3_object_bytes_total", "counter", "Bytes of the S3 objects written.", (double) s->s3_bytes);
+
+	one(b, "fundrecs_shipper_confirmed_lsn", "gauge", "Position confirmed to PostgreSQL (LSN as a number).", (double) s->confirmed_lsn);
+	one(b, "fundrecs_shipper_server_wal_end_lsn", "gauge", "The server's WAL end from its last keepalive (LSN as a number).", (double) s->wal_end);
+	one(b, "fundrecs_shipper_lag_bytes", "gauge", "WAL between the server's end and the confirmed position.",
+		s->wal_end > s->confirmed_lsn ? (double) (s->wal_end - s->confirmed_lsn) : 0);
+	one(b, "fundrecs_shipper_lag_seconds", "gauge", "Age of the oldest row not yet acknowledged (commit time to now), 0 when none is pending.",
+		s->oldest_pending_commit > 0 && now > s->oldest_pending_commit ? now - s->oldest_pending_commit : 0);
+	one(b, "fundrecs_shipper_last_delivery_timestamp_seconds", "gauge", "When rows were last acknowledged, in seconds since the epoch (0: never).", s->last_delivery);
+	one(b, "fundrecs_shipper_held_rows", "gauge", "Rows held in memory until acknowledged.", (double) s->held_rows);
+	one(b, "fundrecs_shipper_held_bytes", "gauge", "Bytes of the rows held in memory until acknowledged.", (double) s->held_bytes);
+	one(b, "fundrecs_shipper_deliveries_in_flight", "gauge", "Batches being delivered (each up to --max-in-flight calls).", s->deliveries_in_flight);
+	one(b, "fundrecs_shipper_connected", "gauge", "1 while streaming from the slot.", s->connected ? 1 : 0);
+
+	if (s->has_slot_state)
+	{
+		one(b, "fundrecs_shipper_slot_retained_wal_bytes", "gauge", "WAL the slot holds back: current position - restart_lsn.", (double) s->retained_wal);
+		family(b, "fundrecs_shipper_slot_wal_status", "gauge", "The slot's wal_status in pg_replication_slots (1 for the current one).");
+		for (int i = 0; i < 4; i++)
+			appendPQExpBuffer(b, "fundrecs_shipper_slot_wal_status{status=\"%s\"} %d\n", statuses[i],
+							  strcmp(s->wal_status, statuses[i]) == 0 ? 1 : 0);
+		if (s->has_safe_wal_size)
+			one(b, "fundrecs_shipper_slot_safe_wal_size_bytes", "gauge", "WAL that may still be written before the slot is invalidated (max_slot_wal_keep_size).", (double) s->safe_wal_size);
+	}
+	one(b, "fundrecs_shipper_retained_wal_warnings_total", "counter", "Times the slot was found over --max-retained-wal.", (double) s->retained_wal_warnings);
+	one(b, "fundrecs_shipper_load_rows_total", "counter", "Rows read by the initial load.", (double) s->load_rows);
+	one(b, "fundrecs_shipper_load_estimated_rows", "gauge", "The planner's estimate of the initial load's rows.", (double) s->load_estimate);
+}
+
+/* Empty when healthy, else the reason. */
+static void
+health(const MetricsState *s, char *reason, size_t len)
+{
+	double		now = now_seconds();
+
+	reason[0] = '\0';
+	if (!s->connected)
+		snprintf(reason, len, "not streaming from the slot");
+	else if (s->held_rows > 0 && max_lag > 0 &&
+			 now - Max(s->last_delivery, start_time) > max_lag)
+		snprintf(reason, len, "%llu rows pending and nothing delivered for %.0f s (--health-max-lag %d)",
+				 (unsigned long long) s->held_rows, now - Max(s->last_delivery, start_time), max_lag);
+}
+
+static enum MHD_Result
+reply(struct MHD_Connection *connection, unsigned int status, const char *type, const char *body,
+	  size_t len)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *) body, MHD_RESPMEM_MUST_COPY);
+	enum MHD_Result r;
+
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type", type);
+	r = MHD_queue_response(connection, status, resp);
+	MHD_destroy_response(resp);
+	return r;
+}
+
+static enum MHD_Result
+handle(void *cls, struct MHD_Connection *connection, const char *url, const char *method,
+	   const char *http_version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	MetricsState s;
+	char		server[64];
+
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return reply(connection, 405, "text/plain", "method not allowed\n", 19);
+	pthread_mutex_lock(&lock);
+	s = state;
+	strlcpy(server, server_version, sizeof(server));
+	pthread_mutex_unlock(&lock);
+
+	if (strcmp(url, "/metrics") == 0)
+	{
+		PQExpBufferData b;
+		enum MHD_Result r;
+
+		initPQExpBuffer(&b);
+		render(&b, &s, server);
+		r = reply(connection, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+		termPQExpBuffer(&b);
+		return r;
+	}
+	if (strcmp(url, "/healthz") == 0)
+	{
+		char		reason[256];
+		char		body[300];
+
+		health(&s, reason, sizeof(reason));
+		if (reason[0] == '\0')
+			return reply(connection, 200, "text/plain", "ok\n", 3);
+		snprintf(body, sizeof(body), "%s\n", reason);
+		return reply(connection, 503, "text/plain", body, strlen(body));
+	}
+	return reply(connection, 404, "text/plain", "not found: try /metrics or /healthz\n", 36);
+}
+
+char *
+metrics_start(const char *address, int health_max_lag, const char *tgts, const char *ver,
+			  int *bound_port)
+{
+	char		host[256];
+	const char *colon = strrchr(address, ':');
+	struct addrinfo hints;
+	struct addrinfo *ai = NULL;
+	int			rc;
+	const union MHD_DaemonInfo *info;
+
+	if (colon == NULL || colon == address || colon[1] == '\0' || (size_t) (colon - address) >= sizeof(host))
+		return psprintf("invalid --metrics-address \"%s\": use HOST:PORT", address);
+	memcpy(host, address, colon - address);
+	host[colon - address] = '\0';
+	/* [::1]:9187 */
+	if (host[0] == '[' && host[strlen(host) - 1] == ']')
+	{
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(host, colon + 1, &hints, &ai);
+	if (rc != 0)
+		return psprintf("invalid --metrics-address \"%s\": %s", address, gai_strerror(rc));
+
+	max_lag = health_max_lag;
+	strlcpy(targets, tgts, sizeof(targets));
+	strlcpy(version, ver, sizeof(version));
+	start_time = now_seconds();
+	daemon_handle = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+									 (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+									 0, NULL, NULL, handle, NULL,
+									 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 16,
+									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 10,
+									 MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (daemon_handle == NULL)
+		return psprintf("could not serve metrics on \"%s\": %m", address);
+	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_BIND_PORT);
+	if (bound_port)
+		*bound_port = info ? info->port : 0;
+	return NULL;
+}

@@ -1,0 +1,66 @@
+/*-------------------------------------------------------------------------
+ *
+ * metrics.h
+ *	  Prometheus metrics (/metrics) and a health check (/healthz) over HTTP,
+ *	  served by libmicrohttpd on a thread of its own from a snapshot that
+ *	  the shipper publishes (at most every 100 ms, under a mutex): the
+ *	  server never touches the shipper's own state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef METRICS_H
+#define METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* What the shipper publishes. */
+typedef struct MetricsState
+{
+	/* counters */
+	uint64_t	rows;			/* rows acknowledged by every target */
+	uint64_t	bytes;
+	uint64_t	kinesis_records;
+	uint64_t	kinesis_calls;
+	uint64_t	kinesis_retried_calls;
+	uint64_t	kinesis_retried_records;
+	uint64_t	kinesis_throttled_records;
+	uint64_t	s3_objects;
+	uint64_t	s3_bytes;
+	uint64_t	load_rows;		/* initial load: rows read */
+	/* gauges */
+	uint64_t	load_estimate;	/* initial load: planner's estimate */
+	uint64_t	confirmed_lsn;
+	uint64_t	wal_end;		/* server's WAL end, from keepalives */
+	double		oldest_pending_commit;	/* epoch seconds; 0: nothing pending */
+	double		last_delivery;	/* epoch seconds of the last acknowledged delivery */
+	uint64_t	held_rows;
+	uint64_t	held_bytes;
+	int			deliveries_in_flight;
+	bool		connected;		/* streaming from the slot */
+	bool		has_slot_state;
+	int64_t		retained_wal;
+	char		wal_status[16];
+	bool		has_safe_wal_size;
+	int64_t		safe_wal_size;
+	uint64_t	retained_wal_warnings;
+} MetricsState;
+
+/*
+ * Starts serving on HOST:PORT (port 0: any free one; *bound_port is set).
+ * health_max_lag: /healthz fails when rows are pending and nothing was
+ * delivered for this many seconds.  Returns an error message or NULL.
+ */
+extern char *metrics_start(const char *address, int health_max_lag, const char *targets,
+						   const char *version, int *bound_port);
+
+/* Is the server running? */
+extern bool metrics_enabled(void);
+
+/* Publishes a new state (copied). */
+extern void metrics_publish(const MetricsState *state);
+
+/* The PostgreSQL server's version, for fundrecs_shipper_build_info. */
+extern void metrics_set_server_version(const char *version);
+
+#endif							/* METRICS_H */
