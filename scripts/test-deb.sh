@@ -42,7 +42,9 @@ for f in ./usr/lib/postgresql/15/lib/fundrecs_decoder.so \
 	"./usr/share/postgresql/15/extension/fundrecs--1.0.sql" \
 	./usr/lib/postgresql/15/bin/fundrecs_shipper \
 	./usr/share/man/man1/fundrecs_shipper.1.gz \
-	./lib/systemd/system/fundrecs-shipper@.service; do
+	./usr/share/man/man7/fundrecs_decoder.7.gz \
+	./lib/systemd/system/fundrecs-shipper@.service \
+	./usr/share/doc/postgresql-15-fundrecs/examples/fundrecs-shipper.env.example; do
 	grep -qxF "$f" <<<"$contents" || fail "$f is not in the package"
 done
 ok "extension, plugin, shipper, man page and unit in the package"
@@ -57,7 +59,8 @@ got=$("$bin/fundrecs_shipper" --version)
 [ "$got" = "fundrecs_shipper (fundrecs) $version" ] || fail "fundrecs_shipper --version: $got"
 ok "$got"
 man -w fundrecs_shipper >/dev/null 2>&1 || fail "man fundrecs_shipper: no page"
-ok "man fundrecs_shipper"
+man -w 7 fundrecs_decoder >/dev/null 2>&1 || fail "man 7 fundrecs_decoder: no page"
+ok "man fundrecs_shipper, man 7 fundrecs_decoder"
 
 echo "== smoke test on a throwaway cluster"
 chown postgres "$work"

@@ -27,6 +27,7 @@
 #include "load.h"
 #include "metrics.h"
 #include "monitor.h"
+#include "notify.h"
 #include "options.h"
 #include "retry.h"
 #include "rowscan.h"
@@ -151,6 +152,7 @@ shipper_tick(void)
 	 */
 	if (!pthread_equal(pthread_self(), main_thread))
 		return delivery_abort != 0;
+	notify_watchdog();
 
 	if (tick_rc != NULL)
 	{
@@ -578,7 +580,11 @@ stream_loop(ReplConn *rc)
 		int			r;
 
 		if (stop_requested)
+		{
+			notify_stopping();
 			break;
+		}
+		notify_watchdog();
 
 		/* A delivery that finished: its rows may now be confirmed. */
 		if (!dispatch_poll())
@@ -640,7 +646,15 @@ stream_loop(ReplConn *rc)
 
 		/* The slot's state, at the status interval. */
 		if (now - last_health >= (opts.status_interval > 0 ? opts.status_interval : 10))
+		{
+			uint64_t	end = Max(pos.processed, pos.last_txn);
+
 			check_slot_health();
+			notify_status(false, "streaming slot %s: confirmed %X/%X, %llu bytes behind, %d rows held",
+						  opts.slot, (uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed,
+						  (unsigned long long) (end > pos.confirmed ? end - pos.confirmed : 0),
+						  dispatch_held_rows());
+		}
 
 		/* --endpos: everything up to it has been received. */
 		if (opts.endpos != 0 && pos.processed >= opts.endpos)
@@ -742,6 +756,9 @@ static bool
 load_row(const char *row, size_t len, uint64_t lsn)
 {
 	publish_metrics(false);
+	notify_watchdog();
+	notify_status(false, "initial load: %llu of ~%llu rows", (unsigned long long) load_rows_done,
+				  (unsigned long long) load_rows_estimate);
 	return handle_row(row, len, lsn, true) == ROW_OK;
 }
 
@@ -1035,6 +1052,7 @@ main(int argc, char **argv)
 	 */
 	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	main_thread = pthread_self();
+	notify_init();
 	pqsignal(SIGINT, sigexit_handler);
 	pqsignal(SIGTERM, sigexit_handler);
 	pqsignal(SIGPIPE, SIG_IGN);
@@ -1100,7 +1118,11 @@ main(int argc, char **argv)
 			exit(1);
 		}
 		if (rc != NULL && first_connection)
+		{
 			check_plugin_options(&params);
+			/* Connected, targets checked: systemd may count it started. */
+			notify_ready("connected; preparing the slot");
+		}
 		if (rc != NULL && first_connection && !prepare_slot(rc, &params, &lockconn))
 		{
 			stream_close(rc);
@@ -1188,8 +1210,12 @@ main(int argc, char **argv)
 			break;
 		}
 		pg_log_info("reconnecting in %d s", RECONNECT_SLEEP_SECS);
+		notify_status(true, "connection lost; reconnecting in %d s", RECONNECT_SLEEP_SECS);
 		for (int i = 0; i < RECONNECT_SLEEP_SECS * 10 && !stop_requested; i++)
+		{
+			notify_watchdog();
 			usleep(100000);
+		}
 		if (stop_requested)
 			break;
 	}

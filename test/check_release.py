@@ -140,6 +140,23 @@ def main():
     th = next((l for l in read("doc/fundrecs_shipper.1").splitlines() if l.startswith(".TH")), "")
     check(f'"fundrecs {version}"' in th, f"man page header names fundrecs {version}: {th}")
 
+    th7 = next((l for l in read("doc/fundrecs_decoder.7").splitlines() if l.startswith(".TH")), "")
+    check(f'"fundrecs {version}"' in th7, f"fundrecs_decoder(7) header names fundrecs {version}: {th7}")
+
+    # fundrecs_decoder(7) and the README document exactly the plugin's options.
+    m = re.search(r'#define\s+FR_VALID_OPTIONS\s*\\?\s*((?:"[^"]*"\s*\\?\s*)+)', read("fundrecs_options.c"))
+    check(m is not None, "FR_VALID_OPTIONS in the plugin's sources")
+    valid = set(x.strip() for x in "".join(re.findall(r'"([^"]*)"', m.group(1))).split(",")) if m else set()
+    check(len(valid) >= 10, f"the plugin's options found: {sorted(valid)}")
+    page = read("doc/fundrecs_decoder.7")
+    section = page[page.index(".SH OPTIONS"):page.index(".SH", page.index(".SH OPTIONS") + 3)]
+    man = set(re.findall(r"^\.TP\n\.BR? ([a-z_]+)", section, re.M))
+    check(man == valid, f"fundrecs_decoder(7) documents exactly the plugin's options: {sorted(man ^ valid)}")
+    readme = read("README.md")
+    table = readme[readme.index("### Output plugin options"):readme.index("### Output fields")]
+    in_readme = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M))
+    check(in_readme == valid, f"README's plugin option table matches the plugin: {sorted(in_readme ^ valid)}")
+
     check(re.search(rf"^## \[?{re.escape(version)}\]?", read("CHANGELOG.md"), re.M) is not None,
           f"CHANGELOG.md has a section for {version}")
 

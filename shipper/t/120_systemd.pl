@@ -1,0 +1,69 @@
+# systemd's notification protocol: with NOTIFY_SOCKET set, the shipper sends
+# READY=1 once connected, STATUS= lines while streaming, WATCHDOG=1 at half
+# of WATCHDOG_USEC, and STOPPING=1 on SIGTERM.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use FundrecsE2E;
+use IO::Select;
+use IO::Socket::UNIX;
+use PostgreSQL::Test::Utils;
+use Socket qw(SOCK_DGRAM);
+use Test::More;
+use Time::HiRes qw(time);
+
+my %env = shipper_env();
+my $node = new_cluster('systemd');
+my $connstr = $node->connstr('postgres');
+my $path = "$PostgreSQL::Test::Utils::tmp_check/notify.sock";
+unlink $path;
+my $sock = IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => $path) or die "socket: $!";
+my $log = "$PostgreSQL::Test::Utils::tmp_check/systemd_shipper.log";
+
+my $h = start_shipper({ %env, NOTIFY_SOCKET => $path, WATCHDOG_USEC => 1_000_000 }, $log,
+	'-d', $connstr, '-S', 'sd', '--create-slot', '--target', 'stdout', '-s', '1');
+
+my @msgs;
+my $sel = IO::Select->new($sock);
+
+# Collects datagrams for up to $secs seconds, or until $until matches one.
+sub collect
+{
+	my ($secs, $until) = @_;
+	my $t_end = time + $secs;
+	while (time < $t_end)
+	{
+		last if $until && grep { /$until/ } @msgs;
+		next unless $sel->can_read(0.2);
+		my $buf;
+		$sock->recv($buf, 4096);
+		push @msgs, $buf;
+	}
+}
+
+collect(6);
+$h->signal('TERM');
+collect(10, qr/STOPPING=1/);
+$h->finish;
+
+my @ready = grep { /^READY=1$/m } @msgs;
+is(scalar @ready, 1, 'READY=1 sent once');
+like($ready[0] // '', qr/^STATUS=connected/m, 'READY=1 comes with a status');
+ok((grep { /^STATUS=streaming slot sd: confirmed [0-9A-F]+\/[0-9A-F]+, \d+ bytes behind, \d+ rows held$/m } @msgs),
+	'STATUS= lines while streaming');
+cmp_ok(scalar(grep { /^WATCHDOG=1$/ } @msgs), '>=', 6, 'WATCHDOG=1 at half of WATCHDOG_USEC (0.5 s) for 6 s');
+ok((grep { /^STOPPING=1$/ } @msgs), 'STOPPING=1 on SIGTERM');
+is($h->result(0), 0, 'exit 0 after SIGTERM');
+
+# A watchdog meant for another process is not ours.
+@msgs = ();
+$h = start_shipper({ %env, NOTIFY_SOCKET => $path, WATCHDOG_USEC => 1_000_000, WATCHDOG_PID => 1 }, $log,
+	'-d', $connstr, '-S', 'sd', '--target', 'stdout', '-s', '1');
+collect(3);
+$h->signal('TERM');
+$h->finish;
+ok((grep { /^READY=1$/m } @msgs), 'READY=1 without our watchdog');
+is(scalar(grep { /^WATCHDOG=1$/ } @msgs), 0, 'no WATCHDOG=1 when WATCHDOG_PID names another process');
+
+done_testing();
