@@ -22,6 +22,10 @@ SELECT count(*) FROM fundrecs.load_tables();
 
 ALTER EXTENSION fundrecs UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+
+ALTER EXTENSION fundrecs UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+SELECT count(*) AS slot_status_rows FROM fundrecs.slot_status;
 (SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
 UNION ALL
 (SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());
