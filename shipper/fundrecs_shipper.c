@@ -123,17 +123,6 @@ confirmable_lsn(void)
 }
 
 /*
- * Hands the batch to the delivery; with wait, until it is delivered.
- * Returns false on a fatal error or a stop while retrying; nothing is then
- * confirmed past what the failed delivery held.
- */
-static bool
-batch_flush(bool wait)
-{
-	return dispatch_flush(wait);
-}
-
-/*
  * The tick, run at least once a second while a delivery waits (see
  * retry.h).  It keeps the replication connection alive: without status
  * updates the server ends the connection after wal_sender_timeout, and
@@ -253,7 +242,7 @@ s3_flush_now(void)
 static bool
 flush_all(void)
 {
-	if (!batch_flush(true))
+	if (!dispatch_flush(true))
 		return false;
 	if (opts.ship_s3 && !s3_flush_now())
 		return false;
@@ -352,11 +341,12 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	if (!dispatch_fits(record_bytes) ||
 		(opts.ship_kinesis && !opts.aggregate && dispatch_has_key(pkey_buf.data)))
 	{
-		if (!batch_flush(false))
+		if (!dispatch_flush(false))
 			return ROW_FATAL;
 	}
+	/* The commit time serves only the lag metric: parsed only when it is served. */
 	dispatch_add(row, len, pkey_buf.data, commit_lsn, pos.prev_txn,
-				 parse_commit_time(f.commit_time.start, f.commit_time.len));
+				 metrics_enabled() ? parse_commit_time(f.commit_time.start, f.commit_time.len) : 0);
 	return ROW_OK;
 }
 
@@ -601,7 +591,7 @@ stream_loop(ReplConn *rc)
 		nfill = dispatch_filling(&first_at);
 		if (nfill > 0 && !dispatch_busy() && now - first_at >= opts.linger_ms / 1000.0)
 		{
-			if (!batch_flush(false))
+			if (!dispatch_flush(false))
 			{
 				result = stop_requested ? LOOP_DONE : LOOP_FATAL;
 				break;
