@@ -36,6 +36,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every object shares the plugin's structs: a header change rebuilds them all.
+$(OBJS): $(srcdir)/fundrecs.h
+
 # clang (e.g. make CC=clang): the server was built with gcc, and some of its
 # CFLAGS are gcc's alone; without them the sources build warning-free
 # (-Werror) under both.

@@ -61,6 +61,12 @@ typedef enum FrOnEnrichError
 /* The route of rows that could not be enriched (on_enrich_error=emit). */
 #define FR_ROUTE_ERROR "_error"
 
+/*
+ * The prefix of the messages fundrecs_shipper --heartbeat writes.  They are
+ * never emitted unless message_prefixes names this prefix.
+ */
+#define FR_HEARTBEAT_PREFIX "fundrecs_heartbeat"
+
 typedef struct FrColumnPattern
 {
 	char	   *schema;
@@ -82,6 +88,8 @@ typedef struct FrOptions
 	bool		via_root;		/* publish_via_partition_root */
 	FrOnEnrichError on_enrich_error;
 	List	   *exclude_columns;	/* list of FrColumnPattern */
+	bool		include_messages;	/* emit pg_logical_emit_message() rows */
+	List	   *message_prefixes;	/* char *; NIL: every prefix but the heartbeat's */
 
 	/*
 	 * Resolved once from the current catalogs when decoding starts (see
@@ -99,6 +107,7 @@ extern void fr_options_parse(FrOptions *opts, List *options);
 extern List *fr_options_resolve(FrOptions *opts, bool warn);
 extern bool fr_options_table_included(const FrOptions *opts,
 									  const char *schema, const char *table);
+extern bool fr_options_message_included(const FrOptions *opts, const char *prefix);
 extern bool fr_options_column_excluded(const FrOptions *opts, const char *schema,
 									   const char *table, const char *column);
 

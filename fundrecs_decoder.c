@@ -18,6 +18,8 @@
 #include "replication/output_plugin.h"
 #include "replication/reorderbuffer.h"
 #include "catalog/pg_type.h"
+#include "common/base64.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -47,6 +49,10 @@ static void append_txn_fragment(StringInfo out, const FrOptions *opts,
 static void fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 						int nrelations, Relation relations[],
 						ReorderBufferChange *change);
+static void fr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+					   XLogRecPtr message_lsn, bool transactional,
+					   const char *prefix, Size message_size,
+					   const char *message);
 
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
@@ -56,6 +62,7 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->change_cb = fr_change;
 	cb->truncate_cb = fr_truncate;
 	cb->commit_cb = fr_commit_txn;
+	cb->message_cb = fr_message;
 	cb->shutdown_cb = fr_shutdown;
 }
 
@@ -758,6 +765,87 @@ fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		write_truncate(ctx->out, &data->opts, &meta, ri);
 		OutputPluginWrite(ctx, true);
 	}
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(data->context);
+}
+
+/*
+ * A pg_logical_emit_message() message: skipped unless include_messages asks
+ * for it (see fr_options_message_included).  Emitted as
+ *
+ *   {"op":"message","transactional":...,"prefix":"...","lsn":...,
+ *    "commit_lsn":...,"xid":...,"commit_time":...,"content":"..."}
+ *
+ * in both formats.  A transactional message arrives with its transaction,
+ * at commit.  A non-transactional one arrives when it is decoded and
+ * belongs to no commit: its commit_lsn is its own position and its
+ * commit_time is null.  Content that is not valid text in the database
+ * encoding is emitted as "content_base64" instead.
+ */
+static void
+fr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+		   XLogRecPtr message_lsn, bool transactional, const char *prefix,
+		   Size message_size, const char *message)
+{
+	FrDecodingData *data = ctx->output_plugin_private;
+	const FrOptions *opts = &data->opts;
+	MemoryContext oldcxt;
+	StringInfo	out;
+
+	if (!fr_options_message_included(opts, prefix))
+		return;
+
+	oldcxt = MemoryContextSwitchTo(data->context);
+	OutputPluginPrepareWrite(ctx, true);
+	out = ctx->out;
+	appendStringInfoString(out, "{\"op\":\"message\",\"transactional\":");
+	appendStringInfoString(out, transactional ? "true" : "false");
+	appendStringInfoString(out, ",\"prefix\":");
+	fr_json_append_string(out, prefix);
+	if (opts->include_lsn)
+	{
+		appendStringInfoString(out, ",\"lsn\":");
+		fr_json_append_lsn(out, message_lsn);
+		appendStringInfoString(out, ",\"commit_lsn\":");
+		fr_json_append_lsn(out, transactional ? txn->end_lsn : message_lsn);
+	}
+	if (opts->include_xid)
+	{
+		appendStringInfoString(out, ",\"xid\":");
+		if (txn != NULL && TransactionIdIsValid(txn->xid))
+			fr_json_append_uint(out, txn->xid);
+		else
+			appendStringInfoString(out, "null");
+	}
+	if (opts->include_timestamp)
+	{
+		appendStringInfoString(out, ",\"commit_time\":");
+		if (transactional)
+			fr_json_append_timestamptz(out, txn->xact_time.commit_time);
+		else
+			appendStringInfoString(out, "null");
+	}
+	if (pg_verifymbstr(message, message_size, true))
+	{
+		appendStringInfoString(out, ",\"content\":");
+		fr_json_append_string(out, pnstrdup(message, message_size));
+	}
+	else
+	{
+		int			enclen = pg_b64_enc_len(message_size);
+		char	   *encoded = palloc(enclen + 1);
+		int			n = pg_b64_encode(message, message_size, encoded, enclen);
+
+		if (n < 0)
+			elog(ERROR, "could not encode the content of the message at %X/%X",
+				 LSN_FORMAT_ARGS(message_lsn));
+		appendStringInfoString(out, ",\"content_base64\":\"");
+		appendBinaryStringInfo(out, encoded, n);
+		appendStringInfoChar(out, '"');
+	}
+	appendStringInfoChar(out, '}');
+	OutputPluginWrite(ctx, true);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(data->context);

@@ -23,7 +23,7 @@
 #define FR_VALID_OPTIONS \
 	"include_lsn, include_xid, include_timestamp, tables, orders_table, " \
 	"product_column, quantity_column, format, publish_via_partition_root, " \
-	"on_enrich_error, exclude_columns"
+	"on_enrich_error, exclude_columns, include_messages, message_prefixes"
 
 static const char *
 option_value(DefElem *elem)
@@ -214,6 +214,41 @@ parse_column_name(DefElem *elem)
 	return pstrdup(value);
 }
 
+/*
+ * message_prefixes: a comma-separated list of prefixes, each matched
+ * exactly; spaces around an entry are ignored.  A prefix cannot hold a
+ * comma.
+ */
+static List *
+parse_message_prefixes(DefElem *elem)
+{
+	const char *value = required_value(elem);
+	List	   *result = NIL;
+	const char *p = value;
+
+	for (;;)
+	{
+		const char *end = strchr(p, ',');
+		const char *stop = end != NULL ? end : p + strlen(p);
+
+		while (p < stop && isspace((unsigned char) *p))
+			p++;
+		while (stop > p && isspace((unsigned char) stop[-1]))
+			stop--;
+		if (stop == p)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
+					 errdetail("The list has an empty entry."),
+					 errhint("List message prefixes separated by commas, for example message_prefixes='app.marker,audit'.")));
+		result = lappend(result, pnstrdup(p, stop - p));
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	return result;
+}
+
 void
 fr_options_init(FrOptions *opts)
 {
@@ -233,6 +268,8 @@ fr_options_init(FrOptions *opts)
 	opts->via_root = true;
 	opts->on_enrich_error = FR_ENRICH_ERROR_FAIL;
 	opts->exclude_columns = NIL;
+	opts->include_messages = false;
+	opts->message_prefixes = NIL;
 	opts->orders_relid = InvalidOid;
 	opts->product_attnum = InvalidAttrNumber;
 	opts->quantity_attnum = InvalidAttrNumber;
@@ -273,6 +310,10 @@ fr_options_parse(FrOptions *opts, List *options)
 												 "emit", FR_ENRICH_ERROR_EMIT);
 		else if (strcmp(elem->defname, "exclude_columns") == 0)
 			opts->exclude_columns = parse_column_patterns(elem);
+		else if (strcmp(elem->defname, "include_messages") == 0)
+			opts->include_messages = parse_bool_option(elem);
+		else if (strcmp(elem->defname, "message_prefixes") == 0)
+			opts->message_prefixes = parse_message_prefixes(elem);
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -300,6 +341,29 @@ fr_options_table_included(const FrOptions *opts, const char *schema,
 		if (strcmp(pat->schema, schema) != 0)
 			continue;
 		if (pat->table == NULL || strcmp(pat->table, table) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Decides whether a logical decoding message is emitted: only with
+ * include_messages, and then those whose prefix is listed in
+ * message_prefixes, or with no list every prefix except the shipper's
+ * heartbeat, which exists only to move the slot along.
+ */
+bool
+fr_options_message_included(const FrOptions *opts, const char *prefix)
+{
+	ListCell   *lc;
+
+	if (!opts->include_messages)
+		return false;
+	if (opts->message_prefixes == NIL)
+		return strcmp(prefix, FR_HEARTBEAT_PREFIX) != 0;
+	foreach(lc, opts->message_prefixes)
+	{
+		if (strcmp((const char *) lfirst(lc), prefix) == 0)
 			return true;
 	}
 	return false;
