@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "dispatch.h"
 #include "retry.h"
 
@@ -162,7 +162,7 @@ dispatch_init(DispatchTarget t, KinesisTarget *k, int cap, size_t maxb, size_t a
 			fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
 			fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0)
 		{
-			pg_log_error("could not create a pipe: %m");
+			log_error("could not create a pipe: %m");
 			exit(1);
 		}
 		/* Signals are the main thread's: the handlers only set flags. */
@@ -172,7 +172,7 @@ dispatch_init(DispatchTarget t, KinesisTarget *k, int cap, size_t maxb, size_t a
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (rc != 0)
 		{
-			pg_log_error("could not start the delivery thread: %s", strerror(rc));
+			log_error("could not start the delivery thread: %s", strerror(rc));
 			exit(1);
 		}
 	}
@@ -253,13 +253,13 @@ collect(ShipResult r)
 	if (r != SHIP_OK)
 	{
 		if (r == SHIP_STOPPED)
-			pg_log_warning("stopping with %d rows unacknowledged; they will be shipped again on restart",
+			log_warning("stopping with %d rows unacknowledged; they will be shipped again on restart",
 						   flight->n + filling->n);
 		/* Kept: they bound what may be confirmed; nothing is sent again. */
 		return false;
 	}
 	if (verbose)
-		pg_log_info("shipped %d rows (%zu bytes) up to commit %X/%X", flight->n, flight->bytes,
+		log_info("shipped %d rows (%zu bytes) up to commit %X/%X", flight->n, flight->bytes,
 				 (uint32_t) (flight->recs[flight->n - 1].commit_lsn >> 32),
 				 (uint32_t) flight->recs[flight->n - 1].commit_lsn);
 	rows_shipped += flight->n;
@@ -343,13 +343,13 @@ write_stdout(Batch *b)
 	{
 		if (fwrite(b->recs[i].data, 1, b->recs[i].len, stdout) != b->recs[i].len)
 		{
-			pg_log_error("could not write to standard output: %m");
+			log_error("could not write to standard output: %m");
 			return false;
 		}
 	}
 	if (fflush(stdout) != 0)
 	{
-		pg_log_error("could not write to standard output: %m");
+		log_error("could not write to standard output: %m");
 		return false;
 	}
 	return true;

@@ -18,7 +18,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "common/string.h"
 #include "dispatch.h"
 #include "getopt_long.h"
@@ -71,6 +71,8 @@ typedef struct Positions
 static Positions pos;
 static ReplConnParams params;	/* how to connect */
 static double last_health = 0;	/* when the slot's state was last read */
+static double last_row_at = 0;	/* when a row last arrived from the slot */
+static double last_heartbeat = 0;	/* when --heartbeat last wrote one */
 static MetricsState mstate;		/* what /metrics shows, published by publish_metrics */
 static double last_publish = 0;
 
@@ -168,7 +170,7 @@ shipper_tick(void)
 				shutdown_deadline = now + opts.shutdown_timeout;
 			if (now >= shutdown_deadline)
 			{
-				pg_log_warning("--shutdown-timeout (%d s) reached with deliveries in flight",
+				log_warning("--shutdown-timeout (%d s) reached with deliveries in flight",
 							   opts.shutdown_timeout);
 				delivery_abort = 1;
 			}
@@ -234,7 +236,7 @@ s3_flush_now(void)
 	ShipResult	r = s3_flush(&s3, &delivery_abort);
 
 	if (r == SHIP_STOPPED)
-		pg_log_warning("stopping with S3 objects unwritten; their rows will be shipped again on restart");
+		log_warning("stopping with S3 objects unwritten; their rows will be shipped again on restart");
 	return r == SHIP_OK;
 }
 
@@ -262,22 +264,28 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	RowFields f;
 	uint64_t	commit_lsn;
 	size_t		record_bytes;
+	bool		is_message;
 
-	if (!rowscan(row, len, &f) || f.schema.start == NULL || f.table.start == NULL ||
-		f.schema.start[0] != '"' || f.table.start[0] != '"')
+	if (!rowscan(row, len, &f))
+		f.schema.start = f.table.start = f.prefix.start = NULL;
+	/* A message row (plugin option include_messages): no table, a prefix. */
+	is_message = f.schema.start == NULL && f.prefix.start != NULL && f.prefix.start[0] == '"';
+	if (!is_message &&
+		(f.schema.start == NULL || f.table.start == NULL ||
+		 f.schema.start[0] != '"' || f.table.start[0] != '"'))
 	{
-		pg_log_error("row at %X/%X is not a fundrecs_decoder row: %.*s",
+		log_error("row at %X/%X is not a fundrecs_decoder row: %.*s",
 					 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn,
 					 (int) Min(len, 200), row);
-		pg_log_error_hint("Was the slot created with the plugin fundrecs_decoder?");
+		log_error_hint("Was the slot created with the plugin fundrecs_decoder?");
 		return ROW_FATAL;
 	}
 	if (f.commit_lsn.start == NULL ||
 		!rowscan_parse_lsn(f.commit_lsn.start, f.commit_lsn.len, &commit_lsn))
 	{
-		pg_log_error("row at %X/%X has no commit_lsn",
+		log_error("row at %X/%X has no commit_lsn",
 					 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn);
-		pg_log_error_hint("Do not pass -o include_lsn=false to the shipper.");
+		log_error_hint("Do not pass -o include_lsn=false to the shipper.");
 		return ROW_FATAL;
 	}
 
@@ -289,7 +297,7 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	{
 		if (commit_lsn < pos.last_txn)
 		{
-			pg_log_error("rows arrived out of commit order (%X/%X after %X/%X)",
+			log_error("rows arrived out of commit order (%X/%X after %X/%X)",
 						 (uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn,
 						 (uint32_t) (pos.last_txn >> 32), (uint32_t) pos.last_txn);
 			return ROW_FATAL;
@@ -299,7 +307,9 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	}
 
 	/* Only Kinesis needs a partition key. */
-	if (opts.ship_kinesis)
+	if (opts.ship_kinesis && is_message)
+		kinesis_message_partition_key(f.prefix.start, f.prefix.len, &pkey_buf);
+	else if (opts.ship_kinesis)
 		kinesis_partition_key(f.schema.start, f.schema.len, f.table.start, f.table.len,
 							  f.key.start, f.key.len, &pkey_buf);
 	else
@@ -309,14 +319,25 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	/* Aggregated, a row also carries the record's framing (about 64 bytes). */
 	if (opts.ship_kinesis && record_bytes + (opts.aggregate ? 64 : 0) > KINESIS_MAX_RECORD_BYTES)
 	{
-		pg_log_error("row at %X/%X of table %.*s.%.*s is %zu bytes, over Kinesis's limit of %d bytes per record",
+		if (is_message)
+		{
+			log_error("message at %X/%X with prefix %.*s is %zu bytes, over Kinesis's limit of %d bytes per record",
+						 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn,
+						 (int) f.prefix.len, f.prefix.start,
+						 record_bytes, KINESIS_MAX_RECORD_BYTES);
+			log_error_detail("Nothing at or after this message's transaction (commit %X/%X) is confirmed.",
+								(uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn);
+			log_error_hint("Leave its prefix out of the plugin option message_prefixes, ship to S3 alone, or write smaller messages.");
+			return ROW_FATAL;
+		}
+		log_error("row at %X/%X of table %.*s.%.*s is %zu bytes, over Kinesis's limit of %d bytes per record",
 					 (uint32_t) (change_lsn >> 32), (uint32_t) change_lsn,
 					 (int) f.schema.len - 2, f.schema.start + 1,
 					 (int) f.table.len - 2, f.table.start + 1,
 					 record_bytes, KINESIS_MAX_RECORD_BYTES);
-		pg_log_error_detail("Nothing at or after this row's transaction (commit %X/%X) is confirmed.",
+		log_error_detail("Nothing at or after this row's transaction (commit %X/%X) is confirmed.",
 							(uint32_t) (commit_lsn >> 32), (uint32_t) commit_lsn);
-		pg_log_error_hint("Leave the large column out with the plugin option exclude_columns=%.*s.%.*s.COLUMN, ship to S3 alone (--target s3 has no per-row limit), or shrink the row.",
+		log_error_hint("Leave the large column out with the plugin option exclude_columns=%.*s.%.*s.COLUMN, ship to S3 alone (--target s3 has no per-row limit), or shrink the row.",
 						  (int) f.schema.len - 2, f.schema.start + 1,
 						  (int) f.table.len - 2, f.table.start + 1);
 		return ROW_FATAL;
@@ -327,7 +348,10 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 		char		route[128];
 		char		dt[11];
 
-		row_route(&f, route, sizeof(route));
+		if (is_message)
+			strlcpy(route, "_messages", sizeof(route));
+		else
+			row_route(&f, route, sizeof(route));
 		row_date(&f, dt);
 		s3_add(&s3, route, dt, row, len, commit_lsn, pos.prev_txn);
 		if (s3.buffered >= (size_t) Min(opts.flush_bytes, opts.max_buffer_bytes) &&
@@ -497,16 +521,16 @@ check_slot_health(void)
 
 	if (strcmp(h.wal_status, "lost") == 0)
 	{
-		pg_log_error("replication slot \"%s\" has been invalidated: the server removed WAL it still needed",
+		log_error("replication slot \"%s\" has been invalidated: the server removed WAL it still needed",
 					 opts.slot);
-		pg_log_error_detail("Its WAL went past max_slot_wal_keep_size while the slot was behind (confirmed up to %X/%X). The changes after that position are gone from the server, so shipping cannot go on without a gap.",
+		log_error_detail("Its WAL went past max_slot_wal_keep_size while the slot was behind (confirmed up to %X/%X). The changes after that position are gone from the server, so shipping cannot go on without a gap.",
 							(uint32_t) (h.confirmed_lsn >> 32), (uint32_t) h.confirmed_lsn);
-		pg_log_error_hint("Drop the slot (SELECT pg_drop_replication_slot('%s')) and start the shipper again with --create-slot: the new slot ships every row as its initial load. To keep it from happening again, raise max_slot_wal_keep_size and watch --max-retained-wal.",
+		log_error_hint("Drop the slot (SELECT pg_drop_replication_slot('%s')) and start the shipper again with --create-slot: the new slot ships every row as its initial load. To keep it from happening again, raise max_slot_wal_keep_size and watch --max-retained-wal.",
 						  opts.slot);
 		exit(1);
 	}
 	if (strcmp(h.wal_status, "unreserved") == 0 && strcmp(last_status, "unreserved") != 0)
-		pg_log_warning("replication slot \"%s\" holds more WAL than max_slot_wal_keep_size allows (%s retained): the next checkpoint may invalidate it unless the shipper catches up",
+		log_warning("replication slot \"%s\" holds more WAL than max_slot_wal_keep_size allows (%s retained): the next checkpoint may invalidate it unless the shipper catches up",
 					   opts.slot, pretty_bytes(h.retained, b1, sizeof(b1)));
 	strlcpy(last_status, h.wal_status, sizeof(last_status));
 
@@ -518,12 +542,12 @@ check_slot_health(void)
 			if (warned_retained_at == 0 || now - warned_retained_at >= 60)
 			{
 				if (h.has_safe_size)
-					pg_log_warning("replication slot \"%s\" retains %s of WAL, over --max-retained-wal (%s); %s more before max_slot_wal_keep_size invalidates it",
+					log_warning("replication slot \"%s\" retains %s of WAL, over --max-retained-wal (%s); %s more before max_slot_wal_keep_size invalidates it",
 								   opts.slot, pretty_bytes(h.retained, b1, sizeof(b1)),
 								   pretty_bytes(opts.max_retained_wal, b2, sizeof(b2)),
 								   pretty_bytes(h.safe_wal_size, b3, sizeof(b3)));
 				else
-					pg_log_warning("replication slot \"%s\" retains %s of WAL, over --max-retained-wal (%s)",
+					log_warning("replication slot \"%s\" retains %s of WAL, over --max-retained-wal (%s)",
 								   opts.slot, pretty_bytes(h.retained, b1, sizeof(b1)),
 								   pretty_bytes(opts.max_retained_wal, b2, sizeof(b2)));
 				warned_retained_at = now;
@@ -532,7 +556,7 @@ check_slot_health(void)
 		}
 		else if (warned_retained_at != 0)
 		{
-			pg_log_info("replication slot \"%s\" retains %s of WAL, under --max-retained-wal again",
+			log_info("replication slot \"%s\" retains %s of WAL, under --max-retained-wal again",
 						opts.slot, pretty_bytes(h.retained, b1, sizeof(b1)));
 			warned_retained_at = 0;
 		}
@@ -557,6 +581,7 @@ stream_loop(ReplConn *rc)
 	LoopResult	result = LOOP_DONE;
 
 	last_status = 0;
+	last_row_at = now_seconds();
 	tick_rc = rc;
 	mstate.connected = true;
 
@@ -575,6 +600,7 @@ stream_loop(ReplConn *rc)
 			break;
 		}
 		notify_watchdog();
+		log_set_lsn(pos.confirmed);
 
 		/* A delivery that finished: its rows may now be confirmed. */
 		if (!dispatch_poll())
@@ -646,6 +672,18 @@ stream_loop(ReplConn *rc)
 						  dispatch_held_rows());
 		}
 
+		/*
+		 * --heartbeat: nothing arrived for that long, so write a change the
+		 * slot decodes; confirming past it moves restart_lsn on.
+		 */
+		if (opts.heartbeat > 0 && now - last_row_at >= opts.heartbeat &&
+			now - last_heartbeat >= opts.heartbeat)
+		{
+			if (slot_heartbeat(&params))
+				mstate.heartbeats++;
+			last_heartbeat = now;
+		}
+
 		/* --endpos: everything up to it has been received. */
 		if (opts.endpos != 0 && pos.processed >= opts.endpos)
 			break;
@@ -664,6 +702,8 @@ stream_loop(ReplConn *rc)
 				wait = Min(wait, first_at + opts.linger_ms / 1000.0 - now);
 			if (opts.ship_s3 && s3_has_rows(&s3))
 				wait = Min(wait, s3.first_at + opts.flush_seconds - now);
+			if (opts.heartbeat > 0)
+				wait = Min(wait, Max(last_row_at, last_heartbeat) + opts.heartbeat - now);
 			if (wait < 0)
 				wait = 0;
 			if (stream_wait(rc, wait, dispatch_busy() ? dispatch_wake_fd() : -1) < 0)
@@ -691,7 +731,10 @@ stream_loop(ReplConn *rc)
 		}
 		else if (msg.type == 'w')
 		{
-			RowResult rr = handle_row(msg.data, msg.len, msg.data_start, false);
+			RowResult rr;
+
+			last_row_at = now_seconds();
+			rr = handle_row(msg.data, msg.len, msg.data_start, false);
 
 			if (rr == ROW_FATAL)
 			{
@@ -783,38 +826,38 @@ check_plugin_options(const ReplConnParams *params)
 		if (state && (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0))
 		{
 			if (opts.verbosity > 0)
-				pg_log_info("fundrecs extension 1.2 not in the database: plugin options not checked before starting");
+				log_info("fundrecs extension 1.2 not in the database: plugin options not checked before starting");
 		}
 		else if (state && strncmp(state, "22", 2) == 0)
 		{
-			pg_log_error("invalid plugin options: %s", PQresultErrorMessage(res));
+			log_error("invalid plugin options: %s", PQresultErrorMessage(res));
 			PQclear(res);
 			PQfinish(conn);
 			exit(2);
 		}
 		else if (state && strcmp(state, "42703") == 0)
 		{
-			pg_log_error("%s", PQresultErrorMessage(res));
+			log_error("%s", PQresultErrorMessage(res));
 			PQclear(res);
 			PQfinish(conn);
 			exit(2);
 		}
 		else
-			pg_log_warning("could not check the plugin options: %s", PQerrorMessage(conn));
+			log_warning("could not check the plugin options: %s", PQerrorMessage(conn));
 	}
 	else if (PQntuples(res) > 0)
 	{
 		for (int i = 0; i < PQntuples(res); i++)
 		{
 			if (opts.allow_no_tables)
-				pg_log_warning("%s", PQgetvalue(res, i, 0));
+				log_warning("%s", PQgetvalue(res, i, 0));
 			else
-				pg_log_error("%s", PQgetvalue(res, i, 0));
+				log_error("%s", PQgetvalue(res, i, 0));
 		}
 		if (!opts.allow_no_tables)
 		{
-			pg_log_error_detail("Changes of such tables would be confirmed without being shipped.");
-			pg_log_error_hint("Check the plugin options \"tables\" and \"orders_table\" (-o), or pass --allow-no-tables to start anyway.");
+			log_error_detail("Changes of such tables would be confirmed without being shipped.");
+			log_error_hint("Check the plugin options \"tables\" and \"orders_table\" (-o), or pass --allow-no-tables to start anyway.");
 			PQclear(res);
 			PQfinish(conn);
 			exit(2);
@@ -863,7 +906,7 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 		if (status == LOAD_UNFINISHED)
 		{
 			/* We hold the lock: the loader of that slot is gone. */
-			pg_log_warning("the initial load of slot \"%s\" did not finish; loading again with a new slot",
+			log_warning("the initial load of slot \"%s\" did not finish; loading again with a new slot",
 						   opts.slot);
 			if (!drop_slot(sql, opts.slot))
 				return false;
@@ -871,8 +914,8 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 		}
 		else if (status == LOAD_UNSUPPORTED && create)
 		{
-			pg_log_error("the initial load needs the fundrecs extension, version 1.1 or later, in this database");
-			pg_log_error_hint("Run ALTER EXTENSION fundrecs UPDATE (or CREATE EXTENSION fundrecs), or pass --no-load.");
+			log_error("the initial load needs the fundrecs extension, version 1.1 or later, in this database");
+			log_error_hint("Run ALTER EXTENSION fundrecs UPDATE (or CREATE EXTENSION fundrecs), or pass --no-load.");
 			return false;
 		}
 		/* Written before the slot exists: a kill from here on is seen. */
@@ -885,7 +928,7 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 		PGconn	   *c = db_connect(params, false);
 
 		if (c != NULL && load_status(c, opts.slot) == LOAD_UNFINISHED)
-			pg_log_warning("the initial load of slot \"%s\" did not finish and --no-load leaves it unfinished",
+			log_warning("the initial load of slot \"%s\" did not finish and --no-load leaves it unfinished",
 						   opts.slot);
 		if (c != NULL)
 			PQfinish(c);
@@ -897,7 +940,7 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 								&created, &consistent, &snapshot, &stop_requested))
 			ok = false;
 		else if (created && opts.verbosity >= 0)
-			pg_log_info("created replication slot \"%s\" at %X/%X", opts.slot,
+			log_info("created replication slot \"%s\" at %X/%X", opts.slot,
 						(uint32_t) (consistent >> 32), (uint32_t) consistent);
 		/*
 		 * Not created (it existed, or an error): it is not ours to load,
@@ -960,8 +1003,8 @@ setup_targets(void)
 	}
 	if (region == NULL)
 	{
-		pg_log_error("no AWS region specified");
-		pg_log_error_hint("Use --region, set AWS_REGION, or set a region in the AWS profile.");
+		log_error("no AWS region specified");
+		log_error_hint("Use --region, set AWS_REGION, or set a region in the AWS profile.");
 		exit(2);
 	}
 	if (opts.ship_kinesis)
@@ -971,13 +1014,13 @@ setup_targets(void)
 						   opts.max_in_flight);
 		if (err != NULL)
 		{
-			pg_log_error("%s", err);
+			log_error("%s", err);
 			exit(2);
 		}
 		kinesis.call_records = opts.batch_records;
 		kinesis.call_bytes = (size_t) opts.batch_bytes;
 		if (opts.verbosity > 0)
-			pg_log_info("AWS credentials from %s, region %s, endpoint %s",
+			log_info("AWS credentials from %s, region %s, endpoint %s",
 						kinesis.creds.source, region, kinesis.endpoint);
 	}
 	if (opts.ship_s3)
@@ -988,11 +1031,11 @@ setup_targets(void)
 					  opts.gzip, opts.ca_file, opts.request_timeout_ms, opts.retry_timeout);
 		if (err != NULL)
 		{
-			pg_log_error("%s", err);
+			log_error("%s", err);
 			exit(2);
 		}
 		if (opts.verbosity > 0)
-			pg_log_info("S3: bucket %s, prefix \"%s\", endpoint %s (%s-style), credentials from %s",
+			log_info("S3: bucket %s, prefix \"%s\", endpoint %s (%s-style), credentials from %s",
 						s3.bucket, s3.prefix, s3.endpoint,
 						s3.path_style ? "path" : "virtual-host", s3.creds.source);
 	}
@@ -1009,6 +1052,16 @@ main(int argc, char **argv)
 
 	parse_options(argc, argv);
 
+	/* Every JSON log line says which slot and target it is about. */
+	log_set_context("slot", opts.slot);
+	log_set_context("target", opts.ship_stdout ? "stdout" :
+					opts.ship_kinesis && opts.ship_s3 ? "kinesis,s3" :
+					opts.ship_kinesis ? "kinesis" : "s3");
+	if (opts.stream != NULL || opts.stream_arn != NULL)
+		log_set_context("stream", opts.stream != NULL ? opts.stream : opts.stream_arn);
+	if (opts.s3_url != NULL)
+		log_set_context("s3_url", opts.s3_url);
+
 	setup_targets();
 
 	if (opts.metrics_address)
@@ -1022,10 +1075,10 @@ main(int argc, char **argv)
 
 		if (err != NULL)
 		{
-			pg_log_error("%s", err);
+			log_error("%s", err);
 			exit(1);
 		}
-		pg_log_info("serving metrics on http://%s/metrics (port %d) and /healthz",
+		log_info("serving metrics on http://%s/metrics (port %d) and /healthz",
 					opts.metrics_address, port);
 	}
 
@@ -1075,7 +1128,7 @@ main(int argc, char **argv)
 		if (kinesis_load_shard_map(&kinesis, &stop_requested) != SHIP_OK)
 			exit(stop_requested ? 0 : 1);
 		if (opts.verbosity > 0)
-			pg_log_info("aggregating into %d open shards, records of at most %ld bytes",
+			log_info("aggregating into %d open shards, records of at most %ld bytes",
 						kinesis.map.nshards, opts.aggregate_bytes);
 	}
 	if (opts.ship_s3 && s3_check_bucket(&s3, &stop_requested) != SHIP_OK)
@@ -1144,7 +1197,7 @@ main(int argc, char **argv)
 		if (rc != NULL)
 		{
 			if (opts.verbosity > 0)
-				pg_log_info("streaming from slot \"%s\" at %X/%X", opts.slot,
+				log_info("streaming from slot \"%s\" at %X/%X", opts.slot,
 							(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
 			pos.processed = pos.last_txn = pos.prev_txn = pos.confirmed;
 			streaming_grace = true;
@@ -1182,10 +1235,10 @@ main(int argc, char **argv)
 			free(stream_error);
 			if (same_failures >= MAX_SAME_STREAM_FAILURES)
 			{
-				pg_log_error("the stream failed %d times in a row at %X/%X with the same error",
+				log_error("the stream failed %d times in a row at %X/%X with the same error",
 							 same_failures, (uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
-				pg_log_error_detail("%s", last_failure);
-				pg_log_error_hint("The server cannot decode the change after this position; fix its cause (see the error), then start the shipper again.");
+				log_error_detail("%s", last_failure);
+				log_error_hint("The server cannot decode the change after this position; fix its cause (see the error), then start the shipper again.");
 				exit(1);
 			}
 		}
@@ -1194,12 +1247,12 @@ main(int argc, char **argv)
 		{
 			if (!stop_requested)
 			{
-				pg_log_error("connection to the server was lost and --no-loop is set");
+				log_error("connection to the server was lost and --no-loop is set");
 				exit_code = 1;
 			}
 			break;
 		}
-		pg_log_info("reconnecting in %d s", RECONNECT_SLEEP_SECS);
+		log_info("reconnecting in %d s", RECONNECT_SLEEP_SECS);
 		notify_status(true, "connection lost; reconnecting in %d s", RECONNECT_SLEEP_SECS);
 		for (int i = 0; i < RECONNECT_SLEEP_SECS * 10 && !stop_requested; i++)
 		{
@@ -1211,18 +1264,18 @@ main(int argc, char **argv)
 	}
 
 	if (opts.verbosity > 0 || (opts.verbosity == 0 && exit_code == 0 && opts.endpos != 0))
-		pg_log_info("shipped %llu rows, confirmed up to %X/%X",
+		log_info("shipped %llu rows, confirmed up to %X/%X",
 					(unsigned long long) dispatch_rows_shipped(),
 					(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
 	if (opts.ship_kinesis && opts.verbosity > 0)
-		pg_log_info("%llu PutRecords calls, %llu Kinesis records, %llu retried calls, %llu retried records, %llu throttled records",
+		log_info("%llu PutRecords calls, %llu Kinesis records, %llu retried calls, %llu retried records, %llu throttled records",
 					(unsigned long long) kinesis.calls,
 					(unsigned long long) kinesis.records_sent,
 					(unsigned long long) kinesis.retried_calls,
 					(unsigned long long) kinesis.retried_records,
 					(unsigned long long) kinesis.throttled_records);
 	if (opts.ship_kinesis && opts.aggregate && opts.verbosity > 0)
-		pg_log_info("%llu rows in aggregated records (%.1f rows per record), %llu records sent again after resharding",
+		log_info("%llu rows in aggregated records (%.1f rows per record), %llu records sent again after resharding",
 					(unsigned long long) kinesis.rows_aggregated,
 					kinesis.records_sent ? (double) kinesis.rows_aggregated / kinesis.records_sent : 0.0,
 					(unsigned long long) kinesis.aggregates_resent);

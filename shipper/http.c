@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "http.h"
 #include "options.h"
 #include "retry.h"
@@ -262,9 +262,9 @@ http_transport_failure(HttpClient *client, const char *endpoint, HttpResponse *r
 {
 	if (http_error_is_permanent(resp))
 	{
-		pg_log_error("could not connect to %s: %s", endpoint, resp->error);
+		log_error("could not connect to %s: %s", endpoint, resp->error);
 		if (strncmp(endpoint, "https:", 6) == 0)
-			pg_log_error_hint("Give the endpoint's CA certificate with --ca-file.");
+			log_error_hint("Give the endpoint's CA certificate with --ca-file.");
 		return NULL;
 	}
 	http_client_reset_connection(client);
@@ -341,11 +341,11 @@ http_signed_headers(const SigV4Header *h, int nh, const char *authorization)
 void
 http_report_wrong_endpoint(const char *endpoint, const HttpResponse *resp)
 {
-	pg_log_error("could not reach %s: %s", endpoint, resp->error);
+	log_error("could not reach %s: %s", endpoint, resp->error);
 	if (resp->curl_code == CURLE_COULDNT_RESOLVE_HOST)
-		pg_log_error_hint("Check the endpoint URL: its host name does not resolve.");
+		log_error_hint("Check the endpoint URL: its host name does not resolve.");
 	else
-		pg_log_error_hint("Check the endpoint URL: its scheme (http or https) must match what the port serves.");
+		log_error_hint("Check the endpoint URL: its scheme (http or https) must match what the port serves.");
 }
 
 /*

@@ -21,7 +21,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "kinesis.h"
 #include "retry.h"
 #include "sigv4.h"
@@ -119,6 +119,26 @@ kinesis_partition_key(const char *schema, size_t schema_len,
 	}
 }
 
+/*
+ * A message row's partition key: "message:" and its prefix (the JSON
+ * string's contents as written), hashed like a row's when too long.
+ */
+void
+kinesis_message_partition_key(const char *prefix, size_t prefix_len, PQExpBuffer out)
+{
+	resetPQExpBuffer(out);
+	appendPQExpBufferStr(out, "message:");
+	appendBinaryPQExpBuffer(out, prefix + 1, prefix_len - 2);
+	if (out->len > KINESIS_MAX_KEY_CHARS)
+	{
+		char		hex[65];
+
+		sigv4_sha256_hex(out->data, out->len, hex);
+		resetPQExpBuffer(out);
+		appendPQExpBufferStr(out, hex);
+	}
+}
+
 /* "StreamARN":"..." or "StreamName":"...", as the stream was given. */
 static void
 append_stream_field(KinesisTarget *k, PQExpBuffer body)
@@ -151,7 +171,7 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 		appendPQExpBufferStr(body, "{\"Data\":\"");
 		if (!enlargePQExpBuffer(body, b64len + 1))
 		{
-			pg_log_error("out of memory");
+			log_error("out of memory");
 			exit(1);
 		}
 		EVP_EncodeBlock((unsigned char *) body->data + body->len,
@@ -205,7 +225,7 @@ kinesis_signed_headers(KinesisTarget *k, const char *operation, const char *body
 	req.amz_date = amz_date;
 	if (!sigv4_sign(&req, &sig))
 	{
-		pg_log_error("out of memory");
+		log_error("out of memory");
 		exit(1);
 	}
 	headers = http_signed_headers(h, nh, sig.authorization);
@@ -379,19 +399,19 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
 						   code ? ": " : "", code ? code : "",
 						   message ? ": " : "", message ? message : "");
 	else if (code != NULL && strcmp(code, "ResourceNotFoundException") == 0)
-		pg_log_error("Kinesis stream \"%s\" does not exist at %s",
+		log_error("Kinesis stream \"%s\" does not exist at %s",
 					 stream_label(k), k->endpoint);
 	else
 	{
-		pg_log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
+		log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
 					 k->endpoint, resp->status, code ? ": " : "",
 					 code ? code : "", message ? ": " : "", message ? message : "");
 		if (aws_error_is_clock_skew(code, message))
-			pg_log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
+			log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
 		else if (code != NULL && (strcmp(code, "UnrecognizedClientException") == 0 ||
 								  strcmp(code, "InvalidSignatureException") == 0 ||
 								  strcmp(code, "AccessDeniedException") == 0))
-			pg_log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
+			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
 							  k->creds.source);
 	}
 	free(code);
@@ -477,7 +497,7 @@ put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
 					failed[i] = i;
 			}
 			else if (*fatal)
-				pg_log_error("Kinesis refused records for stream \"%s\": %s: %s",
+				log_error("Kinesis refused records for stream \"%s\": %s: %s",
 							 stream_label(k), code, message ? message : "");
 			else if (nfailed > 0)
 				call_problem = psprintf("%d of %d records failed (%s: %s)", nfailed, n,
@@ -731,7 +751,7 @@ list_attempt(void *arg, int attempt, char **problem)
 			if (*problem != NULL)
 				return CALL_RETRY;
 			if (reached && ls->resp.status == 400)
-				pg_log_error_hint("--aggregate needs kinesis:ListShards on the stream.");
+				log_error_hint("--aggregate needs kinesis:ListShards on the stream.");
 			return CALL_FATAL;
 		}
 		next = parse_list_shards(ls->resp.body.data, ls->resp.body.len, &ls->map, &malformed);
@@ -771,7 +791,7 @@ kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop)
 	}
 	if (ls.map.nshards == 0)
 	{
-		pg_log_error("stream \"%s\" has no open shard", stream_label(k));
+		log_error("stream \"%s\" has no open shard", stream_label(k));
 		return SHIP_FATAL;
 	}
 	kpl_map_sort(&ls.map);
@@ -930,16 +950,16 @@ send_waves(KinesisTarget *k, ShipRecord *recs, AggBuild *aggs, int naggs, bool *
 				not_before[s] = now_seconds() + retry_backoff_ms(attempts[s]) / 1000.0;
 				if (k->retry_timeout_s > 0 && now - failing_since[s] > k->retry_timeout_s)
 				{
-					pg_log_error("giving up on shard %s of stream \"%s\" after %d attempts in %d s: %s",
+					log_error("giving up on shard %s of stream \"%s\" after %d attempts in %d s: %s",
 								 k->map.shards[s].id, stream_label(k), attempts[s],
 								 k->retry_timeout_s, problem);
 					result = SHIP_FATAL;
 				}
 			}
 			if (retries == 1 || retries % 10 == 0)
-				pg_log_warning("%s; retrying those shards", problem);
+				log_warning("%s; retrying those shards", problem);
 			else
-				pg_log_info("%s; retrying those shards", problem);
+				log_info("%s; retrying those shards", problem);
 		}
 		free(problem);
 		if (result == SHIP_OK && ((stop && *stop) || wait_tick()))
@@ -1092,13 +1112,13 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 		ntodo = nagain;
 		if (nmismatched > 0)
 		{
-			pg_log_warning("stream \"%s\" was resharded: %d aggregated records landed in another shard than predicted; reading the shards again and sending their %d rows again",
+			log_warning("stream \"%s\" was resharded: %d aggregated records landed in another shard than predicted; reading the shards again and sending their %d rows again",
 						   stream_label(k), nmismatched, nagain);
 			k->aggregates_resent += nmismatched;
 			k->map_loaded_at = 0;
 			if (++rounds > 10)
 			{
-				pg_log_error("the shard map of stream \"%s\" keeps changing", stream_label(k));
+				log_error("the shard map of stream \"%s\" keeps changing", stream_label(k));
 				result = SHIP_FATAL;
 			}
 		}

@@ -105,4 +105,8 @@ extern void kinesis_partition_key(const char *schema, size_t schema_len,
 								  const char *key, size_t key_len,
 								  PQExpBuffer out);
 
+/* A message row's partition key: "message:PREFIX". */
+extern void kinesis_message_partition_key(const char *prefix, size_t prefix_len,
+										  PQExpBuffer out);
+
 #endif							/* KINESIS_H */

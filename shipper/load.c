@@ -34,7 +34,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "libpq-fe.h"
 #include "load.h"
 #include "pqexpbuffer.h"
@@ -75,7 +75,7 @@ exec_ok(PGconn *conn, const char *sql, int nparams, const char *const *values,
 	bool		ok = PQresultStatus(res) == want;
 
 	if (!ok)
-		pg_log_error("%s failed: %s", what, PQerrorMessage(conn));
+		log_error("%s failed: %s", what, PQerrorMessage(conn));
 	PQclear(res);
 	return ok;
 }
@@ -98,7 +98,7 @@ load_status(PGconn *conn, const char *slot)
 			status = LOAD_UNSUPPORTED;
 		else
 		{
-			pg_log_error("could not read the initial load's state: %s", PQerrorMessage(conn));
+			log_error("could not read the initial load's state: %s", PQerrorMessage(conn));
 			status = LOAD_ERROR;
 		}
 	}
@@ -139,7 +139,7 @@ load_lock(PGconn *conn, const char *slot, volatile sig_atomic_t *stop)
 
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
-			pg_log_error("could not take the load lock of slot \"%s\": %s", slot,
+			log_error("could not take the load lock of slot \"%s\": %s", slot,
 						 PQerrorMessage(conn));
 			PQclear(res);
 			return LOAD_LOCK_ERROR;
@@ -166,9 +166,9 @@ load_lock(PGconn *conn, const char *slot, volatile sig_atomic_t *stop)
 				!PQgetisnull(res, 0, 0))
 				holder = pg_strdup(PQgetvalue(res, 0, 0));
 			PQclear(res);
-			pg_log_warning("another fundrecs_shipper is preparing or loading slot \"%s\"%s%s; waiting for it",
+			log_warning("another fundrecs_shipper is preparing or loading slot \"%s\"%s%s; waiting for it",
 						   slot, holder ? ": server process " : "", holder ? holder : "");
-			pg_log_warning_detail("Two shippers of one slot would race; this one goes on when the other one streams or exits.");
+			log_warning_detail("Two shippers of one slot would race; this one goes on when the other one streams or exits.");
 			free(holder);
 			last_report = now_seconds();
 		}
@@ -226,14 +226,14 @@ update_one_row(PGconn *conn, const char *sql, int nparams, const char *const *va
 
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 	{
-		pg_log_error("%s failed: %s", what, PQerrorMessage(conn));
+		log_error("%s failed: %s", what, PQerrorMessage(conn));
 		ok = false;
 	}
 	else if (strcmp(PQcmdTuples(res), "1") != 0)
 	{
-		pg_log_error("the load state of slot \"%s\" was changed by another process", slot);
-		pg_log_error_detail("Another shipper or an operator recreated the slot or its state during this load; this process does not stream from a slot it did not load.");
-		pg_log_error_hint("Run one fundrecs_shipper per slot; restart this one to load again if needed.");
+		log_error("the load state of slot \"%s\" was changed by another process", slot);
+		log_error_detail("Another shipper or an operator recreated the slot or its state during this load; this process does not stream from a slot it did not load.");
+		log_error_hint("Run one fundrecs_shipper per slot; restart this one to load again if needed.");
 		ok = false;
 	}
 	PQclear(res);
@@ -251,14 +251,14 @@ report_progress(const char *table, uint64_t done, uint64_t estimate, double star
 	double		rate = secs > 0 ? done / secs : 0;
 
 	if (final)
-		pg_log_info("initial load: %llu rows in %.1f s (%.0f rows/s)",
+		log_info("initial load: %llu rows in %.1f s (%.0f rows/s)",
 					(unsigned long long) done, secs, rate);
 	else if (estimate > done && rate > 0)
-		pg_log_info("initial load: %llu of ~%llu rows (%s), %.0f rows/s, ETA %.0f s",
+		log_info("initial load: %llu of ~%llu rows (%s), %.0f rows/s, ETA %.0f s",
 					(unsigned long long) done, (unsigned long long) estimate, table, rate,
 					(estimate - done) / rate);
 	else
-		pg_log_info("initial load: %llu rows (%s), %.0f rows/s",
+		log_info("initial load: %llu rows (%s), %.0f rows/s",
 					(unsigned long long) done, table, rate);
 }
 
@@ -316,7 +316,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 						  1, NULL, values, NULL, NULL, 0);
 	if (PQresultStatus(tables) != PGRES_TUPLES_OK)
 	{
-		pg_log_error("could not list the tables to load: %s", PQerrorMessage(conn));
+		log_error("could not list the tables to load: %s", PQerrorMessage(conn));
 		PQclear(tables);
 		return false;
 	}
@@ -324,7 +324,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 		estimate += strtoull(PQgetvalue(tables, i, 1), NULL, 10);
 	load_rows_estimate = estimate;
 	if (lp->progress)
-		pg_log_info("initial load of %d tables (~%llu rows) at %s", PQntuples(tables),
+		log_info("initial load of %d tables (~%llu rows) at %s", PQntuples(tables),
 					(unsigned long long) estimate, lsn);
 
 	for (int i = 0; ok && i < PQntuples(tables); i++)
@@ -339,7 +339,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 							   3, NULL, values, NULL, NULL, 0) ||
 			!PQsetSingleRowMode(conn))
 		{
-			pg_log_error("could not load table %s: %s", table, PQerrorMessage(conn));
+			log_error("could not load table %s: %s", table, PQerrorMessage(conn));
 			ok = false;
 			break;
 		}
@@ -375,7 +375,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 			}
 			else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && ok && !cancelled)
 			{
-				pg_log_error("could not load table %s: %s", table, PQerrorMessage(conn));
+				log_error("could not load table %s: %s", table, PQerrorMessage(conn));
 				ok = false;
 			}
 			PQclear(res);
@@ -384,7 +384,7 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 			ok = false;
 	}
 	if (stop && *stop)
-		pg_log_warning("stopping during the initial load; it is done again on restart");
+		log_warning("stopping during the initial load; it is done again on restart");
 	PQclear(tables);
 	free(options);
 

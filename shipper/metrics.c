@@ -122,6 +122,7 @@ render(PQExpBuffer b, const MetricsState *s, const char *server)
 			one(b, "fundrecs_shipper_slot_safe_wal_size_bytes", "gauge", "WAL that may still be written before the slot is invalidated (max_slot_wal_keep_size).", (double) s->safe_wal_size);
 	}
 	one(b, "fundrecs_shipper_retained_wal_warnings_total", "counter", "Times the slot was found over --max-retained-wal.", (double) s->retained_wal_warnings);
+	one(b, "fundrecs_shipper_heartbeats_total", "counter", "Heartbeat messages written (--heartbeat).", (double) s->heartbeats);
 	one(b, "fundrecs_shipper_load_rows_total", "counter", "Rows read by the initial load.", (double) s->load_rows);
 	one(b, "fundrecs_shipper_load_estimated_rows", "gauge", "The planner's estimate of the initial load's rows.", (double) s->load_estimate);
 }

@@ -44,6 +44,7 @@ typedef struct MetricsState
 	bool		has_safe_wal_size;
 	int64_t		safe_wal_size;
 	uint64_t	retained_wal_warnings;
+	uint64_t	heartbeats;		/* --heartbeat messages written */
 } MetricsState;
 
 /*

@@ -7,7 +7,7 @@
  */
 #include "postgres_fe.h"
 
-#include "common/logging.h"
+#include "log.h"
 #include "libpq-fe.h"
 #include "metrics.h"
 #include "monitor.h"
@@ -47,7 +47,7 @@ slot_health_read(const ReplConnParams *params, const char *slot, SlotHealth *h)
 		conn = db_connect(params, false);
 		if (conn == NULL)
 		{
-			pg_log_warning("could not connect to read the state of slot \"%s\"", slot);
+			log_warning("could not connect to read the state of slot \"%s\"", slot);
 			return false;
 		}
 		PQclear(PQexec(conn, "SET application_name = 'fundrecs_shipper monitor'"));
@@ -58,7 +58,7 @@ slot_health_read(const ReplConnParams *params, const char *slot, SlotHealth *h)
 	res = PQexecParams(conn, health_sql, 1, NULL, values, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		pg_log_warning("could not read the state of slot \"%s\": %s", slot, PQerrorMessage(conn));
+		log_warning("could not read the state of slot \"%s\": %s", slot, PQerrorMessage(conn));
 		PQclear(res);
 		slot_health_close();
 		return false;
@@ -84,4 +84,51 @@ slot_health_close(void)
 	if (conn != NULL)
 		PQfinish(conn);
 	conn = NULL;
+}
+
+/*
+ * Writes a transactional logical decoding message with the prefix
+ * fundrecs_heartbeat (see --heartbeat): its commit is a change of this
+ * database that the slot decodes, so confirming it moves restart_lsn on
+ * when the captured tables are idle.  A non-transactional message would
+ * not.  The plugin never emits these messages unless asked by name.
+ * Returns false after a warning, at most one per kind of failure in a row.
+ */
+bool
+slot_heartbeat(const ReplConnParams *params)
+{
+	static bool warned = false;
+	PGresult   *res;
+
+	if (conn != NULL && PQstatus(conn) != CONNECTION_OK)
+		slot_health_close();
+	if (conn == NULL)
+	{
+		conn = db_connect(params, false);
+		if (conn == NULL)
+		{
+			if (!warned)
+				log_warning("could not connect to write a heartbeat");
+			warned = true;
+			return false;
+		}
+		PQclear(PQexec(conn, "SET application_name = 'fundrecs_shipper monitor'"));
+	}
+	res = PQexec(conn, "SELECT pg_catalog.pg_logical_emit_message(true, 'fundrecs_heartbeat', '')");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		if (!warned)
+		{
+			log_warning("could not write a heartbeat: %s", PQerrorMessage(conn));
+			log_warning_hint("--heartbeat needs a primary and EXECUTE on pg_logical_emit_message for the shipper's role.");
+		}
+		warned = true;
+		PQclear(res);
+		return false;
+	}
+	PQclear(res);
+	if (warned)
+		log_info("heartbeats are written again");
+	warned = false;
+	return true;
 }

@@ -32,6 +32,9 @@ typedef struct SlotHealth
  */
 extern bool slot_health_read(const ReplConnParams *params, const char *slot, SlotHealth *h);
 
+/* Writes a heartbeat message (--heartbeat); false after a warning. */
+extern bool slot_heartbeat(const ReplConnParams *params);
+
 /* Closes the connection, if any. */
 extern void slot_health_close(void);
 

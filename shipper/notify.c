@@ -14,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "notify.h"
 #include "retry.h"
 
@@ -32,7 +32,7 @@ send_message(const char *msg)
 	if (sock < 0)
 		return;
 	if (sendto(sock, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *) &addr, addrlen) < 0)
-		pg_log_debug("could not notify systemd: %m");
+		log_debug("could not notify systemd: %m");
 }
 
 void
@@ -48,7 +48,7 @@ notify_init(void)
 	len = strlen(path);
 	if ((path[0] != '/' && path[0] != '@') || len >= sizeof(addr.sun_path))
 	{
-		pg_log_warning("NOTIFY_SOCKET \"%s\" is not a socket path; not notifying systemd", path);
+		log_warning("NOTIFY_SOCKET \"%s\" is not a socket path; not notifying systemd", path);
 		return;
 	}
 	memset(&addr, 0, sizeof(addr));
@@ -60,7 +60,7 @@ notify_init(void)
 	sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (sock < 0)
 	{
-		pg_log_warning("could not create a socket to notify systemd: %m");
+		log_warning("could not create a socket to notify systemd: %m");
 		return;
 	}
 	/* The watchdog is ours unless it names another process. */

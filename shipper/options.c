@@ -9,7 +9,7 @@
  */
 #include "postgres_fe.h"
 
-#include "common/logging.h"
+#include "log.h"
 #include "common/string.h"
 #include "getopt_long.h"
 #include "kinesis.h"
@@ -108,6 +108,10 @@ usage(void)
 	printf("      --health-max-lag=SECS\n"
 		   "                           /healthz fails when rows are pending and nothing was\n"
 		   "                           delivered for this long (default: %d)\n", opts.health_max_lag);
+	printf("      --heartbeat=SECS     when no row arrived for SECS, write a transactional\n"
+		   "                           heartbeat message so the slot's restart_lsn moves on\n"
+		   "                           (off by default; needs a writable primary)\n");
+	printf("      --log-format=FORMAT  text (default) or json: one JSON object per line\n");
 	printf("\nOther options:\n");
 	printf("  -v, --verbose            output verbose messages (twice: debug)\n");
 	printf("  -q, --quiet              output errors only\n");
@@ -125,8 +129,8 @@ usage(void)
 static void
 usage_error(const char *fmt, const char *arg)
 {
-	pg_log_error(fmt, arg);
-	pg_log_error_hint("Try \"%s --help\" for more information.", progname);
+	log_error(fmt, arg);
+	log_error_hint("Try \"%s --help\" for more information.", progname);
 	exit(2);
 }
 
@@ -140,9 +144,9 @@ parse_long(const char *name, const char *value, long min, long max)
 	v = strtol(value, &end, 10);
 	if (errno != 0 || *value == '\0' || *end != '\0' || v < min || v > max)
 	{
-		pg_log_error("invalid value \"%s\" for option %s", value, name);
-		pg_log_error_detail("It must be an integer from %ld to %ld.", min, max);
-		pg_log_error_hint("Try \"%s --help\" for more information.", progname);
+		log_error("invalid value \"%s\" for option %s", value, name);
+		log_error_detail("It must be an integer from %ld to %ld.", min, max);
+		log_error_hint("Try \"%s --help\" for more information.", progname);
 		exit(2);
 	}
 	return v;
@@ -155,8 +159,8 @@ parse_lsn_option(const char *name, const char *value)
 
 	if (!rowscan_parse_lsn(value, strlen(value), &lsn))
 	{
-		pg_log_error("could not parse %s location \"%s\"", name, value);
-		pg_log_error_hint("Try \"%s --help\" for more information.", progname);
+		log_error("could not parse %s location \"%s\"", name, value);
+		log_error_hint("Try \"%s --help\" for more information.", progname);
 		exit(2);
 	}
 	return lsn;
@@ -239,6 +243,8 @@ parse_options(int argc, char **argv)
 		{"max-retained-wal", required_argument, NULL, 27},
 		{"metrics-address", required_argument, NULL, 28},
 		{"health-max-lag", required_argument, NULL, 29},
+		{"heartbeat", required_argument, NULL, 30},
+		{"log-format", required_argument, NULL, 31},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -246,6 +252,24 @@ parse_options(int argc, char **argv)
 
 	pg_logging_init(argv[0]);
 	progname = get_progname(argv[0]);
+
+	/* --log-format first, so that every message, usage errors too, has it. */
+	for (int i = 1; i < argc; i++)
+	{
+		const char *v = NULL;
+
+		if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc)
+			v = argv[i + 1];
+		else if (strncmp(argv[i], "--log-format=", 13) == 0)
+			v = argv[i] + 13;
+		else if (strcmp(argv[i], "--") == 0)
+			break;
+		if (v != NULL && strcmp(v, "json") == 0)
+		{
+			opts.log_json = true;
+			log_set_format(LOG_FORMAT_JSON, progname);
+		}
+	}
 
 	if (argc > 1)
 	{
@@ -260,6 +284,10 @@ parse_options(int argc, char **argv)
 			exit(0);
 		}
 	}
+
+	/* In JSON, getopt's own complaints are ours to write (see default:). */
+	if (opts.log_json)
+		opterr = 0;
 
 	while ((c = getopt_long(argc, argv, "d:h:p:U:wWS:o:I:E:ns:vqV?",
 							long_options, &option_index)) != -1)
@@ -416,6 +444,18 @@ parse_options(int argc, char **argv)
 			case 29:
 				opts.health_max_lag = (int) parse_long("--health-max-lag", optarg, 1, 24 * 3600);
 				break;
+			case 30:
+				opts.heartbeat = (int) parse_long("--heartbeat", optarg, 1, 24 * 3600);
+				break;
+			case 31:
+				if (strcmp(optarg, "json") == 0)
+					opts.log_json = true;
+				else if (strcmp(optarg, "text") == 0)
+					opts.log_json = false;
+				else
+					usage_error("invalid --log-format \"%s\": use text or json", optarg);
+				log_set_format(opts.log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, progname);
+				break;
 			case 26:
 				opts.max_in_flight = (int) parse_long("--max-in-flight", optarg, 1, KINESIS_MAX_IN_FLIGHT);
 				break;
@@ -424,7 +464,11 @@ parse_options(int argc, char **argv)
 												 KINESIS_MAX_RECORD_BYTES - KINESIS_MAX_KEY_CHARS);
 				break;
 			default:
-				pg_log_error_hint("Try \"%s --help\" for more information.", progname);
+				if (opts.log_json && optopt != 0)
+					log_error("invalid option or missing argument -- '%c'", optopt);
+				else if (opts.log_json)
+					log_error("unrecognized option or missing argument '%s'", argv[optind - 1]);
+				log_error_hint("Try \"%s --help\" for more information.", progname);
 				exit(2);
 		}
 	}

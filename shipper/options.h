@@ -65,6 +65,8 @@ typedef struct ShipperOptions
 	long		max_retained_wal;	/* bytes, 0: no warning */
 	char	   *metrics_address;	/* HOST:PORT, NULL: no metrics */
 	int			health_max_lag;
+	int			heartbeat;		/* seconds between heartbeat messages, 0: none */
+	bool		log_json;		/* --log-format json */
 	int			verbosity;		/* -1 quiet, 1 verbose, 2 debug */
 } ShipperOptions;
 

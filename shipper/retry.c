@@ -13,7 +13,7 @@
 
 #include <openssl/rand.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "retry.h"
 
 #define BACKOFF_BASE_MS 100
@@ -83,14 +83,14 @@ retry_wait(const char *what, int attempt, double deadline, int timeout_s,
 		return RETRY_STOPPED;
 	if (deadline > 0 && now_seconds() > deadline)
 	{
-		pg_log_error("giving up on %s after %d attempts in %d s: %s",
+		log_error("giving up on %s after %d attempts in %d s: %s",
 					 what, attempt, timeout_s, problem);
 		return RETRY_GIVE_UP;
 	}
 	if (attempt == 1 || attempt % 10 == 0)
-		pg_log_warning("%s; retrying (attempt %d)", problem, attempt + 1);
+		log_warning("%s; retrying (attempt %d)", problem, attempt + 1);
 	else
-		pg_log_info("%s; retrying (attempt %d)", problem, attempt + 1);
+		log_info("%s; retrying (attempt %d)", problem, attempt + 1);
 	backoff_sleep(attempt, stop);
 	if ((stop && *stop) || wait_tick())
 		return RETRY_STOPPED;

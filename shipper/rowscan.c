@@ -85,10 +85,10 @@ name_is(const char *name, size_t len, const char *want)
 }
 
 /* Field names of the native format, and of the DMS format's metadata. */
-static const char *const native_names[] = {"schema", "table", "commit_lsn", "key", "route", "metadata", "commit_time"};
-static const char *const dms_names[] = {"schema-name", "table-name", "commit-lsn", "key", "route", NULL, "timestamp"};
+static const char *const native_names[] = {"schema", "table", "commit_lsn", "key", "route", "metadata", "commit_time", "prefix"};
+static const char *const dms_names[] = {"schema-name", "table-name", "commit-lsn", "key", "route", NULL, "timestamp", NULL};
 
-static bool scan_object(const char *json, size_t len, const char *const names[7],
+static bool scan_object(const char *json, size_t len, const char *const names[8],
 						RowFields *out, RowSpan *metadata);
 
 bool
@@ -106,7 +106,7 @@ rowscan(const char *json, size_t len, RowFields *out)
 }
 
 static bool
-scan_object(const char *json, size_t len, const char *const names[7],
+scan_object(const char *json, size_t len, const char *const names[8],
 			RowFields *out, RowSpan *metadata)
 {
 	const char *p = json;
@@ -156,6 +156,8 @@ scan_object(const char *json, size_t len, const char *const names[7],
 				slot = &out->route;
 			else if (name_is(name, nlen, names[6]))
 				slot = &out->commit_time;
+			else if (names[7] != NULL && name_is(name, nlen, names[7]))
+				slot = &out->prefix;
 			else if (names[5] != NULL && metadata != NULL &&
 					 name_is(name, nlen, names[5]) && *value == '{')
 				slot = metadata;

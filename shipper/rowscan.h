@@ -2,7 +2,7 @@
  *
  * rowscan.h
  *	  Finds the top-level fields of a fundrecs_decoder row that the
- *	  shipper needs (schema, table, commit_lsn, key) in one pass, without
+ *	  shipper needs (schema, table, commit_lsn, key; a message's prefix) in one pass, without
  *	  building a document.
  *
  *-------------------------------------------------------------------------
@@ -28,6 +28,7 @@ typedef struct RowFields
 	RowSpan		key;			/* the object */
 	RowSpan		route;			/* with quotes, or the literal null */
 	RowSpan		commit_time;	/* with quotes */
+	RowSpan		prefix;			/* with quotes: a message row (include_messages) */
 } RowFields;
 
 /* Returns false when the text is not a JSON object this scanner can read. */

@@ -18,7 +18,7 @@
 
 #include <time.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "pqexpbuffer.h"
 #include "s3.h"
 #include "sigv4.h"
@@ -152,7 +152,7 @@ s3_request(S3Target *s, const char *method, const char *key, const char *content
 	req.amz_date = amz_date;
 	if (!sigv4_sign(&req, &sig))
 	{
-		pg_log_error("out of memory");
+		log_error("out of memory");
 		exit(1);
 	}
 	headers = http_signed_headers(h, nh, sig.authorization);
@@ -194,16 +194,16 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 		problem = psprintf("HTTP %ld from %s for %s%s%s", resp->status, s->endpoint, what,
 						   code ? ": " : "", code ? code : "");
 	else if (resp->status == 404 || (code && strcmp(code, "NoSuchBucket") == 0))
-		pg_log_error("S3 bucket \"%s\" does not exist at %s", s->bucket, s->endpoint);
+		log_error("S3 bucket \"%s\" does not exist at %s", s->bucket, s->endpoint);
 	else
 	{
-		pg_log_error("S3 refused %s at %s: HTTP %ld%s%s", what, s->endpoint, resp->status,
+		log_error("S3 refused %s at %s: HTTP %ld%s%s", what, s->endpoint, resp->status,
 					 code ? ": " : "", code ? code : "");
 		if (aws_error_is_clock_skew(code, NULL))
-			pg_log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
+			log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
 		else if (code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
 						  strcmp(code, "InvalidAccessKeyId") == 0))
-			pg_log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
+			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
 							  s->creds.source);
 	}
 	free(code);
@@ -274,7 +274,7 @@ deflate_into(S3Object *o, const char *data, size_t len, int flush)
 		o->z.avail_out = sizeof(out);
 		if (deflate(&o->z, flush) == Z_STREAM_ERROR)
 		{
-			pg_log_error("could not compress an S3 object");
+			log_error("could not compress an S3 object");
 			exit(1);
 		}
 		appendBinaryPQExpBuffer(&o->body, (char *) out, sizeof(out) - o->z.avail_out);
@@ -311,7 +311,7 @@ s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t l
 		/* windowBits 15 + 16: a gzip wrapper */
 		if (s->gzip && deflateInit2(&o->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
 		{
-			pg_log_error("could not start gzip compression");
+			log_error("could not start gzip compression");
 			exit(1);
 		}
 	}
@@ -387,7 +387,7 @@ s3_flush(S3Target *s, volatile sig_atomic_t *stop)
 		{
 			s->objects_put++;
 			s->bytes_put += o->body.len;
-			pg_log_info("wrote s3://%s/%s (%llu rows, %zu bytes)", s->bucket, key,
+			log_info("wrote s3://%s/%s (%llu rows, %zu bytes)", s->bucket, key,
 						(unsigned long long) o->rows, o->body.len);
 		}
 		http_response_free(&c.resp);

@@ -16,7 +16,7 @@
 #include <sys/select.h>
 #include <sys/time.h>
 
-#include "common/logging.h"
+#include "log.h"
 #include "common/string.h"
 #include "libpq-fe.h"
 #include "pqexpbuffer.h"
@@ -134,7 +134,7 @@ db_connect(const ReplConnParams *params, bool replication)
 
 	if (PQstatus(conn) == CONNECTION_BAD)
 	{
-		pg_log_error("could not connect to the database: %s", PQerrorMessage(conn));
+		log_error("could not connect to the database: %s", PQerrorMessage(conn));
 		PQfinish(conn);
 		return NULL;
 	}
@@ -153,7 +153,7 @@ stream_connect(const ReplConnParams *params)
 	res = PQexec(conn, "IDENTIFY_SYSTEM");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		pg_log_error("could not send replication command \"%s\": %s",
+		log_error("could not send replication command \"%s\": %s",
 					 "IDENTIFY_SYSTEM", PQerrorMessage(conn));
 		PQclear(res);
 		PQfinish(conn);
@@ -161,9 +161,9 @@ stream_connect(const ReplConnParams *params)
 	}
 	if (PQntuples(res) != 1 || PQnfields(res) < 4 || PQgetisnull(res, 0, 3))
 	{
-		pg_log_error("could not identify system: got %d rows and %d fields",
+		log_error("could not identify system: got %d rows and %d fields",
 					 PQntuples(res), PQnfields(res));
-		pg_log_error_hint("Connect to a database, not with replication=true.");
+		log_error_hint("Connect to a database, not with replication=true.");
 		PQclear(res);
 		PQfinish(conn);
 		return NULL;
@@ -278,13 +278,13 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
 		if (if_not_exists && state && strcmp(state, "42710") == 0)
-			pg_log_info("replication slot \"%s\" exists, using it", rc->params->slot);
+			log_info("replication slot \"%s\" exists, using it", rc->params->slot);
 		else
 		{
-			pg_log_error("could not create replication slot \"%s\": %s",
+			log_error("could not create replication slot \"%s\": %s",
 						 rc->params->slot, PQerrorMessage(rc->conn));
 			if (state && strcmp(state, "42501") == 0)
-				pg_log_error_hint("Add fundrecs_decoder to the server setting output_plugin_libraries, or connect as a superuser.");
+				log_error_hint("Add fundrecs_decoder to the server setting output_plugin_libraries, or connect as a superuser.");
 			ok = false;
 		}
 	}
@@ -350,7 +350,7 @@ stream_start(ReplConn *rc, uint64_t startpos)
 	{
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-		pg_log_error("could not start streaming from slot \"%s\": %s",
+		log_error("could not start streaming from slot \"%s\": %s",
 					 rc->params->slot, PQerrorMessage(rc->conn));
 		free(rc->start_error_sqlstate);
 		rc->start_error_sqlstate = pg_strdup(state ? state : "");
@@ -403,11 +403,11 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 		if (PQresultStatus(res) == PGRES_COPY_OUT)
 		{
 			PQclear(res);
-			pg_log_info("the server ended the stream");
+			log_info("the server ended the stream");
 		}
 		else if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
-			pg_log_error("unexpected termination of replication stream: %s",
+			log_error("unexpected termination of replication stream: %s",
 						 PQresultErrorMessage(res));
 			free(rc->stream_error);
 			rc->stream_error = psprintf("%s: %s",
@@ -420,7 +420,7 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 	}
 	if (r == -2)
 	{
-		pg_log_error("could not read COPY data: %s", PQerrorMessage(rc->conn));
+		log_error("could not read COPY data: %s", PQerrorMessage(rc->conn));
 		return -1;
 	}
 
@@ -430,7 +430,7 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 	{
 		if (r < 1 + 8 + 8 + 1)
 		{
-			pg_log_error("streaming header too small: %d", r);
+			log_error("streaming header too small: %d", r);
 			return -1;
 		}
 		msg->wal_end = read_u64(rc->copybuf + 1);
@@ -443,7 +443,7 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 
 		if (r < hdr)
 		{
-			pg_log_error("streaming header too small: %d", r);
+			log_error("streaming header too small: %d", r);
 			return -1;
 		}
 		msg->data_start = read_u64(rc->copybuf + 1);
@@ -452,7 +452,7 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 		msg->len = r - hdr;
 		return 1;
 	}
-	pg_log_error("unrecognized streaming header: \"%c\"", msg->type);
+	log_error("unrecognized streaming header: \"%c\"", msg->type);
 	return -1;
 }
 
@@ -466,7 +466,7 @@ stream_wait(ReplConn *rc, double seconds, int wake_fd)
 
 	if (sock < 0)
 	{
-		pg_log_error("invalid socket: %s", PQerrorMessage(rc->conn));
+		log_error("invalid socket: %s", PQerrorMessage(rc->conn));
 		return -1;
 	}
 	FD_ZERO(&input);
@@ -478,14 +478,14 @@ stream_wait(ReplConn *rc, double seconds, int wake_fd)
 	r = select(Max(sock, wake_fd) + 1, &input, NULL, NULL, &tv);
 	if (r < 0 && errno != EINTR)
 	{
-		pg_log_error("%s() failed: %m", "select");
+		log_error("%s() failed: %m", "select");
 		return -1;
 	}
 	if (r > 0 && !FD_ISSET(sock, &input))
 		return 0;
 	if (r > 0 && PQconsumeInput(rc->conn) == 0)
 	{
-		pg_log_error("could not receive data from WAL stream: %s",
+		log_error("could not receive data from WAL stream: %s",
 					 PQerrorMessage(rc->conn));
 		return -1;
 	}
@@ -510,7 +510,7 @@ stream_send_feedback(ReplConn *rc, uint64_t flush_lsn, bool reply)
 
 	if (PQputCopyData(rc->conn, buf, sizeof(buf)) <= 0 || PQflush(rc->conn))
 	{
-		pg_log_error("could not send feedback packet: %s", PQerrorMessage(rc->conn));
+		log_error("could not send feedback packet: %s", PQerrorMessage(rc->conn));
 		return false;
 	}
 	return true;
@@ -537,7 +537,7 @@ stream_end(ReplConn *rc)
 	while ((res = PQgetResult(rc->conn)) != NULL)
 	{
 		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
-			pg_log_error("unexpected termination of replication stream: %s",
+			log_error("unexpected termination of replication stream: %s",
 						 PQresultErrorMessage(res));
 		PQclear(res);
 	}

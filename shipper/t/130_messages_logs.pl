@@ -1,0 +1,145 @@
+# Logical decoding messages through the shipper (plugin option
+# include_messages), --heartbeat moving an idle slot on without its
+# messages reaching the target, and --log-format json.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use FundrecsE2E;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my %env = shipper_env();
+my $node = new_cluster('messages');
+my $connstr = $node->connstr('postgres');
+my $log = "$PostgreSQL::Test::Utils::tmp_check/messages_shipper.log";
+
+# 1. Messages to Kinesis: a row of their own, partition key message:PREFIX,
+#    in commit order with the rows of their transaction.
+my ($kport) = start_kinesalite();
+my ($pport) = start_proxy($kport);
+kinesis_tool($kport, 'create', 'msg_stream', 2);
+$node->safe_psql('postgres', q{
+SELECT pg_create_logical_replication_slot('msgs', 'fundrecs_decoder');
+BEGIN;
+INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) VALUES (1, 101, 2);
+SELECT pg_logical_emit_message(true, 'app.marker', 'batch 1 done');
+COMMIT;
+SELECT pg_logical_emit_message(false, 'audit', 'outside');
+SELECT pg_logical_emit_message(true, 'fundrecs_heartbeat', '');
+SELECT pg_logical_emit_message(true, 'other', 'filtered out');
+});
+my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+my ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'msgs', '-E', $end,
+	'--endpoint-url', "http://127.0.0.1:$pport", '--stream', 'msg_stream',
+	'-o', 'include_messages=on', '-o', 'message_prefixes=app.marker,audit');
+is($rc, 0, 'messages: shipped to --endpos') or diag($err);
+my $recs = read_stream($kport, 'msg_stream', 3);
+my @msgs = grep { $_->{row}{op} eq 'message' } @$recs;
+is(scalar(@$recs), 3, 'one order row and two messages');
+is_deeply([ sort map { "$_->{pk} $_->{row}{content}" } @msgs ],
+	[ 'message:app.marker batch 1 done', 'message:audit outside' ],
+	'messages: partition key message:PREFIX and their content');
+my ($order) = grep { $_->{row}{op} eq 'insert' } @$recs;
+my ($marker) = grep { $_->{row}{prefix} eq 'app.marker' } @msgs;
+is($marker->{row}{commit_lsn}, $order->{row}{commit_lsn},
+	'a transactional message carries its transaction\'s commit_lsn');
+is($node->safe_psql('postgres',
+	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'msgs'"),
+	't', 'messages: confirmed up to --endpos');
+
+# 2. --heartbeat on an idle database: heartbeats are written (a second
+#    slot sees them when asked by name), the shipper ships none of them,
+#    and its slot's confirmed_flush_lsn and restart_lsn move past them.
+$node->safe_psql('postgres', q{
+SELECT pg_create_logical_replication_slot('hb', 'fundrecs_decoder');
+SELECT pg_create_logical_replication_slot('hb_witness', 'fundrecs_decoder');
+});
+$node->safe_psql('postgres', 'CHECKPOINT');
+my ($restart0) = $node->safe_psql('postgres',
+	"SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'hb'");
+my $h = start_shipper(\%env, $log, '-d', $connstr, '-S', 'hb', '--target', 'stdout', '-s', '1',
+	'--heartbeat', '1', '--log-format', 'json', '-v', '--metrics-address', '127.0.0.1:0',
+	'-o', 'include_messages=on');
+my $deadline = time + 60;
+my $nbeats = 0;
+while (time < $deadline)
+{
+	$nbeats = $node->safe_psql('postgres', q{
+SELECT count(*) FROM pg_logical_slot_peek_changes('hb_witness', NULL, NULL,
+	'include_messages', 'on', 'message_prefixes', 'fundrecs_heartbeat')});
+	last if $nbeats >= 4;
+	sleep 0.5;
+}
+cmp_ok($nbeats, '>=', 4, '--heartbeat: heartbeat messages written while idle');
+my $last_beat = $node->safe_psql('postgres', q{
+SELECT max(lsn) FROM pg_logical_slot_peek_changes('hb_witness', NULL, NULL,
+	'include_messages', 'on', 'message_prefixes', 'fundrecs_heartbeat')});
+ok($node->poll_query_until('postgres',
+	"SELECT confirmed_flush_lsn > '$last_beat' FROM pg_replication_slots WHERE slot_name = 'hb'"),
+	'--heartbeat: confirmed_flush_lsn moves past the heartbeats');
+# A checkpoint logs the running transactions; with the next heartbeat
+# confirmed, restart_lsn follows.
+my $restart_moved = 0;
+for (1 .. 30)
+{
+	$node->safe_psql('postgres', 'CHECKPOINT');
+	$restart_moved = $node->safe_psql('postgres',
+		"SELECT restart_lsn > '$restart0' FROM pg_replication_slots WHERE slot_name = 'hb'") eq 't';
+	last if $restart_moved;
+	sleep 1;
+}
+ok($restart_moved, '--heartbeat: restart_lsn moves on an otherwise idle database');
+
+# A row still ships; while rows arrive, no heartbeat is needed.
+$node->safe_psql('postgres',
+	"INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) VALUES (2, 102, 1)");
+$deadline = time + 30;
+while (time < $deadline)
+{
+	last if slurp_file($log) =~ /"op":"insert"/;
+	sleep 0.2;
+}
+$h->signal('TERM');
+$h->finish;
+is($h->result(0), 0, 'json logs: exit 0 on SIGTERM');
+
+my (@rows, @lines);
+foreach my $line (split /\n/, slurp_file($log))
+{
+	my $obj = eval { decode_json($line) };
+	ok(defined $obj, 'stdout and stderr: every line is JSON') or diag($line);
+	next unless $obj;
+	if (exists $obj->{level}) { push @lines, $obj; }
+	else { push @rows, $obj; }
+}
+is(scalar(grep { ($_->{prefix} // '') eq 'fundrecs_heartbeat' } @rows), 0,
+	'--heartbeat: no heartbeat reaches the target, even with include_messages');
+is(scalar(grep { $_->{op} eq 'insert' } @rows), 1, 'the order row is shipped');
+cmp_ok(scalar(@lines), '>=', 2, 'json logs: log lines');
+is(scalar(grep { !(defined $_->{time} && $_->{time} =~ /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/) } @lines),
+	0, 'json logs: every line has an ISO-8601 UTC time');
+is(scalar(grep { ($_->{level} // '') !~ /^(error|warning|info|debug)$/ } @lines), 0,
+	'json logs: every line has a level');
+is(scalar(grep { ($_->{slot} // '') ne 'hb' || ($_->{target} // '') ne 'stdout' } @lines), 0,
+	'json logs: every line names the slot and the target');
+ok((grep { defined $_->{lsn} && $_->{lsn} =~ m{^[0-9A-F]+/[0-9A-F]+$} } @lines),
+	'json logs: lines carry the confirmed lsn once there is one');
+ok((grep { ($_->{message} // '') =~ /serving metrics/ } @lines), 'json logs: the messages of -v');
+
+# Usage errors are JSON too, with the hint on a line of its own.
+($rc, $out, $err) = run_shipper(\%env, '--log-format=json', '--no-such-flag');
+is($rc, 2, 'json logs: usage error exits 2');
+my @err = map { decode_json($_) } split /\n/, $err;
+ok(@err >= 2 && $err[0]{level} eq 'error' && defined $err[-1]{hint}
+	  && $err[-1]{hint} =~ /--help/, 'json logs: a usage error and its hint')
+  or diag($err);
+($rc, $out, $err) = run_shipper(\%env, '--log-format', 'xml', '-S', 's', '-d', 'x');
+is($rc, 2, '--log-format xml: exit 2');
+like($err, qr/invalid --log-format "xml": use text or json/, '--log-format xml: message');
+($rc, $out, $err) = run_shipper(\%env, '--heartbeat', '0', '-S', 's', '-d', 'x');
+is($rc, 2, '--heartbeat 0: exit 2');
+
+done_testing();
