@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * aws_config.c
- *	  The AWS credential chain (environment, shared credentials file,
- *	  config file) and region resolution, as the AWS CLI and SDKs do it.
- *	  Secrets are never logged nor put in messages.
+ *	  The shared AWS files (~/.aws/credentials and ~/.aws/config, INI) and
+ *	  region resolution, as the AWS CLI and SDKs read them.  The credential
+ *	  chain that uses them is in credentials.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -104,90 +104,77 @@ config_section(const char *profile)
 	return psprintf("profile %s", profile);
 }
 
-char *
-aws_load_credentials(AwsCredentials *creds)
+const char *
+aws_profile_name(void)
 {
-	const char *ak = getenv("AWS_ACCESS_KEY_ID");
-	const char *sk = getenv("AWS_SECRET_ACCESS_KEY");
-	const char *token = getenv("AWS_SESSION_TOKEN");
-	const char *profile;
-	char	   *cred_file;
-	char	   *conf_file;
-	char	   *section;
-	bool		found_cred = false;
-	bool		found_conf = false;
+	return profile_name();
+}
 
-	memset(creds, 0, sizeof(*creds));
+bool
+aws_profile_is_explicit(void)
+{
+	const char *p = getenv("AWS_PROFILE");
 
-	if ((ak && *ak) || (sk && *sk))
-	{
-		if (!(ak && *ak))
-			return pg_strdup("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not");
-		if (!(sk && *sk))
-			return pg_strdup("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
-		creds->access_key = pg_strdup(ak);
-		creds->secret_key = pg_strdup(sk);
-		creds->session_token = (token && *token) ? pg_strdup(token) : NULL;
-		creds->source = pg_strdup("environment");
-		return NULL;
-	}
+	return p != NULL && *p != '\0';
+}
 
-	profile = profile_name();
-	cred_file = file_path("AWS_SHARED_CREDENTIALS_FILE", "credentials");
-	conf_file = file_path("AWS_CONFIG_FILE", "config");
-	section = config_section(profile);
+char *
+aws_credentials_file_path(void)
+{
+	return file_path("AWS_SHARED_CREDENTIALS_FILE", "credentials");
+}
 
-	creds->access_key = ini_lookup(cred_file, profile, "aws_access_key_id", &found_cred);
-	if (creds->access_key != NULL)
-	{
-		creds->secret_key = ini_lookup(cred_file, profile, "aws_secret_access_key", NULL);
-		creds->session_token = ini_lookup(cred_file, profile, "aws_session_token", NULL);
-		creds->source = psprintf("profile \"%s\" in %s", profile, cred_file);
-	}
-	else
-	{
-		creds->access_key = ini_lookup(conf_file, section, "aws_access_key_id", &found_conf);
-		if (creds->access_key != NULL)
-		{
-			creds->secret_key = ini_lookup(conf_file, section, "aws_secret_access_key", NULL);
-			creds->session_token = ini_lookup(conf_file, section, "aws_session_token", NULL);
-			creds->source = psprintf("profile \"%s\" in %s", profile, conf_file);
-		}
-		else
-			(void) ini_lookup(conf_file, section, "region", &found_conf);
-	}
+char *
+aws_config_file_path(void)
+{
+	return file_path("AWS_CONFIG_FILE", "config");
+}
 
-	if (creds->access_key != NULL && creds->secret_key == NULL)
-	{
-		char	   *msg = psprintf("%s has aws_access_key_id but no aws_secret_access_key",
-								   creds->source);
+char *
+aws_credfile_value(const char *profile, const char *key, bool *found)
+{
+	char	   *path = aws_credentials_file_path();
+	char	   *v = ini_lookup(path, profile, key, found);
 
-		free(creds->access_key);
-		free(creds->session_token);
-		free(creds->source);
-		memset(creds, 0, sizeof(*creds));
-		return msg;
-	}
-	if (creds->access_key == NULL)
-	{
-		if (getenv("AWS_PROFILE") != NULL && !found_cred && !found_conf)
-			return psprintf("AWS profile \"%s\" was not found in %s or %s",
-							profile, cred_file ? cred_file : "~/.aws/credentials",
-							conf_file ? conf_file : "~/.aws/config");
-		return psprintf("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-						"or AWS_PROFILE with %s",
-						cred_file ? cred_file : "~/.aws/credentials");
-	}
-	return NULL;
+	free(path);
+	return v;
+}
+
+char *
+aws_config_value(const char *profile, const char *key, bool *found)
+{
+	char	   *path = aws_config_file_path();
+	char	   *section = config_section(profile);
+	char	   *v = ini_lookup(path, section, key, found);
+
+	free(path);
+	free(section);
+	return v;
+}
+
+char *
+aws_profile_value(const char *profile, const char *key)
+{
+	char	   *v = aws_credfile_value(profile, key, NULL);
+
+	return v != NULL ? v : aws_config_value(profile, key, NULL);
+}
+
+bool
+aws_profile_exists(const char *profile)
+{
+	bool		found = false;
+
+	free(aws_credfile_value(profile, "aws_access_key_id", &found));
+	if (!found)
+		free(aws_config_value(profile, "region", &found));
+	return found;
 }
 
 char *
 aws_resolve_region(const char *cli_region)
 {
 	const char *r;
-	char	   *conf_file;
-	char	   *section;
-	char	   *region;
 
 	if (cli_region != NULL && *cli_region != '\0')
 		return pg_strdup(cli_region);
@@ -195,10 +182,5 @@ aws_resolve_region(const char *cli_region)
 		return pg_strdup(r);
 	if ((r = getenv("AWS_DEFAULT_REGION")) != NULL && *r != '\0')
 		return pg_strdup(r);
-	conf_file = file_path("AWS_CONFIG_FILE", "config");
-	section = config_section(profile_name());
-	region = ini_lookup(conf_file, section, "region", NULL);
-	free(conf_file);
-	free(section);
-	return region;
+	return aws_config_value(profile_name(), "region", NULL);
 }

@@ -1,28 +1,35 @@
 /*-------------------------------------------------------------------------
  *
  * aws_config.h
- *	  AWS credentials and region, found the way AWS tools find them.
+ *	  The shared AWS files (credentials and config) and the region, found
+ *	  the way AWS tools find them.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef AWS_CONFIG_H
 #define AWS_CONFIG_H
 
-typedef struct AwsCredentials
-{
-	char	   *access_key;
-	char	   *secret_key;
-	char	   *session_token;	/* or NULL */
-	char	   *source;			/* where they came from, for messages */
-} AwsCredentials;
+#include <stdbool.h>
+
+/* AWS_PROFILE, or "default"; whether AWS_PROFILE names it. */
+extern const char *aws_profile_name(void);
+extern bool aws_profile_is_explicit(void);
+
+/* AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE, or ~/.aws/...; malloc'd. */
+extern char *aws_credentials_file_path(void);
+extern char *aws_config_file_path(void);
 
 /*
- * Fills creds from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN,
- * else from the profile (AWS_PROFILE or "default") in the shared
- * credentials file, then the config file.  On failure returns a message
- * (never containing a secret) and leaves creds empty.
+ * A key of a profile: in the credentials file ([NAME]), in the config file
+ * ([profile NAME], [default]), or the credentials file's value else the
+ * config file's (as botocore merges a profile).  malloc'd or NULL; *found,
+ * when given, is set if the section exists.  The files are read each time:
+ * a refresh sees what changed.
  */
-extern char *aws_load_credentials(AwsCredentials *creds);
+extern char *aws_credfile_value(const char *profile, const char *key, bool *found);
+extern char *aws_config_value(const char *profile, const char *key, bool *found);
+extern char *aws_profile_value(const char *profile, const char *key);
+extern bool aws_profile_exists(const char *profile);
 
 /* --region, AWS_REGION, AWS_DEFAULT_REGION, then the profile's region. */
 extern char *aws_resolve_region(const char *cli_region);

@@ -18,6 +18,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "aws_config.h"
 #include "log.h"
 #include "common/string.h"
 #include "dispatch.h"
@@ -41,6 +42,8 @@
 /* Set by signal handlers, checked by the loops. */
 static volatile sig_atomic_t stop_requested = 0;
 static volatile sig_atomic_t stop_now = 0;	/* a second signal */
+static volatile sig_atomic_t reload_requested = 0;	/* SIGHUP */
+static AwsCredentialProvider *aws_provider = NULL;
 
 /*
  * Set by the tick when what is in flight must be abandoned: at once during
@@ -88,6 +91,13 @@ sigexit_handler(SIGNAL_ARGS)
 	if (stop_requested)
 		stop_now = 1;
 	stop_requested = 1;
+}
+
+/* SIGHUP: the AWS credentials are read again (files, token files, roles). */
+static void
+sighup_handler(SIGNAL_ARGS)
+{
+	reload_requested = 1;
 }
 
 
@@ -601,6 +611,16 @@ stream_loop(ReplConn *rc)
 		}
 		notify_watchdog();
 		log_set_lsn(pos.confirmed);
+		if (reload_requested)
+		{
+			reload_requested = 0;
+			if (aws_provider != NULL)
+			{
+				aws_credentials_reload(aws_provider);
+				log_info("SIGHUP: the AWS credentials will be read again from %s",
+						 aws_credentials_describe(aws_provider));
+			}
+		}
 
 		/* A delivery that finished: its rows may now be confirmed. */
 		if (!dispatch_poll())
@@ -977,6 +997,81 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 }
 
 /*
+ * A service's endpoint from the environment, as the SDKs read it:
+ * AWS_ENDPOINT_URL_<SERVICE>, then AWS_ENDPOINT_URL, unless
+ * AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true.  The flags win over both.
+ */
+static const char *
+env_endpoint(const char *service)
+{
+	char		name[64];
+	const char *v;
+
+	v = getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS");
+	if (v != NULL && pg_strcasecmp(v, "true") == 0)
+		return NULL;
+	snprintf(name, sizeof(name), "AWS_ENDPOINT_URL_%s", service);
+	if ((v = getenv(name)) != NULL && *v != '\0')
+		return v;
+	if ((v = getenv("AWS_ENDPOINT_URL")) != NULL && *v != '\0')
+		return v;
+	return NULL;
+}
+
+/*
+ * The credential chain, resolved once for every target.  Nothing found or
+ * a malformed configuration: exit 2; a source that does not answer: exit 1
+ * (a service manager may start the shipper again).
+ */
+static AwsCredentialProvider *
+resolve_credentials(const char *region)
+{
+	AwsCredentialProvider *p;
+	bool		config_error;
+	char	   *err = aws_credentials_resolve(region, opts.verbosity > 0, &p, &config_error);
+
+	if (err != NULL)
+	{
+		log_error("%s", err);
+		if (config_error)
+			log_error_hint("See \"AWS credentials\" in the README for the order in which sources are tried.");
+		exit(config_error ? 2 : 1);
+	}
+	if (opts.verbosity > 0 || opts.check_credentials)
+	{
+		AwsCredentials c;
+		char		masked[32];
+
+		memset(&c, 0, sizeof(c));
+		aws_credentials_get(p, &c);
+		aws_mask_key(c.access_key, masked, sizeof(masked));
+		if (c.expiration > 0)
+		{
+			time_t		t = (time_t) c.expiration;
+			struct tm	tm;
+			char		until[32];
+
+			gmtime_r(&t, &tm);
+			strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			log_info("AWS credentials from %s: access key %s, expire at %s",
+					 aws_credentials_describe(p), masked, until);
+		}
+		else
+			log_info("AWS credentials from %s: access key %s",
+					 aws_credentials_describe(p), masked);
+		if (opts.check_credentials)
+		{
+			/* For scripts, like aws configure list: no secret. */
+			printf("method: %s\naccess_key: %s\n", aws_credentials_method(p), masked);
+			if (c.expiration > 0)
+				printf("expiration: %.0f\n", c.expiration);
+		}
+		aws_credentials_clear(&c);
+	}
+	return p;
+}
+
+/*
  * The Kinesis and S3 targets: region, endpoint, credentials.  A setting
  * that cannot work is exit 2.
  */
@@ -985,7 +1080,16 @@ setup_targets(void)
 {
 	char	   *region;
 	char	   *err;
+	AwsCredentialProvider *provider;
 
+	if (opts.check_credentials)
+	{
+		region = aws_resolve_region(opts.region);
+		(void) resolve_credentials(region);
+		if (region)
+			printf("region: %s\n", region);
+		exit(0);
+	}
 	if (!opts.ship_kinesis && !opts.ship_s3)
 		return;
 	region = aws_resolve_region(opts.region);
@@ -1007,9 +1111,13 @@ setup_targets(void)
 		log_error_hint("Use --region, set AWS_REGION, or set a region in the AWS profile.");
 		exit(2);
 	}
+	provider = resolve_credentials(region);
+	aws_provider = provider;
 	if (opts.ship_kinesis)
 	{
-		err = kinesis_init(&kinesis, opts.endpoint, region, opts.stream, opts.stream_arn,
+		const char *endpoint = opts.endpoint ? opts.endpoint : env_endpoint("KINESIS");
+
+		err = kinesis_init(&kinesis, provider, endpoint, region, opts.stream, opts.stream_arn,
 						   opts.ca_file, opts.request_timeout_ms, opts.retry_timeout,
 						   opts.max_in_flight);
 		if (err != NULL)
@@ -1020,14 +1128,15 @@ setup_targets(void)
 		kinesis.call_records = opts.batch_records;
 		kinesis.call_bytes = (size_t) opts.batch_bytes;
 		if (opts.verbosity > 0)
-			log_info("AWS credentials from %s, region %s, endpoint %s",
-						kinesis.creds.source, region, kinesis.endpoint);
+			log_info("Kinesis: region %s, endpoint %s", region, kinesis.endpoint);
 	}
 	if (opts.ship_s3)
 	{
 		/* --endpoint-url serves S3 too when S3 is the only target. */
-		err = s3_init(&s3, opts.s3_url, opts.s3_endpoint ? opts.s3_endpoint :
-					  (!opts.ship_kinesis ? opts.endpoint : NULL), region, opts.s3_addressing,
+		const char *endpoint = opts.s3_endpoint ? opts.s3_endpoint :
+			(!opts.ship_kinesis && opts.endpoint) ? opts.endpoint : env_endpoint("S3");
+
+		err = s3_init(&s3, provider, opts.s3_url, endpoint, region, opts.s3_addressing,
 					  opts.gzip, opts.ca_file, opts.request_timeout_ms, opts.retry_timeout);
 		if (err != NULL)
 		{
@@ -1035,9 +1144,9 @@ setup_targets(void)
 			exit(2);
 		}
 		if (opts.verbosity > 0)
-			log_info("S3: bucket %s, prefix \"%s\", endpoint %s (%s-style), credentials from %s",
+			log_info("S3: bucket %s, prefix \"%s\", endpoint %s (%s-style)",
 						s3.bucket, s3.prefix, s3.endpoint,
-						s3.path_style ? "path" : "virtual-host", s3.creds.source);
+						s3.path_style ? "path" : "virtual-host");
 	}
 }
 
@@ -1051,6 +1160,7 @@ main(int argc, char **argv)
 	int			same_failures = 0;
 
 	parse_options(argc, argv);
+	http_global_init();
 
 	/* Every JSON log line says which slot and target it is about. */
 	log_set_context("slot", opts.slot);
@@ -1099,8 +1209,7 @@ main(int argc, char **argv)
 	pqsignal(SIGINT, sigexit_handler);
 	pqsignal(SIGTERM, sigexit_handler);
 	pqsignal(SIGPIPE, SIG_IGN);
-
-	http_global_init();
+	pqsignal(SIGHUP, sighup_handler);
 	initPQExpBuffer(&pkey_buf);
 
 	/*

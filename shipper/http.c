@@ -10,6 +10,7 @@
 #include "postgres_fe.h"
 
 #include <stdint.h>
+#include <time.h>
 
 #include "log.h"
 #include "http.h"
@@ -361,4 +362,51 @@ aws_error_is_clock_skew(const char *code, const char *message)
 	if (strcmp(code, "RequestTimeTooSkewed") == 0 || strcmp(code, "RequestExpired") == 0)
 		return true;
 	return message != NULL && strstr(message, "Signature expired") != NULL;
+}
+
+struct curl_slist *
+aws_signed_headers(const AwsRequestSpec *spec, const AwsCredentials *creds)
+{
+	char		amz_date[17];
+	char		payload_hash[65];
+	SigV4Header h[12];
+	int			nh = 0;
+	SigV4Request req;
+	SigV4Result sig;
+	struct curl_slist *headers;
+
+	Assert(spec->nextra <= 8);
+	sigv4_amz_date((long long) time(NULL), amz_date);
+	sigv4_sha256_hex(spec->body ? spec->body : "", spec->body ? spec->len : 0, payload_hash);
+
+	for (int i = 0; i < spec->nextra; i++)
+		h[nh++] = spec->extra[i];
+	h[nh++] = (SigV4Header) {"Host", spec->host};
+	if (spec->s3)
+		h[nh++] = (SigV4Header) {"X-Amz-Content-Sha256", payload_hash};
+	h[nh++] = (SigV4Header) {"X-Amz-Date", amz_date};
+	if (creds->session_token)
+		h[nh++] = (SigV4Header) {"X-Amz-Security-Token", creds->session_token};
+
+	memset(&req, 0, sizeof(req));
+	req.method = spec->method;
+	req.path = spec->path;
+	req.query = spec->query;
+	req.headers = h;
+	req.nheaders = nh;
+	req.payload_hash = payload_hash;
+	req.normalize_path = !spec->s3;	/* S3 signs the path as it is */
+	req.region = spec->region;
+	req.service = spec->service;
+	req.access_key = creds->access_key;
+	req.secret_key = creds->secret_key;
+	req.amz_date = amz_date;
+	if (!sigv4_sign(&req, &sig))
+	{
+		log_error("out of memory");
+		exit(1);
+	}
+	headers = http_signed_headers(h, nh, sig.authorization);
+	sigv4_result_free(&sig);
+	return headers;
 }

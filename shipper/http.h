@@ -13,6 +13,7 @@
 
 #include <curl/curl.h>
 
+#include "credentials.h"
 #include "pqexpbuffer.h"
 #include "sigv4.h"
 
@@ -69,5 +70,30 @@ extern char *http_transport_failure(HttpClient *client, const char *endpoint,
 
 /* "host" or "host:port" exactly as curl will send it in Host:. */
 extern char *http_host_header(const char *url, char **path_out, char **errmsg);
+
+/*
+ * One SigV4-signed AWS request: every call to Kinesis, S3 and STS is
+ * signed here.  Host, X-Amz-Date, X-Amz-Security-Token (with a session
+ * token) and, for S3, X-Amz-Content-Sha256 are added to the extra headers
+ * (Content-Type, X-Amz-Target); S3 signs the path as it is, the others
+ * normalized.
+ */
+typedef struct AwsRequestSpec
+{
+	const char *method;
+	const char *host;
+	const char *path;
+	const char *query;			/* or NULL */
+	const SigV4Header *extra;
+	int			nextra;
+	const char *body;
+	size_t		len;
+	const char *region;
+	const char *service;
+	bool		s3;
+} AwsRequestSpec;
+
+extern struct curl_slist *aws_signed_headers(const AwsRequestSpec *spec,
+											 const AwsCredentials *creds);
 
 #endif							/* HTTP_H */

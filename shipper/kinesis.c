@@ -30,8 +30,8 @@
 #define BACKOFF_CAP_MS 5000
 
 char *
-kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
-			 const char *stream_name, const char *stream_arn,
+kinesis_init(KinesisTarget *k, AwsCredentialProvider *provider, const char *endpoint,
+			 const char *region, const char *stream_name, const char *stream_arn,
 			 const char *ca_file, long timeout_ms, int retry_timeout_s, int max_in_flight)
 {
 	char	   *err;
@@ -46,8 +46,7 @@ kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
 	k->stream_name = stream_name ? pg_strdup(stream_name) : NULL;
 	k->stream_arn = stream_arn ? pg_strdup(stream_arn) : NULL;
 	k->retry_timeout_s = retry_timeout_s;
-	if ((err = aws_load_credentials(&k->creds)) != NULL)
-		return err;
+	k->provider = provider;
 	http_client_init(&k->http, ca_file, timeout_ms);
 	if (max_in_flight < 1 || max_in_flight > KINESIS_MAX_IN_FLIGHT)
 		return psprintf("--max-in-flight must be from 1 to %d", KINESIS_MAX_IN_FLIGHT);
@@ -191,45 +190,27 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 static struct curl_slist *
 kinesis_signed_headers(KinesisTarget *k, const char *operation, const char *body, size_t len)
 {
-	char		amz_date[17];
-	char		payload_hash[65];
 	char	   *target = psprintf("Kinesis_20131202.%s", operation);
-	SigV4Header h[5];
-	int			nh = 0;
-	SigV4Request req;
-	SigV4Result sig;
+	SigV4Header extra[2] = {
+		{"Content-Type", "application/x-amz-json-1.1"},
+		{"X-Amz-Target", target}
+	};
+	AwsRequestSpec spec;
 	struct curl_slist *headers;
 
-	sigv4_amz_date((long long) time(NULL), amz_date);
-	sigv4_sha256_hex(body, len, payload_hash);
-
-	h[nh++] = (SigV4Header) {"Content-Type", "application/x-amz-json-1.1"};
-	h[nh++] = (SigV4Header) {"Host", k->host};
-	h[nh++] = (SigV4Header) {"X-Amz-Date", amz_date};
-	h[nh++] = (SigV4Header) {"X-Amz-Target", target};
-	if (k->creds.session_token)
-		h[nh++] = (SigV4Header) {"X-Amz-Security-Token", k->creds.session_token};
-
-	memset(&req, 0, sizeof(req));
-	req.method = "POST";
-	req.path = "/";
-	req.query = NULL;
-	req.headers = h;
-	req.nheaders = nh;
-	req.payload_hash = payload_hash;
-	req.normalize_path = true;
-	req.region = k->region;
-	req.service = "kinesis";
-	req.access_key = k->creds.access_key;
-	req.secret_key = k->creds.secret_key;
-	req.amz_date = amz_date;
-	if (!sigv4_sign(&req, &sig))
-	{
-		log_error("out of memory");
-		exit(1);
-	}
-	headers = http_signed_headers(h, nh, sig.authorization);
-	sigv4_result_free(&sig);
+	/* Fresh credentials when they are due (a refresh, an invalidation). */
+	aws_credentials_get(k->provider, &k->creds);
+	memset(&spec, 0, sizeof(spec));
+	spec.method = "POST";
+	spec.host = k->host;
+	spec.path = "/";
+	spec.extra = extra;
+	spec.nextra = 2;
+	spec.body = body;
+	spec.len = len;
+	spec.region = k->region;
+	spec.service = "kinesis";
+	headers = aws_signed_headers(&spec, &k->creds);
 	free(target);
 	return headers;
 }
@@ -393,7 +374,14 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
 		return http_transport_failure(client, k->endpoint, resp);
 
 	code = error_code(resp->body.data, resp->body.len, &message);
-	if (resp->status >= 500 || resp->status == 429 ||
+	if (aws_error_is_expired_token(code))
+	{
+		/* Refreshed before the next attempt: a retry, not a failure. */
+		aws_credentials_invalidate(k->provider);
+		problem = psprintf("HTTP %ld from %s: %s: the credentials (from %s) expired; refreshing them",
+						   resp->status, k->endpoint, code, aws_credentials_describe(k->provider));
+	}
+	else if (resp->status >= 500 || resp->status == 429 ||
 		(code != NULL && is_retryable_code(code)))
 		problem = psprintf("HTTP %ld from %s%s%s%s%s", resp->status, k->endpoint,
 						   code ? ": " : "", code ? code : "",
@@ -412,7 +400,7 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
 								  strcmp(code, "InvalidSignatureException") == 0 ||
 								  strcmp(code, "AccessDeniedException") == 0))
 			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
-							  k->creds.source);
+							  aws_credentials_describe(k->provider));
 	}
 	free(code);
 	free(message);

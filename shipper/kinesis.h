@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "aws_config.h"
+#include "credentials.h"
 #include "http.h"
 #include "kpl.h"
 #include "retry.h"
@@ -44,7 +44,8 @@ typedef struct KinesisTarget
 	char	   *region;
 	char	   *stream_name;	/* one of these two */
 	char	   *stream_arn;
-	AwsCredentials creds;
+	AwsCredentialProvider *provider;	/* shared by the targets */
+	AwsCredentials creds;		/* a snapshot, taken for each request */
 	HttpClient	http;
 	/* --max-in-flight calls at once: a connection, body, response each */
 	int			max_in_flight;
@@ -68,7 +69,8 @@ typedef struct KinesisTarget
 } KinesisTarget;
 
 
-extern char *kinesis_init(KinesisTarget *k, const char *endpoint, const char *region,
+extern char *kinesis_init(KinesisTarget *k, AwsCredentialProvider *provider,
+						 const char *endpoint, const char *region,
 						  const char *stream_name, const char *stream_arn,
 						  const char *ca_file, long timeout_ms, int retry_timeout_s,
 						  int max_in_flight);

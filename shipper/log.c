@@ -40,6 +40,8 @@ log_set_format(LogFormat format, const char *program)
 void
 log_set_context(const char *name, const char *value)
 {
+	if (value == NULL)
+		return;
 	for (int i = 0; i < ncontext; i++)
 	{
 		if (strcmp(context_names[i], name) == 0)

@@ -112,13 +112,18 @@ usage(void)
 		   "                           heartbeat message so the slot's restart_lsn moves on\n"
 		   "                           (off by default; needs a writable primary)\n");
 	printf("      --log-format=FORMAT  text (default) or json: one JSON object per line\n");
+	printf("      --check-credentials  find AWS credentials and the region as shipping would,\n"
+		   "                           print where they come from (never the secret), exit\n");
 	printf("\nOther options:\n");
 	printf("  -v, --verbose            output verbose messages (twice: debug)\n");
 	printf("  -q, --quiet              output errors only\n");
 	printf("  -V, --version            output version information, then exit\n");
 	printf("  -?, --help               show this help, then exit\n");
-	printf("\nCredentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and\n"
-		   "AWS_SESSION_TOKEN, or from AWS_PROFILE in ~/.aws/credentials and ~/.aws/config.\n");
+	printf("\nAWS credentials are found as the AWS SDKs find them, in this order: the\n"
+		   "environment, a role_arn profile (STS AssumeRole), web identity, the shared\n"
+		   "credentials file, credential_process, the config file, the container endpoint,\n"
+		   "EC2 instance metadata; they are refreshed before they expire.  SIGHUP reads\n"
+		   "them again.\n");
 	printf("\nOn SIGTERM or SIGINT the shipper stops reading, delivers and confirms what it\n"
 		   "holds within --shutdown-timeout, then exits; rows still unacknowledged then (or\n"
 		   "at a second signal) are not confirmed and are shipped again on restart.\n");
@@ -245,6 +250,7 @@ parse_options(int argc, char **argv)
 		{"health-max-lag", required_argument, NULL, 29},
 		{"heartbeat", required_argument, NULL, 30},
 		{"log-format", required_argument, NULL, 31},
+		{"check-credentials", no_argument, NULL, 32},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -447,6 +453,9 @@ parse_options(int argc, char **argv)
 			case 30:
 				opts.heartbeat = (int) parse_long("--heartbeat", optarg, 1, 24 * 3600);
 				break;
+			case 32:
+				opts.check_credentials = true;
+				break;
 			case 31:
 				if (strcmp(optarg, "json") == 0)
 					opts.log_json = true;
@@ -475,6 +484,9 @@ parse_options(int argc, char **argv)
 
 	if (optind < argc)
 		usage_error("too many command-line arguments (first is \"%s\")", argv[optind]);
+	/* Only the AWS settings matter to --check-credentials. */
+	if (opts.check_credentials)
+		return;
 	if (opts.slot == NULL)
 		usage_error("%s", "no slot specified");
 	if (opts.dbname == NULL && getenv("PGDATABASE") == NULL)

@@ -67,6 +67,7 @@ typedef struct ShipperOptions
 	int			health_max_lag;
 	int			heartbeat;		/* seconds between heartbeat messages, 0: none */
 	bool		log_json;		/* --log-format json */
+	bool		check_credentials;	/* print the credential source, exit */
 	int			verbosity;		/* -1 quiet, 1 verbose, 2 debug */
 } ShipperOptions;
 

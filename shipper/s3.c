@@ -24,7 +24,8 @@
 #include "sigv4.h"
 
 char *
-s3_init(S3Target *s, const char *url, const char *endpoint, const char *region,
+s3_init(S3Target *s, AwsCredentialProvider *provider, const char *url,
+		const char *endpoint, const char *region,
 		const char *addressing, bool gzip, const char *ca_file, long timeout_ms,
 		int retry_timeout_s)
 {
@@ -68,8 +69,7 @@ s3_init(S3Target *s, const char *url, const char *endpoint, const char *region,
 	if ((host = http_host_header(s->endpoint, NULL, &err)) == NULL)
 		return psprintf("--s3-endpoint-url: %s", err);
 	free(host);
-	if ((err = aws_load_credentials(&s->creds)) != NULL)
-		return err;
+	s->provider = provider;
 	http_client_init(&s->http, ca_file, timeout_ms);
 	return NULL;
 }
@@ -114,54 +114,37 @@ static bool
 s3_request(S3Target *s, const char *method, const char *key, const char *content_type,
 		   const char *body, size_t len, HttpResponse *resp)
 {
-	char		amz_date[17];
-	char		payload_hash[65];
 	char	   *url;
 	char	   *host;
 	char	   *path;
-	SigV4Header h[6];
-	int			nh = 0;
-	SigV4Request req;
-	SigV4Result sig;
+	SigV4Header extra[1];
+	AwsRequestSpec spec;
 	struct curl_slist *headers = NULL;
 	bool		ok;
 
 	object_url(s, key, &url, &host, &path);
-	sigv4_amz_date((long long) time(NULL), amz_date);
-	sigv4_sha256_hex(body ? body : "", body ? len : 0, payload_hash);
-
+	aws_credentials_get(s->provider, &s->creds);
+	memset(&spec, 0, sizeof(spec));
 	if (content_type)
-		h[nh++] = (SigV4Header) {"Content-Type", content_type};
-	h[nh++] = (SigV4Header) {"Host", host};
-	h[nh++] = (SigV4Header) {"X-Amz-Content-Sha256", payload_hash};
-	h[nh++] = (SigV4Header) {"X-Amz-Date", amz_date};
-	if (s->creds.session_token)
-		h[nh++] = (SigV4Header) {"X-Amz-Security-Token", s->creds.session_token};
-
-	memset(&req, 0, sizeof(req));
-	req.method = method;
-	req.path = path;
-	req.headers = h;
-	req.nheaders = nh;
-	req.payload_hash = payload_hash;
-	req.normalize_path = false;		/* S3 signs the path as it is */
-	req.region = s->region;
-	req.service = "s3";
-	req.access_key = s->creds.access_key;
-	req.secret_key = s->creds.secret_key;
-	req.amz_date = amz_date;
-	if (!sigv4_sign(&req, &sig))
 	{
-		log_error("out of memory");
-		exit(1);
+		extra[0] = (SigV4Header) {"Content-Type", content_type};
+		spec.extra = extra;
+		spec.nextra = 1;
 	}
-	headers = http_signed_headers(h, nh, sig.authorization);
+	spec.method = method;
+	spec.host = host;
+	spec.path = path;
+	spec.body = body;
+	spec.len = len;
+	spec.region = s->region;
+	spec.service = "s3";
+	spec.s3 = true;
+	headers = aws_signed_headers(&spec, &s->creds);
 
 	ok = http_request(&s->http, method, url, headers,
 					  strcmp(method, "PUT") == 0 ? (body ? body : "") : NULL, len, resp);
 
 	curl_slist_free_all(headers);
-	sigv4_result_free(&sig);
 	free(url);
 	free(host);
 	free(path);
@@ -188,7 +171,13 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 	if (!reached)
 		return http_transport_failure(&s->http, s->endpoint, resp);
 	code = xml_code(resp->body.data);
-	if (resp->status >= 500 || resp->status == 429 ||
+	if (aws_error_is_expired_token(code))
+	{
+		aws_credentials_invalidate(s->provider);
+		problem = psprintf("HTTP %ld from %s for %s: %s: the credentials (from %s) expired; refreshing them",
+						   resp->status, s->endpoint, what, code, aws_credentials_describe(s->provider));
+	}
+	else if (resp->status >= 500 || resp->status == 429 ||
 		(code && (strcmp(code, "SlowDown") == 0 || strcmp(code, "RequestTimeout") == 0 ||
 				  strcmp(code, "InternalError") == 0 || strcmp(code, "ServiceUnavailable") == 0)))
 		problem = psprintf("HTTP %ld from %s for %s%s%s", resp->status, s->endpoint, what,
@@ -204,7 +193,7 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 		else if (code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
 						  strcmp(code, "InvalidAccessKeyId") == 0))
 			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
-							  s->creds.source);
+							  aws_credentials_describe(s->provider));
 	}
 	free(code);
 	return problem;

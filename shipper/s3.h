@@ -15,7 +15,7 @@
 
 #include <zlib.h>
 
-#include "aws_config.h"
+#include "credentials.h"
 #include "http.h"
 #include "retry.h"
 
@@ -38,7 +38,8 @@ typedef struct S3Target
 	char	   *region;
 	bool		path_style;
 	bool		gzip;
-	AwsCredentials creds;
+	AwsCredentialProvider *provider;	/* shared by the targets */
+	AwsCredentials creds;		/* a snapshot, taken for each request */
 	HttpClient	http;
 	int			retry_timeout_s;
 
@@ -55,7 +56,8 @@ typedef struct S3Target
 	uint64_t	bytes_put;
 } S3Target;
 
-extern char *s3_init(S3Target *s, const char *url, const char *endpoint,
+extern char *s3_init(S3Target *s, AwsCredentialProvider *provider, const char *url,
+					 const char *endpoint,
 					 const char *region, const char *addressing, bool gzip,
 					 const char *ca_file, long timeout_ms, int retry_timeout_s);
 

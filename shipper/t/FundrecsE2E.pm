@@ -20,6 +20,7 @@ use Time::HiRes qw(usleep);
 
 use Exporter 'import';
 our @EXPORT = qw(
+	start_aws_mock botocore_credentials
   new_cluster start_kinesalite start_kinesis_mock start_s3rver start_proxy proxy_stats
   athena_figures
   kinesis_tool read_stream read_deaggregated shipper_env run_shipper start_shipper wait_for_port
@@ -225,12 +226,55 @@ sub read_deaggregated
 	return \@recs;
 }
 
+# The environment of a shipper run: the test keys, and nothing from the
+# machine's own AWS set-up (no profile, no role, no instance metadata).
 sub shipper_env
 {
 	return (AWS_ACCESS_KEY_ID => $ACCESS_KEY, AWS_SECRET_ACCESS_KEY => $SECRET_KEY,
-		AWS_REGION => $REGION, AWS_SESSION_TOKEN => undef, AWS_PROFILE => undef,
-		AWS_SHARED_CREDENTIALS_FILE => '/nonexistent', AWS_CONFIG_FILE => '/nonexistent');
+		AWS_REGION => $REGION, AWS_DEFAULT_REGION => $REGION, AWS_SESSION_TOKEN => undef,
+		AWS_PROFILE => undef, AWS_DEFAULT_PROFILE => undef,
+		AWS_SHARED_CREDENTIALS_FILE => '/nonexistent', AWS_CONFIG_FILE => '/nonexistent',
+		AWS_EC2_METADATA_DISABLED => 'true', AWS_WEB_IDENTITY_TOKEN_FILE => undef,
+		AWS_ROLE_ARN => undef, AWS_ROLE_SESSION_NAME => undef,
+		AWS_CONTAINER_CREDENTIALS_RELATIVE_URI => undef,
+		AWS_CONTAINER_CREDENTIALS_FULL_URI => undef,
+		AWS_CONTAINER_AUTHORIZATION_TOKEN => undef,
+		AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE => undef, AWS_ENDPOINT_URL => undef,
+		AWS_ENDPOINT_URL_STS => undef, AWS_ENDPOINT_URL_KINESIS => undef,
+		AWS_ENDPOINT_URL_S3 => undef, AWS_EC2_METADATA_SERVICE_ENDPOINT => undef);
 }
+
+# The credential-source stand-ins (aws_mock.py): (port, harness).
+sub start_aws_mock
+{
+	my (@args) = @_;
+	my $portfile = "$PostgreSQL::Test::Utils::tmp_check/awsmock_" . int(rand(1e9)) . ".port";
+	my $h = _start([ $PYTHON, "$E2E_DIR/aws_mock.py", '--port-file', $portfile, @args ],
+		"$portfile.log");
+	for (1 .. 300)
+	{
+		last if -s $portfile;
+		usleep(100_000);
+	}
+	my $port = slurp_file($portfile);
+	wait_for_port($port, 'aws_mock');
+	return ($port, $h);
+}
+
+# What botocore resolves with this environment: "METHOD LAST4", "none" or
+# "error CLASS".
+sub botocore_credentials
+{
+	my ($env) = @_;
+	my ($out, $err) = ('', '');
+	local %ENV = (%ENV, %$env);
+	foreach my $k (keys %$env) { delete $ENV{$k} unless defined $env->{$k}; }
+	IPC::Run::run([ $PYTHON, "$E2E_DIR/creds_botocore.py" ], '<', \undef, '>', \$out,
+		'2>', \$err, IPC::Run::timeout(60));
+	chomp $out;
+	return $out;
+}
+
 
 # Runs the shipper to completion: (exit code, stdout, stderr).
 sub run_shipper

@@ -18,6 +18,12 @@ the call reached the emulator, and malformed success responses.
         [--seed N] [--port-file FILE] [--strip-auth] [--delay-puts SECONDS]
         [--shard-limits]
 
+--keys-file FILE (written by aws_mock.py) replaces the fixed key: a request
+is accepted only with the latest key issued, its session token, before its
+expiry; an expired key is answered 400 ExpiredTokenException (S3:
+ExpiredToken), an unknown one 403 UnrecognizedClientException (S3:
+InvalidAccessKeyId).  The keys seen are counted in the stats.
+
 GET /__stats (unsigned) returns the counters as JSON; GET /__delay/SECONDS
 changes the delay of data calls (PutRecords, S3 writes) while running.
 
@@ -53,7 +59,8 @@ AUTH_RE = re.compile(
 STATS_LOCK = threading.Lock()
 STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
          "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0,
-         "throttled_records": 0, "in_flight": 0, "max_in_flight": 0}
+         "throttled_records": 0, "in_flight": 0, "max_in_flight": 0,
+         "expired": 0, "unknown_keys": 0, "keys_seen": {}}
 
 LIMIT_RECORDS = 1000.0
 LIMIT_BYTES = 1024.0 * 1024.0
@@ -165,7 +172,27 @@ class Handler(BaseHTTPRequestHandler):
         if not m:
             return "malformed Authorization header: %r" % auth[:60]
         access_key, date, region, service, signed, signature = m.groups()
-        if access_key != opts.access_key:
+        secret_key = opts.secret_key
+        if opts.keys_file:
+            try:
+                with open(opts.keys_file) as f:
+                    doc = json.load(f)
+            except (OSError, ValueError):
+                doc = {"latest": None, "keys": {}}
+            entry = doc["keys"].get(access_key)
+            if entry is None:
+                bump("unknown_keys")
+                return ("unknown", "unknown access key %s" % access_key)
+            # Only the current key: one replaced by a newer one is expired.
+            if entry["expires"] <= time.time() or access_key != doc["latest"]:
+                bump("expired")
+                return ("expired", "The security token included in the request is expired")
+            if self.headers.get("X-Amz-Security-Token") != entry["token"]:
+                bump("unknown_keys")
+                return ("unknown", "session token does not belong to access key %s" % access_key)
+            secret_key = entry["secret"]
+            bump("keys_seen", access_key)
+        elif access_key != opts.access_key:
             return "unknown access key %s" % access_key
         if region != opts.region:
             return "credential scope region %s, expected %s" % (region, opts.region)
@@ -184,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
         url = "http://" + self.headers["Host"] + self.path
         req = AWSRequest(method=self.command, url=url, data=body, headers=headers)
         req.context["timestamp"] = amz_date
-        creds = Credentials(opts.access_key, opts.secret_key,
+        creds = Credentials(access_key, secret_key,
                             self.headers.get("X-Amz-Security-Token"))
         signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(creds, service, region)
         if service == "s3":
@@ -251,6 +278,15 @@ class Handler(BaseHTTPRequestHandler):
 
         bump("requests")
         problem = self.check_signature(body)
+        if isinstance(problem, tuple):
+            kind, message = problem
+            sys.stderr.write("sigcheck: refused %s %s: %s\n" % (self.command, self.path, message))
+            if kind == "expired":
+                self.aws_error(400, "ExpiredToken" if self.is_s3 else "ExpiredTokenException", message)
+            else:
+                self.aws_error(403, "InvalidAccessKeyId" if self.is_s3 else "UnrecognizedClientException",
+                               "The security token included in the request is invalid.")
+            return
         if problem is not None:
             bump("mismatches")
             sys.stderr.write("sigcheck: rejected %s %s: %s\n" % (self.command, self.path, problem))
@@ -377,8 +413,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--listen", type=int, default=0)
     ap.add_argument("--upstream", required=True)
-    ap.add_argument("--access-key", required=True)
-    ap.add_argument("--secret-key", required=True)
+    ap.add_argument("--access-key", default="")
+    ap.add_argument("--secret-key", default="")
+    ap.add_argument("--keys-file")
     ap.add_argument("--region", default="us-east-1")
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--faults", default="500,503,throttle,records,drop,drop-after,garbage")
