@@ -112,9 +112,9 @@ usage(void)
 		   "                           heartbeat message so the slot's restart_lsn moves on\n"
 		   "                           (off by default; needs a writable primary)\n");
 	printf("      --log-format=FORMAT  text (default) or json: one JSON object per line\n");
+	printf("\nOther options:\n");
 	printf("      --check-credentials  find AWS credentials and the region as shipping would,\n"
 		   "                           print where they come from (never the secret), exit\n");
-	printf("\nOther options:\n");
 	printf("  -v, --verbose            output verbose messages (twice: debug)\n");
 	printf("  -q, --quiet              output errors only\n");
 	printf("  -V, --version            output version information, then exit\n");
