@@ -62,7 +62,7 @@ all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
 	$(MAKE) -C shipper PG_CONFIG=$(PG_CONFIG) $(patsubst %-shipper,%,$@)
 endif
 
-.PHONY: demo check-all deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
+.PHONY: demo check-all check-asan valgrind fuzz fuzz-regress deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
 
 deb:
 	dpkg-buildpackage -us -uc -b
@@ -72,3 +72,13 @@ demo:
 
 check-all:
 	bash scripts/test-all.sh
+
+# Sanitizers, valgrind and fuzzing (see "Testing" in the README).
+check-asan:
+	bash scripts/check-asan.sh
+
+valgrind:
+	bash scripts/valgrind-shipper.sh
+
+fuzz fuzz-regress:
+	$(MAKE) -C shipper PG_CONFIG=$(PG_CONFIG) $@

@@ -2,7 +2,7 @@
 # Installs what fundrecs needs to build, test and demo on Debian 12:
 # PostgreSQL 15 and its server headers, libpq, libcurl, OpenSSL, jansson,
 # the TAP test modules, wal2json (a benchmark peer), boto3/awscli, promtool
-# (prometheus), clang and
+# (prometheus), clang with its sanitizer and libFuzzer runtimes, valgrind and
 # the Debian packaging tools (debhelper, pg_buildext, lintian), Node.js
 # and the pinned npm packages of test/e2e (Kinesis and S3 emulators, DuckDB).
 # Safe to run again: it installs only what is missing.
@@ -16,7 +16,7 @@ packages=(
 	libipc-run-perl libjson-pp-perl
 	postgresql-15-wal2json
 	python3 python3-boto3 python3-botocore awscli
-	clang debhelper postgresql-server-dev-all lintian man-db prometheus
+	clang libclang-rt-14-dev valgrind debhelper postgresql-server-dev-all lintian man-db prometheus
 )
 # A machine may have Node.js from elsewhere; only ask Debian for it if absent.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

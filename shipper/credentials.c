@@ -157,8 +157,8 @@ env_true(const char *name)
 }
 
 /* ISO 8601 ("2026-11-26T03:00:00Z", fractions and offsets allowed) to epoch. */
-static bool
-parse_iso8601(const char *s, double *out)
+bool
+aws_parse_iso8601(const char *s, double *out)
 {
 	struct tm	tm;
 	int			y,
@@ -312,7 +312,7 @@ json_credentials(json_t *obj, const char *token_name, bool expiration_required,
 	memset(out, 0, sizeof(*out));
 	if (ex != NULL && !json_is_null(ex))
 	{
-		if (!json_is_string(ex) || !parse_iso8601(json_string_value(ex), &out->expiration))
+		if (!json_is_string(ex) || !aws_parse_iso8601(json_string_value(ex), &out->expiration))
 		{
 			*err = pg_strdup("the answer's Expiration is not an ISO 8601 time");
 			return false;
@@ -328,6 +328,31 @@ json_credentials(json_t *obj, const char *token_name, bool expiration_required,
 	if (json_is_string(tk) && json_string_length(tk) > 0)
 		out->session_token = pg_strdup(json_string_value(tk));
 	return true;
+}
+
+bool
+aws_parse_credentials_json(const char *text, size_t len, const char *token_name,
+						   bool version_1, AwsCredentials *out, char **err)
+{
+	json_error_t jerr;
+	json_t	   *doc = json_loadb(text, len, 0, &jerr);
+	bool		ok = false;
+
+	memset(out, 0, sizeof(*out));
+	if (doc == NULL || !json_is_object(doc))
+		*err = psprintf("not a JSON object%s%s", doc ? "" : ": ", doc ? "" : jerr.text);
+	else if (version_1 && (!json_is_integer(json_object_get(doc, "Version")) ||
+						   json_integer_value(json_object_get(doc, "Version")) != 1))
+		*err = pg_strdup("unsupported Version (expected 1)");
+	else if (!version_1 && json_object_get(doc, "Code") != NULL &&
+			 (!json_is_string(json_object_get(doc, "Code")) ||
+			  strcmp(json_string_value(json_object_get(doc, "Code")), "Success") != 0))
+		*err = psprintf("Code %s", json_is_string(json_object_get(doc, "Code")) ?
+						json_string_value(json_object_get(doc, "Code")) : "(not a string)");
+	else
+		ok = json_credentials(doc, token_name, false, out, err);
+	json_decref(doc);
+	return ok;
 }
 
 /* ----------------------------------------------------------------
@@ -434,6 +459,39 @@ sts_endpoint(const char *region, char **endpoint, char **signing_region)
 		*endpoint = psprintf("https://sts.%s.amazonaws.com", region);
 }
 
+bool
+aws_parse_sts_credentials(const char *xml, AwsCredentials *out)
+{
+	char	   *ak = xml_value(xml, "AccessKeyId");
+	char	   *sk = xml_value(xml, "SecretAccessKey");
+	char	   *tk = xml_value(xml, "SessionToken");
+	char	   *ex = xml_value(xml, "Expiration");
+	bool		ok = false;
+
+	memset(out, 0, sizeof(*out));
+	if (ak != NULL && sk != NULL && tk != NULL && ex != NULL && *ak != '\0' && *sk != '\0' &&
+		aws_parse_iso8601(ex, &out->expiration))
+	{
+		out->access_key = ak;
+		out->secret_key = sk;
+		out->session_token = tk;
+		ok = true;
+	}
+	else
+	{
+		free(ak);
+		if (sk)
+			explicit_bzero(sk, strlen(sk));
+		free(sk);
+		if (tk)
+			explicit_bzero(tk, strlen(tk));
+		free(tk);
+		out->expiration = 0;
+	}
+	free(ex);
+	return ok;
+}
+
 static void
 append_form(PQExpBuffer b, const char *name, const char *value)
 {
@@ -498,31 +556,11 @@ sts_call(AwsCredentialProvider *p, const char *action, PQExpBuffer form,
 		curl_slist_free_all(headers);
 		if (reached && resp.status == 200)
 		{
-			char	   *ak = xml_value(resp.body.data, "AccessKeyId");
-			char	   *sk = xml_value(resp.body.data, "SecretAccessKey");
-			char	   *tk = xml_value(resp.body.data, "SessionToken");
-			char	   *ex = xml_value(resp.body.data, "Expiration");
-
-			memset(out, 0, sizeof(*out));
-			if (ak == NULL || sk == NULL || tk == NULL || ex == NULL || *ak == '\0' || *sk == '\0' ||
-				!parse_iso8601(ex, &out->expiration))
-			{
+			if (aws_parse_sts_credentials(resp.body.data, out))
+				ok = true;
+			else
 				*err = psprintf("malformed %s response from %s (HTTP 200, %zu bytes): no credentials with an expiration",
 								action, p->sts_endpoint, resp.body.len);
-				free(ak);
-				if (sk)
-					explicit_bzero(sk, strlen(sk));
-				free(sk);
-				free(tk);
-			}
-			else
-			{
-				out->access_key = ak;
-				out->secret_key = sk;
-				out->session_token = tk;
-				ok = true;
-			}
-			free(ex);
 			explicit_bzero(resp.body.data, resp.body.len);
 			break;
 		}
@@ -627,9 +665,6 @@ fetch_process(AwsCredentialProvider *p, AwsCredentials *out, char **err, bool *c
 	double		deadline = now_seconds() + p->process_timeout_s;
 	bool		timed_out = false;
 	int			status = 0;
-	json_t	   *doc;
-	json_error_t jerr;
-	json_t	   *version;
 	bool		ok = false;
 
 	if (pipe(outp) < 0 || pipe(errp) < 0)
@@ -715,28 +750,16 @@ fetch_process(AwsCredentialProvider *p, AwsCredentials *out, char **err, bool *c
 						WIFEXITED(status) ? "exit code" : "signal",
 						WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
 						se.len ? ": " : "", (int) Min(se.len, 500), se.data);
-	else if ((doc = json_loadb(so.data, so.len, 0, &jerr)) == NULL || !json_is_object(doc))
-	{
-		*err = psprintf("credential_process of profile \"%s\" did not print a JSON object%s%s",
-						p->profile, doc ? "" : ": ", doc ? "" : jerr.text);
-		json_decref(doc);
-	}
+	else if (aws_parse_credentials_json(so.data, so.len, "SessionToken", true, out, err))
+		ok = true;
 	else
 	{
-		version = json_object_get(doc, "Version");
-		if (!json_is_integer(version) || json_integer_value(version) != 1)
-			*err = psprintf("credential_process of profile \"%s\": unsupported Version (expected 1)",
-							p->profile);
-		else if (json_credentials(doc, "SessionToken", false, out, err))
-			ok = true;
-		else
-		{
-			char	   *inner = *err;
+		char	   *inner = *err;
 
-			*err = psprintf("credential_process of profile \"%s\": %s", p->profile, inner);
-			free(inner);
-		}
-		json_decref(doc);
+		*err = strncmp(inner, "not a JSON", 10) == 0 ?
+			psprintf("credential_process of profile \"%s\" did not print a JSON object", p->profile) :
+			psprintf("credential_process of profile \"%s\": %s", p->profile, inner);
+		free(inner);
 	}
 	explicit_bzero(so.data, so.len);
 	termPQExpBuffer(&so);
@@ -825,22 +848,16 @@ fetch_container(AwsCredentialProvider *p, AwsCredentials *out, char **err, bool 
 
 		if (reached && resp.status == 200)
 		{
-			json_error_t jerr;
-			json_t	   *doc = json_loadb(resp.body.data, resp.body.len, 0, &jerr);
-
-			if (doc == NULL || !json_is_object(doc))
-				*err = psprintf("malformed answer from the container credentials endpoint %s: not a JSON object",
-								p->container_url);
-			else if (json_credentials(doc, "Token", false, out, err))
+			if (aws_parse_credentials_json(resp.body.data, resp.body.len, "Token", false, out, err))
 				ok = true;
 			else
 			{
 				char	   *inner = *err;
 
-				*err = psprintf("container credentials endpoint %s: %s", p->container_url, inner);
+				*err = psprintf("malformed answer from the container credentials endpoint %s: %s",
+								p->container_url, inner);
 				free(inner);
 			}
-			json_decref(doc);
 			explicit_bzero(resp.body.data, resp.body.len);
 			break;
 		}
@@ -965,27 +982,17 @@ fetch_imds(AwsCredentialProvider *p, AwsCredentials *out, char **err, bool *conf
 	path = psprintf("/latest/meta-data/iam/security-credentials/%s", role);
 	if (imds_get(p, &http, path, token, &resp, err))
 	{
-		json_error_t jerr;
-		json_t	   *doc = json_loadb(resp.body.data, resp.body.len, 0, &jerr);
-		json_t	   *code = doc ? json_object_get(doc, "Code") : NULL;
-
 		free(*err);
 		*err = NULL;
-		if (doc == NULL || !json_is_object(doc))
-			*err = psprintf("malformed instance metadata credentials for role %s: not a JSON object", role);
-		else if (code != NULL && (!json_is_string(code) || strcmp(json_string_value(code), "Success") != 0))
-			*err = psprintf("instance metadata credentials for role %s: Code %s", role,
-							json_is_string(code) ? json_string_value(code) : "(not a string)");
-		else if (json_credentials(doc, "Token", false, out, err))
+		if (aws_parse_credentials_json(resp.body.data, resp.body.len, "Token", false, out, err))
 			ok = true;
 		else
 		{
 			char	   *inner = *err;
 
-			*err = psprintf("instance metadata credentials for role %s: %s", role, inner);
+			*err = psprintf("malformed instance metadata credentials for role %s: %s", role, inner);
 			free(inner);
 		}
-		json_decref(doc);
 		explicit_bzero(resp.body.data, resp.body.len);
 	}
 	free(path);

@@ -71,4 +71,16 @@ extern void aws_credentials_clear(AwsCredentials *c);
 /* Whether an error code means the credentials expired. */
 extern bool aws_error_is_expired_token(const char *code);
 
+/*
+ * The parsers of the sources' answers (also run by the fuzz targets):
+ * an STS AssumeRole* XML answer; a JSON document of credentials (IMDS and
+ * the container endpoint: token_name "Token", a "Code" other than Success
+ * refused; credential_process: "SessionToken", version_1); an ISO 8601
+ * time.  False with *err (JSON) when malformed.
+ */
+extern bool aws_parse_sts_credentials(const char *xml, AwsCredentials *out);
+extern bool aws_parse_credentials_json(const char *text, size_t len, const char *token_name,
+									   bool version_1, AwsCredentials *out, char **err);
+extern bool aws_parse_iso8601(const char *s, double *out);
+
 #endif							/* CREDENTIALS_H */

@@ -1035,6 +1035,7 @@ resolve_credentials(const char *region)
 		log_error("%s", err);
 		if (config_error)
 			log_error_hint("See \"AWS credentials\" in the README for the order in which sources are tried.");
+		free(err);
 		exit(config_error ? 2 : 1);
 	}
 	if (opts.verbosity > 0 || opts.check_credentials)
@@ -1094,17 +1095,7 @@ setup_targets(void)
 		return;
 	region = aws_resolve_region(opts.region);
 	if (region == NULL && opts.stream_arn != NULL)
-	{
-		/* arn:aws:kinesis:REGION:ACCOUNT:stream/NAME */
-		char	   *copy = pg_strdup(opts.stream_arn);
-		char	   *parts[6] = {0};
-		int			n = 0;
-
-		for (char *t = strtok(copy, ":"); t && n < 6; t = strtok(NULL, ":"))
-			parts[n++] = t;
-		if (n == 6 && strcmp(parts[2], "kinesis") == 0)
-			region = pg_strdup(parts[3]);
-	}
+		region = kinesis_arn_region(opts.stream_arn);
 	if (region == NULL)
 	{
 		log_error("no AWS region specified");

@@ -138,6 +138,30 @@ kinesis_message_partition_key(const char *prefix, size_t prefix_len, PQExpBuffer
 	}
 }
 
+/*
+ * The region of a stream ARN, arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME,
+ * or NULL when it is not one.
+ */
+char *
+kinesis_arn_region(const char *arn)
+{
+	const char *p = arn;
+	const char *field[6];
+	int			n = 0;
+
+	field[n++] = p;
+	while (*p && n < 6)
+	{
+		if (*p == ':')
+			field[n++] = p + 1;
+		p++;
+	}
+	if (n < 6 || strncmp(arn, "arn:", 4) != 0 || strncmp(field[2], "kinesis:", 8) != 0 ||
+		field[4] - field[3] < 2 || strncmp(field[5], "stream/", 7) != 0 || field[5][7] == '\0')
+		return NULL;
+	return pnstrdup(field[3], field[4] - field[3] - 1);
+}
+
 /* "StreamARN":"..." or "StreamName":"...", as the stream was given. */
 static void
 append_stream_field(KinesisTarget *k, PQExpBuffer body)
@@ -228,8 +252,8 @@ kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t l
 }
 
 /* The error code of a failed call: "__type" without its namespace. */
-static char *
-error_code(const char *body, size_t len, char **message)
+char *
+kinesis_error_code(const char *body, size_t len, char **message)
 {
 	json_error_t jerr;
 	json_t	   *doc = json_loadb(body, len, 0, &jerr);
@@ -289,8 +313,8 @@ is_retryable_code(const char *code)
  * Parses a 200 response.  Returns the number of failed records (their
  * indexes in failed[]), or -1 when the response is malformed.
  */
-static int
-parse_put_response(const char *body, size_t len, int n, int *failed,
+int
+kinesis_parse_put_response(const char *body, size_t len, int n, int *failed,
 				   char **first_code, char **first_message, bool *fatal,
 				   ShipRecord **recs, uint64_t *throttled)
 {
@@ -373,7 +397,7 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
 	if (!reached)
 		return http_transport_failure(client, k->endpoint, resp);
 
-	code = error_code(resp->body.data, resp->body.len, &message);
+	code = kinesis_error_code(resp->body.data, resp->body.len, &message);
 	if (aws_error_is_expired_token(code))
 	{
 		/* Refreshed before the next attempt: a retry, not a failure. */
@@ -472,7 +496,7 @@ put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
 		{
 			char	   *code = NULL;
 			char	   *message = NULL;
-			int			nfailed = parse_put_response(resp->body.data, resp->body.len, n, failed,
+			int			nfailed = kinesis_parse_put_response(resp->body.data, resp->body.len, n, failed,
 													 &code, &message, fatal, recs,
 													 &k->throttled_records);
 
@@ -650,8 +674,8 @@ kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
  * with an ending sequence number, takes no more writes).  Returns the next
  * token (malloc'd) or NULL; *malformed on a response that is not one.
  */
-static char *
-parse_list_shards(const char *body, size_t len, KplShardMap *map, bool *malformed)
+char *
+kinesis_parse_list_shards(const char *body, size_t len, KplShardMap *map, bool *malformed)
 {
 	json_error_t jerr;
 	json_t	   *doc = json_loadb(body, len, 0, &jerr);
@@ -742,7 +766,7 @@ list_attempt(void *arg, int attempt, char **problem)
 				log_error_hint("--aggregate needs kinesis:ListShards on the stream.");
 			return CALL_FATAL;
 		}
-		next = parse_list_shards(ls->resp.body.data, ls->resp.body.len, &ls->map, &malformed);
+		next = kinesis_parse_list_shards(ls->resp.body.data, ls->resp.body.len, &ls->map, &malformed);
 		if (malformed)
 		{
 			*problem = psprintf("malformed ListShards response from %s (HTTP 200, %zu bytes)",

@@ -111,4 +111,20 @@ extern void kinesis_partition_key(const char *schema, size_t schema_len,
 extern void kinesis_message_partition_key(const char *prefix, size_t prefix_len,
 										  PQExpBuffer out);
 
+/*
+ * The parsers of Kinesis's answers (also run by the fuzz targets, fuzz/):
+ * the error code ("__type" without its namespace) and message of a failed
+ * call; a PutRecords answer (failed records' indexes, or -1 when
+ * malformed); a ListShards page (the open shards into map, the next
+ * token, *malformed).
+ */
+/* The region of a stream ARN, or NULL (malloc'd). */
+extern char *kinesis_arn_region(const char *arn);
+extern char *kinesis_error_code(const char *body, size_t len, char **message);
+extern int	kinesis_parse_put_response(const char *body, size_t len, int n, int *failed,
+									   char **first_code, char **first_message, bool *fatal,
+									   ShipRecord **recs, uint64_t *throttled);
+extern char *kinesis_parse_list_shards(const char *body, size_t len, KplShardMap *map,
+									   bool *malformed);
+
 #endif							/* KINESIS_H */

@@ -152,8 +152,8 @@ s3_request(S3Target *s, const char *method, const char *key, const char *content
 }
 
 /* <Code>...</Code> of an S3 error document, or NULL. */
-static char *
-xml_code(const char *body)
+char *
+s3_error_code(const char *body)
 {
 	const char *a = body ? strstr(body, "<Code>") : NULL;
 	const char *b = a ? strstr(a, "</Code>") : NULL;
@@ -170,7 +170,7 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 
 	if (!reached)
 		return http_transport_failure(&s->http, s->endpoint, resp);
-	code = xml_code(resp->body.data);
+	code = s3_error_code(resp->body.data);
 	if (aws_error_is_expired_token(code))
 	{
 		aws_credentials_invalidate(s->provider);

@@ -73,4 +73,7 @@ extern ShipResult s3_flush(S3Target *s, volatile sig_atomic_t *stop);
 
 extern bool s3_has_rows(const S3Target *s);
 
+/* <Code>...</Code> of an S3 error document, or NULL (fuzzed in fuzz/). */
+extern char *s3_error_code(const char *body);
+
 #endif							/* S3_H */

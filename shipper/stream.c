@@ -382,6 +382,46 @@ stream_start_error_is_permanent(ReplConn *rc)
 	return true;
 }
 
+bool
+stream_parse_copy_data(const char *buf, int len, StreamMessage *msg, char **err)
+{
+	memset(msg, 0, sizeof(*msg));
+	if (len < 1)
+	{
+		*err = pg_strdup("empty streaming message");
+		return false;
+	}
+	msg->type = buf[0];
+	if (msg->type == 'k')
+	{
+		if (len < 1 + 8 + 8 + 1)
+		{
+			*err = psprintf("streaming header too small: %d", len);
+			return false;
+		}
+		msg->wal_end = read_u64(buf + 1);
+		msg->reply_requested = buf[17] != 0;
+		return true;
+	}
+	if (msg->type == 'w')
+	{
+		const int	hdr = 1 + 8 + 8 + 8;
+
+		if (len < hdr)
+		{
+			*err = psprintf("streaming header too small: %d", len);
+			return false;
+		}
+		msg->data_start = read_u64(buf + 1);
+		msg->wal_end = read_u64(buf + 9);
+		msg->data = buf + hdr;
+		msg->len = len - hdr;
+		return true;
+	}
+	*err = psprintf("unrecognized streaming header: \"%c\"", msg->type);
+	return false;
+}
+
 int
 stream_next_message(ReplConn *rc, StreamMessage *msg)
 {
@@ -424,36 +464,17 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 		return -1;
 	}
 
-	memset(msg, 0, sizeof(*msg));
-	msg->type = rc->copybuf[0];
-	if (msg->type == 'k')
 	{
-		if (r < 1 + 8 + 8 + 1)
-		{
-			log_error("streaming header too small: %d", r);
-			return -1;
-		}
-		msg->wal_end = read_u64(rc->copybuf + 1);
-		msg->reply_requested = rc->copybuf[17] != 0;
-		return 1;
-	}
-	if (msg->type == 'w')
-	{
-		const int	hdr = 1 + 8 + 8 + 8;
+		char	   *err = NULL;
 
-		if (r < hdr)
+		if (!stream_parse_copy_data(rc->copybuf, r, msg, &err))
 		{
-			log_error("streaming header too small: %d", r);
+			log_error("%s", err);
+			free(err);
 			return -1;
 		}
-		msg->data_start = read_u64(rc->copybuf + 1);
-		msg->wal_end = read_u64(rc->copybuf + 9);
-		msg->data = rc->copybuf + hdr;
-		msg->len = r - hdr;
-		return 1;
 	}
-	log_error("unrecognized streaming header: \"%c\"", msg->type);
-	return -1;
+	return 1;
 }
 
 int

@@ -39,6 +39,13 @@ typedef struct StreamMessage
 	size_t		len;
 } StreamMessage;
 
+/*
+ * Decodes one CopyData message of the replication stream (XLogData 'w' or
+ * keepalive 'k'); msg->data points into buf.  False with *err (malloc'd)
+ * when it is malformed.  Fuzzed in fuzz/.
+ */
+extern bool stream_parse_copy_data(const char *buf, int len, StreamMessage *msg, char **err);
+
 typedef struct pg_conn PGconn;
 
 extern PGconn *db_connect(const ReplConnParams *params, bool replication);

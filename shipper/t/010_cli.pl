@@ -169,10 +169,13 @@ like($left_after->[0], qr/Jane Smith/, 'and it is that one');
 # Kinesis through a profile from the shared credentials file.
 $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 ($rc, $out, $err) = run_shipper({ %env, AWS_ACCESS_KEY_ID => undef, AWS_SECRET_ACCESS_KEY => undef,
-	AWS_REGION => undef, AWS_PROFILE => 'ci', AWS_SHARED_CREDENTIALS_FILE => $credfile,
-	AWS_CONFIG_FILE => $conffile }, '-d', $connstr, '-S', 'cli_slot', @kin, '-E', $end, '-v');
+	AWS_REGION => undef, AWS_DEFAULT_REGION => undef, AWS_PROFILE => 'ci',
+	AWS_SHARED_CREDENTIALS_FILE => $credfile, AWS_CONFIG_FILE => $conffile },
+	'-d', $connstr, '-S', 'cli_slot', @kin, '-E', $end, '-v');
 is($rc, 0, 'profile credentials: exit code 0');
-like($err, qr/AWS credentials from profile "ci" in \Q$credfile\E, region $REGION/, 'profile credentials: used');
+like($err, qr/AWS credentials from shared-credentials-file \(profile "ci" in \Q$credfile\E\): access key \*{16}TEST/,
+	'profile credentials: used, the access key masked');
+like($err, qr/Kinesis: region $REGION/, 'profile credentials: the profile\'s region');
 unlike($err, qr/\Q$SECRET_KEY\E/, 'profile credentials: the secret is not printed');
 my $recs = read_stream($kport, 'cli_stream', 1);
 is(scalar @$recs, 1, 'profile credentials: the row arrived');

@@ -65,7 +65,7 @@ sub start_to_file
 	my ($slot, $out, $err) = @_;
 	local %ENV = (%ENV, %env);
 	delete $ENV{$_} for grep { !defined $env{$_} } keys %env;
-	return IPC::Run::start([ 'fundrecs_shipper', @ship, '-S', $slot ], '<', \undef,
+	return IPC::Run::start([ $SHIPPER, @ship, '-S', $slot ], '<', \undef,
 		'>', $out, '2>', $err);
 }
 
@@ -139,7 +139,7 @@ sub file_has
 	my $outB = "$tmp/race2_b.out";
 	local %ENV = (%ENV, %env);
 	delete $ENV{$_} for grep { !defined $env{$_} } keys %env;
-	my $b = IPC::Run::start([ 'fundrecs_shipper', @ship, '-S', 'race2' ], '<', \undef, '>', $outB, '2>', $logB);
+	my $b = IPC::Run::start([ $SHIPPER, @ship, '-S', 'race2' ], '<', \undef, '>', $outB, '2>', $logB);
 	ok(wait_for('B to wait', sub { -s $logB && slurp_file($logB) =~ /waiting/ }), 'B: waits');
 	$a->signal('KILL');
 	$a->finish;
@@ -171,7 +171,7 @@ sub file_has
 		my $n = 1 + ($round % 2);
 		for (1 .. $n)
 		{
-			push @h, IPC::Run::start([ 'fundrecs_shipper', @ship, '-S', 'race3' ], '<', \undef,
+			push @h, IPC::Run::start([ $SHIPPER, @ship, '-S', 'race3' ], '<', \undef,
 				'>>', $out, '2>>', "$tmp/race3.log");
 			usleep(int(rand(300_000)));
 		}
@@ -189,7 +189,7 @@ sub file_has
 	$writer->finish;
 	is($writer->full_result(0), 0, 'the writer committed everything');
 	my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-	my ($rc) = IPC::Run::run([ 'fundrecs_shipper', @ship, '-S', 'race3', '-E', $end ], '<', \undef,
+	my ($rc) = IPC::Run::run([ $SHIPPER, @ship, '-S', 'race3', '-E', $end ], '<', \undef,
 		'>>', $out, '2>>', "$tmp/race3.log", IPC::Run::timeout(300));
 	ok($rc, 'the last shipper reached the end position');
 

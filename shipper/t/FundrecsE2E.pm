@@ -24,9 +24,12 @@ our @EXPORT = qw(
   new_cluster start_kinesalite start_kinesis_mock start_s3rver start_proxy proxy_stats
   athena_figures
   kinesis_tool read_stream read_deaggregated shipper_env run_shipper start_shipper wait_for_port
-  plugin_rows $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR
+  plugin_rows $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
 );
 
+# The shipper under test: the installed one, or FUNDRECS_SHIPPER (make
+# check-asan points it at the sanitizer build).
+our $SHIPPER = $ENV{FUNDRECS_SHIPPER} // 'fundrecs_shipper';
 our $ACCESS_KEY = 'AKIDFUNDRECSTEST';
 our $SECRET_KEY = 'fundrecs/test/secret';
 our $REGION = 'us-east-1';
@@ -283,7 +286,7 @@ sub run_shipper
 	my ($stdout, $stderr) = ('', '');
 	local %ENV = (%ENV, %$env);
 	foreach my $k (keys %$env) { delete $ENV{$k} unless defined $env->{$k}; }
-	IPC::Run::run([ 'fundrecs_shipper', @args ], '<', \undef, '>', \$stdout, '2>', \$stderr,
+	IPC::Run::run([ $SHIPPER, @args ], '<', \undef, '>', \$stdout, '2>', \$stderr,
 		IPC::Run::timeout(180));
 	return ($? >> 8, $stdout, $stderr);
 }
@@ -294,7 +297,7 @@ sub start_shipper
 	my ($env, $log, @args) = @_;
 	local %ENV = (%ENV, %$env);
 	foreach my $k (keys %$env) { delete $ENV{$k} unless defined $env->{$k}; }
-	my $h = IPC::Run::start([ 'fundrecs_shipper', @args ], '<', \undef, '>>', $log, '2>>', $log);
+	my $h = IPC::Run::start([ $SHIPPER, @args ], '<', \undef, '>>', $log, '2>>', $log);
 	push @children, $h;
 	return $h;
 }

@@ -1,0 +1,76 @@
+#!/bin/bash
+# make check-asan: the shipper and the plugin built with AddressSanitizer
+# and UBSan, run through the TAP suite and pg_regress; passes only with
+# zero sanitizer reports.
+#
+#   scripts/check-asan.sh                 every TAP test
+#   ASAN_TAP_TESTS="t/010_cli.pl ..." scripts/check-asan.sh   a subset (CI)
+#
+# The plugin is loaded by the temp instance's postmaster with libasan and
+# libubsan preloaded (LD_PRELOAD): the server itself is not rebuilt.  The
+# sanitized plugin is installed for the run and the normal build installed
+# again afterwards.  Leaks are not checked here (PostgreSQL frees by memory
+# context, the shipper's exit paths leave what the OS reclaims): valgrind's
+# run (scripts/valgrind-shipper.sh) checks them.  Run as root (installs) or
+# as a user who may write the PostgreSQL directories.
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+reports="$top/tmp_asan"
+rm -rf "$reports"
+mkdir -p "$reports"
+chmod 777 "$reports"
+
+if [ "$(id -u)" -eq 0 ]; then
+	as_pg() { runuser -u postgres -- env PATH="$PATH" "$@"; }
+	chown -R postgres:postgres "$top/shipper" "$top/sql" "$top/expected" 2>/dev/null
+	chmod 777 "$top"
+else
+	as_pg() { "$@"; }
+fi
+status=0
+
+echo "== sanitizers: the shipper (clang -fsanitize=address,undefined)"
+as_pg make -s -C shipper PG_CONFIG="$PG_CONFIG" asan || exit 1
+as_pg env FUNDRECS_SHIPPER="$top/shipper/asan/fundrecs_shipper" \
+	ASAN_OPTIONS="detect_leaks=0:log_path=$reports/shipper-asan" \
+	UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/shipper-ubsan" \
+	make -s -C shipper PG_CONFIG="$PG_CONFIG" installcheck ${ASAN_TAP_TESTS:+PROVE_TESTS="$ASAN_TAP_TESTS"} \
+	> asan_tap.out 2>&1 || status=1
+grep -E "^(t/|Files=|Result:)" asan_tap.out
+
+echo "== sanitizers: the plugin (gcc -fsanitize=address,undefined, libasan preloaded)"
+make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 clean >/dev/null
+make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 \
+	PG_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize=alignment -Wall" \
+	SHLIB_LINK="-fsanitize=address,undefined" || exit 1
+make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 install >/dev/null || exit 1
+preload="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+as_pg env LD_PRELOAD="$preload" \
+	ASAN_OPTIONS="detect_leaks=0:log_path=$reports/plugin-asan" \
+	UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/plugin-ubsan" \
+	make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 installcheck > asan_regress.out 2>&1 || status=1
+grep -E "tests? (passed|failed)|of [0-9]+ tests" asan_regress.out | sed 's/^ *//'
+# The TAP tests' decoding with the sanitized plugin too (a subset: the
+# shipper's own sanitized run above already covers the shipper).
+as_pg env LD_PRELOAD="$preload" \
+	ASAN_OPTIONS="detect_leaks=0:log_path=$reports/plugin-tap-asan" \
+	UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/plugin-tap-ubsan" \
+	make -s -C shipper PG_CONFIG="$PG_CONFIG" installcheck \
+	PROVE_TESTS="${ASAN_PLUGIN_TAP_TESTS:-t/040_load.pl t/130_messages_logs.pl}" > asan_plugin_tap.out 2>&1 || status=1
+grep -E "^(Files=|Result:)" asan_plugin_tap.out
+
+# The normal build back in place.
+make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 clean >/dev/null
+make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 >/dev/null && make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 install >/dev/null
+
+n=$(ls "$reports" | wc -l)
+if [ "$n" -ne 0 ]; then
+	status=1
+	for f in "$reports"/*; do echo "---- $f"; head -n 60 "$f"; done
+fi
+[ -f asan_tap.out ] && grep -q "Result: PASS" asan_tap.out || status=1
+echo "sanitizers: $n reports"
+exit $status

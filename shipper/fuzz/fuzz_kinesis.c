@@ -1,0 +1,76 @@
+/*
+ * Kinesis's answers: the first byte picks the parser (an error document,
+ * a PutRecords answer for 1 to 8 records, a ListShards page), the rest is
+ * the body.  A malformed body must be refused, never crash.
+ */
+#include "fuzz_common.h"
+#include "kinesis.h"
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const char *body;
+	size_t		len;
+
+	if (size < 1)
+		return 0;
+	body = (const char *) data + 1;
+	len = size - 1;
+	switch (data[0] % 3)
+	{
+		case 0:
+			{
+				char	   *message = NULL;
+				char	   *code = kinesis_error_code(body, len, &message);
+
+				free(code);
+				free(message);
+				break;
+			}
+		case 1:
+			{
+				int			n = 1 + (data[0] / 3) % 8;
+				ShipRecord  recs[8];
+				ShipRecord *ptrs[8];
+				int			failed[8];
+				char	   *first_code = NULL;
+				char	   *first_message = NULL;
+				bool		fatal;
+				uint64_t	throttled = 0;
+				int			nf;
+
+				memset(recs, 0, sizeof(recs));
+				for (int i = 0; i < n; i++)
+				{
+					recs[i].want_shard = (i % 2) ? "shardId-000000000001" : NULL;
+					ptrs[i] = &recs[i];
+				}
+				nf = kinesis_parse_put_response(body, len, n, failed, &first_code,
+												&first_message, &fatal, ptrs, &throttled);
+				if (nf > n)
+					abort();
+				for (int i = 0; i < nf; i++)
+					if (failed[i] < 0 || failed[i] >= n)
+						abort();
+				for (int i = 0; i < n; i++)
+					free(recs[i].got_shard);
+				free(first_code);
+				free(first_message);
+				break;
+			}
+		case 2:
+			{
+				KplShardMap map = {NULL, 0};
+				bool		malformed = true;
+				char	   *next = kinesis_parse_list_shards(body, len, &map, &malformed);
+
+				for (int i = 0; i < map.nshards; i++)
+					if (map.shards[i].end < map.shards[i].start)
+						abort();
+				free(next);
+				kpl_map_free(&map);
+				break;
+			}
+	}
+	return 0;
+}
