@@ -1,15 +1,19 @@
 #!/bin/bash
-# make check-asan: the shipper and the plugin built with AddressSanitizer
-# and UBSan, run through the TAP suite and pg_regress; passes only with
-# zero sanitizer reports.
+# make check-asan: the shipper built with AddressSanitizer and UBSan, run
+# through the TAP suite; the plugin built with UBSan, loaded into the test
+# servers for pg_regress and decoding TAP tests; passes only with zero
+# sanitizer reports.
 #
 #   scripts/check-asan.sh                 every TAP test
 #   ASAN_TAP_TESTS="t/010_cli.pl ..." scripts/check-asan.sh   a subset (CI)
 #
-# The plugin is loaded by the temp instance's postmaster with libasan and
-# libubsan preloaded (LD_PRELOAD): the server itself is not rebuilt.  The
-# sanitized plugin is installed for the run and the normal build installed
-# again afterwards.  Leaks are not checked here (PostgreSQL frees by memory
+# The plugin is loaded by the temp instance's postmaster with libubsan
+# preloaded (LD_PRELOAD): the server itself is not rebuilt.  AddressSanitizer
+# cannot be preloaded into Debian's postgres: with glibc 2.36 the server
+# deadlocks in bindtextdomain() at start (_nl_state_lock), before it loads
+# anything; the plugin's memory accesses are checked under valgrind instead
+# (scripts/valgrind-plugin.sh).  The sanitized plugin is installed for the
+# run and the normal build installed again afterwards.  Leaks are not checked here (PostgreSQL frees by memory
 # context, the shipper's exit paths leave what the OS reclaims): valgrind's
 # run (scripts/valgrind-shipper.sh) checks them.  Run as root (installs) or
 # as a user who may write the PostgreSQL directories.
@@ -41,22 +45,19 @@ as_pg env FUNDRECS_SHIPPER="$top/shipper/asan/fundrecs_shipper" \
 	> asan_tap.out 2>&1 || status=1
 grep -E "^(t/|Files=|Result:)" asan_tap.out
 
-echo "== sanitizers: the plugin (gcc -fsanitize=address,undefined, libasan preloaded)"
+echo "== sanitizers: the plugin (gcc -fsanitize=undefined, libubsan preloaded)"
 make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 clean >/dev/null
 make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 \
-	PG_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize=alignment -Wall" \
-	SHLIB_LINK="-fsanitize=address,undefined" || exit 1
+	PG_CFLAGS="-fsanitize=undefined -fno-omit-frame-pointer -Wall" \
+	SHLIB_LINK="-fsanitize=undefined" || exit 1
 make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 install >/dev/null || exit 1
-preload="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+preload="$(gcc -print-file-name=libubsan.so)"
 as_pg env LD_PRELOAD="$preload" \
-	ASAN_OPTIONS="detect_leaks=0:log_path=$reports/plugin-asan" \
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/plugin-ubsan" \
 	make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 installcheck > asan_regress.out 2>&1 || status=1
 grep -E "tests? (passed|failed)|of [0-9]+ tests" asan_regress.out | sed 's/^ *//'
-# The TAP tests' decoding with the sanitized plugin too (a subset: the
-# shipper's own sanitized run above already covers the shipper).
+# The TAP tests' decoding with the sanitized plugin too (a subset).
 as_pg env LD_PRELOAD="$preload" \
-	ASAN_OPTIONS="detect_leaks=0:log_path=$reports/plugin-tap-asan" \
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/plugin-tap-ubsan" \
 	make -s -C shipper PG_CONFIG="$PG_CONFIG" installcheck \
 	PROVE_TESTS="${ASAN_PLUGIN_TAP_TESTS:-t/040_load.pl t/130_messages_logs.pl}" > asan_plugin_tap.out 2>&1 || status=1

@@ -76,6 +76,21 @@ if [ $rc -ne 0 ]; then
 	done
 fi
 
+echo "== fuzzing (make -C shipper fuzz-regress, then fuzz for a few seconds each)"
+{
+	as_pg make -s -C shipper PG_CONFIG="$PG_CONFIG" fuzz-regress &&
+	as_pg make -s -C shipper PG_CONFIG="$PG_CONFIG" fuzz FUZZ_SECONDS=${FUZZ_SECONDS:-5}
+} > fuzz.out 2>&1
+rc=$?
+cat fuzz.out
+nfuzz=$(grep -c "^fuzz_.*: [0-9]* s$" fuzz.out)
+[ $rc -eq 0 ] && echo "fuzz: $nfuzz targets run, 0 crashes" >> fuzz.out || { status=1; echo "fuzz: $nfuzz targets run, FAILED" >> fuzz.out; }
+
+echo "== sanitizers (scripts/check-asan.sh on a subset of the TAP tests)"
+$sudo env ASAN_TAP_TESTS="${ASAN_TAP_TESTS:-t/001_sigv4.pl t/010_cli.pl t/030_faults.pl t/090_aggregate.pl t/130_messages_logs.pl t/140_credentials.pl}" \
+	PG_CONFIG="$PG_CONFIG" bash scripts/check-asan.sh > asan.out 2>&1 || status=1
+cat asan.out
+
 if [ -x bench/run ]; then
 	echo "== benchmark harness (bench/run --quick)"
 	as_pg bench/run --quick || status=1
@@ -87,5 +102,7 @@ grep -h -E "tests? (passed|failed)|of [0-9]+ tests" installcheck.out 2>/dev/null
 grep -h -E "^(Files=|Result:)" tap.out 2>/dev/null
 tail -n 1 "$top/release.out" 2>/dev/null
 tail -n 1 "$top/deb.out" 2>/dev/null
+tail -n 1 fuzz.out 2>/dev/null
+tail -n 1 asan.out 2>/dev/null
 [ -f bench/out/quick.summary ] && cat bench/out/quick.summary
 exit $status
