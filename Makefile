@@ -62,7 +62,7 @@ all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
 	$(MAKE) -C shipper PG_CONFIG=$(PG_CONFIG) $(patsubst %-shipper,%,$@)
 endif
 
-.PHONY: demo check-all check-asan valgrind fuzz fuzz-regress deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
+.PHONY: demo check-all check-asan valgrind valgrind-plugin fuzz fuzz-regress deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
 
 deb:
 	dpkg-buildpackage -us -uc -b
@@ -79,6 +79,9 @@ check-asan:
 
 valgrind:
 	bash scripts/valgrind-shipper.sh
+
+valgrind-plugin:
+	bash scripts/valgrind-plugin.sh
 
 fuzz fuzz-regress:
 	$(MAKE) -C shipper PG_CONFIG=$(PG_CONFIG) $@

@@ -289,6 +289,53 @@ foreach my $phase ([ 'A', [] ], [ 'B', [ '--claimed-lifetime', '3600' ] ])
 	}
 	note("rotation $label: $n rows inserted, $nkeys keys, $stats->{expired} refused as expired");
 }
+# 4. SIGHUP: keys rotated in the shared credentials file are read again.
+#    The proxy accepts only the key named "latest" in its keys file; the
+#    files change while the shipper is idle, then SIGHUP, then rows: they
+#    are signed with the new key, none is refused.
+{
+	my $keys = "$dir/keys_hup.json";
+	my $credfile = "$dir/credentials_hup";
+	my $write_keys = sub {
+		my ($latest) = @_;
+		write_file($keys, encode_json({ latest => $latest, keys => {
+			AKIDHUPFIRST0001 => { secret => 'first/secret', token => undef, expires => time + 3600 },
+			AKIDHUPSECOND002 => { secret => 'second/secret', token => undef, expires => time + 3600 } } }));
+	};
+	write_file($credfile, "[default]\naws_access_key_id = AKIDHUPFIRST0001\naws_secret_access_key = first/secret\n");
+	$write_keys->('AKIDHUPFIRST0001');
+	my ($pport) = start_proxy($kport, '--keys-file', $keys);
+	my %env = (%base, AWS_SHARED_CREDENTIALS_FILE => $credfile);
+	my $log = "$PostgreSQL::Test::Utils::tmp_check/creds_hup.log";
+	my $h = start_shipper(\%env, $log, '-d', $connstr, '-S', 'rot', '--no-load',
+		'--endpoint-url', "http://127.0.0.1:$pport", '--stream', 'rot_stream', '-s', '1', '-v');
+	my $ship = sub {
+		$node->safe_psql('postgres',
+			"INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) SELECT 1, 101, 1 FROM generate_series(1, 10)");
+		my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+		return $node->poll_query_until('postgres',
+			"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'rot'");
+	};
+	ok($ship->(), 'SIGHUP: rows shipped with the first key');
+	write_file($credfile, "[default]\naws_access_key_id = AKIDHUPSECOND002\naws_secret_access_key = second/secret\n");
+	$write_keys->('AKIDHUPSECOND002');
+	$h->signal('HUP');
+	my $deadline = time + 30;
+	sleep 0.2 while time < $deadline && slurp_file($log) !~ /SIGHUP: the AWS credentials will be read again/;
+	ok($ship->(), 'SIGHUP: rows shipped after the rotation');
+	$h->signal('TERM');
+	$h->finish;
+	my $out = slurp_file($log);
+	is($h->result(0), 0, 'SIGHUP: the shipper goes on and exits 0');
+	like($out, qr/SIGHUP: the AWS credentials will be read again from shared-credentials-file/, 'SIGHUP: logged');
+	like($out, qr/AWS credentials refreshed from shared-credentials-file .*access key \*{16}D002/,
+		'SIGHUP: the new key was read');
+	my $stats = proxy_stats($pport);
+	ok($stats->{keys_seen}{AKIDHUPSECOND002}, 'SIGHUP: requests signed with the new key');
+	is($stats->{expired} + $stats->{unknown_keys}, 0, 'SIGHUP: no request refused');
+	is($stats->{mismatches}, 0, 'SIGHUP: every signature right');
+}
+
 # Every row of both phases is in the stream, in order per key.
 my $total = $node->safe_psql('postgres', 'SELECT count(*) FROM fundrecs_schema.orders');
 my $recs = read_stream($kport, 'rot_stream', $total);
