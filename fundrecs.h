@@ -154,6 +154,8 @@ typedef struct FrRelInfo
 	MemoryContext cxt;			/* holds everything below */
 	char	   *schema_json;	/* "schema":"..." fragment */
 	char	   *table_json;		/* "table":"..." fragment */
+	char	   *schema_table_json;	/* the two, comma-separated: every row's */
+	int			schema_table_json_len;
 	char	   *schema_name;
 	char	   *table_name;
 	char	   *route_json;		/* quoted table name, the route of others */
@@ -201,6 +203,7 @@ typedef struct FrRowMeta
 	bool		toast_pointers_unchanged;	/* decoding: on-disk TOAST = unchanged */
 	struct FrLoadProducts *load;	/* the initial load's lookups, else NULL */
 	const char *txn_fragment;	/* decoding: the header's per-transaction part */
+	int			txn_fragment_len;
 } FrRowMeta;
 
 extern void fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
@@ -219,6 +222,9 @@ typedef struct FrProduct
 	char	   *category_json;	/* quoted category */
 	char	   *route_json;		/* quoted category slug */
 	char	   *price_text;		/* numeric output */
+	/* ,"product_name":...,"category":...,"price":...,"total_price": */
+	char	   *enrich_prefix;
+	int			enrich_prefix_len;
 	Datum		price;			/* numeric */
 	bool		price_exact;	/* price == price_units / 10^price_scale */
 	int64		price_units;

@@ -154,19 +154,17 @@ static void
 append_header(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 			  FrRelInfo *ri)
 {
-	appendStringInfoString(out, "{\"op\":\"");
+	appendBinaryStringInfo(out, "{\"op\":\"", 7);
 	appendStringInfoString(out, meta->op);
-	appendStringInfoString(out, "\",");
-	appendStringInfoString(out, ri->schema_json);
-	appendStringInfoChar(out, ',');
-	appendStringInfoString(out, ri->table_json);
+	appendBinaryStringInfo(out, "\",", 2);
+	appendBinaryStringInfo(out, ri->schema_table_json, ri->schema_table_json_len);
 	if (opts->include_lsn)
 	{
 		appendStringInfoString(out, ",\"lsn\":");
 		fr_json_append_lsn(out, meta->lsn);
 	}
 	if (meta->txn_fragment != NULL)
-		appendStringInfoString(out, meta->txn_fragment);
+		appendBinaryStringInfo(out, meta->txn_fragment, meta->txn_fragment_len);
 	else
 		append_txn_fragment(out, opts, meta);
 }
@@ -328,13 +326,7 @@ append_enrichment(StringInfo out, FrRelInfo *ri, FrRow *row, FrProduct *product)
 		return;
 	}
 
-	appendStringInfoString(out, ",\"product_name\":");
-	appendStringInfoString(out, product->name_json);
-	appendStringInfoString(out, ",\"category\":");
-	appendStringInfoString(out, product->category_json);
-	appendStringInfoString(out, ",\"price\":");
-	appendStringInfoString(out, product->price_text ? product->price_text : "null");
-	appendStringInfoString(out, ",\"total_price\":");
+	appendBinaryStringInfo(out, product->enrich_prefix, product->enrich_prefix_len);
 
 	isnull = ri->quantity_attnum > row->natts || row->isnull[ri->quantity_attnum - 1];
 	if (!isnull)
@@ -675,6 +667,7 @@ fill_meta(FrRowMeta *meta, FrDecodingData *data, ReorderBufferTXN *txn, const ch
 	meta->toast_pointers_unchanged = true;
 	meta->load = NULL;
 	meta->txn_fragment = data->txn_fragment.data;
+	meta->txn_fragment_len = data->txn_fragment.len;
 }
 
 static void

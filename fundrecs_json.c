@@ -245,6 +245,8 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	ri->table_name = pstrdup(RelationGetRelationName(target));
 	ri->schema_json = psprintf("\"schema\":%s", fr_json_quote(ri->schema_name));
 	ri->table_json = psprintf("\"table\":%s", fr_json_quote(ri->table_name));
+	ri->schema_table_json = psprintf("%s,%s", ri->schema_json, ri->table_json);
+	ri->schema_table_json_len = strlen(ri->schema_table_json);
 	ri->route_json = fr_json_quote(ri->table_name);
 	ri->included = fr_options_table_included(opts, ri->schema_name, ri->table_name) ||
 		(root != NULL && !ri->as_root &&

@@ -269,6 +269,28 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 			p->price_text = DatumGetCString(DirectFunctionCall1(numeric_out, p->price));
 			parse_exact_price(p);
 		}
+		/*
+		 * What every enriched row of this product holds, built once: its
+		 * route, then the enrichment fields up to total_price, in one block
+		 * so that a row touches one place in memory, not five.
+		 */
+		{
+			StringInfoData buf;
+			int			route_len = strlen(p->route_json);
+
+			initStringInfo(&buf);
+			appendBinaryStringInfo(&buf, p->route_json, route_len + 1);
+			appendStringInfoString(&buf, ",\"product_name\":");
+			appendStringInfoString(&buf, p->name_json);
+			appendStringInfoString(&buf, ",\"category\":");
+			appendStringInfoString(&buf, p->category_json);
+			appendStringInfoString(&buf, ",\"price\":");
+			appendStringInfoString(&buf, p->price_text ? p->price_text : "null");
+			appendStringInfoString(&buf, ",\"total_price\":");
+			p->route_json = buf.data;
+			p->enrich_prefix = buf.data + route_len + 1;
+			p->enrich_prefix_len = buf.len - route_len - 1;
+		}
 		p->found = true;
 	}
 	systable_endscan(scan);
