@@ -1089,6 +1089,7 @@ setup_targets(void)
 		(void) resolve_credentials(region);
 		if (region)
 			printf("region: %s\n", region);
+		free(region);
 		exit(0);
 	}
 	if (!opts.ship_kinesis && !opts.ship_s3)
@@ -1139,6 +1140,8 @@ setup_targets(void)
 						s3.bucket, s3.prefix, s3.endpoint,
 						s3.path_style ? "path" : "virtual-host");
 	}
+	/* The targets keep copies. */
+	free(region);
 }
 
 int
