@@ -289,6 +289,19 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 	}
 
 	load_cleanup(PointerGetDatum(state));
+
+	/*
+	 * SRF_RETURN_DONE frees the state with the multi-call context, while
+	 * the expression context lives on: its callback must not run on freed
+	 * memory (UBSan caught it reading a garbage "done" flag).
+	 */
+	{
+		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext != NULL)
+			UnregisterExprContextCallback(rsinfo->econtext, load_cleanup,
+										  PointerGetDatum(state));
+	}
 	SRF_RETURN_DONE(funcctx);
 }
 
