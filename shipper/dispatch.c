@@ -3,11 +3,19 @@
  * dispatch.c
  *	  The batcher and dispatcher (see dispatch.h).
  *
- * Kinesis deliveries run on a thread of their own, one batch at a time,
- * with the retry loops of kinesis.c unchanged: the thread owns the batch in
- * flight and the Kinesis target's connections; the main thread owns the
- * batch being filled and the replication connection.  They meet under one
- * mutex: a hand-off (a job) and a result.
+ * Kinesis deliveries run on delivery threads ("lanes"), one batch per lane
+ * at a time, with the retry loops of kinesis.c unchanged: a lane's thread
+ * owns the batch it delivers and its own Kinesis target (connections,
+ * shard map, counters); the main thread owns the batch being filled and
+ * the replication connection.  They meet under one mutex: a hand-off (a
+ * job) and a result per lane.
+ *
+ * The order rule across lanes: a batch may go only once no lane holds a
+ * row with one of its partition keys.  Each row added to the batch being
+ * filled is looked up in the lanes' batches; a hit marks that lane as one
+ * the batch must wait for (conflicts), cleared when the lane's batch is
+ * collected.  So a later version of a key is never in flight beside an
+ * earlier one, and an earlier one's retries all end before it goes.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,8 +42,21 @@ typedef struct Batch
 	int			nslots;
 } Batch;
 
+typedef struct Lane
+{
+	Batch		batch;			/* the rows it delivers (or failed to) */
+	KinesisTarget *k;			/* its own connections and shard map */
+	pthread_t	thread;
+	/* under lock */
+	bool		job_ready;		/* batch handed to the thread */
+	bool		job_done;		/* and delivered (or not: result) */
+	ShipResult	result;
+	KinesisTarget stats;		/* counters copied after each delivery */
+	/* the main thread's */
+	bool		in_flight;		/* batch holds rows not yet collected */
+} Lane;
+
 static DispatchTarget target;
-static KinesisTarget *kinesis;
 static int	capacity;
 static size_t max_bytes;
 static size_t aggregate_bytes;
@@ -43,22 +64,18 @@ static volatile sig_atomic_t *stop_flag;
 static bool verbose;
 static bool (*wait_fn) (void);
 
-static Batch batches[2];
-static Batch *filling = &batches[0];
-static Batch *flight = &batches[1];	/* rows held until acknowledged */
+static Batch filling_batch;
+static Batch *filling = &filling_batch;
+static uint32_t conflicts = 0;	/* lanes holding a key of the filling batch */
+static Lane lanes[DISPATCH_MAX_LANES];
+static int	nlanes = 0;
+static uint64_t key_waits = 0;	/* batches held back by a lane with a key */
 static uint64_t rows_shipped = 0;
 static uint64_t bytes_shipped = 0;
 static double last_delivery = 0;
-static KinesisTarget kinesis_stats;	/* counters copied after each delivery, under lock */
 
-/* Shared with the delivery thread, under lock. */
-static pthread_t thread;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static bool job_ready = false;	/* flight handed to the thread */
-static bool job_done = false;	/* and delivered (or not: job_result) */
-static ShipResult job_result;
-static bool in_flight = false;	/* flight holds rows not yet collected */
 static int	wake_pipe[2] = {-1, -1};	/* a byte per finished delivery */
 
 static uint32_t
@@ -103,33 +120,53 @@ batch_clear(Batch *b)
 		memset(b->slots, -1, sizeof(int) * b->nslots);
 }
 
+/* Does the batch hold a row with this key (whose hash is h)? */
+static bool
+batch_has_key(const Batch *b, const char *pkey, uint32_t h)
+{
+	uint32_t	i;
+
+	if (b->slots == NULL || b->n == 0)
+		return false;
+	i = h & (b->nslots - 1);
+	while (b->slots[i] >= 0)
+	{
+		if (strcmp(b->recs[b->slots[i]].pkey, pkey) == 0)
+			return true;
+		i = (i + 1) & (b->nslots - 1);
+	}
+	return false;
+}
+
 static ShipResult
-deliver(Batch *b)
+deliver(Lane *l)
 {
 	if (target == DISPATCH_KINESIS_AGGREGATED)
-		return kinesis_put_aggregated(kinesis, b->recs, b->n, aggregate_bytes, stop_flag);
-	return kinesis_put_records(kinesis, b->recs, b->n, stop_flag);
+		return kinesis_put_aggregated(l->k, l->batch.recs, l->batch.n, aggregate_bytes, stop_flag);
+	return kinesis_put_records(l->k, l->batch.recs, l->batch.n, stop_flag);
 }
 
 static void *
 delivery_main(void *arg)
 {
+	Lane	   *l = (Lane *) arg;
+
 	for (;;)
 	{
 		ShipResult	r;
 
 		pthread_mutex_lock(&lock);
-		while (!job_ready)
+		while (!l->job_ready)
 			pthread_cond_wait(&cond, &lock);
-		job_ready = false;
+		l->job_ready = false;
 		pthread_mutex_unlock(&lock);
 
-		r = deliver(flight);
+		r = deliver(l);
 
 		pthread_mutex_lock(&lock);
-		kinesis_stats = *kinesis;
-		job_result = r;
-		job_done = true;
+		l->stats = *l->k;
+		l->result = r;
+		l->job_done = true;
 		pthread_cond_broadcast(&cond);
 		pthread_mutex_unlock(&lock);
 		/* Wakes the main loop's select(); a full pipe already will. */
@@ -139,25 +176,24 @@ delivery_main(void *arg)
 }
 
 void
-dispatch_init(DispatchTarget t, KinesisTarget *k, int cap, size_t maxb, size_t aggb,
+dispatch_init(DispatchTarget t, KinesisTarget *k, int nlane, int cap, size_t maxb, size_t aggb,
 			  volatile sig_atomic_t *stop, bool (*tick) (void), bool verb)
 {
 	verbose = verb;
 	target = t;
-	kinesis = k;
 	capacity = cap;
 	max_bytes = maxb;
 	aggregate_bytes = aggb;
 	stop_flag = stop;
 	wait_fn = tick;
-	batch_alloc(&batches[0], t == DISPATCH_KINESIS);
-	batch_alloc(&batches[1], t == DISPATCH_KINESIS);
+	batch_alloc(&filling_batch, t != DISPATCH_STDOUT);
 	if (t != DISPATCH_STDOUT)
 	{
 		sigset_t	all,
 					old;
-		int			rc;
+		int			calls = k->max_in_flight;
 
+		Assert(nlane >= 1 && nlane <= DISPATCH_MAX_LANES && nlane <= calls);
 		if (pipe(wake_pipe) != 0 ||
 			fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
 			fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0)
@@ -165,15 +201,36 @@ dispatch_init(DispatchTarget t, KinesisTarget *k, int cap, size_t maxb, size_t a
 			log_error("could not create a pipe: %m");
 			exit(1);
 		}
-		/* Signals are the main thread's: the handlers only set flags. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &old);
-		rc = pthread_create(&thread, NULL, delivery_main, NULL);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (rc != 0)
+		nlanes = nlane;
+		for (int i = 0; i < nlanes; i++)
 		{
-			log_error("could not start the delivery thread: %s", strerror(rc));
-			exit(1);
+			Lane	   *l = &lanes[i];
+			/* --max-in-flight calls in all, shared out between the lanes */
+			int			share = calls / nlanes + (i < calls % nlanes ? 1 : 0);
+			int			rc;
+
+			batch_alloc(&l->batch, true);
+			if (i == 0)
+			{
+				/* The first lane uses the target itself, with its share of the pool. */
+				l->k = k;
+				k->max_in_flight = share;
+			}
+			else
+			{
+				l->k = pg_malloc(sizeof(KinesisTarget));
+				kinesis_clone(l->k, k, share);
+			}
+			/* Signals are the main thread's: the handlers only set flags. */
+			sigfillset(&all);
+			pthread_sigmask(SIG_BLOCK, &all, &old);
+			rc = pthread_create(&l->thread, NULL, delivery_main, l);
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			if (rc != 0)
+			{
+				log_error("could not start a delivery thread: %s", strerror(rc));
+				exit(1);
+			}
 		}
 	}
 }
@@ -181,18 +238,7 @@ dispatch_init(DispatchTarget t, KinesisTarget *k, int cap, size_t maxb, size_t a
 bool
 dispatch_has_key(const char *pkey)
 {
-	uint32_t	i;
-
-	if (filling->slots == NULL)
-		return false;
-	i = hash_string(pkey) & (filling->nslots - 1);
-	while (filling->slots[i] >= 0)
-	{
-		if (strcmp(filling->recs[filling->slots[i]].pkey, pkey) == 0)
-			return true;
-		i = (i + 1) & (filling->nslots - 1);
-	}
-	return false;
+	return batch_has_key(filling, pkey, hash_string(pkey));
 }
 
 bool
@@ -221,11 +267,23 @@ dispatch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn,
 	r->commit_time = commit_time;
 	if (b->slots != NULL)
 	{
-		uint32_t	i = hash_string(pkey) & (b->nslots - 1);
+		uint32_t	h = hash_string(pkey);
+		uint32_t	i = h & (b->nslots - 1);
 
 		while (b->slots[i] >= 0)
 			i = (i + 1) & (b->nslots - 1);
 		b->slots[i] = b->n;
+
+		/* An earlier version of the key still held by a lane: wait for it. */
+		for (int l = 0; l < nlanes; l++)
+		{
+			if (!(conflicts & (1u << l)) && batch_has_key(&lanes[l].batch, pkey, h))
+			{
+				if (conflicts == 0)
+					key_waits++;
+				conflicts |= 1u << l;
+			}
+		}
 	}
 	if (b->n == 0)
 		b->first_at = now_seconds();
@@ -241,57 +299,103 @@ dispatch_filling(double *first_at)
 	return filling->n;
 }
 
-/* Collects the delivery in flight once it is done; false on failure. */
+/* Collects a lane's finished delivery; false on failure. */
 static bool
-collect(ShipResult r)
+collect(Lane *l, ShipResult r)
 {
-	char		buf[64];
+	Batch	   *b = &l->batch;
 
-	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
-		;
-	in_flight = false;
+	l->in_flight = false;
 	if (r != SHIP_OK)
 	{
-		if (r == SHIP_STOPPED)
+		static bool warned = false;
+
+		if (r == SHIP_STOPPED && !warned)
+		{
+			warned = true;
 			log_warning("stopping with %d rows unacknowledged; they will be shipped again on restart",
-						   flight->n + filling->n);
+						dispatch_held_rows());
+		}
 		/* Kept: they bound what may be confirmed; nothing is sent again. */
 		return false;
 	}
 	if (verbose)
-		log_info("shipped %d rows (%zu bytes) up to commit %X/%X", flight->n, flight->bytes,
-				 (uint32_t) (flight->recs[flight->n - 1].commit_lsn >> 32),
-				 (uint32_t) flight->recs[flight->n - 1].commit_lsn);
-	rows_shipped += flight->n;
-	bytes_shipped += flight->bytes;
+		log_info("shipped %d rows (%zu bytes) up to commit %X/%X", b->n, b->bytes,
+				 (uint32_t) (b->recs[b->n - 1].commit_lsn >> 32),
+				 (uint32_t) b->recs[b->n - 1].commit_lsn);
+	rows_shipped += b->n;
+	bytes_shipped += b->bytes;
 	last_delivery = now_seconds();
-	batch_clear(flight);
+	batch_clear(b);
+	conflicts &= ~(1u << (l - lanes));
 	return true;
 }
 
 /*
- * Waits for the delivery in flight; the tick runs at least once a second
- * meanwhile.  The tick's answer (give up) is for the delivery to act on
- * through the stop flag; the wait ends when the delivery does.
+ * Collects every finished delivery without waiting; false when one failed
+ * or was stopped (the others are still collected).
  */
 static bool
-wait_delivery(void)
+collect_finished(void)
 {
-	ShipResult	r;
+	bool		ok = true;
+	char		buf[64];
 
-	if (!in_flight)
-		return true;
-	pthread_mutex_lock(&lock);
-	while (!job_done)
+	while (wake_pipe[0] >= 0 && read(wake_pipe[0], buf, sizeof(buf)) > 0)
+		;
+	for (int i = 0; i < nlanes; i++)
 	{
+		Lane	   *l = &lanes[i];
+		bool		done;
+		ShipResult	r;
+
+		if (!l->in_flight)
+			continue;
+		pthread_mutex_lock(&lock);
+		done = l->job_done;
+		if (done)
+			l->job_done = false;
+		r = l->result;
+		pthread_mutex_unlock(&lock);
+		if (done && !collect(l, r))
+			ok = false;
+	}
+	return ok;
+}
+
+/*
+ * Waits until one of the lanes in mask has finished (all lanes: mask ~0),
+ * or none of them is in flight; the tick runs at least once a second
+ * meanwhile.  The tick's answer (give up) is for the deliveries to act on
+ * through the stop flag; the wait ends when a delivery does.
+ */
+static void
+wait_any(uint32_t mask)
+{
+	pthread_mutex_lock(&lock);
+	for (;;)
+	{
+		bool		busy = false;
 		struct timespec ts;
 
+		for (int i = 0; i < nlanes; i++)
+		{
+			if ((mask & (1u << i)) && lanes[i].in_flight)
+			{
+				if (lanes[i].job_done)
+				{
+					pthread_mutex_unlock(&lock);
+					return;
+				}
+				busy = true;
+			}
+		}
+		if (!busy)
+			break;
 		pthread_mutex_unlock(&lock);
 		if (wait_fn)
 			(void) wait_fn();
 		pthread_mutex_lock(&lock);
-		if (job_done)
-			break;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 100 * 1000 * 1000;
 		if (ts.tv_nsec >= 1000 * 1000 * 1000)
@@ -301,27 +405,26 @@ wait_delivery(void)
 		}
 		pthread_cond_timedwait(&cond, &lock, &ts);
 	}
-	job_done = false;
-	r = job_result;
 	pthread_mutex_unlock(&lock);
-	return collect(r);
+}
+
+/* Waits for every delivery in flight; false when one failed. */
+static bool
+wait_all(void)
+{
+	while (dispatch_busy())
+	{
+		wait_any(~0u);
+		if (!collect_finished())
+			return false;
+	}
+	return true;
 }
 
 bool
 dispatch_poll(void)
 {
-	bool		done;
-	ShipResult	r;
-
-	if (!in_flight)
-		return true;
-	pthread_mutex_lock(&lock);
-	done = job_done;
-	if (done)
-		job_done = false;
-	r = job_result;
-	pthread_mutex_unlock(&lock);
-	return done ? collect(r) : true;
+	return collect_finished();
 }
 
 int
@@ -333,7 +436,41 @@ dispatch_wake_fd(void)
 bool
 dispatch_busy(void)
 {
-	return in_flight;
+	for (int i = 0; i < nlanes; i++)
+		if (lanes[i].in_flight)
+			return true;
+	return false;
+}
+
+int
+dispatch_in_flight(void)
+{
+	int			n = 0;
+
+	for (int i = 0; i < nlanes; i++)
+		if (lanes[i].in_flight)
+			n++;
+	return n;
+}
+
+/* A lane free to take the filling batch now: none busy with its keys. */
+static Lane *
+free_lane(void)
+{
+	if (conflicts != 0)
+		return NULL;
+	for (int i = 0; i < nlanes; i++)
+		if (!lanes[i].in_flight && lanes[i].batch.n == 0)
+			return &lanes[i];
+	return NULL;
+}
+
+bool
+dispatch_can_send(void)
+{
+	if (target == DISPATCH_STDOUT)
+		return true;
+	return free_lane() != NULL;
 }
 
 static bool
@@ -358,17 +495,13 @@ write_stdout(Batch *b)
 bool
 dispatch_flush(bool wait)
 {
-	Batch	   *tmp;
+	Lane	   *l;
+	Batch		tmp;
 
-	if (!wait_delivery())
-		return false;
-	/* A delivery that failed before: its rows stay unconfirmed. */
-	if (flight->n > 0)
-		return false;
-	if (filling->n == 0)
-		return true;
 	if (target == DISPATCH_STDOUT)
 	{
+		if (filling->n == 0)
+			return true;
 		if (!write_stdout(filling))
 			return false;
 		rows_shipped += filling->n;
@@ -378,40 +511,75 @@ dispatch_flush(bool wait)
 		return true;
 	}
 
-	/* The filled batch goes in flight; the emptied one fills next. */
-	tmp = flight;
-	flight = filling;
-	filling = tmp;
-	in_flight = true;
+	if (!collect_finished())
+		return false;
+	/* A delivery that failed before: its rows stay unconfirmed. */
+	for (int i = 0; i < nlanes; i++)
+		if (!lanes[i].in_flight && lanes[i].batch.n > 0)
+			return false;
+	if (filling->n == 0)
+		return wait ? wait_all() : true;
+
+	/* The lanes holding its keys finish first, then one must be free. */
+	while ((l = free_lane()) == NULL)
+	{
+		wait_any(conflicts != 0 ? conflicts : ~0u);
+		if (!collect_finished())
+			return false;
+	}
+
+	/* The filled batch goes to the lane; the lane's empty one fills next. */
+	tmp = l->batch;
+	l->batch = *filling;
+	*filling = tmp;
+	conflicts = 0;				/* the new batch is empty */
+	l->in_flight = true;
 	pthread_mutex_lock(&lock);
-	job_done = false;
-	job_ready = true;
+	l->job_done = false;
+	l->job_ready = true;
 	pthread_cond_broadcast(&cond);
 	pthread_mutex_unlock(&lock);
-	return wait ? wait_delivery() : true;
+	return wait ? wait_all() : true;
 }
 
 bool
 dispatch_oldest_safe_lsn(uint64_t *lsn)
 {
-	/* The batch in flight (or failed) holds the older rows. */
-	if (flight->n > 0)
+	bool		found = false;
+
+	/* Rows come in order: each batch's first row is its oldest. */
+	for (int i = 0; i < nlanes; i++)
 	{
-		*lsn = flight->recs[0].safe_lsn;
-		return true;
+		Batch	   *b = &lanes[i].batch;
+
+		if (b->n > 0 && (!found || b->recs[0].safe_lsn < *lsn))
+		{
+			*lsn = b->recs[0].safe_lsn;
+			found = true;
+		}
 	}
-	if (filling->n > 0)
+	if (filling->n > 0 && (!found || filling->recs[0].safe_lsn < *lsn))
 	{
 		*lsn = filling->recs[0].safe_lsn;
-		return true;
+		found = true;
 	}
-	return false;
+	return found;
 }
 
 int
 dispatch_held_rows(void)
 {
-	return flight->n + filling->n;
+	int			n = filling->n;
+
+	for (int i = 0; i < nlanes; i++)
+		n += lanes[i].batch.n;
+	return n;
+}
+
+uint64_t
+dispatch_key_waits(void)
+{
+	return key_waits;
 }
 
 uint64_t
@@ -423,17 +591,28 @@ dispatch_rows_shipped(void)
 uint64_t
 dispatch_held_bytes(void)
 {
-	return flight->bytes + filling->bytes;
+	uint64_t	n = filling->bytes;
+
+	for (int i = 0; i < nlanes; i++)
+		n += lanes[i].batch.bytes;
+	return n;
 }
 
 double
 dispatch_oldest_commit_time(void)
 {
-	if (flight->n > 0)
-		return flight->recs[0].commit_time;
-	if (filling->n > 0)
-		return filling->recs[0].commit_time;
-	return 0;
+	double		t = 0;
+
+	for (int i = 0; i < nlanes; i++)
+	{
+		Batch	   *b = &lanes[i].batch;
+
+		if (b->n > 0 && (t == 0 || b->recs[0].commit_time < t))
+			t = b->recs[0].commit_time;
+	}
+	if (filling->n > 0 && (t == 0 || filling->recs[0].commit_time < t))
+		t = filling->recs[0].commit_time;
+	return t;
 }
 
 uint64_t
@@ -452,9 +631,18 @@ void
 dispatch_kinesis_stats(KinesisTarget *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (kinesis == NULL)
-		return;
 	pthread_mutex_lock(&lock);
-	*out = kinesis_stats;
+	for (int i = 0; i < nlanes; i++)
+	{
+		const KinesisTarget *s = &lanes[i].stats;
+
+		out->rows_aggregated += s->rows_aggregated;
+		out->aggregates_resent += s->aggregates_resent;
+		out->throttled_records += s->throttled_records;
+		out->records_sent += s->records_sent;
+		out->calls += s->calls;
+		out->retried_calls += s->retried_calls;
+		out->retried_records += s->retried_records;
+	}
 	pthread_mutex_unlock(&lock);
 }

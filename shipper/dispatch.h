@@ -5,12 +5,15 @@
  *	  confirmed.
  *
  * Rows are added to the batch being filled.  A flush hands that batch to
- * the delivery (for Kinesis, a thread of its own), and the next batch fills
- * while it is in flight: reading the slot and delivering overlap.  At most
- * one batch is in flight, so a later version of a key is never sent before
- * an earlier one is acknowledged; within a batch, keys are distinct (or,
- * aggregated, one record per shard is in flight).  The oldest row not yet
- * acknowledged bounds what may be confirmed.
+ * a delivery lane (for Kinesis, a thread of its own with its share of the
+ * --max-in-flight calls), and the next batch fills while it is in flight:
+ * reading the slot and delivering overlap.  Up to DISPATCH_MAX_LANES
+ * batches are in flight at once, but a batch goes only when no lane holds
+ * a row with one of its partition keys, so a later version of a key is
+ * never sent before an earlier one is acknowledged, retries included.
+ * Within a batch, keys are distinct (or, aggregated, a key's rows share
+ * its shard's record, in order).  The oldest row not yet acknowledged, in
+ * any batch, bounds what may be confirmed.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,14 +34,17 @@ typedef enum DispatchTarget
 	DISPATCH_KINESIS_AGGREGATED /* KPL aggregated records */
 } DispatchTarget;
 
+#define DISPATCH_MAX_LANES 8
+
 /*
- * Sets up the batches.  capacity: rows per batch; max_bytes: bytes per
- * batch (two batches, the one filling and the one in flight, are held at
- * most).  stop: the flag that abandons a delivery.  tick: called at least
+ * Sets up the batches.  lanes: batches in flight at most (Kinesis; each
+ * lane gets a delivery thread and a share of the target's max_in_flight
+ * calls, at least one); capacity: rows per batch; max_bytes: bytes per
+ * batch (lanes + 1 batches are held at most).  stop: the flag that abandons a delivery.  tick: called at least
  * once a second while the caller waits for a delivery (it keeps the
  * replication connection alive).  verbose: log each delivered batch.
  */
-extern void dispatch_init(DispatchTarget target, KinesisTarget *kinesis, int capacity,
+extern void dispatch_init(DispatchTarget target, KinesisTarget *kinesis, int lanes, int capacity,
 						  size_t max_bytes, size_t aggregate_bytes,
 						  volatile sig_atomic_t *stop, bool (*tick) (void), bool verbose);
 
@@ -56,8 +62,8 @@ extern void dispatch_add(const char *row, size_t len, const char *pkey,
 extern int	dispatch_filling(double *first_at);
 
 /*
- * Hands the batch being filled to the delivery, after waiting for the one
- * in flight.  With wait, also waits until it is delivered.  Returns false
+ * Hands the batch being filled to a delivery lane, after waiting for the
+ * lanes holding its keys and for a free lane.  With wait, also waits until it is delivered.  Returns false
  * when a delivery failed or was stopped (what it held is not confirmed).
  */
 extern bool dispatch_flush(bool wait);
@@ -71,8 +77,15 @@ extern bool dispatch_poll(void);
 /* Readable when a delivery has finished (-1 without a delivery thread). */
 extern int	dispatch_wake_fd(void);
 
-/* Is a delivery in flight? */
+/* Is a delivery in flight?  How many? */
 extern bool dispatch_busy(void);
+extern int	dispatch_in_flight(void);
+
+/*
+ * Could the batch being filled go now, without waiting (a lane free, none
+ * holding its keys)?
+ */
+extern bool dispatch_can_send(void);
 
 /*
  * The confirmable position the held rows allow: the safe LSN of the
@@ -93,6 +106,12 @@ extern double dispatch_last_delivery(void);
 
 /* The Kinesis target's counters, as of the last finished delivery. */
 extern void dispatch_kinesis_stats(KinesisTarget *out);
+
+/*
+ * Batches that had to wait for a lane holding an earlier version of one of
+ * their keys (the keys change faster than a call takes).
+ */
+extern uint64_t dispatch_key_waits(void);
 
 /* Rows acknowledged so far. */
 extern uint64_t dispatch_rows_shipped(void);

@@ -110,6 +110,13 @@ sighup_handler(SIGNAL_ARGS)
 #define AGGREGATE_BATCH_ROWS 20000
 
 /*
+ * Batches in flight at once (at most --max-in-flight): while one waits for
+ * its answer, the next, sharing no partition key with it, need not wait
+ * (bench/aggregate measures 1 to 3).
+ */
+#define DELIVERY_LANES 2
+
+/*
  * The position that may be confirmed now: everything before the first
  * unacknowledged row's transaction, or, with nothing pending, the newest
  * transaction once the server has shown it complete.
@@ -478,7 +485,7 @@ publish_metrics(bool force)
 	mstate.last_delivery = dispatch_last_delivery();
 	mstate.held_rows = dispatch_held_rows();
 	mstate.held_bytes = dispatch_held_bytes();
-	mstate.deliveries_in_flight = dispatch_busy() ? 1 : 0;
+	mstate.deliveries_in_flight = dispatch_in_flight();
 	metrics_publish(&mstate);
 }
 
@@ -630,12 +637,13 @@ stream_loop(ReplConn *rc)
 		}
 
 		/*
-		 * A partial batch waits no longer than the linger time, unless a
-		 * delivery is in flight: then it keeps filling and goes when that
-		 * one is done, so the slower the calls, the more rows each carries.
+		 * A partial batch waits no longer than the linger time, unless it
+		 * cannot go at once (every lane busy, or one holds an earlier
+		 * version of one of its keys): then it keeps filling and goes when
+		 * it can, so the slower the calls, the more rows each carries.
 		 */
 		nfill = dispatch_filling(&first_at);
-		if (nfill > 0 && !dispatch_busy() && now - first_at >= opts.linger_ms / 1000.0)
+		if (nfill > 0 && dispatch_can_send() && now - first_at >= opts.linger_ms / 1000.0)
 		{
 			if (!dispatch_flush(false))
 			{
@@ -718,7 +726,7 @@ stream_loop(ReplConn *rc)
 		{
 			/* Nothing ready: wait for the socket or the nearest deadline. */
 			wait = opts.status_interval > 0 ? last_status + opts.status_interval - now : 60;
-			if (nfill > 0 && !dispatch_busy())
+			if (nfill > 0 && dispatch_can_send())
 				wait = Min(wait, first_at + opts.linger_ms / 1000.0 - now);
 			if (opts.ship_s3 && s3_has_rows(&s3))
 				wait = Min(wait, s3.first_at + opts.flush_seconds - now);
@@ -1207,17 +1215,24 @@ main(int argc, char **argv)
 	initPQExpBuffer(&pkey_buf);
 
 	/*
-	 * A batch fills every call that may be in flight.  Two batches are held
-	 * at most (one filling while one is delivered): together, no more than
+	 * Kinesis: up to DELIVERY_LANES batches in flight, each filling its
+	 * lane's share of the --max-in-flight calls.  The batches in flight and
+	 * the one filling are held at most: together, no more than
 	 * --max-buffer-bytes.
 	 */
 	if (opts.ship_kinesis)
+	{
+		int			nlanes = Min(DELIVERY_LANES, opts.max_in_flight);
+		int			lane_calls = (opts.max_in_flight + nlanes - 1) / nlanes;
+
 		dispatch_init(opts.aggregate ? DISPATCH_KINESIS_AGGREGATED : DISPATCH_KINESIS, &kinesis,
-					  opts.aggregate ? AGGREGATE_BATCH_ROWS : opts.batch_records * opts.max_in_flight,
-					  (size_t) Min(opts.batch_bytes * opts.max_in_flight, opts.max_buffer_bytes / 2),
+					  nlanes,
+					  opts.aggregate ? AGGREGATE_BATCH_ROWS : opts.batch_records * lane_calls,
+					  (size_t) Min(opts.batch_bytes * lane_calls, opts.max_buffer_bytes / (nlanes + 1)),
 					  (size_t) opts.aggregate_bytes, &delivery_abort, shipper_tick, opts.verbosity > 0);
+	}
 	else
-		dispatch_init(DISPATCH_STDOUT, NULL, opts.batch_records,
+		dispatch_init(DISPATCH_STDOUT, NULL, 0, opts.batch_records,
 					  (size_t) Min(opts.batch_bytes, opts.max_buffer_bytes), 0,
 					  &delivery_abort, shipper_tick, opts.verbosity > 0);
 
@@ -1371,16 +1386,24 @@ main(int argc, char **argv)
 					(unsigned long long) dispatch_rows_shipped(),
 					(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
 	if (opts.ship_kinesis && opts.verbosity > 0)
+	{
+		KinesisTarget ks;
+
+		/* Every lane's counters together. */
+		dispatch_kinesis_stats(&ks);
 		log_info("%llu PutRecords calls, %llu Kinesis records, %llu retried calls, %llu retried records, %llu throttled records",
-					(unsigned long long) kinesis.calls,
-					(unsigned long long) kinesis.records_sent,
-					(unsigned long long) kinesis.retried_calls,
-					(unsigned long long) kinesis.retried_records,
-					(unsigned long long) kinesis.throttled_records);
-	if (opts.ship_kinesis && opts.aggregate && opts.verbosity > 0)
-		log_info("%llu rows in aggregated records (%.1f rows per record), %llu records sent again after resharding",
-					(unsigned long long) kinesis.rows_aggregated,
-					kinesis.records_sent ? (double) kinesis.rows_aggregated / kinesis.records_sent : 0.0,
-					(unsigned long long) kinesis.aggregates_resent);
+					(unsigned long long) ks.calls,
+					(unsigned long long) ks.records_sent,
+					(unsigned long long) ks.retried_calls,
+					(unsigned long long) ks.retried_records,
+					(unsigned long long) ks.throttled_records);
+		log_info("%llu batches waited for an earlier version of one of their keys to be acknowledged",
+				 (unsigned long long) dispatch_key_waits());
+		if (opts.aggregate)
+			log_info("%llu rows in aggregated records (%.1f rows per record), %llu records sent again after resharding",
+						(unsigned long long) ks.rows_aggregated,
+						ks.records_sent ? (double) ks.rows_aggregated / ks.records_sent : 0.0,
+						(unsigned long long) ks.aggregates_resent);
+	}
 	return exit_code;
 }

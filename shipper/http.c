@@ -164,11 +164,13 @@ http_request_many(HttpClient *clients, int n, const char *method, const char *ur
 				  HttpResponse *resps, bool *reached)
 {
 	/*
-	 * One multi handle for the life of the process: the connections live in
-	 * its cache, so the next round reuses them (a multi handle per round
-	 * would open, and for https handshake, a connection per call).
+	 * One multi handle per thread for the life of the process: the
+	 * connections live in its cache, so the next round reuses them (a multi
+	 * handle per round would open, and for https handshake, a connection per
+	 * call).  A libcurl handle must not be used by two threads at once, and
+	 * each delivery thread has its own calls.
 	 */
-	static CURLM *multi = NULL;
+	static __thread CURLM *multi = NULL;
 	int			running;
 
 	if (multi == NULL)

@@ -29,6 +29,22 @@
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_CAP_MS 5000
 
+/* One kept-alive connection, request body and response per call in flight. */
+static void
+init_pool(KinesisTarget *k, int max_in_flight)
+{
+	k->max_in_flight = max_in_flight;
+	k->pool = pg_malloc0(sizeof(HttpClient) * max_in_flight);
+	k->bodies = pg_malloc0(sizeof(PQExpBufferData) * max_in_flight);
+	k->resps = pg_malloc0(sizeof(HttpResponse) * max_in_flight);
+	for (int i = 0; i < max_in_flight; i++)
+	{
+		http_client_init(&k->pool[i], k->http.ca_file, k->http.timeout_ms);
+		initPQExpBuffer(&k->bodies[i]);
+		http_response_init(&k->resps[i]);
+	}
+}
+
 char *
 kinesis_init(KinesisTarget *k, AwsCredentialProvider *provider, const char *endpoint,
 			 const char *region, const char *stream_name, const char *stream_arn,
@@ -50,20 +66,28 @@ kinesis_init(KinesisTarget *k, AwsCredentialProvider *provider, const char *endp
 	http_client_init(&k->http, ca_file, timeout_ms);
 	if (max_in_flight < 1 || max_in_flight > KINESIS_MAX_IN_FLIGHT)
 		return psprintf("--max-in-flight must be from 1 to %d", KINESIS_MAX_IN_FLIGHT);
-	k->max_in_flight = max_in_flight;
-	/* One kept-alive connection per call in flight. */
-	k->pool = pg_malloc0(sizeof(HttpClient) * max_in_flight);
-	k->bodies = pg_malloc0(sizeof(PQExpBufferData) * max_in_flight);
-	k->resps = pg_malloc0(sizeof(HttpResponse) * max_in_flight);
 	k->call_records = KINESIS_MAX_RECORDS;
 	k->call_bytes = KINESIS_MAX_REQUEST_BYTES;
-	for (int i = 0; i < max_in_flight; i++)
-	{
-		http_client_init(&k->pool[i], ca_file, timeout_ms);
-		initPQExpBuffer(&k->bodies[i]);
-		http_response_init(&k->resps[i]);
-	}
+	init_pool(k, max_in_flight);
 	return NULL;
+}
+
+void
+kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_in_flight)
+{
+	memset(dst, 0, sizeof(*dst));
+	/* The strings and the provider are shared and live as long as the process. */
+	dst->endpoint = src->endpoint;
+	dst->host = src->host;
+	dst->region = src->region;
+	dst->stream_name = src->stream_name;
+	dst->stream_arn = src->stream_arn;
+	dst->provider = src->provider;
+	dst->retry_timeout_s = src->retry_timeout_s;
+	dst->call_records = src->call_records;
+	dst->call_bytes = src->call_bytes;
+	http_client_init(&dst->http, src->http.ca_file, src->http.timeout_ms);
+	init_pool(dst, max_in_flight);
 }
 
 /* Appends a JSON string literal. */

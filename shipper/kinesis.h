@@ -76,6 +76,13 @@ extern char *kinesis_init(KinesisTarget *k, AwsCredentialProvider *provider,
 						  int max_in_flight);
 
 /*
+ * A second target on the same stream, for a delivery thread of its own:
+ * its own connections (max_in_flight of them), shard map and counters; the
+ * configuration and the credential provider are shared.
+ */
+extern void kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_in_flight);
+
+/*
  * Sends the records, retrying failed calls and failed records until every
  * one is acknowledged, in up to max_in_flight calls at once.  The records'
  * partition keys must be distinct, so calls may complete in any order and

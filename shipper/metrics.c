@@ -108,7 +108,7 @@ render(PQExpBuffer b, const MetricsState *s, const char *server)
 	one(b, "fundrecs_shipper_last_delivery_timestamp_seconds", "gauge", "When rows were last acknowledged, in seconds since the epoch (0: never).", s->last_delivery);
 	one(b, "fundrecs_shipper_held_rows", "gauge", "Rows held in memory until acknowledged.", (double) s->held_rows);
 	one(b, "fundrecs_shipper_held_bytes", "gauge", "Bytes of the rows held in memory until acknowledged.", (double) s->held_bytes);
-	one(b, "fundrecs_shipper_deliveries_in_flight", "gauge", "Batches being delivered (each up to --max-in-flight calls).", s->deliveries_in_flight);
+	one(b, "fundrecs_shipper_deliveries_in_flight", "gauge", "Batches being delivered at once (each with its share of the --max-in-flight calls).", s->deliveries_in_flight);
 	one(b, "fundrecs_shipper_connected", "gauge", "1 while streaming from the slot.", s->connected ? 1 : 0);
 
 	if (s->has_slot_state)

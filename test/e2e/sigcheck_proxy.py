@@ -27,6 +27,14 @@ InvalidAccessKeyId).  The keys seen are counted in the stats.
 GET /__stats (unsigned) returns the counters as JSON; GET /__delay/SECONDS
 changes the delay of data calls (PutRecords, S3 writes) while running.
 
+--track-keys watches the order rule across concurrent PutRecords calls:
+each call's partition keys (for a KPL aggregated record, its
+sub-records' keys) are held while the call is in flight, and a call that
+carries another version of a key (other data under the same key) while
+an earlier call with that key is still in flight counts as a
+version_overlap (the first few in overlap_examples).  A retry of the
+same version is not an overlap.
+
 --shard-limits enforces Kinesis's per-shard write limits on PutRecords, as
 AWS does: 1,000 records and 1 MiB (data + partition key) per second per
 shard; records over them fail with ProvisionedThroughputExceededException
@@ -60,7 +68,56 @@ STATS_LOCK = threading.Lock()
 STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
          "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0,
          "throttled_records": 0, "in_flight": 0, "max_in_flight": 0,
-         "expired": 0, "unknown_keys": 0, "keys_seen": {}}
+         "expired": 0, "unknown_keys": 0, "keys_seen": {},
+         "version_overlaps": 0, "overlap_examples": [], "keys_tracked": 0}
+
+KPL_MAGIC = b"\xf3\x89\x9a\xc2"
+INFLIGHT_KEYS = {}  # partition key -> {data digest: calls in flight}
+
+
+def _varint(buf, i):
+    v = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return v, i
+
+
+def _fields(buf):
+    i = 0
+    while i < len(buf):
+        tag, i = _varint(buf, i)
+        wt = tag & 7
+        if wt == 0:
+            v, i = _varint(buf, i)
+        elif wt == 2:
+            n, i = _varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        else:
+            raise ValueError("unexpected wire type %d" % wt)
+        yield tag >> 3, v
+
+
+def record_versions(body):
+    """(partition key, digest of its data) of every user record of a PutRecords body."""
+    out = []
+    for r in json.loads(body).get("Records", []):
+        data = base64.b64decode(r["Data"])
+        if data[:4] == KPL_MAGIC:
+            keys, subs = [], []
+            for f, v in _fields(data[4:-16]):
+                if f == 1:
+                    keys.append(v.decode())
+                elif f == 3:
+                    sub = dict(_fields(v))
+                    subs.append((sub.get(1, 0), sub.get(3, b"")))
+            out.extend((keys[i], hashlib.md5(d).hexdigest()) for i, d in subs)
+        else:
+            out.append((r["PartitionKey"], hashlib.md5(data).hexdigest()))
+    return out
 
 LIMIT_RECORDS = 1000.0
 LIMIT_BYTES = 1024.0 * 1024.0
@@ -276,6 +333,9 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, "{}", content_type="application/json")
             return
 
+        if self.server.opts.track_keys and self.headers.get("X-Amz-Target", "").endswith(".PutRecords"):
+            self.track(body)
+
         bump("requests")
         problem = self.check_signature(body)
         if isinstance(problem, tuple):
@@ -392,6 +452,43 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.relay(status, headers, payload)
 
+    def track(self, body):
+        """Holds the call's key versions while it is in flight (--track-keys)."""
+        try:
+            versions = record_versions(body)
+        except (ValueError, KeyError, IndexError, UnicodeDecodeError):
+            return
+        # Versions of one key within one call are in order (one KPL record
+        # per shard per call); only other calls' versions can overlap.
+        mine = {}
+        for key, digest in versions:
+            mine.setdefault(key, set()).add(digest)
+        with STATS_LOCK:
+            for key, digests in mine.items():
+                held = INFLIGHT_KEYS.get(key)
+                if held and set(held) != digests:
+                    STATS["version_overlaps"] += 1
+                    if len(STATS["overlap_examples"]) < 5:
+                        STATS["overlap_examples"].append(key)
+            for key, digest in versions:
+                held = INFLIGHT_KEYS.setdefault(key, {})
+                held[digest] = held.get(digest, 0) + 1
+            STATS["keys_tracked"] += len(versions)
+        self.tracked = versions
+
+    def untrack(self):
+        versions, self.tracked = getattr(self, "tracked", None), None
+        if not versions:
+            return
+        with STATS_LOCK:
+            for key, digest in versions:
+                held = INFLIGHT_KEYS[key]
+                held[digest] -= 1
+                if held[digest] == 0:
+                    del held[digest]
+                if not held:
+                    del INFLIGHT_KEYS[key]
+
     def handle_counted(self):
         """Counts the data calls in flight at once (max_in_flight)."""
         data_call = self.headers.get("X-Amz-Target", "").endswith(".PutRecords")
@@ -402,6 +499,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.handle_any()
         finally:
+            self.untrack()
             if data_call:
                 with STATS_LOCK:
                     STATS["in_flight"] -= 1
@@ -425,6 +523,8 @@ def main():
                     help="enforce Kinesis's per-shard write limits on PutRecords")
     ap.add_argument("--delay-puts", type=float, default=0.0,
                     help="delay every data call by this many seconds before answering")
+    ap.add_argument("--track-keys", action="store_true",
+                    help="count versions of a key in flight in two PutRecords calls at once")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--strip-auth", action="store_true",
                     help="forward requests without their signature (s3rver checks its own keys)")

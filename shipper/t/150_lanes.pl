@@ -1,0 +1,121 @@
+# Delivery lanes: up to two batches in flight at once (dispatch.c), and the
+# order rule across them.  The signature-checking proxy holds every
+# PutRecords call for 50 ms and watches the partition keys (and, for KPL
+# records, the sub-records' keys) of the calls in flight: another version
+# of a key sent while a call with an earlier one is still unanswered is a
+# version overlap.  A live workload mixes new keys (batches that may
+# overlap) with hot keys updated again and again (batches that must wait).
+# Checked, with and without --aggregate: calls did overlap, batches did
+# wait for their keys, no version overlapped, and every row reads back
+# byte for byte, each key's versions in commit order; with
+# --max-in-flight 1, never two calls at once.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use FundrecsE2E;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my %env = shipper_env();
+my $node = new_cluster('lanes');
+my $connstr = $node->connstr('postgres');
+my $tmp = $PostgreSQL::Test::Utils::tmp_check;
+my ($kport) = start_kinesalite();
+
+# n transactions of three new orders each; in every hot_every of them,
+# hot_run in a row also update the four hot orders (the oldest ones).
+# One record per row, each repeated key ends a batch, which then waits for
+# the lane holding the key: short hot runs leave time for batches of new
+# keys to overlap.  Aggregated, a key may repeat within a batch: runs of
+# ten (about 25 ms, half a call) make a batch meet a lane holding its key.
+$node->safe_psql('postgres', q{
+INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity)
+	SELECT 1 + g % 3, 9, g FROM generate_series(1, 4) g;
+CREATE PROCEDURE mixed(n int, hot_every int, hot_run int, tag int) LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN 1 .. n LOOP
+		INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity)
+			SELECT 1 + (i + g) % 3, tag, g FROM generate_series(1, 3) g;
+		IF i % hot_every < hot_run THEN
+			UPDATE fundrecs_schema.orders SET quantity = quantity + 1
+				WHERE order_id IN (SELECT order_id FROM fundrecs_schema.orders ORDER BY order_id LIMIT 4);
+		END IF;
+		COMMIT;
+		PERFORM pg_sleep(0.002);
+	END LOOP;
+END $$;
+});
+
+# Every plugin row byte for byte; each key's versions in commit order.
+sub check_rows
+{
+	my ($stream, $name, $want) = @_;
+	my $recs = read_deaggregated($kport, $stream, 1);
+	my (%first, %seq, %want_seq);
+	foreach my $r (@$recs)
+	{
+		next if $first{ $r->{data} }++;
+		push @{ $seq{ "$r->{row}{table}:" . encode_json($r->{row}{key} // {}) } }, $r->{row}{lsn};
+	}
+	is_deeply([ sort keys %first ], [ sort map { "$_\n" } @$want ], "$name: every plugin row, byte for byte");
+	foreach my $text (@$want)
+	{
+		my $row = decode_json($text);
+		push @{ $want_seq{ "$row->{table}:" . encode_json($row->{key} // {}) } }, $row->{lsn};
+	}
+	my @wrong = grep { "@{ $seq{$_} // [] }" ne "@{ $want_seq{$_} }" } sort keys %want_seq;
+	is(scalar @wrong, 0, "$name: every key's versions in commit order" . (@wrong ? " (first: $wrong[0])" : ''));
+	# Kinesis's own sequence numbers order the records of a shard.
+	return $recs;
+}
+
+# One live run: the shipper streams while the workload runs, then stops
+# once everything is confirmed.  Returns the proxy's counters and the log.
+sub live_run
+{
+	my ($name, $slot, $stream, $shards, $hot, @extra) = @_;
+	my ($pport) = start_proxy($kport, '--track-keys', '--delay-puts', '0.05');
+	kinesis_tool($kport, 'create', $stream, $shards);
+	$node->safe_psql('postgres',
+		"SELECT pg_create_logical_replication_slot(s, 'fundrecs_decoder') FROM unnest('{$slot,${slot}_truth}'::text[]) s");
+	my $log = "$tmp/$slot.log";
+	my $h = start_shipper(\%env, $log, '-d', $connstr, '-S', $slot, '--endpoint-url', "http://127.0.0.1:$pport",
+		'--stream', $stream, '-s', '1', '-v', @extra);
+	$node->safe_psql('postgres', "CALL mixed(400, $hot, " . length($slot) . ")");
+	my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	ok($node->poll_query_until('postgres',
+		"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = '$slot'"),
+		"$name: every row confirmed");
+	$h->signal('TERM');
+	$h->finish;
+	is($h->result(0), 0, "$name: exit code 0 on SIGTERM");
+	my $want = plugin_rows($node, "${slot}_truth");
+	check_rows($stream, $name, $want);
+	my $stats = proxy_stats($pport);
+	is($stats->{mismatches}, 0, "$name: every signature verified");
+	cmp_ok($stats->{keys_tracked}, '>=', scalar @$want, "$name: the proxy tracked every row's key");
+	is($stats->{version_overlaps}, 0, "$name: no two versions of a key were ever in flight at once")
+	  or diag('keys: ' . join(', ', @{ $stats->{overlap_examples} }));
+	return ($stats, slurp_file($log));
+}
+
+# 1. One record per row, the default --max-in-flight (8: two lanes of 4 calls).
+my ($stats, $log) = live_run('records', 'lane1', 'lanes1', 4, '80, 2');
+cmp_ok($stats->{max_in_flight}, '>=', 2, "records: calls overlapped ($stats->{max_in_flight} at most)");
+like($log, qr/([1-9]\d*) batches waited for an earlier version of one of their keys/,
+	'records: batches waited for their hot keys');
+
+# 2. --aggregate: a batch is one call (a KPL record per shard), so two calls
+#    at once are two batches in flight.
+($stats, $log) = live_run('aggregate', 'lane2', 'lanes2', 4, '40, 10', '--aggregate');
+cmp_ok($stats->{max_in_flight}, '>=', 2, "aggregate: two batches were in flight at once ($stats->{max_in_flight} calls at most)");
+like($log, qr/([1-9]\d*) batches waited for an earlier version of one of their keys/,
+	'aggregate: batches waited for their hot keys');
+
+# 3. --max-in-flight 1: one lane, one call at a time.
+($stats, $log) = live_run('one call', 'lane3', 'lanes3', 4, '40, 10', '--aggregate', '--max-in-flight', '1');
+is($stats->{max_in_flight}, 1, 'one call: never two calls at once');
+
+done_testing();
