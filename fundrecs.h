@@ -90,6 +90,8 @@ typedef struct FrOptions
 	List	   *exclude_columns;	/* list of FrColumnPattern */
 	bool		include_messages;	/* emit pg_logical_emit_message() rows */
 	List	   *message_prefixes;	/* char *; NIL: every prefix but the heartbeat's */
+	int			pack_bytes;		/* 0: a row per message; else rows of a
+								 * transaction share messages up to this size */
 
 	/*
 	 * Resolved once from the current catalogs when decoding starts (see
@@ -101,6 +103,9 @@ typedef struct FrOptions
 	AttrNumber	product_attnum;
 	AttrNumber	quantity_attnum;
 } FrOptions;
+
+#define FR_PACK_BYTES_MIN 1024
+#define FR_PACK_BYTES_MAX (64 * 1024 * 1024)
 
 extern void fr_options_init(FrOptions *opts);
 extern void fr_options_parse(FrOptions *opts, List *options);
@@ -214,6 +219,14 @@ extern void fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta 
  * Products (fundrecs_products.c)
  * ----------------------------------------------------------------
  */
+/*
+ * Appends a string literal: its length is known when compiling, so no
+ * strlen() per row ("" lit "" refuses anything but a literal).
+ */
+#define fr_append_lit(buf, lit) appendBinaryStringInfo((buf), "" lit "", sizeof(lit) - 1)
+/* A literal as a (string, length) pair of arguments. */
+#define FR_LIT_ARGS(lit) "" lit "", (int) (sizeof(lit) - 1)
+
 typedef struct FrProduct
 {
 	int64		product_id;

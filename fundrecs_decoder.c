@@ -32,6 +32,9 @@ typedef struct FrDecodingData
 	MemoryContext context;		/* reset after every change */
 	FrOptions	opts;
 	StringInfoData txn_fragment;	/* commit_lsn, xid, commit_time of the txn */
+	StringInfoData pack;		/* pack_bytes: the transaction's rows not yet
+								 * written, one per line */
+	int			pack_row_start; /* where the row being written starts */
 } FrDecodingData;
 
 extern void _PG_output_plugin_init(OutputPluginCallbacks *cb);
@@ -80,6 +83,7 @@ fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	if (!is_init)
 		fr_options_resolve(&data->opts, true);
 	initStringInfo(&data->txn_fragment);
+	initStringInfo(&data->pack);
 
 	ctx->output_plugin_private = data;
 	opt->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
@@ -97,11 +101,95 @@ fr_shutdown(LogicalDecodingContext *ctx)
 	MemoryContextDelete(data->context);
 }
 
+/* ----------------------------------------------------------------
+ * Messages: a row each, or with pack_bytes, the rows of a transaction
+ * packed into messages of up to pack_bytes, one row per line.  A row of
+ * pack_bytes or more goes alone; a message never holds rows of two
+ * transactions (the pack is written out at commit).  Each message costs
+ * the walsender a send() and its bookkeeping, so packing rows makes the
+ * replication connection carry several times more rows per second
+ * (BENCHMARKS.md); the client splits them at the newlines, which a row
+ * never contains.
+ * ----------------------------------------------------------------
+ */
+
+/* Where the next row is written: its own message, or the pack. */
+static StringInfo
+row_begin(LogicalDecodingContext *ctx, FrDecodingData *data)
+{
+	if (data->opts.pack_bytes == 0)
+	{
+		OutputPluginPrepareWrite(ctx, true);
+		return ctx->out;
+	}
+	if (data->pack.len > 0)
+		appendStringInfoChar(&data->pack, '\n');
+	data->pack_row_start = data->pack.len;
+	return &data->pack;
+}
+
+static void
+pack_write(LogicalDecodingContext *ctx, const char *bytes, int len)
+{
+	OutputPluginPrepareWrite(ctx, true);
+	appendBinaryStringInfo(ctx->out, bytes, len);
+	OutputPluginWrite(ctx, true);
+}
+
+/* The row is complete: its message goes, or the pack when it is full. */
+static void
+row_end(LogicalDecodingContext *ctx, FrDecodingData *data)
+{
+	StringInfo	pack = &data->pack;
+	int			limit = data->opts.pack_bytes;
+
+	if (limit == 0)
+	{
+		OutputPluginWrite(ctx, true);
+		return;
+	}
+	if (pack->len < limit)
+		return;
+	if (pack->len > limit && data->pack_row_start > 0)
+	{
+		/* Over the bound: the rows before this one go (not their newline). */
+		int			rowlen = pack->len - data->pack_row_start;
+
+		pack_write(ctx, pack->data, data->pack_row_start - 1);
+		memmove(pack->data, pack->data + data->pack_row_start, rowlen);
+		pack->len = rowlen;
+		pack->data[rowlen] = '\0';
+		data->pack_row_start = 0;
+		if (pack->len < limit)
+			return;
+	}
+	/* Exactly full, or one row of pack_bytes or more. */
+	pack_write(ctx, pack->data, pack->len);
+	resetStringInfo(pack);
+}
+
+/* The end of a transaction: the rest of the pack goes. */
+static void
+pack_flush(LogicalDecodingContext *ctx, FrDecodingData *data)
+{
+	if (data->pack.len > 0)
+		pack_write(ctx, data->pack.data, data->pack.len);
+	resetStringInfo(&data->pack);
+	/* A very large row left a large buffer behind: give it back. */
+	if (data->pack.maxlen > 4 * Max(data->opts.pack_bytes, FR_PACK_BYTES_MIN))
+	{
+		pfree(data->pack.data);
+		initStringInfo(&data->pack);
+	}
+}
+
 static void
 fr_begin_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 	FrDecodingData *data = ctx->output_plugin_private;
 	FrRowMeta	meta;
+
+	resetStringInfo(&data->pack);
 
 	fr_products_begin_txn(txn->final_lsn, rbtxn_has_catalog_changes(txn));
 
@@ -117,6 +205,7 @@ static void
 fr_commit_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			  XLogRecPtr commit_lsn)
 {
+	pack_flush(ctx, ctx->output_plugin_private);
 	fr_products_commit_txn(txn->end_lsn, rbtxn_has_catalog_changes(txn));
 }
 
@@ -131,21 +220,21 @@ append_txn_fragment(StringInfo out, const FrOptions *opts, const FrRowMeta *meta
 {
 	if (opts->include_lsn)
 	{
-		appendStringInfoString(out, ",\"commit_lsn\":");
+		fr_append_lit(out, ",\"commit_lsn\":");
 		fr_json_append_lsn(out, meta->commit_lsn);
 	}
 	if (opts->include_xid)
 	{
 		/* Load rows belong to no transaction of the source. */
-		appendStringInfoString(out, ",\"xid\":");
+		fr_append_lit(out, ",\"xid\":");
 		if (TransactionIdIsValid(meta->xid))
 			fr_json_append_uint(out, meta->xid);
 		else
-			appendStringInfoString(out, "null");
+			fr_append_lit(out, "null");
 	}
 	if (opts->include_timestamp)
 	{
-		appendStringInfoString(out, ",\"commit_time\":");
+		fr_append_lit(out, ",\"commit_time\":");
 		fr_json_append_timestamptz(out, meta->commit_time);
 	}
 }
@@ -160,7 +249,7 @@ append_header(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	appendBinaryStringInfo(out, ri->schema_table_json, ri->schema_table_json_len);
 	if (opts->include_lsn)
 	{
-		appendStringInfoString(out, ",\"lsn\":");
+		fr_append_lit(out, ",\"lsn\":");
 		fr_json_append_lsn(out, meta->lsn);
 	}
 	if (meta->txn_fragment != NULL)
@@ -203,7 +292,7 @@ deform(TupleDesc desc, HeapTuple tuple)
 static void
 append_key(StringInfo out, FrRelInfo *ri, FrRow *row)
 {
-	appendStringInfoString(out, ",\"key\":{");
+	fr_append_lit(out, ",\"key\":{");
 	for (int i = 0; i < ri->nkeys; i++)
 	{
 		FrColumn   *col = &ri->cols[ri->keyattrs[i] - 1];
@@ -214,7 +303,7 @@ append_key(StringInfo out, FrRelInfo *ri, FrRow *row)
 			appendStringInfoChar(out, ',');
 		appendBinaryStringInfo(out, col->json_name, col->json_name_len);
 		if (isnull || is_unchanged_toast(col, value))
-			appendStringInfoString(out, "null");
+			fr_append_lit(out, "null");
 		else
 			fr_json_append_value(out, col, value);
 	}
@@ -332,7 +421,7 @@ append_enrichment(StringInfo out, FrRelInfo *ri, FrRow *row, FrProduct *product)
 	if (!isnull)
 		quantity = row->values[ri->quantity_attnum - 1];
 	if (isnull || product->price_text == NULL)
-		appendStringInfoString(out, "null");
+		fr_append_lit(out, "null");
 	else if (product->price_exact &&
 			 append_exact_total(out, product, ri->cols[ri->quantity_attnum - 1].basetypid,
 								quantity))
@@ -379,13 +468,13 @@ append_enrichment(StringInfo out, FrRelInfo *ri, FrRow *row, FrProduct *product)
  * in *toast (when toast is not NULL).
  */
 static void
-append_tuple(StringInfo out, const char *prefix, const FrRowMeta *meta,
+append_tuple(StringInfo out, const char *prefix, int prefix_len, const FrRowMeta *meta,
 			 FrRelInfo *ri, FrRow *row, bool key_only,
 			 FrProduct *product, bool enrich, StringInfo toast)
 {
 	bool		first = true;
 
-	appendStringInfoString(out, prefix);
+	appendBinaryStringInfo(out, prefix, prefix_len);
 	appendStringInfoChar(out, '{');
 	for (int i = 0; i < row->natts && i < ri->natts; i++)
 	{
@@ -399,7 +488,11 @@ append_tuple(StringInfo out, const char *prefix, const FrRowMeta *meta,
 		{
 			if (toast != NULL)
 			{
-				appendStringInfoString(toast, toast->len > 0 ? "," : "");
+				/* Made on first use: most rows have no unchanged TOAST value. */
+				if (toast->data == NULL)
+					initStringInfo(toast);
+				else
+					appendStringInfoChar(toast, ',');
 				appendBinaryStringInfo(toast, col->json_name, col->json_name_len - 1);
 			}
 			continue;
@@ -409,7 +502,7 @@ append_tuple(StringInfo out, const char *prefix, const FrRowMeta *meta,
 		first = false;
 		appendBinaryStringInfo(out, col->json_name, col->json_name_len);
 		if (isnull)
-			appendStringInfoString(out, "null");
+			fr_append_lit(out, "null");
 		else
 			fr_json_append_value(out, col, value);
 	}
@@ -443,7 +536,7 @@ append_dms_timestamp(StringInfo out, TimestampTz ts)
 	appendStringInfoString(out, dot ? "" : ".");
 	for (; frac < 6; frac++)
 		appendStringInfoChar(out, '0');
-	appendStringInfoString(out, "Z\"");
+	fr_append_lit(out, "Z\"");
 	pfree(buf.data);
 }
 
@@ -457,10 +550,10 @@ append_dms_metadata(StringInfo out, const FrOptions *opts, const FrRowMeta *meta
 					FrRelInfo *ri, const char *record_type, const char *operation,
 					const char *partition_key_type)
 {
-	appendStringInfoString(out, "\"metadata\":{");
+	fr_append_lit(out, "\"metadata\":{");
 	if (opts->include_timestamp)
 	{
-		appendStringInfoString(out, "\"timestamp\":");
+		fr_append_lit(out, "\"timestamp\":");
 		append_dms_timestamp(out, meta->commit_time);
 		appendStringInfoChar(out, ',');
 	}
@@ -468,15 +561,15 @@ append_dms_metadata(StringInfo out, const FrOptions *opts, const FrRowMeta *meta
 					 "\"partition-key-type\":\"%s\",\"schema-name\":",
 					 record_type, operation, partition_key_type);
 	fr_json_append_string(out, ri->schema_name);
-	appendStringInfoString(out, ",\"table-name\":");
+	fr_append_lit(out, ",\"table-name\":");
 	fr_json_append_string(out, ri->table_name);
 	if (opts->include_xid && TransactionIdIsValid(meta->xid))
 		appendStringInfo(out, ",\"transaction-id\":%u", meta->xid);
 	if (opts->include_lsn)
 	{
-		appendStringInfoString(out, ",\"lsn\":");
+		fr_append_lit(out, ",\"lsn\":");
 		fr_json_append_lsn(out, meta->lsn);
-		appendStringInfoString(out, ",\"commit-lsn\":");
+		fr_append_lit(out, ",\"commit-lsn\":");
 		fr_json_append_lsn(out, meta->commit_lsn);
 	}
 }
@@ -495,25 +588,26 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 {
 	StringInfoData toast;
 
-	initStringInfo(&toast);
+	toast.data = NULL;
+	toast.len = 0;
 	if (newtuple != NULL)
-		append_tuple(out, "{\"data\":", meta, ri, newtuple, false, newproduct,
+		append_tuple(out, FR_LIT_ARGS("{\"data\":"), meta, ri, newtuple, false, newproduct,
 					 ri->is_orders, &toast);
 	else
-		append_tuple(out, "{\"data\":", meta, ri, oldtuple, !ri->identity_full,
+		append_tuple(out, FR_LIT_ARGS("{\"data\":"), meta, ri, oldtuple, !ri->identity_full,
 					 oldproduct, ri->is_orders && old_has_product, NULL);
 	if (newtuple != NULL && oldtuple != NULL)
-		append_tuple(out, ",\"before-image\":", meta, ri, oldtuple,
+		append_tuple(out, FR_LIT_ARGS(",\"before-image\":"), meta, ri, oldtuple,
 					 !ri->identity_full, oldproduct, ri->is_orders && old_has_product,
 					 NULL);
 
 	appendStringInfoChar(out, ',');
 	append_dms_metadata(out, opts, meta, ri, "data", meta->op, "primary-key");
-	appendStringInfoString(out, ",\"route\":");
+	fr_append_lit(out, ",\"route\":");
 	appendStringInfoString(out, route);
 	if (ri->is_orders && ri->enrich_error != NULL)
 	{
-		appendStringInfoString(out, ",\"enrich-error\":");
+		fr_append_lit(out, ",\"enrich-error\":");
 		fr_json_append_string(out, ri->enrich_error);
 	}
 	if (ri->nkeys > 0)
@@ -527,11 +621,11 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	}
 	if (toast.len > 0)
 	{
-		appendStringInfoString(out, ",\"unchanged-toast\":[");
+		fr_append_lit(out, ",\"unchanged-toast\":[");
 		appendBinaryStringInfo(out, toast.data, toast.len);
 		appendStringInfoChar(out, ']');
 	}
-	appendStringInfoString(out, "}}");
+	fr_append_lit(out, "}}");
 }
 
 /*
@@ -593,24 +687,25 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	append_header(out, opts, meta, ri);
 	if (ri->nkeys > 0)
 		append_key(out, ri, newtuple != NULL ? newtuple : oldtuple);
-	appendStringInfoString(out, ",\"route\":");
+	fr_append_lit(out, ",\"route\":");
 	appendStringInfoString(out, route);
 	if (ri->is_orders && ri->enrich_error != NULL)
 	{
-		appendStringInfoString(out, ",\"enrich_error\":");
+		fr_append_lit(out, ",\"enrich_error\":");
 		fr_json_append_string(out, ri->enrich_error);
 	}
 
-	initStringInfo(&toast);
+	toast.data = NULL;
+	toast.len = 0;
 	if (newtuple != NULL)
-		append_tuple(out, ",\"data\":", meta, ri, newtuple, false, newproduct,
+		append_tuple(out, FR_LIT_ARGS(",\"data\":"), meta, ri, newtuple, false, newproduct,
 					 ri->is_orders, &toast);
 	if (oldtuple != NULL)
-		append_tuple(out, ",\"old\":", meta, ri, oldtuple, !ri->identity_full,
+		append_tuple(out, FR_LIT_ARGS(",\"old\":"), meta, ri, oldtuple, !ri->identity_full,
 					 oldproduct, ri->is_orders && old_has_product, NULL);
 	if (toast.len > 0)
 	{
-		appendStringInfoString(out, ",\"unchanged_toast\":[");
+		fr_append_lit(out, ",\"unchanged_toast\":[");
 		appendBinaryStringInfo(out, toast.data, toast.len);
 		appendStringInfoChar(out, ']');
 	}
@@ -632,7 +727,7 @@ write_truncate(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		appendStringInfo(out, ",\"route\":%s", route);
 		if (ri->as_root)
 			appendStringInfo(out, ",\"partition\":%s", ri->partition_json);
-		appendStringInfoString(out, "}}");
+		fr_append_lit(out, "}}");
 		return;
 	}
 	append_header(out, opts, meta, ri);
@@ -723,11 +818,10 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			oldtuple = execute_attr_map_tuple(oldtuple, ri->map);
 	}
 
-	OutputPluginPrepareWrite(ctx, true);
-	fr_write_row(ctx->out, &data->opts, &meta, ri,
+	fr_write_row(row_begin(ctx, data), &data->opts, &meta, ri,
 				 ri->as_root ? ri->desc : RelationGetDescr(relation),
 				 newtuple, oldtuple);
-	OutputPluginWrite(ctx, true);
+	row_end(ctx, data);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(data->context);
@@ -754,9 +848,8 @@ fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			continue;
 
 		fill_meta(&meta, data, txn, "truncate", change->lsn);
-		OutputPluginPrepareWrite(ctx, true);
-		write_truncate(ctx->out, &data->opts, &meta, ri);
-		OutputPluginWrite(ctx, true);
+		write_truncate(row_begin(ctx, data), &data->opts, &meta, ri);
+		row_end(ctx, data);
 	}
 
 	MemoryContextSwitchTo(oldcxt);
@@ -790,38 +883,44 @@ fr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		return;
 
 	oldcxt = MemoryContextSwitchTo(data->context);
-	OutputPluginPrepareWrite(ctx, true);
-	out = ctx->out;
-	appendStringInfoString(out, "{\"op\":\"message\",\"transactional\":");
+	/* A non-transactional message belongs to no transaction's pack. */
+	if (transactional)
+		out = row_begin(ctx, data);
+	else
+	{
+		OutputPluginPrepareWrite(ctx, true);
+		out = ctx->out;
+	}
+	fr_append_lit(out, "{\"op\":\"message\",\"transactional\":");
 	appendStringInfoString(out, transactional ? "true" : "false");
-	appendStringInfoString(out, ",\"prefix\":");
+	fr_append_lit(out, ",\"prefix\":");
 	fr_json_append_string(out, prefix);
 	if (opts->include_lsn)
 	{
-		appendStringInfoString(out, ",\"lsn\":");
+		fr_append_lit(out, ",\"lsn\":");
 		fr_json_append_lsn(out, message_lsn);
-		appendStringInfoString(out, ",\"commit_lsn\":");
+		fr_append_lit(out, ",\"commit_lsn\":");
 		fr_json_append_lsn(out, transactional ? txn->end_lsn : message_lsn);
 	}
 	if (opts->include_xid)
 	{
-		appendStringInfoString(out, ",\"xid\":");
+		fr_append_lit(out, ",\"xid\":");
 		if (txn != NULL && TransactionIdIsValid(txn->xid))
 			fr_json_append_uint(out, txn->xid);
 		else
-			appendStringInfoString(out, "null");
+			fr_append_lit(out, "null");
 	}
 	if (opts->include_timestamp)
 	{
-		appendStringInfoString(out, ",\"commit_time\":");
+		fr_append_lit(out, ",\"commit_time\":");
 		if (transactional)
 			fr_json_append_timestamptz(out, txn->xact_time.commit_time);
 		else
-			appendStringInfoString(out, "null");
+			fr_append_lit(out, "null");
 	}
 	if (pg_verifymbstr(message, message_size, true))
 	{
-		appendStringInfoString(out, ",\"content\":");
+		fr_append_lit(out, ",\"content\":");
 		fr_json_append_string(out, pnstrdup(message, message_size));
 	}
 	else
@@ -833,12 +932,15 @@ fr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		if (n < 0)
 			elog(ERROR, "could not encode the content of the message at %X/%X",
 				 LSN_FORMAT_ARGS(message_lsn));
-		appendStringInfoString(out, ",\"content_base64\":\"");
+		fr_append_lit(out, ",\"content_base64\":\"");
 		appendBinaryStringInfo(out, encoded, n);
 		appendStringInfoChar(out, '"');
 	}
 	appendStringInfoChar(out, '}');
-	OutputPluginWrite(ctx, true);
+	if (transactional)
+		row_end(ctx, data);
+	else
+		OutputPluginWrite(ctx, true);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(data->context);

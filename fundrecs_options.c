@@ -23,7 +23,7 @@
 #define FR_VALID_OPTIONS \
 	"include_lsn, include_xid, include_timestamp, tables, orders_table, " \
 	"product_column, quantity_column, format, publish_via_partition_root, " \
-	"on_enrich_error, exclude_columns, include_messages, message_prefixes"
+	"on_enrich_error, exclude_columns, include_messages, message_prefixes, pack_bytes"
 
 static const char *
 option_value(DefElem *elem)
@@ -249,6 +249,27 @@ parse_message_prefixes(DefElem *elem)
 	return result;
 }
 
+/* pack_bytes: 0 (off) or a size in bytes, 1 kB to 64 MB. */
+static int
+parse_pack_bytes(DefElem *elem)
+{
+	const char *value = required_value(elem);
+	char	   *end;
+	long		n;
+
+	errno = 0;
+	n = strtol(value, &end, 10);
+	if (errno != 0 || end == value || *end != '\0' ||
+		(n != 0 && (n < FR_PACK_BYTES_MIN || n > FR_PACK_BYTES_MAX)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
+				 errdetail("It must be 0 (one row per message) or a number of bytes from %d to %d.",
+						   FR_PACK_BYTES_MIN, FR_PACK_BYTES_MAX),
+				 errhint("fundrecs_shipper sets it; for example pack_bytes=65536.")));
+	return (int) n;
+}
+
 void
 fr_options_init(FrOptions *opts)
 {
@@ -270,6 +291,7 @@ fr_options_init(FrOptions *opts)
 	opts->exclude_columns = NIL;
 	opts->include_messages = false;
 	opts->message_prefixes = NIL;
+	opts->pack_bytes = 0;
 	opts->orders_relid = InvalidOid;
 	opts->product_attnum = InvalidAttrNumber;
 	opts->quantity_attnum = InvalidAttrNumber;
@@ -314,6 +336,8 @@ fr_options_parse(FrOptions *opts, List *options)
 			opts->include_messages = parse_bool_option(elem);
 		else if (strcmp(elem->defname, "message_prefixes") == 0)
 			opts->message_prefixes = parse_message_prefixes(elem);
+		else if (strcmp(elem->defname, "pack_bytes") == 0)
+			opts->pack_bytes = parse_pack_bytes(elem);
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

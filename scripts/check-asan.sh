@@ -1,19 +1,22 @@
 #!/bin/bash
 # make check-asan: the shipper built with AddressSanitizer and UBSan, run
-# through the TAP suite; the plugin built with UBSan, loaded into the test
-# servers for pg_regress and decoding TAP tests; passes only with zero
+# through the TAP suite; the plugin built the same way, loaded into the
+# test servers for pg_regress and decoding TAP tests; passes only with zero
 # sanitizer reports.
 #
 #   scripts/check-asan.sh                 every TAP test
 #   ASAN_TAP_TESTS="t/010_cli.pl ..." scripts/check-asan.sh   a subset (CI)
 #
-# The plugin is loaded by the temp instance's postmaster with libubsan
-# preloaded (LD_PRELOAD): the server itself is not rebuilt.  AddressSanitizer
-# cannot be preloaded into Debian's postgres: with glibc 2.36 the server
-# deadlocks in bindtextdomain() at start (_nl_state_lock), before it loads
-# anything; the plugin's memory accesses are checked under valgrind instead
-# (scripts/valgrind-plugin.sh).  The sanitized plugin is installed for the
-# run and the normal build installed again afterwards.  Leaks are not checked here (PostgreSQL frees by memory
+# The plugin (clang -fsanitize=address,undefined) is loaded by the temp
+# instance's postmaster with clang's AddressSanitizer runtime preloaded
+# (LD_PRELOAD): the server itself is not rebuilt, so ASan sees the plugin's
+# stack, globals and malloc'd memory, not overruns inside palloc'd chunks
+# (valgrind's run, scripts/valgrind-plugin.sh, sees those through
+# PostgreSQL's memory-context annotations).  Beside the runtime a small
+# library (scripts/asan-preload.c) is preloaded: without it the runtime
+# deadlocks Debian's postgres at start (see that file).  The sanitized
+# plugin is installed for the run and the normal build installed again
+# afterwards.  Leaks are not checked here (PostgreSQL frees by memory
 # context, the shipper's exit paths leave what the OS reclaims): valgrind's
 # run (scripts/valgrind-shipper.sh) checks them.  Run as root (installs) or
 # as a user who may write the PostgreSQL directories.
@@ -45,19 +48,25 @@ as_pg env FUNDRECS_SHIPPER="$top/shipper/asan/fundrecs_shipper" \
 	> asan_tap.out 2>&1 || status=1
 grep -E "^(t/|Files=|Result:)" asan_tap.out
 
-echo "== sanitizers: the plugin (gcc -fsanitize=undefined, libubsan preloaded)"
+echo "== sanitizers: the plugin (clang -fsanitize=address,undefined, ASan runtime preloaded)"
+runtime="$(clang -print-file-name=libclang_rt.asan-x86_64.so)"
+[ -f "$runtime" ] || { echo "no ASan runtime at $runtime (apt-get install libclang-rt-14-dev)"; exit 1; }
+clang -shared -fPIC -O2 -Wall -o "$top/tmp_asan_preload.so" scripts/asan-preload.c || exit 1
+preload="$runtime $top/tmp_asan_preload.so"
+plugin_asan="detect_leaks=0:halt_on_error=1:log_path=$reports/plugin-asan"
 make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 clean >/dev/null
-make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 \
-	PG_CFLAGS="-fsanitize=undefined -fno-omit-frame-pointer -Wall" \
-	SHLIB_LINK="-fsanitize=undefined" || exit 1
-make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 install >/dev/null || exit 1
-preload="$(gcc -print-file-name=libubsan.so)"
-as_pg env LD_PRELOAD="$preload" \
+make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 CC=clang \
+	PG_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -Wall" \
+	SHLIB_LINK="-fsanitize=address,undefined -shared-libasan" || exit 1
+make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 CC=clang install >/dev/null || exit 1
+as_pg env LD_PRELOAD="$preload" ASAN_OPTIONS="$plugin_asan" \
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/plugin-ubsan" \
 	make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 installcheck > asan_regress.out 2>&1 || status=1
 grep -E "tests? (passed|failed)|of [0-9]+ tests" asan_regress.out | sed 's/^ *//'
+# (The sanitized plugin cannot load without the runtime in the server:
+# its __asan_* symbols would be undefined, and every decoding test fail.)
 # The TAP tests' decoding with the sanitized plugin too (a subset).
-as_pg env LD_PRELOAD="$preload" \
+as_pg env LD_PRELOAD="$preload" ASAN_OPTIONS="$plugin_asan" \
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/plugin-tap-ubsan" \
 	make -s -C shipper PG_CONFIG="$PG_CONFIG" installcheck \
 	PROVE_TESTS="${ASAN_PLUGIN_TAP_TESTS:-t/040_load.pl t/130_messages_logs.pl}" > asan_plugin_tap.out 2>&1 || status=1

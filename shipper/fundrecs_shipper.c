@@ -760,9 +760,24 @@ stream_loop(ReplConn *rc)
 		else if (msg.type == 'w')
 		{
 			RowResult rr;
+			const char *row = msg.data;
+			const char *end = msg.data + msg.len;
 
 			last_row_at = now_seconds();
-			rr = handle_row(msg.data, msg.len, msg.data_start, false);
+
+			/*
+			 * With --pack-bytes, one message carries rows of one transaction,
+			 * one per line (a row never holds a newline).
+			 */
+			for (;;)
+			{
+				const char *nl = memchr(row, '\n', end - row);
+
+				rr = handle_row(row, (nl ? nl : end) - row, msg.data_start, false);
+				if (rr != ROW_OK || nl == NULL)
+					break;
+				row = nl + 1;
+			}
 
 			if (rr == ROW_FATAL)
 			{

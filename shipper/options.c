@@ -34,6 +34,7 @@ ShipperOptions opts = {
 	.retry_timeout = 600,
 	.shutdown_timeout = 30,
 	.health_max_lag = 60,
+	.pack_bytes = 65536,		/* measured: bench/run */
 };
 
 static void
@@ -59,6 +60,9 @@ usage(void)
 	printf("  -I, --startpos=LSN       where in an existing slot to start\n");
 	printf("  -E, --endpos=LSN         ship up to LSN, confirm it and exit\n");
 	printf("  -n, --no-loop            exit on connection loss instead of reconnecting\n");
+	printf("      --pack-bytes=N       replication messages carry a transaction's rows, up to N\n"
+		   "                           bytes each (plugin option pack_bytes; default: %d,\n"
+		   "                           0: a message per row)\n", opts.pack_bytes);
 	printf("  -s, --status-interval=SECS\n"
 		   "                           time between status updates to the server (default: %d)\n",
 		   opts.status_interval);
@@ -251,6 +255,7 @@ parse_options(int argc, char **argv)
 		{"heartbeat", required_argument, NULL, 30},
 		{"log-format", required_argument, NULL, 31},
 		{"check-credentials", no_argument, NULL, 32},
+		{"pack-bytes", required_argument, NULL, 33},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -456,6 +461,11 @@ parse_options(int argc, char **argv)
 			case 32:
 				opts.check_credentials = true;
 				break;
+			case 33:
+				opts.pack_bytes = (int) parse_long("--pack-bytes", optarg, 0, 64L * 1024 * 1024);
+				if (opts.pack_bytes != 0 && opts.pack_bytes < 1024)
+					usage_error("%s", "--pack-bytes must be 0 or from 1024 to 67108864");
+				break;
 			case 31:
 				if (strcmp(optarg, "json") == 0)
 					opts.log_json = true;
@@ -502,6 +512,16 @@ parse_options(int argc, char **argv)
 		if (strcmp(opts.plugin_options[2 * i], "include_lsn") == 0 &&
 			parse_bool_value(opts.plugin_options[2 * i + 1], &b) && !b)
 			usage_error("%s", "the shipper needs the plugin option include_lsn (do not set it to false)");
+		if (strcmp(opts.plugin_options[2 * i], "pack_bytes") == 0)
+			usage_error("%s", "use --pack-bytes rather than the plugin option pack_bytes");
+	}
+	/* Rows packed into messages: the plugin writes them, the shipper splits them. */
+	if (opts.pack_bytes > 0)
+	{
+		char		arg[64];
+
+		snprintf(arg, sizeof(arg), "pack_bytes=%d", opts.pack_bytes);
+		add_plugin_option(arg);
 	}
 
 	if (opts.aggregate && !opts.ship_kinesis)

@@ -32,6 +32,7 @@ typedef struct ShipperOptions
 	bool		allow_no_tables;
 	char	  **plugin_options; /* name, value, name, value, ... */
 	int			noptions;
+	int			pack_bytes;		/* plugin option pack_bytes, 0: a row per message */
 	uint64_t	startpos;
 	uint64_t	endpos;
 	bool		no_loop;
