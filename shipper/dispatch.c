@@ -260,8 +260,14 @@ dispatch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn,
 	memcpy(r->data, row, len);
 	r->data[len] = '\n';
 	r->len = len + 1;
-	r->pkey = pg_malloc(keylen + 1);
-	memcpy(r->pkey, pkey, keylen + 1);
+	/* Standard output needs no key: no allocation for it. */
+	if (b->slots != NULL)
+	{
+		r->pkey = pg_malloc(keylen + 1);
+		memcpy(r->pkey, pkey, keylen + 1);
+	}
+	else
+		r->pkey = NULL;
 	r->commit_lsn = commit_lsn;
 	r->safe_lsn = safe_lsn;
 	r->commit_time = commit_time;

@@ -76,12 +76,17 @@ skip_ws(const char *p, const char *end)
 	return p;
 }
 
-static bool
+/*
+ * Is the quoted name (len bytes with its quotes) want?  strnlen stops
+ * within want however long the name is (a plain strlen per field cost 5 %
+ * of the shipper's time; reading want[len - 2] for a longer name, tried
+ * first, read past want's end: fuzz/regress/rowscan/ keeps the input).
+ */
+static inline bool
 name_is(const char *name, size_t len, const char *want)
 {
-	size_t		wlen = strlen(want);
-
-	return len == wlen + 2 && memcmp(name + 1, want, wlen) == 0;
+	return len >= 2 && strnlen(want, len - 1) == len - 2 &&
+		memcmp(name + 1, want, len - 2) == 0;
 }
 
 /* Field names of the native format, and of the DMS format's metadata. */
@@ -166,6 +171,15 @@ scan_object(const char *json, size_t len, const char *const names[8],
 				slot->start = value;
 				slot->len = value_end - value;
 			}
+
+			/*
+			 * A table row's fields are all known: the rest ("data", "old",
+			 * most of the bytes) need not be scanned.  (A row without one of
+			 * them, a message row or a DMS record is scanned to its end.)
+			 */
+			if (out->schema.start && out->table.start && out->commit_lsn.start &&
+				out->key.start && out->route.start && out->commit_time.start)
+				return true;
 		}
 
 		p = skip_ws(value_end, end);

@@ -31,7 +31,11 @@ typedef struct RowFields
 	RowSpan		prefix;			/* with quotes: a message row (include_messages) */
 } RowFields;
 
-/* Returns false when the text is not a JSON object this scanner can read. */
+/*
+ * Returns false when the text is not a JSON object this scanner can read.
+ * It stops once every field above but prefix is found: what follows
+ * (the row's data) is not looked at.
+ */
 extern bool rowscan(const char *json, size_t len, RowFields *out);
 
 /* Parses "X/Y" (quotes allowed) into an LSN; false if malformed. */
