@@ -164,6 +164,7 @@ typedef struct FrRelInfo
 	char	   *schema_name;
 	char	   *table_name;
 	char	   *route_json;		/* quoted table name, the route of others */
+	int			route_json_len;
 	int			natts;
 	FrColumn   *cols;			/* natts entries, by attribute position */
 	int			nkeys;
@@ -234,6 +235,7 @@ typedef struct FrProduct
 	char	   *name_json;		/* quoted product_name */
 	char	   *category_json;	/* quoted category */
 	char	   *route_json;		/* quoted category slug */
+	int			route_json_len;
 	char	   *price_text;		/* numeric output */
 	/* ,"product_name":...,"category":...,"price":...,"total_price": */
 	char	   *enrich_prefix;

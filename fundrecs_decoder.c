@@ -644,6 +644,7 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	bool		new_has_product = false;
 	bool		old_has_product = false;
 	const char *route;
+	int			route_len;
 	StringInfoData toast;
 
 	if (ri->is_orders && ri->enrich_error != NULL)
@@ -657,25 +658,42 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 					 errhint("Set the plugin options product_column and quantity_column to the columns' current names, or set on_enrich_error to emit to ship such rows unenriched with route \"%s\".",
 							 FR_ROUTE_ERROR)));
 		route = "\"" FR_ROUTE_ERROR "\"";
+		route_len = strlen(route);
 	}
 	else if (ri->is_orders)
 	{
+		FrProduct  *p = NULL;
+
 		if (newtuple != NULL)
 			newproduct = row_product(ri, newtuple, true, meta, &new_has_product);
 		if (oldtuple != NULL)
 			oldproduct = row_product(ri, oldtuple, ri->identity_full, meta,
 									 &old_has_product);
 		if (newtuple != NULL)
-			route = newproduct && newproduct->found ? newproduct->route_json :
-				"\"" FR_ROUTE_UNCATEGORIZED "\"";
+			p = newproduct;
 		else if (oldtuple != NULL && old_has_product)
-			route = oldproduct && oldproduct->found ? oldproduct->route_json :
-				"\"" FR_ROUTE_UNCATEGORIZED "\"";
+			p = oldproduct;
+		if (p != NULL && p->found)
+		{
+			route = p->route_json;
+			route_len = p->route_json_len;
+		}
+		else if (newtuple != NULL || (oldtuple != NULL && old_has_product))
+		{
+			route = "\"" FR_ROUTE_UNCATEGORIZED "\"";
+			route_len = strlen(route);
+		}
 		else
+		{
 			route = "null";
+			route_len = 4;
+		}
 	}
 	else
+	{
 		route = ri->route_json;
+		route_len = ri->route_json_len;
+	}
 
 	if (opts->format == FR_FORMAT_DMS)
 	{
@@ -688,7 +706,7 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	if (ri->nkeys > 0)
 		append_key(out, ri, newtuple != NULL ? newtuple : oldtuple);
 	fr_append_lit(out, ",\"route\":");
-	appendStringInfoString(out, route);
+	appendBinaryStringInfo(out, route, route_len);
 	if (ri->is_orders && ri->enrich_error != NULL)
 	{
 		fr_append_lit(out, ",\"enrich_error\":");

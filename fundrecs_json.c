@@ -248,6 +248,7 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	ri->schema_table_json = psprintf("%s,%s", ri->schema_json, ri->table_json);
 	ri->schema_table_json_len = strlen(ri->schema_table_json);
 	ri->route_json = fr_json_quote(ri->table_name);
+	ri->route_json_len = strlen(ri->route_json);
 	ri->included = fr_options_table_included(opts, ri->schema_name, ri->table_name) ||
 		(root != NULL && !ri->as_root &&
 		 fr_options_table_included(opts, root_schema, root_name));

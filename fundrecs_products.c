@@ -293,6 +293,7 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 
 			initStringInfo(&buf);
 			appendBinaryStringInfo(&buf, p->route_json, route_len + 1);
+			pfree(p->route_json);
 			appendStringInfoString(&buf, ",\"product_name\":");
 			appendStringInfoString(&buf, p->name_json);
 			appendStringInfoString(&buf, ",\"category\":");
@@ -301,6 +302,7 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 			appendStringInfoString(&buf, p->price_text ? p->price_text : "null");
 			appendStringInfoString(&buf, ",\"total_price\":");
 			p->route_json = buf.data;
+			p->route_json_len = route_len;
 			p->enrich_prefix = buf.data + route_len + 1;
 			p->enrich_prefix_len = buf.len - route_len - 1;
 		}
