@@ -548,28 +548,34 @@ dispatch_flush(bool wait)
 	return wait ? wait_all() : true;
 }
 
+/*
+ * The batch holding the oldest unacknowledged row, or NULL: rows come in
+ * order, so it is the held batch whose first row is the oldest.
+ */
+static const Batch *
+oldest_batch(void)
+{
+	const Batch *oldest = filling->n > 0 ? filling : NULL;
+
+	for (int i = 0; i < nlanes; i++)
+	{
+		const Batch *b = &lanes[i].batch;
+
+		if (b->n > 0 && (oldest == NULL || b->recs[0].safe_lsn < oldest->recs[0].safe_lsn))
+			oldest = b;
+	}
+	return oldest;
+}
+
 bool
 dispatch_oldest_safe_lsn(uint64_t *lsn)
 {
-	bool		found = false;
+	const Batch *b = oldest_batch();
 
-	/* Rows come in order: each batch's first row is its oldest. */
-	for (int i = 0; i < nlanes; i++)
-	{
-		Batch	   *b = &lanes[i].batch;
-
-		if (b->n > 0 && (!found || b->recs[0].safe_lsn < *lsn))
-		{
-			*lsn = b->recs[0].safe_lsn;
-			found = true;
-		}
-	}
-	if (filling->n > 0 && (!found || filling->recs[0].safe_lsn < *lsn))
-	{
-		*lsn = filling->recs[0].safe_lsn;
-		found = true;
-	}
-	return found;
+	if (b == NULL)
+		return false;
+	*lsn = b->recs[0].safe_lsn;
+	return true;
 }
 
 int
@@ -607,18 +613,9 @@ dispatch_held_bytes(void)
 double
 dispatch_oldest_commit_time(void)
 {
-	double		t = 0;
+	const Batch *b = oldest_batch();
 
-	for (int i = 0; i < nlanes; i++)
-	{
-		Batch	   *b = &lanes[i].batch;
-
-		if (b->n > 0 && (t == 0 || b->recs[0].commit_time < t))
-			t = b->recs[0].commit_time;
-	}
-	if (filling->n > 0 && (t == 0 || filling->recs[0].commit_time < t))
-		t = filling->recs[0].commit_time;
-	return t;
+	return b != NULL ? b->recs[0].commit_time : 0;
 }
 
 uint64_t
