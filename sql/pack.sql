@@ -22,10 +22,11 @@ INSERT INTO fundrecs_schema.p VALUES (1, 'one');
 INSERT INTO fundrecs_schema.p SELECT g, repeat('x', 204 - :base - (length(g::text) - 1)) FROM generate_series(2, 6) g;
 -- 3. A transaction of many rows, larger than the bound several times.
 INSERT INTO fundrecs_schema.p SELECT g, repeat('y', g % 50) FROM generate_series(10, 99) g;
--- 4. A row larger than the bound between small ones.
+-- 4. A row larger than the bound between small ones (over four times the
+--    bound: the buffer it grew is given back at commit, and packing goes on).
 BEGIN;
 INSERT INTO fundrecs_schema.p VALUES (100, 'small');
-INSERT INTO fundrecs_schema.p VALUES (101, repeat('z', 3000));
+INSERT INTO fundrecs_schema.p VALUES (101, repeat('z', 10000));
 INSERT INTO fundrecs_schema.p VALUES (102, 'small again');
 COMMIT;
 -- 5. A transaction whose rows all fit.

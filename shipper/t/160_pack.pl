@@ -23,11 +23,14 @@ my $tmp = $PostgreSQL::Test::Utils::tmp_check;
 $node->safe_psql('postgres',
 	"SELECT pg_create_logical_replication_slot(s, 'fundrecs_decoder') FROM unnest('{p0,p1,p2,truth}'::text[]) s");
 $node->safe_psql('postgres', q{
+CREATE TABLE fundrecs_schema.notes (id int PRIMARY KEY, body text);
+INSERT INTO fundrecs_schema.notes SELECT g, repeat('n', g * 37 % 5000) FROM generate_series(1, 300) g;
 INSERT INTO fundrecs_schema.customers VALUES (1, 'one', 'here');
-INSERT INTO fundrecs_schema.customers SELECT g, repeat('n', g % 3000), 'city ' || g FROM generate_series(2, 400) g;
+INSERT INTO fundrecs_schema.customers SELECT g, repeat('n', g % 250), 'city ' || g FROM generate_series(2, 400) g;
 INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) SELECT 1 + g % 3, g, g FROM generate_series(1, 2000) g;
 UPDATE fundrecs_schema.orders SET quantity = quantity + 1 WHERE order_id % 3 = 0;
 DELETE FROM fundrecs_schema.customers WHERE customer_id % 7 = 0;
+UPDATE fundrecs_schema.notes SET body = body || 'x' WHERE id % 5 = 0;
 TRUNCATE fundrecs_schema.customers;
 });
 my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
@@ -75,7 +78,7 @@ $h->signal('KILL');
 $h->finish;
 my $confirmed = $node->safe_psql('postgres', "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pk'");
 my $commit = decode_json($node->safe_psql('postgres',
-	"SELECT data FROM pg_logical_slot_peek_changes('pk_truth', NULL, 1)"))->{commit_lsn};
+	"SELECT data FROM pg_logical_slot_peek_changes('pk_truth', NULL, 1) LIMIT 1"))->{commit_lsn};
 ok($node->safe_psql('postgres', "SELECT '$confirmed'::pg_lsn < '$commit'::pg_lsn") eq 't',
 	"kill: nothing of the transaction was confirmed ($confirmed, its commit at $commit)");
 $node->safe_psql('postgres', q{

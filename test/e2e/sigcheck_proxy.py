@@ -195,6 +195,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- helpers -------------------------------------------------------
     def reply(self, status, body, headers=None, content_type="application/x-amz-json-1.1"):
+        # The call ends for --track-keys before the client can see the
+        # answer (and send the next version of a key).
+        self.untrack()
         data = body if isinstance(body, bytes) else body.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -213,6 +216,7 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(status, json.dumps({"__type": code, "message": message}))
 
     def drop(self):
+        self.untrack()
         self.close_connection = True
         try:
             self.connection.shutdown(2)
