@@ -21,33 +21,36 @@ function hashKey(pk) {
 	return BigInt('0x' + crypto.createHash('md5').update(pk, 'utf8').digest('hex'));
 }
 
-const rl = readline.createInterface({ input: process.stdin });
-const lines = [];
-rl.on('line', (l) => { if (l.trim()) lines.push(JSON.parse(l)); });
+// One record at a time: a soak reads millions of rows (all of them held
+// at once took more than Node's 4 GB heap).
+const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+let failed = false;
+rl.on('line', (l) => {
+	if (!l.trim())
+		return;
+	const r = JSON.parse(l);
+	const raw = Buffer.from(r.data_b64, 'base64');
+	const aggregated = raw.slice(0, 4).toString('hex') === 'f3899ac2';
+	agg.deaggregateSync({ partitionKey: r.pk, sequenceNumber: r.seq, data: r.data_b64 }, true,
+		(err, users) => {
+			if (err) {
+				process.stderr.write(`record ${r.shard}/${r.seq}: ${err}\n`);
+				failed = true;
+				return;
+			}
+			const range = shards[r.shard];
+			for (const u of users) {
+				const h = u.explicitPartitionKey ? BigInt(u.explicitPartitionKey) : hashKey(u.partitionKey);
+				process.stdout.write(JSON.stringify({
+					shard: r.shard, seq: r.seq, sub: u.subSequenceNumber, pk: u.partitionKey,
+					data: Buffer.from(u.data, 'base64').toString('utf8'),
+					in_shard: range !== undefined && h >= range.start && h <= range.end,
+					aggregated,
+				}) + '\n');
+			}
+		});
+});
 rl.on('close', () => {
-	let failed = false;
-	for (const r of lines) {
-		const raw = Buffer.from(r.data_b64, 'base64');
-		const aggregated = raw.slice(0, 4).toString('hex') === 'f3899ac2';
-		agg.deaggregateSync({ partitionKey: r.pk, sequenceNumber: r.seq, data: r.data_b64 }, true,
-			(err, users) => {
-				if (err) {
-					process.stderr.write(`record ${r.shard}/${r.seq}: ${err}\n`);
-					failed = true;
-					return;
-				}
-				for (const u of users) {
-					const range = shards[r.shard];
-					const h = u.explicitPartitionKey ? BigInt(u.explicitPartitionKey) : hashKey(u.partitionKey);
-					process.stdout.write(JSON.stringify({
-						shard: r.shard, seq: r.seq, sub: u.subSequenceNumber, pk: u.partitionKey,
-						data: Buffer.from(u.data, 'base64').toString('utf8'),
-						in_shard: range !== undefined && h >= range.start && h <= range.end,
-						aggregated,
-					}) + '\n');
-				}
-			});
-	}
 	// Not process.exit(): it would cut off output still queued for a pipe.
 	process.exitCode = failed ? 1 : 0;
 });
