@@ -112,7 +112,7 @@ sighup_handler(SIGNAL_ARGS)
 /*
  * Batches in flight at once (at most --max-in-flight): while one waits for
  * its answer, the next, sharing no partition key with it, need not wait
- * (bench/aggregate measures 1 to 3).
+ * (bench/aggregate compares one lane, --max-in-flight 1, with two).
  */
 #define DELIVERY_LANES 2
 
