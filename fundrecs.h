@@ -137,7 +137,8 @@ typedef struct FrColumn
 {
 	AttrNumber	attnum;
 	bool		dropped;
-	char	   *json_name;		/* "name": already escaped, with the colon */
+	char	   *json_name;		/* "name": already escaped, with the colon;
+								 * json_name[-1] is a comma */
 	int			json_name_len;
 	Oid			typid;			/* the column's type */
 	Oid			basetypid;		/* after resolving domains */
@@ -221,10 +222,43 @@ extern void fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta 
  * ----------------------------------------------------------------
  */
 /*
+ * appendBinaryStringInfo and appendStringInfoChar, inline: a row is some
+ * thirty appends, and the call and enlargeStringInfo's checks were 7 % of
+ * decoding (perf, W1).  The buffer keeps its trailing NUL, as StringInfo's
+ * own functions keep it.
+ */
+/* enlargeStringInfo, its call made only when the buffer is short */
+static inline void
+fr_reserve(StringInfo out, int needed)
+{
+	if (unlikely(out->len + needed >= out->maxlen))
+		enlargeStringInfo(out, needed);
+}
+
+static inline void
+fr_append_bytes(StringInfo out, const char *bytes, int len)
+{
+	if (unlikely(out->len + len >= out->maxlen))
+		enlargeStringInfo(out, len);
+	memcpy(out->data + out->len, bytes, len);
+	out->len += len;
+	out->data[out->len] = '\0';
+}
+
+static inline void
+fr_append_char(StringInfo out, char c)
+{
+	if (unlikely(out->len + 1 >= out->maxlen))
+		enlargeStringInfo(out, 1);
+	out->data[out->len++] = c;
+	out->data[out->len] = '\0';
+}
+
+/*
  * Appends a string literal: its length is known when compiling, so no
  * strlen() per row ("" lit "" refuses anything but a literal).
  */
-#define fr_append_lit(buf, lit) appendBinaryStringInfo((buf), "" lit "", sizeof(lit) - 1)
+#define fr_append_lit(buf, lit) fr_append_bytes((buf), "" lit "", sizeof(lit) - 1)
 /* A literal as a (string, length) pair of arguments. */
 #define FR_LIT_ARGS(lit) "" lit "", (int) (sizeof(lit) - 1)
 

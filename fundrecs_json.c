@@ -29,6 +29,9 @@
 #include "utils/rel.h"
 
 static HTAB *relinfo_hash = NULL;
+/* The entry found last: changes come in runs of one table.  Entries are
+ * never removed, only marked invalid, so it stays valid with the hash. */
+static FrRelInfo *relinfo_last = NULL;
 static bool relinfo_callback_registered = false;
 
 static void
@@ -71,6 +74,7 @@ fr_relinfo_init(void)
 		}
 		hash_destroy(relinfo_hash);
 		relinfo_hash = NULL;
+		relinfo_last = NULL;
 	}
 
 	memset(&ctl, 0, sizeof(ctl));
@@ -285,7 +289,8 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 			col->dropped = att->attisdropped;
 			if (col->dropped)
 				continue;
-			col->json_name = psprintf("%s:", fr_json_quote(NameStr(att->attname)));
+			/* ,"name": with json_name after the comma: one append per column */
+			col->json_name = psprintf(",%s:", fr_json_quote(NameStr(att->attname))) + 1;
 			col->json_name_len = strlen(col->json_name);
 			col->typid = att->atttypid;
 			col->basetypid = getBaseType(att->atttypid);
@@ -372,6 +377,8 @@ fr_relinfo_get(Relation rel, const FrOptions *opts)
 	FrRelInfo  *ri;
 	bool		found;
 
+	if (relinfo_last != NULL && relinfo_last->relid == relid && relinfo_last->valid)
+		return relinfo_last;
 	ri = hash_search(relinfo_hash, &relid, HASH_ENTER, &found);
 	if (!found)
 	{
@@ -392,6 +399,7 @@ fr_relinfo_get(Relation rel, const FrOptions *opts)
 		}
 		PG_END_TRY();
 	}
+	relinfo_last = ri;
 	return ri;
 }
 
@@ -405,16 +413,14 @@ static int
 hex32(char *out, uint32 v)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	char		buf[8];
-	int			n = 0;
+	/* digits: at least one; v | 1 keeps __builtin_clz defined for 0 */
+	int			n = (32 - __builtin_clz(v | 1) + 3) / 4;
 
-	do
+	for (int i = n - 1; i >= 0; i--)
 	{
-		buf[n++] = hex[v & 0xF];
+		out[i] = hex[v & 0xF];
 		v >>= 4;
-	} while (v != 0);
-	for (int i = 0; i < n; i++)
-		out[i] = buf[n - 1 - i];
+	}
 	return n;
 }
 
@@ -422,7 +428,7 @@ hex32(char *out, uint32 v)
 void
 fr_json_append_lsn(StringInfo out, XLogRecPtr lsn)
 {
-	enlargeStringInfo(out, 20);
+	fr_reserve(out, 20);
 	out->data[out->len++] = '"';
 	out->len += hex32(out->data + out->len, (uint32) (lsn >> 32));
 	out->data[out->len++] = '/';
@@ -434,7 +440,7 @@ fr_json_append_lsn(StringInfo out, XLogRecPtr lsn)
 void
 fr_json_append_uint(StringInfo out, uint64 value)
 {
-	enlargeStringInfo(out, 21);
+	fr_reserve(out, 21);
 	out->len += pg_ulltoa_n(value, out->data + out->len);
 	out->data[out->len] = '\0';
 }
@@ -456,37 +462,74 @@ put_digits(char *p, int value, int width)
  * the microseconds without trailing zeros.  Only for finite values in
  * years 1 to 9999; false for the rest (infinity, BC, five-digit years),
  * which take JsonEncodeDateTime's path.  About three times faster, and a
- * timestamp column is in most rows.
+ * timestamp column is in most rows.  The date part is kept for the day
+ * last written: a change's timestamps are mostly of the same day as the
+ * previous change's, and j2date is half the cost of the rest.
  */
 static bool
 append_timestamp_fast(StringInfo out, Timestamp ts, bool zulu)
 {
-	struct pg_tm tm;
-	fsec_t		fsec;
+	static int64 cached_day = PG_INT64_MIN;
+	static char cached_date[10];	/* "YYYY-MM-DD" of cached_day */
+	int64		day;
+	int64		time;
+	int			hour;
+	int			min;
+	int			sec;
+	int			usec;
 	char	   *p;
 
-	if (TIMESTAMP_NOT_FINITE(ts) ||
-		timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0 ||
-		tm.tm_year < 1 || tm.tm_year > 9999)
+	if (TIMESTAMP_NOT_FINITE(ts))
 		return false;
-	enlargeStringInfo(out, 32);
+	/* timestamp2tm's split, without a time zone: floor to whole days */
+	day = ts / USECS_PER_DAY;
+	time = ts - day * USECS_PER_DAY;
+	if (time < 0)
+	{
+		time += USECS_PER_DAY;
+		day--;
+	}
+	if (day != cached_day)
+	{
+		int64		julian = day + POSTGRES_EPOCH_JDATE;
+		int			year;
+		int			month;
+		int			mday;
+
+		if (julian < 0 || julian > (int64) PG_INT32_MAX)
+			return false;
+		j2date((int) julian, &year, &month, &mday);
+		if (year < 1 || year > 9999)
+			return false;
+		put_digits(cached_date, year, 4);
+		cached_date[4] = '-';
+		put_digits(cached_date + 5, month, 2);
+		cached_date[7] = '-';
+		put_digits(cached_date + 8, mday, 2);
+		cached_day = day;
+	}
+	hour = (int) (time / USECS_PER_HOUR);
+	time -= (int64) hour * USECS_PER_HOUR;
+	min = (int) (time / USECS_PER_MINUTE);
+	time -= (int64) min * USECS_PER_MINUTE;
+	sec = (int) (time / USECS_PER_SEC);
+	usec = (int) (time - (int64) sec * USECS_PER_SEC);
+
+	fr_reserve(out, 32);
 	p = out->data + out->len;
 	*p++ = '"';
-	p = put_digits(p, tm.tm_year, 4);
-	*p++ = '-';
-	p = put_digits(p, tm.tm_mon, 2);
-	*p++ = '-';
-	p = put_digits(p, tm.tm_mday, 2);
+	memcpy(p, cached_date, 10);
+	p += 10;
 	*p++ = 'T';
-	p = put_digits(p, tm.tm_hour, 2);
+	p = put_digits(p, hour, 2);
 	*p++ = ':';
-	p = put_digits(p, tm.tm_min, 2);
+	p = put_digits(p, min, 2);
 	*p++ = ':';
-	p = put_digits(p, tm.tm_sec, 2);
-	if (fsec != 0)
+	p = put_digits(p, sec, 2);
+	if (usec != 0)
 	{
 		*p++ = '.';
-		p = put_digits(p, fsec, 6);
+		p = put_digits(p, usec, 6);
 		while (p[-1] == '0')
 			p--;
 	}
@@ -510,15 +553,15 @@ fr_json_append_timestamptz(StringInfo out, TimestampTz ts)
 		return;
 	JsonEncodeDateTime(buf, TimestampTzGetDatum(ts), TIMESTAMPTZOID, &utc);
 	len = strlen(buf);
-	appendStringInfoChar(out, '"');
+	fr_append_char(out, '"');
 	if (len > 6 && strcmp(buf + len - 6, "+00:00") == 0)
 	{
-		appendBinaryStringInfo(out, buf, len - 6);
-		appendStringInfoChar(out, 'Z');
+		fr_append_bytes(out, buf, len - 6);
+		fr_append_char(out, 'Z');
 	}
 	else
-		appendBinaryStringInfo(out, buf, len);
-	appendStringInfoChar(out, '"');
+		fr_append_bytes(out, buf, len);
+	fr_append_char(out, '"');
 }
 
 static void
@@ -542,9 +585,9 @@ append_json_text(StringInfo out, const char *str)
 	for (const char *p = str; *p; p++)
 	{
 		if (*p == '\n' || *p == '\r')
-			appendStringInfoChar(out, ' ');
+			fr_append_char(out, ' ');
 		else
-			appendStringInfoChar(out, *p);
+			fr_append_char(out, *p);
 	}
 }
 
@@ -556,7 +599,7 @@ append_bytea(StringInfo out, Datum value)
 	const unsigned char *p = (const unsigned char *) VARDATA_ANY(b);
 	int			len = VARSIZE_ANY_EXHDR(b);
 
-	enlargeStringInfo(out, 2 * len + 5);
+	fr_reserve(out, 2 * len + 5);
 	fr_append_lit(out, "\"\\\\x");
 	for (int i = 0; i < len; i++)
 	{
@@ -564,7 +607,7 @@ append_bytea(StringInfo out, Datum value)
 		out->data[out->len++] = hex[p[i] & 0x0F];
 	}
 	out->data[out->len] = '\0';
-	appendStringInfoChar(out, '"');
+	fr_append_char(out, '"');
 }
 
 void
@@ -578,15 +621,15 @@ fr_json_append_value(StringInfo out, FrColumn *col, Datum value)
 			switch (col->basetypid)
 			{
 				case INT2OID:
-					enlargeStringInfo(out, 8);
+					fr_reserve(out, 8);
 					out->len += pg_itoa(DatumGetInt16(value), out->data + out->len);
 					break;
 				case INT4OID:
-					enlargeStringInfo(out, 12);
+					fr_reserve(out, 12);
 					out->len += pg_ltoa(DatumGetInt32(value), out->data + out->len);
 					break;
 				case INT8OID:
-					enlargeStringInfo(out, 21);
+					fr_reserve(out, 21);
 					out->len += pg_lltoa(DatumGetInt64(value), out->data + out->len);
 					break;
 				default:
@@ -616,9 +659,9 @@ fr_json_append_value(StringInfo out, FrColumn *col, Datum value)
 			else
 			{
 				JsonEncodeDateTime(buf, value, col->basetypid, NULL);
-				appendStringInfoChar(out, '"');
+				fr_append_char(out, '"');
 				appendStringInfoString(out, buf);
-				appendStringInfoChar(out, '"');
+				fr_append_char(out, '"');
 			}
 			break;
 		case FR_KIND_BYTEA:
