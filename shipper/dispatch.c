@@ -31,9 +31,26 @@
 #include "dispatch.h"
 #include "retry.h"
 
+/*
+ * A batch's bytes: rows and their partition keys are copied into chunks
+ * the batch owns, freed (all but one, kept for the next rows) when it is
+ * cleared.  A malloc and a free per row were a tenth of the shipper's
+ * time catching up (perf, W1 to stdout).
+ */
+typedef struct ArenaChunk
+{
+	struct ArenaChunk *next;
+	size_t		size;
+	size_t		used;
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} ArenaChunk;
+
+#define ARENA_CHUNK_BYTES (256 * 1024)
+
 typedef struct Batch
 {
 	ShipRecord *recs;
+	ArenaChunk *chunks;			/* newest first */
 	int			n;
 	size_t		bytes;			/* data + partition keys, as Kinesis counts */
 	double		first_at;		/* when its first row arrived */
@@ -88,10 +105,33 @@ hash_string(const char *s)
 	return h;
 }
 
+/* n bytes of the batch's arena */
+static char *
+batch_bytes(Batch *b, size_t n)
+{
+	ArenaChunk *c = b->chunks;
+	char	   *p;
+
+	if (c == NULL || c->size - c->used < n)
+	{
+		size_t		size = Max(n, ARENA_CHUNK_BYTES);
+
+		c = pg_malloc(offsetof(ArenaChunk, data) + size);
+		c->size = size;
+		c->used = 0;
+		c->next = b->chunks;
+		b->chunks = c;
+	}
+	p = c->data + c->used;
+	c->used += n;
+	return p;
+}
+
 static void
 batch_alloc(Batch *b, bool keyed)
 {
 	b->recs = pg_malloc0(sizeof(ShipRecord) * capacity);
+	b->chunks = NULL;
 	b->n = 0;
 	b->bytes = 0;
 	b->slots = NULL;
@@ -109,10 +149,24 @@ batch_alloc(Batch *b, bool keyed)
 static void
 batch_clear(Batch *b)
 {
-	for (int i = 0; i < b->n; i++)
+	ArenaChunk *keep = NULL;
+
+	/* One chunk of the usual size stays for the next rows. */
+	while (b->chunks != NULL)
 	{
-		free(b->recs[i].data);
-		free(b->recs[i].pkey);
+		ArenaChunk *c = b->chunks;
+
+		b->chunks = c->next;
+		if (keep == NULL && c->size == ARENA_CHUNK_BYTES)
+			keep = c;
+		else
+			free(c);
+	}
+	if (keep != NULL)
+	{
+		keep->used = 0;
+		keep->next = NULL;
+		b->chunks = keep;
 	}
 	b->n = 0;
 	b->bytes = 0;
@@ -256,14 +310,14 @@ dispatch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn,
 	size_t		keylen = strlen(pkey);
 
 	Assert(b->n < capacity);
-	r->data = pg_malloc(len + 1);
+	/* Standard output needs no key: no room for it. */
+	r->data = batch_bytes(b, len + 1 + (b->slots != NULL ? keylen + 1 : 0));
 	memcpy(r->data, row, len);
 	r->data[len] = '\n';
 	r->len = len + 1;
-	/* Standard output needs no key: no allocation for it. */
 	if (b->slots != NULL)
 	{
-		r->pkey = pg_malloc(keylen + 1);
+		r->pkey = r->data + len + 1;
 		memcpy(r->pkey, pkey, keylen + 1);
 	}
 	else
