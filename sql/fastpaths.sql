@@ -101,5 +101,22 @@ FROM (SELECT data::jsonb AS j FROM pg_logical_slot_get_changes('fast_slot', NULL
 WHERE j->>'table' = 'orders'
 ORDER BY (j->'data'->>'order_id')::int;
 
+-- Tuples are deformed into arrays kept from one change to the next, grown
+-- for a wider table: a 100-column row, then a narrower table's update with
+-- its whole old row (REPLICA IDENTITY FULL: both arrays in one change),
+-- then the wide table again.
+SELECT format('CREATE TABLE fundrecs_schema.wide (id int PRIMARY KEY, %s)',
+	string_agg(format('c%s int', g), ', ')) FROM generate_series(2, 100) g \gexec
+ALTER TABLE fundrecs_schema.stamps REPLICA IDENTITY FULL;
+INSERT INTO fundrecs_schema.wide (id, c2, c50, c100) VALUES (1, 2, 50, 100);
+UPDATE fundrecs_schema.stamps SET ts = '2026-11-27 00:00:00' WHERE id = 1;
+UPDATE fundrecs_schema.wide SET c100 = 1000 WHERE id = 1;
+SELECT j->>'op' AS op, j->>'table' AS tbl,
+	   (SELECT count(*) FROM jsonb_object_keys(j->'data')) AS data_fields,
+	   j->'data'->>'c2' AS c2, j->'data'->>'c50' AS c50, j->'data'->>'c100' AS c100,
+	   j->'data'->>'ts' AS new_ts, j->'old'->>'ts' AS old_ts,
+	   (SELECT count(*) FROM jsonb_object_keys(j->'old')) AS old_fields
+FROM (SELECT data::jsonb AS j FROM pg_logical_slot_get_changes('fast_slot', NULL, NULL)) s;
+
 SELECT pg_drop_replication_slot('fast_slot');
 DROP SCHEMA fundrecs_schema CASCADE;
