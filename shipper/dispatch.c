@@ -96,13 +96,13 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static int	wake_pipe[2] = {-1, -1};	/* a byte per finished delivery */
 
-static uint32_t
-hash_string(const char *s)
+uint32_t
+dispatch_key_hash(const char *pkey, size_t keylen)
 {
 	uint32_t	h = 2166136261u;
 
-	for (; *s; s++)
-		h = (h ^ (unsigned char) *s) * 16777619u;
+	for (size_t i = 0; i < keylen; i++)
+		h = (h ^ (unsigned char) pkey[i]) * 16777619u;
 	return h;
 }
 
@@ -291,9 +291,9 @@ dispatch_init(DispatchTarget t, KinesisTarget *k, int nlane, int cap, size_t max
 }
 
 bool
-dispatch_has_key(const char *pkey)
+dispatch_has_key(const char *pkey, uint32_t hash)
 {
-	return batch_has_key(filling, pkey, hash_string(pkey));
+	return batch_has_key(filling, pkey, hash);
 }
 
 bool
@@ -303,12 +303,11 @@ dispatch_fits(size_t record_bytes)
 }
 
 void
-dispatch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn,
-			 uint64_t safe_lsn, double commit_time)
+dispatch_add(const char *row, size_t len, const char *pkey, size_t keylen, uint32_t hash,
+			 uint64_t commit_lsn, uint64_t safe_lsn, double commit_time)
 {
 	Batch	   *b = filling;
 	ShipRecord *r = &b->recs[b->n];
-	size_t		keylen = strlen(pkey);
 
 	Assert(b->n < capacity);
 	/* Standard output needs no key: no room for it. */
@@ -328,7 +327,7 @@ dispatch_add(const char *row, size_t len, const char *pkey, uint64_t commit_lsn,
 	r->commit_time = commit_time;
 	if (b->slots != NULL)
 	{
-		uint32_t	h = hash_string(pkey);
+		uint32_t	h = hash;
 		uint32_t	i = h & (b->nslots - 1);
 
 		while (b->slots[i] >= 0)

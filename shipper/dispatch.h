@@ -48,15 +48,22 @@ extern void dispatch_init(DispatchTarget target, KinesisTarget *kinesis, int lan
 						  size_t max_bytes, size_t aggregate_bytes,
 						  volatile sig_atomic_t *stop, bool (*tick) (void), bool verbose);
 
+/* A partition key's hash, computed once per row for the two calls below. */
+extern uint32_t dispatch_key_hash(const char *pkey, size_t keylen);
+
 /* Is a row with this partition key already in the batch being filled? */
-extern bool dispatch_has_key(const char *pkey);
+extern bool dispatch_has_key(const char *pkey, uint32_t hash);
 
 /* Does a record of this many bytes still fit in the batch being filled? */
 extern bool dispatch_fits(size_t record_bytes);
 
-/* Adds a row; pkey may be "" when the target needs none. */
-extern void dispatch_add(const char *row, size_t len, const char *pkey,
-						 uint64_t commit_lsn, uint64_t safe_lsn, double commit_time);
+/*
+ * Adds a row; pkey (keylen bytes, hash from dispatch_key_hash) may be ""
+ * with hash 0 when the target needs none.
+ */
+extern void dispatch_add(const char *row, size_t len, const char *pkey, size_t keylen,
+						 uint32_t hash, uint64_t commit_lsn, uint64_t safe_lsn,
+						 double commit_time);
 
 /* Rows in the batch being filled, and when its first row arrived. */
 extern int	dispatch_filling(double *first_at);

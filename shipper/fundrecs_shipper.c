@@ -282,6 +282,7 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	uint64_t	commit_lsn;
 	size_t		record_bytes;
 	bool		is_message;
+	uint32_t	key_hash;
 
 	if (!rowscan(row, len, &f))
 		f.schema.start = f.table.start = f.prefix.start = NULL;
@@ -379,14 +380,15 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	}
 
 	/* Room in the batch, and one version per key per batch. */
+	key_hash = opts.ship_kinesis ? dispatch_key_hash(pkey_buf.data, pkey_buf.len) : 0;
 	if (!dispatch_fits(record_bytes) ||
-		(opts.ship_kinesis && !opts.aggregate && dispatch_has_key(pkey_buf.data)))
+		(opts.ship_kinesis && !opts.aggregate && dispatch_has_key(pkey_buf.data, key_hash)))
 	{
 		if (!dispatch_flush(false))
 			return ROW_FATAL;
 	}
 	/* The commit time serves only the lag metric: parsed only when it is served. */
-	dispatch_add(row, len, pkey_buf.data, commit_lsn, pos.prev_txn,
+	dispatch_add(row, len, pkey_buf.data, pkey_buf.len, key_hash, commit_lsn, pos.prev_txn,
 				 metrics_enabled() ? parse_commit_time(f.commit_time.start, f.commit_time.len) : 0);
 	return ROW_OK;
 }

@@ -84,12 +84,11 @@ skip_ws(const char *p, const char *end)
  * calling memcmp, and before it strnlen, was most of the shipper's time).
  * The length is checked first, so no compare reads past either name (an
  * earlier version did for longer names: fuzz/regress/rowscan/ keeps it).
- * *is_metadata is set for "metadata", the DMS format's object.
  */
 #define NAME_IS(lit) (memcmp(name, lit, sizeof(lit) - 1) == 0)
 
 static RowSpan *
-native_field(const char *name, size_t nlen, RowFields *out, bool *is_metadata)
+native_field(const char *name, size_t nlen, RowFields *out)
 {
 	switch (nlen)
 	{
@@ -99,9 +98,6 @@ native_field(const char *name, size_t nlen, RowFields *out, bool *is_metadata)
 			return NAME_IS("table") ? &out->table : NAME_IS("route") ? &out->route : NULL;
 		case 6:
 			return NAME_IS("schema") ? &out->schema : NAME_IS("prefix") ? &out->prefix : NULL;
-		case 8:
-			*is_metadata = NAME_IS("metadata");
-			return NULL;
 		case 10:
 			return NAME_IS("commit_lsn") ? &out->commit_lsn : NULL;
 		case 11:
@@ -112,9 +108,8 @@ native_field(const char *name, size_t nlen, RowFields *out, bool *is_metadata)
 
 /* The same for the fields of a DMS record's metadata object. */
 static RowSpan *
-dms_field(const char *name, size_t nlen, RowFields *out, bool *is_metadata)
+dms_field(const char *name, size_t nlen, RowFields *out)
 {
-	(void) is_metadata;
 	switch (nlen)
 	{
 		case 3:
@@ -132,7 +127,7 @@ dms_field(const char *name, size_t nlen, RowFields *out, bool *is_metadata)
 	return NULL;
 }
 
-typedef RowSpan *(*FieldFn) (const char *name, size_t nlen, RowFields *out, bool *is_metadata);
+typedef RowSpan *(*FieldFn) (const char *name, size_t nlen, RowFields *out);
 
 static bool scan_object(const char *json, size_t len, FieldFn field,
 						RowFields *out, RowSpan *metadata);
@@ -187,10 +182,12 @@ scan_object(const char *json, size_t len, FieldFn field,
 			return false;
 
 		{
-			bool		is_metadata = false;
-			RowSpan    *slot = field(name + 1, name_end - name - 2, out, &is_metadata);
+			size_t		nlen = name_end - name - 2;
+			RowSpan    *slot = field(name + 1, nlen, out);
 
-			if (is_metadata && metadata != NULL && *value == '{')
+			/* The DMS format's object, scanned next for the fields above */
+			if (metadata != NULL && nlen == 8 && memcmp(name + 1, "metadata", 8) == 0 &&
+				*value == '{')
 				slot = metadata;
 			if (slot != NULL)
 			{
