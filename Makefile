@@ -37,7 +37,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Every object shares the plugin's structs: a header change rebuilds them all.
-$(OBJS): $(srcdir)/fundrecs.h
+$(OBJS): $(srcdir)/fundrecs.h $(srcdir)/fundrecs_compat.h
 
 # clang (e.g. make CC=clang): the server was built with gcc, and some of its
 # CFLAGS are gcc's alone; without them the sources build warning-free

@@ -25,6 +25,8 @@
 #include "utils/numeric.h"
 #include "utils/rel.h"
 
+#include "fundrecs_compat.h"
+
 PG_MODULE_MAGIC;
 
 typedef struct FrDecodingData
@@ -318,24 +320,66 @@ deform(TupleDesc desc, HeapTuple tuple, int which)
 	return row;
 }
 
+/*
+ * Where a key column's value comes from: the new row, unless the column is
+ * an out-of-line value that did not change (an on-disk TOAST pointer), in
+ * which case PostgreSQL logged the old key and its value is there; the old
+ * row alone for a delete.  NULL when neither row holds it: no old tuple was
+ * logged (REPLICA IDENTITY NOTHING, or a key the identity does not cover).
+ */
+static inline FrRow *
+key_source(FrColumn *col, FrRow *newrow, FrRow *oldrow, bool old_whole)
+{
+	int			i = col->attnum - 1;
+
+	if (newrow != NULL && i < newrow->natts &&
+		(newrow->isnull[i] || !is_unchanged_toast(col, newrow->values[i])))
+		return newrow;
+	if (oldrow != NULL && i < oldrow->natts && (old_whole || col->is_key) &&
+		!oldrow->isnull[i] && !is_unchanged_toast(col, oldrow->values[i]))
+		return oldrow;
+	return NULL;
+}
+
+/*
+ * Does the change have a key?  Every key column must be found in one of its
+ * rows (key_source); a key with a missing column is left out rather than
+ * written with a wrong null.
+ */
+static bool
+has_key(FrRelInfo *ri, FrRow *newrow, FrRow *oldrow)
+{
+	if (ri->nkeys == 0)
+		return false;
+	for (int i = 0; i < ri->nkeys; i++)
+	{
+		FrColumn   *col = &ri->cols[ri->keyattrs[i] - 1];
+
+		if (key_source(col, newrow, oldrow, ri->identity_full) == NULL)
+			return false;
+	}
+	return true;
+}
+
+/* Appends ,"key":{...}; has_key() must have said there is one. */
 static void
-append_key(StringInfo out, FrRelInfo *ri, FrRow *row)
+append_key(StringInfo out, FrRelInfo *ri, FrRow *newrow, FrRow *oldrow)
 {
 	fr_append_lit(out, ",\"key\":{");
 	for (int i = 0; i < ri->nkeys; i++)
 	{
 		FrColumn   *col = &ri->cols[ri->keyattrs[i] - 1];
-		bool		isnull = col->attnum > row->natts || row->isnull[col->attnum - 1];
-		Datum		value = isnull ? (Datum) 0 : row->values[col->attnum - 1];
+		FrRow	   *row = key_source(col, newrow, oldrow, ri->identity_full);
 
+		Assert(row != NULL);
 		if (i > 0)
 			fr_append_bytes(out, col->json_name - 1, col->json_name_len + 1);
 		else
 			fr_append_bytes(out, col->json_name, col->json_name_len);
-		if (isnull || is_unchanged_toast(col, value))
+		if (row->isnull[col->attnum - 1])
 			fr_append_lit(out, "null");
 		else
-			fr_json_append_value(out, col, value);
+			fr_json_append_value(out, col, row->values[col->attnum - 1]);
 	}
 	fr_append_char(out, '}');
 }
@@ -625,9 +669,17 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	if (newtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS("{\"data\":{"), meta, ri, newtuple, false, newproduct,
 					 ri->is_orders, &toast);
-	else
+	else if (oldtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS("{\"data\":{"), meta, ri, oldtuple, !ri->identity_full,
 					 oldproduct, ri->is_orders && old_has_product, NULL);
+	else
+	{
+		/*
+		 * A delete that logged no old row (REPLICA IDENTITY NOTHING, or
+		 * DEFAULT without a key): DMS's data object, empty.
+		 */
+		fr_append_lit(out, "{\"data\":{}");
+	}
 	if (newtuple != NULL && oldtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS(",\"before-image\":{"), meta, ri, oldtuple,
 					 !ri->identity_full, oldproduct, ri->is_orders && old_has_product,
@@ -642,15 +694,8 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		fr_append_lit(out, ",\"enrich-error\":");
 		fr_json_append_string(out, ri->enrich_error);
 	}
-	if (ri->nkeys > 0)
-	{
-		StringInfoData key;
-
-		initStringInfo(&key);
-		append_key(&key, ri, newtuple != NULL ? newtuple : oldtuple);
-		/* append_key writes ,"key":{...} */
-		appendStringInfoString(out, key.data);
-	}
+	if (has_key(ri, newtuple, oldtuple))
+		append_key(out, ri, newtuple, oldtuple);
 	if (toast.len > 0)
 	{
 		fr_append_lit(out, ",\"unchanged-toast\":[");
@@ -735,8 +780,8 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	}
 
 	append_header(out, opts, meta, ri);
-	if (ri->nkeys > 0)
-		append_key(out, ri, newtuple != NULL ? newtuple : oldtuple);
+	if (has_key(ri, newtuple, oldtuple))
+		append_key(out, ri, newtuple, oldtuple);
 	fr_append_lit(out, ",\"route\":");
 	fr_append_bytes(out, route, route_len);
 	if (ri->is_orders && ri->enrich_error != NULL)
@@ -833,28 +878,37 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	if (!ri->included)
 		return;
 
+	newtuple = fr_change_newtuple(change);
+	oldtuple = fr_change_oldtuple(change);
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
 			op = "insert";
-			if (change->data.tp.newtuple)
-				newtuple = &change->data.tp.newtuple->tuple;
+			oldtuple = NULL;
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
 			op = "update";
-			if (change->data.tp.newtuple)
-				newtuple = &change->data.tp.newtuple->tuple;
-			if (change->data.tp.oldtuple)
-				oldtuple = &change->data.tp.oldtuple->tuple;
 			break;
 		case REORDER_BUFFER_CHANGE_DELETE:
 			op = "delete";
-			if (change->data.tp.oldtuple)
-				oldtuple = &change->data.tp.oldtuple->tuple;
+			newtuple = NULL;
 			break;
 		default:
 			return;
 	}
+
+	/*
+	 * PostgreSQL logs the new row of every insert and update of a table that
+	 * is decoded; an old row only where the replica identity asks for one,
+	 * which the writers handle.  A missing new row is a WAL record this
+	 * plugin cannot make sense of: an error naming it, never a guess.
+	 */
+	if (newtuple == NULL && change->action != REORDER_BUFFER_CHANGE_DELETE)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("%s at %X/%X of table \"%s.%s\" carries no new row",
+						op, LSN_FORMAT_ARGS(change->lsn), ri->schema_name, ri->table_name),
+				 errdetail("The WAL record of an insert or update of a logically logged table always holds the new row.")));
 
 	oldcxt = MemoryContextSwitchTo(data->context);
 	fill_meta(&meta, data, txn, op, change->lsn);
@@ -977,7 +1031,7 @@ fr_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	{
 		int			enclen = pg_b64_enc_len(message_size);
 		char	   *encoded = palloc(enclen + 1);
-		int			n = pg_b64_encode(message, message_size, encoded, enclen);
+		int			n = pg_b64_encode(FR_B64_SRC(message), message_size, encoded, enclen);
 
 		if (n < 0)
 			elog(ERROR, "could not encode the content of the message at %X/%X",

@@ -28,6 +28,8 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "fundrecs_compat.h"
+
 static HTAB *relinfo_hash = NULL;
 /* The entry found last: changes come in runs of one table.  Entries are
  * never removed, only marked invalid, so it stays valid with the hash. */
@@ -307,7 +309,7 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 		 */
 		keyindex = RelationGetReplicaIndex(target);
 		if (!OidIsValid(keyindex))
-			keyindex = RelationGetPrimaryKeyIndex(target);
+			keyindex = fr_primary_key_index(target);
 		if (OidIsValid(keyindex))
 		{
 			Relation	idxrel = index_open(keyindex, AccessShareLock);

@@ -42,6 +42,8 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
+
+#include "fundrecs_compat.h"
 #include "utils/snapshot.h"
 
 /* Where the product table is; resolved lazily, reset by invalidations. */
@@ -163,7 +165,7 @@ resolve_products_table(void)
 	if (OidIsValid(products_relid))
 	{
 		rel = table_open(products_relid, AccessShareLock);
-		products_indexid = RelationGetPrimaryKeyIndex(rel);
+		products_indexid = fr_primary_key_index(rel);
 		table_close(rel, AccessShareLock);
 
 		attnum_id = get_attnum(products_relid, "product_id");

@@ -1,0 +1,66 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs_compat.h
+ *	  What differs between the PostgreSQL major releases fundrecs builds
+ *	  against (15, 16, 17, 18), in one place: each difference is a named
+ *	  helper here, so that the rest of the code has no version tests.
+ *
+ * Include it after postgres.h.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FUNDRECS_COMPAT_H
+#define FUNDRECS_COMPAT_H
+
+#if PG_VERSION_NUM < 150000
+#error "fundrecs needs PostgreSQL 15 or later"
+#endif
+
+#include "replication/reorderbuffer.h"
+
+/*
+ * A change's rows.  PostgreSQL 17 dropped ReorderBufferTupleBuf: the rows
+ * are HeapTuples of their own.
+ */
+static inline HeapTuple
+fr_change_newtuple(ReorderBufferChange *change)
+{
+#if PG_VERSION_NUM >= 170000
+	return change->data.tp.newtuple;
+#else
+	return change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : NULL;
+#endif
+}
+
+static inline HeapTuple
+fr_change_oldtuple(ReorderBufferChange *change)
+{
+#if PG_VERSION_NUM >= 170000
+	return change->data.tp.oldtuple;
+#else
+	return change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : NULL;
+#endif
+}
+
+/*
+ * A relation's primary key index, InvalidOid if none.  PostgreSQL 18 asks
+ * whether a deferrable one will do; it never did before, and a deferrable
+ * key is not a replica identity: no.
+ */
+#if PG_VERSION_NUM >= 180000
+#define fr_primary_key_index(rel) RelationGetPrimaryKeyIndex((rel), false)
+#else
+#define fr_primary_key_index(rel) RelationGetPrimaryKeyIndex(rel)
+#endif
+
+/*
+ * pg_b64_encode's source became "const uint8 *" in PostgreSQL 18; a cast
+ * to the type each release declares.
+ */
+#if PG_VERSION_NUM >= 180000
+#define FR_B64_SRC(p) ((const uint8 *) (p))
+#else
+#define FR_B64_SRC(p) ((const char *) (p))
+#endif
+
+#endif							/* FUNDRECS_COMPAT_H */
