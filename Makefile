@@ -27,8 +27,13 @@ DATA = fundrecs--1.0.sql $(wildcard fundrecs--*--*.sql)
 
 TESTS = $(wildcard sql/*.sql)
 REGRESS = $(patsubst sql/%.sql,%,$(TESTS))
-REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/test/fundrecs.conf \
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=tmp_fundrecs.conf \
 	--load-extension=fundrecs
+# The temporary server's configuration: test/fundrecs.conf, and the plugin
+# listed in output_plugin_libraries where the server knows that setting
+# (Debian's 15.19 and later; other builds refuse to start with it).
+REGRESS_PREP = tmp_fundrecs.conf
+EXTRA_CLEAN = tmp_fundrecs.conf
 
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
 
@@ -62,7 +67,14 @@ all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
 	$(MAKE) -C shipper PG_CONFIG=$(PG_CONFIG) $(patsubst %-shipper,%,$@)
 endif
 
-.PHONY: demo check-all check-asan valgrind valgrind-plugin fuzz fuzz-regress deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
+tmp_fundrecs.conf: $(srcdir)/test/fundrecs.conf FORCE
+	cp $(srcdir)/test/fundrecs.conf $@
+	if '$(bindir)/postgres' --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then \
+		echo "output_plugin_libraries = 'pgoutput, test_decoding, fundrecs_decoder'" >> $@; fi
+
+FORCE:
+
+.PHONY: FORCE demo check-all check-asan valgrind valgrind-plugin fuzz fuzz-regress deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
 
 deb:
 	dpkg-buildpackage -us -uc -b

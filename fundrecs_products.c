@@ -260,18 +260,28 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 	if (HeapTupleIsValid(tuple))
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
+		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+		bool	   *nulls = palloc(sizeof(bool) * desc->natts);
 		bool		isnull;
 		Datum		d;
 		char	   *category;
 
-		d = heap_getattr(tuple, attnum_name, desc, &isnull);
+		/*
+		 * One deform for the three columns.  (Not heap_getattr: from 17.12
+		 * on, its inline body calls a function older 17.x servers lack, so
+		 * a build against newer headers would not load into them.)
+		 */
+		heap_deform_tuple(tuple, desc, values, nulls);
+		isnull = nulls[attnum_name - 1];
+		d = values[attnum_name - 1];
 		p->name_json = isnull ? pstrdup("null") : fr_json_quote(TextDatumGetCString(d));
-		d = heap_getattr(tuple, attnum_category, desc, &isnull);
-		category = isnull ? NULL : TextDatumGetCString(d);
+		category = nulls[attnum_category - 1] ? NULL :
+			TextDatumGetCString(values[attnum_category - 1]);
 		p->category_json = category ? fr_json_quote(category) : pstrdup("null");
 		p->route_json = fr_json_quote(category ? fr_category_slug(category)
 									  : FR_ROUTE_UNCATEGORIZED);
-		d = heap_getattr(tuple, attnum_price, desc, &isnull);
+		isnull = nulls[attnum_price - 1];
+		d = values[attnum_price - 1];
 		p->price_exact = false;
 		if (isnull)
 		{
@@ -309,6 +319,8 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 			p->enrich_prefix_len = buf.len - route_len - 1;
 		}
 		p->found = true;
+		pfree(values);
+		pfree(nulls);
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);

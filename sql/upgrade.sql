@@ -1,10 +1,16 @@
 -- The upgrade chain: install the first release, update to each later one,
--- and end with the same objects as a fresh install.
+-- and end with the same objects as a fresh install.  A table's row type
+-- and its array are members of their own from PostgreSQL 17 on: left out,
+-- so that every major lists the same objects.
 CREATE FUNCTION ext_objects() RETURNS SETOF text LANGUAGE sql AS $$
 	SELECT pg_describe_object(classid, objid, objsubid)
-	FROM pg_depend
+	FROM pg_depend d
 	WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
 	  AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'fundrecs')
+	  AND NOT EXISTS (SELECT FROM pg_type t
+					  WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+						AND (t.typrelid <> 0 OR t.typelem IN
+							 (SELECT oid FROM pg_type WHERE typrelid <> 0)))
 	ORDER BY 1
 $$;
 CREATE TEMP TABLE fresh AS SELECT * FROM ext_objects();
