@@ -33,6 +33,9 @@ REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=tmp_fundrecs.conf \
 # listed in output_plugin_libraries where the server knows that setting
 # (Debian's 15.19 and later; other builds refuse to start with it).
 REGRESS_PREP = tmp_fundrecs.conf
+# After pg_regress, the plugin's TAP tests (t/: the differential test
+# against test_decoding), with the shipper's test helpers.
+TAP_TESTS = 1
 EXTRA_CLEAN = tmp_fundrecs.conf
 
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
@@ -40,6 +43,8 @@ PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+PROVE_FLAGS += -I $(srcdir)/shipper/t
 
 # Every object shares the plugin's structs: a header change rebuilds them all.
 $(OBJS): $(srcdir)/fundrecs.h $(srcdir)/fundrecs_compat.h

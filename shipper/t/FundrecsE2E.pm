@@ -24,7 +24,7 @@ our @EXPORT = qw(
   new_cluster start_kinesalite start_kinesis_mock start_s3rver start_proxy proxy_stats
   athena_figures
   kinesis_tool read_stream read_deaggregated shipper_env run_shipper start_shipper wait_for_port
-  plugin_rows $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
+  plugin_rows plugin_libraries_conf $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
 );
 
 # The shipper under test: the installed one, or FUNDRECS_SHIPPER (make
@@ -55,8 +55,7 @@ sub new_cluster
 	my ($name) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(allows_streaming => 'logical');
-	$node->append_conf('postgresql.conf', qq{
-output_plugin_libraries = 'pgoutput, test_decoding, fundrecs_decoder'
+	$node->append_conf('postgresql.conf', plugin_libraries_conf() . qq{
 max_replication_slots = 10
 wal_sender_timeout = 60s
 });
@@ -72,6 +71,17 @@ CREATE TABLE fundrecs_schema.customers (customer_id int PRIMARY KEY,
 SELECT fundrecs.load_products_file('$products');
 });
 	return $node;
+}
+
+# The line that allows the plugins where the server has the setting
+# output_plugin_libraries (Debian's 15.19 and later); "" for builds that
+# do not know it and would refuse to start with it.
+sub plugin_libraries_conf
+{
+	my $conf = `postgres --describe-config 2>/dev/null`;
+	return $conf =~ /^output_plugin_libraries\t/m
+	  ? "output_plugin_libraries = 'pgoutput, test_decoding, fundrecs_decoder'\n"
+	  : "";
 }
 
 sub wait_for_port
