@@ -3,9 +3,14 @@
 # META.json), builds with clang and gcc with warnings as errors, builds,
 # lints, installs, smoke-tests and removes the Debian package, installs the
 # extension and the shipper from source, then
-#   1. the pg_regress suite (make installcheck, its own temporary server),
+#   1. the pg_regress suite and the plugin's TAP tests (the differential
+#      test against test_decoding): make NO_SHIPPER=1 installcheck,
 #   2. the shipper's TAP tests (SigV4 suite, CLI, Kinesis emulators, faults),
-#   3. the benchmark harness at its tiny scale (bench/run --quick).
+#   3. fuzzing, sanitizers, the benchmark harness at its tiny scale
+#      (bench/run --quick),
+#   4. the version matrix: pg_regress, the differential test and the
+#      shipper's decoding TAP tests on PostgreSQL 17 and 18
+#      (scripts/test-matrix.sh; MATRIX_MAJORS="" skips it).
 # Installs what is missing first (scripts/install-deps.sh).
 #
 # PostgreSQL refuses to run as root: as root, the suites run as the
@@ -27,7 +32,7 @@ cat release.out
 
 echo "== build with clang (warnings are errors)"
 make -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
-make -s PG_CONFIG="$PG_CONFIG" CC=clang || exit 1
+make -s PG_CONFIG="$PG_CONFIG" WERROR=1 CC=clang || exit 1
 make -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
 
 # Before the install from source: the package test removes what it installed.
@@ -36,7 +41,7 @@ $sudo bash scripts/test-deb.sh > deb.out 2>&1 || status=1
 cat deb.out
 
 echo "== build with gcc (warnings are errors), make install"
-make -s PG_CONFIG="$PG_CONFIG" || exit 1
+make -s PG_CONFIG="$PG_CONFIG" WERROR=1 || exit 1
 $sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null || exit 1
 python3 test/check_release.py --shipper "$($PG_CONFIG --bindir)/fundrecs_shipper" > release.out 2>&1 || status=1
 tail -n 1 release.out
@@ -56,13 +61,16 @@ else
 fi
 cd "$work"
 
-echo "== pg_regress (make NO_SHIPPER=1 installcheck)"
+echo "== pg_regress and t/ (make NO_SHIPPER=1 installcheck)"
 as_pg make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 installcheck > installcheck.out 2>&1
 rc=$?
 cat installcheck.out
 if [ $rc -ne 0 ]; then
 	status=1
 	[ -f regression.diffs ] && cat regression.diffs
+	for f in tmp_check/log/regress_log_*; do
+		grep -q "not ok" "$f" 2>/dev/null && { echo "---- $f"; tail -n 60 "$f"; }
+	done
 fi
 
 echo "== shipper TAP tests (make -C shipper installcheck)"
@@ -96,13 +104,23 @@ if [ -x bench/run ]; then
 	as_pg bench/run --quick || status=1
 fi
 
+cd "$top"
+if [ -n "${MATRIX_MAJORS-17 18}" ]; then
+	echo "== other PostgreSQL majors (scripts/test-matrix.sh ${MATRIX_MAJORS-17 18})"
+	bash scripts/test-matrix.sh ${MATRIX_MAJORS-17 18} > matrix.out 2>&1 || status=1
+	cat matrix.out
+fi
+cd "$work"
+
 # The runners' summary lines, last.
 echo "== summary"
 grep -h -E "tests? (passed|failed)|of [0-9]+ tests" installcheck.out 2>/dev/null | sed 's/^ *//'
-grep -h -E "^(Files=|Result:)" tap.out 2>/dev/null
+grep -h -E "^(Files=|Result:)" installcheck.out tap.out 2>/dev/null
 tail -n 1 "$top/release.out" 2>/dev/null
 tail -n 1 "$top/deb.out" 2>/dev/null
 tail -n 1 fuzz.out 2>/dev/null
 tail -n 1 asan.out 2>/dev/null
 [ -f bench/out/quick.summary ] && cat bench/out/quick.summary
+grep -h "^PostgreSQL [0-9]*: " "$top/matrix.out" 2>/dev/null
+tail -n 1 "$top/matrix.out" 2>/dev/null
 exit $status

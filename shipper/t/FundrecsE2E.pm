@@ -27,9 +27,29 @@ our @EXPORT = qw(
   plugin_rows plugin_libraries_conf $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
 );
 
-# The shipper under test: the installed one, or FUNDRECS_SHIPPER (make
-# check-asan points it at the sanitizer build).
-our $SHIPPER = $ENV{FUNDRECS_SHIPPER} // 'fundrecs_shipper';
+# The shipper under test: FUNDRECS_SHIPPER (make check-asan points it at
+# the sanitizer build), else the installed one: on PATH (PGXS puts the
+# server's bindir first), else beside another pg_config on PATH (one build
+# serves every server major; a toolchain of scripts/pg-toolchain.sh has
+# none of its own).
+our $SHIPPER = $ENV{FUNDRECS_SHIPPER} // find_shipper();
+
+sub find_shipper
+{
+	my @path = split(/:/, $ENV{PATH} // '');
+	foreach my $dir (@path)
+	{
+		return "$dir/fundrecs_shipper" if -x "$dir/fundrecs_shipper";
+	}
+	foreach my $dir (@path)
+	{
+		next unless -x "$dir/pg_config";
+		my $bindir = `'$dir/pg_config' --bindir 2>/dev/null`;
+		chomp $bindir;
+		return "$bindir/fundrecs_shipper" if $bindir && -x "$bindir/fundrecs_shipper";
+	}
+	return 'fundrecs_shipper';
+}
 our $ACCESS_KEY = 'AKIDFUNDRECSTEST';
 our $SECRET_KEY = 'fundrecs/test/secret';
 our $REGION = 'us-east-1';
