@@ -124,6 +124,8 @@ row_begin(LogicalDecodingContext *ctx, FrDecodingData *data)
 		OutputPluginPrepareWrite(ctx, true);
 		return ctx->out;
 	}
+	/* A pack holds whole rows of one transaction, each under the bound. */
+	Assert(data->pack.len < data->opts.pack_bytes);
 	if (data->pack.len > 0)
 		fr_append_char(&data->pack, '\n');
 	data->pack_row_start = data->pack.len;
@@ -315,6 +317,7 @@ deform(TupleDesc desc, HeapTuple tuple, int which)
 		}
 		scratch_natts = n;
 	}
+	Assert(desc->natts <= scratch_natts);
 	row->natts = desc->natts;
 	heap_deform_tuple(tuple, desc, row->values, row->isnull);
 	return row;
@@ -780,6 +783,9 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	}
 
 	append_header(out, opts, meta, ri);
+	/* Every row but a delete's has its new tuple; a delete has no other. */
+	Assert(newtuple != NULL || strcmp(meta->op, "delete") == 0);
+	Assert(newtuple == NULL || strcmp(meta->op, "delete") != 0);
 	if (has_key(ri, newtuple, oldtuple))
 		append_key(out, ri, newtuple, oldtuple);
 	fr_append_lit(out, ",\"route\":");

@@ -48,7 +48,7 @@ as_pg env FUNDRECS_SHIPPER="$top/shipper/asan/fundrecs_shipper" \
 	> asan_tap.out 2>&1 || status=1
 grep -E "^(t/|Files=|Result:)" asan_tap.out
 
-echo "== sanitizers: the plugin (clang -fsanitize=address,undefined, ASan runtime preloaded)"
+echo "== sanitizers: the plugin (clang -fsanitize=address,undefined, its Asserts on, ASan runtime preloaded)"
 runtime="$(clang -print-file-name=libclang_rt.asan-x86_64.so)"
 [ -f "$runtime" ] || { echo "no ASan runtime at $runtime (apt-get install libclang-rt-14-dev)"; exit 1; }
 clang -shared -fPIC -O2 -Wall -o "$top/tmp_asan_preload.so" scripts/asan-preload.c || exit 1
@@ -56,7 +56,7 @@ preload="$runtime $top/tmp_asan_preload.so"
 plugin_asan="detect_leaks=0:halt_on_error=1:log_path=$reports/plugin-asan"
 make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 clean >/dev/null
 make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 CC=clang \
-	PG_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -Wall" \
+	PG_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -Wall -DUSE_ASSERT_CHECKING" \
 	SHLIB_LINK="-fsanitize=address,undefined -shared-libasan" || exit 1
 make -s PG_CONFIG="$PG_CONFIG" NO_SHIPPER=1 CC=clang install >/dev/null || exit 1
 as_pg env LD_PRELOAD="$preload" ASAN_OPTIONS="$plugin_asan" \
