@@ -8,6 +8,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
+needs(qw(shipper kinesalite kinesis-local node boto3));
+
 my %env = shipper_env();
 
 # --help and --version, like PostgreSQL's tools.

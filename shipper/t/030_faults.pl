@@ -11,6 +11,8 @@ use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+needs(qw(shipper kinesalite node boto3));
+
 my %env = shipper_env();
 my $node = new_cluster('faults');
 my $connstr = $node->connstr('postgres');

@@ -12,6 +12,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
+needs(qw(shipper kinesalite node boto3));
+
 my %env = shipper_env();
 my $node = new_cluster('load');
 my $connstr = $node->connstr('postgres');

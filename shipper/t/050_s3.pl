@@ -12,6 +12,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
+needs(qw(shipper kinesalite s3rver duckdb node boto3));
+
 my %env = shipper_env();
 my $node = new_cluster('s3');
 my $connstr = $node->connstr('postgres');

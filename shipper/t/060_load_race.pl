@@ -12,6 +12,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
+needs(qw(shipper));
+
 my %env = shipper_env();
 my $node = new_cluster('race');
 my $connstr = $node->connstr('postgres');

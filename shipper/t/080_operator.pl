@@ -14,6 +14,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
+needs(qw(shipper kinesalite node boto3));
+
 my %env = shipper_env();
 my $node = new_cluster('operator');
 my $connstr = $node->connstr('postgres');

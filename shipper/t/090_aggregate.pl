@@ -16,6 +16,8 @@ use Test::More;
 use Math::BigInt;
 use Time::HiRes qw(usleep);
 
+needs(qw(shipper kinesalite aws-kinesis-agg node boto3));
+
 my %env = shipper_env();
 my $node = new_cluster('aggregate');
 my $connstr = $node->connstr('postgres');

@@ -11,6 +11,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+needs(qw(shipper));
+
 my %env = shipper_env();
 my $node = new_cluster('walsafety');
 $node->append_conf('postgresql.conf', "max_slot_wal_keep_size = 1GB\n");

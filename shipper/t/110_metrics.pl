@@ -10,6 +10,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+needs(qw(shipper kinesalite node boto3 promtool));
+
 my %env = shipper_env();
 my $node = new_cluster('metrics');
 my $connstr = $node->connstr('postgres');

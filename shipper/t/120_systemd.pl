@@ -13,6 +13,8 @@ use Socket qw(SOCK_DGRAM);
 use Test::More;
 use Time::HiRes qw(time);
 
+needs(qw(shipper));
+
 my %env = shipper_env();
 my $node = new_cluster('systemd');
 my $connstr = $node->connstr('postgres');

@@ -11,6 +11,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+needs(qw(shipper kinesalite node boto3));
+
 my %env = shipper_env();
 my $node = new_cluster('messages');
 my $connstr = $node->connstr('postgres');

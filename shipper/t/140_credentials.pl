@@ -14,6 +14,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+needs(qw(shipper kinesalite node boto3));
+
 my $dir = $PostgreSQL::Test::Utils::tmp_check . '/creds';
 mkdir $dir;
 my %base = shipper_env();

@@ -18,6 +18,8 @@ use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+needs(qw(shipper kinesalite aws-kinesis-agg node boto3));
+
 my %env = shipper_env();
 my $node = new_cluster('lanes');
 my $connstr = $node->connstr('postgres');

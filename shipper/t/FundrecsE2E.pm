@@ -24,7 +24,7 @@ our @EXPORT = qw(
   new_cluster start_kinesalite start_kinesis_mock start_s3rver start_proxy proxy_stats
   athena_figures
   kinesis_tool read_stream read_deaggregated shipper_env run_shipper start_shipper wait_for_port
-  plugin_rows plugin_libraries_conf $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
+  needs plugin_rows plugin_libraries_conf $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
 );
 
 # The shipper under test: FUNDRECS_SHIPPER (make check-asan points it at
@@ -91,6 +91,36 @@ CREATE TABLE fundrecs_schema.customers (customer_id int PRIMARY KEY,
 SELECT fundrecs.load_products_file('$products');
 });
 	return $node;
+}
+
+# Skips the whole test file, naming what is missing, unless every tool it
+# needs is here: a contributor's "make installcheck" on a fresh clone passes
+# with skips instead of dying at the first emulator.
+my %NEEDS = (
+	shipper => sub { -x $SHIPPER || grep { -x "$_/$SHIPPER" } split(/:/, $ENV{PATH} // '') },
+	kinesalite => sub { -x "$E2E_DIR/node_modules/.bin/kinesalite" },
+	'kinesis-local' => sub { -f "$E2E_DIR/node_modules/kinesis-local/main.js" },
+	s3rver => sub { -x "$E2E_DIR/node_modules/.bin/s3rver" },
+	duckdb => sub { -d "$E2E_DIR/node_modules/\@duckdb/node-api" },
+	'aws-kinesis-agg' => sub { -d "$E2E_DIR/node_modules/aws-kinesis-agg" },
+	node => sub { _on_path('node') },
+	boto3 => sub { -x $PYTHON && system($PYTHON, '-c', 'import boto3, botocore') == 0 },
+	promtool => sub { _on_path('promtool') },);
+
+sub _on_path
+{
+	my ($cmd) = @_;
+	return grep { -x "$_/$cmd" } split(/:/, $ENV{PATH} // '');
+}
+
+sub needs
+{
+	my @missing = grep {
+		my $check = $NEEDS{$_} or die "needs: unknown tool $_";
+		!$check->();
+	} @_;
+	plan skip_all => join(', ', @missing) . ' not installed (scripts/install-deps.sh)' if @missing;
+	return;
 }
 
 # The line that allows the plugins where the server has the setting
