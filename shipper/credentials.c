@@ -339,8 +339,16 @@ aws_parse_credentials_json(const char *text, size_t len, const char *token_name,
 	bool		ok = false;
 
 	memset(out, 0, sizeof(*out));
-	if (doc == NULL || !json_is_object(doc))
-		*err = psprintf("not a JSON object%s%s", doc ? "" : ": ", doc ? "" : jerr.text);
+	/*
+	 * Not jansson's message: it quotes the bytes near the error ("near
+	 * 'wJalrXUtnFEMI/K7'"), and those may be a secret key or a token.  The
+	 * position alone says where to look.
+	 */
+	if (doc == NULL)
+		*err = psprintf("not a JSON object (invalid JSON at line %d, column %d; its bytes are not shown, they may hold a secret)",
+						jerr.line, jerr.column);
+	else if (!json_is_object(doc))
+		*err = pg_strdup("not a JSON object");
 	else if (version_1 && (!json_is_integer(json_object_get(doc, "Version")) ||
 						   json_integer_value(json_object_get(doc, "Version")) != 1))
 		*err = pg_strdup("unsupported Version (expected 1)");
@@ -1249,6 +1257,26 @@ choose_source(const char *region, bool verbose, char **err)
 		return p;
 	}
 
+	/*
+	 * The shared files next: one that exists but cannot be read (the
+	 * service user lacks the rights) is said to be so, not passed over as
+	 * if it held nothing.
+	 */
+	{
+		char	   *files[2] = {aws_credentials_file_path(), aws_config_file_path()};
+
+		for (int i = 0; i < 2; i++)
+		{
+			if (*err == NULL && files[i] != NULL && access(files[i], F_OK) == 0 &&
+				access(files[i], R_OK) != 0)
+				*err = psprintf("could not read the AWS %s file \"%s\": %m",
+								i == 0 ? "credentials" : "config", files[i]);
+			free(files[i]);
+		}
+		if (*err != NULL)
+			return NULL;
+	}
+
 	if (aws_profile_is_explicit() && !aws_profile_exists(profile) &&
 		(v = aws_profile_value(profile, "role_arn")) == NULL)
 	{
@@ -1354,6 +1382,35 @@ choose_source(const char *region, bool verbose, char **err)
 	return NULL;
 }
 
+/*
+ * Should instance metadata be here?  Its address was configured, or the
+ * machine says it is an EC2 instance (the DMI fields that cloud-init and
+ * the SDKs' platform checks read; FUNDRECS_DMI_DIR points tests elsewhere).
+ */
+static bool
+imds_expected(void)
+{
+	const char *dir = env("FUNDRECS_DMI_DIR") ? env("FUNDRECS_DMI_DIR") : "/sys/class/dmi/id";
+	const char *fields[] = {"sys_vendor", "board_vendor", "bios_vendor", "product_name"};
+
+	if (env("AWS_EC2_METADATA_SERVICE_ENDPOINT"))
+		return true;
+	for (int i = 0; i < lengthof(fields); i++)
+	{
+		char	   *path = psprintf("%s/%s", dir, fields[i]);
+		char	   *err = NULL;
+		char	   *v = read_small_file(path, &err);
+		bool		ec2 = v != NULL && (strstr(v, "Amazon EC2") != NULL || strncmp(v, "Amazon", 6) == 0);
+
+		free(path);
+		free(v);
+		free(err);
+		if (ec2)
+			return true;
+	}
+	return false;
+}
+
 static void
 schedule(AwsCredentialProvider *p, double now)
 {
@@ -1393,13 +1450,23 @@ aws_credentials_resolve(const char *region, bool verbose, AwsCredentialProvider 
 	{
 		char	   *msg;
 
-		/* Nothing at the instance metadata address: nothing configured. */
-		if (p->kind == SRC_IMDS && p->imds_unreachable)
+		/*
+		 * Nothing at the instance metadata address: nothing configured,
+		 * unless the address was set (AWS_EC2_METADATA_SERVICE_ENDPOINT) or
+		 * this is an EC2 instance, where it is an outage (at boot, IMDS may
+		 * answer late): a runtime failure, exit 1, so that the service is
+		 * started again.
+		 */
+		if (p->kind == SRC_IMDS && p->imds_unreachable && !imds_expected())
 		{
 			msg = psprintf("no AWS credentials found: not in the environment nor in a profile, and no instance role (%s)",
 						   err);
 			*config_error = true;
 		}
+		else if (p->kind == SRC_IMDS && p->imds_unreachable)
+			msg = psprintf("could not get AWS credentials from %s, which this host should have (%s): %s",
+						   p->description, env("AWS_EC2_METADATA_SERVICE_ENDPOINT") ?
+						   "AWS_EC2_METADATA_SERVICE_ENDPOINT is set" : "an EC2 instance", err);
 		else
 			msg = psprintf("could not get AWS credentials from %s: %s", p->description, err);
 		free(err);

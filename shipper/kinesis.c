@@ -800,7 +800,23 @@ list_attempt(void *arg, int attempt, char **problem)
 		free(ls->token);
 		ls->token = next;
 		if (ls->token == NULL)
-			return CALL_DONE;
+		{
+			char	   *gap;
+
+			/*
+			 * The last page: the map must cover every hash key once.  If not
+			 * (a reshard under way, a page lost), read it all again rather
+			 * than place a row by a guess.
+			 */
+			kpl_map_sort(&ls->map);
+			if (kpl_map_check(&ls->map, &gap))
+				return CALL_DONE;
+			*problem = psprintf("ListShards of stream \"%s\" gave an unusable shard map (%s)",
+								stream_label(ls->k), gap);
+			free(gap);
+			kpl_map_free(&ls->map);
+			return CALL_RETRY;
+		}
 	}
 }
 
@@ -825,12 +841,6 @@ kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop)
 		kpl_map_free(&ls.map);
 		return result;
 	}
-	if (ls.map.nshards == 0)
-	{
-		log_error("stream \"%s\" has no open shard", stream_label(k));
-		return SHIP_FATAL;
-	}
-	kpl_map_sort(&ls.map);
 	kpl_map_free(&k->map);
 	k->map = ls.map;
 	k->map_loaded_at = now_seconds();
@@ -1056,11 +1066,17 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 			int			shard = kpl_shard_of(&k->map, kpl_hash_key(r->pkey, keylen));
 			AggBuild   *a;
 
+			/*
+			 * kinesis_load_shard_map accepts only a map that covers every
+			 * hash key: a row without a shard is a bug, and sending it in
+			 * another shard's record would confirm a row stored where KCL
+			 * drops it.
+			 */
 			if (shard < 0)
 			{
-				/* A gap in the map: it is being resharded; read it again. */
-				k->map_loaded_at = 0;
-				shard = 0;
+				log_error("internal error: no shard of stream \"%s\" covers the hash key of partition key %s",
+						  stream_label(k), r->pkey);
+				exit(1);
 			}
 			if (open_agg[shard] >= 0)
 			{

@@ -250,6 +250,59 @@ kpl_map_sort(KplShardMap *map)
 	qsort(map->shards, map->nshards, sizeof(KplShard), shard_cmp);
 }
 
+/*
+ * Does the sorted map cover the whole 128-bit hash key range, each key in
+ * exactly one open shard?  A ListShards answer taken in the middle of a
+ * reshard, or cut short, may leave a hole or an overlap: a row placed by
+ * such a map could be stored outside its shard's range, where KCL drops it.
+ * On failure, *problem says where (malloc'd).
+ */
+bool
+kpl_map_check(const KplShardMap *map, char **problem)
+{
+	uint128_t	next = 0;
+	char		a[40],
+				b[40];
+
+	*problem = NULL;
+	if (map->nshards == 0)
+	{
+		*problem = pg_strdup("no open shard");
+		return false;
+	}
+	for (int i = 0; i < map->nshards; i++)
+	{
+		const KplShard *s = &map->shards[i];
+
+		if (i > 0 && next == 0)
+		{
+			/* The one before ended at the top of the range. */
+			*problem = psprintf("shards %s and %s overlap", map->shards[i - 1].id, s->id);
+			return false;
+		}
+		if (s->start > next)
+		{
+			kpl_format_hash_key(next, a);
+			kpl_format_hash_key(s->start - 1, b);
+			*problem = psprintf("no open shard covers hash keys %s to %s", a, b);
+			return false;
+		}
+		if (s->start < next)
+		{
+			*problem = psprintf("shards %s and %s overlap", map->shards[i - 1].id, s->id);
+			return false;
+		}
+		next = s->end + 1;		/* 0 after the top of the range */
+	}
+	if (next != 0)
+	{
+		kpl_format_hash_key(next, a);
+		*problem = psprintf("no open shard covers hash keys %s to 340282366920938463463374607431768211455", a);
+		return false;
+	}
+	return true;
+}
+
 void
 kpl_map_free(KplShardMap *map)
 {

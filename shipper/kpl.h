@@ -57,6 +57,7 @@ extern bool kpl_parse_hash_key(const char *s, uint128_t *out);
 extern void kpl_format_hash_key(uint128_t v, char out[40]);
 extern int	kpl_shard_of(const KplShardMap *map, uint128_t hash);
 extern void kpl_map_sort(KplShardMap *map);
+extern bool kpl_map_check(const KplShardMap *map, char **problem);
 extern void kpl_map_free(KplShardMap *map);
 
 #endif							/* KPL_H */

@@ -181,12 +181,29 @@ is($pstats->{mismatches}, 0, 'STS: no signature mismatch');
 	is(botocore_credentials({ %files }), 'none', 'nothing configured: botocore finds nothing');
 	is($rc, 2, 'nothing configured: exit 2');
 	like($err, qr/no AWS credentials found/, 'nothing configured: message');
-	# IMDS on, but nothing answers there: the same.
+	# IMDS configured (its address set) but not answering, as at boot: an
+	# outage, not a configuration error: exit 1, so that systemd starts
+	# the service again (RestartPreventExitStatus=2 kept it down).
 	($rc, $ours, $err) = shipper_credentials({ %files, AWS_EC2_METADATA_DISABLED => undef,
 		AWS_EC2_METADATA_SERVICE_ENDPOINT => 'http://127.0.0.1:9/' });
-	is($rc, 2, 'IMDS unreachable: exit 2');
-	like($err, qr/no AWS credentials found: .*instance role/, 'IMDS unreachable: message');
+	is($rc, 1, 'IMDS configured but unreachable: exit 1 (a runtime failure)');
+	like($err, qr/could not get AWS credentials from .*\(AWS_EC2_METADATA_SERVICE_ENDPOINT is set\): could not reach/,
+		'IMDS configured but unreachable: message') or diag($err);
 	unlike($err, qr/secret|p\/s|shared\/secret/, 'no secret in messages');
+
+	# A credentials file the service user cannot read: said so, exit 2 (it
+	# was passed over as if empty, ending in "no AWS credentials found").
+	my $locked = "$dir/locked_credentials";
+	write_file($locked, "[default]\naws_access_key_id = AKIDLOCKED\naws_secret_access_key = x\n");
+	chmod 0, $locked;
+  SKIP:
+	{
+		skip 'running as root: every file is readable', 2 if $> == 0;
+		($rc, $ours, $err) = shipper_credentials({ %files, AWS_SHARED_CREDENTIALS_FILE => $locked });
+		is($rc, 2, 'unreadable credentials file: exit 2');
+		like($err, qr/could not read the AWS credentials file "\Q$locked\E": Permission denied/,
+			'unreadable credentials file: says so') or diag($err);
+	}
 }
 
 # 2. Bad answers and bad settings: clear errors, documented exit codes.
@@ -232,6 +249,34 @@ foreach my $m ([ 'imds', { %imds } ], [ 'container', { %container } ], [ 'sts', 
 	my ($rc, $ours, $err) = shipper_credentials(\%env);
 	is($rc, 1, "malformed $which answer: exit 1");
 	like($err, qr/malformed/, "malformed $which answer: says so") or diag($err);
+}
+
+# No byte of a credential answer in a log: answers broken right at the
+# secret key and inside the session token (the JSON parser's own message
+# quoted the 20 bytes near the error: "near 'wJalrXUtnFEMI/K7'").
+foreach my $m ([ 'imds-secret', { %imds } ], [ 'container-secret', { %container } ])
+{
+	my ($which, $extra) = @$m;
+	my ($bport) = start_aws_mock('--malformed', $which, '--expect-auth-file', "$dir/pod_token");
+	my %env = (%files, %$extra);
+	$env{AWS_EC2_METADATA_SERVICE_ENDPOINT} = "http://127.0.0.1:$bport/" if $which eq 'imds-secret';
+	$env{AWS_CONTAINER_CREDENTIALS_FULL_URI} = "http://127.0.0.1:$bport/container/credentials"
+	  if $which eq 'container-secret';
+	my ($rc, $ours, $err, $out) = shipper_credentials(\%env, '-v');
+	is($rc, 1, "$which answer: exit 1");
+	like($err, qr/malformed .*invalid JSON at line 1, column \d+/, "$which answer: says where it broke")
+	  or diag($err);
+	# Any 6 bytes of the secret or the token.
+	my @leaks;
+	foreach my $secret ('wJalrXUtnFEMI/K7MDENG/bPxRfiCYLEAKEDSECRET', 'FwoGZXIvYXdzEJr//////////LEAKEDSESSIONTOKEN')
+	{
+		for my $i (0 .. length($secret) - 6)
+		{
+			my $piece = substr($secret, $i, 6);
+			push @leaks, $piece if index("$out$err", $piece) >= 0;
+		}
+	}
+	is("@leaks", '', "$which answer: no byte of the secret key or the token in the output");
 }
 
 # 3. Rotation under load.  Web identity credentials live 20 s; the proxy

@@ -18,7 +18,9 @@ Every issued key is written to --keys-file ({"latest": AKID, "keys":
 --keys-file accepts exactly the key that is current.  --deterministic derives a key from what was asked
 (the same answer for botocore and the shipper, for parity tests);
 otherwise every answer is a new key.  --malformed SOURCE answers that
-source with a broken document.
+source with a broken document; imds-secret and container-secret answer
+with a document that breaks right at a secret key and a session token
+(LEAKED_SECRET, LEAKED_TOKEN), which must never reach a log.
 """
 import argparse
 import hashlib
@@ -28,6 +30,13 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# A credentials document broken where a JSON parser's message would quote
+# the secret key (unquoted) and then the token (the string never closed).
+LEAKED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYLEAKEDSECRET"
+LEAKED_TOKEN = "FwoGZXIvYXdzEJr//////////LEAKEDSESSIONTOKEN"
+LEAKING_ANSWER = ('{"Code": "Success", "AccessKeyId": "ASIAMOCKLEAKED000001", "SecretAccessKey": %s, '
+                  '"Token": "%s' % (LEAKED_SECRET, LEAKED_TOKEN))
 
 LOCK = threading.Lock()
 STATS = {"imds_token": 0, "imds_v1": 0, "imds_role": 0, "imds_creds": 0,
@@ -121,6 +130,8 @@ class Handler(BaseHTTPRequestHandler):
         self.bump("imds_creds")
         if opts.malformed == "imds":
             return self.reply(200, '{"Code": "Success", "AccessKeyId": ')
+        if opts.malformed == "imds-secret":
+            return self.reply(200, LEAKING_ANSWER)
         akid, secret, token, expires = issue(opts, "imds/" + opts.role_name)
         self.reply(200, json.dumps({
             "Code": "Success", "LastUpdated": iso(time.time()), "Type": "AWS-HMAC",
@@ -145,6 +156,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(403, json.dumps({"message": "bad authorization"}))
             if opts.malformed == "container":
                 return self.reply(200, "<html>not json</html>")
+            if opts.malformed == "container-secret":
+                return self.reply(200, LEAKING_ANSWER)
             akid, secret, token, expires = issue(opts, "container/" + self.path)
             return self.reply(200, json.dumps({
                 "AccessKeyId": akid, "SecretAccessKey": secret, "Token": token,
@@ -216,7 +229,7 @@ def main():
     ap.add_argument("--expect-auth")
     ap.add_argument("--expect-auth-file")
     ap.add_argument("--imds-v1-only", action="store_true")
-    ap.add_argument("--malformed", choices=["imds", "container", "sts"])
+    ap.add_argument("--malformed", choices=["imds", "container", "sts", "imds-secret", "container-secret"])
     ap.add_argument("--verbose", action="store_true")
     opts = ap.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

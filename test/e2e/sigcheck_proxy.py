@@ -15,6 +15,7 @@ the call reached the emulator, and malformed success responses.
     sigcheck_proxy.py --listen PORT --upstream http://127.0.0.1:4567 \
         --access-key AK --secret-key SK --region us-east-1 \
         [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after,garbage] \
+        [--list-shards-hole N] \
         [--seed N] [--port-file FILE] [--strip-auth] [--delay-puts SECONDS]
         [--shard-limits]
 
@@ -454,6 +455,20 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "drop-after":
             self.drop()
             return
+        if target.endswith(".ListShards") and status == 200 and opts.list_shards_hole > 0:
+            # A shard map with a hole: one open shard left out of the answer
+            # (as a page lost, or a reshard caught half-way, would).
+            doc = json.loads(payload)
+            open_shards = [sh for sh in doc.get("Shards", [])
+                           if "EndingSequenceNumber" not in sh.get("SequenceNumberRange", {})]
+            if len(open_shards) > 1:
+                with STATS_LOCK:
+                    if opts.list_shards_hole > 0:
+                        opts.list_shards_hole -= 1
+                        STATS["faults"]["list-shards-hole"] = STATS["faults"].get("list-shards-hole", 0) + 1
+                        victim = open_shards[len(open_shards) // 2]
+                        doc["Shards"] = [sh for sh in doc["Shards"] if sh is not victim]
+                        payload = json.dumps(doc).encode()
         self.relay(status, headers, payload)
 
     def track(self, body):
@@ -529,6 +544,8 @@ def main():
                     help="delay every data call by this many seconds before answering")
     ap.add_argument("--track-keys", action="store_true",
                     help="count versions of a key in flight in two PutRecords calls at once")
+    ap.add_argument("--list-shards-hole", type=int, default=0,
+                    help="leave one open shard out of the first N ListShards answers")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--strip-auth", action="store_true",
                     help="forward requests without their signature (s3rver checks its own keys)")
