@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <sys/socket.h>
 
+#include "log.h"
 #include "metrics.h"
 #include "pqexpbuffer.h"
 #include "retry.h"
@@ -196,6 +197,31 @@ handle(void *cls, struct MHD_Connection *connection, const char *url, const char
 	return reply(connection, 404, "text/plain", "not found: try /metrics or /healthz\n", 36);
 }
 
+/*
+ * libmicrohttpd's own messages, through the shipper's log (so that they are
+ * JSON with --log-format json).  While the daemon starts, the last one is
+ * kept for metrics_start's error: MHD names the port it was given, and with
+ * MHD_OPTION_SOCK_ADDR that is 0 ("Failed to bind to port 0").
+ */
+static char mhd_last_message[512];
+static volatile bool mhd_started = false;
+
+static void
+mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+	char		buf[512];
+	size_t		len;
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	len = strlen(buf);
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		buf[--len] = '\0';
+	if (mhd_started)
+		log_warning("metrics server: %s", buf);
+	else
+		strlcpy(mhd_last_message, buf, sizeof(mhd_last_message));
+}
+
 char *
 metrics_start(const char *address, int health_max_lag, const char *tgts, const char *ver,
 			  int *bound_port)
@@ -235,10 +261,19 @@ metrics_start(const char *address, int health_max_lag, const char *tgts, const c
 									 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 16,
 									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 10,
+									 MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
 									 MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (daemon_handle == NULL)
-		return psprintf("could not serve metrics on \"%s\": %m", address);
+	{
+		/* "Failed to bind to port 0: Address already in use": the reason. */
+		const char *reason = strrchr(mhd_last_message, ':');
+
+		return psprintf("could not serve metrics on \"%s\": %s", address,
+						reason ? reason + 2 : mhd_last_message[0] ? mhd_last_message :
+						"the HTTP server did not start");
+	}
+	mhd_started = true;
 	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_BIND_PORT);
 	if (bound_port)
 		*bound_port = info ? info->port : 0;
