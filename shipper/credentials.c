@@ -83,6 +83,8 @@ struct AwsCredentialProvider
 
 	/* state */
 	pthread_mutex_t lock;
+	pthread_cond_t refreshed;	/* a refresh ended */
+	bool		refreshing;		/* a fetch is under way (one at a time) */
 	bool		have;
 	AwsCredentials cur;
 	double		obtained_at;
@@ -662,6 +664,28 @@ fetch_web_identity(AwsCredentialProvider *p, AwsCredentials *out, char **err, bo
  * 64 kB of its standard output, kills it (its process group) after the
  * timeout.  Its standard error goes into the message when it fails.
  */
+/*
+ * The credential_process child running now (the leader of its own process
+ * group), killed when the shipper exits: a hung one must not outlive it.
+ */
+static volatile pid_t process_child = 0;
+static pthread_once_t process_child_once = PTHREAD_ONCE_INIT;
+
+static void
+kill_process_child(void)
+{
+	pid_t		pid = process_child;
+
+	if (pid > 0)
+		kill(-pid, SIGKILL);
+}
+
+static void
+register_process_child_cleanup(void)
+{
+	atexit(kill_process_child);
+}
+
 static bool
 fetch_process(AwsCredentialProvider *p, AwsCredentials *out, char **err, bool *config_error)
 {
@@ -680,12 +704,15 @@ fetch_process(AwsCredentialProvider *p, AwsCredentials *out, char **err, bool *c
 		*err = psprintf("could not create a pipe: %m");
 		return false;
 	}
+	pthread_once(&process_child_once, register_process_child_cleanup);
 	pid = fork();
 	if (pid < 0)
 	{
 		*err = psprintf("could not start credential_process: %m");
 		return false;
 	}
+	if (pid > 0)
+		process_child = pid;
 	if (pid == 0)
 	{
 		setpgid(0, 0);
@@ -747,6 +774,7 @@ fetch_process(AwsCredentialProvider *p, AwsCredentials *out, char **err, bool *c
 		kill(-pid, SIGKILL);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
+	process_child = 0;
 
 	while (se.len > 0 && (se.data[se.len - 1] == '\n' || se.data[se.len - 1] == '\r'))
 		se.data[--se.len] = '\0';
@@ -1058,6 +1086,7 @@ new_provider(SourceKind kind, const char *profile, bool verbose)
 	p->profile = pg_strdup(profile);
 	p->verbose = verbose;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->refreshed, NULL);
 	return p;
 }
 
@@ -1488,64 +1517,143 @@ aws_credentials_resolve(const char *region, bool verbose, AwsCredentialProvider 
 	return NULL;
 }
 
+/* Set by aws_credentials_shutdown: waits for a refresh end at once. */
+static volatile bool shutting_down = false;
+
+/* Keys that may still be used for a while (10 s at least). */
+static bool
+usable(AwsCredentialProvider *p, double now)
+{
+	return p->have && !p->invalid && (p->cur.expiration <= 0 || p->cur.expiration - now > 10);
+}
+
+/*
+ * Fetches credentials (without the lock: the current keys stay usable by
+ * every other thread meanwhile) and installs them, or counts the failure.
+ * The caller set p->refreshing.
+ */
+static void
+refresh_now(AwsCredentialProvider *p)
+{
+	AwsCredentials c;
+	char	   *err = NULL;
+	bool		config_error = false;
+	bool		ok = fetch(p, &c, &err, &config_error);
+	double		now = now_seconds();
+
+	pthread_mutex_lock(&p->lock);
+	if (ok)
+	{
+		char		masked[32];
+		char		until[32] = "";
+
+		if (p->verbose)
+		{
+			aws_mask_key(c.access_key, masked, sizeof(masked));
+			if (c.expiration > 0)
+				format_time(c.expiration, until, sizeof(until));
+			log_info("AWS credentials refreshed from %s: access key %s%s%s",
+					 p->description, masked, until[0] ? ", expire at " : "", until);
+		}
+		aws_credentials_clear(&p->cur);
+		p->cur = c;
+		p->have = true;
+		p->invalid = false;
+		p->failures = 0;
+		p->next_try = 0;
+		p->obtained_at = now;
+		schedule(p, now);
+	}
+	else
+	{
+		double		wait = Min(60.0, (double) (1 << Min(p->failures, 6)));
+		char		until[32];
+
+		p->failures++;
+		p->next_try = now + wait;
+		if (p->have && p->cur.expiration > now && !p->invalid)
+		{
+			format_time(p->cur.expiration, until, sizeof(until));
+			log_warning("could not refresh AWS credentials from %s: %s; the current ones stay in use until they expire at %s",
+						p->description, err, until);
+		}
+		else
+			log_warning("could not refresh AWS credentials from %s: %s; trying again in %.0f s",
+						p->description, err, wait);
+		free(err);
+	}
+	p->refreshing = false;
+	pthread_cond_broadcast(&p->refreshed);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *
+refresh_thread(void *arg)
+{
+	refresh_now((AwsCredentialProvider *) arg);
+	return NULL;
+}
+
+/*
+ * The credentials to sign with.  A refresh that is due while the current
+ * keys are still good runs in a thread of its own, so that a slow or hung
+ * source (credential_process, STS, instance metadata) never holds up a
+ * delivery; only a caller with no usable keys waits for one, and not past
+ * aws_credentials_shutdown().
+ */
 void
 aws_credentials_get(AwsCredentialProvider *p, AwsCredentials *snapshot)
 {
 	double		now = now_seconds();
 
 	pthread_mutex_lock(&p->lock);
-	if ((!p->have || p->invalid || (p->refresh_at > 0 && now >= p->refresh_at)) &&
-		now >= p->next_try)
+	if (!p->refreshing && now >= p->next_try &&
+		(!p->have || p->invalid || (p->refresh_at > 0 && now >= p->refresh_at)))
 	{
-		AwsCredentials c;
-		char	   *err = NULL;
-		bool		config_error = false;
+		bool		in_background;
+		pthread_t	thread;
+		pthread_attr_t attr;
 
-		if (fetch(p, &c, &err, &config_error))
+		/*
+		 * Always in a thread of its own: a caller with no usable keys waits
+		 * below, where a shutdown can end the wait; the fetch itself (a
+		 * credential_process may take a minute) cannot be interrupted.
+		 */
+		p->refreshing = true;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		in_background = pthread_create(&thread, &attr, refresh_thread, p) == 0;
+		pthread_attr_destroy(&attr);
+		if (!in_background)
 		{
-			char		masked[32];
-			char		until[32] = "";
-
-			if (p->verbose)
-			{
-				aws_mask_key(c.access_key, masked, sizeof(masked));
-				if (c.expiration > 0)
-					format_time(c.expiration, until, sizeof(until));
-				log_info("AWS credentials refreshed from %s: access key %s%s%s",
-						 p->description, masked, until[0] ? ", expire at " : "", until);
-			}
-			aws_credentials_clear(&p->cur);
-			p->cur = c;
-			p->have = true;
-			p->invalid = false;
-			p->failures = 0;
-			p->next_try = 0;
-			p->obtained_at = now;
-			schedule(p, now);
+			pthread_mutex_unlock(&p->lock);
+			refresh_now(p);
+			pthread_mutex_lock(&p->lock);
 		}
-		else
+	}
+	while (p->refreshing && !usable(p, now_seconds()) && !shutting_down)
+	{
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000 * 1000;
+		if (until.tv_nsec >= 1000 * 1000 * 1000)
 		{
-			double		wait = Min(60.0, (double) (1 << Min(p->failures, 6)));
-			char		until[32];
-
-			p->failures++;
-			p->next_try = now + wait;
-			if (p->have && p->cur.expiration > now && !p->invalid)
-			{
-				format_time(p->cur.expiration, until, sizeof(until));
-				log_warning("could not refresh AWS credentials from %s: %s; the current ones stay in use until they expire at %s",
-							p->description, err, until);
-			}
-			else
-				log_warning("could not refresh AWS credentials from %s: %s; trying again in %.0f s",
-							p->description, err, wait);
-			free(err);
+			until.tv_sec++;
+			until.tv_nsec -= 1000 * 1000 * 1000;
 		}
+		pthread_cond_timedwait(&p->refreshed, &p->lock, &until);
 	}
 	aws_credentials_clear(snapshot);
 	if (p->have)
 		copy_credentials(&p->cur, snapshot);
 	pthread_mutex_unlock(&p->lock);
+}
+
+void
+aws_credentials_shutdown(void)
+{
+	shutting_down = true;
 }
 
 void

@@ -53,6 +53,9 @@ extern void aws_credentials_get(AwsCredentialProvider *p, AwsCredentials *snapsh
 /* The service refused the credentials as expired: refresh on next get. */
 extern void aws_credentials_invalidate(AwsCredentialProvider *p);
 
+/* Shutting down: nothing waits for a refresh any more. */
+extern void aws_credentials_shutdown(void);
+
 /* SIGHUP: files and sources are read again on the next get. */
 extern void aws_credentials_reload(AwsCredentialProvider *p);
 

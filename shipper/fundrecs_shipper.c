@@ -180,7 +180,10 @@ shipper_tick(void)
 	if (stop_requested && !delivery_abort)
 	{
 		if (!streaming_grace || stop_now)
+		{
 			delivery_abort = 1;
+			aws_credentials_shutdown();
+		}
 		else
 		{
 			if (shutdown_deadline == 0)
@@ -190,6 +193,8 @@ shipper_tick(void)
 				log_warning("--shutdown-timeout (%d s) reached with deliveries in flight",
 							   opts.shutdown_timeout);
 				delivery_abort = 1;
+				/* A delivery waiting for AWS credentials waits no more. */
+				aws_credentials_shutdown();
 			}
 		}
 	}

@@ -9,6 +9,7 @@ use FundrecsE2E;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 
 needs(qw(shipper kinesalite node boto3));
@@ -138,6 +139,23 @@ my @err = map { decode_json($_) } split /\n/, $err;
 ok(@err >= 2 && $err[0]{level} eq 'error' && defined $err[-1]{hint}
 	  && $err[-1]{hint} =~ /--help/, 'json logs: a usage error and its hint')
   or diag($err);
+# The metrics port taken: the message names the address and the reason
+# (libmicrohttpd's own said "port 0" and went around the JSON log).
+{
+	my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 0)
+	  or die "could not listen: $!";
+	my $bport = $busy->sockport;
+	($rc, $out, $err) = run_shipper(\%env, '--log-format', 'json', '-d', $node->connstr('postgres'),
+		'-S', 'hb', '--target', 'stdout', '--metrics-address', "127.0.0.1:$bport", '-E', '0/1');
+	isnt($rc, 0, 'metrics port in use: the shipper stops');
+	my @j = map { eval { decode_json($_) } } grep { /\S/ } split /\n/, $err;
+	is(scalar(@j), scalar(grep { /\S/ } split /\n/, $err), 'metrics port in use: every line is JSON') or diag($err);
+	ok((grep { ($_->{message} // '') =~ /could not serve metrics on "127\.0\.0\.1:$bport": Address already in use/ } @j),
+		'metrics port in use: names the address and the reason') or diag($err);
+	unlike($err, qr/port 0/, 'metrics port in use: no "port 0"');
+	close($busy);
+}
+
 ($rc, $out, $err) = run_shipper(\%env, '--log-format', 'xml', '-S', 's', '-d', 'x');
 is($rc, 2, '--log-format xml: exit 2');
 like($err, qr/invalid --log-format "xml": use text or json/, '--log-format xml: message');

@@ -336,6 +336,63 @@ foreach my $phase ([ 'A', [] ], [ 'B', [ '--claimed-lifetime', '3600' ] ])
 	}
 	note("rotation $label: $n rows inserted, $nkeys keys, $stats->{expired} refused as expired");
 }
+# 3b. A refresh that hangs.  credential_process gives keys for 40 s, then
+#     hangs (sleep 300) when asked again, 20 s in.  While the current keys
+#     are good, rows keep flowing (the refresh held the lock every delivery
+#     waits on: 0-2 rows per 10 s); SIGTERM is honoured within
+#     --shutdown-timeout, and the hung child does not outlive the shipper.
+{
+	my $script = "$dir/hang_cp.sh";
+	write_file($script, <<"EOS");
+#!/bin/sh
+if [ -f '$dir/cp_called' ]; then echo \$\$ > '$dir/cp_hang.pid'; exec sleep 300; fi
+touch '$dir/cp_called'
+printf '{"Version": 1, "AccessKeyId": "%s", "SecretAccessKey": "%s", "Expiration": "%s"}' \\
+	'$ACCESS_KEY' '$SECRET_KEY' "\$(date -u -d '+40 seconds' +%Y-%m-%dT%H:%M:%SZ)"
+EOS
+	chmod 0755, $script;
+	write_file("$dir/config_hang", "[profile hangrefresh]\ncredential_process = $script\n");
+	my ($pport) = start_proxy($kport);
+	kinesis_tool($kport, 'create', 'hang_stream', 1);
+	$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('hang', 'fundrecs_decoder')");
+	my %env = (%base, AWS_CONFIG_FILE => "$dir/config_hang", AWS_SHARED_CREDENTIALS_FILE => "$dir/none",
+		AWS_PROFILE => 'hangrefresh');
+	my $log = "$PostgreSQL::Test::Utils::tmp_check/creds_hang.log";
+	my $h = start_shipper(\%env, $log, '-d', $connstr, '-S', 'hang', '--no-load', '--endpoint-url',
+		"http://127.0.0.1:$pport", '--stream', 'hang_stream', '-s', '1', '--shutdown-timeout', '3', '-v');
+	my $t0 = time;
+	my ($late_end, $late_rows) = (undef, 0);
+	while (time < $t0 + 32)
+	{
+		$node->safe_psql('postgres',
+			"INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) SELECT 1, 102, 1 FROM generate_series(1, 10) g");
+		$late_rows += 10 if time > $t0 + 22;
+		sleep 0.5;
+	}
+	$late_end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	ok(-f "$dir/cp_hang.pid", 'hanging refresh: the refresh started and hangs');
+	my $deadline = time + 8;
+	my $confirmed;
+	while (time < $deadline)
+	{
+		$confirmed = $node->safe_psql('postgres',
+			"SELECT confirmed_flush_lsn >= '$late_end' FROM pg_replication_slots WHERE slot_name = 'hang'");
+		last if $confirmed eq 't';
+		sleep 0.2;
+	}
+	is($confirmed, 't', "hanging refresh: the $late_rows rows written during the hang were delivered (the current keys are still good)");
+	my $t_term = time;
+	$h->signal('TERM');
+	$h->finish;
+	my $took = time - $t_term;
+	cmp_ok($took, '<', 3 + 5, sprintf('hanging refresh: SIGTERM honoured in %.1f s (--shutdown-timeout 3)', $took));
+	my $hung = slurp_file("$dir/cp_hang.pid");
+	chomp $hung;
+	sleep 0.5;
+	ok(!kill(0, $hung), 'hanging refresh: the credential_process child is gone after the shipper exits');
+	kill 'KILL', $hung;
+}
+
 # 4. SIGHUP: keys rotated in the shared credentials file are read again.
 #    The proxy accepts only the key named "latest" in its keys file; the
 #    files change while the shipper is idle, then SIGHUP, then rows: they
