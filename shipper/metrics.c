@@ -255,12 +255,17 @@ metrics_start(const char *address, int health_max_lag, const char *tgts, const c
 	strlcpy(targets, tgts, sizeof(targets));
 	strlcpy(version, ver, sizeof(version));
 	start_time = now_seconds();
-	daemon_handle = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+	/*
+	 * poll(), not select(): no FD_SETSIZE bound on the connections; idle
+	 * ones are closed after 5 s, and up to 256 are served, so that a few
+	 * idle or slow clients never keep a scrape out (16 did).
+	 */
+	daemon_handle = MHD_start_daemon(MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
 									 (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 									 0, NULL, NULL, handle, NULL,
 									 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 16,
-									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 10,
+									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 256,
+									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 5,
 									 MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
 									 MHD_OPTION_END);
 	freeaddrinfo(ai);

@@ -50,7 +50,13 @@ slot_health_read(const ReplConnParams *params, const char *slot, SlotHealth *h)
 			log_warning("could not connect to read the state of slot \"%s\"", slot);
 			return false;
 		}
-		PQclear(PQexec(conn, "SET application_name = 'fundrecs_shipper monitor'"));
+		/*
+		 * A heartbeat must not wait for a synchronous standby that is away
+		 * (its commit waited for ever, and so did shutdown): its message is
+		 * decoded from the primary's WAL whatever the standbys have.
+		 */
+		PQclear(PQexec(conn, "SET application_name = 'fundrecs_shipper monitor'; "
+					   "SET synchronous_commit = local"));
 		if (PQparameterStatus(conn, "server_version"))
 			metrics_set_server_version(PQparameterStatus(conn, "server_version"));
 	}
@@ -112,7 +118,13 @@ slot_heartbeat(const ReplConnParams *params)
 			warned = true;
 			return false;
 		}
-		PQclear(PQexec(conn, "SET application_name = 'fundrecs_shipper monitor'"));
+		/*
+		 * A heartbeat must not wait for a synchronous standby that is away
+		 * (its commit waited for ever, and so did shutdown): its message is
+		 * decoded from the primary's WAL whatever the standbys have.
+		 */
+		PQclear(PQexec(conn, "SET application_name = 'fundrecs_shipper monitor'; "
+					   "SET synchronous_commit = local"));
 	}
 	res = PQexec(conn, "SELECT pg_catalog.pg_logical_emit_message(true, 'fundrecs_heartbeat', '')");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)

@@ -65,6 +65,31 @@ pg_now_us(void)
 }
 
 /*
+ * The server's notices (a plugin's WARNING, with its DETAIL and HINT)
+ * through the shipper's log, so that --log-format json keeps them JSON;
+ * libpq's default printed them to stderr as text.
+ */
+static void
+notice_receiver(void *arg, const PGresult *res)
+{
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+	enum pg_log_level level = PG_LOG_INFO;
+
+	if (severity != NULL && strcmp(severity, "WARNING") == 0)
+		level = PG_LOG_WARNING;
+	if (primary == NULL)
+		primary = PQresultErrorMessage(res);
+	log_message(level, PG_LOG_PRIMARY, "server %s: %s", severity ? severity : "NOTICE", primary);
+	if (detail != NULL)
+		log_message(level, PG_LOG_DETAIL, "%s", detail);
+	if (hint != NULL)
+		log_message(level, PG_LOG_HINT, "%s", hint);
+}
+
+/*
  * A connection with the shipper's parameters: a replication=database one
  * for the stream, or a plain one for the initial load.  NULL on failure
  * (reported).
@@ -138,6 +163,7 @@ db_connect(const ReplConnParams *params, bool replication)
 		PQfinish(conn);
 		return NULL;
 	}
+	PQsetNoticeReceiver(conn, notice_receiver, NULL);
 	return conn;
 }
 

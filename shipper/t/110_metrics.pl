@@ -8,6 +8,7 @@ use lib $FindBin::Bin;
 use FundrecsE2E;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 
 needs(qw(shipper kinesalite node boto3 promtool));
@@ -109,6 +110,16 @@ cmp_ok(metric($text, 'fundrecs_shipper_held_rows'), '>=', 1, 'held_rows while ro
 IPC::Run::run([ 'curl', '-s', "http://127.0.0.1:$pport/__delay/0" ], '>', '/dev/null');
 ok(wait_for('200 again', sub { (get('/healthz'))[0] == 200 }), '/healthz: 200 again once delivered');
 is((get('/nothing'))[0], 404, 'other paths: 404');
+
+# Idle connections do not keep a scrape out (16 made every scrape fail with
+# "Server reached connection limit").
+{
+	my @idle = map { IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $mport, Proto => 'tcp') } 1 .. 40;
+	is(scalar(grep { defined } @idle), 40, '40 idle connections to the metrics port');
+	my ($icode) = get('/metrics');
+	is($icode, 200, 'a scrape gets through 40 idle connections');
+	close($_) for grep { defined } @idle;
+}
 
 $h->signal('TERM');
 $h->finish;

@@ -156,6 +156,55 @@ ok(@err >= 2 && $err[0]{level} eq 'error' && defined $err[-1]{hint}
 	close($busy);
 }
 
+# --heartbeat under synchronous replication with the standby away: the
+# heartbeat's commit does not wait for it (it waited for ever, and SIGTERM
+# was not honoured), and heartbeats still move the slot.
+{
+	$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot(s, 'fundrecs_decoder') FROM unnest('{hb_sync,hb_sync_witness}'::text[]) s");
+	$node->append_conf('postgresql.conf', "synchronous_standby_names = 'absent_standby'");
+	$node->reload;
+	my $slog = "$PostgreSQL::Test::Utils::tmp_check/hb_sync.log";
+	my $hs = start_shipper(\%env, $slog, '-d', $connstr, '-S', 'hb_sync', '--target', 'stdout', '-s', '1',
+		'--heartbeat', '1', '--shutdown-timeout', '3');
+	my $beats = 0;
+	my $until = time + 30;
+	while (time < $until)
+	{
+		# (Peeking writes nothing: it does not wait for the standby.)
+		$beats = $node->safe_psql('postgres', q{
+SELECT count(*) FROM pg_logical_slot_peek_changes('hb_sync_witness', NULL, NULL,
+	'include_messages', 'on', 'message_prefixes', 'fundrecs_heartbeat')});
+		last if $beats >= 3;
+		sleep 0.5;
+	}
+	cmp_ok($beats, '>=', 3, 'heartbeat under synchronous replication: heartbeats go on, the standby away');
+	my $t = time;
+	$hs->signal('TERM');
+	$hs->finish;
+	cmp_ok(time - $t, '<', 3 + 5, sprintf('heartbeat under synchronous replication: SIGTERM honoured in %.1f s', time - $t));
+	$node->adjust_conf('postgresql.conf', 'synchronous_standby_names', "''");
+	$node->reload;
+}
+
+# The server's own notices are JSON too: the plugin's WARNING (an orders
+# table that does not exist) with its HINT, sent on the replication
+# connection (libpq printed them as plain text).
+{
+	$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('noticed', 'fundrecs_decoder')");
+	$node->safe_psql('postgres', "INSERT INTO fundrecs_schema.customers VALUES (424242, 'N', 'X')");
+	my $nend = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	($rc, $out, $err) = run_shipper(\%env, '--log-format', 'json', '-d', $node->connstr('postgres'), '-S', 'noticed',
+		'--target', 'stdout', '-o', 'orders_table=fundrecs_schema.no_such_orders', '--allow-no-tables', '-E', $nend);
+	is($rc, 0, 'server notices: exit 0') or diag($err);
+	my @lines = grep { /\S/ } split /\n/, $err;
+	my @j = map { eval { decode_json($_) } } @lines;
+	is(scalar(@j), scalar(@lines), 'server notices: every line is JSON') or diag($err);
+	ok((grep { ($_->{level} // '') eq 'warning' && ($_->{message} // '') =~ /^server WARNING: orders table "fundrecs_schema\.no_such_orders" does not exist/ } @j),
+		'server notices: the plugin\'s WARNING as a JSON warning') or diag($err);
+	ok((grep { defined $_->{hint} && $_->{hint} =~ /orders_table/ } @j), 'server notices: its HINT on a line of its own')
+	  or diag($err);
+}
+
 ($rc, $out, $err) = run_shipper(\%env, '--log-format', 'xml', '-S', 's', '-d', 'x');
 is($rc, 2, '--log-format xml: exit 2');
 like($err, qr/invalid --log-format "xml": use text or json/, '--log-format xml: message');
