@@ -551,7 +551,7 @@ check_slot_health(void)
 							(uint32_t) (h.confirmed_lsn >> 32), (uint32_t) h.confirmed_lsn);
 		log_error_hint("Drop the slot (SELECT pg_drop_replication_slot('%s')) and start the shipper again with --create-slot: the new slot ships every row as its initial load. To keep it from happening again, raise max_slot_wal_keep_size and watch --max-retained-wal.",
 						  opts.slot);
-		exit(1);
+		exit(EXIT_PERMANENT);
 	}
 	if (strcmp(h.wal_status, "unreserved") == 0 && strcmp(last_status, "unreserved") != 0)
 		log_warning("replication slot \"%s\" holds more WAL than max_slot_wal_keep_size allows (%s retained): the next checkpoint may invalidate it unless the shipper catches up",
@@ -862,7 +862,7 @@ check_plugin_options(const ReplConnParams *params)
 	PGresult   *res;
 
 	if (conn == NULL)
-		exit(1);
+		exit(failure_exit_code());
 	options = options_array(opts.plugin_options, opts.noptions);
 	values[0] = options;
 	res = PQexecParams(conn, "SELECT unnest(fundrecs.option_problems($1::text[]))",
@@ -1210,7 +1210,7 @@ main(int argc, char **argv)
 		if (err != NULL)
 		{
 			log_error("%s", err);
-			exit(1);
+			exit(failure_exit_code());
 		}
 		log_info("serving metrics on http://%s/metrics (port %d) and /healthz",
 					opts.metrics_address, port);
@@ -1271,17 +1271,17 @@ main(int argc, char **argv)
 
 	/* Fail early on an unknown stream or bad credentials. */
 	if (opts.ship_kinesis && kinesis_check_stream(&kinesis, &stop_requested) != SHIP_OK)
-		exit(stop_requested ? 0 : 1);
+		exit(stop_requested ? 0 : failure_exit_code());
 	if (opts.ship_kinesis && opts.aggregate)
 	{
 		if (kinesis_load_shard_map(&kinesis, &stop_requested) != SHIP_OK)
-			exit(stop_requested ? 0 : 1);
+			exit(stop_requested ? 0 : failure_exit_code());
 		if (opts.verbosity > 0)
 			log_info("aggregating into %d open shards, records of at most %ld bytes",
 						kinesis.map.nshards, opts.aggregate_bytes);
 	}
 	if (opts.ship_s3 && s3_check_bucket(&s3, &stop_requested) != SHIP_OK)
-		exit(stop_requested ? 0 : 1);
+		exit(stop_requested ? 0 : failure_exit_code());
 
 	memset(&params, 0, sizeof(params));
 	params.dbname = opts.dbname;
@@ -1307,7 +1307,7 @@ main(int argc, char **argv)
 		if (rc == NULL && first_connection)
 		{
 			/* Like pg_recvlogical: a first connection that fails is fatal. */
-			exit(1);
+			exit(failure_exit_code());
 		}
 		if (rc != NULL && first_connection)
 		{
@@ -1320,7 +1320,7 @@ main(int argc, char **argv)
 			stream_close(rc);
 			if (lockconn)
 				PQfinish(lockconn);
-			exit(stop_requested ? 0 : 1);
+			exit(stop_requested ? 0 : failure_exit_code());
 		}
 		/* A slot invalidated while the shipper was away: say so. */
 		if (rc != NULL)
@@ -1333,7 +1333,7 @@ main(int argc, char **argv)
 				stream_close(rc);
 				if (lockconn)
 					PQfinish(lockconn);
-				exit(1);
+				exit(failure_exit_code());
 			}
 			stream_close(rc);
 			rc = NULL;
@@ -1357,14 +1357,14 @@ main(int argc, char **argv)
 				break;
 			if (lr == LOOP_FATAL)
 			{
-				exit_code = 1;
+				exit_code = failure_exit_code();
 				break;
 			}
 			/* Connection lost: deliver what we hold, then resume after it. */
 			if (flush_all())
 				pos.confirmed = confirmable_lsn();
 			else
-				exit(1);
+				exit(failure_exit_code());
 
 			/*
 			 * The same error again and again at the same position is the
@@ -1388,7 +1388,7 @@ main(int argc, char **argv)
 							 same_failures, (uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
 				log_error_detail("%s", last_failure);
 				log_error_hint("The server cannot decode the change after this position; fix its cause (see the error), then start the shipper again.");
-				exit(1);
+				exit(failure_exit_code());
 			}
 		}
 
@@ -1397,7 +1397,7 @@ main(int argc, char **argv)
 			if (!stop_requested)
 			{
 				log_error("connection to the server was lost and --no-loop is set");
-				exit_code = 1;
+				exit_code = failure_exit_code();
 			}
 			break;
 		}

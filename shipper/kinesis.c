@@ -435,8 +435,11 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
 						   code ? ": " : "", code ? code : "",
 						   message ? ": " : "", message ? message : "");
 	else if (code != NULL && strcmp(code, "ResourceNotFoundException") == 0)
+	{
 		log_error("Kinesis stream \"%s\" does not exist at %s",
 					 stream_label(k), k->endpoint);
+		retry_note_permanent();
+	}
 	else
 	{
 		log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
@@ -449,6 +452,9 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
 								  strcmp(code, "AccessDeniedException") == 0))
 			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
 							  aws_credentials_describe(k->provider));
+		/* The IAM policy will not change by starting again. */
+		if (code != NULL && strcmp(code, "AccessDeniedException") == 0)
+			retry_note_permanent();
 	}
 	free(code);
 	free(message);

@@ -130,3 +130,18 @@ retry_call(const char *what, int timeout_s, AttemptFn fn, void *arg,
 			return (ShipResult) r;
 	}
 }
+
+/* Set by whichever thread met a permanent failure (see retry.h). */
+static volatile sig_atomic_t permanent_failure = 0;
+
+void
+retry_note_permanent(void)
+{
+	permanent_failure = 1;
+}
+
+int
+failure_exit_code(void)
+{
+	return permanent_failure ? EXIT_PERMANENT : 1;
+}

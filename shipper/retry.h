@@ -27,6 +27,18 @@ typedef enum ShipResult
 extern double now_seconds(void);
 
 /*
+ * Exit statuses: 1 a runtime failure (systemd starts the shipper again),
+ * 2 a usage or configuration error, 3 a permanent failure that starting
+ * again cannot fix and would only repeat (an S3 bucket or Kinesis stream
+ * that does not exist, access denied, an invalidated slot): with
+ * --target kinesis,s3 each start sent the held rows to Kinesis again.
+ * The unit's RestartPreventExitStatus= names 2 and 3.
+ */
+#define EXIT_PERMANENT 3
+extern void retry_note_permanent(void);
+extern int	failure_exit_code(void);
+
+/*
  * The tick: called at least once a second during every wait of a delivery
  * (an HTTP request in flight, a backoff sleep).  The shipper uses it to
  * keep its replication connection alive and to decide when a stop aborts

@@ -183,7 +183,10 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 		problem = psprintf("HTTP %ld from %s for %s%s%s", resp->status, s->endpoint, what,
 						   code ? ": " : "", code ? code : "");
 	else if (resp->status == 404 || (code && strcmp(code, "NoSuchBucket") == 0))
+	{
 		log_error("S3 bucket \"%s\" does not exist at %s", s->bucket, s->endpoint);
+		retry_note_permanent();
+	}
 	else
 	{
 		log_error("S3 refused %s at %s: HTTP %ld%s%s", what, s->endpoint, resp->status,
@@ -194,6 +197,9 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 						  strcmp(code, "InvalidAccessKeyId") == 0))
 			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
 							  aws_credentials_describe(s->provider));
+		/* The IAM policy will not change by starting again. */
+		if (code && strcmp(code, "AccessDenied") == 0)
+			retry_note_permanent();
 	}
 	free(code);
 	return problem;

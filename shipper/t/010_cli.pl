@@ -108,7 +108,7 @@ my @kin = ('--endpoint-url', "http://127.0.0.1:$pport", '--stream', 'cli_stream'
 
 ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 's', '--endpoint-url',
 	"http://127.0.0.1:$pport", '--stream', 'no_such_stream');
-is($rc, 1, 'unknown stream: exit code 1');
+is($rc, 3, 'unknown stream: exit code 3 (permanent)');
 like($err, qr/Kinesis stream "no_such_stream" does not exist/, 'unknown stream: message');
 
 my $dead = PostgreSQL::Test::Cluster::get_free_port();

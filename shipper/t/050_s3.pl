@@ -146,8 +146,20 @@ cmp_ok($fig->{rows_written}, '>=', $fig->{changes}, 'rows written again after th
 # 3. Errors: a missing bucket, a bad URL.
 my ($rc, $stdout, $stderr) = run_shipper(\%env, '-d', $connstr, '-S', 'lake_slot', '--target', 's3',
 	'--s3-url', 's3://nosuch/x', '--endpoint-url', "http://127.0.0.1:$s3proxy");
-is($rc, 1, 'missing bucket: exit code 1');
+is($rc, 3, 'missing bucket: exit code 3 (permanent)');
 like($stderr, qr/S3 bucket "nosuch" does not exist/, 'missing bucket: message');
+# AccessDenied on every upload (the IAM policy): permanent, exit 3, so that
+# systemd does not start it again (each start sent Kinesis the rows again).
+{
+	my ($denyproxy) = start_proxy($s3port, '--strip-auth', '--fault-rate', '1', '--faults', 'denied');
+	$node->safe_psql('postgres',
+		"INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) VALUES (1, 777, 1)");
+	my $dend = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	($rc, $stdout, $stderr) = run_shipper(\%env, '-d', $connstr, '-S', 'lake_slot', '--target', 's3',
+		'--s3-url', 's3://lake/cdc', '--s3-endpoint-url', "http://127.0.0.1:$denyproxy", '-E', $dend);
+	is($rc, 3, 'S3 AccessDenied: exit code 3 (permanent)') or diag($stderr);
+	like($stderr, qr/S3 refused .*HTTP 403: AccessDenied/, 'S3 AccessDenied: message');
+}
 ($rc, $stdout, $stderr) = run_shipper(\%env, '-d', $connstr, '-S', 'lake_slot', '--target', 's3',
 	'--s3-url', 'https://lake/x');
 is($rc, 2, 'bad --s3-url: exit code 2');

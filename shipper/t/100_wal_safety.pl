@@ -103,7 +103,7 @@ $node->safe_psql('postgres', 'CHECKPOINT');
 is($node->safe_psql('postgres', "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'doomed'"),
 	'lost', 'the slot is invalidated (wal_status lost)');
 my ($rc, $stdout, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'doomed', '--target', 'stdout', '-n');
-is($rc, 1, 'invalidated slot: exit 1');
+is($rc, 3, 'invalidated slot: exit 3 (permanent)');
 like($err, qr/replication slot "doomed" has been invalidated: the server removed WAL it still needed/,
 	'invalidated slot: says what happened');
 like($err, qr/max_slot_wal_keep_size/, 'invalidated slot: names the setting');

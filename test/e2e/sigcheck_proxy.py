@@ -14,7 +14,7 @@ the call reached the emulator, and malformed success responses.
 
     sigcheck_proxy.py --listen PORT --upstream http://127.0.0.1:4567 \
         --access-key AK --secret-key SK --region us-east-1 \
-        [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after,garbage] \
+        [--fault-rate 0.2] [--faults 500,503,throttle,records,drop,drop-after,garbage,denied] \
         [--list-shards-hole N] \
         [--seed N] [--port-file FILE] [--strip-auth] [--delay-puts SECONDS]
         [--shard-limits]
@@ -387,6 +387,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.aws_error(503, "SlowDown", "injected throttling")
             else:
                 self.aws_error(400, "ProvisionedThroughputExceededException", "injected throttling")
+            return
+        if fault == "denied":
+            # A permanent refusal: the IAM policy does not allow it.
+            self.aws_error(403, "AccessDenied" if self.is_s3 else "AccessDeniedException",
+                           "injected: not authorized")
             return
         if fault == "drop":
             self.drop()
