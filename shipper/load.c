@@ -37,6 +37,7 @@
 #include "log.h"
 #include "libpq-fe.h"
 #include "load.h"
+#include "notify.h"
 #include "pqexpbuffer.h"
 #include "retry.h"
 #include "stream.h"
@@ -172,10 +173,13 @@ load_lock(PGconn *conn, const char *slot, volatile sig_atomic_t *stop)
 			free(holder);
 			last_report = now_seconds();
 		}
+		/* Waiting is not hanging: systemd's watchdog is fed, and told why. */
+		notify_status(false, "waiting for another fundrecs_shipper of slot %s to stream or exit", slot);
 		for (int i = 0; i < 10; i++)
 		{
 			if (stop && *stop)
 				return LOAD_LOCK_STOPPED;
+			notify_watchdog();
 			usleep(100000);
 		}
 	}

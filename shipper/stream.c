@@ -20,6 +20,7 @@
 #include "common/string.h"
 #include "libpq-fe.h"
 #include "pqexpbuffer.h"
+#include "notify.h"
 #include "stream.h"
 
 /* Seconds from the Unix epoch to PostgreSQL's (2000-01-01). */
@@ -239,6 +240,9 @@ pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled)
 		fd_set		input;
 		struct timeval tv = {0, 100000};
 
+		/* However long the server takes, systemd's watchdog is fed. */
+		notify_watchdog();
+
 		if (stop && *stop && !*cancelled)
 		{
 			PGcancel   *cancel = PQgetCancel(conn);
@@ -281,6 +285,8 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
 	appendPQExpBuffer(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL fundrecs_decoder (SNAPSHOT '%s')",
 					  slot, export_snapshot ? "export" : "nothing");
 	/* It waits for running transactions to end: a stop cancels it. */
+	notify_status(true, "creating replication slot %s: waiting for the transactions running now to end",
+				  rc->params->slot);
 	if (!PQsendQuery(rc->conn, cmd.data))
 		res = NULL;
 	else

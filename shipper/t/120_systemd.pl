@@ -58,6 +58,27 @@ cmp_ok(scalar(grep { /^WATCHDOG=1$/ } @msgs), '>=', 6, 'WATCHDOG=1 at half of WA
 ok((grep { /^STOPPING=1$/ } @msgs), 'STOPPING=1 on SIGTERM');
 is($h->result(0), 0, 'exit 0 after SIGTERM');
 
+# Waiting is not hanging: --create-slot behind an open write transaction
+# (CREATE_REPLICATION_SLOT waits for it to end) keeps the watchdog fed and
+# says why in STATUS= (it sent nothing for 23 s: WatchdogSec=60 killed it).
+{
+	@msgs = ();
+	my $open = $node->background_psql('postgres');
+	$open->query_safe("BEGIN; INSERT INTO fundrecs_schema.customers VALUES (424242, 'open', 'transaction')");
+	my $hw = start_shipper({ %env, NOTIFY_SOCKET => $path, WATCHDOG_USEC => 1_000_000 }, $log,
+		'-d', $connstr, '-S', 'sd_wait', '--create-slot', '--target', 'stdout', '-s', '1');
+	collect(4);
+	cmp_ok(scalar(grep { /^WATCHDOG=1$/ } @msgs), '>=', 5, 'waiting for an open transaction: WATCHDOG=1 goes on');
+	ok((grep { /^STATUS=creating replication slot sd_wait: waiting for the transactions running now to end$/m } @msgs),
+		'waiting for an open transaction: STATUS= says why');
+	$open->query_safe('COMMIT');
+	$open->quit;
+	collect(15, qr/^STATUS=streaming slot sd_wait/m);
+	ok((grep { /^STATUS=streaming slot sd_wait/m } @msgs), 'waiting for an open transaction: streams once it ended');
+	$hw->signal('TERM');
+	$hw->finish;
+}
+
 # A watchdog meant for another process is not ours.
 @msgs = ();
 $h = start_shipper({ %env, NOTIFY_SOCKET => $path, WATCHDOG_USEC => 1_000_000, WATCHDOG_PID => 1 }, $log,
