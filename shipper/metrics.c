@@ -28,6 +28,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static MetricsState state;
 static double start_time;
 static int	max_lag;
+static int64_t max_retained = 0;	/* --max-retained-wal; 0: not checked */
 static char targets[64];
 static char version[32];
 static char server_version[64] = "unknown";
@@ -141,6 +142,15 @@ health(const MetricsState *s, char *reason, size_t len)
 			 now - Max(s->last_delivery, start_time) > max_lag)
 		snprintf(reason, len, "%llu rows pending and nothing delivered for %.0f s (--health-max-lag %d)",
 				 (unsigned long long) s->held_rows, now - Max(s->last_delivery, start_time), max_lag);
+	else if (max_retained > 0 && s->has_slot_state && s->retained_wal > max_retained)
+		snprintf(reason, len, "the slot retains %lld bytes of WAL, over --max-retained-wal %lld",
+				 (long long) s->retained_wal, (long long) max_retained);
+}
+
+void
+metrics_set_max_retained(int64_t bytes)
+{
+	max_retained = bytes;
 }
 
 static enum MHD_Result

@@ -55,6 +55,9 @@ typedef struct MetricsState
 extern char *metrics_start(const char *address, int health_max_lag, const char *targets,
 						   const char *version, int *bound_port);
 
+/* /healthz also fails while the slot retains more WAL than this (0: never). */
+extern void metrics_set_max_retained(int64_t bytes);
+
 /* Is the server running? */
 extern bool metrics_enabled(void);
 

@@ -125,4 +125,35 @@ $h->signal('TERM');
 $h->finish;
 unlike(slurp_file($log), qr/error:/, 'no errors');
 
+# An outage (every PutRecords answered 503) while rows keep coming: reading
+# stops once --max-buffer-bytes are held, and the deliveries retry.  The
+# metrics and the slot's state keep their cadence meanwhile (they showed 0
+# bytes retained and no wal_status: the monitor did not run while
+# deliveries waited), and /healthz says what is wrong.
+{
+	my ($downport) = start_proxy($kport, '--fault-rate', '1', '--faults', '503');
+	$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('outage', 'fundrecs_decoder')");
+	my $olog = "$PostgreSQL::Test::Utils::tmp_check/metrics_outage.log";
+	my $ho = start_shipper(\%env, $olog, '-d', $connstr, '-S', 'outage', '--no-load', '--stream', 'm',
+		'--endpoint-url', "http://127.0.0.1:$downport", '--metrics-address', "127.0.0.1:$mport",
+		'--max-buffer-bytes', '65536', '--max-retained-wal', '1048576', '--health-max-lag', '600',
+		'--retry-timeout', '0', '--shutdown-timeout', '1', '-s', '1');
+	ok(wait_for('outage: serving', sub { (get('/metrics'))[0] == 200 }), 'outage: metrics served');
+	$node->safe_psql('postgres',
+		"INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) SELECT 1 + g % 4, g, 1 FROM generate_series(1, 20000) g");
+	my ($ocode, $otext, $obody);
+	ok(wait_for('outage: retained WAL seen', sub {
+		($ocode, $otext) = get('/metrics');
+		(metric($otext, 'fundrecs_shipper_slot_retained_wal_bytes') // 0) > 1048576 }),
+		'outage: /metrics shows the WAL the slot retains while deliveries retry')
+	  or diag($otext);
+	like($otext, qr/^fundrecs_shipper_slot_wal_status\{status="reserved"\} 1$/m, 'outage: and its wal_status');
+	cmp_ok(metric($otext, 'fundrecs_shipper_held_rows'), '>', 0, 'outage: and the rows held');
+	($ocode, $obody) = get('/healthz');
+	is($ocode, 503, 'outage: /healthz fails');
+	like($obody, qr/the slot retains \d+ bytes of WAL, over --max-retained-wal 1048576/, 'outage: /healthz says why');
+	$ho->signal('TERM');
+	$ho->finish;
+}
+
 done_testing();
