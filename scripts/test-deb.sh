@@ -54,6 +54,11 @@ dpkg -i "$deb" >/dev/null || fail "dpkg -i"
 dpkg-query -W -f='${Status} ${Version}\n' "$pkg" | grep -q "install ok installed $version" ||
 	fail "$pkg $version is not installed"
 ok "$pkg $version installed"
+# The service's user and configuration directory, as the unit expects them.
+getent passwd fundrecs >/dev/null || fail "no fundrecs system user after dpkg -i"
+[ "$(stat -c '%a %U %G' /etc/fundrecs 2>/dev/null)" = "750 root fundrecs" ] ||
+	fail "/etc/fundrecs: $(stat -c '%a %U %G' /etc/fundrecs 2>&1), not 750 root fundrecs"
+ok "the fundrecs system user and /etc/fundrecs (0750, group fundrecs)"
 
 got=$("$bin/fundrecs_shipper" --version)
 [ "$got" = "fundrecs_shipper (fundrecs) $version" ] || fail "fundrecs_shipper --version: $got"
@@ -90,8 +95,13 @@ shipped=$(runuser -u postgres -- "$bin/fundrecs_shipper" -h "$work" -p "$port" -
 grep -q '"from the package"' <<<"$shipped" || fail "the shipper's output: $shipped"
 ok "fundrecs_shipper ships the row"
 
-echo "== dpkg -r"
+echo "== dpkg -r, dpkg --purge"
 dpkg -r "$pkg" >/dev/null || fail "dpkg -r"
 [ ! -e "$bin/fundrecs_shipper" ] || fail "fundrecs_shipper left after dpkg -r"
 ok "removed"
+getent passwd fundrecs >/dev/null || fail "the fundrecs user went with dpkg -r (only a purge removes it)"
+dpkg --purge "$pkg" >/dev/null || fail "dpkg --purge"
+! getent passwd fundrecs >/dev/null || fail "the fundrecs user left after dpkg --purge"
+[ ! -e /etc/fundrecs ] || fail "/etc/fundrecs left after dpkg --purge"
+ok "purged: the fundrecs user and /etc/fundrecs are gone"
 echo "test-deb: $passed passed, 0 failed"

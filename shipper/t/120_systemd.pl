@@ -29,6 +29,42 @@ my $h = start_shipper({ %env, NOTIFY_SOCKET => $path, WATCHDOG_USEC => 1_000_000
 my @msgs;
 my $sel = IO::Select->new($sock);
 
+# An EnvironmentFile as systemd reads it: KEY=VALUE lines, # comments, a
+# value in double quotes taken without them.
+sub env_file
+{
+	my ($text) = @_;
+	my %vars;
+	foreach my $line (split /\n/, $text)
+	{
+		next if $line =~ /^\s*(#|$)/;
+		my ($k, $v) = $line =~ /^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*?)\s*$/ or next;
+		$v = $1 if $v =~ /^"(.*)"$/;
+		$vars{$k} = $v;
+	}
+	return %vars;
+}
+
+# ExecStart's words with systemd's variable expansion.
+sub systemd_expand
+{
+	my ($cmd, $vars) = @_;
+	my @out;
+	foreach my $word (split ' ', $cmd)
+	{
+		if ($word =~ /^\$([A-Za-z_][A-Za-z0-9_]*)$/)
+		{
+			push @out, split(' ', $vars->{$1} // '');
+		}
+		else
+		{
+			$word =~ s/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/$vars->{$1} \/\/ ''/ge;
+			push @out, $word;
+		}
+	}
+	return @out;
+}
+
 # Collects datagrams for up to $secs seconds, or until $until matches one.
 sub collect
 {
@@ -77,6 +113,34 @@ is($h->result(0), 0, 'exit 0 after SIGTERM');
 	ok((grep { /^STATUS=streaming slot sd_wait/m } @msgs), 'waiting for an open transaction: streams once it ended');
 	$hw->signal('TERM');
 	$hw->finish;
+}
+
+# The packaged unit's command line, expanded as systemd expands it, with an
+# env file written like the example: "$VAR" is split at whitespace (quotes
+# kept as they are), "${VAR}" is one argument.  A connection string with
+# spaces in FUNDRECS_SHIPPER_ARGS was split ("too many command-line
+# arguments"); FUNDRECS_SHIPPER_DSN keeps it whole.
+{
+	my $dir = "$FindBin::Bin/../../scripts/systemd";
+	my ($exec) = slurp_file("$dir/fundrecs-shipper\@.service") =~ /^ExecStart=(.*)$/m;
+	my %example = env_file(slurp_file("$dir/fundrecs-shipper.env.example"));
+	like($example{FUNDRECS_SHIPPER_DSN} // '', qr/ /, 'unit: the example\'s connection string has spaces');
+	my @argv = systemd_expand($exec, \%example);
+	my ($d) = grep { $argv[$_] eq '-d' } 0 .. $#argv;
+	is($argv[ $d + 1 ], $example{FUNDRECS_SHIPPER_DSN}, 'unit: the example\'s connection string is one argument');
+	unlike(join(' ', @argv), qr/ -d .* -d /, 'unit: -d given once');
+
+	# The same command line on this cluster, to an end position.
+	$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('unit_slot', 'fundrecs_decoder')");
+	$node->safe_psql('postgres', "INSERT INTO fundrecs_schema.customers VALUES (515151, 'unit', 'line')");
+	my $uend = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	my %mine = (%example, FUNDRECS_SHIPPER_DSN => $node->connstr('postgres'),
+		FUNDRECS_SHIPPER_ARGS => "-S unit_slot --target stdout -E $uend");
+	my @run = systemd_expand($exec, \%mine);
+	shift @run;    # the packaged binary's path: the shipper under test instead
+	my ($urc, $uout, $uerr) = run_shipper(\%env, @run);
+	is($urc, 0, 'unit: the command line runs') or diag($uerr);
+	like($uout, qr/"customer_name":"unit"/, 'unit: and ships the row');
 }
 
 # A watchdog meant for another process is not ours.
