@@ -27,6 +27,12 @@ SELECT load_state, rows_loaded, load_finished_at >= load_started_at AS ordered
 -- Monitoring roles may read it; others may not.
 SELECT has_table_privilege('pg_monitor', 'fundrecs.slot_status', 'SELECT') AS pg_monitor_reads,
 	   has_table_privilege('public', 'fundrecs.slot_status', 'SELECT') AS public_reads;
+-- A member of pg_monitor reads it (the schema's USAGE was missing: 1.4).
+CREATE ROLE regress_fundrecs_monitor IN ROLE pg_monitor;
+SET ROLE regress_fundrecs_monitor;
+SELECT slot_name, active FROM fundrecs.slot_status ORDER BY slot_name;
+RESET ROLE;
+DROP ROLE regress_fundrecs_monitor;
 
 DELETE FROM fundrecs.load_state WHERE slot_name = 'status_slot';
 SELECT pg_drop_replication_slot('status_slot');

@@ -32,6 +32,12 @@ SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
 ALTER EXTENSION fundrecs UPDATE TO '1.3';
 SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
 SELECT count(*) AS slot_status_rows FROM fundrecs.slot_status;
+
+ALTER EXTENSION fundrecs UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+-- pg_monitor reads fundrecs.slot_status: USAGE on the schema too (1.4).
+SELECT has_schema_privilege('pg_monitor', 'fundrecs', 'USAGE') AS monitor_usage,
+	   has_table_privilege('pg_monitor', 'fundrecs.slot_status', 'SELECT') AS monitor_select;
 (SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
 UNION ALL
 (SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());
