@@ -308,6 +308,17 @@ fr_options_parse(FrOptions *opts, List *options)
 
 		Assert(elem->arg == NULL || IsA(elem->arg, String));
 
+		/* An option given twice is an error, as pgoutput has it. */
+		for (ListCell *earlier = list_head(options); earlier != lc;
+			 earlier = lnext(options, earlier))
+		{
+			if (strcmp(lfirst_node(DefElem, earlier)->defname, elem->defname) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_SYNTAX_ERROR),
+						 errmsg("conflicting or redundant options"),
+						 errdetail("The option \"%s\" is given more than once.", elem->defname)));
+		}
+
 		if (strcmp(elem->defname, "include_lsn") == 0)
 			opts->include_lsn = parse_bool_option(elem);
 		else if (strcmp(elem->defname, "include_xid") == 0)

@@ -15,6 +15,8 @@ SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'orders_table
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'product_column', '');
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'quantity_column', repeat('q', 64));
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'product_column', NULL);
+-- An option given twice is refused, as pgoutput refuses it (the last one won).
+SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'format', 'dms', 'format', 'native');
 -- Valid spellings are accepted.
 SELECT count(*) FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL,
 	'include_lsn', 'off', 'include_xid', 'no', 'include_timestamp', '0',
