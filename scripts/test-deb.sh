@@ -72,7 +72,7 @@ chown postgres "$work"
 runuser -u postgres -- "$bin/initdb" -D "$work/data" -A trust >/dev/null
 cat "$top/test/fundrecs.conf" >>"$work/data/postgresql.conf"
 # The plugin allowed where the server has the setting (Debian's 15.19+).
-if "$bin/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+if runuser -u postgres -- "$bin/postgres" --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
 	echo "output_plugin_libraries = 'pgoutput, test_decoding, fundrecs_decoder'" >>"$work/data/postgresql.conf"
 fi
 port=$((20000 + RANDOM % 20000))

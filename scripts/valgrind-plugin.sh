@@ -28,7 +28,7 @@ fi
 port=$(( (RANDOM % 10000) + 50000 ))
 as_pg "$bindir/initdb" -D "$work/data" -A trust -U postgres >/dev/null || exit 1
 cat "$top/test/fundrecs.conf" >> "$work/data/postgresql.conf"
-if "$bindir/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+if as_pg "$bindir/postgres" --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
 	echo "output_plugin_libraries = 'pgoutput, test_decoding, fundrecs_decoder'" >> "$work/data/postgresql.conf"
 fi
 cat >> "$work/data/postgresql.conf" <<EOC
