@@ -4,11 +4,14 @@
  *	  Shared declarations of the fundrecs extension and of the
  *	  fundrecs_decoder logical decoding output plugin.
  *
- * The library holds four parts, one file each:
+ * The library holds five parts, one file each, and a header of version
+ * guards:
  *	  fundrecs_decoder.c	output plugin callbacks and row assembly
  *	  fundrecs_options.c	plugin option parsing and table filters
  *	  fundrecs_json.c		column values to JSON, per-relation output info
  *	  fundrecs_products.c	product lookup and cache, SQL-callable helpers
+ *	  fundrecs_load.c		the initial load (load_rows, load_tables)
+ *	  fundrecs_compat.h		what differs between PostgreSQL 15, 16, 17, 18
  *
  *-------------------------------------------------------------------------
  */
