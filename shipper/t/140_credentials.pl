@@ -336,8 +336,8 @@ foreach my $phase ([ 'A', [] ], [ 'B', [ '--claimed-lifetime', '3600' ] ])
 	}
 	note("rotation $label: $n rows inserted, $nkeys keys, $stats->{expired} refused as expired");
 }
-# 3b. A refresh that hangs.  credential_process gives keys for 40 s, then
-#     hangs (sleep 300) when asked again, 20 s in.  While the current keys
+# 3b. A refresh that hangs.  credential_process gives keys for 60 s, then
+#     hangs (sleep 300) when asked again, 30 s in (half their life).  While the current keys
 #     are good, rows keep flowing (the refresh held the lock every delivery
 #     waits on: 0-2 rows per 10 s); SIGTERM is honoured within
 #     --shutdown-timeout, and the hung child does not outlive the shipper.
@@ -348,7 +348,7 @@ foreach my $phase ([ 'A', [] ], [ 'B', [ '--claimed-lifetime', '3600' ] ])
 if [ -f '$dir/cp_called' ]; then echo \$\$ > '$dir/cp_hang.pid'; exec sleep 300; fi
 touch '$dir/cp_called'
 printf '{"Version": 1, "AccessKeyId": "%s", "SecretAccessKey": "%s", "Expiration": "%s"}' \\
-	'$ACCESS_KEY' '$SECRET_KEY' "\$(date -u -d '+40 seconds' +%Y-%m-%dT%H:%M:%SZ)"
+	'$ACCESS_KEY' '$SECRET_KEY' "\$(date -u -d '+60 seconds' +%Y-%m-%dT%H:%M:%SZ)"
 EOS
 	chmod 0755, $script;
 	write_file("$dir/config_hang", "[profile hangrefresh]\ncredential_process = $script\n");
@@ -362,16 +362,16 @@ EOS
 		"http://127.0.0.1:$pport", '--stream', 'hang_stream', '-s', '1', '--shutdown-timeout', '3', '-v');
 	my $t0 = time;
 	my ($late_end, $late_rows) = (undef, 0);
-	while (time < $t0 + 32)
+	while (time < $t0 + 42)
 	{
 		$node->safe_psql('postgres',
 			"INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) SELECT 1, 102, 1 FROM generate_series(1, 10) g");
-		$late_rows += 10 if time > $t0 + 22;
+		$late_rows += 10 if time > $t0 + 32;
 		sleep 0.5;
 	}
 	$late_end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 	ok(-f "$dir/cp_hang.pid", 'hanging refresh: the refresh started and hangs');
-	my $deadline = time + 8;
+	my $deadline = time + 6;
 	my $confirmed;
 	while (time < $deadline)
 	{
