@@ -677,7 +677,11 @@ kill_process_child(void)
 	pid_t		pid = process_child;
 
 	if (pid > 0)
+	{
 		kill(-pid, SIGKILL);
+		/* Reaped here: no zombie left for whoever inherits it. */
+		(void) waitpid(pid, NULL, 0);
+	}
 }
 
 static void
