@@ -1272,6 +1272,14 @@ imds_provider(const char *profile, bool verbose)
  * Picks the source: the first of the chain that is configured.  NULL with
  * *err when nothing is, or a configured source is malformed.
  */
+/*
+ * choose_source met a shared file that exists but cannot be read: like a
+ * source that does not answer, a runtime failure (exit 1: the service is
+ * started again, as when the file's rights are mended or its volume is
+ * mounted late), not a configuration error.
+ */
+static bool unreadable_file = false;
+
 static AwsCredentialProvider *
 choose_source(const char *region, bool verbose, char **err)
 {
@@ -1302,8 +1310,11 @@ choose_source(const char *region, bool verbose, char **err)
 		{
 			if (*err == NULL && files[i] != NULL && access(files[i], F_OK) == 0 &&
 				access(files[i], R_OK) != 0)
+			{
 				*err = psprintf("could not read the AWS %s file \"%s\": %m",
 								i == 0 ? "credentials" : "config", files[i]);
+				unreadable_file = true;
+			}
 			free(files[i]);
 		}
 		if (*err != NULL)
@@ -1476,7 +1487,7 @@ aws_credentials_resolve(const char *region, bool verbose, AwsCredentialProvider 
 	p = choose_source(region, verbose, &err);
 	if (p == NULL)
 	{
-		*config_error = true;
+		*config_error = !unreadable_file;
 		return err;
 	}
 	if (!fetch(p, &c, &err, config_error))

@@ -191,8 +191,9 @@ is($pstats->{mismatches}, 0, 'STS: no signature mismatch');
 		'IMDS configured but unreachable: message') or diag($err);
 	unlike($err, qr/secret|p\/s|shared\/secret/, 'no secret in messages');
 
-	# A credentials file the service user cannot read: said so, exit 2 (it
-	# was passed over as if empty, ending in "no AWS credentials found").
+	# A credentials file the service user cannot read: said so, exit 1 (it
+	# was passed over as if empty, ending in "no AWS credentials found" and
+	# exit 2, which the unit does not restart).
 	my $locked = "$dir/locked_credentials";
 	write_file($locked, "[default]\naws_access_key_id = AKIDLOCKED\naws_secret_access_key = x\n");
 	chmod 0, $locked;
@@ -200,7 +201,7 @@ is($pstats->{mismatches}, 0, 'STS: no signature mismatch');
 	{
 		skip 'running as root: every file is readable', 2 if $> == 0;
 		($rc, $ours, $err) = shipper_credentials({ %files, AWS_SHARED_CREDENTIALS_FILE => $locked });
-		is($rc, 2, 'unreadable credentials file: exit 2');
+		is($rc, 1, 'unreadable credentials file: exit 1 (a runtime failure, retried)');
 		like($err, qr/could not read the AWS credentials file "\Q$locked\E": Permission denied/,
 			'unreadable credentials file: says so') or diag($err);
 	}
