@@ -565,8 +565,7 @@ check_slot_health(void)
 					 opts.slot);
 		log_error_detail("Its WAL went past max_slot_wal_keep_size while the slot was behind (confirmed up to %X/%X). The changes after that position are gone from the server, so shipping cannot go on without a gap.",
 							(uint32_t) (h.confirmed_lsn >> 32), (uint32_t) h.confirmed_lsn);
-		log_error_hint("Drop the slot (SELECT pg_drop_replication_slot('%s')) and start the shipper again with --create-slot: the new slot ships every row as its initial load. To keep it from happening again, raise max_slot_wal_keep_size and watch --max-retained-wal.",
-						  opts.slot);
+		log_error_hint("Run the shipper once with --resync: it drops the slot, creates it again and ships a reset marker row, then every row as a new initial load (consumers drop what they hold from before the marker). To keep it from happening again, raise max_slot_wal_keep_size and watch --max-retained-wal.");
 		exit(EXIT_PERMANENT);
 	}
 	if (strcmp(h.wal_status, "unreserved") == 0 && strcmp(last_status, "unreserved") != 0)
@@ -933,6 +932,18 @@ check_plugin_options(const ReplConnParams *params)
 	PQfinish(conn);
 }
 
+/* The plugin option format=dms is set (the plugin refuses a repeated option). */
+static bool
+plugin_format_is_dms(void)
+{
+	bool		dms = false;
+
+	for (int i = 0; i < opts.noptions; i++)
+		if (strcmp(opts.plugin_options[2 * i], "format") == 0)
+			dms = pg_strcasecmp(opts.plugin_options[2 * i + 1], "dms") == 0;
+	return dms;
+}
+
 /*
  * Before streaming: create the slot when asked, and ship the rows that
  * exist at its consistent point.  A load found unfinished from an earlier
@@ -947,12 +958,22 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 	PGconn	   *sql = NULL;
 	bool		create = opts.create_slot;
 	bool		created = false;
+	bool		replaces_load = false;
 	uint64_t	consistent = 0;
 	char	   *snapshot = NULL;
 	LoadStatus	status = LOAD_NONE;
 	bool		ok = true;
+	const char *server_version = NULL;
 
 	*lockconn = NULL;
+	if (opts.enable_failover && stream_server_version(rc, &server_version) < 170000)
+	{
+		log_error("--enable-failover needs PostgreSQL 17 or later; the server is %s",
+				  server_version ? server_version : "older");
+		log_error_hint("Leave out --enable-failover: on this version a standby has no copy of the slot, and a failover needs --resync.");
+		retry_note_permanent();
+		return false;
+	}
 	if (!opts.no_load)
 	{
 		LoadLockResult lr;
@@ -973,10 +994,11 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 		{
 			/* We hold the lock: the loader of that slot is gone. */
 			log_warning("the initial load of slot \"%s\" did not finish; loading again with a new slot",
-						   opts.slot);
+						opts.slot);
 			if (!drop_slot(sql, opts.slot))
 				return false;
 			create = true;
+			replaces_load = true;
 		}
 		else if (status == LOAD_UNSUPPORTED && create)
 		{
@@ -984,30 +1006,64 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 			log_error_hint("Run ALTER EXTENSION fundrecs UPDATE (or CREATE EXTENSION fundrecs), or pass --no-load.");
 			return false;
 		}
+		else if (status == LOAD_FINISHED || opts.resync)
+		{
+			int			exists = slot_exists(sql, opts.slot);
+
+			if (exists < 0)
+				return false;
+			if (opts.resync)
+			{
+				/* Whatever the slot had confirmed is replaced by the new load. */
+				if (exists)
+				{
+					log_info("dropping replication slot \"%s\" for --resync", opts.slot);
+					if (!drop_slot(sql, opts.slot))
+						return false;
+				}
+				replaces_load = exists || status != LOAD_NONE;
+			}
+			else if (!exists)
+			{
+				report_lost_slot(sql, opts.slot);
+				retry_note_permanent();
+				return false;
+			}
+		}
 		/* Written before the slot exists: a kill from here on is seen. */
 		if (create && status != LOAD_UNSUPPORTED && !load_state_creating(sql, opts.slot))
 			return false;
 	}
-	else if (opts.create_slot)
+	else
 	{
-		/* --no-load: still warn about a gap an earlier load left. */
+		/* --no-load: a lost slot is not re-created either; an old gap is warned about. */
 		PGconn	   *c = db_connect(params, false);
 
-		if (c != NULL && load_status(c, opts.slot) == LOAD_UNFINISHED)
+		status = c != NULL ? load_status(c, opts.slot) : LOAD_ERROR;
+		if (status == LOAD_UNFINISHED && opts.create_slot)
 			log_warning("the initial load of slot \"%s\" did not finish and --no-load leaves it unfinished",
-						   opts.slot);
+						opts.slot);
+		if (status == LOAD_FINISHED && slot_exists(c, opts.slot) == 0)
+		{
+			report_lost_slot(c, opts.slot);
+			retry_note_permanent();
+			PQfinish(c);
+			return false;
+		}
 		if (c != NULL)
 			PQfinish(c);
 	}
 
 	if (create)
 	{
-		if (!stream_create_slot(rc, opts.if_not_exists || status == LOAD_UNFINISHED, !opts.no_load,
+		if (!stream_create_slot(rc, opts.if_not_exists || status == LOAD_UNFINISHED,
+								!opts.no_load, opts.enable_failover,
 								&created, &consistent, &snapshot, &stop_requested))
 			ok = false;
 		else if (created && opts.verbosity >= 0)
-			log_info("created replication slot \"%s\" at %X/%X", opts.slot,
-						(uint32_t) (consistent >> 32), (uint32_t) consistent);
+			log_info("created %sreplication slot \"%s\" at %X/%X",
+					 opts.enable_failover ? "failover " : "", opts.slot,
+					 (uint32_t) (consistent >> 32), (uint32_t) consistent);
 		/*
 		 * Not created (it existed, or an error): it is not ours to load,
 		 * and the row written before must not make a later run drop it.
@@ -1027,6 +1083,8 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 		lp.consistent_lsn = consistent;
 		lp.plugin_options = opts.plugin_options;
 		lp.noptions = opts.noptions;
+		lp.reset_marker = replaces_load;
+		lp.dms_format = plugin_format_is_dms();
 		lp.progress = opts.verbosity > 0 || (opts.verbosity == 0 && isatty(fileno(stderr)));
 		lp.summary = opts.verbosity >= 0;
 		pos.last_txn = pos.prev_txn = pos.processed = 0;

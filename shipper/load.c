@@ -11,6 +11,12 @@
  *	  acknowledged; a load found unfinished at start-up is done again with a
  *	  fresh slot and snapshot.
  *
+ *	  A load that replaces an earlier one (an unfinished load done again,
+ *	  or --resync after a slot was lost) is preceded by a reset marker row
+ *	  at the new consistent point: the changes between the old and the new
+ *	  slot were never decoded, so consumers must drop what they hold from
+ *	  before the marker, or they keep rows deleted in between.
+ *
  *	  The protocol is safe against any interleaving of shippers, kills and
  *	  restarts:
  *	  - Everything from reading the load state until streaming has started
@@ -32,8 +38,10 @@
 
 #include <sys/select.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "access/xlogdefs.h"
 #include "log.h"
 #include "libpq-fe.h"
 #include "load.h"
@@ -122,6 +130,91 @@ drop_slot(PGconn *conn, const char *slot)
 				   1, values, PGRES_TUPLES_OK, "dropping the replication slot");
 }
 
+
+int
+slot_exists(PGconn *conn, const char *slot)
+{
+	const char *values[1] = {slot};
+	PGresult   *res;
+	int			found;
+
+	res = PQexecParams(conn,
+					   "SELECT count(*) FROM pg_catalog.pg_replication_slots "
+					   "WHERE slot_name = $1 AND database = pg_catalog.current_database()",
+					   1, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		log_error("could not look up replication slot \"%s\": %s", slot, PQerrorMessage(conn));
+		found = -1;
+	}
+	else
+		found = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
+	PQclear(res);
+	return found;
+}
+
+/*
+ * A slot whose initial load finished is gone: after a failover to a
+ * standby without a copy of it, or a drop.  A new slot would ship updated
+ * rows again as load rows, but never the rows deleted in between: refuse,
+ * and say what the choices are.
+ */
+void
+report_lost_slot(PGconn *conn, const char *slot)
+{
+	const char *values[1] = {slot};
+	PGresult   *res;
+
+	res = PQexecParams(conn,
+					   "SELECT consistent_lsn, to_char(finished_at AT TIME ZONE 'UTC', "
+					   "'YYYY-MM-DD HH24:MI:SS \"UTC\"') FROM fundrecs.load_state WHERE slot_name = $1",
+					   1, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		log_error("replication slot \"%s\" does not exist, but fundrecs.load_state shows that it was created at %s and its initial load finished at %s",
+				  slot, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+	else
+		log_error("replication slot \"%s\" does not exist, but fundrecs.load_state shows that it was created and loaded",
+				  slot);
+	PQclear(res);
+	log_error_detail("The changes made between the last position the slot confirmed and its loss can no longer be decoded. A new slot and a new initial load would ship the rows that exist now, but never the rows deleted in between: consumers would keep them. This happens after a failover to a standby that had no copy of the slot, or after the slot was dropped.");
+	log_error_hint("Run the shipper once with --resync: it creates the slot and ships a reset marker row (op \"reset\"), then every row as a new initial load; consumers drop what they hold from before the marker's lsn. On PostgreSQL 17 or later, create the slot with --enable-failover so that standbys keep a copy of it.");
+}
+
+char *
+reset_marker_row(const char *slot, uint64_t lsn, bool dms)
+{
+	PQExpBufferData buf;
+	char		lsnbuf[32];
+	char		when[40];
+	struct timeval tv;
+	struct tm	tm;
+
+	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(lsn));
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	strftime(when, 20, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + 19, sizeof(when) - 19, ".%06ldZ", (long) tv.tv_usec);
+
+	/* Slot names are lower case letters, digits and underscores: no escapes. */
+	initPQExpBuffer(&buf);
+	if (dms)
+		appendPQExpBuffer(&buf,
+						  "{\"data\":{\"slot_name\":\"%s\",\"consistent_lsn\":\"%s\"},"
+						  "\"metadata\":{\"timestamp\":\"%s\",\"record-type\":\"control\","
+						  "\"operation\":\"reset\",\"partition-key-type\":\"schema-table\","
+						  "\"schema-name\":\"fundrecs\",\"table-name\":\"resync\","
+						  "\"lsn\":\"%s\",\"commit-lsn\":\"%s\",\"route\":\"_resync\","
+						  "\"key\":{\"slot_name\":\"%s\"}}}",
+						  slot, lsnbuf, when, lsnbuf, lsnbuf, slot);
+	else
+		appendPQExpBuffer(&buf,
+						  "{\"op\":\"reset\",\"schema\":\"fundrecs\",\"table\":\"resync\","
+						  "\"lsn\":\"%s\",\"commit_lsn\":\"%s\",\"commit_time\":\"%s\","
+						  "\"key\":{\"slot_name\":\"%s\"},\"route\":\"_resync\","
+						  "\"data\":{\"slot_name\":\"%s\",\"consistent_lsn\":\"%s\"}}",
+						  lsnbuf, lsnbuf, when, slot, slot, lsnbuf);
+	return buf.data;
+}
 
 /* The advisory lock of a slot's load: two int4 keys. */
 #define LOAD_LOCK_ARGS "hashtext('fundrecs_shipper load'), hashtext($1)"
@@ -330,6 +423,17 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 	if (lp->progress)
 		log_info("initial load of %d tables (~%llu rows) at %s", PQntuples(tables),
 					(unsigned long long) estimate, lsn);
+
+	/* Before every load row, at the same position: consumers drop older state. */
+	if (lp->reset_marker)
+	{
+		char	   *marker = reset_marker_row(lp->slot, lp->consistent_lsn, lp->dms_format);
+
+		if (lp->progress || lp->summary)
+			log_info("shipping a reset marker row at %s before the initial load", lsn);
+		ok = row_fn(marker, strlen(marker), lp->consistent_lsn);
+		free(marker);
+	}
 
 	for (int i = 0; ok && i < PQntuples(tables); i++)
 	{

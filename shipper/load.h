@@ -30,6 +30,8 @@ typedef struct LoadParams
 	uint64_t	consistent_lsn;
 	char	  **plugin_options; /* name, value pairs */
 	int			noptions;
+	bool		reset_marker;	/* ship a reset marker row before the load */
+	bool		dms_format;		/* the plugin option format=dms is set */
 	bool		progress;		/* report at most once a second */
 	bool		summary;		/* report the total */
 } LoadParams;
@@ -61,6 +63,12 @@ extern bool load_state_forget(PGconn *conn, const char *slot);
 extern char *options_array(char **options, int noptions);
 extern LoadStatus load_status(PGconn *conn, const char *slot);
 extern bool drop_slot(PGconn *conn, const char *slot);
+/* 1 when the slot exists in the connection's database, 0 when not, -1 on error. */
+extern int	slot_exists(PGconn *conn, const char *slot);
+/* The error for a slot missing where fundrecs.load_state shows it existed. */
+extern void report_lost_slot(PGconn *conn, const char *slot);
+/* The reset marker row that precedes a load replacing an earlier one (malloc'd). */
+extern char *reset_marker_row(const char *slot, uint64_t lsn, bool dms);
 extern bool initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn,
 						 LoadFlushFn flush_fn, volatile sig_atomic_t *stop);
 

@@ -53,6 +53,11 @@ usage(void)
 	printf("  -S, --slot=SLOTNAME      name of the logical replication slot\n");
 	printf("      --create-slot        create the slot (plugin fundrecs_decoder) before shipping\n");
 	printf("      --if-not-exists      do not error if the slot already exists with --create-slot\n");
+	printf("      --enable-failover    create the slot as a failover slot, synchronized to\n"
+		   "                           physical standbys (PostgreSQL 17 or later)\n");
+	printf("      --resync             (re)create the slot and ship a reset marker row, then\n"
+		   "                           every row as a new initial load (after a failover that\n"
+		   "                           lost the slot, or an invalidated slot)\n");
 	printf("      --no-load            do not ship the rows that exist when the slot is created\n");
 	printf("      --allow-no-tables    start even if the plugin option \"tables\" matches no table\n"
 		   "                           or the orders table does not exist\n");
@@ -132,7 +137,8 @@ usage(void)
 		   "holds within --shutdown-timeout, then exits; rows still unacknowledged then (or\n"
 		   "at a second signal) are not confirmed and are shipped again on restart.\n");
 	printf("\nExit status: 0 on success, --endpos reached or SIGINT/SIGTERM; 1 on a runtime\n"
-		   "failure; 2 on a usage or configuration error.\n");
+		   "failure; 2 on a usage or configuration error; 3 on a failure that restarting\n"
+		   "will not cure (a missing stream or bucket, access denied, a lost slot).\n");
 }
 
 static void
@@ -256,6 +262,8 @@ parse_options(int argc, char **argv)
 		{"log-format", required_argument, NULL, 31},
 		{"check-credentials", no_argument, NULL, 32},
 		{"pack-bytes", required_argument, NULL, 33},
+		{"resync", no_argument, NULL, 34},
+		{"enable-failover", no_argument, NULL, 35},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -478,6 +486,12 @@ parse_options(int argc, char **argv)
 			case 26:
 				opts.max_in_flight = (int) parse_long("--max-in-flight", optarg, 1, KINESIS_MAX_IN_FLIGHT);
 				break;
+			case 34:
+				opts.resync = true;
+				break;
+			case 35:
+				opts.enable_failover = true;
+				break;
 			case 25:
 				opts.aggregate_bytes = parse_long("--aggregate-bytes", optarg, 1024,
 												 KINESIS_MAX_RECORD_BYTES - KINESIS_MAX_KEY_CHARS);
@@ -503,6 +517,17 @@ parse_options(int argc, char **argv)
 		usage_error("%s", "no database specified");
 	if (opts.if_not_exists && !opts.create_slot)
 		usage_error("%s", "--if-not-exists requires --create-slot");
+	if (opts.resync && opts.no_load)
+		usage_error("%s", "--resync ships a new initial load: it cannot be used with --no-load");
+	if (opts.resync && opts.startpos != 0)
+		usage_error("%s", "--resync starts at the new slot's consistent point: it cannot be used with --startpos");
+	if (opts.resync && opts.if_not_exists)
+		usage_error("%s", "--resync always creates the slot: it cannot be used with --if-not-exists");
+	if (opts.enable_failover && !opts.create_slot && !opts.resync)
+		usage_error("%s", "--enable-failover requires --create-slot or --resync");
+	/* --resync creates the slot (dropping the one there, if any). */
+	if (opts.resync)
+		opts.create_slot = true;
 	if (opts.startpos != 0 && opts.endpos != 0 && opts.endpos < opts.startpos)
 		usage_error("%s", "--endpos must not be before --startpos");
 	for (int i = 0; i < opts.noptions; i++)

@@ -28,6 +28,8 @@ typedef struct ShipperOptions
 	char	   *slot;
 	bool		create_slot;
 	bool		if_not_exists;
+	bool		resync;			/* --resync: new slot, reset marker, load */
+	bool		enable_failover;	/* --enable-failover (PostgreSQL 17+) */
 	bool		no_load;
 	bool		allow_no_tables;
 	char	  **plugin_options; /* name, value, name, value, ... */

@@ -268,7 +268,7 @@ pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled)
 }
 
 bool
-stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
+stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool failover,
 				   bool *created, uint64_t *consistent_lsn, char **snapshot_name,
 				   volatile sig_atomic_t *stop)
 {
@@ -282,8 +282,9 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
 	*consistent_lsn = 0;
 	*snapshot_name = NULL;
 	initPQExpBuffer(&cmd);
-	appendPQExpBuffer(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL fundrecs_decoder (SNAPSHOT '%s')",
-					  slot, export_snapshot ? "export" : "nothing");
+	/* FAILOVER (17+): the slot is synchronized to standbys (sync_replication_slots). */
+	appendPQExpBuffer(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL fundrecs_decoder (SNAPSHOT '%s'%s)",
+					  slot, export_snapshot ? "export" : "nothing", failover ? ", FAILOVER" : "");
 	/* It waits for running transactions to end: a stop cancels it. */
 	notify_status(true, "creating replication slot %s: waiting for the transactions running now to end",
 				  rc->params->slot);
@@ -310,7 +311,25 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
 		if (if_not_exists && state && strcmp(state, "42710") == 0)
+		{
 			log_info("replication slot \"%s\" exists, using it", rc->params->slot);
+			/* An existing slot becomes a failover slot too. */
+			if (failover)
+			{
+				PGresult   *alter;
+
+				resetPQExpBuffer(&cmd);
+				appendPQExpBuffer(&cmd, "ALTER_REPLICATION_SLOT %s (FAILOVER)", slot);
+				alter = PQexec(rc->conn, cmd.data);
+				if (PQresultStatus(alter) != PGRES_COMMAND_OK)
+				{
+					log_error("could not make replication slot \"%s\" a failover slot: %s",
+							  rc->params->slot, PQerrorMessage(rc->conn));
+					ok = false;
+				}
+				PQclear(alter);
+			}
+		}
 		else
 		{
 			log_error("could not create replication slot \"%s\": %s",
@@ -336,6 +355,14 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
 	PQfreemem(slot);
 	termPQExpBuffer(&cmd);
 	return ok;
+}
+
+int
+stream_server_version(ReplConn *rc, const char **text)
+{
+	if (text)
+		*text = PQparameterStatus(rc->conn, "server_version");
+	return PQserverVersion(rc->conn);
 }
 
 bool

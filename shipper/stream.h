@@ -50,7 +50,7 @@ typedef struct pg_conn PGconn;
 
 extern PGconn *db_connect(const ReplConnParams *params, bool replication);
 extern ReplConn *stream_connect(const ReplConnParams *params);
-extern bool stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot,
+extern bool stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool failover,
 							   bool *created, uint64_t *consistent_lsn,
 							   char **snapshot_name, volatile sig_atomic_t *stop);
 
@@ -61,6 +61,8 @@ typedef struct pg_result PGresult;
  * on a stop, cancels the query once (*cancelled), then returns its result.
  */
 extern PGresult *pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled);
+/* The server's version number (170004) and its text ("17.4"). */
+extern int	stream_server_version(ReplConn *rc, const char **text);
 extern bool stream_start(ReplConn *rc, uint64_t startpos);
 extern bool stream_start_error_is_permanent(ReplConn *rc);
 

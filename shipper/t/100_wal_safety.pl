@@ -7,6 +7,7 @@ use warnings;
 use FindBin;
 use lib $FindBin::Bin;
 use FundrecsE2E;
+use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
@@ -107,7 +108,19 @@ is($rc, 3, 'invalidated slot: exit 3 (permanent)');
 like($err, qr/replication slot "doomed" has been invalidated: the server removed WAL it still needed/,
 	'invalidated slot: says what happened');
 like($err, qr/max_slot_wal_keep_size/, 'invalidated slot: names the setting');
-like($err, qr/pg_drop_replication_slot\('doomed'\).*--create-slot/, 'invalidated slot: says how to recover');
+like($err, qr/--resync/, 'invalidated slot: says how to recover');
 is($stdout, '', 'invalidated slot: nothing shipped');
+
+# The recovery the hint gives: --resync drops the lost slot, ships a reset
+# marker at the new slot's consistent point, then the rows that exist.
+my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+($rc, $stdout, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'doomed', '--target', 'stdout', '--resync',
+	'-E', $end);
+is($rc, 0, 'invalidated slot: --resync recovers') or diag($err);
+my @rows = map { decode_json($_) } split /\n/, $stdout;
+is($rows[0]{op}, 'reset', 'invalidated slot: the first row is the reset marker');
+is($rows[0]{lsn}, $rows[1]{lsn}, 'invalidated slot: the marker is at the load\'s position');
+is($node->safe_psql('postgres', "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'doomed'"),
+	'reserved', 'invalidated slot: a new slot replaced it');
 
 done_testing();
