@@ -45,9 +45,13 @@ TBLPROPERTIES (
 
 -- One row per change: a row shipped twice (after a restart) is kept once.
 -- A change is identified by its table, key and LSN; positions are compared
--- as numbers (an LSN "X/Y" is X * 2^32 + Y, both hex).
+-- as numbers (an LSN "X/Y" is X * 2^32 + Y, both hex).  A reset marker
+-- (op "reset", route _resync: written before a load that replaces an
+-- earlier one, after a lost slot or an interrupted load) ends everything
+-- before it: only transactions committed at or after the latest marker
+-- count, so rows deleted while no slot decoded them do not live on.
 CREATE OR REPLACE VIEW fundrecs_cdc.changes AS
-SELECT *
+SELECT d.*
 FROM (
 	SELECT r.*,
 		from_base(split_part(commit_lsn, '/', 1), 16) * 4294967296
@@ -58,9 +62,15 @@ FROM (
 			PARTITION BY r."schema", r."table", json_format(CAST(r.key AS json)), r.lsn, r.op
 			ORDER BY r.commit_lsn) AS copy_no
 	FROM fundrecs_cdc.cdc_rows r
-	WHERE r.op <> 'truncate'
+	WHERE r.op NOT IN ('truncate', 'reset')
 ) d
-WHERE copy_no = 1;
+CROSS JOIN (
+	SELECT coalesce(max(from_base(split_part(commit_lsn, '/', 1), 16) * 4294967296
+			+ from_base(split_part(commit_lsn, '/', 2), 16)), 0) AS reset_pos
+	FROM fundrecs_cdc.cdc_rows
+	WHERE op = 'reset'
+) m
+WHERE d.copy_no = 1 AND d.commit_pos >= m.reset_pos;
 
 -- The seed's tables: every version written, with the seed's columns.
 CREATE OR REPLACE VIEW fundrecs_cdc.customers AS

@@ -18,7 +18,7 @@ program_version_ok('fundrecs_shipper');
 my ($rc, $out, $err) = run_shipper(\%env, '--help');
 is($rc, 0, '--help exits 0');
 like($out, qr/^Usage:\n  fundrecs_shipper -d CONNSTR -S SLOT --stream NAME/m, '--help shows usage');
-foreach my $opt (qw(--dbname --slot --create-slot --if-not-exists --no-load --option --startpos --endpos
+foreach my $opt (qw(--dbname --slot --create-slot --if-not-exists --no-load --resync --enable-failover --option --startpos --endpos
 	--no-loop --status-interval --target --stream --stream-arn --region --endpoint-url --ca-file
 	--batch-records --batch-bytes --linger-ms --max-buffer-bytes --s3-url --s3-endpoint-url
 	--s3-addressing --compression --flush-bytes --flush-seconds --verbose --quiet --version))
@@ -33,6 +33,14 @@ my @usage = (
 	[ [ '-d', 'postgres', '-S', 's' ], qr/no stream specified/, 'missing stream' ],
 	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--stream-arn', 'b' ],
 		qr/cannot be used together/, 'stream and stream-arn' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--resync', '--no-load' ],
+		qr/--resync ships a new initial load: it cannot be used with --no-load/, 'resync without a load' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--resync', '-I', '0/10' ],
+		qr/--resync starts at the new slot's consistent point/, 'resync with a start position' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--create-slot', '--if-not-exists', '--resync' ],
+		qr/--resync always creates the slot/, 'resync with --if-not-exists' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--enable-failover' ],
+		qr/--enable-failover requires --create-slot or --resync/, 'failover without creating' ],
 	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--batch-records', '501' ],
 		qr/invalid value "501" for option --batch-records/, 'batch over 500 records' ],
 	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--batch-bytes', '6000000' ],

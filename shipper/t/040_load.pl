@@ -37,6 +37,13 @@ BEGIN
 END $$;
 });
 
+sub lsn_value
+{
+	my ($lsn) = @_;
+	my ($hi, $lo) = split m{/}, $lsn;
+	return hex($hi) * 4294967296 + hex($lo);
+}
+
 # Replays a stream (load rows, then changes in shard order) into the final
 # state per key, and checks it against a fresh load of the tables now.
 sub check_replay
@@ -46,14 +53,26 @@ sub check_replay
 	my (%state, %loads, %seen_change, $dup_loads, $dup_changes);
 	my %by_shard;
 	push @{ $by_shard{ $_->{shard} } }, $_ for @$recs;
+	# A load done again is preceded by a reset marker: whatever is older
+	# than the marker (the interrupted load's rows) is dropped, on every shard.
+	my $reset = 0;
+	foreach my $r (@$recs)
+	{
+		$reset = lsn_value($r->{row}{commit_lsn}) if $r->{row}{op} eq 'reset' && lsn_value($r->{row}{commit_lsn}) > $reset;
+	}
 	foreach my $r (map { @{ $by_shard{$_} } } sort keys %by_shard)
 	{
 		my $row = $r->{row};
 		my $k = "$row->{table}:" . encode_json($row->{key});
+		next if $row->{op} eq 'reset';
 		if ($row->{op} eq 'load')
 		{
 			$dup_loads++ if $loads{$k}++;
-			$state{$k} = $row->{data};
+			$state{$k} = $row->{data} if lsn_value($row->{commit_lsn}) >= $reset;
+		}
+		elsif (lsn_value($row->{commit_lsn}) < $reset)
+		{
+			next;
 		}
 		else
 		{
@@ -75,10 +94,12 @@ sub check_replay
 	if ($reloaded)
 	{
 		ok($dup_loads, "$name: rows of the interrupted load were loaded again");
+		ok($reset, "$name: a reset marker came with the new load");
 	}
 	else
 	{
 		ok(!$dup_loads, "$name: no row was loaded twice");
+		ok(!$reset, "$name: no reset marker");
 	}
 	ok(!$dup_changes, "$name: no change was shipped twice");
 	is(scalar keys %state, scalar keys %now, "$name: as many rows as the tables hold");

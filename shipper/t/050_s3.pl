@@ -143,8 +143,26 @@ $fig = athena_figures($s3port, 'lake', 'cdc');
 compare($fig, 'after a kill between uploads');
 cmp_ok($fig->{rows_written}, '>=', $fig->{changes}, 'rows written again after the kill are counted once by the views');
 
+# 2b. The slot is lost (a failover to a standby without a copy of it) and
+#     rows are deleted meanwhile: the views still count them, until
+#     --resync writes a reset marker and a new load.
+$node->safe_psql('postgres', q{
+SELECT pg_drop_replication_slot('lake_slot');
+DELETE FROM fundrecs_schema.orders WHERE order_id % 5 = 0;
+DELETE FROM fundrecs_schema.customers WHERE customer_id % 4 = 0;
+});
+$fig = athena_figures($s3port, 'lake', 'cdc');
+cmp_ok($fig->{orders_current_ids}, '>', $node->safe_psql('postgres', 'SELECT count(*) FROM fundrecs_schema.orders'),
+	'lost slot: the views still hold orders deleted while no slot decoded them');
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+my ($rc, $stdout, $stderr) = run_shipper(\%env, '-d', $connstr, '-S', 'lake_slot', @s3, '--resync', '-E', $end);
+is($rc, 0, 'lost slot: --resync ships a new load') or diag($stderr);
+$fig = athena_figures($s3port, 'lake', 'cdc');
+compare($fig, 'after --resync');
+ok((grep { $_->{route} eq '_resync' } @{ $fig->{objects_routes} }), 'after --resync: the reset marker is under route _resync');
+
 # 3. Errors: a missing bucket, a bad URL.
-my ($rc, $stdout, $stderr) = run_shipper(\%env, '-d', $connstr, '-S', 'lake_slot', '--target', 's3',
+($rc, $stdout, $stderr) = run_shipper(\%env, '-d', $connstr, '-S', 'lake_slot', '--target', 's3',
 	'--s3-url', 's3://nosuch/x', '--endpoint-url', "http://127.0.0.1:$s3proxy");
 is($rc, 3, 'missing bucket: exit code 3 (permanent)');
 like($stderr, qr/S3 bucket "nosuch" does not exist/, 'missing bucket: message');

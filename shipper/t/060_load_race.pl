@@ -153,6 +153,8 @@ sub file_has
 	ok(wait_for('Y', sub { -s $outB && slurp_file($outB) =~ /"customer_id":424203/ }), 'B: streams later changes');
 	my $out = slurp_file($outB);
 	like($out, qr/"op":"load"[^\n]*"customer_id":424202/, 'B: X, committed during A\'s load, arrived in B\'s load');
+	like($out, qr/\A\{"op":"reset",[^\n]*"table":"resync"[^\n]*\n\{"op":"load"/,
+		'B: a reset marker precedes the load that replaces A\'s');
 	$b->signal('TERM');
 	$b->finish;
 }

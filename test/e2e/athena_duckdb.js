@@ -15,14 +15,17 @@ const views = [
      hive_partitioning = true,
      columns = {op: 'VARCHAR', "schema": 'VARCHAR', "table": 'VARCHAR', lsn: 'VARCHAR',
                 commit_lsn: 'VARCHAR', "key": 'JSON', data: 'JSON', old: 'JSON'})`,
-  // changes: one row per (table, key, lsn, op), as the Athena view.
+  // changes: one row per (table, key, lsn, op), as the Athena view; only
+  // transactions committed at or after the latest reset marker.
   `CREATE VIEW changes AS
-   SELECT * FROM (
+   SELECT d.* FROM (
      SELECT r.*, ${lsn('commit_lsn')} AS commit_pos, ${lsn('lsn')} AS change_pos,
        row_number() OVER (PARTITION BY r."schema", r."table", r."key"::VARCHAR, r.lsn, r.op
                           ORDER BY r.commit_lsn) AS copy_no
-     FROM cdc_rows r WHERE r.op <> 'truncate') d
-   WHERE copy_no = 1`,
+     FROM cdc_rows r WHERE r.op NOT IN ('truncate', 'reset')) d
+   CROSS JOIN (SELECT coalesce(max(${lsn('commit_lsn')}), 0) AS reset_pos
+               FROM cdc_rows WHERE op = 'reset') m
+   WHERE d.copy_no = 1 AND d.commit_pos >= m.reset_pos`,
   `CREATE VIEW customers AS
    SELECT (data->>'customer_id')::INT AS customer_id, data->>'customer_name' AS customer_name,
           data->>'location' AS location
