@@ -1343,6 +1343,7 @@ main(int argc, char **argv)
 					  &delivery_abort, shipper_tick, opts.verbosity > 0);
 
 	set_wait_tick(shipper_tick);
+	slot_monitor_set_stop(&stop_requested);
 
 	/* Fail early on an unknown stream or bad credentials. */
 	if (opts.ship_kinesis && kinesis_check_stream(&kinesis, &stop_requested) != SHIP_OK)

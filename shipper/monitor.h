@@ -10,6 +10,7 @@
 #ifndef MONITOR_H
 #define MONITOR_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -34,6 +35,13 @@ extern bool slot_health_read(const ReplConnParams *params, const char *slot, Slo
 
 /* Writes a heartbeat message (--heartbeat); false after a warning. */
 extern bool slot_heartbeat(const ReplConnParams *params);
+
+/*
+ * The flag a stop request sets: once it is set, no query is sent, and one
+ * in flight is cancelled (and abandoned if the server does not answer the
+ * cancel within a second), so the monitor never holds up a shutdown.
+ */
+extern void slot_monitor_set_stop(volatile sig_atomic_t *stop);
 
 /* Closes the connection, if any. */
 extern void slot_health_close(void);

@@ -186,6 +186,38 @@ SELECT count(*) FROM pg_logical_slot_peek_changes('hb_sync_witness', NULL, NULL,
 	$node->reload;
 }
 
+# A monitor connection whose server process hangs (SIGSTOP: it answers
+# neither the query nor its cancel): the query is given up after 10 s and
+# the monitor connects again, so metrics and heartbeats keep their cadence;
+# with the new one hung too, SIGTERM is still honoured within
+# --shutdown-timeout (every monitor query is cancellable).
+{
+	$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('hung_monitor', 'fundrecs_decoder')");
+	my $mlog = "$PostgreSQL::Test::Utils::tmp_check/hung_monitor.log";
+	my $hm = start_shipper(\%env, $mlog, '-d', $connstr, '-S', 'hung_monitor', '--target', 'stdout', '-s', '1',
+		'--heartbeat', '1', '--shutdown-timeout', '3');
+	my $monitor_sql = "SELECT pid FROM pg_stat_activity WHERE application_name = 'fundrecs_shipper monitor' "
+	  . "AND state IS NOT NULL ORDER BY backend_start DESC LIMIT 1";
+	ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM ($monitor_sql) m"), 'hung monitor: it connected');
+	my $first = $node->safe_psql('postgres', $monitor_sql);
+	kill 'STOP', $first;
+	ok($node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM ($monitor_sql) m WHERE pid <> $first"),
+		'hung monitor: a query given up, it connected again');
+	like(slurp_file($mlog), qr/the server did not answer the monitor's query within 10 s; connecting again/,
+		'hung monitor: it said so');
+	my $second = $node->safe_psql('postgres', $monitor_sql);
+	kill 'STOP', $second;
+	sleep 1.5;
+	my $t = time;
+	$hm->signal('TERM');
+	$hm->finish;
+	my $secs = time - $t;
+	is($hm->result(0), 0, 'hung monitor: exit 0 on SIGTERM');
+	cmp_ok($secs, '<', 3 + 2, sprintf('hung monitor: SIGTERM honoured in %.1f s (--shutdown-timeout 3)', $secs));
+	kill 'CONT', $first, $second;
+}
+
 # The server's own notices are JSON too: the plugin's WARNING (an orders
 # table that does not exist) with its HINT, sent on the replication
 # connection (libpq printed them as plain text).
