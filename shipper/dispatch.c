@@ -10,12 +10,16 @@
  * the replication connection.  They meet under one mutex: a hand-off (a
  * job) and a result per lane.
  *
- * The order rule across lanes: a batch may go only once no lane holds a
- * row with one of its partition keys.  Each row added to the batch being
- * filled is looked up in the lanes' batches; a hit marks that lane as one
- * the batch must wait for (conflicts), cleared when the lane's batch is
- * collected.  So a later version of a key is never in flight beside an
- * earlier one, and an earlier one's retries all end before it goes.
+ * The order rule: a version of a key goes only once every earlier one is
+ * acknowledged, retries included.  A row whose key has an earlier version
+ * in a lane's batch (in flight, or held after a failure) or, one record
+ * per row, already in the batch being filled, is held back in a queue of
+ * waiting rows instead of holding back the whole batch; so does every
+ * later row of a key with rows waiting.  When a delivery is collected,
+ * waiting rows whose keys are free again move into the batch being
+ * filled, in arrival order.  A hot key thus gets one version per round
+ * trip (or, aggregated, all its waiting versions in one record), while
+ * every other key flows at the rate of the lanes.
  *
  *-------------------------------------------------------------------------
  */
@@ -55,6 +59,8 @@ typedef struct Batch
 	int			n;
 	size_t		bytes;			/* data + partition keys, as Kinesis counts */
 	double		first_at;		/* when its first row arrived */
+	uint64_t	min_safe_lsn;	/* of its rows (not in arrival order: see */
+	double		min_commit_time;	/* promote_waiting) */
 	/* partition keys in the batch: open addressing, indexes into recs */
 	int		   *slots;
 	int			nslots;
@@ -84,10 +90,43 @@ static bool (*wait_fn) (void);
 
 static Batch filling_batch;
 static Batch *filling = &filling_batch;
-static uint32_t conflicts = 0;	/* lanes holding a key of the filling batch */
 static Lane lanes[DISPATCH_MAX_LANES];
 static int	nlanes = 0;
-static uint64_t key_waits = 0;	/* batches held back by a lane with a key */
+static uint64_t key_waits = 0;	/* rows held back behind an earlier version */
+
+/*
+ * Waiting rows (see the top of the file), in arrival order, and the keys
+ * they have: a chained hash table with a count of rows per key.
+ */
+typedef struct WaitKey
+{
+	struct WaitKey *next;
+	uint32_t	hash;
+	int			count;			/* rows of the key waiting */
+	uint64_t	blocked_in;		/* the promotion pass that found it blocked */
+	char		pkey[FLEXIBLE_ARRAY_MEMBER];
+} WaitKey;
+
+typedef struct WaitRow
+{
+	char	   *data;			/* the row (no newline), malloc'd */
+	size_t		len;
+	WaitKey    *key;
+	uint64_t	commit_lsn;
+	uint64_t	safe_lsn;
+	double		commit_time;
+	double		arrived;
+} WaitRow;
+
+#define WAIT_BUCKETS 4096
+#define WAITING_BATCHES 4		/* rows and bytes waiting at most, in batches */
+static WaitKey *wait_keys[WAIT_BUCKETS];
+static WaitRow *waiting = NULL;
+static int	nwaiting = 0;
+static int	waiting_alloc = 0;
+static size_t waiting_bytes = 0;
+static int	waiting_max;		/* rows held back at most: then reading waits */
+static uint64_t promotion_pass = 0;
 static uint64_t rows_shipped = 0;
 static uint64_t bytes_shipped = 0;
 static double last_delivery = 0;
@@ -241,6 +280,7 @@ dispatch_init(DispatchTarget t, KinesisTarget *k, int nlane, int cap, size_t max
 	aggregate_bytes = aggb;
 	stop_flag = stop;
 	wait_fn = tick;
+	waiting_max = WAITING_BATCHES * cap;
 	batch_alloc(&filling_batch, t != DISPATCH_STDOUT);
 	if (t != DISPATCH_STDOUT)
 	{
@@ -291,22 +331,17 @@ dispatch_init(DispatchTarget t, KinesisTarget *k, int nlane, int cap, size_t max
 }
 
 bool
-dispatch_has_key(const char *pkey, uint32_t hash)
-{
-	return batch_has_key(filling, pkey, hash);
-}
-
-bool
 dispatch_fits(size_t record_bytes)
 {
 	return filling->n < capacity && filling->bytes + record_bytes <= max_bytes;
 }
 
-void
-dispatch_add(const char *row, size_t len, const char *pkey, size_t keylen, uint32_t hash,
-			 uint64_t commit_lsn, uint64_t safe_lsn, double commit_time)
+/* Appends a row to a batch (which has room). */
+static void
+batch_push(Batch *b, const char *row, size_t len, const char *pkey, size_t keylen,
+		   uint32_t hash, uint64_t commit_lsn, uint64_t safe_lsn, double commit_time,
+		   double arrived)
 {
-	Batch	   *b = filling;
 	ShipRecord *r = &b->recs[b->n];
 
 	Assert(b->n < capacity);
@@ -317,38 +352,162 @@ dispatch_add(const char *row, size_t len, const char *pkey, size_t keylen, uint3
 	r->len = len + 1;
 	if (b->slots != NULL)
 	{
+		uint32_t	i = hash & (b->nslots - 1);
+
 		r->pkey = r->data + len + 1;
 		memcpy(r->pkey, pkey, keylen + 1);
+		while (b->slots[i] >= 0)
+			i = (i + 1) & (b->nslots - 1);
+		b->slots[i] = b->n;
 	}
 	else
 		r->pkey = NULL;
 	r->commit_lsn = commit_lsn;
 	r->safe_lsn = safe_lsn;
 	r->commit_time = commit_time;
-	if (b->slots != NULL)
-	{
-		uint32_t	h = hash;
-		uint32_t	i = h & (b->nslots - 1);
-
-		while (b->slots[i] >= 0)
-			i = (i + 1) & (b->nslots - 1);
-		b->slots[i] = b->n;
-
-		/* An earlier version of the key still held by a lane: wait for it. */
-		for (int l = 0; l < nlanes; l++)
-		{
-			if (!(conflicts & (1u << l)) && batch_has_key(&lanes[l].batch, pkey, h))
-			{
-				if (conflicts == 0)
-					key_waits++;
-				conflicts |= 1u << l;
-			}
-		}
-	}
+	if (b->n == 0 || safe_lsn < b->min_safe_lsn)
+		b->min_safe_lsn = safe_lsn;
+	if (b->n == 0 || commit_time < b->min_commit_time)
+		b->min_commit_time = commit_time;
 	if (b->n == 0)
-		b->first_at = now_seconds();
+		b->first_at = arrived;
 	b->n++;
 	b->bytes += r->len + keylen;
+}
+
+/* Is an earlier version of the key in a lane's batch (in flight or failed)? */
+static bool
+key_in_lanes(const char *pkey, uint32_t hash)
+{
+	for (int l = 0; l < nlanes; l++)
+		if (batch_has_key(&lanes[l].batch, pkey, hash))
+			return true;
+	return false;
+}
+
+/* A row with this key may not join the batch being filled now. */
+static bool
+key_blocked(const char *pkey, uint32_t hash)
+{
+	return key_in_lanes(pkey, hash) ||
+		(target == DISPATCH_KINESIS && batch_has_key(filling, pkey, hash));
+}
+
+static WaitKey *
+wait_key_find(const char *pkey, size_t keylen, uint32_t hash, bool create)
+{
+	WaitKey   **head = &wait_keys[hash & (WAIT_BUCKETS - 1)];
+	WaitKey    *k;
+
+	for (k = *head; k != NULL; k = k->next)
+		if (k->hash == hash && strcmp(k->pkey, pkey) == 0)
+			return k;
+	if (!create)
+		return NULL;
+	k = pg_malloc(offsetof(WaitKey, pkey) + keylen + 1);
+	k->hash = hash;
+	k->count = 0;
+	k->blocked_in = 0;
+	memcpy(k->pkey, pkey, keylen + 1);
+	k->next = *head;
+	*head = k;
+	return k;
+}
+
+static void
+wait_key_release(WaitKey *k)
+{
+	WaitKey   **p = &wait_keys[k->hash & (WAIT_BUCKETS - 1)];
+
+	if (--k->count > 0)
+		return;
+	while (*p != k)
+		p = &(*p)->next;
+	*p = k->next;
+	free(k);
+}
+
+static void
+wait_push(const char *row, size_t len, const char *pkey, size_t keylen, uint32_t hash,
+		  uint64_t commit_lsn, uint64_t safe_lsn, double commit_time)
+{
+	WaitRow    *w;
+
+	if (nwaiting == waiting_alloc)
+	{
+		waiting_alloc = waiting_alloc == 0 ? 256 : waiting_alloc * 2;
+		waiting = pg_realloc(waiting, sizeof(WaitRow) * waiting_alloc);
+	}
+	w = &waiting[nwaiting++];
+	w->data = pg_malloc(len);
+	memcpy(w->data, row, len);
+	w->len = len;
+	w->key = wait_key_find(pkey, keylen, hash, true);
+	w->key->count++;
+	w->commit_lsn = commit_lsn;
+	w->safe_lsn = safe_lsn;
+	w->commit_time = commit_time;
+	w->arrived = now_seconds();
+	waiting_bytes += len + keylen;
+	key_waits++;
+}
+
+/*
+ * Moves waiting rows whose keys are free into the batch being filled, in
+ * arrival order, while it has room.  A key found blocked keeps all its
+ * later rows waiting too (blocked_in marks it for this pass), and once the
+ * batch is full every later row waits: each key's rows stay in order.
+ */
+static void
+promote_waiting(void)
+{
+	int			kept = 0;
+	bool		full = false;
+
+	if (nwaiting == 0)
+		return;
+	promotion_pass++;
+	for (int i = 0; i < nwaiting; i++)
+	{
+		WaitRow    *w = &waiting[i];
+		WaitKey    *k = w->key;
+		size_t		keylen = strlen(k->pkey);
+
+		if (!full && k->blocked_in != promotion_pass)
+		{
+			if (key_blocked(k->pkey, k->hash))
+				k->blocked_in = promotion_pass;
+			else if (filling->n < capacity && filling->bytes + w->len + 1 + keylen <= max_bytes)
+			{
+				batch_push(filling, w->data, w->len, k->pkey, keylen, k->hash, w->commit_lsn,
+						   w->safe_lsn, w->commit_time, w->arrived);
+				waiting_bytes -= w->len + keylen;
+				free(w->data);
+				wait_key_release(k);
+				continue;
+			}
+			else
+				full = true;
+		}
+		waiting[kept++] = *w;
+	}
+	nwaiting = kept;
+}
+
+void
+dispatch_add(const char *row, size_t len, const char *pkey, size_t keylen, uint32_t hash,
+			 uint64_t commit_lsn, uint64_t safe_lsn, double commit_time)
+{
+	/* Behind an earlier version of its key, or behind rows of it that wait. */
+	if (target != DISPATCH_STDOUT &&
+		((nwaiting > 0 && wait_key_find(pkey, keylen, hash, false) != NULL) ||
+		 key_blocked(pkey, hash)))
+	{
+		wait_push(row, len, pkey, keylen, hash, commit_lsn, safe_lsn, commit_time);
+		return;
+	}
+	batch_push(filling, row, len, pkey, keylen, hash, commit_lsn, safe_lsn, commit_time,
+			   filling->n == 0 ? now_seconds() : filling->first_at);
 }
 
 int
@@ -387,7 +546,8 @@ collect(Lane *l, ShipResult r)
 	bytes_shipped += b->bytes;
 	last_delivery = now_seconds();
 	batch_clear(b);
-	conflicts &= ~(1u << (l - lanes));
+	/* Its keys are free: rows waiting for them may go next. */
+	promote_waiting();
 	return true;
 }
 
@@ -468,19 +628,6 @@ wait_any(uint32_t mask)
 	pthread_mutex_unlock(&lock);
 }
 
-/* Waits for every delivery in flight; false when one failed. */
-static bool
-wait_all(void)
-{
-	while (dispatch_busy())
-	{
-		wait_any(~0u);
-		if (!collect_finished())
-			return false;
-	}
-	return true;
-}
-
 bool
 dispatch_poll(void)
 {
@@ -513,12 +660,10 @@ dispatch_in_flight(void)
 	return n;
 }
 
-/* A lane free to take the filling batch now: none busy with its keys. */
+/* A lane free to take the filling batch now (its keys are in no lane). */
 static Lane *
 free_lane(void)
 {
-	if (conflicts != 0)
-		return NULL;
 	for (int i = 0; i < nlanes; i++)
 		if (!lanes[i].in_flight && lanes[i].batch.n == 0)
 			return &lanes[i];
@@ -594,94 +739,180 @@ write_stdout(Batch *b)
 	return true;
 }
 
-bool
-dispatch_flush(bool wait)
+/* A delivery failed before: its lane keeps the rows, unconfirmed. */
+static bool
+lane_failed(void)
 {
-	Lane	   *l;
-	Batch		tmp;
-
-	if (target == DISPATCH_STDOUT)
-	{
-		if (filling->n == 0)
-			return true;
-		if (!write_stdout(filling))
-			return false;
-		rows_shipped += filling->n;
-		bytes_shipped += filling->bytes;
-		last_delivery = now_seconds();
-		batch_clear(filling);
-		return true;
-	}
-
-	if (!collect_finished())
-		return false;
-	/* A delivery that failed before: its rows stay unconfirmed. */
 	for (int i = 0; i < nlanes; i++)
 		if (!lanes[i].in_flight && lanes[i].batch.n > 0)
-			return false;
-	if (filling->n == 0)
-		return wait ? wait_all() : true;
+			return true;
+	return false;
+}
 
-	/* The lanes holding its keys finish first, then one must be free. */
-	while ((l = free_lane()) == NULL)
-	{
-		wait_any(conflicts != 0 ? conflicts : ~0u);
-		if (!collect_finished())
-			return false;
-	}
+/* Hands the batch being filled to a free lane; the lane's empty one fills next. */
+static void
+send_filling(Lane *l)
+{
+	Batch		tmp = l->batch;
 
-	/* The filled batch goes to the lane; the lane's empty one fills next. */
-	tmp = l->batch;
 	l->batch = *filling;
 	*filling = tmp;
-	conflicts = 0;				/* the new batch is empty */
 	l->in_flight = true;
 	pthread_mutex_lock(&lock);
 	l->job_done = false;
 	l->job_ready = true;
 	pthread_cond_broadcast(&cond);
 	pthread_mutex_unlock(&lock);
-	return wait ? wait_all() : true;
+	/* Rows that waited only for room may fill the new batch at once. */
+	promote_waiting();
 }
 
-/*
- * The batch holding the oldest unacknowledged row, or NULL: rows come in
- * order, so it is the held batch whose first row is the oldest.
- */
-static const Batch *
-oldest_batch(void)
+static bool
+flush_stdout(void)
 {
-	const Batch *oldest = filling->n > 0 ? filling : NULL;
+	if (filling->n == 0)
+		return true;
+	if (!write_stdout(filling))
+		return false;
+	rows_shipped += filling->n;
+	bytes_shipped += filling->bytes;
+	last_delivery = now_seconds();
+	batch_clear(filling);
+	return true;
+}
 
-	for (int i = 0; i < nlanes; i++)
+bool
+dispatch_flush(bool wait)
+{
+	Lane	   *l;
+
+	if (target == DISPATCH_STDOUT)
+		return flush_stdout();
+
+	if (!collect_finished() || lane_failed())
+		return false;
+	if (filling->n > 0)
 	{
-		const Batch *b = &lanes[i].batch;
-
-		if (b->n > 0 && (oldest == NULL || b->recs[0].safe_lsn < oldest->recs[0].safe_lsn))
-			oldest = b;
+		while ((l = free_lane()) == NULL)
+		{
+			wait_any(~0u);
+			if (!collect_finished() || lane_failed())
+				return false;
+		}
+		send_filling(l);
 	}
-	return oldest;
+	if (!wait)
+		return true;
+
+	/* Everything: the batch being filled, the rows waiting, what is in flight. */
+	while (filling->n > 0 || nwaiting > 0 || dispatch_busy())
+	{
+		if (filling->n > 0 && (l = free_lane()) != NULL)
+		{
+			send_filling(l);
+			continue;
+		}
+		if (!dispatch_busy())
+		{
+			/* Nothing in flight holds a key: waiting rows can move. */
+			promote_waiting();
+			Assert(filling->n > 0 || nwaiting == 0);
+			if (filling->n == 0)
+				break;
+			continue;
+		}
+		wait_any(~0u);
+		if (!collect_finished() || lane_failed())
+			return false;
+	}
+	return true;
+}
+
+bool
+dispatch_make_room(size_t record_bytes)
+{
+	Lane	   *l;
+
+	if (target == DISPATCH_STDOUT)
+		return dispatch_fits(record_bytes) || flush_stdout();
+	for (;;)
+	{
+		if (!collect_finished() || lane_failed())
+			return false;
+		if (dispatch_fits(record_bytes) && nwaiting < waiting_max &&
+			waiting_bytes + record_bytes <= WAITING_BATCHES * max_bytes)
+			return true;
+		/* A batch that is full, or rows waiting to the limit: send what can go. */
+		if (filling->n > 0 && (l = free_lane()) != NULL)
+		{
+			send_filling(l);
+			continue;
+		}
+		if (!dispatch_busy())
+		{
+			promote_waiting();
+			if (filling->n == 0)
+				return true;	/* nothing held: the row fits */
+			continue;
+		}
+		wait_any(~0u);
+	}
+}
+
+/* The oldest unacknowledged row's safe LSN and commit time, if any is held. */
+static bool
+oldest_held(uint64_t *safe_lsn, double *commit_time)
+{
+	bool		found = false;
+
+	*safe_lsn = 0;
+	*commit_time = 0;
+	for (int i = -1; i < nlanes; i++)
+	{
+		const Batch *b = i < 0 ? filling : &lanes[i].batch;
+
+		if (b->n == 0)
+			continue;
+		if (!found || b->min_safe_lsn < *safe_lsn)
+			*safe_lsn = b->min_safe_lsn;
+		if (!found || b->min_commit_time < *commit_time)
+			*commit_time = b->min_commit_time;
+		found = true;
+	}
+	/* Waiting rows are in arrival order: the first is the oldest. */
+	if (nwaiting > 0)
+	{
+		if (!found || waiting[0].safe_lsn < *safe_lsn)
+			*safe_lsn = waiting[0].safe_lsn;
+		if (!found || waiting[0].commit_time < *commit_time)
+			*commit_time = waiting[0].commit_time;
+		found = true;
+	}
+	return found;
 }
 
 bool
 dispatch_oldest_safe_lsn(uint64_t *lsn)
 {
-	const Batch *b = oldest_batch();
+	double		t;
 
-	if (b == NULL)
-		return false;
-	*lsn = b->recs[0].safe_lsn;
-	return true;
+	return oldest_held(lsn, &t);
 }
 
 int
 dispatch_held_rows(void)
 {
-	int			n = filling->n;
+	int			n = filling->n + nwaiting;
 
 	for (int i = 0; i < nlanes; i++)
 		n += lanes[i].batch.n;
 	return n;
+}
+
+int
+dispatch_waiting_rows(void)
+{
+	return nwaiting;
 }
 
 uint64_t
@@ -699,7 +930,7 @@ dispatch_rows_shipped(void)
 uint64_t
 dispatch_held_bytes(void)
 {
-	uint64_t	n = filling->bytes;
+	uint64_t	n = filling->bytes + waiting_bytes;
 
 	for (int i = 0; i < nlanes; i++)
 		n += lanes[i].batch.bytes;
@@ -709,9 +940,10 @@ dispatch_held_bytes(void)
 double
 dispatch_oldest_commit_time(void)
 {
-	const Batch *b = oldest_batch();
+	uint64_t	lsn;
+	double		t;
 
-	return b != NULL ? b->recs[0].commit_time : 0;
+	return oldest_held(&lsn, &t) ? t : 0;
 }
 
 uint64_t

@@ -8,12 +8,14 @@
  * a delivery lane (for Kinesis, a thread of its own with its share of the
  * --max-in-flight calls), and the next batch fills while it is in flight:
  * reading the slot and delivering overlap.  Up to DISPATCH_MAX_LANES
- * batches are in flight at once, but a batch goes only when no lane holds
- * a row with one of its partition keys, so a later version of a key is
- * never sent before an earlier one is acknowledged, retries included.
- * Within a batch, keys are distinct (or, aggregated, a key's rows share
- * its shard's record, in order).  The oldest row not yet acknowledged, in
- * any batch, bounds what may be confirmed.
+ * batches are in flight at once.  A row whose key has an earlier version
+ * in flight (or, one record per row, in the batch being filled) waits in a
+ * queue of its own, with the later rows of its key, while other keys'
+ * rows go on: a later version of a key is never sent before an earlier
+ * one is acknowledged, retries included, and one busy key never holds
+ * back the others.  Within a batch, keys are distinct (or, aggregated, a
+ * key's rows share its shard's record, in order).  The oldest row not yet
+ * acknowledged, in any batch or waiting, bounds what may be confirmed.
  *
  *-------------------------------------------------------------------------
  */
@@ -51,11 +53,16 @@ extern void dispatch_init(DispatchTarget target, KinesisTarget *kinesis, int lan
 /* A partition key's hash, computed once per row for the two calls below. */
 extern uint32_t dispatch_key_hash(const char *pkey, size_t keylen);
 
-/* Is a row with this partition key already in the batch being filled? */
-extern bool dispatch_has_key(const char *pkey, uint32_t hash);
-
 /* Does a record of this many bytes still fit in the batch being filled? */
 extern bool dispatch_fits(size_t record_bytes);
+
+/*
+ * Makes room for a row of this many bytes: sends the batch being filled
+ * when it is full, and waits for deliveries while it is full or as many
+ * rows wait as the queue of waiting rows holds (4 batches' worth).  False
+ * when a delivery failed or was stopped.
+ */
+extern bool dispatch_make_room(size_t record_bytes);
 
 /*
  * Adds a row; pkey (keylen bytes, hash from dispatch_key_hash) may be ""
@@ -69,9 +76,10 @@ extern void dispatch_add(const char *row, size_t len, const char *pkey, size_t k
 extern int	dispatch_filling(double *first_at);
 
 /*
- * Hands the batch being filled to a delivery lane, after waiting for the
- * lanes holding its keys and for a free lane.  With wait, also waits until it is delivered.  Returns false
- * when a delivery failed or was stopped (what it held is not confirmed).
+ * Hands the batch being filled to a delivery lane, after waiting for a
+ * free lane.  With wait, also waits until every row held, the waiting
+ * ones included, is delivered.  Returns false when a delivery failed or
+ * was stopped (what it held is not confirmed).
  */
 extern bool dispatch_flush(bool wait);
 
@@ -88,10 +96,7 @@ extern int	dispatch_wake_fd(void);
 extern bool dispatch_busy(void);
 extern int	dispatch_in_flight(void);
 
-/*
- * Could the batch being filled go now, without waiting (a lane free, none
- * holding its keys)?
- */
+/* Could the batch being filled go now, without waiting (a lane free)? */
 extern bool dispatch_can_send(void);
 
 /*
@@ -100,8 +105,10 @@ extern bool dispatch_can_send(void);
  */
 extern bool dispatch_oldest_safe_lsn(uint64_t *lsn);
 
-/* Rows held: in flight and being filled; their bytes. */
+/* Rows held: in flight, being filled and waiting; their bytes. */
 extern int	dispatch_held_rows(void);
+/* Rows waiting for an earlier version of their key. */
+extern int	dispatch_waiting_rows(void);
 extern uint64_t dispatch_held_bytes(void);
 
 /* Commit time of the oldest row held (epoch seconds), 0 when none. */
@@ -115,8 +122,8 @@ extern double dispatch_last_delivery(void);
 extern void dispatch_kinesis_stats(KinesisTarget *out);
 
 /*
- * Batches that had to wait for a lane holding an earlier version of one of
- * their keys (the keys change faster than a call takes).
+ * Rows that waited for an earlier version of their key to be acknowledged
+ * (the key changes faster than a call takes).
  */
 extern uint64_t dispatch_key_waits(void);
 

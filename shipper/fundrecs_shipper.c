@@ -296,6 +296,10 @@ typedef enum RowResult
 	ROW_FATAL
 } RowResult;
 
+/* The position of the last row without a key, and its ordinal there. */
+static uint64_t keyless_position = 0;
+static uint32_t keyless_ordinal = 0;
+
 static RowResult
 handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 {
@@ -349,8 +353,16 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 	if (opts.ship_kinesis && is_message)
 		kinesis_message_partition_key(f.prefix.start, f.prefix.len, &pkey_buf);
 	else if (opts.ship_kinesis)
+	{
+		/* Rows without a key are told apart by position and ordinal there. */
+		if (f.key.start == NULL)
+		{
+			keyless_ordinal = change_lsn == keyless_position ? keyless_ordinal + 1 : 0;
+			keyless_position = change_lsn;
+		}
 		kinesis_partition_key(f.schema.start, f.schema.len, f.table.start, f.table.len,
-							  f.key.start, f.key.len, &pkey_buf);
+							  f.key.start, f.key.len, change_lsn, keyless_ordinal, &pkey_buf);
+	}
 	else
 		resetPQExpBuffer(&pkey_buf);
 
@@ -400,14 +412,10 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 			return ROW_OK;
 	}
 
-	/* Room in the batch, and one version per key per batch. */
+	/* Room for it: in the batch, or among the rows waiting for their keys. */
 	key_hash = opts.ship_kinesis ? dispatch_key_hash(pkey_buf.data, pkey_buf.len) : 0;
-	if (!dispatch_fits(record_bytes) ||
-		(opts.ship_kinesis && !opts.aggregate && dispatch_has_key(pkey_buf.data, key_hash)))
-	{
-		if (!dispatch_flush(false))
-			return ROW_FATAL;
-	}
+	if (!dispatch_make_room(record_bytes))
+		return ROW_FATAL;
 	/* The commit time serves only the lag metric: parsed only when it is served. */
 	dispatch_add(row, len, pkey_buf.data, pkey_buf.len, key_hash, commit_lsn, pos.prev_txn,
 				 metrics_enabled() ? parse_commit_time(f.commit_time.start, f.commit_time.len) : 0);
@@ -1504,7 +1512,7 @@ main(int argc, char **argv)
 					(unsigned long long) ks.retried_calls,
 					(unsigned long long) ks.retried_records,
 					(unsigned long long) ks.throttled_records);
-		log_info("%llu batches waited for an earlier version of one of their keys to be acknowledged",
+		log_info("%llu rows waited for an earlier version of their key to be acknowledged",
 				 (unsigned long long) dispatch_key_waits());
 		if (opts.aggregate)
 			log_info("%llu rows in aggregated records (%.1f rows per record), %llu records sent again after resharding",

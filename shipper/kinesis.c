@@ -115,11 +115,18 @@ append_json_string(PQExpBuffer buf, const char *s, size_t len)
 /*
  * schema.table:{key json}, or its SHA-256 in hex when longer than Kinesis
  * allows.  Deterministic, so every version of a row maps to one shard.
+ *
+ * A row without a key (a table without a primary key or replica identity
+ * index) has no versions to keep in order: schema.table@POSITION/N, its
+ * change's position and its ordinal among the rows at that position (the
+ * rows of a load share one), spreads such rows over the shards, and none
+ * waits for another.
  */
 void
 kinesis_partition_key(const char *schema, size_t schema_len,
 					  const char *table, size_t table_len,
-					  const char *key, size_t key_len, PQExpBuffer out)
+					  const char *key, size_t key_len,
+					  uint64_t position, uint32_t ordinal, PQExpBuffer out)
 {
 	resetPQExpBuffer(out);
 	/* Drop the quotes around schema and table. */
@@ -131,6 +138,9 @@ kinesis_partition_key(const char *schema, size_t schema_len,
 		appendPQExpBufferChar(out, ':');
 		appendBinaryPQExpBuffer(out, key, key_len);
 	}
+	else
+		appendPQExpBuffer(out, "@%X/%X/%u", (uint32_t) (position >> 32), (uint32_t) position,
+						  ordinal);
 	/* Kinesis counts Unicode characters; bytes are a safe upper bound. */
 	if (out->len > KINESIS_MAX_KEY_CHARS)
 	{

@@ -109,9 +109,14 @@ extern ShipResult kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t
 /* Checks that the stream exists and is writable (DescribeStreamSummary). */
 extern ShipResult kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop);
 
+/*
+ * A row's partition key: "schema.table:{key}", or for a row without a key
+ * "schema.table@POSITION/N" (its change's position, its ordinal there).
+ */
 extern void kinesis_partition_key(const char *schema, size_t schema_len,
 								  const char *table, size_t table_len,
 								  const char *key, size_t key_len,
+								  uint64_t position, uint32_t ordinal,
 								  PQExpBuffer out);
 
 /* A message row's partition key: "message:PREFIX". */
