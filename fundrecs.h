@@ -190,6 +190,7 @@ typedef struct FrRelInfo
 } FrRelInfo;
 
 extern void fr_relinfo_init(void);
+extern void fr_relinfo_shutdown(void);
 extern FrRelInfo *fr_relinfo_get(Relation rel, const FrOptions *opts);
 extern void fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts);
 extern void fr_json_append_value(StringInfo out, FrColumn *col, Datum value);
@@ -197,6 +198,7 @@ extern void fr_json_append_lsn(StringInfo out, XLogRecPtr lsn);
 extern void fr_json_append_uint(StringInfo out, uint64 value);
 extern void fr_json_append_timestamptz(StringInfo out, TimestampTz ts);
 extern void fr_json_append_string(StringInfo out, const char *str);
+extern void fr_json_append_number_text(StringInfo out, const char *str);
 extern char *fr_json_quote(const char *str);
 
 /* ----------------------------------------------------------------
@@ -288,6 +290,7 @@ typedef struct FrProduct
 } FrProduct;
 
 extern void fr_products_init(void);
+extern void fr_products_shutdown(void);
 extern void fr_products_begin_txn(XLogRecPtr first_commit_lsn, bool txn_changes_catalog);
 extern void fr_products_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog);
 extern void fr_products_txn_touched_products(void);

@@ -101,6 +101,9 @@ fr_shutdown(LogicalDecodingContext *ctx)
 	FrDecodingData *data = ctx->output_plugin_private;
 
 	MemoryContextDelete(data->context);
+	/* The caches go with the session, as pgoutput's relation cache does. */
+	fr_relinfo_shutdown();
+	fr_products_shutdown();
 }
 
 /* ----------------------------------------------------------------
@@ -529,11 +532,8 @@ append_enrichment(StringInfo out, FrRelInfo *ri, FrRow *row, FrProduct *product)
 		{
 			char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, total));
 
-			/* A NaN quantity makes a NaN total: quote it like any NaN. */
-			if (text[0] == 'N' || text[0] == 'I' || (text[0] == '-' && text[1] == 'I'))
-				fr_json_append_string(out, text);
-			else
-				appendStringInfoString(out, text);
+			/* A NaN quantity makes a NaN total: quoted like any NaN. */
+			fr_json_append_number_text(out, text);
 		}
 	}
 }

@@ -55,6 +55,31 @@ relinfo_invalidate(Datum arg, Oid relid)
 }
 
 /*
+ * Frees the cache and its entries' contexts.  Called when a decoding
+ * session ends (the plugin's shutdown callback, as pgoutput frees its
+ * relation cache), and at the next start when a session ended in an error
+ * before its shutdown.
+ */
+void
+fr_relinfo_shutdown(void)
+{
+	HASH_SEQ_STATUS status;
+	FrRelInfo  *entry;
+
+	if (relinfo_hash == NULL)
+		return;
+	hash_seq_init(&status, relinfo_hash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->cxt != NULL)
+			MemoryContextDelete(entry->cxt);
+	}
+	hash_destroy(relinfo_hash);
+	relinfo_hash = NULL;
+	relinfo_last = NULL;
+}
+
+/*
  * Called at the start of every decoding session: entries depend on the
  * session's options, so a new session starts from an empty cache.
  */
@@ -63,21 +88,7 @@ fr_relinfo_init(void)
 {
 	HASHCTL		ctl;
 
-	if (relinfo_hash != NULL)
-	{
-		HASH_SEQ_STATUS status;
-		FrRelInfo  *entry;
-
-		hash_seq_init(&status, relinfo_hash);
-		while ((entry = hash_seq_search(&status)) != NULL)
-		{
-			if (entry->cxt != NULL)
-				MemoryContextDelete(entry->cxt);
-		}
-		hash_destroy(relinfo_hash);
-		relinfo_hash = NULL;
-		relinfo_last = NULL;
-	}
+	fr_relinfo_shutdown();
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(Oid);
@@ -566,10 +577,14 @@ fr_json_append_timestamptz(StringInfo out, TimestampTz ts)
 	fr_append_char(out, '"');
 }
 
-static void
-append_number_text(StringInfo out, const char *str)
+/*
+ * A number's text output as JSON: the one rule for every number the plugin
+ * writes (columns, computed totals).  NaN and infinities are not JSON
+ * numbers: they are quoted.
+ */
+void
+fr_json_append_number_text(StringInfo out, const char *str)
 {
-	/* NaN and infinities are not JSON numbers: quote them. */
 	if (str[0] == 'N' || str[0] == 'I' || (str[0] == '-' && str[1] == 'I'))
 		escape_json(out, str);
 	else
@@ -641,7 +656,7 @@ fr_json_append_value(StringInfo out, FrColumn *col, Datum value)
 			break;
 		case FR_KIND_NUMERIC:
 		case FR_KIND_FLOAT:
-			append_number_text(out, OutputFunctionCall(&col->outfunc, value));
+			fr_json_append_number_text(out, OutputFunctionCall(&col->outfunc, value));
 			break;
 		case FR_KIND_BOOL:
 			appendStringInfoString(out, DatumGetBool(value) ? "true" : "false");

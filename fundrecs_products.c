@@ -104,6 +104,24 @@ cache_reset(void)
 								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
+/*
+ * End of a decoding session: the cache's memory is freed (the invalidation
+ * callback stays registered, as callbacks cannot be removed; it only marks
+ * the products' relation information stale).
+ */
+void
+fr_products_shutdown(void)
+{
+	if (product_cxt != NULL)
+		MemoryContextDelete(product_cxt);
+	product_cxt = NULL;
+	product_cache = NULL;
+	product_dense = NULL;
+	product_dense_size = 0;
+	session_started = false;
+	txn_may_use_cache = false;
+}
+
 /* Start of a decoding session. */
 void
 fr_products_init(void)
