@@ -296,6 +296,10 @@ typedef enum RowResult
 	ROW_FATAL
 } RowResult;
 
+/* The commit LSN of the last row, and the row's ordinal among its rows. */
+static uint64_t row_seq_lsn = 0;
+static uint32_t row_seq = 0;
+
 /* The position of the last row without a key, and its ordinal there. */
 static uint64_t keyless_position = 0;
 static uint32_t keyless_ordinal = 0;
@@ -394,17 +398,24 @@ handle_row(const char *row, size_t len, uint64_t change_lsn, bool is_load)
 		return ROW_FATAL;
 	}
 
+	/* The row's ordinal in its transaction (or load): its place in the stream. */
+	row_seq = commit_lsn == row_seq_lsn ? row_seq + 1 : 0;
+	row_seq_lsn = commit_lsn;
+
 	if (opts.ship_s3)
 	{
 		char		route[128];
 		char		dt[11];
+		S3Position	spos = {commit_lsn, row_seq};
 
 		if (is_message)
 			strlcpy(route, "_messages", sizeof(route));
 		else
 			row_route(&f, route, sizeof(route));
 		row_date(&f, dt);
-		s3_add(&s3, route, dt, row, len, commit_lsn, pos.prev_txn);
+		/* Skipped when the bucket has it already (shipped before a crash). */
+		if (s3_add(&s3, route, dt, row, len, spos, pos.prev_txn, &delivery_abort) == S3_FAILED)
+			return ROW_FATAL;
 		if (s3.buffered >= (size_t) Min(opts.flush_bytes, opts.max_buffer_bytes) &&
 			!s3_flush_now())
 			return ROW_FATAL;
@@ -1000,9 +1011,17 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 			return false;
 		if (status == LOAD_UNFINISHED)
 		{
+			uint64_t	old_lsn;
+			int			old;
+
 			/* We hold the lock: the loader of that slot is gone. */
 			log_warning("the initial load of slot \"%s\" did not finish; loading again with a new slot",
 						opts.slot);
+			/* Its objects go first: the lake must not keep a partial copy. */
+			old = opts.ship_s3 ? load_state_unfinished(sql, opts.slot, &old_lsn) : 0;
+			if (old < 0 ||
+				(old > 0 && s3_forget_load(&s3, old_lsn, &stop_requested) != SHIP_OK))
+				return false;
 			if (!drop_slot(sql, opts.slot))
 				return false;
 			create = true;
@@ -1036,6 +1055,20 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 				report_lost_slot(sql, opts.slot);
 				retry_note_permanent();
 				return false;
+			}
+			else if (create && !opts.if_not_exists)
+			{
+				log_error("replication slot \"%s\" already exists", opts.slot);
+				log_error_hint("Add --if-not-exists to ship from it, or use --resync to create it again with a new initial load.");
+				return false;
+			}
+			else
+			{
+				/*
+				 * Loaded and there: nothing to create, and its load state
+				 * stays (it is what tells a lost slot from a new one).
+				 */
+				create = false;
 			}
 		}
 		/* Written before the slot exists: a kill from here on is seen. */
@@ -1399,6 +1432,19 @@ main(int argc, char **argv)
 			/* Connected, targets checked: systemd may count it started. */
 			notify_ready("connected; preparing the slot");
 		}
+		/* The S3 prefix is this slot's alone. */
+		if (rc != NULL && first_connection && opts.ship_s3)
+		{
+			const char *system_id;
+			const char *dbname;
+
+			stream_identity(rc, &system_id, &dbname);
+			if (s3_claim_prefix(&s3, system_id, dbname, opts.slot, &stop_requested) != SHIP_OK)
+			{
+				stream_close(rc);
+				exit(stop_requested ? 0 : failure_exit_code());
+			}
+		}
 		if (rc != NULL && first_connection && !prepare_slot(rc, &params, &lockconn))
 		{
 			stream_close(rc);
@@ -1500,6 +1546,10 @@ main(int argc, char **argv)
 		log_info("shipped %llu rows, confirmed up to %X/%X",
 					(unsigned long long) dispatch_rows_shipped(),
 					(uint32_t) (pos.confirmed >> 32), (uint32_t) pos.confirmed);
+	if (opts.ship_s3 && opts.verbosity > 0)
+		log_info("S3: %llu objects written, %llu rows already in the bucket not written again, %llu objects of an unfinished load deleted",
+				 (unsigned long long) s3.objects_put, (unsigned long long) s3.rows_skipped,
+				 (unsigned long long) s3.objects_deleted);
 	if (opts.ship_kinesis && opts.verbosity > 0)
 	{
 		KinesisTarget ks;

@@ -48,6 +48,7 @@
 #include "notify.h"
 #include "pqexpbuffer.h"
 #include "retry.h"
+#include "rowscan.h"
 #include "stream.h"
 
 
@@ -130,6 +131,34 @@ drop_slot(PGconn *conn, const char *slot)
 				   1, values, PGRES_TUPLES_OK, "dropping the replication slot");
 }
 
+
+int
+load_state_unfinished(PGconn *conn, const char *slot, uint64_t *lsn)
+{
+	const char *values[1] = {slot};
+	PGresult   *res;
+	int			found;
+
+	res = PQexecParams(conn,
+					   "SELECT consistent_lsn FROM fundrecs.load_state WHERE slot_name = $1 AND finished_at IS NULL "
+					   "AND consistent_lsn <> '0/0'",
+					   1, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		log_error("could not read the initial load's state: %s", PQerrorMessage(conn));
+		found = -1;
+	}
+	else if (PQntuples(res) == 0)
+		found = 0;
+	else
+	{
+		const char *v = PQgetvalue(res, 0, 0);
+
+		found = rowscan_parse_lsn(v, strlen(v), lsn) ? 1 : -1;
+	}
+	PQclear(res);
+	return found;
+}
 
 int
 slot_exists(PGconn *conn, const char *slot)

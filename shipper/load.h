@@ -63,6 +63,12 @@ extern bool load_state_forget(PGconn *conn, const char *slot);
 extern char *options_array(char **options, int noptions);
 extern LoadStatus load_status(PGconn *conn, const char *slot);
 extern bool drop_slot(PGconn *conn, const char *slot);
+/*
+ * The consistent point of an unfinished load that got as far as loading
+ * rows: 1; 0 when there is none (or it never reached its first row); -1
+ * on error.
+ */
+extern int	load_state_unfinished(PGconn *conn, const char *slot, uint64_t *lsn);
 /* 1 when the slot exists in the connection's database, 0 when not, -1 on error. */
 extern int	slot_exists(PGconn *conn, const char *slot);
 /* The error for a slot missing where fundrecs.load_state shows it existed. */

@@ -6,11 +6,17 @@
  *	  day with PutObject, signed with SigV4 (service s3, with
  *	  x-amz-content-sha256).
  *
- *	  Object names carry the commit LSNs of their first and last rows as
- *	  zero-padded hex, so names sort in commit order.  After a crash, rows
- *	  after the confirmed position are shipped again, possibly into objects
- *	  with other names; every row carries its own lsn and key, and the
- *	  Athena views keep one row per (table, key, lsn) (see scripts/athena).
+ *	  Every change once: object names carry the stream positions of their
+ *	  first and last rows (commit LSN and ordinal in the transaction, as
+ *	  zero-padded hex, so names sort in stream order), never the run or the
+ *	  clock.  A route's objects are written one after the other, in order,
+ *	  so the last position among its objects is where it stands; after a
+ *	  crash, the first row of each route lists the route's recent objects
+ *	  (ListObjectsV2) and rows at or before that position are not written
+ *	  again.  A PUT is atomic: an object cut short is never visible.  The
+ *	  prefix belongs to one slot (PREFIX/_fundrecs/owner.json); an initial
+ *	  load that did not finish has its objects deleted before it is done
+ *	  again.
  *
  *-------------------------------------------------------------------------
  */
@@ -49,7 +55,6 @@ s3_init(S3Target *s, AwsCredentialProvider *provider, const char *url,
 
 	s->region = pg_strdup(region);
 	s->gzip = gzip;
-	s->run_id = (uint32_t) time(NULL);
 	s->retry_timeout_s = retry_timeout_s;
 	if (endpoint != NULL)
 	{
@@ -80,6 +85,8 @@ s3_has_rows(const S3Target *s)
 	return s->nobjects > 0;
 }
 
+static char *prefix_slash(S3Target *s);
+
 /* URL and Host of an object (key NULL: the bucket itself). */
 static void
 object_url(S3Target *s, const char *key, char **url, char **host, char **path)
@@ -109,10 +116,10 @@ object_url(S3Target *s, const char *key, char **url, char **host, char **path)
 	free(scheme);
 }
 
-/* One signed S3 request. */
+/* One signed S3 request; query (encoded, without '?') may be NULL. */
 static bool
-s3_request(S3Target *s, const char *method, const char *key, const char *content_type,
-		   const char *body, size_t len, HttpResponse *resp)
+s3_request(S3Target *s, const char *method, const char *key, const char *query,
+		   const char *content_type, const char *body, size_t len, HttpResponse *resp)
 {
 	char	   *url;
 	char	   *host;
@@ -123,6 +130,13 @@ s3_request(S3Target *s, const char *method, const char *key, const char *content
 	bool		ok;
 
 	object_url(s, key, &url, &host, &path);
+	if (query != NULL)
+	{
+		char	   *with_query = psprintf("%s?%s", url, query);
+
+		free(url);
+		url = with_query;
+	}
 	aws_credentials_get(s->provider, &s->creds);
 	memset(&spec, 0, sizeof(spec));
 	if (content_type)
@@ -134,6 +148,7 @@ s3_request(S3Target *s, const char *method, const char *key, const char *content
 	spec.method = method;
 	spec.host = host;
 	spec.path = path;
+	spec.query = query;
 	spec.body = body;
 	spec.len = len;
 	spec.region = s->region;
@@ -212,22 +227,40 @@ typedef struct S3Call
 	const char *what;			/* "bucket ..." or "object ..." */
 	const char *method;
 	const char *key;			/* NULL: the bucket */
+	const char *query;			/* ListObjectsV2's, or NULL */
 	S3Object   *object;			/* PUT: its body */
+	const char *body;			/* PUT without an S3Object */
 	HttpResponse resp;
 	bool		startup;		/* a wrong endpoint is fatal */
+	bool		missing_ok;		/* GET, DELETE: 404 NoSuchKey is an answer */
 } S3Call;
 
 static CallOutcome
 s3_attempt(void *arg, int attempt, char **problem)
 {
 	S3Call	   *c = arg;
-	bool		reached = c->object ?
-		s3_request(c->s, c->method, c->key, "application/x-ndjson", c->object->body.data,
-				   c->object->body.len, &c->resp) :
-		s3_request(c->s, c->method, NULL, NULL, NULL, 0, &c->resp);
+	bool		reached;
+
+	if (c->object)
+		reached = s3_request(c->s, c->method, c->key, NULL, "application/x-ndjson",
+							 c->object->body.data, c->object->body.len, &c->resp);
+	else if (c->body)
+		reached = s3_request(c->s, c->method, c->key, NULL, "application/json", c->body,
+							 strlen(c->body), &c->resp);
+	else
+		reached = s3_request(c->s, c->method, c->key, c->query, NULL, NULL, 0, &c->resp);
 
 	if (reached && c->resp.status >= 200 && c->resp.status < 300)
 		return CALL_DONE;
+	if (reached && c->missing_ok && c->resp.status == 404)
+	{
+		char	   *code = s3_error_code(c->resp.body.data);
+		bool		no_key = code == NULL || strcmp(code, "NoSuchKey") == 0;
+
+		free(code);
+		if (no_key)
+			return CALL_DONE;
+	}
 	if (c->startup && !reached && attempt >= 3 && http_error_is_wrong_endpoint(&c->resp))
 	{
 		http_report_wrong_endpoint(c->s->endpoint, &c->resp);
@@ -243,16 +276,31 @@ s3_check_bucket(S3Target *s, volatile sig_atomic_t *stop)
 	S3Call		c;
 	char	   *what = psprintf("bucket \"%s\"", s->bucket);
 	ShipResult	result;
+	char	   *base = prefix_slash(s);
+	char	   *marker = psprintf("%s_fundrecs/", base);
+	char	   *enc = sigv4_uri_encode(marker, strlen(marker), false);
+	char	   *query = psprintf("list-type=2&prefix=%s", enc);
 
+	/*
+	 * A listing of the prefix's marker folder (one key at most) rather than
+	 * HeadBucket: it needs no more than the ListBucket right the restarts
+	 * use, which the IAM policy limits to the prefix (HeadBucket has no
+	 * prefix, and such a condition refuses it).
+	 */
 	memset(&c, 0, sizeof(c));
 	c.s = s;
 	c.what = what;
-	c.method = "HEAD";
+	c.method = "GET";
+	c.query = query;
 	c.startup = true;
 	http_response_init(&c.resp);
 	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 	http_response_free(&c.resp);
 	free(what);
+	free(query);
+	free(enc);
+	free(marker);
+	free(base);
 	return result;
 }
 
@@ -276,11 +324,313 @@ deflate_into(S3Object *o, const char *data, size_t len, int flush)
 	} while (o->z.avail_out == 0 || (flush == Z_FINISH && o->z.avail_in > 0));
 }
 
-void
+/* Positions in order: the commit LSN, then the ordinal. */
+static int
+position_cmp(S3Position a, S3Position b)
+{
+	if (a.lsn != b.lsn)
+		return a.lsn < b.lsn ? -1 : 1;
+	return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
+}
+
+#define POSITION_HEX 25			/* 16 hex digits, '.', 8 hex digits */
+
+static void
+format_position(char *out, S3Position p)
+{
+	snprintf(out, POSITION_HEX + 1, "%08X%08X.%08X", (uint32_t) (p.lsn >> 32), (uint32_t) p.lsn,
+			 p.seq);
+}
+
+static bool
+parse_hex(const char *s, int digits, uint64_t *out)
+{
+	uint64_t	v = 0;
+
+	for (int i = 0; i < digits; i++)
+	{
+		char		c = s[i];
+
+		if (c >= '0' && c <= '9')
+			v = v * 16 + (c - '0');
+		else if (c >= 'A' && c <= 'F')
+			v = v * 16 + (c - 'A' + 10);
+		else
+			return false;
+	}
+	*out = v;
+	return true;
+}
+
+/*
+ * The positions in an object's name (its last path component):
+ * FIRST-LAST.json or FIRST-LAST.json.gz.  Names of other forms (objects of
+ * other tools, or of earlier versions that named objects after the run)
+ * are not ours to read: false.
+ */
+static bool
+parse_object_name(const char *key, S3Position *first, S3Position *last)
+{
+	const char *name = strrchr(key, '/');
+	uint64_t	v;
+
+	name = name ? name + 1 : key;
+	if (strlen(name) < 2 * POSITION_HEX + 1 + 5 || name[16] != '.' || name[POSITION_HEX] != '-' ||
+		name[POSITION_HEX + 1 + 16] != '.')
+		return false;
+	if (strcmp(name + 2 * POSITION_HEX + 1, ".json") != 0 &&
+		strcmp(name + 2 * POSITION_HEX + 1, ".json.gz") != 0)
+		return false;
+	if (!parse_hex(name, 16, &first->lsn) || !parse_hex(name + 17, 8, &v))
+		return false;
+	first->seq = (uint32_t) v;
+	if (!parse_hex(name + POSITION_HEX + 1, 16, &last->lsn) ||
+		!parse_hex(name + POSITION_HEX + 1 + 17, 8, &v))
+		return false;
+	last->seq = (uint32_t) v;
+	return true;
+}
+
+/* The text between <tag> and </tag> from *from on, XML entities decoded; NULL when none. */
+static char *
+xml_next(const char **from, const char *tag)
+{
+	char		open[64];
+	char		close[64];
+	const char *a;
+	const char *b;
+	PQExpBufferData out;
+
+	snprintf(open, sizeof(open), "<%s>", tag);
+	snprintf(close, sizeof(close), "</%s>", tag);
+	if (*from == NULL || (a = strstr(*from, open)) == NULL ||
+		(b = strstr(a + strlen(open), close)) == NULL)
+		return NULL;
+	initPQExpBuffer(&out);
+	for (const char *p = a + strlen(open); p < b; p++)
+	{
+		static const struct
+		{
+			const char *entity;
+			char		c;
+		}			entities[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'},
+		{"&quot;", '"'}, {"&apos;", '\''}};
+		bool		done = false;
+
+		for (int e = 0; e < lengthof(entities) && *p == '&'; e++)
+		{
+			size_t		n = strlen(entities[e].entity);
+
+			if (strncmp(p, entities[e].entity, n) == 0)
+			{
+				appendPQExpBufferChar(&out, entities[e].c);
+				p += n - 1;
+				done = true;
+				break;
+			}
+		}
+		if (!done)
+			appendPQExpBufferChar(&out, *p);
+	}
+	*from = b + strlen(close);
+	return out.data;
+}
+
+/* A ListObjectsV2 query parameter, URI-encoded. */
+static void
+append_query_param(PQExpBuffer q, const char *name, const char *value)
+{
+	char	   *enc = sigv4_uri_encode(value, strlen(value), false);
+
+	appendPQExpBuffer(q, "%s%s=%s", q->len > 0 ? "&" : "", name, enc);
+	free(enc);
+}
+
+/*
+ * Lists the keys under prefix, calling fn for each; pages through the
+ * whole listing (ListObjectsV2, continuation tokens).
+ */
+static ShipResult
+list_objects(S3Target *s, const char *prefix,
+			 void (*fn) (const char *key, void *arg), void *arg, volatile sig_atomic_t *stop)
+{
+	char	   *token = NULL;
+	ShipResult	result = SHIP_OK;
+
+	do
+	{
+		PQExpBufferData q;
+		S3Call		c;
+		char	   *what = psprintf("the objects under \"%s\"", prefix);
+		char	   *truncated;
+		const char *p;
+		char	   *item;
+
+		/* Parameters in the order SigV4 sorts them. */
+		initPQExpBuffer(&q);
+		if (token)
+			append_query_param(&q, "continuation-token", token);
+		append_query_param(&q, "list-type", "2");
+		append_query_param(&q, "prefix", prefix);
+		memset(&c, 0, sizeof(c));
+		c.s = s;
+		c.what = what;
+		c.method = "GET";
+		c.query = q.data;
+		http_response_init(&c.resp);
+		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+		free(token);
+		token = NULL;
+		if (result == SHIP_OK)
+		{
+			p = c.resp.body.data;
+			while ((item = xml_next(&p, "Key")) != NULL)
+			{
+				fn(item, arg);
+				free(item);
+			}
+			p = c.resp.body.data;
+			truncated = xml_next(&p, "IsTruncated");
+			if (truncated && strcmp(truncated, "true") == 0)
+			{
+				p = c.resp.body.data;
+				token = xml_next(&p, "NextContinuationToken");
+			}
+			free(truncated);
+		}
+		http_response_free(&c.resp);
+		termPQExpBuffer(&q);
+		free(what);
+	} while (result == SHIP_OK && token != NULL);
+	free(token);
+	return result;
+}
+
+/* PREFIX/ (with the slash), or "" for the bucket's root. */
+static char *
+prefix_slash(S3Target *s)
+{
+	return psprintf("%s%s", s->prefix, s->prefix[0] ? "/" : "");
+}
+
+/* A YYYY-MM-DD day moved by days (today's, with day NULL). */
+static void
+day_add(const char *day, int days, char out[11])
+{
+	struct tm	tm;
+	time_t		t = time(NULL);
+
+	memset(&tm, 0, sizeof(tm));
+	if (day != NULL)
+	{
+		if (sscanf(day, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
+		{
+			strlcpy(out, "0000-00-00", 11);
+			return;
+		}
+		tm.tm_year -= 1900;
+		tm.tm_mon -= 1;
+		tm.tm_hour = 12;
+		t = timegm(&tm);
+	}
+	t += (time_t) days * 24 * 3600;
+	gmtime_r(&t, &tm);
+	strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+static void
+mark_last(const char *key, void *arg)
+{
+	S3RouteMark *m = arg;
+	S3Position	first;
+	S3Position	last;
+
+	if (parse_object_name(key, &first, &last) &&
+		(!m->found || position_cmp(last, m->last) > 0))
+	{
+		m->found = true;
+		m->last = last;
+	}
+}
+
+/*
+ * Where the route stands in the bucket: the last position among its
+ * objects of the days from the day before dt to the day after today
+ * (commit days follow commit order; a day's margin on each side covers
+ * clocks).  Objects of a route are written in order, so every position up
+ * to it is there.  A listing per day: the route's older days are never
+ * read.
+ */
+static S3RouteMark *
+route_mark(S3Target *s, const char *route, const char *dt, volatile sig_atomic_t *stop)
+{
+	S3RouteMark *m;
+	char	   *base = prefix_slash(s);
+	char		day[11];
+	char		last_day[11];
+	ShipResult	result = SHIP_OK;
+
+	for (int i = 0; i < s->nmarks; i++)
+		if (strcmp(s->marks[i].route, route) == 0)
+			return &s->marks[i];
+
+	if (s->nmarks == s->maxmarks)
+	{
+		s->maxmarks = Max(8, s->maxmarks * 2);
+		s->marks = pg_realloc(s->marks, sizeof(S3RouteMark) * s->maxmarks);
+	}
+	m = &s->marks[s->nmarks];
+	memset(m, 0, sizeof(*m));
+	m->route = pg_strdup(route);
+	day_add(dt, -1, day);
+	day_add(NULL, 1, last_day);
+	if (strcmp(dt, last_day) > 0)
+		strlcpy(last_day, dt, sizeof(last_day));
+	for (int guard = 0; strcmp(day, last_day) <= 0 && guard < 400 && result == SHIP_OK; guard++)
+	{
+		char	   *prefix = psprintf("%s%s/dt=%s/", base, route, day);
+		char		next[11];
+
+		result = list_objects(s, prefix, mark_last, m, stop);
+		free(prefix);
+		day_add(day, 1, next);
+		strlcpy(day, next, sizeof(day));
+	}
+	if (result != SHIP_OK)
+	{
+		free(m->route);
+		m = NULL;
+	}
+	else
+	{
+		s->nmarks++;
+		if (m->found)
+		{
+			char		hex[POSITION_HEX + 1];
+
+			format_position(hex, m->last);
+			log_info("S3 route \"%s\" has objects up to position %s: rows up to it are not written again",
+					 route, hex);
+		}
+	}
+	free(base);
+	return m;
+}
+
+S3AddResult
 s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t len,
-	   uint64_t commit_lsn, uint64_t safe_lsn)
+	   S3Position pos, uint64_t safe_lsn, volatile sig_atomic_t *stop)
 {
 	S3Object   *o = NULL;
+	S3RouteMark *m = route_mark(s, route, dt, stop);
+
+	if (m == NULL)
+		return S3_FAILED;
+	if (m->found && position_cmp(pos, m->last) <= 0)
+	{
+		s->rows_skipped++;
+		return S3_SKIPPED;
+	}
 
 	for (int i = 0; i < s->nobjects; i++)
 	{
@@ -301,7 +651,7 @@ s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t l
 		memset(o, 0, sizeof(*o));
 		o->route = pg_strdup(route);
 		strlcpy(o->dt, dt, sizeof(o->dt));
-		o->first_lsn = commit_lsn;
+		o->first = pos;
 		initPQExpBuffer(&o->body);
 		/* windowBits 15 + 16: a gzip wrapper */
 		if (s->gzip && deflateInit2(&o->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
@@ -315,7 +665,7 @@ s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t l
 		s->first_at = now_seconds();
 		s->safe_lsn = safe_lsn;
 	}
-	o->last_lsn = commit_lsn;
+	o->last = pos;
 	o->rows++;
 	if (s->gzip)
 	{
@@ -328,24 +678,165 @@ s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t l
 		appendPQExpBufferChar(&o->body, '\n');
 	}
 	s->buffered += len + 1;
+	return S3_ADDED;
 }
 
 /*
- * PREFIX/<route>/dt=<day>/<first>-<last>-<run>-<flush>.json.gz: the commit
- * LSNs of the first and last rows (zero-padded hex, so names sort in commit
- * order), then this run's start time and flush number.  The suffix keeps
- * names unique where LSNs alone are not (load rows all carry the consistent
- * point; a large transaction can span flushes), so no object is ever
- * overwritten.
+ * PREFIX/<route>/dt=<day>/<first>-<last>.json.gz: the stream positions of
+ * the first and last rows (commit LSN and ordinal, zero-padded hex, so
+ * names sort in stream order).  A range shipped again gets the same name.
  */
 static char *
 object_key(S3Target *s, S3Object *o)
 {
-	return psprintf("%s%s%s/dt=%s/%08X%08X-%08X%08X-%08X-%06u.json%s",
+	char		first[POSITION_HEX + 1];
+	char		last[POSITION_HEX + 1];
+
+	format_position(first, o->first);
+	format_position(last, o->last);
+	return psprintf("%s%s%s/dt=%s/%s-%s.json%s",
 					s->prefix, s->prefix[0] ? "/" : "", o->route, o->dt,
-					(uint32_t) (o->first_lsn >> 32), (uint32_t) o->first_lsn,
-					(uint32_t) (o->last_lsn >> 32), (uint32_t) o->last_lsn,
-					(uint32_t) s->run_id, s->flushes, s->gzip ? ".gz" : "");
+					first, last, s->gzip ? ".gz" : "");
+}
+
+ShipResult
+s3_claim_prefix(S3Target *s, const char *system_id, const char *database, const char *slot,
+				volatile sig_atomic_t *stop)
+{
+	char	   *base = prefix_slash(s);
+	char	   *key = psprintf("%s_fundrecs/owner.json", base);
+	char	   *what = psprintf("object \"%s\"", key);
+	char	   *mine = psprintf("{\"system_identifier\":\"%s\",\"database\":\"%s\",\"slot\":\"%s\"}\n",
+								system_id, database, slot);
+	ShipResult	result = SHIP_OK;
+
+	/* Read it; write it when there is none; read it again (two at once). */
+	for (int round = 0; round < 2 && result == SHIP_OK; round++)
+	{
+		S3Call		c;
+
+		memset(&c, 0, sizeof(c));
+		c.s = s;
+		c.what = what;
+		c.method = "GET";
+		c.key = key;
+		c.missing_ok = true;
+		c.startup = true;
+		http_response_init(&c.resp);
+		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+		if (result == SHIP_OK && c.resp.status == 404 && round == 0)
+		{
+			S3Call		put;
+
+			memset(&put, 0, sizeof(put));
+			put.s = s;
+			put.what = what;
+			put.method = "PUT";
+			put.key = key;
+			put.body = mine;
+			http_response_init(&put.resp);
+			result = retry_call(what, s->retry_timeout_s, s3_attempt, &put, stop);
+			http_response_free(&put.resp);
+			if (result == SHIP_OK)
+				log_info("claimed s3://%s/%s for slot \"%s\" of database \"%s\"", s->bucket, base, slot,
+						 database);
+		}
+		else if (result == SHIP_OK && c.resp.status != 404)
+		{
+			if (strcmp(c.resp.body.data, mine) != 0)
+			{
+				log_error("S3 prefix s3://%s/%s belongs to another fundrecs_shipper: %s says %.*s",
+						  s->bucket, base, key, (int) Min(c.resp.body.len, 300),
+						  c.resp.body.data);
+				log_error_detail("This shipper is slot \"%s\" of database \"%s\" on system %s. Two shippers writing one prefix would each skip rows the other wrote, and the lake would lose them.",
+								 slot, database, system_id);
+				log_error_hint("Give each slot a prefix of its own (--s3-url). To hand the prefix over for good, delete %s and the objects of the old owner.",
+							   key);
+				retry_note_permanent();
+				result = SHIP_FATAL;
+			}
+			round = 2;
+		}
+		else if (result == SHIP_OK)
+		{
+			log_error("could not read back s3://%s/%s after writing it", s->bucket, key);
+			result = SHIP_FATAL;
+		}
+		http_response_free(&c.resp);
+	}
+	free(base);
+	free(key);
+	free(what);
+	free(mine);
+	return result;
+}
+
+typedef struct ForgetState
+{
+	uint64_t	lsn;
+	char	  **keys;
+	int			nkeys;
+	int			maxkeys;
+} ForgetState;
+
+static void
+collect_load_object(const char *key, void *arg)
+{
+	ForgetState *f = arg;
+	S3Position	first;
+	S3Position	last;
+
+	if (!parse_object_name(key, &first, &last) || first.lsn != f->lsn || last.lsn != f->lsn)
+		return;
+	if (f->nkeys == f->maxkeys)
+	{
+		f->maxkeys = Max(16, f->maxkeys * 2);
+		f->keys = pg_realloc(f->keys, sizeof(char *) * f->maxkeys);
+	}
+	f->keys[f->nkeys++] = pg_strdup(key);
+}
+
+ShipResult
+s3_forget_load(S3Target *s, uint64_t lsn, volatile sig_atomic_t *stop)
+{
+	char	   *base = prefix_slash(s);
+	ForgetState f;
+	ShipResult	result;
+
+	/*
+	 * Every object of the prefix is listed (a page of 1,000 per request):
+	 * the load's routes are not known, and this happens only when a load
+	 * is done again.  Its objects hold rows at its consistent point alone.
+	 */
+	memset(&f, 0, sizeof(f));
+	f.lsn = lsn;
+	result = list_objects(s, base, collect_load_object, &f, stop);
+	for (int i = 0; i < f.nkeys && result == SHIP_OK; i++)
+	{
+		S3Call		c;
+		char	   *what = psprintf("object \"%s\"", f.keys[i]);
+
+		memset(&c, 0, sizeof(c));
+		c.s = s;
+		c.what = what;
+		c.method = "DELETE";
+		c.key = f.keys[i];
+		c.missing_ok = true;
+		http_response_init(&c.resp);
+		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+		if (result == SHIP_OK)
+		{
+			s->objects_deleted++;
+			log_info("deleted s3://%s/%s (the initial load that did not finish)", s->bucket, f.keys[i]);
+		}
+		http_response_free(&c.resp);
+		free(what);
+	}
+	for (int i = 0; i < f.nkeys; i++)
+		free(f.keys[i]);
+	free(f.keys);
+	free(base);
+	return result;
 }
 
 ShipResult
@@ -356,6 +847,7 @@ s3_flush(S3Target *s, volatile sig_atomic_t *stop)
 	if (s->nobjects == 0)
 		return SHIP_OK;
 
+	/* One after the other, in the order of their first rows: a route's objects in order. */
 	for (int i = 0; i < s->nobjects && result == SHIP_OK; i++)
 	{
 		S3Object   *o = &s->objects[i];
@@ -380,22 +872,33 @@ s3_flush(S3Target *s, volatile sig_atomic_t *stop)
 		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 		if (result == SHIP_OK)
 		{
+			S3RouteMark *m = NULL;
+
 			s->objects_put++;
 			s->bytes_put += o->body.len;
 			log_info("wrote s3://%s/%s (%llu rows, %zu bytes)", s->bucket, key,
-						(unsigned long long) o->rows, o->body.len);
+					 (unsigned long long) o->rows, o->body.len);
+			/* The route stands there now. */
+			for (int j = 0; j < s->nmarks && m == NULL; j++)
+				if (strcmp(s->marks[j].route, o->route) == 0)
+					m = &s->marks[j];
+			if (m != NULL && (!m->found || position_cmp(o->last, m->last) > 0))
+			{
+				m->found = true;
+				m->last = o->last;
+			}
 		}
 		http_response_free(&c.resp);
 		free(what);
 		free(key);
 	}
 
-
 	if (result != SHIP_OK)
 	{
 		/*
 		 * Objects already written stay; the rest are dropped with the whole
-		 * flush unconfirmed: the rows come again after a restart.
+		 * flush unconfirmed: the rows come again after a restart, and the
+		 * rows of the objects written are skipped then.
 		 */
 		return result;
 	}

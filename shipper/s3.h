@@ -2,7 +2,8 @@
  *
  * s3.h
  *	  S3 target: JSON Lines objects, gzip by default, one per route and
- *	  day per flush, named PREFIX/<route>/dt=YYYY-MM-DD/<first>-<last>.json.gz.
+ *	  day per flush, named PREFIX/<route>/dt=YYYY-MM-DD/<first>-<last>.json.gz
+ *	  after the stream positions of their first and last rows.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,12 +20,32 @@
 #include "http.h"
 #include "retry.h"
 
+/*
+ * A row's place in the stream: its transaction's commit LSN and its ordinal
+ * among that transaction's rows (the rows of an initial load share the
+ * consistent point, and are numbered through the load).  Only the stream
+ * decides it, so a row shipped again has the same position.
+ */
+typedef struct S3Position
+{
+	uint64_t	lsn;
+	uint32_t	seq;
+} S3Position;
+
+/* What a route already has in the bucket, read once per run (ListObjectsV2). */
+typedef struct S3RouteMark
+{
+	char	   *route;
+	bool		found;			/* an object of the route was found */
+	S3Position	last;			/* the last row written, when found */
+} S3RouteMark;
+
 typedef struct S3Object
 {
 	char	   *route;			/* partition value */
 	char		dt[11];			/* YYYY-MM-DD */
-	uint64_t	first_lsn;		/* commit LSNs of its first and last rows */
-	uint64_t	last_lsn;
+	S3Position	first;			/* positions of its first and last rows */
+	S3Position	last;
 	uint64_t	rows;
 	z_stream	z;				/* gzip stream, when compressing */
 	PQExpBufferData body;		/* the object's bytes so far */
@@ -50,23 +71,54 @@ typedef struct S3Target
 	double		first_at;		/* when the oldest held row arrived */
 	uint64_t	safe_lsn;		/* confirmable while rows are held */
 
-	uint32_t	run_id;			/* start time: object names of runs differ */
+	S3RouteMark *marks;			/* per route, looked up at its first row */
+	int			nmarks;
+	int			maxmarks;
+
 	uint32_t	flushes;
 	uint64_t	objects_put;
 	uint64_t	bytes_put;
+	uint64_t	rows_skipped;	/* already in the bucket, from an earlier run */
+	uint64_t	objects_deleted;	/* of a load done again */
 } S3Target;
+
+typedef enum S3AddResult
+{
+	S3_ADDED,
+	S3_SKIPPED,					/* the bucket has it already */
+	S3_FAILED					/* the route's objects could not be listed */
+} S3AddResult;
 
 extern char *s3_init(S3Target *s, AwsCredentialProvider *provider, const char *url,
 					 const char *endpoint,
 					 const char *region, const char *addressing, bool gzip,
 					 const char *ca_file, long timeout_ms, int retry_timeout_s);
 
-/* Checks the bucket exists and is reachable (HEAD bucket). */
+/* Checks the bucket exists and is reachable (a listing of PREFIX/_fundrecs/). */
 extern ShipResult s3_check_bucket(S3Target *s, volatile sig_atomic_t *stop);
 
-/* Holds a row for the object of its route and day. */
-extern void s3_add(S3Target *s, const char *route, const char *dt, const char *row,
-				   size_t len, uint64_t commit_lsn, uint64_t safe_lsn);
+/*
+ * Claims the prefix for this slot (PREFIX/_fundrecs/owner.json): a prefix
+ * another slot, database or cluster writes is refused (a permanent error).
+ */
+extern ShipResult s3_claim_prefix(S3Target *s, const char *system_id, const char *database,
+								  const char *slot, volatile sig_atomic_t *stop);
+
+/*
+ * Holds a row for the object of its route and day, unless the route's
+ * objects already hold its position (a row shipped again after a crash):
+ * the first row of each route in a run lists what the route has.
+ */
+extern S3AddResult s3_add(S3Target *s, const char *route, const char *dt, const char *row,
+						  size_t len, S3Position pos, uint64_t safe_lsn,
+						  volatile sig_atomic_t *stop);
+
+/*
+ * Deletes the objects of an initial load that did not finish (their rows
+ * all at its consistent point lsn): a load done again must not leave a
+ * first, partial copy.  Lists the whole prefix.
+ */
+extern ShipResult s3_forget_load(S3Target *s, uint64_t lsn, volatile sig_atomic_t *stop);
 
 /* Uploads every held object; on success nothing is held any more. */
 extern ShipResult s3_flush(S3Target *s, volatile sig_atomic_t *stop);

@@ -32,6 +32,8 @@ struct ReplConn
 	const ReplConnParams *params;
 	char	   *copybuf;		/* last buffer from PQgetCopyData */
 	char	   *start_error_sqlstate;
+	char		system_id[32];	/* IDENTIFY_SYSTEM's systemid and dbname */
+	char		dbname[NAMEDATALEN];
 	int			sender_timeout_ms;	/* the server's wal_sender_timeout, 0: none */
 	char	   *stream_error;	/* how the stream last ended with an error */
 };
@@ -195,11 +197,12 @@ stream_connect(const ReplConnParams *params)
 		PQfinish(conn);
 		return NULL;
 	}
-	PQclear(res);
-
 	rc = pg_malloc0(sizeof(ReplConn));
 	rc->conn = conn;
 	rc->params = params;
+	strlcpy(rc->system_id, PQgetvalue(res, 0, 0), sizeof(rc->system_id));
+	strlcpy(rc->dbname, PQgetvalue(res, 0, 3), sizeof(rc->dbname));
+	PQclear(res);
 
 	/* How often the server must hear from us, for waits on deliveries. */
 	rc->sender_timeout_ms = 60000;
@@ -355,6 +358,13 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool 
 	PQfreemem(slot);
 	termPQExpBuffer(&cmd);
 	return ok;
+}
+
+void
+stream_identity(ReplConn *rc, const char **system_id, const char **dbname)
+{
+	*system_id = rc->system_id;
+	*dbname = rc->dbname;
 }
 
 int

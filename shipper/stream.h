@@ -61,6 +61,8 @@ typedef struct pg_result PGresult;
  * on a stop, cancels the query once (*cancelled), then returns its result.
  */
 extern PGresult *pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled);
+/* The cluster's system identifier and the database, from IDENTIFY_SYSTEM. */
+extern void stream_identity(ReplConn *rc, const char **system_id, const char **dbname);
 /* The server's version number (170004) and its text ("17.4"). */
 extern int	stream_server_version(ReplConn *rc, const char **text);
 extern bool stream_start(ReplConn *rc, uint64_t startpos);

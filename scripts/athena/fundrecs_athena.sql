@@ -2,13 +2,14 @@
 -- Render with scripts/athena/render.sh BUCKET PREFIX [ROUTES] (it fills
 -- @BUCKET@, @PREFIX@ and @ROUTES@), then run each statement in Athena.
 --
--- Layout: s3://@BUCKET@/@PREFIX@/<route>/dt=YYYY-MM-DD/<first>-<last>-<run>-<n>.json.gz
+-- Layout: s3://@BUCKET@/@PREFIX@/<route>/dt=YYYY-MM-DD/<first>-<last>.json.gz (stream positions)
 -- Partition projection on route and dt: no crawler, no MSCK REPAIR TABLE.
 
 CREATE DATABASE IF NOT EXISTS fundrecs_cdc;
 
--- Every row the shipper wrote, as written (a row may appear twice after a
--- restart of the shipper: see the changes view).
+-- Every row the shipper wrote, as written: each change once (a restart skips
+-- what the bucket has); the changes view still drops repeats, as defence in
+-- depth for objects written by earlier versions or by hand.
 CREATE EXTERNAL TABLE IF NOT EXISTS fundrecs_cdc.cdc_rows (
 	op string,
 	`schema` string,

@@ -85,6 +85,16 @@ sub live_keys
 	apply_rows(\%consumer, rows_of($out));
 	is(live_keys(\%consumer), '1,2,3,4,5', 'lost slot: the consumer holds the five orders');
 
+	# Restarts with the documented options keep the record of the load.
+	($rc, $out, $err) = run_shipper(\%env, @ship, '--create-slot', '--if-not-exists', '-E', $end);
+	is($rc, 0, 'lost slot: a restart with --create-slot --if-not-exists') or diag($err);
+	like($err, qr/shipped 0 rows, confirmed up to/, 'lost slot: the restart streams from the slot');
+	is($node->safe_psql('postgres', "SELECT finished_at IS NOT NULL FROM fundrecs.load_state WHERE slot_name = 'lost'"),
+		't', 'lost slot: the restart leaves the record of the load');
+	($rc, $out, $err) = run_shipper(\%env, @ship, '--create-slot', '-n');
+	is($rc, 1, 'lost slot: --create-slot without --if-not-exists on a loaded slot: exit 1');
+	like($err, qr/replication slot "lost" already exists/, 'lost slot: says the slot exists');
+
 	# Changes after the last confirmation, then the slot is lost.
 	$node->safe_psql('postgres', q{
 UPDATE fundrecs_schema.orders SET quantity = 100 WHERE order_id = 1;
