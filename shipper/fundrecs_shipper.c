@@ -1069,6 +1069,10 @@ prepare_slot(ReplConn *rc, const ReplConnParams *params, PGconn **lockconn)
 				 * stays (it is what tells a lost slot from a new one).
 				 */
 				create = false;
+				if (opts.verbosity >= 0)
+					log_info("replication slot \"%s\" exists, using it", opts.slot);
+				if (opts.enable_failover && !stream_set_failover(rc))
+					return false;
 			}
 		}
 		/* Written before the slot exists: a kill from here on is seen. */

@@ -271,6 +271,23 @@ pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled)
 }
 
 bool
+stream_set_failover(ReplConn *rc)
+{
+	char	   *slot = PQescapeIdentifier(rc->conn, rc->params->slot, strlen(rc->params->slot));
+	char	   *cmd = psprintf("ALTER_REPLICATION_SLOT %s (FAILOVER)", slot);
+	PGresult   *res = PQexec(rc->conn, cmd);
+	bool		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+	if (!ok)
+		log_error("could not make replication slot \"%s\" a failover slot: %s",
+				  rc->params->slot, PQerrorMessage(rc->conn));
+	PQclear(res);
+	free(cmd);
+	PQfreemem(slot);
+	return ok;
+}
+
+bool
 stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool failover,
 				   bool *created, uint64_t *consistent_lsn, char **snapshot_name,
 				   volatile sig_atomic_t *stop)
@@ -317,21 +334,8 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool 
 		{
 			log_info("replication slot \"%s\" exists, using it", rc->params->slot);
 			/* An existing slot becomes a failover slot too. */
-			if (failover)
-			{
-				PGresult   *alter;
-
-				resetPQExpBuffer(&cmd);
-				appendPQExpBuffer(&cmd, "ALTER_REPLICATION_SLOT %s (FAILOVER)", slot);
-				alter = PQexec(rc->conn, cmd.data);
-				if (PQresultStatus(alter) != PGRES_COMMAND_OK)
-				{
-					log_error("could not make replication slot \"%s\" a failover slot: %s",
-							  rc->params->slot, PQerrorMessage(rc->conn));
-					ok = false;
-				}
-				PQclear(alter);
-			}
+			if (failover && !stream_set_failover(rc))
+				ok = false;
 		}
 		else
 		{

@@ -61,6 +61,8 @@ typedef struct pg_result PGresult;
  * on a stop, cancels the query once (*cancelled), then returns its result.
  */
 extern PGresult *pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled);
+/* ALTER_REPLICATION_SLOT ... (FAILOVER): the slot is kept on standbys (17+). */
+extern bool stream_set_failover(ReplConn *rc);
 /* The cluster's system identifier and the database, from IDENTIFY_SYSTEM. */
 extern void stream_identity(ReplConn *rc, const char **system_id, const char **dbname);
 /* The server's version number (170004) and its text ("17.4"). */
