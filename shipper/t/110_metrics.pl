@@ -142,15 +142,20 @@ unlike(slurp_file($log), qr/error:/, 'no errors');
 	$node->safe_psql('postgres',
 		"INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) SELECT 1 + g % 4, g, 1 FROM generate_series(1, 20000) g");
 	my ($ocode, $otext, $obody);
-	ok(wait_for('outage: retained WAL seen', sub {
+	# The walsender decodes the 20,000-row transaction before the first row
+	# reaches the shipper, so the slot can retain WAL while nothing is held
+	# yet: wait for both.
+	ok(wait_for('outage: retained WAL and held rows seen', sub {
 		($ocode, $otext) = get('/metrics');
-		(metric($otext, 'fundrecs_shipper_slot_retained_wal_bytes') // 0) > 1048576 }),
+		(metric($otext, 'fundrecs_shipper_slot_retained_wal_bytes') // 0) > 1048576
+		  && (metric($otext, 'fundrecs_shipper_held_rows') // 0) > 0 }),
 		'outage: /metrics shows the WAL the slot retains while deliveries retry')
 	  or diag($otext);
 	like($otext, qr/^fundrecs_shipper_slot_wal_status\{status="reserved"\} 1$/m, 'outage: and its wal_status');
 	cmp_ok(metric($otext, 'fundrecs_shipper_held_rows'), '>', 0, 'outage: and the rows held');
-	($ocode, $obody) = get('/healthz');
-	is($ocode, 503, 'outage: /healthz fails');
+	ok(wait_for('outage: /healthz fails', sub { ($ocode, $obody) = get('/healthz'); $ocode == 503 }),
+		'outage: /healthz fails')
+	  or diag("healthz $ocode: $obody");
 	like($obody, qr/the slot retains \d+ bytes of WAL, over --max-retained-wal 1048576/, 'outage: /healthz says why');
 	$ho->signal('TERM');
 	$ho->finish;
