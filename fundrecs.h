@@ -4,11 +4,13 @@
  *	  Shared declarations of the fundrecs extension and of the
  *	  fundrecs_decoder logical decoding output plugin.
  *
- * The library holds five parts, one file each, and a header of version
+ * The library holds seven parts, one file each, and a header of version
  * guards:
- *	  fundrecs_decoder.c	output plugin callbacks and row assembly
+ *	  fundrecs_decoder.c	output plugin callbacks: a message per row, pack_bytes
+ *	  fundrecs_row.c		a change as a row of JSON, native or DMS, enriched
+ *	  fundrecs_relinfo.c	the per-relation output info cache
+ *	  fundrecs_json.c		column values to JSON
  *	  fundrecs_options.c	plugin option parsing and table filters
- *	  fundrecs_json.c		column values to JSON, per-relation output info
  *	  fundrecs_products.c	product lookup and cache, SQL-callable helpers
  *	  fundrecs_load.c		the initial load (load_rows, load_tables)
  *	  fundrecs_compat.h		what differs between PostgreSQL 15, 16, 17, 18
@@ -189,7 +191,7 @@ typedef struct FrRelInfo
 	char	   *partition_json; /* quoted schema.leaf */
 } FrRelInfo;
 
-extern void fr_relinfo_init(void);
+extern void fr_relinfo_init(MemoryContext parent);
 extern void fr_relinfo_shutdown(void);
 extern FrRelInfo *fr_relinfo_get(Relation rel, const FrOptions *opts);
 extern void fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts);
@@ -202,7 +204,7 @@ extern void fr_json_append_number_text(StringInfo out, const char *str);
 extern char *fr_json_quote(const char *str);
 
 /* ----------------------------------------------------------------
- * Row messages (fundrecs_decoder.c), also used by the initial load
+ * Row messages (fundrecs_row.c), written by the decoder and the initial load
  * ----------------------------------------------------------------
  */
 typedef struct FrRowMeta
@@ -221,6 +223,10 @@ typedef struct FrRowMeta
 extern void fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 						 FrRelInfo *ri, TupleDesc desc, HeapTuple newtuple,
 						 HeapTuple oldtuple);
+extern void fr_write_truncate(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
+							  FrRelInfo *ri);
+/* The header's per-transaction part (commit_lsn, xid, commit_time). */
+extern void fr_append_txn_fragment(StringInfo out, const FrOptions *opts, const FrRowMeta *meta);
 
 /* ----------------------------------------------------------------
  * Appending to a StringInfo, inline
@@ -289,7 +295,7 @@ typedef struct FrProduct
 	int			price_scale;
 } FrProduct;
 
-extern void fr_products_init(void);
+extern void fr_products_init(MemoryContext parent);
 extern void fr_products_shutdown(void);
 extern void fr_products_begin_txn(XLogRecPtr first_commit_lsn, bool txn_changes_catalog);
 extern void fr_products_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog);

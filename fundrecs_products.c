@@ -59,7 +59,8 @@ static bool warned_missing = false;
 
 /* The cache. */
 static HTAB *product_cache = NULL;
-static MemoryContext product_cxt = NULL;
+static MemoryContext product_owner_cxt = NULL;	/* under the decoding context */
+static MemoryContext product_cxt = NULL;	/* its child, reset with the cache */
 
 /*
  * Product ids are usually small and dense: for ids below FR_DENSE_IDS the
@@ -82,17 +83,24 @@ products_invalidate(Datum arg, Oid relid)
 		products_info_valid = false;
 }
 
+/* The cache's context is going away (shutdown, or the session's end). */
+static void
+products_forget(void *arg)
+{
+	product_owner_cxt = NULL;
+	product_cxt = NULL;
+	product_cache = NULL;
+	product_dense = NULL;
+	product_dense_size = 0;
+}
+
 static void
 cache_reset(void)
 {
 	HASHCTL		ctl;
 
-	if (product_cxt == NULL)
-		product_cxt = AllocSetContextCreate(CacheMemoryContext,
-											"fundrecs product cache",
-											ALLOCSET_DEFAULT_SIZES);
-	else
-		MemoryContextReset(product_cxt);
+	Assert(product_cxt != NULL);
+	MemoryContextReset(product_cxt);
 	product_dense = NULL;
 	product_dense_size = 0;
 
@@ -112,20 +120,30 @@ cache_reset(void)
 void
 fr_products_shutdown(void)
 {
-	if (product_cxt != NULL)
-		MemoryContextDelete(product_cxt);
-	product_cxt = NULL;
-	product_cache = NULL;
-	product_dense = NULL;
-	product_dense_size = 0;
+	if (product_owner_cxt != NULL)
+		MemoryContextDelete(product_owner_cxt);
+	Assert(product_owner_cxt == NULL && product_cxt == NULL);
 	session_started = false;
 	txn_may_use_cache = false;
 }
 
-/* Start of a decoding session. */
+/*
+ * Start of a decoding session: the cache lives in a context under the
+ * decoding context (deleted at shutdown, or with the decoding context when
+ * the session ends in an error: the reset callback forgets it then).
+ */
 void
-fr_products_init(void)
+fr_products_init(MemoryContext parent)
 {
+	static MemoryContextCallback forget = {products_forget, NULL, NULL};
+
+	fr_products_shutdown();
+	product_owner_cxt = AllocSetContextCreate(parent, "fundrecs product cache",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContextRegisterResetCallback(product_owner_cxt, &forget);
+	/* Reset whenever the products change (resetting the owner would forget it). */
+	product_cxt = AllocSetContextCreate(product_owner_cxt, "fundrecs products",
+										ALLOCSET_DEFAULT_SIZES);
 	if (!products_callback_registered)
 	{
 		CacheRegisterRelcacheCallback(products_invalidate, (Datum) 0);

@@ -184,3 +184,20 @@ aws_resolve_region(const char *cli_region)
 		return pg_strdup(r);
 	return aws_config_value(profile_name(), "region", NULL);
 }
+
+const char *
+aws_endpoint_from_env(const char *service)
+{
+	char		name[64];
+	const char *v;
+
+	v = getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS");
+	if (v != NULL && pg_strcasecmp(v, "true") == 0)
+		return NULL;
+	snprintf(name, sizeof(name), "AWS_ENDPOINT_URL_%s", service);
+	if ((v = getenv(name)) != NULL && *v != '\0')
+		return v;
+	if ((v = getenv("AWS_ENDPOINT_URL")) != NULL && *v != '\0')
+		return v;
+	return NULL;
+}

@@ -34,4 +34,12 @@ extern bool aws_profile_exists(const char *profile);
 /* --region, AWS_REGION, AWS_DEFAULT_REGION, then the profile's region. */
 extern char *aws_resolve_region(const char *cli_region);
 
+/*
+ * A service's endpoint from the environment, as the SDKs read it:
+ * AWS_ENDPOINT_URL_<SERVICE> (KINESIS, S3, STS), then AWS_ENDPOINT_URL,
+ * none when AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true.  Command-line flags
+ * win over both; the result is not to be freed.
+ */
+extern const char *aws_endpoint_from_env(const char *service);
+
 #endif							/* AWS_CONFIG_H */

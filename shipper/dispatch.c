@@ -3,12 +3,14 @@
  * dispatch.c
  *	  The batcher and dispatcher (see dispatch.h).
  *
- * Kinesis deliveries run on delivery threads ("lanes"), one batch per lane
- * at a time, with the retry loops of kinesis.c unchanged: a lane's thread
- * owns the batch it delivers and its own Kinesis target (connections,
- * shard map, counters); the main thread owns the batch being filled and
- * the replication connection.  They meet under one mutex: a hand-off (a
- * job) and a result per lane.
+ Deliveries run on delivery threads ("lanes"), one batch per lane at a
+ * time, through the target's deliver function (target_kinesis.c: the
+ * retry loops of kinesis.c): a lane's thread owns the batch it delivers
+ * and the target's state for that lane (for Kinesis its connections, shard
+ * map and counters); the main thread owns the batch being filled and the
+ * replication connection.  They meet under one mutex: a hand-off (a job)
+ * and a result per lane.  A target without lanes (standard output) is
+ * delivered on the main thread when the batch is flushed.
  *
  * The order rule: a version of a key goes only once every earlier one is
  * acknowledged, retries included.  A row whose key has an earlier version
@@ -28,13 +30,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "dispatch.h"
 #include "retry.h"
+#include "target.h"
 
 /*
  * A batch's bytes: rows and their partition keys are copied into chunks
@@ -69,24 +71,19 @@ typedef struct Batch
 typedef struct Lane
 {
 	Batch		batch;			/* the rows it delivers (or failed to) */
-	KinesisTarget *k;			/* its own connections and shard map */
+	void	   *ctx;			/* the target's state for this lane */
 	pthread_t	thread;
 	/* under lock */
 	bool		job_ready;		/* batch handed to the thread */
 	bool		job_done;		/* and delivered (or not: result) */
 	ShipResult	result;
-	KinesisTarget stats;		/* counters copied after each delivery */
 	/* the main thread's */
 	bool		in_flight;		/* batch holds rows not yet collected */
 } Lane;
 
-static DispatchTarget target;
+static DispatchConfig cfg;		/* as dispatch_init was given it */
 static int	capacity;
 static size_t max_bytes;
-static size_t aggregate_bytes;
-static volatile sig_atomic_t *stop_flag;
-static bool verbose;
-static bool (*wait_fn) (void);
 
 static Batch filling_batch;
 static Batch *filling = &filling_batch;
@@ -235,9 +232,7 @@ batch_has_key(const Batch *b, const char *pkey, uint32_t h)
 static ShipResult
 deliver(Lane *l)
 {
-	if (target == DISPATCH_KINESIS_AGGREGATED)
-		return kinesis_put_aggregated(l->k, l->batch.recs, l->batch.n, aggregate_bytes, stop_flag);
-	return kinesis_put_records(l->k, l->batch.recs, l->batch.n, stop_flag);
+	return cfg.deliver(l->ctx, l->batch.recs, l->batch.n, cfg.stop);
 }
 
 static void *
@@ -258,7 +253,6 @@ delivery_main(void *arg)
 		r = deliver(l);
 
 		pthread_mutex_lock(&lock);
-		l->stats = *l->k;
 		l->result = r;
 		l->job_done = true;
 		pthread_cond_broadcast(&cond);
@@ -270,25 +264,19 @@ delivery_main(void *arg)
 }
 
 void
-dispatch_init(DispatchTarget t, KinesisTarget *k, int nlane, int cap, size_t maxb, size_t aggb,
-			  volatile sig_atomic_t *stop, bool (*tick) (void), bool verb)
+dispatch_init(const DispatchConfig *config)
 {
-	verbose = verb;
-	target = t;
-	capacity = cap;
-	max_bytes = maxb;
-	aggregate_bytes = aggb;
-	stop_flag = stop;
-	wait_fn = tick;
-	waiting_max = WAITING_BATCHES * cap;
-	batch_alloc(&filling_batch, t != DISPATCH_STDOUT);
-	if (t != DISPATCH_STDOUT)
+	cfg = *config;
+	capacity = cfg.capacity;
+	max_bytes = cfg.max_bytes;
+	waiting_max = WAITING_BATCHES * capacity;
+	batch_alloc(&filling_batch, cfg.keyed);
+	if (cfg.lanes > 0)
 	{
 		sigset_t	all,
 					old;
-		int			calls = k->max_in_flight;
 
-		Assert(nlane >= 1 && nlane <= DISPATCH_MAX_LANES && nlane <= calls);
+		Assert(cfg.lanes <= DISPATCH_MAX_LANES);
 		if (pipe(wake_pipe) != 0 ||
 			fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
 			fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0)
@@ -296,26 +284,14 @@ dispatch_init(DispatchTarget t, KinesisTarget *k, int nlane, int cap, size_t max
 			log_error("could not create a pipe: %m");
 			exit(1);
 		}
-		nlanes = nlane;
+		nlanes = cfg.lanes;
 		for (int i = 0; i < nlanes; i++)
 		{
 			Lane	   *l = &lanes[i];
-			/* --max-in-flight calls in all, shared out between the lanes */
-			int			share = calls / nlanes + (i < calls % nlanes ? 1 : 0);
 			int			rc;
 
 			batch_alloc(&l->batch, true);
-			if (i == 0)
-			{
-				/* The first lane uses the target itself, with its share of the pool. */
-				l->k = k;
-				k->max_in_flight = share;
-			}
-			else
-			{
-				l->k = pg_malloc(sizeof(KinesisTarget));
-				kinesis_clone(l->k, k, share);
-			}
+			l->ctx = cfg.lane_ctx[i];
 			/* Signals are the main thread's: the handlers only set flags. */
 			sigfillset(&all);
 			pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -345,7 +321,7 @@ batch_push(Batch *b, const char *row, size_t len, const char *pkey, size_t keyle
 	ShipRecord *r = &b->recs[b->n];
 
 	Assert(b->n < capacity);
-	/* Standard output needs no key: no room for it. */
+	/* Without keys (standard output), no room for one. */
 	r->data = batch_bytes(b, len + 1 + (b->slots != NULL ? keylen + 1 : 0));
 	memcpy(r->data, row, len);
 	r->data[len] = '\n';
@@ -390,7 +366,7 @@ static bool
 key_blocked(const char *pkey, uint32_t hash)
 {
 	return key_in_lanes(pkey, hash) ||
-		(target == DISPATCH_KINESIS && batch_has_key(filling, pkey, hash));
+		(cfg.distinct_keys && batch_has_key(filling, pkey, hash));
 }
 
 static WaitKey *
@@ -499,7 +475,7 @@ dispatch_add(const char *row, size_t len, const char *pkey, size_t keylen, uint3
 			 uint64_t commit_lsn, uint64_t safe_lsn, double commit_time)
 {
 	/* Behind an earlier version of its key, or behind rows of it that wait. */
-	if (target != DISPATCH_STDOUT &&
+	if (cfg.keyed &&
 		((nwaiting > 0 && wait_key_find(pkey, keylen, hash, false) != NULL) ||
 		 key_blocked(pkey, hash)))
 	{
@@ -538,10 +514,9 @@ collect(Lane *l, ShipResult r)
 		/* Kept: they bound what may be confirmed; nothing is sent again. */
 		return false;
 	}
-	if (verbose)
+	if (cfg.verbose)
 		log_info("shipped %d rows (%zu bytes) up to commit %X/%X", b->n, b->bytes,
-				 (uint32_t) (b->recs[b->n - 1].commit_lsn >> 32),
-				 (uint32_t) b->recs[b->n - 1].commit_lsn);
+				 LSN_FORMAT_ARGS(b->recs[b->n - 1].commit_lsn));
 	rows_shipped += b->n;
 	bytes_shipped += b->bytes;
 	last_delivery = now_seconds();
@@ -613,8 +588,8 @@ wait_any(uint32_t mask)
 		if (!busy)
 			break;
 		pthread_mutex_unlock(&lock);
-		if (wait_fn)
-			(void) wait_fn();
+		if (cfg.tick)
+			(void) cfg.tick(cfg.tick_arg);
 		pthread_mutex_lock(&lock);
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 100 * 1000 * 1000;
@@ -673,70 +648,9 @@ free_lane(void)
 bool
 dispatch_can_send(void)
 {
-	if (target == DISPATCH_STDOUT)
+	if (nlanes == 0)
 		return true;
 	return free_lane() != NULL;
-}
-
-/* Rows per writev() call (Linux's IOV_MAX is 1024). */
-#define STDOUT_IOV 512
-
-/*
- * The batch's rows to standard output with writev(), straight from the
- * batch: stdio's buffer is 4 kB on /dev/null or a pipe, which made a
- * copy and a write() per 4 kB.  A short write resumes where it stopped.
- */
-static bool
-write_stdout(Batch *b)
-{
-	struct iovec iov[STDOUT_IOV];
-	int			i = 0;
-	size_t		off = 0;		/* bytes of recs[i] already written */
-
-	/* Whatever stdio holds goes first. */
-	if (fflush(stdout) != 0)
-	{
-		log_error("could not write to standard output: %m");
-		return false;
-	}
-	while (i < b->n)
-	{
-		int			cnt = 0;
-		ssize_t		w;
-
-		for (int j = i; j < b->n && cnt < STDOUT_IOV; j++, cnt++)
-		{
-			size_t		skip = j == i ? off : 0;
-
-			iov[cnt].iov_base = b->recs[j].data + skip;
-			iov[cnt].iov_len = b->recs[j].len - skip;
-		}
-		w = writev(STDOUT_FILENO, iov, cnt);
-		if (w < 0)
-		{
-			if (errno == EINTR)
-				continue;
-			log_error("could not write to standard output: %m");
-			return false;
-		}
-		while (w > 0)
-		{
-			size_t		left = b->recs[i].len - off;
-
-			if ((size_t) w >= left)
-			{
-				w -= left;
-				i++;
-				off = 0;
-			}
-			else
-			{
-				off += w;
-				w = 0;
-			}
-		}
-	}
-	return true;
 }
 
 /* A delivery failed before: its lane keeps the rows, unconfirmed. */
@@ -767,12 +681,13 @@ send_filling(Lane *l)
 	promote_waiting();
 }
 
+/* Without lanes: the batch is delivered on the caller's thread, now. */
 static bool
-flush_stdout(void)
+flush_here(void)
 {
 	if (filling->n == 0)
 		return true;
-	if (!write_stdout(filling))
+	if (cfg.deliver(cfg.lane_ctx[0], filling->recs, filling->n, cfg.stop) != SHIP_OK)
 		return false;
 	rows_shipped += filling->n;
 	bytes_shipped += filling->bytes;
@@ -786,8 +701,8 @@ dispatch_flush(bool wait)
 {
 	Lane	   *l;
 
-	if (target == DISPATCH_STDOUT)
-		return flush_stdout();
+	if (nlanes == 0)
+		return flush_here();
 
 	if (!collect_finished() || lane_failed())
 		return false;
@@ -833,8 +748,8 @@ dispatch_make_room(size_t record_bytes)
 {
 	Lane	   *l;
 
-	if (target == DISPATCH_STDOUT)
-		return dispatch_fits(record_bytes) || flush_stdout();
+	if (nlanes == 0)
+		return dispatch_fits(record_bytes) || flush_here();
 	for (;;)
 	{
 		if (!collect_finished() || lane_failed())
@@ -958,22 +873,51 @@ dispatch_last_delivery(void)
 	return last_delivery;
 }
 
-void
-dispatch_kinesis_stats(KinesisTarget *out)
-{
-	memset(out, 0, sizeof(*out));
-	pthread_mutex_lock(&lock);
-	for (int i = 0; i < nlanes; i++)
-	{
-		const KinesisTarget *s = &lanes[i].stats;
 
-		out->rows_aggregated += s->rows_aggregated;
-		out->aggregates_resent += s->aggregates_resent;
-		out->throttled_records += s->throttled_records;
-		out->records_sent += s->records_sent;
-		out->calls += s->calls;
-		out->retried_calls += s->retried_calls;
-		out->retried_records += s->retried_records;
-	}
-	pthread_mutex_unlock(&lock);
+/* ----------------------------------------------------------------
+ * What the batching targets (stdout, Kinesis) share: see target.h
+ * ----------------------------------------------------------------
+ */
+
+bool
+dispatch_target_poll(double now, int linger_ms)
+{
+	double		first_at;
+
+	/* A delivery that finished: its rows may now be confirmed. */
+	if (!dispatch_poll())
+		return false;
+
+	/*
+	 * A partial batch waits no longer than the linger time, unless it cannot
+	 * go at once (every lane busy, or one holds an earlier version of one of
+	 * its keys): then it keeps filling and goes when it can, so the slower
+	 * the calls, the more rows each carries.
+	 */
+	if (dispatch_filling(&first_at) > 0 && dispatch_can_send() &&
+		now - first_at >= linger_ms / 1000.0)
+		return dispatch_flush(false);
+	return true;
+}
+
+double
+dispatch_target_next_due(int linger_ms)
+{
+	double		first_at;
+
+	if (dispatch_filling(&first_at) > 0 && dispatch_can_send())
+		return first_at + linger_ms / 1000.0;
+	return 0;
+}
+
+void
+dispatch_target_stats(MetricsState *m)
+{
+	m->rows += rows_shipped;
+	m->bytes += bytes_shipped;
+	m->oldest_pending_commit = dispatch_oldest_commit_time();
+	m->last_delivery = Max(m->last_delivery, last_delivery);
+	m->held_rows += dispatch_held_rows();
+	m->held_bytes += dispatch_held_bytes();
+	m->deliveries_in_flight += dispatch_in_flight();
 }

@@ -29,26 +29,33 @@
 
 #include "kinesis.h"
 
-typedef enum DispatchTarget
-{
-	DISPATCH_STDOUT,			/* written at the flush, no thread */
-	DISPATCH_KINESIS,			/* one record per row */
-	DISPATCH_KINESIS_AGGREGATED /* KPL aggregated records */
-} DispatchTarget;
-
 #define DISPATCH_MAX_LANES 8
 
 /*
- * Sets up the batches.  lanes: batches in flight at most (Kinesis; each
- * lane gets a delivery thread and a share of the target's max_in_flight
- * calls, at least one); capacity: rows per batch; max_bytes: bytes per
- * batch (lanes + 1 batches are held at most).  stop: the flag that abandons a delivery.  tick: called at least
- * once a second while the caller waits for a delivery (it keeps the
- * replication connection alive).  verbose: log each delivered batch.
+ * Delivers n records (each row followed by '\n', with its partition key
+ * when the target is keyed): on a lane's thread, or with no lanes on the
+ * caller's.  ctx is the lane's (lane_ctx[i]; without lanes, lane_ctx[0]).
+ * Retries are the function's own; stop abandons them.
  */
-extern void dispatch_init(DispatchTarget target, KinesisTarget *kinesis, int lanes, int capacity,
-						  size_t max_bytes, size_t aggregate_bytes,
-						  volatile sig_atomic_t *stop, bool (*tick) (void), bool verbose);
+typedef ShipResult (*DispatchDeliverFn) (void *ctx, ShipRecord *recs, int n, StopFlag *stop);
+
+typedef struct DispatchConfig
+{
+	DispatchDeliverFn deliver;
+	int			lanes;			/* delivery threads, 0 to DISPATCH_MAX_LANES */
+	void	   *lane_ctx[DISPATCH_MAX_LANES];
+	bool		keyed;			/* rows carry partition keys, kept in order per key */
+	bool		distinct_keys;	/* and a key appears once per batch at most */
+	int			capacity;		/* rows per batch */
+	size_t		max_bytes;		/* bytes per batch (lanes + 1 batches are held at most) */
+	StopFlag   *stop;			/* abandons the deliveries */
+	WaitTickFn	tick;			/* run at least once a second while the caller waits */
+	void	   *tick_arg;
+	bool		verbose;		/* log each delivered batch */
+} DispatchConfig;
+
+/* Sets up the batches and starts the lanes' threads. */
+extern void dispatch_init(const DispatchConfig *config);
 
 /* A partition key's hash, computed once per row for the two calls below. */
 extern uint32_t dispatch_key_hash(const char *pkey, size_t keylen);
@@ -117,9 +124,6 @@ extern double dispatch_oldest_commit_time(void);
 /* Bytes acknowledged so far; when the last delivery was acknowledged. */
 extern uint64_t dispatch_bytes_shipped(void);
 extern double dispatch_last_delivery(void);
-
-/* The Kinesis target's counters, as of the last finished delivery. */
-extern void dispatch_kinesis_stats(KinesisTarget *out);
 
 /*
  * Rows that waited for an earlier version of their key to be acknowledged

@@ -50,6 +50,14 @@ http_client_init(HttpClient *client, const char *ca_file, long timeout_ms)
 }
 
 void
+http_client_free(HttpClient *client)
+{
+	if (client->curl != NULL)
+		curl_easy_cleanup(client->curl);
+	client->curl = NULL;
+}
+
+void
 http_client_reset_connection(HttpClient *client)
 {
 	/* A fresh handle drops a connection that may be in a bad state. */

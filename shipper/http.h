@@ -36,6 +36,8 @@ typedef struct HttpResponse
 extern void http_global_init(void);
 extern void http_client_init(HttpClient *client, const char *ca_file, long timeout_ms);
 extern void http_client_reset_connection(HttpClient *client);
+/* Closes the client's connection and frees its handle. */
+extern void http_client_free(HttpClient *client);
 extern void http_response_init(HttpResponse *resp);
 extern void http_response_free(HttpResponse *resp);
 

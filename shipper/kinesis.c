@@ -22,12 +22,10 @@
 #include <openssl/rand.h>
 
 #include "log.h"
-#include "kinesis.h"
+#include "kinesis_int.h"
 #include "retry.h"
 #include "sigv4.h"
 
-#define BACKOFF_BASE_MS 100
-#define BACKOFF_CAP_MS 5000
 
 /* One kept-alive connection, request body and response per call in flight. */
 static void
@@ -91,8 +89,8 @@ kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_in_flight)
 }
 
 /* Appends a JSON string literal. */
-static void
-append_json_string(PQExpBuffer buf, const char *s, size_t len)
+void
+kinesis_append_json_string(PQExpBuffer buf, const char *s, size_t len)
 {
 	appendPQExpBufferChar(buf, '"');
 	for (size_t i = 0; i < len; i++)
@@ -139,7 +137,7 @@ kinesis_partition_key(const char *schema, size_t schema_len,
 		appendBinaryPQExpBuffer(out, key, key_len);
 	}
 	else
-		appendPQExpBuffer(out, "@%X/%X/%u", (uint32_t) (position >> 32), (uint32_t) position,
+		appendPQExpBuffer(out, "@%X/%X/%u", LSN_FORMAT_ARGS(position),
 						  ordinal);
 	/* Kinesis counts Unicode characters; bytes are a safe upper bound. */
 	if (out->len > KINESIS_MAX_KEY_CHARS)
@@ -197,18 +195,18 @@ kinesis_arn_region(const char *arn)
 }
 
 /* "StreamARN":"..." or "StreamName":"...", as the stream was given. */
-static void
-append_stream_field(KinesisTarget *k, PQExpBuffer body)
+void
+kinesis_append_stream_field(KinesisTarget *k, PQExpBuffer body)
 {
 	if (k->stream_arn)
 	{
 		appendPQExpBufferStr(body, "\"StreamARN\":");
-		append_json_string(body, k->stream_arn, strlen(k->stream_arn));
+		kinesis_append_json_string(body, k->stream_arn, strlen(k->stream_arn));
 	}
 	else
 	{
 		appendPQExpBufferStr(body, "\"StreamName\":");
-		append_json_string(body, k->stream_name, strlen(k->stream_name));
+		kinesis_append_json_string(body, k->stream_name, strlen(k->stream_name));
 	}
 }
 
@@ -217,7 +215,7 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 {
 	resetPQExpBuffer(body);
 	appendPQExpBufferStr(body, "{");
-	append_stream_field(k, body);
+	kinesis_append_stream_field(k, body);
 	appendPQExpBufferStr(body, ",\"Records\":[");
 	for (int i = 0; i < n; i++)
 	{
@@ -236,7 +234,7 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 		body->len += b64len;
 		body->data[body->len] = '\0';
 		appendPQExpBufferStr(body, "\",\"PartitionKey\":");
-		append_json_string(body, recs[i]->pkey, strlen(recs[i]->pkey));
+		kinesis_append_json_string(body, recs[i]->pkey, strlen(recs[i]->pkey));
 		if (recs[i]->ehk != NULL)
 			appendPQExpBuffer(body, ",\"ExplicitHashKey\":\"%s\"", recs[i]->ehk);
 		appendPQExpBufferChar(body, '}');
@@ -274,7 +272,7 @@ kinesis_signed_headers(KinesisTarget *k, const char *operation, const char *body
 }
 
 /* Signs and sends one call of the Kinesis JSON protocol. */
-static bool
+bool
 kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t len,
 			 HttpResponse *resp)
 {
@@ -411,8 +409,8 @@ kinesis_parse_put_response(const char *body, size_t len, int n, int *failed,
 	return nfailed;
 }
 
-static const char *
-stream_label(KinesisTarget *k)
+const char *
+kinesis_stream_label(KinesisTarget *k)
 {
 	return k->stream_arn ? k->stream_arn : k->stream_name;
 }
@@ -421,8 +419,8 @@ stream_label(KinesisTarget *k)
  * Looks at a call that did not succeed.  A retryable failure returns a
  * description to log; a permanent one is reported here and returns NULL.
  */
-static char *
-call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *resp)
+char *
+kinesis_call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *resp)
 {
 	char	   *code;
 	char	   *message;
@@ -447,7 +445,7 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
 	else if (code != NULL && strcmp(code, "ResourceNotFoundException") == 0)
 	{
 		log_error("Kinesis stream \"%s\" does not exist at %s",
-					 stream_label(k), k->endpoint);
+					 kinesis_stream_label(k), k->endpoint);
 		retry_note_permanent();
 	}
 	else
@@ -480,8 +478,8 @@ call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *r
  * sent because the calls were full); returns a problem to retry on, NULL,
  * or sets *fatal.
  */
-static char *
-put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
+char *
+kinesis_put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
 		  bool retry, bool *fatal)
 {
 	int			ncalls = 0;
@@ -550,7 +548,7 @@ put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
 			}
 			else if (*fatal)
 				log_error("Kinesis refused records for stream \"%s\": %s: %s",
-							 stream_label(k), code, message ? message : "");
+							 kinesis_stream_label(k), code, message ? message : "");
 			else if (nfailed > 0)
 				call_problem = psprintf("%d of %d records failed (%s: %s)", nfailed, n,
 										code, message ? message : "");
@@ -563,7 +561,7 @@ put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
 			free(code);
 			free(message);
 		}
-		else if ((call_problem = call_failure(k, &k->pool[c], reached[c], resp)) == NULL)
+		else if ((call_problem = kinesis_call_failure(k, &k->pool[c], reached[c], resp)) == NULL)
 			*fatal = true;
 		else
 		{
@@ -621,7 +619,7 @@ put_attempt(void *arg, int attempt, char **problem)
 
 	if (ps->npending == 0)
 		return CALL_DONE;
-	*problem = put_round(ps->k, ps->pending, &ps->npending, ps->failed, ps->failed_before, &fatal);
+	*problem = kinesis_put_round(ps->k, ps->pending, &ps->npending, ps->failed, ps->failed_before, &fatal);
 	if (fatal)
 		return CALL_FATAL;
 	if (ps->npending == 0)
@@ -635,10 +633,10 @@ put_attempt(void *arg, int attempt, char **problem)
 
 ShipResult
 kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
-					volatile sig_atomic_t *stop)
+					StopFlag *stop)
 {
 	PutState	ps;
-	char	   *what = psprintf("stream \"%s\"", stream_label(k));
+	char	   *what = psprintf("stream \"%s\"", kinesis_stream_label(k));
 	ShipResult	result;
 
 	ps.k = k;
@@ -655,14 +653,6 @@ kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
 	return result;
 }
 
-/* A call with a fixed body and its response, for retry_call(). */
-typedef struct SimpleCall
-{
-	KinesisTarget *k;
-	const char *operation;
-	PQExpBufferData body;
-	HttpResponse resp;
-} SimpleCall;
 
 static CallOutcome
 describe_attempt(void *arg, int attempt, char **problem)
@@ -679,15 +669,15 @@ describe_attempt(void *arg, int attempt, char **problem)
 		http_report_wrong_endpoint(sc->k->endpoint, &sc->resp);
 		return CALL_FATAL;
 	}
-	*problem = call_failure(sc->k, &sc->k->http, reached, &sc->resp);
+	*problem = kinesis_call_failure(sc->k, &sc->k->http, reached, &sc->resp);
 	return *problem == NULL ? CALL_FATAL : CALL_RETRY;
 }
 
 ShipResult
-kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
+kinesis_check_stream(KinesisTarget *k, StopFlag *stop)
 {
 	SimpleCall	sc;
-	char	   *what = psprintf("stream \"%s\"", stream_label(k));
+	char	   *what = psprintf("stream \"%s\"", kinesis_stream_label(k));
 	ShipResult	result;
 
 	sc.k = k;
@@ -695,7 +685,7 @@ kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
 	initPQExpBuffer(&sc.body);
 	http_response_init(&sc.resp);
 	appendPQExpBufferChar(&sc.body, '{');
-	append_stream_field(k, &sc.body);
+	kinesis_append_stream_field(k, &sc.body);
 	appendPQExpBufferChar(&sc.body, '}');
 	result = retry_call(what, k->retry_timeout_s, describe_attempt, &sc, stop);
 	termPQExpBuffer(&sc.body);
@@ -704,493 +694,3 @@ kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop)
 	return result;
 }
 
-/* ----------------------------------------------------------------
- * --aggregate: the shard map and KPL aggregated records
- * ----------------------------------------------------------------
- */
-
-/*
- * One page of ListShards into map (open shards only: a closed shard, one
- * with an ending sequence number, takes no more writes).  Returns the next
- * token (malloc'd) or NULL; *malformed on a response that is not one.
- */
-char *
-kinesis_parse_list_shards(const char *body, size_t len, KplShardMap *map, bool *malformed)
-{
-	json_error_t jerr;
-	json_t	   *doc = json_loadb(body, len, 0, &jerr);
-	json_t	   *shards;
-	const char *next;
-	char	   *result = NULL;
-
-	*malformed = true;
-	if (doc == NULL)
-		return NULL;
-	shards = json_object_get(doc, "Shards");
-	if (!json_is_array(shards))
-	{
-		json_decref(doc);
-		return NULL;
-	}
-	for (size_t i = 0; i < json_array_size(shards); i++)
-	{
-		json_t	   *sh = json_array_get(shards, i);
-		json_t	   *range = json_object_get(sh, "HashKeyRange");
-		json_t	   *seq = json_object_get(sh, "SequenceNumberRange");
-		const char *id = json_string_value(json_object_get(sh, "ShardId"));
-		const char *start = json_string_value(json_object_get(range, "StartingHashKey"));
-		const char *end = json_string_value(json_object_get(range, "EndingHashKey"));
-		KplShard	shard;
-
-		if (id == NULL || start == NULL || end == NULL ||
-			!kpl_parse_hash_key(start, &shard.start) || !kpl_parse_hash_key(end, &shard.end) ||
-			shard.end < shard.start)
-		{
-			json_decref(doc);
-			return NULL;
-		}
-		if (json_string_value(json_object_get(seq, "EndingSequenceNumber")) != NULL)
-			continue;
-		shard.id = pg_strdup(id);
-		map->shards = pg_realloc(map->shards, sizeof(KplShard) * (map->nshards + 1));
-		map->shards[map->nshards++] = shard;
-	}
-	next = json_string_value(json_object_get(doc, "NextToken"));
-	if (next != NULL)
-		result = pg_strdup(next);
-	*malformed = false;
-	json_decref(doc);
-	return result;
-}
-
-/* kinesis_load_shard_map's state: pages read so far, the next token. */
-typedef struct ListState
-{
-	KinesisTarget *k;
-	KplShardMap map;
-	char	   *token;
-	PQExpBufferData body;
-	HttpResponse resp;
-} ListState;
-
-static CallOutcome
-list_attempt(void *arg, int attempt, char **problem)
-{
-	ListState  *ls = arg;
-
-	for (;;)
-	{
-		bool		reached;
-		bool		malformed;
-		char	   *next;
-
-		resetPQExpBuffer(&ls->body);
-		appendPQExpBufferChar(&ls->body, '{');
-		if (ls->token != NULL)
-		{
-			/* With a token, the stream must not be named again. */
-			appendPQExpBufferStr(&ls->body, "\"NextToken\":");
-			append_json_string(&ls->body, ls->token, strlen(ls->token));
-		}
-		else
-			append_stream_field(ls->k, &ls->body);
-		appendPQExpBufferChar(&ls->body, '}');
-
-		reached = kinesis_call(ls->k, "ListShards", ls->body.data, ls->body.len, &ls->resp);
-		if (!reached || ls->resp.status != 200)
-		{
-			*problem = call_failure(ls->k, &ls->k->http, reached, &ls->resp);
-			if (*problem != NULL)
-				return CALL_RETRY;
-			if (reached && ls->resp.status == 400)
-				log_error_hint("--aggregate needs kinesis:ListShards on the stream.");
-			return CALL_FATAL;
-		}
-		next = kinesis_parse_list_shards(ls->resp.body.data, ls->resp.body.len, &ls->map, &malformed);
-		if (malformed)
-		{
-			*problem = psprintf("malformed ListShards response from %s (HTTP 200, %zu bytes)",
-								ls->k->endpoint, ls->resp.body.len);
-			return CALL_RETRY;
-		}
-		free(ls->token);
-		ls->token = next;
-		if (ls->token == NULL)
-		{
-			char	   *gap;
-
-			/*
-			 * The last page: the map must cover every hash key once.  If not
-			 * (a reshard under way, a page lost), read it all again rather
-			 * than place a row by a guess.
-			 */
-			kpl_map_sort(&ls->map);
-			if (kpl_map_check(&ls->map, &gap))
-				return CALL_DONE;
-			*problem = psprintf("ListShards of stream \"%s\" gave an unusable shard map (%s)",
-								stream_label(ls->k), gap);
-			free(gap);
-			kpl_map_free(&ls->map);
-			return CALL_RETRY;
-		}
-	}
-}
-
-ShipResult
-kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop)
-{
-	ListState	ls;
-	char	   *what = psprintf("stream \"%s\"", stream_label(k));
-	ShipResult	result;
-
-	memset(&ls, 0, sizeof(ls));
-	ls.k = k;
-	initPQExpBuffer(&ls.body);
-	http_response_init(&ls.resp);
-	result = retry_call(what, k->retry_timeout_s, list_attempt, &ls, stop);
-	free(ls.token);
-	free(what);
-	termPQExpBuffer(&ls.body);
-	http_response_free(&ls.resp);
-	if (result != SHIP_OK)
-	{
-		kpl_map_free(&ls.map);
-		return result;
-	}
-	kpl_map_free(&k->map);
-	k->map = ls.map;
-	k->map_loaded_at = now_seconds();
-	return SHIP_OK;
-}
-
-static int
-int_cmp(const void *a, const void *b)
-{
-	int			x = *(const int *) a;
-	int			y = *(const int *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/* An aggregate being filled for one shard. */
-typedef struct AggBuild
-{
-	int			shard;
-	KplAggregate agg;
-	int		   *rows;			/* indexes into the rows */
-	int			nrows;
-} AggBuild;
-
-/*
- * Sends the aggregates (recs[i] encodes aggs[i]) in waves of at most one
- * record per shard, each shard retrying with a backoff of its own.  Stops
- * after a wave in which a record landed in another shard than predicted:
- * the map is stale, and later aggregates of that shard could put later
- * versions of rows where a consumer reads them before the earlier ones,
- * sent again.  unsent[i] tells what was held back.
- */
-static ShipResult
-send_waves(KinesisTarget *k, ShipRecord *recs, AggBuild *aggs, int naggs, bool *unsent,
-		   volatile sig_atomic_t *stop)
-{
-	int			nshards = k->map.nshards;
-	int		   *head = pg_malloc(sizeof(int) * nshards);	/* next aggregate, or -1 */
-	int		   *attempts = pg_malloc0(sizeof(int) * nshards);
-	double	   *not_before = pg_malloc0(sizeof(double) * nshards);
-	double	   *failing_since = pg_malloc0(sizeof(double) * nshards);
-	ShipRecord **wave = pg_malloc(sizeof(ShipRecord *) * Max(nshards, 1));
-	int		   *wave_agg = pg_malloc(sizeof(int) * Max(nshards, 1));
-	int		   *failed = pg_malloc(sizeof(int) * Max(nshards, 1));
-	bool	   *acked = pg_malloc0(sizeof(bool) * Max(naggs, 1));
-	ShipResult	result = SHIP_OK;
-	bool		stale = false;
-	int			retries = 0;
-
-	/* Each shard's first aggregate; later ones follow in creation order. */
-	for (int s = 0; s < nshards; s++)
-		head[s] = -1;
-	for (int i = naggs - 1; i >= 0; i--)
-		head[aggs[i].shard] = i;
-
-	while (result == SHIP_OK && !stale)
-	{
-		int			nwave = 0;
-		int			nleft;
-		double		now = now_seconds();
-		double		wake = 0;
-		bool		fatal;
-		char	   *problem;
-
-		for (int s = 0; s < nshards; s++)
-		{
-			if (head[s] < 0)
-				continue;
-			if (not_before[s] > now)
-			{
-				wake = wake == 0 ? not_before[s] : Min(wake, not_before[s]);
-				continue;
-			}
-			wave_agg[nwave] = head[s];
-			wave[nwave++] = &recs[head[s]];
-		}
-		if (nwave == 0 && wake == 0)
-			break;				/* every aggregate acknowledged */
-		if (nwave == 0)
-		{
-			/* Only shards backing off: wait for the first, awake to a stop. */
-			while (now_seconds() < wake)
-			{
-				if ((stop && *stop) || wait_tick())
-				{
-					result = SHIP_STOPPED;
-					break;
-				}
-				usleep(Min(100000, (useconds_t) ((wake - now_seconds()) * 1e6) + 1000));
-			}
-			continue;
-		}
-
-		nleft = nwave;
-		problem = put_round(k, wave, &nleft, failed, retries > 0, &fatal);
-		if (fatal)
-		{
-			free(problem);
-			result = SHIP_FATAL;
-			break;
-		}
-
-		/* What is left in wave[] failed (or was not sent: calls were full). */
-		for (int j = 0; j < nwave; j++)
-		{
-			int			i = wave_agg[j];
-			bool		left = false;
-
-			for (int l = 0; l < nleft; l++)
-				if (wave[l] == &recs[i])
-					left = true;
-			if (left)
-				continue;
-			acked[i] = true;
-			attempts[aggs[i].shard] = 0;
-			failing_since[aggs[i].shard] = 0;
-			if (recs[i].got_shard != NULL && strcmp(recs[i].got_shard, recs[i].want_shard) != 0)
-				stale = true;
-		}
-		for (int s = 0; s < nshards; s++)
-		{
-			if (head[s] < 0 || !acked[head[s]])
-				continue;
-			/* The shard's next aggregate. */
-			{
-				int			next = -1;
-
-				for (int i = head[s] + 1; i < naggs; i++)
-					if (aggs[i].shard == s)
-					{
-						next = i;
-						break;
-					}
-				head[s] = next;
-			}
-		}
-		if (nleft > 0 && problem != NULL && problem[0] != '\0')
-		{
-			/* The failed shards back off, each on its own. */
-			retries++;
-			for (int l = 0; l < nleft; l++)
-			{
-				int			s = -1;
-
-				for (int j = 0; j < nwave; j++)
-					if (wave[l] == &recs[wave_agg[j]])
-						s = aggs[wave_agg[j]].shard;
-				if (s < 0)
-					continue;
-				if (failing_since[s] == 0)
-					failing_since[s] = now;
-				attempts[s]++;
-				not_before[s] = now_seconds() + retry_backoff_ms(attempts[s]) / 1000.0;
-				if (k->retry_timeout_s > 0 && now - failing_since[s] > k->retry_timeout_s)
-				{
-					log_error("giving up on shard %s of stream \"%s\" after %d attempts in %d s: %s",
-								 k->map.shards[s].id, stream_label(k), attempts[s],
-								 k->retry_timeout_s, problem);
-					result = SHIP_FATAL;
-				}
-			}
-			if (retries == 1 || retries % 10 == 0)
-				log_warning("%s; retrying those shards", problem);
-			else
-				log_info("%s; retrying those shards", problem);
-		}
-		free(problem);
-		if (result == SHIP_OK && ((stop && *stop) || wait_tick()))
-			result = SHIP_STOPPED;
-	}
-
-	for (int i = 0; i < naggs; i++)
-		unsent[i] = !acked[i];
-	free(head);
-	free(attempts);
-	free(not_before);
-	free(failing_since);
-	free(wave);
-	free(wave_agg);
-	free(failed);
-	free(acked);
-	return result;
-}
-
-ShipResult
-kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_bytes,
-					   volatile sig_atomic_t *stop)
-{
-	int		   *todo = pg_malloc(sizeof(int) * Max(n, 1));
-	int			ntodo = n;
-	ShipResult	result = SHIP_OK;
-	int			rounds = 0;
-
-	for (int i = 0; i < n; i++)
-		todo[i] = i;
-
-	while (ntodo > 0 && result == SHIP_OK)
-	{
-		AggBuild   *aggs = NULL;
-		int			naggs = 0;
-		int		   *open_agg;	/* per shard: its aggregate being filled, or -1 */
-		ShipRecord *recs;
-		int			nmismatched = 0;
-		int		   *again;
-		int			nagain = 0;
-		bool	   *unsent;
-
-		if (k->map.nshards == 0 || now_seconds() - k->map_loaded_at >= KINESIS_MAP_REFRESH_S)
-		{
-			result = kinesis_load_shard_map(k, stop);
-			if (result != SHIP_OK)
-				break;
-		}
-
-		/* Group the rows by shard, in order; a full aggregate starts a new one. */
-		open_agg = pg_malloc(sizeof(int) * k->map.nshards);
-		for (int s = 0; s < k->map.nshards; s++)
-			open_agg[s] = -1;
-		for (int t = 0; t < ntodo; t++)
-		{
-			ShipRecord *r = &rows[todo[t]];
-			size_t		keylen = strlen(r->pkey);
-			int			shard = kpl_shard_of(&k->map, kpl_hash_key(r->pkey, keylen));
-			AggBuild   *a;
-
-			/*
-			 * kinesis_load_shard_map accepts only a map that covers every
-			 * hash key: a row without a shard is a bug, and sending it in
-			 * another shard's record would confirm a row stored where KCL
-			 * drops it.
-			 */
-			if (shard < 0)
-			{
-				log_error("internal error: no shard of stream \"%s\" covers the hash key of partition key %s",
-						  stream_label(k), r->pkey);
-				exit(1);
-			}
-			if (open_agg[shard] >= 0)
-			{
-				a = &aggs[open_agg[shard]];
-				if (kpl_size(&a->agg) + kpl_added_size(&a->agg, r->pkey, keylen, r->len) > agg_bytes)
-					open_agg[shard] = -1;
-			}
-			if (open_agg[shard] < 0)
-			{
-				aggs = pg_realloc(aggs, sizeof(AggBuild) * (naggs + 1));
-				a = &aggs[naggs];
-				a->shard = shard;
-				kpl_init(&a->agg);
-				a->rows = pg_malloc(sizeof(int) * ntodo);
-				a->nrows = 0;
-				open_agg[shard] = naggs++;
-			}
-			a = &aggs[open_agg[shard]];
-			kpl_add(&a->agg, r->pkey, keylen, r->data, r->len);
-			a->rows[a->nrows++] = todo[t];
-		}
-		free(open_agg);
-
-		/* One Kinesis record per aggregate, hash key inside its shard. */
-		recs = pg_malloc0(sizeof(ShipRecord) * naggs);
-		for (int i = 0; i < naggs; i++)
-		{
-			PQExpBufferData data;
-			char		ehk[40];
-
-			initPQExpBuffer(&data);
-			kpl_encode(&aggs[i].agg, &data);
-			recs[i].data = data.data;
-			recs[i].len = data.len;
-			recs[i].pkey = pg_strdup(aggs[i].agg.first_key);
-			kpl_format_hash_key(kpl_hash_key(recs[i].pkey, strlen(recs[i].pkey)), ehk);
-			recs[i].ehk = pg_strdup(ehk);
-			recs[i].want_shard = k->map.shards[aggs[i].shard].id;
-			/* Encoded: the aggregate's own copy of the rows is not needed. */
-			kpl_free(&aggs[i].agg);
-		}
-
-		/*
-		 * Waves, one aggregate per shard each: a shard's next aggregate is
-		 * sent only once the one before is acknowledged, so two records of
-		 * one shard are never in flight at once and a retried record never
-		 * lands after a later one of its shard (keys may repeat in the
-		 * rows; their versions stay in order).  A shard whose record failed
-		 * (throttled: ProvisionedThroughputExceededException) backs off on
-		 * its own; the other shards keep flowing.
-		 */
-		unsent = pg_malloc0(sizeof(bool) * Max(naggs, 1));
-		result = send_waves(k, recs, aggs, naggs, unsent, stop);
-
-		/* Rows of records that landed in another shard go again. */
-		again = pg_malloc(sizeof(int) * Max(ntodo, 1));
-		for (int i = 0; i < naggs; i++)
-		{
-			bool		mismatched = result == SHIP_OK && recs[i].got_shard != NULL &&
-				strcmp(recs[i].got_shard, recs[i].want_shard) != 0;
-
-			if (mismatched)
-				nmismatched++;
-			if (result == SHIP_OK && (mismatched || unsent[i]))
-			{
-				memcpy(again + nagain, aggs[i].rows, sizeof(int) * aggs[i].nrows);
-				nagain += aggs[i].nrows;
-			}
-			if (result == SHIP_OK && !unsent[i])
-				k->rows_aggregated += aggs[i].nrows;
-			free(recs[i].data);
-			free(recs[i].pkey);
-			free(recs[i].ehk);
-			free(recs[i].got_shard);
-			kpl_free(&aggs[i].agg);
-			free(aggs[i].rows);
-		}
-		free(recs);
-		free(aggs);
-		free(unsent);
-		free(todo);
-		/* Back in the rows' order (commit order), whatever shard they were in. */
-		qsort(again, nagain, sizeof(int), int_cmp);
-		todo = again;
-		ntodo = nagain;
-		if (nmismatched > 0)
-		{
-			log_warning("stream \"%s\" was resharded: %d aggregated records landed in another shard than predicted; reading the shards again and sending their %d rows again",
-						   stream_label(k), nmismatched, nagain);
-			k->aggregates_resent += nmismatched;
-			k->map_loaded_at = 0;
-			if (++rounds > 10)
-			{
-				log_error("the shard map of stream \"%s\" keeps changing", stream_label(k));
-				result = SHIP_FATAL;
-			}
-		}
-	}
-	free(todo);
-	return result;
-}

@@ -89,7 +89,7 @@ extern void kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_
  * a retried record can never land after a later version of its key.
  */
 extern ShipResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
-										 volatile sig_atomic_t *stop);
+										 StopFlag *stop);
 
 /*
  * --aggregate: the rows (distinct partition keys) as KPL aggregated
@@ -99,15 +99,15 @@ extern ShipResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
  * read again and its rows be sent again into the right shards.
  */
 extern ShipResult kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n,
-										 size_t agg_bytes, volatile sig_atomic_t *stop);
+										 size_t agg_bytes, StopFlag *stop);
 
 /* Reads the open shards' hash key ranges (ListShards). */
-extern ShipResult kinesis_load_shard_map(KinesisTarget *k, volatile sig_atomic_t *stop);
+extern ShipResult kinesis_load_shard_map(KinesisTarget *k, StopFlag *stop);
 
 #define KINESIS_MAP_REFRESH_S 60
 
 /* Checks that the stream exists and is writable (DescribeStreamSummary). */
-extern ShipResult kinesis_check_stream(KinesisTarget *k, volatile sig_atomic_t *stop);
+extern ShipResult kinesis_check_stream(KinesisTarget *k, StopFlag *stop);
 
 /*
  * A row's partition key: "schema.table:{key}", or for a row without a key

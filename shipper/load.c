@@ -249,7 +249,7 @@ reset_marker_row(const char *slot, uint64_t lsn, bool dms)
 #define LOAD_LOCK_ARGS "hashtext('fundrecs_shipper load'), hashtext($1)"
 
 LoadLockResult
-load_lock(PGconn *conn, const char *slot, volatile sig_atomic_t *stop)
+load_lock(PGconn *conn, const char *slot, StopFlag *stop)
 {
 	const char *values[1] = {slot};
 	double		last_report = 0;
@@ -388,70 +388,173 @@ report_progress(const char *table, uint64_t done, uint64_t estimate, double star
 					(unsigned long long) done, table, rate);
 }
 
-bool
-initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn flush_fn,
-			 volatile sig_atomic_t *stop)
+/* A load in progress. */
+typedef struct LoadRun
 {
-	char		lsn[32];
-	char	   *options = options_array(lp->plugin_options, lp->noptions);
-	const char *values[3];
-	PGresult   *tables;
-	PQExpBufferData sql;
-	uint64_t	estimate = 0;
-	uint64_t	done = 0;
-	double		started = now_seconds();
-	double		last_report = started;
-	bool		ok = true;
-	bool		cancelled = false;
-	char		count[32];
+	PGconn	   *conn;
+	const LoadParams *lp;
+	LoadRowFn	row_fn;
+	void	   *arg;
+	StopFlag   *stop;
+	char		lsn[32];		/* the consistent point, as text */
+	char	   *options;		/* the plugin options, as a text[] literal */
+	uint64_t	estimate;
+	uint64_t	done;
+	double		started;
+	double		last_report;
+} LoadRun;
 
-	snprintf(lsn, sizeof(lsn), "%X/%X", (uint32_t) (lp->consistent_lsn >> 32),
-			 (uint32_t) lp->consistent_lsn);
+/*
+ * Binds the state row (written before the slot was created) to this
+ * slot's consistent point, then opens the transaction that sees the
+ * slot's snapshot.
+ */
+static bool
+load_begin(LoadRun *run)
+{
+	const char *values[2] = {run->lp->slot, run->lsn};
+	char	   *lit;
+	char	   *sql;
+	bool		ok;
 
-	/*
-	 * Bind the state row (written before the slot was created) to this
-	 * slot's consistent point before the load starts.
-	 */
-	values[0] = lp->slot;
-	values[1] = lsn;
-	if (!update_one_row(conn,
+	if (!update_one_row(run->conn,
 						"UPDATE fundrecs.load_state SET consistent_lsn = $2, started_at = now() "
 						"WHERE slot_name = $1 AND consistent_lsn = '0/0' AND finished_at IS NULL",
-						2, values, "recording the initial load", lp->slot))
+						2, values, "recording the initial load", run->lp->slot))
+		return false;
+	lit = PQescapeLiteral(run->conn, run->lp->snapshot_name, strlen(run->lp->snapshot_name));
+	sql = psprintf("SET TRANSACTION SNAPSHOT %s", lit);
+	PQfreemem(lit);
+	ok = exec_ok(run->conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
+				 PGRES_COMMAND_OK, "starting the initial load") &&
+		exec_ok(run->conn, sql, 0, NULL, PGRES_COMMAND_OK, "importing the slot's snapshot");
+	free(sql);
+	return ok;
+}
+
+/* Asks the server to stop sending a table's rows. */
+static void
+cancel_query(PGconn *conn)
+{
+	PGcancel   *cancel = PQgetCancel(conn);
+	char		errbuf[256];
+
+	if (cancel != NULL)
+	{
+		PQcancel(cancel, errbuf, sizeof(errbuf));
+		PQfreeCancel(cancel);
+	}
+}
+
+/* One table's rows, one at a time (single-row mode), to row_fn. */
+static bool
+load_table(LoadRun *run, const char *table)
+{
+	const char *values[3] = {table, run->lsn, run->options};
+	PGresult   *res;
+	bool		ok = true;
+	bool		cancelled = false;
+
+	if (!PQsendQueryParams(run->conn, "SELECT fundrecs.load_rows($1::regclass, $2::pg_lsn, $3::text[])",
+						   3, NULL, values, NULL, NULL, 0) ||
+		!PQsetSingleRowMode(run->conn))
+	{
+		log_error("could not load table %s: %s", table, PQerrorMessage(run->conn));
+		return false;
+	}
+	while ((res = pq_next_result(run->conn, run->stop, &cancelled)) != NULL)
+	{
+		ExecStatusType st = PQresultStatus(res);
+
+		if (st == PGRES_SINGLE_TUPLE && ok)
+		{
+			if (!run->row_fn(run->arg, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0),
+							 run->lp->consistent_lsn))
+				ok = false;
+			run->done++;
+			load_rows_done++;
+			if (run->lp->progress && now_seconds() - run->last_report >= 1.0)
+			{
+				report_progress(table, run->done, run->estimate, run->started, false);
+				run->last_report = now_seconds();
+			}
+			if (run->stop && *run->stop)
+				ok = false;
+			if (!ok && !cancelled)
+			{
+				cancel_query(run->conn);
+				cancelled = true;
+			}
+		}
+		else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && ok && !cancelled)
+		{
+			log_error("could not load table %s: %s", table, PQerrorMessage(run->conn));
+			ok = false;
+		}
+		PQclear(res);
+	}
+	return ok && !(run->stop && *run->stop);
+}
+
+/* Commits the load's transaction and records its end. */
+static bool
+load_end(LoadRun *run)
+{
+	char		count[32];
+	const char *values[3];
+
+	if (!exec_ok(run->conn, "COMMIT", 0, NULL, PGRES_COMMAND_OK, "ending the initial load"))
+		return false;
+	snprintf(count, sizeof(count), "%llu", (unsigned long long) run->done);
+	values[0] = run->lp->slot;
+	values[1] = count;
+	values[2] = run->lsn;
+	if (!update_one_row(run->conn, "UPDATE fundrecs.load_state SET finished_at = now(), rows_loaded = $2 "
+						"WHERE slot_name = $1 AND consistent_lsn = $3 AND finished_at IS NULL",
+						3, values, "recording the end of the initial load", run->lp->slot))
+		return false;
+	if (run->lp->progress || run->lp->summary)
+		report_progress("", run->done, run->estimate, run->started, true);
+	return true;
+}
+
+bool
+initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn flush_fn,
+			 void *arg, StopFlag *stop)
+{
+	LoadRun		run;
+	const char *values[1];
+	PGresult   *tables;
+	bool		ok = true;
+
+	memset(&run, 0, sizeof(run));
+	run.conn = conn;
+	run.lp = lp;
+	run.row_fn = row_fn;
+	run.arg = arg;
+	run.stop = stop;
+	run.started = run.last_report = now_seconds();
+	snprintf(run.lsn, sizeof(run.lsn), "%X/%X", LSN_FORMAT_ARGS(lp->consistent_lsn));
+	if (!load_begin(&run))
 		return false;
 
-	initPQExpBuffer(&sql);
-	appendPQExpBufferStr(&sql, "SET TRANSACTION SNAPSHOT ");
-	{
-		char	   *lit = PQescapeLiteral(conn, lp->snapshot_name, strlen(lp->snapshot_name));
-
-		appendPQExpBufferStr(&sql, lit);
-		PQfreemem(lit);
-	}
-	if (!exec_ok(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
-				 PGRES_COMMAND_OK, "starting the initial load") ||
-		!exec_ok(conn, sql.data, 0, NULL, PGRES_COMMAND_OK, "importing the slot's snapshot"))
-	{
-		termPQExpBuffer(&sql);
-		return false;
-	}
-	termPQExpBuffer(&sql);
-
-	values[0] = options;
+	run.options = options_array(lp->plugin_options, lp->noptions);
+	values[0] = run.options;
 	tables = PQexecParams(conn, "SELECT tbl::text, estimated_rows FROM fundrecs.load_tables($1::text[])",
 						  1, NULL, values, NULL, NULL, 0);
 	if (PQresultStatus(tables) != PGRES_TUPLES_OK)
 	{
 		log_error("could not list the tables to load: %s", PQerrorMessage(conn));
 		PQclear(tables);
+		free(run.options);
 		return false;
 	}
 	for (int i = 0; i < PQntuples(tables); i++)
-		estimate += strtoull(PQgetvalue(tables, i, 1), NULL, 10);
-	load_rows_estimate = estimate;
+		run.estimate += strtoull(PQgetvalue(tables, i, 1), NULL, 10);
+	load_rows_estimate = run.estimate;
 	if (lp->progress)
 		log_info("initial load of %d tables (~%llu rows) at %s", PQntuples(tables),
-					(unsigned long long) estimate, lsn);
+				 (unsigned long long) run.estimate, run.lsn);
 
 	/* Before every load row, at the same position: consumers drop older state. */
 	if (lp->reset_marker)
@@ -459,91 +562,24 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 		char	   *marker = reset_marker_row(lp->slot, lp->consistent_lsn, lp->dms_format);
 
 		if (lp->progress || lp->summary)
-			log_info("shipping a reset marker row at %s before the initial load", lsn);
-		ok = row_fn(marker, strlen(marker), lp->consistent_lsn);
+			log_info("shipping a reset marker row at %s before the initial load", run.lsn);
+		ok = row_fn(arg, marker, strlen(marker), lp->consistent_lsn);
 		free(marker);
 	}
-
 	for (int i = 0; ok && i < PQntuples(tables); i++)
-	{
-		const char *table = PQgetvalue(tables, i, 0);
-		PGresult   *res;
-
-		values[0] = table;
-		values[1] = lsn;
-		values[2] = options;
-		if (!PQsendQueryParams(conn, "SELECT fundrecs.load_rows($1::regclass, $2::pg_lsn, $3::text[])",
-							   3, NULL, values, NULL, NULL, 0) ||
-			!PQsetSingleRowMode(conn))
-		{
-			log_error("could not load table %s: %s", table, PQerrorMessage(conn));
-			ok = false;
-			break;
-		}
-		while ((res = pq_next_result(conn, stop, &cancelled)) != NULL)
-		{
-			ExecStatusType st = PQresultStatus(res);
-
-			if (st == PGRES_SINGLE_TUPLE && ok)
-			{
-				if (!row_fn(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), lp->consistent_lsn))
-					ok = false;
-				done++;
-				load_rows_done++;
-				if (lp->progress && now_seconds() - last_report >= 1.0)
-				{
-					report_progress(table, done, estimate, started, false);
-					last_report = now_seconds();
-				}
-				if (stop && *stop)
-					ok = false;
-				if (!ok && !cancelled)
-				{
-					PGcancel   *cancel = PQgetCancel(conn);
-					char		errbuf[256];
-
-					if (cancel != NULL)
-					{
-						PQcancel(cancel, errbuf, sizeof(errbuf));
-						PQfreeCancel(cancel);
-					}
-					cancelled = true;
-				}
-			}
-			else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && ok && !cancelled)
-			{
-				log_error("could not load table %s: %s", table, PQerrorMessage(conn));
-				ok = false;
-			}
-			PQclear(res);
-		}
-		if (stop && *stop)
-			ok = false;
-	}
+		ok = load_table(&run, PQgetvalue(tables, i, 0));
 	if (stop && *stop)
 		log_warning("stopping during the initial load; it is done again on restart");
 	PQclear(tables);
-	free(options);
+	free(run.options);
 
 	/* Every load row acknowledged before the load counts as finished. */
-	if (ok && !flush_fn())
+	if (ok && !flush_fn(arg))
 		ok = false;
 	if (!ok)
 	{
 		PQclear(PQexec(conn, "ROLLBACK"));
 		return false;
 	}
-	if (!exec_ok(conn, "COMMIT", 0, NULL, PGRES_COMMAND_OK, "ending the initial load"))
-		return false;
-	snprintf(count, sizeof(count), "%llu", (unsigned long long) done);
-	values[0] = lp->slot;
-	values[1] = count;
-	values[2] = lsn;
-	if (!update_one_row(conn, "UPDATE fundrecs.load_state SET finished_at = now(), rows_loaded = $2 "
-						"WHERE slot_name = $1 AND consistent_lsn = $3 AND finished_at IS NULL",
-						3, values, "recording the end of the initial load", lp->slot))
-		return false;
-	if (lp->progress || lp->summary)
-		report_progress("", done, estimate, started, true);
-	return true;
+	return load_end(&run);
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "libpq-fe.h"
+#include "retry.h"
 
 typedef enum LoadStatus
 {
@@ -37,9 +38,9 @@ typedef struct LoadParams
 } LoadParams;
 
 /* Ships one load row; false stops the load. */
-typedef bool (*LoadRowFn) (const char *row, size_t len, uint64_t lsn);
+typedef bool (*LoadRowFn) (void *arg, const char *row, size_t len, uint64_t lsn);
 /* Delivers everything handed over so far; false on failure. */
-typedef bool (*LoadFlushFn) (void);
+typedef bool (*LoadFlushFn) (void *arg);
 
 typedef enum LoadLockResult
 {
@@ -53,7 +54,7 @@ typedef enum LoadLockResult
  * load state until streaming has started.  Waits while another process
  * holds it.
  */
-extern LoadLockResult load_lock(PGconn *conn, const char *slot, volatile sig_atomic_t *stop);
+extern LoadLockResult load_lock(PGconn *conn, const char *slot, StopFlag *stop);
 extern bool load_unlock(PGconn *conn, const char *slot);
 /* Before creating the slot: an unfinished state row with no consistent point. */
 extern bool load_state_creating(PGconn *conn, const char *slot);
@@ -76,7 +77,7 @@ extern void report_lost_slot(PGconn *conn, const char *slot);
 /* The reset marker row that precedes a load replacing an earlier one (malloc'd). */
 extern char *reset_marker_row(const char *slot, uint64_t lsn, bool dms);
 extern bool initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn,
-						 LoadFlushFn flush_fn, volatile sig_atomic_t *stop);
+						 LoadFlushFn flush_fn, void *arg, StopFlag *stop);
 
 /* Progress of the initial load in this process (for the metrics). */
 extern uint64_t load_rows_done;

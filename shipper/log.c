@@ -233,7 +233,7 @@ write_json(enum pg_log_level level, enum pg_log_part part, const char *fmt, va_l
 		append_json_string(&line, context_values[i]);
 	}
 	if (lsn != 0)
-		appendPQExpBuffer(&line, ",\"lsn\":\"%X/%X\"", (uint32_t) (lsn >> 32), (uint32_t) lsn);
+		appendPQExpBuffer(&line, ",\"lsn\":\"%X/%X\"", LSN_FORMAT_ARGS(lsn));
 	appendPQExpBufferStr(&line, "}\n");
 
 	pthread_mutex_lock(&log_lock);

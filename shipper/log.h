@@ -19,6 +19,7 @@
 
 #include <stdint.h>
 
+#include "access/xlogdefs.h"	/* LSN_FORMAT_ARGS */
 #include "common/logging.h"
 
 typedef enum LogFormat

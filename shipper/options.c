@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "common/string.h"
+#include "fe_utils/option_utils.h"
 #include "getopt_long.h"
 #include "kinesis.h"
 #include "options.h"
@@ -149,18 +150,44 @@ usage_error(const char *fmt, const char *arg)
 	exit(2);
 }
 
+/*
+ * A size in bytes (a long: more than an int holds), with the rules and
+ * messages of option_parse_int.
+ */
 static long
-parse_long(const char *name, const char *value, long min, long max)
+parse_bytes(const char *name, const char *value, long min, long max)
 {
 	char	   *end;
 	long		v;
 
 	errno = 0;
 	v = strtol(value, &end, 10);
-	if (errno != 0 || *value == '\0' || *end != '\0' || v < min || v > max)
-	{
+	while (*end != '\0' && isspace((unsigned char) *end))
+		end++;
+	if (errno == ERANGE || *value == '\0' || *end != '\0')
 		log_error("invalid value \"%s\" for option %s", value, name);
-		log_error_detail("It must be an integer from %ld to %ld.", min, max);
+	else if (v < min || v > max)
+		log_error("%s must be in range %ld..%ld", name, min, max);
+	else
+		return v;
+	log_error_hint("Try \"%s --help\" for more information.", progname);
+	exit(2);
+}
+
+/*
+ * An integer option within its range, parsed by option_parse_int as
+ * PostgreSQL's tools do.  Its messages are plain text: with --log-format
+ * json, parse_bytes applies the same rules with the same messages, as JSON.
+ */
+static int
+parse_int(const char *name, const char *value, int min, int max)
+{
+	int			v;
+
+	if (opts.log_json)
+		return (int) parse_bytes(name, value, min, max);
+	if (!option_parse_int(value, name, min, max, &v))
+	{
 		log_error_hint("Try \"%s --help\" for more information.", progname);
 		exit(2);
 	}
@@ -209,70 +236,319 @@ add_plugin_option(const char *arg)
 	opts.noptions++;
 }
 
-void
-parse_options(int argc, char **argv)
+/* Codes of the options without a short form, in --help's order. */
+typedef enum LongOption
 {
-	static struct option long_options[] = {
-		{"dbname", required_argument, NULL, 'd'},
-		{"host", required_argument, NULL, 'h'},
-		{"port", required_argument, NULL, 'p'},
-		{"username", required_argument, NULL, 'U'},
-		{"no-password", no_argument, NULL, 'w'},
-		{"password", no_argument, NULL, 'W'},
-		{"slot", required_argument, NULL, 'S'},
-		{"option", required_argument, NULL, 'o'},
-		{"startpos", required_argument, NULL, 'I'},
-		{"endpos", required_argument, NULL, 'E'},
-		{"no-loop", no_argument, NULL, 'n'},
-		{"status-interval", required_argument, NULL, 's'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"version", no_argument, NULL, 'V'},
-		{"help", no_argument, NULL, '?'},
-		{"create-slot", no_argument, NULL, 1},
-		{"if-not-exists", no_argument, NULL, 2},
-		{"target", required_argument, NULL, 3},
-		{"stream", required_argument, NULL, 4},
-		{"stream-arn", required_argument, NULL, 5},
-		{"region", required_argument, NULL, 6},
-		{"endpoint-url", required_argument, NULL, 7},
-		{"ca-file", required_argument, NULL, 8},
-		{"batch-records", required_argument, NULL, 9},
-		{"batch-bytes", required_argument, NULL, 10},
-		{"linger-ms", required_argument, NULL, 11},
-		{"max-buffer-bytes", required_argument, NULL, 12},
-		{"request-timeout", required_argument, NULL, 13},
-		{"retry-timeout", required_argument, NULL, 14},
-		{"no-load", no_argument, NULL, 15},
-		{"s3-url", required_argument, NULL, 16},
-		{"s3-endpoint-url", required_argument, NULL, 17},
-		{"s3-addressing", required_argument, NULL, 18},
-		{"compression", required_argument, NULL, 19},
-		{"flush-bytes", required_argument, NULL, 20},
-		{"flush-seconds", required_argument, NULL, 21},
-		{"shutdown-timeout", required_argument, NULL, 22},
-		{"allow-no-tables", no_argument, NULL, 23},
-		{"aggregate", no_argument, NULL, 24},
-		{"max-in-flight", required_argument, NULL, 26},
-		{"aggregate-bytes", required_argument, NULL, 25},
-		{"max-retained-wal", required_argument, NULL, 27},
-		{"metrics-address", required_argument, NULL, 28},
-		{"health-max-lag", required_argument, NULL, 29},
-		{"heartbeat", required_argument, NULL, 30},
-		{"log-format", required_argument, NULL, 31},
-		{"check-credentials", no_argument, NULL, 32},
-		{"pack-bytes", required_argument, NULL, 33},
-		{"resync", no_argument, NULL, 34},
-		{"enable-failover", no_argument, NULL, 35},
-		{NULL, 0, NULL, 0}
-	};
-	int			c;
-	int			option_index;
+	OPT_CREATE_SLOT = 256,
+	OPT_IF_NOT_EXISTS,
+	OPT_RESYNC,
+	OPT_ENABLE_FAILOVER,
+	OPT_NO_LOAD,
+	OPT_ALLOW_NO_TABLES,
+	OPT_PACK_BYTES,
+	OPT_TARGET,
+	OPT_STREAM,
+	OPT_STREAM_ARN,
+	OPT_REGION,
+	OPT_ENDPOINT_URL,
+	OPT_CA_FILE,
+	OPT_CHECK_CREDENTIALS,
+	OPT_S3_URL,
+	OPT_S3_ENDPOINT_URL,
+	OPT_S3_ADDRESSING,
+	OPT_COMPRESSION,
+	OPT_FLUSH_BYTES,
+	OPT_FLUSH_SECONDS,
+	OPT_BATCH_RECORDS,
+	OPT_BATCH_BYTES,
+	OPT_LINGER_MS,
+	OPT_MAX_IN_FLIGHT,
+	OPT_AGGREGATE,
+	OPT_AGGREGATE_BYTES,
+	OPT_MAX_BUFFER_BYTES,
+	OPT_REQUEST_TIMEOUT,
+	OPT_RETRY_TIMEOUT,
+	OPT_SHUTDOWN_TIMEOUT,
+	OPT_MAX_RETAINED_WAL,
+	OPT_METRICS_ADDRESS,
+	OPT_HEALTH_MAX_LAG,
+	OPT_HEARTBEAT,
+	OPT_LOG_FORMAT,
+} LongOption;
 
-	pg_logging_init(argv[0]);
-	progname = get_progname(argv[0]);
+static const struct option long_options[] = {
+	{"dbname", required_argument, NULL, 'd'},
+	{"host", required_argument, NULL, 'h'},
+	{"port", required_argument, NULL, 'p'},
+	{"username", required_argument, NULL, 'U'},
+	{"no-password", no_argument, NULL, 'w'},
+	{"password", no_argument, NULL, 'W'},
+	{"slot", required_argument, NULL, 'S'},
+	{"option", required_argument, NULL, 'o'},
+	{"startpos", required_argument, NULL, 'I'},
+	{"endpos", required_argument, NULL, 'E'},
+	{"no-loop", no_argument, NULL, 'n'},
+	{"status-interval", required_argument, NULL, 's'},
+	{"verbose", no_argument, NULL, 'v'},
+	{"quiet", no_argument, NULL, 'q'},
+	{"version", no_argument, NULL, 'V'},
+	{"help", no_argument, NULL, '?'},
+	{"create-slot", no_argument, NULL, OPT_CREATE_SLOT},
+	{"if-not-exists", no_argument, NULL, OPT_IF_NOT_EXISTS},
+	{"resync", no_argument, NULL, OPT_RESYNC},
+	{"enable-failover", no_argument, NULL, OPT_ENABLE_FAILOVER},
+	{"no-load", no_argument, NULL, OPT_NO_LOAD},
+	{"allow-no-tables", no_argument, NULL, OPT_ALLOW_NO_TABLES},
+	{"pack-bytes", required_argument, NULL, OPT_PACK_BYTES},
+	{"target", required_argument, NULL, OPT_TARGET},
+	{"stream", required_argument, NULL, OPT_STREAM},
+	{"stream-arn", required_argument, NULL, OPT_STREAM_ARN},
+	{"region", required_argument, NULL, OPT_REGION},
+	{"endpoint-url", required_argument, NULL, OPT_ENDPOINT_URL},
+	{"ca-file", required_argument, NULL, OPT_CA_FILE},
+	{"check-credentials", no_argument, NULL, OPT_CHECK_CREDENTIALS},
+	{"s3-url", required_argument, NULL, OPT_S3_URL},
+	{"s3-endpoint-url", required_argument, NULL, OPT_S3_ENDPOINT_URL},
+	{"s3-addressing", required_argument, NULL, OPT_S3_ADDRESSING},
+	{"compression", required_argument, NULL, OPT_COMPRESSION},
+	{"flush-bytes", required_argument, NULL, OPT_FLUSH_BYTES},
+	{"flush-seconds", required_argument, NULL, OPT_FLUSH_SECONDS},
+	{"batch-records", required_argument, NULL, OPT_BATCH_RECORDS},
+	{"batch-bytes", required_argument, NULL, OPT_BATCH_BYTES},
+	{"linger-ms", required_argument, NULL, OPT_LINGER_MS},
+	{"max-in-flight", required_argument, NULL, OPT_MAX_IN_FLIGHT},
+	{"aggregate", no_argument, NULL, OPT_AGGREGATE},
+	{"aggregate-bytes", required_argument, NULL, OPT_AGGREGATE_BYTES},
+	{"max-buffer-bytes", required_argument, NULL, OPT_MAX_BUFFER_BYTES},
+	{"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+	{"retry-timeout", required_argument, NULL, OPT_RETRY_TIMEOUT},
+	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+	{"max-retained-wal", required_argument, NULL, OPT_MAX_RETAINED_WAL},
+	{"metrics-address", required_argument, NULL, OPT_METRICS_ADDRESS},
+	{"health-max-lag", required_argument, NULL, OPT_HEALTH_MAX_LAG},
+	{"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+	{NULL, 0, NULL, 0}
+};
 
-	/* --log-format first, so that every message, usage errors too, has it. */
+/* Options that set a flag. */
+static const struct
+{
+	int			code;
+	bool	   *flag;
+}			flag_options[] = {
+	{'n', &opts.no_loop},
+	{OPT_CREATE_SLOT, &opts.create_slot},
+	{OPT_IF_NOT_EXISTS, &opts.if_not_exists},
+	{OPT_RESYNC, &opts.resync},
+	{OPT_ENABLE_FAILOVER, &opts.enable_failover},
+	{OPT_NO_LOAD, &opts.no_load},
+	{OPT_ALLOW_NO_TABLES, &opts.allow_no_tables},
+	{OPT_CHECK_CREDENTIALS, &opts.check_credentials},
+	{OPT_AGGREGATE, &opts.aggregate},
+};
+
+/* Options whose value is kept as given. */
+static const struct
+{
+	int			code;
+	char	  **value;
+}			string_options[] = {
+	{'d', &opts.dbname},
+	{'h', &opts.host},
+	{'U', &opts.user},
+	{'S', &opts.slot},
+	{OPT_STREAM, &opts.stream},
+	{OPT_STREAM_ARN, &opts.stream_arn},
+	{OPT_REGION, &opts.region},
+	{OPT_ENDPOINT_URL, &opts.endpoint},
+	{OPT_CA_FILE, &opts.ca_file},
+	{OPT_S3_URL, &opts.s3_url},
+	{OPT_S3_ENDPOINT_URL, &opts.s3_endpoint},
+};
+
+/* Integer options and their ranges. */
+static const struct
+{
+	int			code;
+	const char *name;
+	int		   *value;
+	int			min;
+	int			max;
+}			int_options[] = {
+	{'s', "-s/--status-interval", &opts.status_interval, 0, INT_MAX / 1000},
+	{OPT_PACK_BYTES, "--pack-bytes", &opts.pack_bytes, 0, 64 * 1024 * 1024},
+	{OPT_FLUSH_SECONDS, "--flush-seconds", &opts.flush_seconds, 1, 24 * 3600},
+	{OPT_BATCH_RECORDS, "--batch-records", &opts.batch_records, 1, KINESIS_MAX_RECORDS},
+	{OPT_LINGER_MS, "--linger-ms", &opts.linger_ms, 0, 3600 * 1000},
+	{OPT_MAX_IN_FLIGHT, "--max-in-flight", &opts.max_in_flight, 1, KINESIS_MAX_IN_FLIGHT},
+	{OPT_REQUEST_TIMEOUT, "--request-timeout", &opts.request_timeout_ms, 100, 3600 * 1000},
+	{OPT_RETRY_TIMEOUT, "--retry-timeout", &opts.retry_timeout, 0, INT_MAX},
+	{OPT_SHUTDOWN_TIMEOUT, "--shutdown-timeout", &opts.shutdown_timeout, 0, 24 * 3600},
+	{OPT_HEALTH_MAX_LAG, "--health-max-lag", &opts.health_max_lag, 1, 24 * 3600},
+	{OPT_HEARTBEAT, "--heartbeat", &opts.heartbeat, 1, 24 * 3600},
+};
+
+/* Sizes in bytes and their ranges. */
+static const struct
+{
+	int			code;
+	const char *name;
+	long	   *value;
+	long		min;
+	long		max;
+}			size_options[] = {
+	{OPT_FLUSH_BYTES, "--flush-bytes", &opts.flush_bytes, 1024, 1024L * 1024 * 1024},
+	{OPT_BATCH_BYTES, "--batch-bytes", &opts.batch_bytes, 1, KINESIS_MAX_REQUEST_BYTES},
+	{OPT_AGGREGATE_BYTES, "--aggregate-bytes", &opts.aggregate_bytes, 1024,
+	KINESIS_MAX_RECORD_BYTES - KINESIS_MAX_KEY_CHARS},
+	{OPT_MAX_BUFFER_BYTES, "--max-buffer-bytes", &opts.max_buffer_bytes, 1024, LONG_MAX},
+	{OPT_MAX_RETAINED_WAL, "--max-retained-wal", &opts.max_retained_wal, 1, LONG_MAX},
+};
+
+/* An option of the tables above: set; false when c is none of theirs. */
+static bool
+set_from_tables(int c, const char *arg)
+{
+	for (int i = 0; i < lengthof(flag_options); i++)
+		if (flag_options[i].code == c)
+			return *flag_options[i].flag = true;
+	for (int i = 0; i < lengthof(string_options); i++)
+		if (string_options[i].code == c)
+			return (*string_options[i].value = pg_strdup(arg)) != NULL;
+	for (int i = 0; i < lengthof(int_options); i++)
+		if (int_options[i].code == c)
+		{
+			*int_options[i].value = parse_int(int_options[i].name, arg,
+											  int_options[i].min, int_options[i].max);
+			return true;
+		}
+	for (int i = 0; i < lengthof(size_options); i++)
+		if (size_options[i].code == c)
+		{
+			*size_options[i].value = parse_bytes(size_options[i].name, arg,
+												 size_options[i].min, size_options[i].max);
+			return true;
+		}
+	return false;
+}
+
+/* --target: kinesis, s3, both, or stdout. */
+static void
+set_target(const char *arg)
+{
+	bool		k = false,
+				s = false;
+
+	if (strcmp(arg, "kinesis") == 0)
+		k = true;
+	else if (strcmp(arg, "s3") == 0)
+		s = true;
+	else if (strcmp(arg, "kinesis,s3") == 0 || strcmp(arg, "s3,kinesis") == 0)
+		k = s = true;
+	else if (strcmp(arg, "stdout") != 0)
+		usage_error("invalid target \"%s\": use kinesis, s3, kinesis,s3 or stdout", arg);
+	opts.ship_kinesis = k;
+	opts.ship_s3 = s;
+	opts.ship_stdout = !k && !s;
+}
+
+/* --metrics-address HOST:PORT */
+static void
+set_metrics_address(const char *arg)
+{
+	const char *colon = strrchr(arg, ':');
+
+	if (colon == NULL || colon == arg || colon[1] == '\0' ||
+		strspn(colon + 1, "0123456789") != strlen(colon + 1) || atol(colon + 1) > 65535)
+		usage_error("invalid --metrics-address \"%s\": use HOST:PORT, e.g. 127.0.0.1:9187", arg);
+	opts.metrics_address = pg_strdup(arg);
+}
+
+/* --log-format text|json */
+static void
+set_log_format(const char *arg)
+{
+	if (strcmp(arg, "json") == 0)
+		opts.log_json = true;
+	else if (strcmp(arg, "text") == 0)
+		opts.log_json = false;
+	else
+		usage_error("invalid --log-format \"%s\": use text or json", arg);
+	log_set_format(opts.log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, progname);
+}
+
+/* The options that are neither flags nor plain values. */
+static void
+set_other(int c, const char *arg, char **argv)
+{
+	switch (c)
+	{
+		case 'p':
+			(void) parse_int("-p/--port", arg, 1, 65535);
+			opts.port = pg_strdup(arg);
+			break;
+		case 'w':
+			opts.prompt_password = -1;
+			break;
+		case 'W':
+			opts.prompt_password = 1;
+			break;
+		case 'o':
+			add_plugin_option(arg);
+			break;
+		case 'I':
+			opts.startpos = parse_lsn_option("start", arg);
+			break;
+		case 'E':
+			opts.endpos = parse_lsn_option("end", arg);
+			break;
+		case 'v':
+			opts.verbosity++;
+			break;
+		case 'q':
+			opts.verbosity = -1;
+			break;
+		case 'V':
+			printf("fundrecs_shipper (fundrecs) " FUNDRECS_SHIPPER_VERSION "\n");
+			exit(0);
+		case OPT_TARGET:
+			set_target(arg);
+			break;
+		case OPT_S3_ADDRESSING:
+			if (strcmp(arg, "path") != 0 && strcmp(arg, "virtual") != 0)
+				usage_error("invalid --s3-addressing \"%s\": use path or virtual", arg);
+			opts.s3_addressing = pg_strdup(arg);
+			break;
+		case OPT_COMPRESSION:
+			if (strcmp(arg, "gzip") != 0 && strcmp(arg, "none") != 0)
+				usage_error("invalid --compression \"%s\": use gzip or none", arg);
+			opts.gzip = strcmp(arg, "gzip") == 0;
+			break;
+		case OPT_METRICS_ADDRESS:
+			set_metrics_address(arg);
+			break;
+		case OPT_LOG_FORMAT:
+			set_log_format(arg);
+			break;
+		default:
+			if (opts.log_json && optopt != 0)
+				log_error("invalid option or missing argument -- '%c'", optopt);
+			else if (opts.log_json)
+				log_error("unrecognized option or missing argument '%s'", argv[optind - 1]);
+			log_error_hint("Try \"%s --help\" for more information.", progname);
+			exit(2);
+	}
+}
+
+/*
+ * --log-format first, so that every message, usage errors too, has it;
+ * then --help and --version, as the first argument, like PostgreSQL's
+ * tools.
+ */
+static void
+early_options(int argc, char **argv)
+{
 	for (int i = 1; i < argc; i++)
 	{
 		const char *v = NULL;
@@ -289,7 +565,6 @@ parse_options(int argc, char **argv)
 			log_set_format(LOG_FORMAT_JSON, progname);
 		}
 	}
-
 	if (argc > 1)
 	{
 		if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-?") == 0)
@@ -303,214 +578,12 @@ parse_options(int argc, char **argv)
 			exit(0);
 		}
 	}
+}
 
-	/* In JSON, getopt's own complaints are ours to write (see default:). */
-	if (opts.log_json)
-		opterr = 0;
-
-	while ((c = getopt_long(argc, argv, "d:h:p:U:wWS:o:I:E:ns:vqV?",
-							long_options, &option_index)) != -1)
-	{
-		switch (c)
-		{
-			case 'd':
-				opts.dbname = pg_strdup(optarg);
-				break;
-			case 'h':
-				opts.host = pg_strdup(optarg);
-				break;
-			case 'p':
-				parse_long("-p/--port", optarg, 1, 65535);
-				opts.port = pg_strdup(optarg);
-				break;
-			case 'U':
-				opts.user = pg_strdup(optarg);
-				break;
-			case 'w':
-				opts.prompt_password = -1;
-				break;
-			case 'W':
-				opts.prompt_password = 1;
-				break;
-			case 'S':
-				opts.slot = pg_strdup(optarg);
-				break;
-			case 'o':
-				add_plugin_option(optarg);
-				break;
-			case 'I':
-				opts.startpos = parse_lsn_option("start", optarg);
-				break;
-			case 'E':
-				opts.endpos = parse_lsn_option("end", optarg);
-				break;
-			case 'n':
-				opts.no_loop = true;
-				break;
-			case 's':
-				opts.status_interval = (int) parse_long("-s/--status-interval", optarg, 0, INT_MAX / 1000);
-				break;
-			case 'v':
-				opts.verbosity++;
-				break;
-			case 'q':
-				opts.verbosity = -1;
-				break;
-			case 'V':
-				printf("fundrecs_shipper (fundrecs) " FUNDRECS_SHIPPER_VERSION "\n");
-				exit(0);
-			case 1:
-				opts.create_slot = true;
-				break;
-			case 2:
-				opts.if_not_exists = true;
-				break;
-			case 3:
-				if (strcmp(optarg, "kinesis") == 0)
-					opts.ship_kinesis = true, opts.ship_s3 = false, opts.ship_stdout = false;
-				else if (strcmp(optarg, "s3") == 0)
-					opts.ship_kinesis = false, opts.ship_s3 = true, opts.ship_stdout = false;
-				else if (strcmp(optarg, "kinesis,s3") == 0 || strcmp(optarg, "s3,kinesis") == 0)
-					opts.ship_kinesis = true, opts.ship_s3 = true, opts.ship_stdout = false;
-				else if (strcmp(optarg, "stdout") == 0)
-					opts.ship_kinesis = false, opts.ship_s3 = false, opts.ship_stdout = true;
-				else
-					usage_error("invalid target \"%s\": use kinesis, s3, kinesis,s3 or stdout", optarg);
-				break;
-			case 4:
-				opts.stream = pg_strdup(optarg);
-				break;
-			case 5:
-				opts.stream_arn = pg_strdup(optarg);
-				break;
-			case 6:
-				opts.region = pg_strdup(optarg);
-				break;
-			case 7:
-				opts.endpoint = pg_strdup(optarg);
-				break;
-			case 8:
-				opts.ca_file = pg_strdup(optarg);
-				break;
-			case 9:
-				opts.batch_records = (int) parse_long("--batch-records", optarg, 1, KINESIS_MAX_RECORDS);
-				break;
-			case 10:
-				opts.batch_bytes = parse_long("--batch-bytes", optarg, 1, KINESIS_MAX_REQUEST_BYTES);
-				break;
-			case 11:
-				opts.linger_ms = (int) parse_long("--linger-ms", optarg, 0, 3600 * 1000);
-				break;
-			case 12:
-				opts.max_buffer_bytes = parse_long("--max-buffer-bytes", optarg, 1024, LONG_MAX);
-				break;
-			case 13:
-				opts.request_timeout_ms = (int) parse_long("--request-timeout", optarg, 100, 3600 * 1000);
-				break;
-			case 14:
-				opts.retry_timeout = (int) parse_long("--retry-timeout", optarg, 0, INT_MAX);
-				break;
-			case 15:
-				opts.no_load = true;
-				break;
-			case 16:
-				opts.s3_url = pg_strdup(optarg);
-				break;
-			case 17:
-				opts.s3_endpoint = pg_strdup(optarg);
-				break;
-			case 18:
-				if (strcmp(optarg, "path") != 0 && strcmp(optarg, "virtual") != 0)
-					usage_error("invalid --s3-addressing \"%s\": use path or virtual", optarg);
-				opts.s3_addressing = pg_strdup(optarg);
-				break;
-			case 19:
-				if (strcmp(optarg, "gzip") == 0)
-					opts.gzip = true;
-				else if (strcmp(optarg, "none") == 0)
-					opts.gzip = false;
-				else
-					usage_error("invalid --compression \"%s\": use gzip or none", optarg);
-				break;
-			case 20:
-				opts.flush_bytes = parse_long("--flush-bytes", optarg, 1024, 1024L * 1024 * 1024);
-				break;
-			case 21:
-				opts.flush_seconds = (int) parse_long("--flush-seconds", optarg, 1, 24 * 3600);
-				break;
-			case 22:
-				opts.shutdown_timeout = (int) parse_long("--shutdown-timeout", optarg, 0, 24 * 3600);
-				break;
-			case 23:
-				opts.allow_no_tables = true;
-				break;
-			case 24:
-				opts.aggregate = true;
-				break;
-			case 27:
-				opts.max_retained_wal = parse_long("--max-retained-wal", optarg, 1, LONG_MAX);
-				break;
-			case 28:
-				{
-					const char *colon = strrchr(optarg, ':');
-
-					if (colon == NULL || colon == optarg || colon[1] == '\0' ||
-						strspn(colon + 1, "0123456789") != strlen(colon + 1) || atol(colon + 1) > 65535)
-						usage_error("invalid --metrics-address \"%s\": use HOST:PORT, e.g. 127.0.0.1:9187", optarg);
-					opts.metrics_address = pg_strdup(optarg);
-				}
-				break;
-			case 29:
-				opts.health_max_lag = (int) parse_long("--health-max-lag", optarg, 1, 24 * 3600);
-				break;
-			case 30:
-				opts.heartbeat = (int) parse_long("--heartbeat", optarg, 1, 24 * 3600);
-				break;
-			case 32:
-				opts.check_credentials = true;
-				break;
-			case 33:
-				opts.pack_bytes = (int) parse_long("--pack-bytes", optarg, 0, 64L * 1024 * 1024);
-				if (opts.pack_bytes != 0 && opts.pack_bytes < 1024)
-					usage_error("%s", "--pack-bytes must be 0 or from 1024 to 67108864");
-				break;
-			case 31:
-				if (strcmp(optarg, "json") == 0)
-					opts.log_json = true;
-				else if (strcmp(optarg, "text") == 0)
-					opts.log_json = false;
-				else
-					usage_error("invalid --log-format \"%s\": use text or json", optarg);
-				log_set_format(opts.log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, progname);
-				break;
-			case 26:
-				opts.max_in_flight = (int) parse_long("--max-in-flight", optarg, 1, KINESIS_MAX_IN_FLIGHT);
-				break;
-			case 34:
-				opts.resync = true;
-				break;
-			case 35:
-				opts.enable_failover = true;
-				break;
-			case 25:
-				opts.aggregate_bytes = parse_long("--aggregate-bytes", optarg, 1024,
-												 KINESIS_MAX_RECORD_BYTES - KINESIS_MAX_KEY_CHARS);
-				break;
-			default:
-				if (opts.log_json && optopt != 0)
-					log_error("invalid option or missing argument -- '%c'", optopt);
-				else if (opts.log_json)
-					log_error("unrecognized option or missing argument '%s'", argv[optind - 1]);
-				log_error_hint("Try \"%s --help\" for more information.", progname);
-				exit(2);
-		}
-	}
-
-	if (optind < argc)
-		usage_error("too many command-line arguments (first is \"%s\")", argv[optind]);
-	/* Only the AWS settings matter to --check-credentials. */
-	if (opts.check_credentials)
-		return;
+/* The slot's options: what --resync, --startpos and friends allow together. */
+static void
+check_slot_options(void)
+{
 	if (opts.slot == NULL)
 		usage_error("%s", "no slot specified");
 	if (opts.dbname == NULL && getenv("PGDATABASE") == NULL)
@@ -530,6 +603,12 @@ parse_options(int argc, char **argv)
 		opts.create_slot = true;
 	if (opts.startpos != 0 && opts.endpos != 0 && opts.endpos < opts.startpos)
 		usage_error("%s", "--endpos must not be before --startpos");
+}
+
+/* Plugin options the shipper depends on, and --pack-bytes passed on. */
+static void
+check_plugin_options(void)
+{
 	for (int i = 0; i < opts.noptions; i++)
 	{
 		bool		b;
@@ -540,6 +619,8 @@ parse_options(int argc, char **argv)
 		if (strcmp(opts.plugin_options[2 * i], "pack_bytes") == 0)
 			usage_error("%s", "use --pack-bytes rather than the plugin option pack_bytes");
 	}
+	if (opts.pack_bytes != 0 && opts.pack_bytes < 1024)
+		usage_error("%s", "--pack-bytes must be 0 or from 1024 to 67108864");
 	/* Rows packed into messages: the plugin writes them, the shipper splits them. */
 	if (opts.pack_bytes > 0)
 	{
@@ -548,22 +629,62 @@ parse_options(int argc, char **argv)
 		snprintf(arg, sizeof(arg), "pack_bytes=%d", opts.pack_bytes);
 		add_plugin_option(arg);
 	}
+}
 
+/* The target's options belong to it. */
+static void
+check_target_options(void)
+{
 	if (opts.aggregate && !opts.ship_kinesis)
 		usage_error("%s", "--aggregate is for --target kinesis");
-	if (opts.ship_kinesis || opts.ship_s3)
+	if (!opts.ship_kinesis && !opts.ship_s3)
 	{
-		if (opts.ship_kinesis && opts.stream == NULL && opts.stream_arn == NULL)
-			usage_error("%s", "no stream specified: use --stream or --stream-arn");
-		if (opts.stream != NULL && opts.stream_arn != NULL)
-			usage_error("%s", "--stream and --stream-arn cannot be used together");
-		if (!opts.ship_kinesis && (opts.stream || opts.stream_arn))
-			usage_error("%s", "--stream and --stream-arn are for --target kinesis");
-		if (opts.ship_s3 && opts.s3_url == NULL)
-			usage_error("%s", "no S3 location specified: use --s3-url s3://BUCKET/PREFIX");
-		if (!opts.ship_s3 && (opts.s3_url || opts.s3_endpoint || opts.s3_addressing))
-			usage_error("%s", "--s3-url, --s3-endpoint-url and --s3-addressing are for --target s3");
+		if (opts.stream || opts.stream_arn || opts.endpoint || opts.s3_url)
+			usage_error("%s", "--stream, --stream-arn, --endpoint-url and --s3-url are not for --target stdout");
+		return;
 	}
-	else if (opts.stream || opts.stream_arn || opts.endpoint || opts.s3_url)
-		usage_error("%s", "--stream, --stream-arn, --endpoint-url and --s3-url are not for --target stdout");
+	if (opts.ship_kinesis && opts.stream == NULL && opts.stream_arn == NULL)
+		usage_error("%s", "no stream specified: use --stream or --stream-arn");
+	if (opts.stream != NULL && opts.stream_arn != NULL)
+		usage_error("%s", "--stream and --stream-arn cannot be used together");
+	if (!opts.ship_kinesis && (opts.stream || opts.stream_arn))
+		usage_error("%s", "--stream and --stream-arn are for --target kinesis");
+	if (opts.ship_s3 && opts.s3_url == NULL)
+		usage_error("%s", "no S3 location specified: use --s3-url s3://BUCKET/PREFIX");
+	if (!opts.ship_s3 && (opts.s3_url || opts.s3_endpoint || opts.s3_addressing))
+		usage_error("%s", "--s3-url, --s3-endpoint-url and --s3-addressing are for --target s3");
+}
+
+void
+check_options(void)
+{
+	/* Only the AWS settings matter to --check-credentials. */
+	if (opts.check_credentials)
+		return;
+	check_slot_options();
+	check_plugin_options();
+	check_target_options();
+}
+
+void
+parse_options(int argc, char **argv)
+{
+	int			c;
+	int			option_index;
+
+	pg_logging_init(argv[0]);
+	progname = get_progname(argv[0]);
+	early_options(argc, argv);
+
+	/* In JSON, getopt's own complaints are ours to write (see set_other). */
+	if (opts.log_json)
+		opterr = 0;
+	while ((c = getopt_long(argc, argv, "d:h:p:U:wWS:o:I:E:ns:vqV?",
+							long_options, &option_index)) != -1)
+	{
+		if (!set_from_tables(c, optarg))
+			set_other(c, optarg, argv);
+	}
+	if (optind < argc)
+		usage_error("too many command-line arguments (first is \"%s\")", argv[optind]);
 }

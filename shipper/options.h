@@ -80,4 +80,7 @@ extern ShipperOptions opts;
 /* Parses and checks the command line into opts; exits 0 or 2 itself. */
 extern void parse_options(int argc, char **argv);
 
+/* The checks that need nothing but the options: usage errors exit 2. */
+extern void check_options(void);
+
 #endif							/* SHIPPER_OPTIONS_H */

@@ -9,7 +9,15 @@
 #define RETRY_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+
+/*
+ * A flag that stops waits: set by a signal handler or the main thread and
+ * read by the delivery threads too, so a C11 atomic (lock-free, hence
+ * async-signal-safe) rather than a volatile sig_atomic_t.
+ */
+typedef atomic_int StopFlag;
 
 /* How a delivery to a target ended. */
 typedef enum ShipResult
@@ -44,8 +52,8 @@ extern int	failure_exit_code(void);
  * keep its replication connection alive and to decide when a stop aborts
  * what is in flight; it returns true to abort the wait.
  */
-typedef bool (*WaitTickFn) (void);
-extern void set_wait_tick(WaitTickFn fn);
+typedef bool (*WaitTickFn) (void *arg);
+extern void set_wait_tick(WaitTickFn fn, void *arg);
 extern bool wait_tick(void);
 
 /* The backoff of an attempt: exponential, equal jitter, 100 ms to 5 s. */
@@ -60,7 +68,7 @@ extern double retry_deadline(int timeout_s);
  * returning RETRY_STOPPED if a stop was requested meanwhile.
  */
 extern int	retry_wait(const char *what, int attempt, double deadline, int timeout_s,
-					   const char *problem, volatile sig_atomic_t *stop);
+					   const char *problem, StopFlag *stop);
 
 /*
  * The retry driver shared by every AWS call: an attempt function says
@@ -78,11 +86,56 @@ typedef enum CallOutcome
 
 typedef CallOutcome (*AttemptFn) (void *arg, int attempt, char **problem);
 
+/* How long retry_run keeps trying, and whether it says so. */
+typedef struct RetryPolicy
+{
+	int			timeout_s;		/* give up after this long; 0: never */
+	int			max_attempts;	/* give up after this many calls; 0: no limit */
+	bool		quiet;			/* no line per retry or at the end: the caller reports */
+} RetryPolicy;
+
 /*
- * Calls fn until it is done, backing off after each failure, giving up
- * after timeout_s seconds (0: never), stopping on *stop or the tick.
+ * Calls fn until it is done, backing off after each CALL_RETRY, giving up
+ * as the policy says (SHIP_FATAL, logged unless quiet), stopping on *stop
+ * or the tick.  The Kinesis and S3 calls retry for --retry-timeout; the
+ * credential sources (STS, the metadata endpoints) a few times, quietly,
+ * reporting the last problem themselves.
  */
+extern ShipResult retry_run(const char *what, const RetryPolicy *policy, AttemptFn fn,
+							void *arg, StopFlag *stop);
+
+/*
+ * One key's retries when several go on at once, each backing off on its
+ * own (the shards of an aggregated delivery): retry_run's backoff and
+ * give-up rules, kept per key.
+ */
+typedef struct RetryClock
+{
+	int			attempts;		/* failures in a row */
+	double		failing_since;	/* when the first of them happened; 0: none */
+	double		not_before;		/* the next attempt not before this */
+} RetryClock;
+
+/* A success: the clock starts again. */
+extern void retry_clock_reset(RetryClock *c);
+
+/*
+ * A failure at now: schedules the next attempt after a backoff.  False
+ * once timeout_s (0: never) has passed since the first failure in a row.
+ */
+extern bool retry_clock_failed(RetryClock *c, double now, int timeout_s);
+
+/*
+ * Sleeps until when, in slices, the tick running; false when a stop or
+ * the tick ended the wait.
+ */
+extern bool retry_sleep_until(double when, StopFlag *stop);
+
+/* A retried problem, logged as retry_run does: a warning at the first and every tenth. */
+extern void retry_log(int retries, const char *problem, const char *what_next);
+
+/* retry_run for timeout_s seconds, logging each retry. */
 extern ShipResult retry_call(const char *what, int timeout_s, AttemptFn fn, void *arg,
-							 volatile sig_atomic_t *stop);
+							 StopFlag *stop);
 
 #endif							/* RETRY_H */

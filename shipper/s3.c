@@ -271,7 +271,7 @@ s3_attempt(void *arg, int attempt, char **problem)
 }
 
 ShipResult
-s3_check_bucket(S3Target *s, volatile sig_atomic_t *stop)
+s3_check_bucket(S3Target *s, StopFlag *stop)
 {
 	S3Call		c;
 	char	   *what = psprintf("bucket \"%s\"", s->bucket);
@@ -338,7 +338,7 @@ position_cmp(S3Position a, S3Position b)
 static void
 format_position(char *out, S3Position p)
 {
-	snprintf(out, POSITION_HEX + 1, "%08X%08X.%08X", (uint32_t) (p.lsn >> 32), (uint32_t) p.lsn,
+	snprintf(out, POSITION_HEX + 1, "%08X%08X.%08X", LSN_FORMAT_ARGS(p.lsn),
 			 p.seq);
 }
 
@@ -452,7 +452,7 @@ append_query_param(PQExpBuffer q, const char *name, const char *value)
  */
 static ShipResult
 list_objects(S3Target *s, const char *prefix,
-			 void (*fn) (const char *key, void *arg), void *arg, volatile sig_atomic_t *stop)
+			 void (*fn) (const char *key, void *arg), void *arg, StopFlag *stop)
 {
 	char	   *token = NULL;
 	ShipResult	result = SHIP_OK;
@@ -562,7 +562,7 @@ mark_last(const char *key, void *arg)
  * read.
  */
 static S3RouteMark *
-route_mark(S3Target *s, const char *route, const char *dt, volatile sig_atomic_t *stop)
+route_mark(S3Target *s, const char *route, const char *dt, StopFlag *stop)
 {
 	S3RouteMark *m;
 	char	   *base = prefix_slash(s);
@@ -619,7 +619,7 @@ route_mark(S3Target *s, const char *route, const char *dt, volatile sig_atomic_t
 
 S3AddResult
 s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t len,
-	   S3Position pos, uint64_t safe_lsn, volatile sig_atomic_t *stop)
+	   S3Position pos, uint64_t safe_lsn, StopFlag *stop)
 {
 	S3Object   *o = NULL;
 	S3RouteMark *m = route_mark(s, route, dt, stop);
@@ -701,7 +701,7 @@ object_key(S3Target *s, S3Object *o)
 
 ShipResult
 s3_claim_prefix(S3Target *s, const char *system_id, const char *database, const char *slot,
-				volatile sig_atomic_t *stop)
+				StopFlag *stop)
 {
 	char	   *base = prefix_slash(s);
 	char	   *key = psprintf("%s_fundrecs/owner.json", base);
@@ -797,7 +797,7 @@ collect_load_object(const char *key, void *arg)
 }
 
 ShipResult
-s3_forget_load(S3Target *s, uint64_t lsn, volatile sig_atomic_t *stop)
+s3_forget_load(S3Target *s, uint64_t lsn, StopFlag *stop)
 {
 	char	   *base = prefix_slash(s);
 	ForgetState f;
@@ -840,7 +840,7 @@ s3_forget_load(S3Target *s, uint64_t lsn, volatile sig_atomic_t *stop)
 }
 
 ShipResult
-s3_flush(S3Target *s, volatile sig_atomic_t *stop)
+s3_flush(S3Target *s, StopFlag *stop)
 {
 	ShipResult	result = SHIP_OK;
 

@@ -95,14 +95,14 @@ extern char *s3_init(S3Target *s, AwsCredentialProvider *provider, const char *u
 					 const char *ca_file, long timeout_ms, int retry_timeout_s);
 
 /* Checks the bucket exists and is reachable (a listing of PREFIX/_fundrecs/). */
-extern ShipResult s3_check_bucket(S3Target *s, volatile sig_atomic_t *stop);
+extern ShipResult s3_check_bucket(S3Target *s, StopFlag *stop);
 
 /*
  * Claims the prefix for this slot (PREFIX/_fundrecs/owner.json): a prefix
  * another slot, database or cluster writes is refused (a permanent error).
  */
 extern ShipResult s3_claim_prefix(S3Target *s, const char *system_id, const char *database,
-								  const char *slot, volatile sig_atomic_t *stop);
+								  const char *slot, StopFlag *stop);
 
 /*
  * Holds a row for the object of its route and day, unless the route's
@@ -111,17 +111,17 @@ extern ShipResult s3_claim_prefix(S3Target *s, const char *system_id, const char
  */
 extern S3AddResult s3_add(S3Target *s, const char *route, const char *dt, const char *row,
 						  size_t len, S3Position pos, uint64_t safe_lsn,
-						  volatile sig_atomic_t *stop);
+						  StopFlag *stop);
 
 /*
  * Deletes the objects of an initial load that did not finish (their rows
  * all at its consistent point lsn): a load done again must not leave a
  * first, partial copy.  Lists the whole prefix.
  */
-extern ShipResult s3_forget_load(S3Target *s, uint64_t lsn, volatile sig_atomic_t *stop);
+extern ShipResult s3_forget_load(S3Target *s, uint64_t lsn, StopFlag *stop);
 
 /* Uploads every held object; on success nothing is held any more. */
-extern ShipResult s3_flush(S3Target *s, volatile sig_atomic_t *stop);
+extern ShipResult s3_flush(S3Target *s, StopFlag *stop);
 
 extern bool s3_has_rows(const S3Target *s);
 

@@ -235,7 +235,7 @@ stream_connect(const ReplConnParams *params)
  * an error, then ends the loop).
  */
 PGresult *
-pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled)
+pq_next_result(PGconn *conn, StopFlag *stop, bool *cancelled)
 {
 	while (PQisBusy(conn))
 	{
@@ -290,7 +290,7 @@ stream_set_failover(ReplConn *rc)
 bool
 stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool failover,
 				   bool *created, uint64_t *consistent_lsn, char **snapshot_name,
-				   volatile sig_atomic_t *stop)
+				   StopFlag *stop)
 {
 	PQExpBufferData cmd;
 	PGresult   *res;
@@ -390,7 +390,7 @@ stream_start(ReplConn *rc, uint64_t startpos)
 
 	initPQExpBuffer(&cmd);
 	appendPQExpBuffer(&cmd, "START_REPLICATION SLOT %s LOGICAL %X/%X",
-					  slot, (uint32_t) (startpos >> 32), (uint32_t) startpos);
+					  slot, LSN_FORMAT_ARGS(startpos));
 	if (rc->params->noptions > 0)
 	{
 		appendPQExpBufferStr(&cmd, " (");

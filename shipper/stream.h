@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "retry.h"
+
 #define RECONNECT_SLEEP_SECS 5
 
 typedef struct ReplConnParams
@@ -52,7 +54,7 @@ extern PGconn *db_connect(const ReplConnParams *params, bool replication);
 extern ReplConn *stream_connect(const ReplConnParams *params);
 extern bool stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool failover,
 							   bool *created, uint64_t *consistent_lsn,
-							   char **snapshot_name, volatile sig_atomic_t *stop);
+							   char **snapshot_name, StopFlag *stop);
 
 typedef struct pg_result PGresult;
 
@@ -60,7 +62,7 @@ typedef struct pg_result PGresult;
  * PQgetResult that a stop interrupts: waits on the socket in slices and,
  * on a stop, cancels the query once (*cancelled), then returns its result.
  */
-extern PGresult *pq_next_result(PGconn *conn, volatile sig_atomic_t *stop, bool *cancelled);
+extern PGresult *pq_next_result(PGconn *conn, StopFlag *stop, bool *cancelled);
 /* ALTER_REPLICATION_SLOT ... (FAILOVER): the slot is kept on standbys (17+). */
 extern bool stream_set_failover(ReplConn *rc);
 /* The cluster's system identifier and the database, from IDENTIFY_SYSTEM. */

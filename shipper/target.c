@@ -1,0 +1,434 @@
+/*-------------------------------------------------------------------------
+ *
+ * target.c
+ *	  Setting up the delivery targets from the options, the operations'
+ *	  wrappers, and several targets at once (see target.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <time.h>
+
+#include "aws_config.h"
+#include "kinesis.h"
+#include "log.h"
+#include "options.h"
+#include "target.h"
+
+/*
+ * The credential chain, resolved once for every target.  Nothing found or
+ * a malformed configuration: exit 2; a source that does not answer: exit 1
+ * (a service manager may start the shipper again).
+ */
+static AwsCredentialProvider *
+resolve_credentials(const char *region)
+{
+	AwsCredentialProvider *p;
+	bool		config_error;
+	char	   *err = aws_credentials_resolve(region, opts.verbosity > 0, &p, &config_error);
+	AwsCredentials c;
+	char		masked[32];
+
+	if (err != NULL)
+	{
+		log_error("%s", err);
+		if (config_error)
+			log_error_hint("See \"AWS credentials\" in the README for the order in which sources are tried.");
+		free(err);
+		exit(config_error ? 2 : 1);
+	}
+	if (opts.verbosity <= 0 && !opts.check_credentials)
+		return p;
+
+	memset(&c, 0, sizeof(c));
+	aws_credentials_get(p, &c);
+	aws_mask_key(c.access_key, masked, sizeof(masked));
+	if (c.expiration > 0)
+	{
+		time_t		t = (time_t) c.expiration;
+		struct tm	tm;
+		char		until[32];
+
+		gmtime_r(&t, &tm);
+		strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		log_info("AWS credentials from %s: access key %s, expire at %s",
+				 aws_credentials_describe(p), masked, until);
+	}
+	else
+		log_info("AWS credentials from %s: access key %s",
+				 aws_credentials_describe(p), masked);
+	if (opts.check_credentials)
+	{
+		/* For scripts, like aws configure list: no secret. */
+		printf("method: %s\naccess_key: %s\n", aws_credentials_method(p), masked);
+		if (c.expiration > 0)
+			printf("expiration: %.0f\n", c.expiration);
+	}
+	aws_credentials_clear(&c);
+	return p;
+}
+
+/* --check-credentials: say where the credentials come from, and exit. */
+static void
+check_credentials_and_exit(void)
+{
+	char	   *region = aws_resolve_region(opts.region);
+
+	(void) resolve_credentials(region);
+	if (region)
+		printf("region: %s\n", region);
+	free(region);
+	exit(0);
+}
+
+Target *
+target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
+			  AwsCredentialProvider **provider)
+{
+	TargetSettings ts;
+	Target	   *parts[2];
+	int			nparts = 0;
+	char	   *region = NULL;
+
+	if (opts.check_credentials)
+		check_credentials_and_exit();
+	memset(&ts, 0, sizeof(ts));
+	ts.abort = abort;
+	ts.tick = tick;
+	ts.tick_arg = tick_arg;
+	*provider = NULL;
+	if (opts.ship_stdout)
+		return target_stdout_create(&ts);
+
+	region = aws_resolve_region(opts.region);
+	if (region == NULL && opts.stream_arn != NULL)
+		region = kinesis_arn_region(opts.stream_arn);
+	if (region == NULL)
+	{
+		log_error("no AWS region specified");
+		log_error_hint("Use --region, set AWS_REGION, or set a region in the AWS profile.");
+		exit(2);
+	}
+	ts.region = region;
+	ts.provider = *provider = resolve_credentials(region);
+	/*
+	 * Kinesis first: a row over its record size limit is refused before
+	 * S3 has buffered it.
+	 */
+	if (opts.ship_kinesis)
+		parts[nparts++] = target_kinesis_create(&ts);
+	if (opts.ship_s3)
+		parts[nparts++] = target_s3_create(&ts);
+	/* The targets keep copies. */
+	free(region);
+	return nparts == 1 ? parts[0] : target_multi_create(parts, nparts);
+}
+
+/* ----------------------------------------------------------------
+ * The operations
+ * ----------------------------------------------------------------
+ */
+
+const char *
+target_name(Target *t)
+{
+	return t->ops->name;
+}
+
+ShipResult
+target_check(Target *t, StopFlag *stop)
+{
+	return t->ops->check ? t->ops->check(t, stop) : SHIP_OK;
+}
+
+ShipResult
+target_claim(Target *t, const char *system_id, const char *dbname, const char *slot,
+			 StopFlag *stop)
+{
+	return t->ops->claim ? t->ops->claim(t, system_id, dbname, slot, stop) : SHIP_OK;
+}
+
+bool
+target_keeps_loads(Target *t)
+{
+	return t->ops->forget_load != NULL;
+}
+
+ShipResult
+target_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
+{
+	return t->ops->forget_load ? t->ops->forget_load(t, lsn, stop) : SHIP_OK;
+}
+
+bool
+target_add(Target *t, const TargetRow *row)
+{
+	return t->ops->add(t, row);
+}
+
+bool
+target_poll(Target *t, double now)
+{
+	return t->ops->poll ? t->ops->poll(t, now) : true;
+}
+
+double
+target_next_due(Target *t)
+{
+	return t->ops->next_due ? t->ops->next_due(t) : 0;
+}
+
+int
+target_wake_fd(Target *t)
+{
+	return t->ops->wake_fd ? t->ops->wake_fd(t) : -1;
+}
+
+bool
+target_flush(Target *t)
+{
+	return t->ops->flush ? t->ops->flush(t) : true;
+}
+
+bool
+target_held_lsn(Target *t, uint64_t *lsn)
+{
+	return t->ops->held_lsn ? t->ops->held_lsn(t, lsn) : false;
+}
+
+int
+target_held_rows(Target *t)
+{
+	return t->ops->held_rows ? t->ops->held_rows(t) : 0;
+}
+
+void
+target_stats(Target *t, MetricsState *m)
+{
+	if (t->ops->stats)
+		t->ops->stats(t, m);
+}
+
+void
+target_summary(Target *t)
+{
+	if (t->ops->summary)
+		t->ops->summary(t);
+}
+
+/* ----------------------------------------------------------------
+ * Several targets at once (--target kinesis,s3): each row goes to each,
+ * in turn; a row is held until every target has delivered it.
+ * ----------------------------------------------------------------
+ */
+
+typedef struct Multi
+{
+	Target	  **parts;
+	int			nparts;
+	char		name[64];
+} Multi;
+
+#define FOR_PARTS(m, p) \
+	for (Target **p = (m)->parts; p < (m)->parts + (m)->nparts; p++)
+
+static ShipResult
+multi_check(Target *t, StopFlag *stop)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+	{
+		ShipResult	r = target_check(*p, stop);
+
+		if (r != SHIP_OK)
+			return r;
+	}
+	return SHIP_OK;
+}
+
+static ShipResult
+multi_claim(Target *t, const char *system_id, const char *dbname, const char *slot,
+			StopFlag *stop)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+	{
+		ShipResult	r = target_claim(*p, system_id, dbname, slot, stop);
+
+		if (r != SHIP_OK)
+			return r;
+	}
+	return SHIP_OK;
+}
+
+static ShipResult
+multi_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+	{
+		ShipResult	r = target_forget_load(*p, lsn, stop);
+
+		if (r != SHIP_OK)
+			return r;
+	}
+	return SHIP_OK;
+}
+
+static bool
+multi_add(Target *t, const TargetRow *row)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+		if (!target_add(*p, row))
+		return false;
+	return true;
+}
+
+static bool
+multi_poll(Target *t, double now)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+		if (!target_poll(*p, now))
+		return false;
+	return true;
+}
+
+static double
+multi_next_due(Target *t)
+{
+	Multi	   *m = t->priv;
+	double		due = 0;
+
+	FOR_PARTS(m, p)
+	{
+		double		d = target_next_due(*p);
+
+		if (d > 0 && (due == 0 || d < due))
+			due = d;
+	}
+	return due;
+}
+
+static int
+multi_wake_fd(Target *t)
+{
+	Multi	   *m = t->priv;
+
+	/* Only the batching targets deliver on threads of their own. */
+	FOR_PARTS(m, p)
+	{
+		int			fd = target_wake_fd(*p);
+
+		if (fd >= 0)
+			return fd;
+	}
+	return -1;
+}
+
+static bool
+multi_flush(Target *t)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+		if (!target_flush(*p))
+		return false;
+	return true;
+}
+
+static bool
+multi_held_lsn(Target *t, uint64_t *lsn)
+{
+	Multi	   *m = t->priv;
+	bool		found = false;
+
+	FOR_PARTS(m, p)
+	{
+		uint64_t	l;
+
+		if (target_held_lsn(*p, &l) && (!found || l < *lsn))
+		{
+			*lsn = l;
+			found = true;
+		}
+	}
+	return found;
+}
+
+static int
+multi_held_rows(Target *t)
+{
+	Multi	   *m = t->priv;
+	int			n = 0;
+
+	FOR_PARTS(m, p)
+		n += target_held_rows(*p);
+	return n;
+}
+
+static void
+multi_stats(Target *t, MetricsState *ms)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+		target_stats(*p, ms);
+}
+
+static void
+multi_summary(Target *t)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+		target_summary(*p);
+}
+
+Target *
+target_multi_create(Target **parts, int nparts)
+{
+	static TargetOps ops = {
+		.check = multi_check,
+		.claim = multi_claim,
+		.add = multi_add,
+		.poll = multi_poll,
+		.next_due = multi_next_due,
+		.wake_fd = multi_wake_fd,
+		.flush = multi_flush,
+		.held_lsn = multi_held_lsn,
+		.held_rows = multi_held_rows,
+		.stats = multi_stats,
+		.summary = multi_summary,
+	};
+	Target	   *t = pg_malloc0(sizeof(Target));
+	Multi	   *m = pg_malloc0(sizeof(Multi));
+	TargetOps  *o = pg_malloc(sizeof(TargetOps));
+
+	m->parts = pg_malloc(sizeof(Target *) * nparts);
+	memcpy(m->parts, parts, sizeof(Target *) * nparts);
+	m->nparts = nparts;
+	/* The name the logs and /metrics give, as --target spells it: kinesis,s3. */
+	for (int i = 0; i < nparts; i++)
+	{
+		if (m->name[0] != '\0')
+			strlcat(m->name, ",", sizeof(m->name));
+		strlcat(m->name, target_name(parts[i]), sizeof(m->name));
+	}
+	*o = ops;
+	o->name = m->name;
+	/* Only when a part keeps loads is there a load to forget. */
+	for (int i = 0; i < nparts; i++)
+		if (target_keeps_loads(parts[i]))
+			o->forget_load = multi_forget_load;
+	t->ops = o;
+	t->priv = m;
+	return t;
+}

@@ -1,0 +1,233 @@
+/*-------------------------------------------------------------------------
+ *
+ * target_s3.c
+ *	  S3 as a target (--target s3): rows grouped into objects by route and
+ *	  commit day (s3.c), each object written once whole, on the main thread,
+ *	  at --flush-bytes or --flush-seconds.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <time.h>
+
+#include "aws_config.h"
+#include "log.h"
+#include "options.h"
+#include "s3.h"
+#include "target.h"
+
+typedef struct S3Ship
+{
+	S3Target	s3;
+	StopFlag   *abort;			/* abandons a write in flight */
+} S3Ship;
+
+/*
+ * The S3 partition of a row: its route, with anything but letters, digits,
+ * '_', '-' and '.' replaced, "_messages" for a message, or "_unrouted"
+ * when it has none.
+ */
+static void
+row_route(const TargetRow *row, char *out, size_t outlen)
+{
+	const RowFields *f = row->fields;
+	size_t		n = 0;
+
+	if (row->is_message)
+	{
+		strlcpy(out, "_messages", outlen);
+		return;
+	}
+	if (f->route.start == NULL || f->route.len < 3 || f->route.start[0] != '"')
+	{
+		strlcpy(out, "_unrouted", outlen);
+		return;
+	}
+	for (size_t i = 1; i + 1 < f->route.len && n + 1 < outlen; i++)
+	{
+		char		c = f->route.start[i];
+
+		out[n++] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+					(c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.') ? c : '_';
+	}
+	out[n] = '\0';
+}
+
+/* The UTC day of the row's commit time, or today when the row has none. */
+static void
+row_date(const RowFields *f, char out[11])
+{
+	const char *t = f->commit_time.start;
+
+	if (t != NULL && f->commit_time.len >= 12 && t[0] == '"' &&
+		t[5] == '-' && t[8] == '-')
+	{
+		memcpy(out, t + 1, 10);
+		out[10] = '\0';
+	}
+	else
+	{
+		time_t		now = time(NULL);
+		struct tm	tm;
+
+		gmtime_r(&now, &tm);
+		strftime(out, 11, "%Y-%m-%d", &tm);
+	}
+}
+
+static bool
+s3_ship_flush(Target *t)
+{
+	S3Ship	   *ss = t->priv;
+	ShipResult	r = s3_flush(&ss->s3, ss->abort);
+
+	if (r == SHIP_STOPPED)
+		log_warning("stopping with S3 objects unwritten; their rows will be shipped again on restart");
+	return r == SHIP_OK;
+}
+
+static bool
+s3_ship_add(Target *t, const TargetRow *row)
+{
+	S3Ship	   *ss = t->priv;
+	char		route[128];
+	char		dt[11];
+	S3Position	spos = {row->commit_lsn, row->seq};
+
+	row_route(row, route, sizeof(route));
+	row_date(row->fields, dt);
+	/* Skipped when the bucket has it already (shipped before a crash). */
+	if (s3_add(&ss->s3, route, dt, row->data, row->len, spos, row->safe_lsn,
+			   ss->abort) == S3_FAILED)
+		return false;
+	if (ss->s3.buffered >= (size_t) Min(opts.flush_bytes, opts.max_buffer_bytes))
+		return s3_ship_flush(t);
+	return true;
+}
+
+static bool
+s3_ship_poll(Target *t, double now)
+{
+	S3Ship	   *ss = t->priv;
+
+	if (s3_has_rows(&ss->s3) && now - ss->s3.first_at >= opts.flush_seconds)
+		return s3_ship_flush(t);
+	return true;
+}
+
+static double
+s3_ship_next_due(Target *t)
+{
+	S3Ship	   *ss = t->priv;
+
+	return s3_has_rows(&ss->s3) ? ss->s3.first_at + opts.flush_seconds : 0;
+}
+
+/* Rows held for S3 are not acknowledged until their objects are written. */
+static bool
+s3_ship_held_lsn(Target *t, uint64_t *lsn)
+{
+	S3Ship	   *ss = t->priv;
+
+	if (!s3_has_rows(&ss->s3))
+		return false;
+	*lsn = ss->s3.safe_lsn;
+	return true;
+}
+
+static int
+s3_ship_held_rows(Target *t)
+{
+	S3Ship	   *ss = t->priv;
+	uint64_t	n = 0;
+
+	for (int i = 0; i < ss->s3.nobjects; i++)
+		n += ss->s3.objects[i].rows;
+	return (int) n;
+}
+
+static void
+s3_ship_stats(Target *t, MetricsState *m)
+{
+	S3Ship	   *ss = t->priv;
+
+	m->s3_objects = ss->s3.objects_put;
+	m->s3_bytes = ss->s3.bytes_put;
+}
+
+static void
+s3_ship_summary(Target *t)
+{
+	S3Ship	   *ss = t->priv;
+
+	log_info("S3: %llu objects written, %llu rows already in the bucket not written again, %llu objects of an unfinished load deleted",
+			 (unsigned long long) ss->s3.objects_put, (unsigned long long) ss->s3.rows_skipped,
+			 (unsigned long long) ss->s3.objects_deleted);
+}
+
+static ShipResult
+s3_ship_check(Target *t, StopFlag *stop)
+{
+	S3Ship	   *ss = t->priv;
+
+	return s3_check_bucket(&ss->s3, stop);
+}
+
+static ShipResult
+s3_ship_claim(Target *t, const char *system_id, const char *dbname, const char *slot,
+			  StopFlag *stop)
+{
+	S3Ship	   *ss = t->priv;
+
+	return s3_claim_prefix(&ss->s3, system_id, dbname, slot, stop);
+}
+
+static ShipResult
+s3_ship_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
+{
+	S3Ship	   *ss = t->priv;
+
+	return s3_forget_load(&ss->s3, lsn, stop);
+}
+
+Target *
+target_s3_create(const TargetSettings *ts)
+{
+	static const TargetOps ops = {
+		.name = "s3",
+		.check = s3_ship_check,
+		.claim = s3_ship_claim,
+		.forget_load = s3_ship_forget_load,
+		.add = s3_ship_add,
+		.poll = s3_ship_poll,
+		.next_due = s3_ship_next_due,
+		.flush = s3_ship_flush,
+		.held_lsn = s3_ship_held_lsn,
+		.held_rows = s3_ship_held_rows,
+		.stats = s3_ship_stats,
+		.summary = s3_ship_summary,
+	};
+	Target	   *t = pg_malloc0(sizeof(Target));
+	S3Ship	   *ss = pg_malloc0(sizeof(S3Ship));
+	/* --endpoint-url serves S3 too when S3 is the only target. */
+	const char *endpoint = opts.s3_endpoint ? opts.s3_endpoint :
+		(!opts.ship_kinesis && opts.endpoint) ? opts.endpoint : aws_endpoint_from_env("S3");
+	char	   *err;
+
+	err = s3_init(&ss->s3, ts->provider, opts.s3_url, endpoint, ts->region, opts.s3_addressing,
+				  opts.gzip, opts.ca_file, opts.request_timeout_ms, opts.retry_timeout);
+	if (err != NULL)
+	{
+		log_error("%s", err);
+		exit(2);
+	}
+	if (opts.verbosity > 0)
+		log_info("S3: bucket %s, prefix \"%s\", endpoint %s (%s-style)",
+				 ss->s3.bucket, ss->s3.prefix, ss->s3.endpoint,
+				 ss->s3.path_style ? "path" : "virtual-host");
+	ss->abort = ts->abort;
+	t->ops = &ops;
+	t->priv = ss;
+	return t;
+}

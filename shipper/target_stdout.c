@@ -1,0 +1,157 @@
+/*-------------------------------------------------------------------------
+ *
+ * target_stdout.c
+ *	  Standard output as a target (--target stdout, the default without
+ *	  AWS settings): rows batched by dispatch.c and written, one per line,
+ *	  on the main thread when a batch is flushed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "dispatch.h"
+#include "log.h"
+#include "options.h"
+#include "target.h"
+
+/* Rows per writev() call (Linux's IOV_MAX is 1024). */
+#define STDOUT_IOV 512
+
+/*
+ * The batch's rows to standard output with writev(), straight from the
+ * batch: stdio's buffer is 4 kB on /dev/null or a pipe, which made a copy
+ * and a write() per 4 kB.  A short write resumes where it stopped.
+ */
+static ShipResult
+stdout_deliver(void *ctx, ShipRecord *recs, int n, StopFlag *stop)
+{
+	struct iovec iov[STDOUT_IOV];
+	int			i = 0;
+	size_t		off = 0;		/* bytes of recs[i] already written */
+
+	/* Whatever stdio holds goes first. */
+	if (fflush(stdout) != 0)
+	{
+		log_error("could not write to standard output: %m");
+		return SHIP_FATAL;
+	}
+	while (i < n)
+	{
+		int			cnt = 0;
+		ssize_t		w;
+
+		for (int j = i; j < n && cnt < STDOUT_IOV; j++, cnt++)
+		{
+			size_t		skip = j == i ? off : 0;
+
+			iov[cnt].iov_base = recs[j].data + skip;
+			iov[cnt].iov_len = recs[j].len - skip;
+		}
+		w = writev(STDOUT_FILENO, iov, cnt);
+		if (w < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			log_error("could not write to standard output: %m");
+			return SHIP_FATAL;
+		}
+		while (w > 0)
+		{
+			size_t		left = recs[i].len - off;
+
+			if ((size_t) w >= left)
+			{
+				w -= left;
+				i++;
+				off = 0;
+			}
+			else
+			{
+				off += w;
+				w = 0;
+			}
+		}
+	}
+	return SHIP_OK;
+}
+
+static bool
+stdout_add(Target *t, const TargetRow *row)
+{
+	size_t		record_bytes = row->len + 1;
+
+	if (!dispatch_make_room(record_bytes))
+		return false;
+	dispatch_add(row->data, row->len, "", 0, 0, row->commit_lsn, row->safe_lsn,
+				 row->commit_time);
+	return true;
+}
+
+static bool
+stdout_poll(Target *t, double now)
+{
+	return dispatch_target_poll(now, opts.linger_ms);
+}
+
+static double
+stdout_next_due(Target *t)
+{
+	return dispatch_target_next_due(opts.linger_ms);
+}
+
+static bool
+stdout_flush(Target *t)
+{
+	return dispatch_flush(true);
+}
+
+static bool
+stdout_held_lsn(Target *t, uint64_t *lsn)
+{
+	return dispatch_oldest_safe_lsn(lsn);
+}
+
+static int
+stdout_held_rows(Target *t)
+{
+	return dispatch_held_rows();
+}
+
+static void
+stdout_stats(Target *t, MetricsState *m)
+{
+	dispatch_target_stats(m);
+}
+
+Target *
+target_stdout_create(const TargetSettings *ts)
+{
+	static const TargetOps ops = {
+		.name = "stdout",
+		.add = stdout_add,
+		.poll = stdout_poll,
+		.next_due = stdout_next_due,
+		.flush = stdout_flush,
+		.held_lsn = stdout_held_lsn,
+		.held_rows = stdout_held_rows,
+		.stats = stdout_stats,
+	};
+	Target	   *t = pg_malloc0(sizeof(Target));
+	DispatchConfig dc;
+
+	memset(&dc, 0, sizeof(dc));
+	dc.deliver = stdout_deliver;
+	dc.lanes = 0;
+	dc.capacity = opts.batch_records;
+	dc.max_bytes = (size_t) Min(opts.batch_bytes, opts.max_buffer_bytes);
+	dc.stop = ts->abort;
+	dc.tick = ts->tick;
+	dc.tick_arg = ts->tick_arg;
+	dc.verbose = opts.verbosity > 0;
+	dispatch_init(&dc);
+	t->ops = &ops;
+	return t;
+}
