@@ -60,7 +60,8 @@ typedef struct FrTablePattern
 typedef enum FrOnEnrichError
 {
 	FR_ENRICH_ERROR_FAIL,		/* an ERROR naming the LSN, table and fix */
-	FR_ENRICH_ERROR_EMIT		/* the row unenriched, "enrich_error", route _error */
+	FR_ENRICH_ERROR_EMIT		/* the row unenriched, "enrich_error", route
+								 * _error */
 } FrOnEnrichError;
 
 /* The route of rows that could not be enriched (on_enrich_error=emit). */
@@ -94,15 +95,16 @@ typedef struct FrOptions
 	FrOnEnrichError on_enrich_error;
 	List	   *exclude_columns;	/* list of FrColumnPattern */
 	bool		include_messages;	/* emit pg_logical_emit_message() rows */
-	List	   *message_prefixes;	/* char *; NIL: every prefix but the heartbeat's */
+	List	   *message_prefixes;	/* char *; NIL: every prefix but the
+									 * heartbeat's */
 	int			pack_bytes;		/* 0: a row per message; else rows of a
 								 * transaction share messages up to this size */
 
 	/*
 	 * Resolved once from the current catalogs when decoding starts (see
-	 * fr_options_resolve): the orders table and its enrichment columns by
-	 * OID and attribute number, which a rename does not change.  Invalid
-	 * when the table did not exist then; names are used instead.
+	 * fr_options_resolve): the orders table and its enrichment columns by OID
+	 * and attribute number, which a rename does not change.  Invalid when the
+	 * table did not exist then; names are used instead.
 	 */
 	Oid			orders_relid;
 	AttrNumber	product_attnum;
@@ -214,7 +216,8 @@ typedef struct FrRowMeta
 	XLogRecPtr	commit_lsn;
 	TransactionId xid;			/* InvalidTransactionId for load rows */
 	TimestampTz commit_time;
-	bool		toast_pointers_unchanged;	/* decoding: on-disk TOAST = unchanged */
+	bool		toast_pointers_unchanged;	/* decoding: on-disk TOAST =
+											 * unchanged */
 	struct FrLoadProducts *load;	/* the initial load's lookups, else NULL */
 	const char *txn_fragment;	/* decoding: the header's per-transaction part */
 	int			txn_fragment_len;
@@ -225,6 +228,7 @@ extern void fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta 
 						 HeapTuple oldtuple);
 extern void fr_write_truncate(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 							  FrRelInfo *ri);
+
 /* The header's per-transaction part (commit_lsn, xid, commit_time). */
 extern void fr_append_txn_fragment(StringInfo out, const FrOptions *opts, const FrRowMeta *meta);
 

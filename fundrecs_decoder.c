@@ -181,11 +181,12 @@ pack_flush(LogicalDecodingContext *ctx, FrDecodingData *data)
 	if (data->pack.len > 0)
 		pack_write(ctx, data->pack.data, data->pack.len);
 	resetStringInfo(&data->pack);
+
 	/*
-	 * A very large row left a large buffer behind: give it back.  The new
-	 * one lives as long as the decoding session, like the first (the commit
-	 * callback runs in a shorter-lived context: t/160_pack.pl's rows of up
-	 * to 5 kB read freed memory when it was made there).
+	 * A very large row left a large buffer behind: give it back.  The new one
+	 * lives as long as the decoding session, like the first (the commit
+	 * callback runs in a shorter-lived context: t/160_pack.pl's rows of up to
+	 * 5 kB read freed memory when it was made there).
 	 */
 	if (data->pack.maxlen > 4 * Max(data->opts.pack_bytes, FR_PACK_BYTES_MIN))
 	{

@@ -48,6 +48,7 @@ static int
 hex32(char *out, uint32 v)
 {
 	static const char hex[] = "0123456789ABCDEF";
+
 	/* digits: at least one; v | 1 keeps __builtin_clz defined for 0 */
 	int			n = (32 - __builtin_clz(v | 1) + 3) / 4;
 
@@ -217,9 +218,9 @@ static void
 append_json_text(StringInfo out, const char *str)
 {
 	/*
-	 * A json value is valid JSON already; raw newlines can only be
-	 * whitespace between tokens (inside strings they are escaped), so
-	 * turning them into spaces keeps the row on one line.
+	 * A json value is valid JSON already; raw newlines can only be whitespace
+	 * between tokens (inside strings they are escaped), so turning them into
+	 * spaces keeps the row on one line.
 	 */
 	for (const char *p = str; *p; p++)
 	{

@@ -204,7 +204,7 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 			/* The products joined with the orders are read too. */
 			Oid			nspid = get_namespace_oid(FR_EXT_SCHEMA, true);
 			Oid			products = OidIsValid(nspid) ?
-				get_relname_relid(FR_PRODUCTS_TABLE, nspid) : InvalidOid;
+			get_relname_relid(FR_PRODUCTS_TABLE, nspid) : InvalidOid;
 
 			if (OidIsValid(products))
 				check_select(products);
@@ -291,9 +291,9 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 	load_cleanup(PointerGetDatum(state));
 
 	/*
-	 * SRF_RETURN_DONE frees the state with the multi-call context, while
-	 * the expression context lives on: its callback must not run on freed
-	 * memory (UBSan caught it reading a garbage "done" flag).
+	 * SRF_RETURN_DONE frees the state with the multi-call context, while the
+	 * expression context lives on: its callback must not run on freed memory
+	 * (UBSan caught it reading a garbage "done" flag).
 	 */
 	{
 		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;

@@ -141,7 +141,11 @@ fr_products_init(MemoryContext parent)
 	product_owner_cxt = AllocSetContextCreate(parent, "fundrecs product cache",
 											  ALLOCSET_SMALL_SIZES);
 	MemoryContextRegisterResetCallback(product_owner_cxt, &forget);
-	/* Reset whenever the products change (resetting the owner would forget it). */
+
+	/*
+	 * Reset whenever the products change (resetting the owner would forget
+	 * it).
+	 */
 	product_cxt = AllocSetContextCreate(product_owner_cxt, "fundrecs products",
 										ALLOCSET_DEFAULT_SIZES);
 	if (!products_callback_registered)
@@ -304,8 +308,8 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 
 		/*
 		 * One deform for the three columns.  (Not heap_getattr: from 17.12
-		 * on, its inline body calls a function older 17.x servers lack, so
-		 * a build against newer headers would not load into them.)
+		 * on, its inline body calls a function older 17.x servers lack, so a
+		 * build against newer headers would not load into them.)
 		 */
 		heap_deform_tuple(tuple, desc, values, nulls);
 		isnull = nulls[attnum_name - 1];
@@ -330,6 +334,7 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 			p->price_text = DatumGetCString(DirectFunctionCall1(numeric_out, p->price));
 			parse_exact_price(p);
 		}
+
 		/*
 		 * What every enriched row of this product holds, built once: its
 		 * route, then the enrichment fields up to total_price, in one block
@@ -485,29 +490,29 @@ fr_load_products_lookup(FrLoadProducts *lp, int64 product_id)
  */
 static const char *const latin_ascii[0x180 - 0xC0] = {
 	"a", "a", "a", "a", "a", "a", "ae", "c",	/* U+00C0 */
-	"e", "e", "e", "e", "i", "i", "i", "i",	/* U+00C8 */
+	"e", "e", "e", "e", "i", "i", "i", "i", /* U+00C8 */
 	"d", "n", "o", "o", "o", "o", "o", NULL,	/* U+00D0 */
 	"o", "u", "u", "u", "u", "y", "th", "ss",	/* U+00D8 */
 	"a", "a", "a", "a", "a", "a", "ae", "c",	/* U+00E0 */
-	"e", "e", "e", "e", "i", "i", "i", "i",	/* U+00E8 */
+	"e", "e", "e", "e", "i", "i", "i", "i", /* U+00E8 */
 	"d", "n", "o", "o", "o", "o", "o", NULL,	/* U+00F0 */
 	"o", "u", "u", "u", "u", "y", "th", "y",	/* U+00F8 */
-	"a", "a", "a", "a", "a", "a", "c", "c",	/* U+0100 */
-	"c", "c", "c", "c", "c", "c", "d", "d",	/* U+0108 */
-	"d", "d", "e", "e", "e", "e", "e", "e",	/* U+0110 */
-	"e", "e", "e", "e", "g", "g", "g", "g",	/* U+0118 */
-	"g", "g", "g", "g", "h", "h", "h", "h",	/* U+0120 */
-	"i", "i", "i", "i", "i", "i", "i", "i",	/* U+0128 */
+	"a", "a", "a", "a", "a", "a", "c", "c", /* U+0100 */
+	"c", "c", "c", "c", "c", "c", "d", "d", /* U+0108 */
+	"d", "d", "e", "e", "e", "e", "e", "e", /* U+0110 */
+	"e", "e", "e", "e", "g", "g", "g", "g", /* U+0118 */
+	"g", "g", "g", "g", "h", "h", "h", "h", /* U+0120 */
+	"i", "i", "i", "i", "i", "i", "i", "i", /* U+0128 */
 	"i", "i", "ij", "ij", "j", "j", "k", "k",	/* U+0130 */
-	"k", "l", "l", "l", "l", "l", "l", "l",	/* U+0138 */
-	"l", "l", "l", "n", "n", "n", "n", "n",	/* U+0140 */
-	"n", "n", "n", "n", "o", "o", "o", "o",	/* U+0148 */
+	"k", "l", "l", "l", "l", "l", "l", "l", /* U+0138 */
+	"l", "l", "l", "n", "n", "n", "n", "n", /* U+0140 */
+	"n", "n", "n", "n", "o", "o", "o", "o", /* U+0148 */
 	"o", "o", "oe", "oe", "r", "r", "r", "r",	/* U+0150 */
-	"r", "r", "s", "s", "s", "s", "s", "s",	/* U+0158 */
-	"s", "s", "t", "t", "t", "t", "t", "t",	/* U+0160 */
-	"u", "u", "u", "u", "u", "u", "u", "u",	/* U+0168 */
-	"u", "u", "u", "u", "w", "w", "y", "y",	/* U+0170 */
-	"y", "z", "z", "z", "z", "z", "z", "s",	/* U+0178 */
+	"r", "r", "s", "s", "s", "s", "s", "s", /* U+0158 */
+	"s", "s", "t", "t", "t", "t", "t", "t", /* U+0160 */
+	"u", "u", "u", "u", "u", "u", "u", "u", /* U+0168 */
+	"u", "u", "u", "u", "w", "w", "y", "y", /* U+0170 */
+	"y", "z", "z", "z", "z", "z", "z", "s", /* U+0178 */
 };
 
 /* The next code point of valid UTF-8 (the server encoding), advancing *p. */
@@ -526,13 +531,14 @@ next_code_point(const unsigned char **p)
 static bool
 is_separator(pg_wchar cp)
 {
-	return (cp >= 0x80 && cp < 0xC0) ||		/* Latin-1 punctuation, symbols */
+	return (cp >= 0x80 && cp < 0xC0) || /* Latin-1 punctuation, symbols */
 		cp == 0xD7 || cp == 0xF7 ||
 		(cp >= 0x2000 && cp < 0x2C00) ||	/* punctuation, symbols, arrows... */
 		(cp >= 0x3000 && cp < 0x3040) ||	/* CJK punctuation */
-		(cp >= 0xFE00 && cp < 0xFE70) ||	/* variation selectors, small forms */
+		(cp >= 0xFE00 && cp < 0xFE70) ||	/* variation selectors, small
+											 * forms */
 		(cp >= 0xFF00 && cp < 0xFF10) ||	/* full-width punctuation */
-		cp >= 0x1F000;					/* emoji and other symbols */
+		cp >= 0x1F000;			/* emoji and other symbols */
 }
 
 /*

@@ -373,7 +373,10 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	char	   *root_schema = NULL;
 	char	   *root_name = NULL;
 
-	/* An entry outside the cache (the initial load's) lives as long as the backend's caches. */
+	/*
+	 * An entry outside the cache (the initial load's) lives as long as the
+	 * backend's caches.
+	 */
 	if (ri->cxt == NULL)
 		ri->cxt = AllocSetContextCreate(relinfo_cxt != NULL ? relinfo_cxt : CacheMemoryContext,
 										"fundrecs relation info",
@@ -448,4 +451,3 @@ fr_relinfo_get(Relation rel, const FrOptions *opts)
 	relinfo_last = ri;
 	return ri;
 }
-

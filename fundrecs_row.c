@@ -637,4 +637,3 @@ fr_write_truncate(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		appendStringInfo(out, ",\"partition\":%s", ri->partition_json);
 	fr_append_char(out, '}');
 }
-

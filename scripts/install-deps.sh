@@ -17,6 +17,7 @@ packages=(
 	postgresql-15-wal2json
 	python3 python3-boto3 python3-botocore awscli
 	clang libclang-rt-14-dev valgrind debhelper postgresql-server-dev-all lintian man-db prometheus
+	pg-bsd-indent
 )
 # A machine may have Node.js from elsewhere; only ask Debian for it if absent.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

@@ -30,6 +30,15 @@ echo "== release metadata (test/check_release.py)"
 python3 test/check_release.py > release.out 2>&1 || status=1
 cat release.out
 
+echo "== C style (scripts/pgindent.sh --check)"
+if indent_diff=$(PG_CONFIG="$PG_CONFIG" bash scripts/pgindent.sh --check); then
+	echo "indent: every C source as pgindent leaves it" > indent.out
+else
+	{ echo "$indent_diff"; echo "indent: $(echo "$indent_diff" | wc -l) files not as pgindent leaves them (run bash scripts/pgindent.sh)"; } > indent.out
+	status=1
+fi
+cat indent.out
+
 echo "== build with clang (warnings are errors)"
 make -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
 make -s PG_CONFIG="$PG_CONFIG" WERROR=1 CC=clang || exit 1
@@ -118,6 +127,7 @@ grep -h -E "tests? (passed|failed)|of [0-9]+ tests" installcheck.out 2>/dev/null
 grep -h -E "^(Files=|Result:)" installcheck.out tap.out 2>/dev/null
 tail -n 1 "$top/release.out" 2>/dev/null
 tail -n 1 "$top/deb.out" 2>/dev/null
+tail -n 1 "$top/indent.out" 2>/dev/null
 tail -n 1 fuzz.out 2>/dev/null
 tail -n 1 asan.out 2>/dev/null
 [ -f bench/out/quick.summary ] && cat bench/out/quick.summary

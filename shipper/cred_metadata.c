@@ -23,14 +23,16 @@
 /* One metadata request, for retry_run(): what it asks and its answer. */
 typedef struct MetadataGet
 {
-	const char *what;			/* "instance metadata": "WHAT URL answered HTTP 404" */
+	const char *what;			/* "instance metadata": "WHAT URL answered
+								 * HTTP 404" */
 	const char *unreachable;	/* "could not reach ...", before ": the error" */
 	const char *method;
 	const char *url;
 	struct curl_slist *headers;
 	HttpClient	http;
 	HttpResponse resp;
-	bool		again_at_once;	/* retry without backing off (IMDS, as the SDKs) */
+	bool		again_at_once;	/* retry without backing off (IMDS, as the
+								 * SDKs) */
 	char	   *err;			/* the last problem */
 } MetadataGet;
 

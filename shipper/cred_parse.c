@@ -261,6 +261,7 @@ aws_parse_credentials_json(const char *text, size_t len, const char *token_name,
 	bool		ok = false;
 
 	memset(out, 0, sizeof(*out));
+
 	/*
 	 * Not jansson's message: it quotes the bytes near the error ("near
 	 * 'wJalrXUtnFEMI/K7'"), and those may be a secret key or a token.  The
@@ -284,4 +285,3 @@ aws_parse_credentials_json(const char *text, size_t len, const char *token_name,
 	json_decref(doc);
 	return ok;
 }
-

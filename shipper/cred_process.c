@@ -171,4 +171,3 @@ cred_fetch_process(AwsCredentialProvider *p, AwsCredentials *out, char **err, bo
 	termPQExpBuffer(&se);
 	return ok;
 }
-

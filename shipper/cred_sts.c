@@ -281,4 +281,3 @@ cred_fetch_web_identity(AwsCredentialProvider *p, AwsCredentials *out, char **er
 	termPQExpBuffer(&form);
 	return ok;
 }
-

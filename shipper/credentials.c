@@ -67,10 +67,10 @@ cred_fetch_env(AwsCredentials *out, char **err, bool *config_error)
 /* The keys of a profile in the credentials file or the config file. */
 bool
 cred_fetch_file_keys(const char *profile, bool config_file, AwsCredentials *out, char **err,
-				bool *config_error)
+					 bool *config_error)
 {
 	char	   *(*get) (const char *, const char *, bool *) =
-		config_file ? aws_config_value : aws_credfile_value;
+	config_file ? aws_config_value : aws_credfile_value;
 	char	   *path = config_file ? aws_config_file_path() : aws_credentials_file_path();
 
 	out->access_key = get(profile, "aws_access_key_id", NULL);
@@ -341,9 +341,9 @@ choose_source(const char *region, bool verbose, char **err)
 	}
 
 	/*
-	 * The shared files next: one that exists but cannot be read (the
-	 * service user lacks the rights) is said to be so, not passed over as
-	 * if it held nothing.
+	 * The shared files next: one that exists but cannot be read (the service
+	 * user lacks the rights) is said to be so, not passed over as if it held
+	 * nothing.
 	 */
 	{
 		char	   *files[2] = {aws_credentials_file_path(), aws_config_file_path()};
@@ -391,10 +391,10 @@ choose_source(const char *region, bool verbose, char **err)
 	/* 3. Web identity: the environment, else the profile. */
 	{
 		char	   *token_file = cred_env("AWS_WEB_IDENTITY_TOKEN_FILE") ?
-			pg_strdup(cred_env("AWS_WEB_IDENTITY_TOKEN_FILE")) :
-			aws_profile_value(profile, "web_identity_token_file");
+		pg_strdup(cred_env("AWS_WEB_IDENTITY_TOKEN_FILE")) :
+		aws_profile_value(profile, "web_identity_token_file");
 		char	   *role_arn = cred_env("AWS_ROLE_ARN") ? pg_strdup(cred_env("AWS_ROLE_ARN")) :
-			aws_profile_value(profile, "role_arn");
+		aws_profile_value(profile, "role_arn");
 
 		if (token_file != NULL)
 		{

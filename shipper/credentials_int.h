@@ -92,6 +92,7 @@ extern bool cred_fetch_imds(AwsCredentialProvider *p, AwsCredentials *out, char 
 
 /* The STS endpoint and signing region for a region (cred_sts.c). */
 extern void cred_sts_endpoint(const char *region, char **endpoint, char **signing_region);
+
 /* Why a container credentials URL is refused, or NULL (cred_metadata.c). */
 extern char *cred_container_url_problem(const char *url);
 

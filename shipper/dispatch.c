@@ -719,7 +719,10 @@ dispatch_flush(bool wait)
 	if (!wait)
 		return true;
 
-	/* Everything: the batch being filled, the rows waiting, what is in flight. */
+	/*
+	 * Everything: the batch being filled, the rows waiting, what is in
+	 * flight.
+	 */
 	while (filling->n > 0 || nwaiting > 0 || dispatch_busy())
 	{
 		if (filling->n > 0 && (l = free_lane()) != NULL)
@@ -757,7 +760,11 @@ dispatch_make_room(size_t record_bytes)
 		if (dispatch_fits(record_bytes) && nwaiting < waiting_max &&
 			waiting_bytes + record_bytes <= WAITING_BATCHES * max_bytes)
 			return true;
-		/* A batch that is full, or rows waiting to the limit: send what can go. */
+
+		/*
+		 * A batch that is full, or rows waiting to the limit: send what can
+		 * go.
+		 */
 		if (filling->n > 0 && (l = free_lane()) != NULL)
 		{
 			send_filling(l);

@@ -44,12 +44,15 @@ typedef struct DispatchConfig
 	DispatchDeliverFn deliver;
 	int			lanes;			/* delivery threads, 0 to DISPATCH_MAX_LANES */
 	void	   *lane_ctx[DISPATCH_MAX_LANES];
-	bool		keyed;			/* rows carry partition keys, kept in order per key */
+	bool		keyed;			/* rows carry partition keys, kept in order
+								 * per key */
 	bool		distinct_keys;	/* and a key appears once per batch at most */
 	int			capacity;		/* rows per batch */
-	size_t		max_bytes;		/* bytes per batch (lanes + 1 batches are held at most) */
+	size_t		max_bytes;		/* bytes per batch (lanes + 1 batches are held
+								 * at most) */
 	StopFlag   *stop;			/* abandons the deliveries */
-	WaitTickFn	tick;			/* run at least once a second while the caller waits */
+	WaitTickFn	tick;			/* run at least once a second while the caller
+								 * waits */
 	void	   *tick_arg;
 	bool		verbose;		/* log each delivered batch */
 } DispatchConfig;
@@ -114,6 +117,7 @@ extern bool dispatch_oldest_safe_lsn(uint64_t *lsn);
 
 /* Rows held: in flight, being filled and waiting; their bytes. */
 extern int	dispatch_held_rows(void);
+
 /* Rows waiting for an earlier version of their key. */
 extern int	dispatch_waiting_rows(void);
 extern uint64_t dispatch_held_bytes(void);

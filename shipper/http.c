@@ -178,7 +178,7 @@ http_request_many(HttpClient *clients, int n, const char *method, const char *ur
 	 * call).  A libcurl handle must not be used by two threads at once, and
 	 * each delivery thread has its own calls.
 	 */
-	static __thread CURLM *multi = NULL;
+	static __thread CURLM * multi = NULL;
 	int			running;
 
 	if (multi == NULL)
@@ -391,12 +391,24 @@ aws_signed_headers(const AwsRequestSpec *spec, const AwsCredentials *creds)
 
 	for (int i = 0; i < spec->nextra; i++)
 		h[nh++] = spec->extra[i];
-	h[nh++] = (SigV4Header) {"Host", spec->host};
+	h[nh++] = (SigV4Header)
+	{
+		"Host", spec->host
+	};
 	if (spec->s3)
-		h[nh++] = (SigV4Header) {"X-Amz-Content-Sha256", payload_hash};
-	h[nh++] = (SigV4Header) {"X-Amz-Date", amz_date};
+		h[nh++] = (SigV4Header)
+	{
+		"X-Amz-Content-Sha256", payload_hash
+	};
+	h[nh++] = (SigV4Header)
+	{
+		"X-Amz-Date", amz_date
+	};
 	if (creds->session_token)
-		h[nh++] = (SigV4Header) {"X-Amz-Security-Token", creds->session_token};
+		h[nh++] = (SigV4Header)
+	{
+		"X-Amz-Security-Token", creds->session_token
+	};
 
 	memset(&req, 0, sizeof(req));
 	req.method = spec->method;
@@ -405,7 +417,7 @@ aws_signed_headers(const AwsRequestSpec *spec, const AwsCredentials *creds)
 	req.headers = h;
 	req.nheaders = nh;
 	req.payload_hash = payload_hash;
-	req.normalize_path = !spec->s3;	/* S3 signs the path as it is */
+	req.normalize_path = !spec->s3; /* S3 signs the path as it is */
 	req.region = spec->region;
 	req.service = spec->service;
 	req.access_key = creds->access_key;

@@ -36,6 +36,7 @@ typedef struct HttpResponse
 extern void http_global_init(void);
 extern void http_client_init(HttpClient *client, const char *ca_file, long timeout_ms);
 extern void http_client_reset_connection(HttpClient *client);
+
 /* Closes the client's connection and frees its handle. */
 extern void http_client_free(HttpClient *client);
 extern void http_response_init(HttpResponse *resp);
@@ -65,7 +66,7 @@ extern void http_report_wrong_endpoint(const char *endpoint, const HttpResponse 
 extern bool aws_error_is_clock_skew(const char *code, const char *message);
 
 extern struct curl_slist *http_signed_headers(const SigV4Header *h, int nh,
-											 const char *authorization);
+											  const char *authorization);
 
 extern char *http_transport_failure(HttpClient *client, const char *endpoint,
 									HttpResponse *resp);

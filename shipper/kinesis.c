@@ -74,7 +74,11 @@ void
 kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_in_flight)
 {
 	memset(dst, 0, sizeof(*dst));
-	/* The strings and the provider are shared and live as long as the process. */
+
+	/*
+	 * The strings and the provider are shared and live as long as the
+	 * process.
+	 */
 	dst->endpoint = src->endpoint;
 	dst->host = src->host;
 	dst->region = src->region;
@@ -347,8 +351,8 @@ is_retryable_code(const char *code)
  */
 int
 kinesis_parse_put_response(const char *body, size_t len, int n, int *failed,
-				   char **first_code, char **first_message, bool *fatal,
-				   ShipRecord **recs, uint64_t *throttled)
+						   char **first_code, char **first_message, bool *fatal,
+						   ShipRecord **recs, uint64_t *throttled)
 {
 	json_error_t jerr;
 	json_t	   *doc = json_loadb(body, len, 0, &jerr);
@@ -438,28 +442,28 @@ kinesis_call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpRes
 						   resp->status, k->endpoint, code, aws_credentials_describe(k->provider));
 	}
 	else if (resp->status >= 500 || resp->status == 429 ||
-		(code != NULL && is_retryable_code(code)))
+			 (code != NULL && is_retryable_code(code)))
 		problem = psprintf("HTTP %ld from %s%s%s%s%s", resp->status, k->endpoint,
 						   code ? ": " : "", code ? code : "",
 						   message ? ": " : "", message ? message : "");
 	else if (code != NULL && strcmp(code, "ResourceNotFoundException") == 0)
 	{
 		log_error("Kinesis stream \"%s\" does not exist at %s",
-					 kinesis_stream_label(k), k->endpoint);
+				  kinesis_stream_label(k), k->endpoint);
 		retry_note_permanent();
 	}
 	else
 	{
 		log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
-					 k->endpoint, resp->status, code ? ": " : "",
-					 code ? code : "", message ? ": " : "", message ? message : "");
+				  k->endpoint, resp->status, code ? ": " : "",
+				  code ? code : "", message ? ": " : "", message ? message : "");
 		if (aws_error_is_clock_skew(code, message))
 			log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
 		else if (code != NULL && (strcmp(code, "UnrecognizedClientException") == 0 ||
 								  strcmp(code, "InvalidSignatureException") == 0 ||
 								  strcmp(code, "AccessDeniedException") == 0))
 			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
-							  aws_credentials_describe(k->provider));
+						   aws_credentials_describe(k->provider));
 		/* The IAM policy will not change by starting again. */
 		if (code != NULL && strcmp(code, "AccessDeniedException") == 0)
 			retry_note_permanent();
@@ -480,7 +484,7 @@ kinesis_call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpRes
  */
 char *
 kinesis_put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *failed,
-		  bool retry, bool *fatal)
+				  bool retry, bool *fatal)
 {
 	int			ncalls = 0;
 	int			first[KINESIS_MAX_IN_FLIGHT + 1];
@@ -535,8 +539,8 @@ kinesis_put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *fa
 			char	   *code = NULL;
 			char	   *message = NULL;
 			int			nfailed = kinesis_parse_put_response(resp->body.data, resp->body.len, n, failed,
-													 &code, &message, fatal, recs,
-													 &k->throttled_records);
+															 &code, &message, fatal, recs,
+															 &k->throttled_records);
 
 			if (nfailed < 0)
 			{
@@ -548,7 +552,7 @@ kinesis_put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *fa
 			}
 			else if (*fatal)
 				log_error("Kinesis refused records for stream \"%s\": %s: %s",
-							 kinesis_stream_label(k), code, message ? message : "");
+						  kinesis_stream_label(k), code, message ? message : "");
 			else if (nfailed > 0)
 				call_problem = psprintf("%d of %d records failed (%s: %s)", nfailed, n,
 										code, message ? message : "");
@@ -693,4 +697,3 @@ kinesis_check_stream(KinesisTarget *k, StopFlag *stop)
 	free(what);
 	return result;
 }
-

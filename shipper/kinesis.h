@@ -30,7 +30,8 @@ typedef struct ShipRecord
 	char	   *pkey;			/* partition key */
 	uint64_t	commit_lsn;		/* the row's transaction end */
 	uint64_t	safe_lsn;		/* confirmable once this row is acked */
-	double		commit_time;	/* the transaction's commit time (epoch s), 0 unknown */
+	double		commit_time;	/* the transaction's commit time (epoch s), 0
+								 * unknown */
 	/* aggregated records only */
 	char	   *ehk;			/* ExplicitHashKey, decimal */
 	const char *want_shard;		/* the shard the map predicts */
@@ -70,7 +71,7 @@ typedef struct KinesisTarget
 
 
 extern char *kinesis_init(KinesisTarget *k, AwsCredentialProvider *provider,
-						 const char *endpoint, const char *region,
+						  const char *endpoint, const char *region,
 						  const char *stream_name, const char *stream_arn,
 						  const char *ca_file, long timeout_ms, int retry_timeout_s,
 						  int max_in_flight);
@@ -89,7 +90,7 @@ extern void kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_
  * a retried record can never land after a later version of its key.
  */
 extern ShipResult kinesis_put_records(KinesisTarget *k, ShipRecord *recs, int n,
-										 StopFlag *stop);
+									  StopFlag *stop);
 
 /*
  * --aggregate: the rows (distinct partition keys) as KPL aggregated

@@ -329,6 +329,63 @@ send_waves(KinesisTarget *k, ShipRecord *recs, AggBuild *aggs, int naggs, bool *
 	return result;
 }
 
+/*
+ * The rows todo[0..ntodo) grouped into aggregates by shard, in order; a
+ * full aggregate starts a new one for its shard.
+ */
+static AggBuild *
+group_by_shard(KinesisTarget *k, ShipRecord *rows, const int *todo, int ntodo,
+			   size_t agg_bytes, int *naggs_out)
+{
+	AggBuild   *aggs = NULL;
+	int			naggs = 0;
+	int		   *open_agg = pg_malloc(sizeof(int) * k->map.nshards); /* per shard, or -1 */
+
+	for (int s = 0; s < k->map.nshards; s++)
+		open_agg[s] = -1;
+	for (int t = 0; t < ntodo; t++)
+	{
+		ShipRecord *r = &rows[todo[t]];
+		size_t		keylen = strlen(r->pkey);
+		int			shard = kpl_shard_of(&k->map, kpl_hash_key(r->pkey, keylen));
+		AggBuild   *a;
+
+		/*
+		 * kinesis_load_shard_map accepts only a map that covers every hash
+		 * key: a row without a shard is a bug, and sending it in another
+		 * shard's record would confirm a row stored where KCL drops it.
+		 */
+		if (shard < 0)
+		{
+			log_error("internal error: no shard of stream \"%s\" covers the hash key of partition key %s",
+					  kinesis_stream_label(k), r->pkey);
+			exit(1);
+		}
+		if (open_agg[shard] >= 0)
+		{
+			a = &aggs[open_agg[shard]];
+			if (kpl_size(&a->agg) + kpl_added_size(&a->agg, r->pkey, keylen, r->len) > agg_bytes)
+				open_agg[shard] = -1;
+		}
+		if (open_agg[shard] < 0)
+		{
+			aggs = pg_realloc(aggs, sizeof(AggBuild) * (naggs + 1));
+			a = &aggs[naggs];
+			a->shard = shard;
+			kpl_init(&a->agg);
+			a->rows = pg_malloc(sizeof(int) * ntodo);
+			a->nrows = 0;
+			open_agg[shard] = naggs++;
+		}
+		a = &aggs[open_agg[shard]];
+		kpl_add(&a->agg, r->pkey, keylen, r->data, r->len);
+		a->rows[a->nrows++] = todo[t];
+	}
+	free(open_agg);
+	*naggs_out = naggs;
+	return aggs;
+}
+
 ShipResult
 kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_bytes,
 					   StopFlag *stop)
@@ -345,7 +402,6 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 	{
 		AggBuild   *aggs = NULL;
 		int			naggs = 0;
-		int		   *open_agg;	/* per shard: its aggregate being filled, or -1 */
 		ShipRecord *recs;
 		int			nmismatched = 0;
 		int		   *again;
@@ -359,50 +415,7 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 				break;
 		}
 
-		/* Group the rows by shard, in order; a full aggregate starts a new one. */
-		open_agg = pg_malloc(sizeof(int) * k->map.nshards);
-		for (int s = 0; s < k->map.nshards; s++)
-			open_agg[s] = -1;
-		for (int t = 0; t < ntodo; t++)
-		{
-			ShipRecord *r = &rows[todo[t]];
-			size_t		keylen = strlen(r->pkey);
-			int			shard = kpl_shard_of(&k->map, kpl_hash_key(r->pkey, keylen));
-			AggBuild   *a;
-
-			/*
-			 * kinesis_load_shard_map accepts only a map that covers every
-			 * hash key: a row without a shard is a bug, and sending it in
-			 * another shard's record would confirm a row stored where KCL
-			 * drops it.
-			 */
-			if (shard < 0)
-			{
-				log_error("internal error: no shard of stream \"%s\" covers the hash key of partition key %s",
-						  kinesis_stream_label(k), r->pkey);
-				exit(1);
-			}
-			if (open_agg[shard] >= 0)
-			{
-				a = &aggs[open_agg[shard]];
-				if (kpl_size(&a->agg) + kpl_added_size(&a->agg, r->pkey, keylen, r->len) > agg_bytes)
-					open_agg[shard] = -1;
-			}
-			if (open_agg[shard] < 0)
-			{
-				aggs = pg_realloc(aggs, sizeof(AggBuild) * (naggs + 1));
-				a = &aggs[naggs];
-				a->shard = shard;
-				kpl_init(&a->agg);
-				a->rows = pg_malloc(sizeof(int) * ntodo);
-				a->nrows = 0;
-				open_agg[shard] = naggs++;
-			}
-			a = &aggs[open_agg[shard]];
-			kpl_add(&a->agg, r->pkey, keylen, r->data, r->len);
-			a->rows[a->nrows++] = todo[t];
-		}
-		free(open_agg);
+		aggs = group_by_shard(k, rows, todo, ntodo, agg_bytes, &naggs);
 
 		/* One Kinesis record per aggregate, hash key inside its shard. */
 		recs = pg_malloc0(sizeof(ShipRecord) * naggs);
@@ -427,8 +440,8 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 		 * Waves, one aggregate per shard each: a shard's next aggregate is
 		 * sent only once the one before is acknowledged, so two records of
 		 * one shard are never in flight at once and a retried record never
-		 * lands after a later one of its shard (keys may repeat in the
-		 * rows; their versions stay in order).  A shard whose record failed
+		 * lands after a later one of its shard (keys may repeat in the rows;
+		 * their versions stay in order).  A shard whose record failed
 		 * (throttled: ProvisionedThroughputExceededException) backs off on
 		 * its own; the other shards keep flowing.
 		 */
@@ -440,7 +453,7 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 		for (int i = 0; i < naggs; i++)
 		{
 			bool		mismatched = result == SHIP_OK && recs[i].got_shard != NULL &&
-				strcmp(recs[i].got_shard, recs[i].want_shard) != 0;
+			strcmp(recs[i].got_shard, recs[i].want_shard) != 0;
 
 			if (mismatched)
 				nmismatched++;
@@ -462,14 +475,18 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 		free(aggs);
 		free(unsent);
 		free(todo);
-		/* Back in the rows' order (commit order), whatever shard they were in. */
+
+		/*
+		 * Back in the rows' order (commit order), whatever shard they were
+		 * in.
+		 */
 		qsort(again, nagain, sizeof(int), int_cmp);
 		todo = again;
 		ntodo = nagain;
 		if (nmismatched > 0)
 		{
 			log_warning("stream \"%s\" was resharded: %d aggregated records landed in another shard than predicted; reading the shards again and sending their %d rows again",
-						   kinesis_stream_label(k), nmismatched, nagain);
+						kinesis_stream_label(k), nmismatched, nagain);
 			k->aggregates_resent += nmismatched;
 			k->map_loaded_at = 0;
 			if (++rounds > 10)
@@ -482,4 +499,3 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 	free(todo);
 	return result;
 }
-

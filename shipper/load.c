@@ -263,7 +263,7 @@ load_lock(PGconn *conn, const char *slot, StopFlag *stop)
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
 			log_error("could not take the load lock of slot \"%s\": %s", slot,
-						 PQerrorMessage(conn));
+					  PQerrorMessage(conn));
 			PQclear(res);
 			return LOAD_LOCK_ERROR;
 		}
@@ -290,7 +290,7 @@ load_lock(PGconn *conn, const char *slot, StopFlag *stop)
 				holder = pg_strdup(PQgetvalue(res, 0, 0));
 			PQclear(res);
 			log_warning("another fundrecs_shipper is preparing or loading slot \"%s\"%s%s; waiting for it",
-						   slot, holder ? ": server process " : "", holder ? holder : "");
+						slot, holder ? ": server process " : "", holder ? holder : "");
 			log_warning_detail("Two shippers of one slot would race; this one goes on when the other one streams or exits.");
 			free(holder);
 			last_report = now_seconds();
@@ -378,14 +378,14 @@ report_progress(const char *table, uint64_t done, uint64_t estimate, double star
 
 	if (final)
 		log_info("initial load: %llu rows in %.1f s (%.0f rows/s)",
-					(unsigned long long) done, secs, rate);
+				 (unsigned long long) done, secs, rate);
 	else if (estimate > done && rate > 0)
 		log_info("initial load: %llu of ~%llu rows (%s), %.0f rows/s, ETA %.0f s",
-					(unsigned long long) done, (unsigned long long) estimate, table, rate,
-					(estimate - done) / rate);
+				 (unsigned long long) done, (unsigned long long) estimate, table, rate,
+				 (estimate - done) / rate);
 	else
 		log_info("initial load: %llu rows (%s), %.0f rows/s",
-					(unsigned long long) done, table, rate);
+				 (unsigned long long) done, table, rate);
 }
 
 /* A load in progress. */
@@ -556,7 +556,10 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 		log_info("initial load of %d tables (~%llu rows) at %s", PQntuples(tables),
 				 (unsigned long long) run.estimate, run.lsn);
 
-	/* Before every load row, at the same position: consumers drop older state. */
+	/*
+	 * Before every load row, at the same position: consumers drop older
+	 * state.
+	 */
 	if (lp->reset_marker)
 	{
 		char	   *marker = reset_marker_row(lp->slot, lp->consistent_lsn, lp->dms_format);

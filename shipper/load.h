@@ -39,6 +39,7 @@ typedef struct LoadParams
 
 /* Ships one load row; false stops the load. */
 typedef bool (*LoadRowFn) (void *arg, const char *row, size_t len, uint64_t lsn);
+
 /* Delivers everything handed over so far; false on failure. */
 typedef bool (*LoadFlushFn) (void *arg);
 
@@ -56,24 +57,31 @@ typedef enum LoadLockResult
  */
 extern LoadLockResult load_lock(PGconn *conn, const char *slot, StopFlag *stop);
 extern bool load_unlock(PGconn *conn, const char *slot);
+
 /* Before creating the slot: an unfinished state row with no consistent point. */
 extern bool load_state_creating(PGconn *conn, const char *slot);
+
 /* The slot existed after all: take that row back. */
 extern bool load_state_forget(PGconn *conn, const char *slot);
+
 /* The plugin options as a text[] literal (malloc'd). */
 extern char *options_array(char **options, int noptions);
 extern LoadStatus load_status(PGconn *conn, const char *slot);
 extern bool drop_slot(PGconn *conn, const char *slot);
+
 /*
  * The consistent point of an unfinished load that got as far as loading
  * rows: 1; 0 when there is none (or it never reached its first row); -1
  * on error.
  */
 extern int	load_state_unfinished(PGconn *conn, const char *slot, uint64_t *lsn);
+
 /* 1 when the slot exists in the connection's database, 0 when not, -1 on error. */
 extern int	slot_exists(PGconn *conn, const char *slot);
+
 /* The error for a slot missing where fundrecs.load_state shows it existed. */
 extern void report_lost_slot(PGconn *conn, const char *slot);
+
 /* The reset marker row that precedes a load replacing an earlier one (malloc'd). */
 extern char *reset_marker_row(const char *slot, uint64_t lsn, bool dms);
 extern bool initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn,

@@ -198,6 +198,7 @@ write_json(enum pg_log_level level, enum pg_log_part part, const char *fmt, va_l
 			int			n;
 
 			text = pg_malloc(size);
+
 			va_copy(copy, ap);
 			errno = save_errno;
 			n = vsnprintf(text, size, fmt, copy);

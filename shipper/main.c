@@ -105,7 +105,6 @@ set_up(Replicator *r)
 	pqsignal(SIGTERM, sigexit_handler);
 	pqsignal(SIGPIPE, SIG_IGN);
 	pqsignal(SIGHUP, sighup_handler);
-	slot_monitor_set_stop(&stop_requested);
 
 	/* Fail early on an unknown stream or bucket, or bad credentials. */
 	if (target_check(r->target, &stop_requested) != SHIP_OK)
@@ -119,6 +118,7 @@ set_up(Replicator *r)
 	r->params.slot = opts.slot;
 	r->params.plugin_options = opts.plugin_options;
 	r->params.noptions = opts.noptions;
+	slot_monitor_init(&r->monitor, &r->params, &stop_requested);
 }
 
 /* Exits after closing what the first connection opened. */

@@ -265,10 +265,11 @@ metrics_start(const char *address, int health_max_lag, const char *tgts, const c
 	strlcpy(targets, tgts, sizeof(targets));
 	strlcpy(version, ver, sizeof(version));
 	start_time = now_seconds();
+
 	/*
-	 * poll(), not select(): no FD_SETSIZE bound on the connections; idle
-	 * ones are closed after 5 s, and up to 256 are served, so that a few
-	 * idle or slow clients never keep a scrape out (16 did).
+	 * poll(), not select(): no FD_SETSIZE bound on the connections; idle ones
+	 * are closed after 5 s, and up to 256 are served, so that a few idle or
+	 * slow clients never keep a scrape out (16 did).
 	 */
 	daemon_handle = MHD_start_daemon(MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
 									 (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),

@@ -33,7 +33,8 @@ typedef struct MetricsState
 	uint64_t	confirmed_lsn;
 	uint64_t	wal_end;		/* server's WAL end, from keepalives */
 	double		oldest_pending_commit;	/* epoch seconds; 0: nothing pending */
-	double		last_delivery;	/* epoch seconds of the last acknowledged delivery */
+	double		last_delivery;	/* epoch seconds of the last acknowledged
+								 * delivery */
 	uint64_t	held_rows;
 	uint64_t	held_bytes;
 	int			deliveries_in_flight;

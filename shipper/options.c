@@ -230,7 +230,7 @@ add_plugin_option(const char *arg)
 	if (eq == NULL || eq == arg)
 		usage_error("invalid plugin option \"%s\": use NAME=VALUE", arg);
 	opts.plugin_options = pg_realloc(opts.plugin_options,
-									sizeof(char *) * (opts.noptions + 1) * 2);
+									 sizeof(char *) * (opts.noptions + 1) * 2);
 	opts.plugin_options[opts.noptions * 2] = pnstrdup(arg, eq - arg);
 	opts.plugin_options[opts.noptions * 2 + 1] = pg_strdup(eq + 1);
 	opts.noptions++;
@@ -621,7 +621,11 @@ check_plugin_options(void)
 	}
 	if (opts.pack_bytes != 0 && opts.pack_bytes < 1024)
 		usage_error("%s", "--pack-bytes must be 0 or from 1024 to 67108864");
-	/* Rows packed into messages: the plugin writes them, the shipper splits them. */
+
+	/*
+	 * Rows packed into messages: the plugin writes them, the shipper splits
+	 * them.
+	 */
 	if (opts.pack_bytes > 0)
 	{
 		char		arg[64];

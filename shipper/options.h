@@ -34,7 +34,8 @@ typedef struct ShipperOptions
 	bool		allow_no_tables;
 	char	  **plugin_options; /* name, value, name, value, ... */
 	int			noptions;
-	int			pack_bytes;		/* plugin option pack_bytes, 0: a row per message */
+	int			pack_bytes;		/* plugin option pack_bytes, 0: a row per
+								 * message */
 	uint64_t	startpos;
 	uint64_t	endpos;
 	bool		no_loop;

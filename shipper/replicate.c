@@ -106,7 +106,8 @@ replicate_tick(void *arg)
 			if (stream_send_feedback(r->tick_rc, r->pos.confirmed, false))
 				r->last_status = now;
 			else
-				r->tick_rc = NULL;	/* the loop will see the connection is gone */
+				r->tick_rc = NULL;	/* the loop will see the connection is
+									 * gone */
 		}
 	}
 	tick_stop(r, now);
@@ -245,7 +246,11 @@ handle_row(Replicator *r, const char *data, size_t len, uint64_t change_lsn, boo
 		r->pos.prev_txn = r->pos.last_txn;
 		r->pos.last_txn = row.commit_lsn;
 	}
-	/* The row's ordinal in its transaction (or load): its place in the stream. */
+
+	/*
+	 * The row's ordinal in its transaction (or load): its place in the
+	 * stream.
+	 */
 	r->row_seq = row.commit_lsn == r->row_seq_lsn ? r->row_seq + 1 : 0;
 	r->row_seq_lsn = row.commit_lsn;
 
@@ -255,7 +260,11 @@ handle_row(Replicator *r, const char *data, size_t len, uint64_t change_lsn, boo
 	row.change_lsn = change_lsn;
 	row.seq = r->row_seq;
 	row.safe_lsn = r->pos.prev_txn;
-	/* The commit time serves only the lag metric: parsed only when it is served. */
+
+	/*
+	 * The commit time serves only the lag metric: parsed only when it is
+	 * served.
+	 */
 	row.commit_time = metrics_enabled() ? parse_commit_time(f.commit_time.start, f.commit_time.len) : 0;
 	return target_add(r->target, &row) ? ROW_OK : ROW_FATAL;
 }
@@ -297,7 +306,7 @@ replicate_check_slot(Replicator *r)
 
 	r->in_health_check = true;
 	r->last_health = now_seconds();
-	if (slot_check_health(&r->params, &r->watch, &h))
+	if (slot_check_health(&r->monitor, &h))
 	{
 		m->has_slot_state = true;
 		m->retained_wal = h.retained;
@@ -389,7 +398,7 @@ housekeeping(Replicator *r, ReplConn *rc, double now, bool *stop)
 	if (opts.heartbeat > 0 && now - r->last_row_at >= opts.heartbeat &&
 		now - r->last_heartbeat >= opts.heartbeat)
 	{
-		if (slot_heartbeat(&r->params))
+		if (slot_heartbeat(&r->monitor))
 			r->mstate.heartbeats++;
 		r->last_heartbeat = now;
 	}

@@ -17,6 +17,7 @@
 #include "load.h"
 #include "metrics.h"
 #include "retry.h"
+#include "slot.h"
 #include "stream.h"
 #include "target.h"
 
@@ -33,7 +34,8 @@ typedef struct Positions
 typedef struct SlotWatch
 {
 	char		last_status[16];	/* wal_status at the last check */
-	double		warned_retained_at; /* when --max-retained-wal was last warned of */
+	double		warned_retained_at; /* when --max-retained-wal was last warned
+									 * of */
 } SlotWatch;
 
 /* A run's state: one, owned by main(). */
@@ -58,7 +60,8 @@ typedef struct Replicator
 	bool		streaming_grace;
 	double		shutdown_deadline;
 
-	pthread_t	main_thread;	/* reads the slot; the tick's work is done there */
+	pthread_t	main_thread;	/* reads the slot; the tick's work is done
+								 * there */
 	ReplConn   *tick_rc;		/* kept alive by the tick during deliveries */
 	double		last_status;	/* when the last status update was sent */
 	double		last_health;	/* when the slot's state was last read */
@@ -67,7 +70,7 @@ typedef struct Replicator
 	double		last_heartbeat; /* when --heartbeat last wrote one */
 	double		last_publish;	/* when /metrics was last updated */
 	MetricsState mstate;		/* what /metrics shows */
-	SlotWatch	watch;
+	SlotMonitor monitor;		/* the slot, watched while streaming */
 
 	uint64_t	row_seq_lsn;	/* the commit LSN of the last row... */
 	uint32_t	row_seq;		/* ...and that row's ordinal among its rows */

@@ -69,6 +69,7 @@ static void
 backoff_sleep(int attempt, StopFlag *stop)
 {
 	long		ms = retry_backoff_ms(attempt);
+
 	while (ms > 0 && !(stop && *stop) && !wait_tick())
 	{
 		long		slice = Min(ms, 100);
@@ -87,7 +88,7 @@ retry_wait(const char *what, int attempt, double deadline, int timeout_s,
 	if (deadline > 0 && now_seconds() > deadline)
 	{
 		log_error("giving up on %s after %d attempts in %d s: %s",
-					 what, attempt, timeout_s, problem);
+				  what, attempt, timeout_s, problem);
 		return RETRY_GIVE_UP;
 	}
 	{

@@ -91,7 +91,8 @@ typedef struct RetryPolicy
 {
 	int			timeout_s;		/* give up after this long; 0: never */
 	int			max_attempts;	/* give up after this many calls; 0: no limit */
-	bool		quiet;			/* no line per retry or at the end: the caller reports */
+	bool		quiet;			/* no line per retry or at the end: the caller
+								 * reports */
 } RetryPolicy;
 
 /*

@@ -28,7 +28,8 @@ typedef struct RowFields
 	RowSpan		key;			/* the object */
 	RowSpan		route;			/* with quotes, or the literal null */
 	RowSpan		commit_time;	/* with quotes */
-	RowSpan		prefix;			/* with quotes: a message row (include_messages) */
+	RowSpan		prefix;			/* with quotes: a message row
+								 * (include_messages) */
 } RowFields;
 
 /*

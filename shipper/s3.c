@@ -61,7 +61,11 @@ s3_init(S3Target *s, AwsCredentialProvider *provider, const char *url,
 		s->endpoint = pg_strdup(endpoint);
 		while (strlen(s->endpoint) > 0 && s->endpoint[strlen(s->endpoint) - 1] == '/')
 			s->endpoint[strlen(s->endpoint) - 1] = '\0';
-		/* An endpoint means an emulator or a VPC endpoint: path style by default. */
+
+		/*
+		 * An endpoint means an emulator or a VPC endpoint: path style by
+		 * default.
+		 */
 		s->path_style = addressing == NULL || strcmp(addressing, "path") == 0;
 	}
 	else
@@ -141,7 +145,10 @@ s3_request(S3Target *s, const char *method, const char *key, const char *query,
 	memset(&spec, 0, sizeof(spec));
 	if (content_type)
 	{
-		extra[0] = (SigV4Header) {"Content-Type", content_type};
+		extra[0] = (SigV4Header)
+		{
+			"Content-Type", content_type
+		};
 		spec.extra = extra;
 		spec.nextra = 1;
 	}
@@ -193,8 +200,8 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 						   resp->status, s->endpoint, what, code, aws_credentials_describe(s->provider));
 	}
 	else if (resp->status >= 500 || resp->status == 429 ||
-		(code && (strcmp(code, "SlowDown") == 0 || strcmp(code, "RequestTimeout") == 0 ||
-				  strcmp(code, "InternalError") == 0 || strcmp(code, "ServiceUnavailable") == 0)))
+			 (code && (strcmp(code, "SlowDown") == 0 || strcmp(code, "RequestTimeout") == 0 ||
+					   strcmp(code, "InternalError") == 0 || strcmp(code, "ServiceUnavailable") == 0)))
 		problem = psprintf("HTTP %ld from %s for %s%s%s", resp->status, s->endpoint, what,
 						   code ? ": " : "", code ? code : "");
 	else if (resp->status == 404 || (code && strcmp(code, "NoSuchBucket") == 0))
@@ -205,13 +212,13 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 	else
 	{
 		log_error("S3 refused %s at %s: HTTP %ld%s%s", what, s->endpoint, resp->status,
-					 code ? ": " : "", code ? code : "");
+				  code ? ": " : "", code ? code : "");
 		if (aws_error_is_clock_skew(code, NULL))
 			log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
 		else if (code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
 						  strcmp(code, "InvalidAccessKeyId") == 0))
 			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
-							  aws_credentials_describe(s->provider));
+						   aws_credentials_describe(s->provider));
 		/* The IAM policy will not change by starting again. */
 		if (code && strcmp(code, "AccessDenied") == 0)
 			retry_note_permanent();
@@ -804,9 +811,9 @@ s3_forget_load(S3Target *s, uint64_t lsn, StopFlag *stop)
 	ShipResult	result;
 
 	/*
-	 * Every object of the prefix is listed (a page of 1,000 per request):
-	 * the load's routes are not known, and this happens only when a load
-	 * is done again.  Its objects hold rows at its consistent point alone.
+	 * Every object of the prefix is listed (a page of 1,000 per request): the
+	 * load's routes are not known, and this happens only when a load is done
+	 * again.  Its objects hold rows at its consistent point alone.
 	 */
 	memset(&f, 0, sizeof(f));
 	f.lsn = lsn;
@@ -847,7 +854,10 @@ s3_flush(S3Target *s, StopFlag *stop)
 	if (s->nobjects == 0)
 		return SHIP_OK;
 
-	/* One after the other, in the order of their first rows: a route's objects in order. */
+	/*
+	 * One after the other, in the order of their first rows: a route's
+	 * objects in order.
+	 */
 	for (int i = 0; i < s->nobjects && result == SHIP_OK; i++)
 	{
 		S3Object   *o = &s->objects[i];

@@ -19,8 +19,6 @@
 #include "retry.h"
 #include "rowscan.h"
 
-static PGconn *conn = NULL;
-static StopFlag *stop_flag = NULL;
 
 /*
  * A monitor query that has no answer after this long is cancelled; one
@@ -32,15 +30,17 @@ static StopFlag *stop_flag = NULL;
 #define MONITOR_CANCEL_GRACE 1.0
 
 void
-slot_monitor_set_stop(StopFlag *stop)
+slot_monitor_init(SlotMonitor *m, const ReplConnParams *params, StopFlag *stop)
 {
-	stop_flag = stop;
+	memset(m, 0, sizeof(*m));
+	m->params = params;
+	m->stop = stop;
 }
 
 static bool
-stopping(void)
+stopping(SlotMonitor *m)
 {
-	return stop_flag != NULL && *stop_flag;
+	return m->stop != NULL && *m->stop;
 }
 
 /*
@@ -49,7 +49,7 @@ stopping(void)
  * tells whether a stop request did it, which deserves no warning).
  */
 static PGresult *
-monitor_exec(const char *sql, int nparams, const char *const *values, bool *quiet)
+monitor_exec(SlotMonitor *m, const char *sql, int nparams, const char *const *values, bool *quiet)
 {
 	double		started = now_seconds();
 	double		cancelled_at = 0;
@@ -57,19 +57,19 @@ monitor_exec(const char *sql, int nparams, const char *const *values, bool *quie
 	PGresult   *next;
 
 	*quiet = false;
-	if (conn == NULL || !PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+	if (m->conn == NULL || !PQsendQueryParams(m->conn, sql, nparams, NULL, values, NULL, NULL, 0))
 		return NULL;
-	while (PQisBusy(conn))
+	while (PQisBusy(m->conn))
 	{
-		int			sock = PQsocket(conn);
+		int			sock = PQsocket(m->conn);
 		fd_set		input;
 		struct timeval tv = {0, 100000};
 		double		now = now_seconds();
 
 		notify_watchdog();
-		if (cancelled_at == 0 && (stopping() || now - started >= MONITOR_QUERY_TIMEOUT))
+		if (cancelled_at == 0 && (stopping(m) || now - started >= MONITOR_QUERY_TIMEOUT))
 		{
-			PGcancel   *cancel = PQgetCancel(conn);
+			PGcancel   *cancel = PQgetCancel(m->conn);
 			char		errbuf[256];
 
 			if (cancel != NULL)
@@ -81,11 +81,11 @@ monitor_exec(const char *sql, int nparams, const char *const *values, bool *quie
 		}
 		if (cancelled_at != 0 && now - cancelled_at >= MONITOR_CANCEL_GRACE)
 		{
-			*quiet = stopping();
+			*quiet = stopping(m);
 			if (!*quiet)
 				log_warning("the server did not answer the monitor's query within %.0f s; connecting again",
 							MONITOR_QUERY_TIMEOUT);
-			slot_health_close();
+			slot_monitor_close(m);
 			return NULL;
 		}
 		if (sock < 0)
@@ -94,14 +94,14 @@ monitor_exec(const char *sql, int nparams, const char *const *values, bool *quie
 		FD_SET(sock, &input);
 		if (select(sock + 1, &input, NULL, NULL, &tv) < 0 && errno != EINTR)
 			break;
-		if (!PQconsumeInput(conn))
+		if (!PQconsumeInput(m->conn))
 			break;
 	}
-	res = PQgetResult(conn);
-	while ((next = PQgetResult(conn)) != NULL)
+	res = PQgetResult(m->conn);
+	while ((next = PQgetResult(m->conn)) != NULL)
 		PQclear(next);
 	/* Cancelled by a stop request: not worth a warning. */
-	if (cancelled_at != 0 && stopping())
+	if (cancelled_at != 0 && stopping(m))
 		*quiet = true;
 	return res;
 }
@@ -126,58 +126,59 @@ lsn_value(const char *s)
 
 /* The monitor connection's settings, set once it is connected. */
 static void
-monitor_setup(void)
+monitor_setup(SlotMonitor *m)
 {
 	static const char *const settings[] = {
 		"SET application_name = 'fundrecs_shipper monitor'",
 		"SET synchronous_commit = local",
 	};
 
-	for (int i = 0; i < lengthof(settings) && conn != NULL; i++)
+	for (int i = 0; i < lengthof(settings) && m->conn != NULL; i++)
 	{
 		bool		quiet;
 
-		PQclear(monitor_exec(settings[i], 0, NULL, &quiet));
+		PQclear(monitor_exec(m, settings[i], 0, NULL, &quiet));
 	}
 }
 
 bool
-slot_health_read(const ReplConnParams *params, const char *slot, SlotHealth *h)
+slot_health_read(SlotMonitor *m, const char *slot, SlotHealth *h)
 {
 	PGresult   *res;
 	const char *values[1];
 	bool		quiet;
 
 	memset(h, 0, sizeof(*h));
-	if (stopping())
+	if (stopping(m))
 		return false;
-	if (conn != NULL && PQstatus(conn) != CONNECTION_OK)
-		slot_health_close();
-	if (conn == NULL)
+	if (m->conn != NULL && PQstatus(m->conn) != CONNECTION_OK)
+		slot_monitor_close(m);
+	if (m->conn == NULL)
 	{
-		conn = db_connect(params, false);
-		if (conn == NULL)
+		m->conn = db_connect(m->params, false);
+		if (m->conn == NULL)
 		{
 			log_warning("could not connect to read the state of slot \"%s\"", slot);
 			return false;
 		}
+
 		/*
 		 * A heartbeat must not wait for a synchronous standby that is away
 		 * (its commit waited for ever, and so did shutdown): its message is
 		 * decoded from the primary's WAL whatever the standbys have.
 		 */
-		monitor_setup();
-		if (conn != NULL && PQparameterStatus(conn, "server_version"))
-			metrics_set_server_version(PQparameterStatus(conn, "server_version"));
+		monitor_setup(m);
+		if (m->conn != NULL && PQparameterStatus(m->conn, "server_version"))
+			metrics_set_server_version(PQparameterStatus(m->conn, "server_version"));
 	}
 	values[0] = slot;
-	res = monitor_exec(health_sql, 1, values, &quiet);
+	res = monitor_exec(m, health_sql, 1, values, &quiet);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		if (!quiet && conn != NULL)
-			log_warning("could not read the state of slot \"%s\": %s", slot, PQerrorMessage(conn));
+		if (!quiet && m->conn != NULL)
+			log_warning("could not read the state of slot \"%s\": %s", slot, PQerrorMessage(m->conn));
 		PQclear(res);
-		slot_health_close();
+		slot_monitor_close(m);
 		return false;
 	}
 	if (PQntuples(res) == 1)
@@ -196,11 +197,11 @@ slot_health_read(const ReplConnParams *params, const char *slot, SlotHealth *h)
 }
 
 void
-slot_health_close(void)
+slot_monitor_close(SlotMonitor *m)
 {
-	if (conn != NULL)
-		PQfinish(conn);
-	conn = NULL;
+	if (m->conn != NULL)
+		PQfinish(m->conn);
+	m->conn = NULL;
 }
 
 /*
@@ -212,56 +213,56 @@ slot_health_close(void)
  * Returns false after a warning, at most one per kind of failure in a row.
  */
 bool
-slot_heartbeat(const ReplConnParams *params)
+slot_heartbeat(SlotMonitor *m)
 {
-	static bool warned = false;
 	PGresult   *res;
 	bool		quiet;
 
-	if (stopping())
+	if (stopping(m))
 		return false;
-	if (conn != NULL && PQstatus(conn) != CONNECTION_OK)
-		slot_health_close();
-	if (conn == NULL)
+	if (m->conn != NULL && PQstatus(m->conn) != CONNECTION_OK)
+		slot_monitor_close(m);
+	if (m->conn == NULL)
 	{
-		conn = db_connect(params, false);
-		if (conn == NULL)
+		m->conn = db_connect(m->params, false);
+		if (m->conn == NULL)
 		{
-			if (!warned)
+			if (!m->heartbeat_warned)
 				log_warning("could not connect to write a heartbeat");
-			warned = true;
+			m->heartbeat_warned = true;
 			return false;
 		}
+
 		/*
 		 * A heartbeat must not wait for a synchronous standby that is away
 		 * (its commit waited for ever, and so did shutdown): its message is
 		 * decoded from the primary's WAL whatever the standbys have.
 		 */
-		monitor_setup();
+		monitor_setup(m);
 	}
-	res = monitor_exec("SELECT pg_catalog.pg_logical_emit_message(true, 'fundrecs_heartbeat', '')",
+	res = monitor_exec(m, "SELECT pg_catalog.pg_logical_emit_message(true, 'fundrecs_heartbeat', '')",
 					   0, NULL, &quiet);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		if (quiet || conn == NULL)
+		if (quiet || m->conn == NULL)
 		{
 			PQclear(res);
-			slot_health_close();
+			slot_monitor_close(m);
 			return false;
 		}
-		if (!warned)
+		if (!m->heartbeat_warned)
 		{
-			log_warning("could not write a heartbeat: %s", PQerrorMessage(conn));
+			log_warning("could not write a heartbeat: %s", PQerrorMessage(m->conn));
 			log_warning_hint("--heartbeat needs a primary and EXECUTE on pg_logical_emit_message for the shipper's role.");
 		}
-		warned = true;
+		m->heartbeat_warned = true;
 		PQclear(res);
 		return false;
 	}
 	PQclear(res);
-	if (warned)
+	if (m->heartbeat_warned)
 		log_info("heartbeats are written again");
-	warned = false;
+	m->heartbeat_warned = false;
 	return true;
 }
 
@@ -286,7 +287,7 @@ pretty_bytes(int64_t bytes, char *buf, size_t len)
 
 /* --max-retained-wal: warned of once a minute while it lasts. */
 static void
-warn_retained(const SlotHealth *h, SlotWatch *w, double now)
+warn_retained(const SlotHealth *h, SlotMonitor *w, double now)
 {
 	char		b1[32],
 				b2[32],
@@ -315,11 +316,11 @@ warn_retained(const SlotHealth *h, SlotWatch *w, double now)
 }
 
 bool
-slot_check_health(const ReplConnParams *params, SlotWatch *w, SlotHealth *h)
+slot_check_health(SlotMonitor *w, SlotHealth *h)
 {
 	char		b1[32];
 
-	if (!slot_health_read(params, opts.slot, h) || !h->found)
+	if (!slot_health_read(w, opts.slot, h) || !h->found)
 		return false;
 	if (strcmp(h->wal_status, "lost") == 0)
 	{
@@ -432,7 +433,8 @@ typedef struct SlotPlan
 	PGconn	   *sql;			/* holds the load lock (unless --no-load) */
 	LoadStatus	status;			/* fundrecs.load_state's word on the slot */
 	bool		create;			/* create the slot */
-	bool		replaces_load;	/* the new load replaces an earlier one: reset marker */
+	bool		replaces_load;	/* the new load replaces an earlier one: reset
+								 * marker */
 } SlotPlan;
 
 /* An unfinished load: its objects go, then its slot; a new load follows. */

@@ -23,34 +23,50 @@ typedef struct SlotHealth
 	bool		found;			/* the slot exists in this database */
 	char		wal_status[16]; /* reserved, extended, unreserved, lost */
 	bool		has_safe_size;	/* safe_wal_size is not NULL */
-	int64_t		safe_wal_size;	/* bytes that may still be written before WAL is lost */
+	int64_t		safe_wal_size;	/* bytes that may still be written before WAL
+								 * is lost */
 	uint64_t	restart_lsn;
 	uint64_t	confirmed_lsn;
 	int64_t		retained;		/* current WAL position - restart_lsn, bytes */
 } SlotHealth;
 
 /*
+ * What watches the slot while streaming: a normal connection of its own,
+ * and what it has warned about, so as not to repeat it.
+ */
+typedef struct SlotMonitor
+{
+	const ReplConnParams *params;
+	StopFlag   *stop;			/* see slot_monitor_init */
+	PGconn	   *conn;			/* NULL until needed, and after a failure */
+	bool		heartbeat_warned;	/* a heartbeat failed, and it was said */
+	char		last_status[16];	/* wal_status at the last check */
+	double		warned_retained_at; /* when --max-retained-wal was last warned
+									 * of */
+} SlotMonitor;
+
+/*
+ * stop: the flag a stop request sets: once it is set, no query is sent,
+ * and one in flight is cancelled (and abandoned if the server does not
+ * answer the cancel within a second), so the monitor never holds up a
+ * shutdown.
+ */
+extern void slot_monitor_init(SlotMonitor *m, const ReplConnParams *params, StopFlag *stop);
+
+/*
  * Reads the slot's row.  Returns false (after a warning) when the server
  * cannot be asked: the caller carries on, the next call connects again.
  */
-extern bool slot_health_read(const ReplConnParams *params, const char *slot, SlotHealth *h);
+extern bool slot_health_read(SlotMonitor *m, const char *slot, SlotHealth *h);
 
 /* Writes a heartbeat message (--heartbeat); false after a warning. */
-extern bool slot_heartbeat(const ReplConnParams *params);
-
-/*
- * The flag a stop request sets: once it is set, no query is sent, and one
- * in flight is cancelled (and abandoned if the server does not answer the
- * cancel within a second), so the monitor never holds up a shutdown.
- */
-extern void slot_monitor_set_stop(StopFlag *stop);
+extern bool slot_heartbeat(SlotMonitor *m);
 
 /* Closes the connection, if any. */
-extern void slot_health_close(void);
+extern void slot_monitor_close(SlotMonitor *m);
 
 /* Forward: replicate.h includes this file's users. */
 struct Replicator;
-struct SlotWatch;
 
 /*
  * Reads the slot's state (slot_health_read) and acts on it: a slot that
@@ -59,7 +75,7 @@ struct SlotWatch;
  * --max-retained-wal, are warned about (once a minute while it lasts).
  * False when the state could not be read or the slot is not there.
  */
-extern bool slot_check_health(const ReplConnParams *params, struct SlotWatch *w, SlotHealth *h);
+extern bool slot_check_health(SlotMonitor *m, SlotHealth *h);
 
 /*
  * Before anything is shipped: plugin options that would make the slot

@@ -34,7 +34,8 @@ struct ReplConn
 	char	   *start_error_sqlstate;
 	char		system_id[32];	/* IDENTIFY_SYSTEM's systemid and dbname */
 	char		dbname[NAMEDATALEN];
-	int			sender_timeout_ms;	/* the server's wal_sender_timeout, 0: none */
+	int			sender_timeout_ms;	/* the server's wal_sender_timeout, 0:
+									 * none */
 	char	   *stream_error;	/* how the stream last ended with an error */
 };
 
@@ -109,7 +110,11 @@ db_connect(const ReplConnParams *params, bool replication)
 	for (;;)
 	{
 		i = 0;
-		/* dbname first: a connection string in it is expanded, the rest override. */
+
+		/*
+		 * dbname first: a connection string in it is expanded, the rest
+		 * override.
+		 */
 		keywords[i] = "dbname";
 		values[i++] = params->dbname ? params->dbname : getenv("PGDATABASE");
 		if (replication)
@@ -183,7 +188,7 @@ stream_connect(const ReplConnParams *params)
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		log_error("could not send replication command \"%s\": %s",
-					 "IDENTIFY_SYSTEM", PQerrorMessage(conn));
+				  "IDENTIFY_SYSTEM", PQerrorMessage(conn));
 		PQclear(res);
 		PQfinish(conn);
 		return NULL;
@@ -191,7 +196,7 @@ stream_connect(const ReplConnParams *params)
 	if (PQntuples(res) != 1 || PQnfields(res) < 4 || PQgetisnull(res, 0, 3))
 	{
 		log_error("could not identify system: got %d rows and %d fields",
-					 PQntuples(res), PQnfields(res));
+				  PQntuples(res), PQnfields(res));
 		log_error_hint("Connect to a database, not with replication=true.");
 		PQclear(res);
 		PQfinish(conn);
@@ -302,7 +307,11 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool 
 	*consistent_lsn = 0;
 	*snapshot_name = NULL;
 	initPQExpBuffer(&cmd);
-	/* FAILOVER (17+): the slot is synchronized to standbys (sync_replication_slots). */
+
+	/*
+	 * FAILOVER (17+): the slot is synchronized to standbys
+	 * (sync_replication_slots).
+	 */
 	appendPQExpBuffer(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL fundrecs_decoder (SNAPSHOT '%s'%s)",
 					  slot, export_snapshot ? "export" : "nothing", failover ? ", FAILOVER" : "");
 	/* It waits for running transactions to end: a stop cancels it. */
@@ -340,7 +349,7 @@ stream_create_slot(ReplConn *rc, bool if_not_exists, bool export_snapshot, bool 
 		else
 		{
 			log_error("could not create replication slot \"%s\": %s",
-						 rc->params->slot, PQerrorMessage(rc->conn));
+					  rc->params->slot, PQerrorMessage(rc->conn));
 			if (state && strcmp(state, "42501") == 0)
 				log_error_hint("Add fundrecs_decoder to the server setting output_plugin_libraries, or connect as a superuser.");
 			ok = false;
@@ -424,7 +433,7 @@ stream_start(ReplConn *rc, uint64_t startpos)
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
 		log_error("could not start streaming from slot \"%s\": %s",
-					 rc->params->slot, PQerrorMessage(rc->conn));
+				  rc->params->slot, PQerrorMessage(rc->conn));
 		free(rc->start_error_sqlstate);
 		rc->start_error_sqlstate = pg_strdup(state ? state : "");
 		ok = false;
@@ -521,7 +530,7 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 		else if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
 			log_error("unexpected termination of replication stream: %s",
-						 PQresultErrorMessage(res));
+					  PQresultErrorMessage(res));
 			free(rc->stream_error);
 			rc->stream_error = psprintf("%s: %s",
 										PQresultErrorField(res, PG_DIAG_SQLSTATE) ?
@@ -580,7 +589,7 @@ stream_wait(ReplConn *rc, double seconds, int wake_fd)
 	if (r > 0 && PQconsumeInput(rc->conn) == 0)
 	{
 		log_error("could not receive data from WAL stream: %s",
-					 PQerrorMessage(rc->conn));
+				  PQerrorMessage(rc->conn));
 		return -1;
 	}
 	return 0;
@@ -632,7 +641,7 @@ stream_end(ReplConn *rc)
 	{
 		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
 			log_error("unexpected termination of replication stream: %s",
-						 PQresultErrorMessage(res));
+					  PQresultErrorMessage(res));
 		PQclear(res);
 	}
 }

@@ -63,10 +63,13 @@ typedef struct pg_result PGresult;
  * on a stop, cancels the query once (*cancelled), then returns its result.
  */
 extern PGresult *pq_next_result(PGconn *conn, StopFlag *stop, bool *cancelled);
+
 /* ALTER_REPLICATION_SLOT ... (FAILOVER): the slot is kept on standbys (17+). */
 extern bool stream_set_failover(ReplConn *rc);
+
 /* The cluster's system identifier and the database, from IDENTIFY_SYSTEM. */
 extern void stream_identity(ReplConn *rc, const char **system_id, const char **dbname);
+
 /* The server's version number (170004) and its text ("17.4"). */
 extern int	stream_server_version(ReplConn *rc, const char **text);
 extern bool stream_start(ReplConn *rc, uint64_t startpos);
@@ -79,8 +82,10 @@ extern int	stream_next_message(ReplConn *rc, StreamMessage *msg);
 extern int	stream_wait(ReplConn *rc, double seconds, int wake_fd);
 extern bool stream_send_feedback(ReplConn *rc, uint64_t flush_lsn, bool reply);
 extern void stream_end(ReplConn *rc);
+
 /* The server's wal_sender_timeout in ms (0: disabled), read at connection. */
 extern int	stream_sender_timeout_ms(ReplConn *rc);
+
 /* "SQLSTATE: message" of the error that last ended the stream, or NULL. */
 extern const char *stream_last_error(ReplConn *rc);
 extern void stream_close(ReplConn *rc);

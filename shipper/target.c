@@ -112,9 +112,10 @@ target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
 	}
 	ts.region = region;
 	ts.provider = *provider = resolve_credentials(region);
+
 	/*
-	 * Kinesis first: a row over its record size limit is refused before
-	 * S3 has buffered it.
+	 * Kinesis first: a row over its record size limit is refused before S3
+	 * has buffered it.
 	 */
 	if (opts.ship_kinesis)
 		parts[nparts++] = target_kinesis_create(&ts);
@@ -395,7 +396,7 @@ multi_summary(Target *t)
 Target *
 target_multi_create(Target **parts, int nparts)
 {
-	static TargetOps ops = {
+	static const TargetOps ops = {
 		.check = multi_check,
 		.claim = multi_claim,
 		.add = multi_add,

@@ -35,12 +35,16 @@ typedef struct TargetRow
 	const char *data;			/* the row's JSON, without newline */
 	size_t		len;
 	const RowFields *fields;	/* its fields, found by rowscan() */
-	bool		is_message;		/* a logical decoding message: a prefix, no table */
+	bool		is_message;		/* a logical decoding message: a prefix, no
+								 * table */
 	uint64_t	change_lsn;		/* the change's own position */
-	uint64_t	commit_lsn;		/* its transaction's commit (a load's consistent point) */
-	uint32_t	seq;			/* its ordinal among the rows of that commit_lsn */
+	uint64_t	commit_lsn;		/* its transaction's commit (a load's
+								 * consistent point) */
+	uint32_t	seq;			/* its ordinal among the rows of that
+								 * commit_lsn */
 	uint64_t	safe_lsn;		/* confirmable while the row is held */
-	double		commit_time;	/* epoch seconds; 0 when metrics are not served */
+	double		commit_time;	/* epoch seconds; 0 when metrics are not
+								 * served */
 } TargetRow;
 
 typedef struct Target Target;
@@ -53,8 +57,8 @@ typedef struct TargetOps
 	ShipResult	(*check) (Target *t, StopFlag *stop);
 
 	/*
-	 * Once connected: takes this slot's place in the target (S3: the
-	 * prefix's owner marker), refusing one another slot holds.
+	 * Once connected: takes this slot's place in the target (S3: the prefix's
+	 * owner marker), refusing one another slot holds.
 	 */
 	ShipResult	(*claim) (Target *t, const char *system_id, const char *dbname,
 						  const char *slot, StopFlag *stop);
@@ -65,7 +69,10 @@ typedef struct TargetOps
 	 */
 	ShipResult	(*forget_load) (Target *t, uint64_t lsn, StopFlag *stop);
 
-	/* Takes a row, delivering what must go to make room.  False: fatal, reported. */
+	/*
+	 * Takes a row, delivering what must go to make room.  False: fatal,
+	 * reported.
+	 */
 	bool		(*add) (Target *t, const TargetRow *row);
 
 	/*
@@ -109,7 +116,8 @@ typedef struct TargetSettings
 	AwsCredentialProvider *provider;
 	const char *region;
 	StopFlag   *abort;			/* abandons deliveries in flight */
-	WaitTickFn	tick;			/* run while the main thread waits for a delivery */
+	WaitTickFn	tick;			/* run while the main thread waits for a
+								 * delivery */
 	void	   *tick_arg;
 } TargetSettings;
 
@@ -119,7 +127,7 @@ typedef struct TargetSettings
  * Exits 0 after --check-credentials.
  */
 extern Target *target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
-							  AwsCredentialProvider **provider);
+							 AwsCredentialProvider **provider);
 
 /* The targets, one file each. */
 extern Target *target_stdout_create(const TargetSettings *ts);

@@ -36,8 +36,10 @@ typedef struct KinesisShip KinesisShip;
 typedef struct KinesisLane
 {
 	KinesisShip *owner;
-	KinesisTarget *k;			/* its own connections, share of calls, shard map */
-	KinesisTarget stats;		/* counters copied after each delivery, under lock */
+	KinesisTarget *k;			/* its own connections, share of calls, shard
+								 * map */
+	KinesisTarget stats;		/* counters copied after each delivery, under
+								 * lock */
 } KinesisLane;
 
 struct KinesisShip
@@ -263,10 +265,10 @@ start_lanes(KinesisShip *ks, const TargetSettings *ts)
 	long		batch_cap = opts.max_buffer_bytes / (nlanes + 1);
 
 	/*
-	 * An aggregated batch in flight is held about three times over: its
-	 * rows, their KPL records, and the request's base64 body.  Half the
-	 * share keeps the whole within --max-buffer-bytes' intent (peak RSS
-	 * catching up: 38.5 MiB before, bench/aggregate).
+	 * An aggregated batch in flight is held about three times over: its rows,
+	 * their KPL records, and the request's base64 body.  Half the share keeps
+	 * the whole within --max-buffer-bytes' intent (peak RSS catching up: 38.5
+	 * MiB before, bench/aggregate).
 	 */
 	if (opts.aggregate)
 		batch_cap /= 2;
@@ -275,13 +277,17 @@ start_lanes(KinesisShip *ks, const TargetSettings *ts)
 	for (int i = 0; i < nlanes; i++)
 	{
 		KinesisLane *l = &ks->lanes[i];
+
 		/* --max-in-flight calls in all, shared out between the lanes */
 		int			share = opts.max_in_flight / nlanes + (i < opts.max_in_flight % nlanes ? 1 : 0);
 
 		l->owner = ks;
 		if (i == 0)
 		{
-			/* The first lane uses the target itself, with its share of the pool. */
+			/*
+			 * The first lane uses the target itself, with its share of the
+			 * pool.
+			 */
 			l->k = &ks->kinesis;
 		}
 		else

@@ -210,9 +210,10 @@ target_s3_create(const TargetSettings *ts)
 	};
 	Target	   *t = pg_malloc0(sizeof(Target));
 	S3Ship	   *ss = pg_malloc0(sizeof(S3Ship));
+
 	/* --endpoint-url serves S3 too when S3 is the only target. */
 	const char *endpoint = opts.s3_endpoint ? opts.s3_endpoint :
-		(!opts.ship_kinesis && opts.endpoint) ? opts.endpoint : aws_endpoint_from_env("S3");
+	(!opts.ship_kinesis && opts.endpoint) ? opts.endpoint : aws_endpoint_from_env("S3");
 	char	   *err;
 
 	err = s3_init(&ss->s3, ts->provider, opts.s3_url, endpoint, ts->region, opts.s3_addressing,

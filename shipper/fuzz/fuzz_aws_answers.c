@@ -19,6 +19,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	text = fuzz_cstring(data + 1, size - 1);
+
 	switch (data[0] % 4)
 	{
 		case 0:

@@ -30,7 +30,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 1:
 			{
 				int			n = 1 + (data[0] / 3) % 8;
-				ShipRecord  recs[8];
+				ShipRecord	recs[8];
 				ShipRecord *ptrs[8];
 				int			failed[8];
 				char	   *first_code = NULL;

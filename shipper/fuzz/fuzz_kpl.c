@@ -14,10 +14,10 @@ typedef struct Cursor
 {
 	const unsigned char *p;
 	const unsigned char *end;
-} Cursor;
+}			Cursor;
 
 static uint64_t
-varint(Cursor *c)
+varint(Cursor * c)
 {
 	uint64_t	v = 0;
 
@@ -37,7 +37,7 @@ varint(Cursor *c)
 
 /* A length-delimited field's bytes. */
 static Cursor
-bytes(Cursor *c)
+bytes(Cursor * c)
 {
 	uint64_t	n = varint(c);
 	Cursor		r;

@@ -186,4 +186,3 @@ scan_object(const char *json, size_t len, const char *const names[8],
 		return false;
 	}
 }
-
