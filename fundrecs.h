@@ -86,6 +86,9 @@ typedef struct FrOptions
 	bool		include_xid;
 	bool		include_timestamp;
 	List	   *tables;			/* list of FrTablePattern */
+	List	   *publication_names;	/* char *; NIL: the "tables" option
+									 * decides */
+	bool		via_root_given; /* publish_via_partition_root was passed */
 	char	   *orders_schema;
 	char	   *orders_table;
 	char	   *product_column;
@@ -156,6 +159,17 @@ typedef struct FrColumn
 	FmgrInfo	outfunc;
 } FrColumn;
 
+/* What a publication publishes, and the initial load (for row filters). */
+typedef enum FrPubAction
+{
+	FR_PUBACTION_INSERT,
+	FR_PUBACTION_UPDATE,
+	FR_PUBACTION_DELETE,
+	FR_PUBACTION_TRUNCATE,		/* no row filter */
+	FR_PUBACTION_LOAD,			/* the initial load: any publication's rows */
+	FR_PUBACTION_COUNT
+} FrPubAction;
+
 typedef struct FrRelInfo
 {
 	Oid			relid;			/* hash key: must be first */
@@ -191,11 +205,43 @@ typedef struct FrRelInfo
 	struct TupleConversionMap *map;
 	TupleDesc	desc;			/* the root's, when as_root */
 	char	   *partition_json; /* quoted schema.leaf */
+
+	/*
+	 * With publication_names (fundrecs_publication.c): the actions the
+	 * publications publish for it, their row filters (NULL: none) for insert,
+	 * update, delete and the initial load, evaluated in estate, and their
+	 * column list (NULL: every column).
+	 */
+	bool		pub_actions[FR_PUBACTION_COUNT];
+	struct ExprState *pub_filters[FR_PUBACTION_COUNT];
+	struct EState *pub_estate;
+	struct Bitmapset *pub_columns;
 } FrRelInfo;
 
 extern void fr_relinfo_init(MemoryContext parent);
 extern void fr_relinfo_shutdown(void);
 extern FrRelInfo *fr_relinfo_get(Relation rel, const FrOptions *opts);
+extern void fr_relinfo_invalidate_all(void);
+
+/* ----------------------------------------------------------------
+ * Publications (fundrecs_publication.c), with publication_names
+ * ----------------------------------------------------------------
+ */
+/* Fills ri's publication fields; returns the relation to publish it as. */
+extern Oid	fr_publication_resolve(FrRelInfo *ri, Relation rel, const FrOptions *opts);
+extern void fr_publication_release(FrRelInfo *ri);
+extern void fr_publication_reset(void);
+
+/*
+ * The row filter and UPDATE transformations for a change (rows in desc,
+ * publish_as's columns): false when nothing is published; else *op and the
+ * rows may have changed (an update into an insert or a delete).
+ */
+extern bool fr_publication_filter(FrRelInfo *ri, TupleDesc desc, const char **op,
+								  HeapTuple *newtuple, HeapTuple *oldtuple);
+extern bool fr_publication_row_matches(FrRelInfo *ri, FrPubAction action, TupleDesc desc,
+									   HeapTuple tuple);
+extern List *fr_publication_problems(const FrOptions *opts);
 extern void fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts);
 extern void fr_json_append_value(StringInfo out, FrColumn *col, Datum value);
 extern void fr_json_append_lsn(StringInfo out, XLogRecPtr lsn);

@@ -261,6 +261,7 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	FrRowMeta	meta;
 	HeapTuple	newtuple = NULL;
 	HeapTuple	oldtuple = NULL;
+	TupleDesc	desc;
 	const char *op;
 
 	ri = fr_relinfo_get(relation, &data->opts);
@@ -302,7 +303,6 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 				 errdetail("The WAL record of an insert or update of a logically logged table always holds the new row.")));
 
 	oldcxt = MemoryContextSwitchTo(data->context);
-	fill_meta(&meta, data, txn, op, change->lsn);
 
 	/* A partition's row as its root's (publish_via_partition_root). */
 	if (ri->map != NULL)
@@ -312,11 +312,19 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		if (oldtuple != NULL)
 			oldtuple = execute_attr_map_tuple(oldtuple, ri->map);
 	}
+	desc = ri->as_root ? ri->desc : RelationGetDescr(relation);
 
-	fr_write_row(row_begin(ctx, data), &data->opts, &meta, ri,
-				 ri->as_root ? ri->desc : RelationGetDescr(relation),
-				 newtuple, oldtuple);
-	row_end(ctx, data);
+	/*
+	 * Publications: the action must be published, and the row filter may turn
+	 * an update into an insert or a delete, or leave nothing.
+	 */
+	if (data->opts.publication_names == NIL ||
+		fr_publication_filter(ri, desc, &op, &newtuple, &oldtuple))
+	{
+		fill_meta(&meta, data, txn, op, change->lsn);
+		fr_write_row(row_begin(ctx, data), &data->opts, &meta, ri, desc, newtuple, oldtuple);
+		row_end(ctx, data);
+	}
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(data->context);
@@ -338,8 +346,17 @@ fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			fr_products_txn_touched_products();
 		if (!ri->included)
 			continue;
+		if (data->opts.publication_names != NIL)
+		{
+			/*
+			 * Published as an ancestor: only the ancestor's own truncate, as
+			 * pgoutput.
+			 */
+			if (!ri->pub_actions[FR_PUBACTION_TRUNCATE] || ri->as_root)
+				continue;
+		}
 		/* TRUNCATE of a partitioned table: one row for the table itself. */
-		if (ri->as_root && truncated_too(ri->root_relid, nrelations, relations))
+		else if (ri->as_root && truncated_too(ri->root_relid, nrelations, relations))
 			continue;
 
 		fill_meta(&meta, data, txn, "truncate", change->lsn);

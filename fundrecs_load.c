@@ -137,6 +137,17 @@ open_next_leaf(LoadState *state)
 	memset(state->ri, 0, sizeof(FrRelInfo));
 	state->ri->relid = relid;
 	fr_relinfo_build(state->ri, state->rel, &state->opts);
+
+	/* With publications, a partition none of them publishes is not read. */
+	if (!state->ri->included)
+	{
+		MemoryContextDelete(state->ri->cxt);
+		state->ri->cxt = NULL;
+		table_close(state->rel, AccessShareLock);
+		state->rel = NULL;
+		MemoryContextSwitchTo(oldcxt);
+		return open_next_leaf(state);
+	}
 	state->scan = table_beginscan(state->rel, GetActiveSnapshot(), 0, NULL);
 	state->slot = table_slot_create(state->rel, NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -193,12 +204,22 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		memset(&check, 0, sizeof(check));
 		check.relid = relid;
 		fr_relinfo_build(&check, rel, &state->opts);
-		if (!check.included)
+
+		/*
+		 * With publications, a partitioned table's partitions decide, one by
+		 * one.
+		 */
+		if (!check.included &&
+			!(state->opts.publication_names != NIL && relkind == RELKIND_PARTITIONED_TABLE))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("table \"%s.%s\" is not in the plugin option \"tables\"",
+					 errmsg(state->opts.publication_names != NIL ?
+							"table \"%s.%s\" is in none of the publications of the plugin option \"publication_names\"" :
+							"table \"%s.%s\" is not in the plugin option \"tables\"",
 							check.schema_name, check.table_name),
-					 errhint("Pass the same options as the slot's, with \"tables\" naming this table.")));
+					 errhint(state->opts.publication_names != NIL ?
+							 "Pass the same options as the slot's, with publications that publish this table." :
+							 "Pass the same options as the slot's, with \"tables\" naming this table.")));
 		if (check.is_orders)
 		{
 			/* The products joined with the orders are read too. */
@@ -279,6 +300,14 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 				should_free = true;
 			}
 		}
+		/* A publication's row filter: rows a subscriber's copy would skip. */
+		if (state->opts.publication_names != NIL &&
+			!fr_publication_row_matches(state->ri, FR_PUBACTION_LOAD, desc, tuple))
+		{
+			if (should_free)
+				heap_freetuple(tuple);
+			continue;
+		}
 		initStringInfo(&out);
 		state->meta.load->snapshot = GetActiveSnapshot();
 		fr_write_row(&out, &state->opts, &state->meta, state->ri, desc, tuple, NULL);
@@ -306,6 +335,43 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 }
 
 /*
+ * With publication_names: is the table, or for a partitioned table one of
+ * its partitions, published (for the initial load: by any action)?
+ */
+static bool
+published(const FrOptions *opts, const char *schema, const char *table)
+{
+	Oid			nspid = get_namespace_oid(schema, true);
+	Oid			relid = OidIsValid(nspid) ? get_relname_relid(table, nspid) : InvalidOid;
+	List	   *rels;
+	ListCell   *lc;
+	bool		found = false;
+
+	if (!OidIsValid(relid))
+		return false;
+	rels = get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE ?
+		find_all_inheritors(relid, AccessShareLock, NULL) : list_make1_oid(relid);
+	foreach(lc, rels)
+	{
+		Relation	rel;
+		FrRelInfo	ri;
+
+		if (get_rel_relkind(lfirst_oid(lc)) != RELKIND_RELATION)
+			continue;
+		rel = table_open(lfirst_oid(lc), AccessShareLock);
+		memset(&ri, 0, sizeof(ri));
+		ri.relid = lfirst_oid(lc);
+		fr_relinfo_build(&ri, rel, opts);
+		found = ri.included;
+		MemoryContextDelete(ri.cxt);
+		table_close(rel, AccessShareLock);
+		if (found)
+			break;
+	}
+	return found;
+}
+
+/*
  * fundrecs.table_included(options, schema, table): the plugin's "tables"
  * filter, for the shipper to list the tables of an initial load.
  */
@@ -318,6 +384,8 @@ fundrecs_table_included(PG_FUNCTION_ARGS)
 
 	fr_options_init(&opts);
 	fr_options_parse(&opts, options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
+	if (opts.publication_names != NIL)
+		PG_RETURN_BOOL(published(&opts, NameStr(*PG_GETARG_NAME(1)), NameStr(*PG_GETARG_NAME(2))));
 	PG_RETURN_BOOL(fr_options_table_included(&opts, NameStr(*PG_GETARG_NAME(1)),
 											 NameStr(*PG_GETARG_NAME(2))));
 }
@@ -341,6 +409,7 @@ fundrecs_option_problems(PG_FUNCTION_ARGS)
 	fr_options_init(&opts);
 	fr_options_parse(&opts, options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
 	problems = fr_options_resolve(&opts, false);
+	problems = list_concat(problems, fr_publication_problems(&opts));
 	foreach(lc, problems)
 		astate = accumArrayResult(astate, CStringGetTextDatum((char *) lfirst(lc)), false,
 								  TEXTOID, CurrentMemoryContext);

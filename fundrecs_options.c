@@ -23,7 +23,8 @@
 #define FR_VALID_OPTIONS \
 	"include_lsn, include_xid, include_timestamp, tables, orders_table, " \
 	"product_column, quantity_column, format, publish_via_partition_root, " \
-	"on_enrich_error, exclude_columns, include_messages, message_prefixes, pack_bytes"
+	"on_enrich_error, exclude_columns, include_messages, message_prefixes, pack_bytes, " \
+	"publication_names"
 
 static const char *
 option_value(DefElem *elem)
@@ -157,6 +158,28 @@ parse_tables(DefElem *elem)
 	return result;
 }
 
+/*
+ * publication_names: comma-separated names, quoted identifiers allowed, as
+ * pgoutput reads them.
+ */
+static List *
+parse_publication_names(DefElem *elem)
+{
+	char	   *raw = pstrdup(required_value(elem));
+	List	   *names = NIL;
+
+	if (!SplitIdentifierString(raw, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid publication_names syntax")));
+	if (names == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value \"\" for option \"publication_names\""),
+				 errhint("Name at least one publication.")));
+	return names;
+}
+
 /* An option with one of two values: the value's code, or an ERROR. */
 static int
 parse_choice(DefElem *elem, const char *name1, int code1, const char *name2, int code2)
@@ -281,6 +304,8 @@ fr_options_init(FrOptions *opts)
 	pat->schema = pstrdup("fundrecs_schema");
 	pat->table = NULL;
 	opts->tables = list_make1(pat);
+	opts->publication_names = NIL;
+	opts->via_root_given = false;
 	opts->orders_schema = pstrdup("fundrecs_schema");
 	opts->orders_table = pstrdup("orders");
 	opts->product_column = pstrdup("product_id");
@@ -337,7 +362,12 @@ fr_options_parse(FrOptions *opts, List *options)
 		else if (strcmp(elem->defname, "format") == 0)
 			opts->format = parse_choice(elem, "native", FR_FORMAT_NATIVE, "dms", FR_FORMAT_DMS);
 		else if (strcmp(elem->defname, "publish_via_partition_root") == 0)
+		{
 			opts->via_root = parse_bool_option(elem);
+			opts->via_root_given = true;
+		}
+		else if (strcmp(elem->defname, "publication_names") == 0)
+			opts->publication_names = parse_publication_names(elem);
 		else if (strcmp(elem->defname, "on_enrich_error") == 0)
 			opts->on_enrich_error = parse_choice(elem, "fail", FR_ENRICH_ERROR_FAIL,
 												 "emit", FR_ENRICH_ERROR_EMIT);
@@ -356,6 +386,28 @@ fr_options_parse(FrOptions *opts, List *options)
 							elem->defname,
 							elem->arg ? strVal(elem->arg) : "(null)"),
 					 errhint("Valid options are: %s.", FR_VALID_OPTIONS)));
+	}
+
+	/* Publications choose what is captured: the options that also do are out. */
+	if (opts->publication_names != NIL)
+	{
+		bool		tables_given = false;
+
+		foreach(lc, options)
+			if (strcmp(lfirst_node(DefElem, lc)->defname, "tables") == 0)
+			tables_given = true;
+		if (tables_given)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("options \"publication_names\" and \"tables\" cannot be used together"),
+					 errhint("Choose the tables with the publications, or with \"tables\" without publications.")));
+		if (opts->via_root_given)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"publish_via_partition_root\" cannot be used with \"publication_names\""),
+					 errdetail("Each publication's own publish_via_partition_root setting applies."),
+					 errhint("Use ALTER PUBLICATION ... SET (publish_via_partition_root = ...).")));
+		opts->tables = NIL;
 	}
 }
 

@@ -62,6 +62,12 @@ relinfo_invalidate(Datum arg, Oid relid)
 	}
 }
 
+void
+fr_relinfo_invalidate_all(void)
+{
+	relinfo_invalidate((Datum) 0, InvalidOid);
+}
+
 /* The cache's context is going away (shutdown, or the session's end). */
 static void
 relinfo_forget(void *arg)
@@ -90,6 +96,7 @@ fr_relinfo_init(MemoryContext parent)
 	HASHCTL		ctl;
 
 	fr_relinfo_shutdown();
+	fr_publication_reset();
 	relinfo_cxt = AllocSetContextCreate(parent, "fundrecs relation cache",
 										ALLOCSET_DEFAULT_SIZES);
 	relinfo_reset_callback.func = relinfo_forget;
@@ -216,7 +223,11 @@ open_root(FrRelInfo *ri, Relation rel, char **root_schema, char **root_name)
 	return root;
 }
 
-/* Rows of the leaf emitted as the root's (publish_via_partition_root). */
+/*
+ * Rows of the leaf emitted as an ancestor's, the root's with the option
+ * publish_via_partition_root, or with publications the top-most ancestor
+ * one of them publishes it as.
+ */
 static void
 emit_as_root(FrRelInfo *ri, Relation rel, Relation root)
 {
@@ -285,7 +296,8 @@ set_columns(FrRelInfo *ri, TupleDesc desc, const FrOptions *opts)
 		col->basetypid = getBaseType(att->atttypid);
 		col->kind = kind_of_type(col->basetypid);
 		col->excluded = fr_options_column_excluded(opts, ri->schema_name, ri->table_name,
-												   NameStr(att->attname));
+												   NameStr(att->attname)) ||
+			(ri->pub_columns != NULL && !bms_is_member(att->attnum, ri->pub_columns));
 		getTypeOutputInfo(att->atttypid, &outfunc, &col->typisvarlena);
 		fmgr_info_cxt(outfunc, &col->outfunc, ri->cxt);
 	}
@@ -313,8 +325,12 @@ set_key(FrRelInfo *ri, Relation target)
 	{
 		AttrNumber	attnum = idxrel->rd_index->indkey.values[i];
 
-		/* Expression index columns cannot be a key; skip. */
-		if (attnum > 0)
+		/*
+		 * Expression index columns cannot be a key; skip.  A publication's
+		 * column list leaves out the key columns it does not list.
+		 */
+		if (attnum > 0 &&
+			(ri->pub_columns == NULL || bms_is_member(attnum, ri->pub_columns)))
 		{
 			ri->keyattrs[ri->nkeys++] = attnum;
 			ri->cols[attnum - 1].is_key = true;
@@ -368,6 +384,7 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 {
 	Relation	target = rel;	/* whose name, columns and key are emitted */
 	Relation	root;
+	Relation	as = NULL;		/* the ancestor a publication publishes it as */
 	TupleDesc	desc;
 	MemoryContext oldcxt;
 	char	   *root_schema = NULL;
@@ -382,7 +399,10 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 										"fundrecs relation info",
 										ALLOCSET_SMALL_SIZES);
 	else
+	{
+		fr_publication_release(ri);
 		MemoryContextReset(ri->cxt);
+	}
 	oldcxt = MemoryContextSwitchTo(ri->cxt);
 
 	ri->root_relid = InvalidOid;
@@ -397,15 +417,36 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	ri->keyattrs = NULL;
 	ri->product_attnum = InvalidAttrNumber;
 	ri->quantity_attnum = InvalidAttrNumber;
+	memset(ri->pub_actions, 0, sizeof(ri->pub_actions));
+	memset(ri->pub_filters, 0, sizeof(ri->pub_filters));
+	ri->pub_estate = NULL;
+	ri->pub_columns = NULL;
 
 	root = open_root(ri, rel, &root_schema, &root_name);
-	if (root != NULL && opts->via_root)
+	if (opts->publication_names != NIL)
+	{
+		/* The publications say as which relation, if any, it is published. */
+		Oid			publish_as = fr_publication_resolve(ri, rel, opts);
+
+		if (publish_as != RelationGetRelid(rel))
+		{
+			as = publish_as == ri->root_relid ? root : RelationIdGetRelation(publish_as);
+			if (!RelationIsValid(as))
+				elog(ERROR, "could not open relation with OID %u", publish_as);
+			emit_as_root(ri, rel, as);
+			target = as;
+		}
+	}
+	else if (root != NULL && opts->via_root)
 	{
 		emit_as_root(ri, rel, root);
 		target = root;
 	}
 	desc = RelationGetDescr(target);
 	set_names(ri, rel, target, root, root_schema, root_name, opts);
+	if (opts->publication_names != NIL)
+		ri->included = ri->pub_actions[FR_PUBACTION_INSERT] || ri->pub_actions[FR_PUBACTION_UPDATE] ||
+			ri->pub_actions[FR_PUBACTION_DELETE] || ri->pub_actions[FR_PUBACTION_TRUNCATE];
 	if (ri->included)
 	{
 		set_columns(ri, desc, opts);
@@ -413,6 +454,8 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 		if (ri->is_orders)
 			set_enrichment(ri, desc, root, opts);
 	}
+	if (as != NULL && as != root)
+		RelationClose(as);
 	if (root != NULL)
 		RelationClose(root);
 	MemoryContextSwitchTo(oldcxt);
