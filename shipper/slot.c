@@ -405,7 +405,7 @@ slot_check_plugin_options(const ReplConnParams *params)
 		if (!opts.allow_no_tables)
 		{
 			log_error_detail("Changes of such tables would be confirmed without being shipped.");
-			log_error_hint("Check the plugin options \"tables\" and \"orders_table\" (-o), or pass --allow-no-tables to start anyway.");
+			log_error_hint("Check the plugin options \"tables\", \"publication_names\" and \"orders_table\" (-o), or pass --allow-no-tables to start anyway.");
 			PQclear(res);
 			PQfinish(conn);
 			exit(2);

@@ -75,6 +75,8 @@ SELECT * FROM pub_changes('pub_slot', 'p_inserts');
 SELECT * FROM pub_changes('pub_slot', 'p_truncate');
 -- The row filter and its transformations.
 SELECT * FROM pub_changes('pub_slot', 'p_filter');
+-- The same in AWS DMS's format: the transformed operations as DMS writes them.
+SELECT * FROM pub_changes('pub_slot', 'p_filter', '{format,dms}');
 -- Two publications of one table, one without a filter: no filter.
 SELECT * FROM pub_changes('pub_slot', 'p_filter,p_items');
 -- A column list: only its columns, in data, old and key.
