@@ -165,6 +165,76 @@ check_select(Oid relid)
 					   get_rel_name(relid));
 }
 
+/*
+ * The table an initial load reads, checked (the caller may read it and
+ * its products, the options capture it), and the leaves to read: the
+ * table itself, or every partition with storage, in a stable order.
+ */
+static List *
+load_leaves(LoadState *state, Oid relid)
+{
+	Relation	rel;
+	char		relkind;
+	FrRelInfo	check;
+	List	   *leaves = NIL;
+
+	/* Everything read is read with the caller's rights. */
+	check_select(relid);
+	rel = table_open(relid, AccessShareLock);
+	relkind = rel->rd_rel->relkind;
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
+
+	memset(&check, 0, sizeof(check));
+	check.relid = relid;
+	fr_relinfo_build(&check, rel, &state->opts);
+
+	/*
+	 * With publications, a partitioned table's partitions decide, one by one.
+	 */
+	if (!check.included &&
+		!(state->opts.publication_names != NIL && relkind == RELKIND_PARTITIONED_TABLE))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg(state->opts.publication_names != NIL ?
+						"table \"%s.%s\" is in none of the publications of the plugin option \"publication_names\"" :
+						"table \"%s.%s\" is not in the plugin option \"tables\"",
+						check.schema_name, check.table_name),
+				 errhint(state->opts.publication_names != NIL ?
+						 "Pass the same options as the slot's, with publications that publish this table." :
+						 "Pass the same options as the slot's, with \"tables\" naming this table.")));
+	if (check.is_orders)
+	{
+		/* The products joined with the orders are read too. */
+		Oid			nspid = get_namespace_oid(FR_EXT_SCHEMA, true);
+		Oid			products = OidIsValid(nspid) ?
+		get_relname_relid(FR_PRODUCTS_TABLE, nspid) : InvalidOid;
+
+		if (OidIsValid(products))
+			check_select(products);
+	}
+	MemoryContextDelete(check.cxt);
+
+	if (relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		/* Every partition with storage, in a stable order. */
+		List	   *all = find_all_inheritors(relid, AccessShareLock, NULL);
+		ListCell   *lc;
+
+		foreach(lc, all)
+		{
+			if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_RELATION)
+				leaves = lappend_oid(leaves, lfirst_oid(lc));
+		}
+	}
+	else
+		leaves = list_make1_oid(relid);
+	table_close(rel, AccessShareLock);
+	return leaves;
+}
+
 PG_FUNCTION_INFO_V1(fundrecs_load_rows);
 
 Datum
@@ -179,9 +249,6 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		XLogRecPtr	lsn = PG_GETARG_LSN(1);
 		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 		MemoryContext oldcxt;
-		Relation	rel;
-		char		relkind;
-		FrRelInfo	check;
 
 		funcctx = SRF_FIRSTCALL_INIT();
 		oldcxt = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
@@ -192,61 +259,7 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		fr_options_parse(&state->opts, options_from_array(PG_GETARG_ARRAYTYPE_P(2)));
 		fr_options_resolve(&state->opts, false);
 
-		/* Everything read is read with the caller's rights. */
-		check_select(relid);
-		rel = table_open(relid, AccessShareLock);
-		relkind = rel->rd_rel->relkind;
-		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-			ereport(ERROR,
-					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-					 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
-
-		memset(&check, 0, sizeof(check));
-		check.relid = relid;
-		fr_relinfo_build(&check, rel, &state->opts);
-
-		/*
-		 * With publications, a partitioned table's partitions decide, one by
-		 * one.
-		 */
-		if (!check.included &&
-			!(state->opts.publication_names != NIL && relkind == RELKIND_PARTITIONED_TABLE))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg(state->opts.publication_names != NIL ?
-							"table \"%s.%s\" is in none of the publications of the plugin option \"publication_names\"" :
-							"table \"%s.%s\" is not in the plugin option \"tables\"",
-							check.schema_name, check.table_name),
-					 errhint(state->opts.publication_names != NIL ?
-							 "Pass the same options as the slot's, with publications that publish this table." :
-							 "Pass the same options as the slot's, with \"tables\" naming this table.")));
-		if (check.is_orders)
-		{
-			/* The products joined with the orders are read too. */
-			Oid			nspid = get_namespace_oid(FR_EXT_SCHEMA, true);
-			Oid			products = OidIsValid(nspid) ?
-			get_relname_relid(FR_PRODUCTS_TABLE, nspid) : InvalidOid;
-
-			if (OidIsValid(products))
-				check_select(products);
-		}
-		MemoryContextDelete(check.cxt);
-
-		if (relkind == RELKIND_PARTITIONED_TABLE)
-		{
-			/* Every partition with storage, in a stable order. */
-			List	   *all = find_all_inheritors(relid, AccessShareLock, NULL);
-			ListCell   *lc;
-
-			foreach(lc, all)
-			{
-				if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_RELATION)
-					state->leaves = lappend_oid(state->leaves, lfirst_oid(lc));
-			}
-		}
-		else
-			state->leaves = list_make1_oid(relid);
-		table_close(rel, AccessShareLock);
+		state->leaves = load_leaves(state, relid);
 
 		state->meta.op = "load";
 		state->meta.lsn = lsn;
