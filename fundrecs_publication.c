@@ -142,55 +142,56 @@ publishes(Publication *pub, int action)
 }
 
 /*
- * The relation's row filter in the publication (a node tree over
- * publish_as's columns), or NULL when it has none: FOR ALL TABLES, FOR
- * TABLES IN SCHEMA, or a table without WHERE.
+ * An attribute of the relation's pg_publication_rel row in the
+ * publication, or false when there is none: FOR ALL TABLES, FOR TABLES IN
+ * SCHEMA, or a table without that clause.
  */
-static Node *
-row_filter(Publication *pub, Oid publish_as)
+static bool
+publication_rel_attr(Publication *pub, Oid publish_as, AttrNumber attr, Datum *value)
 {
 	HeapTuple	tup;
-	Datum		d;
 	bool		isnull = true;
-	Node	   *filter = NULL;
 
 	if (pub->alltables)
-		return NULL;
+		return false;
 	tup = SearchSysCache2(PUBLICATIONRELMAP, ObjectIdGetDatum(publish_as),
 						  ObjectIdGetDatum(pub->oid));
 	if (!HeapTupleIsValid(tup))
-		return NULL;
-	d = SysCacheGetAttr(PUBLICATIONRELMAP, tup, Anum_pg_publication_rel_prqual, &isnull);
+		return false;
+	*value = SysCacheGetAttr(PUBLICATIONRELMAP, tup, attr, &isnull);
+	/* The value is copied before the tuple goes. */
 	if (!isnull)
-		filter = stringToNode(TextDatumGetCString(d));
+		*value = attr == Anum_pg_publication_rel_prqual ?
+			PointerGetDatum(stringToNode(TextDatumGetCString(*value))) :
+			PointerGetDatum(PG_DETOAST_DATUM_COPY(*value));
 	ReleaseSysCache(tup);
-	return filter;
+	return !isnull;
+}
+
+/* The row filter (a node tree over publish_as's columns), or NULL: none. */
+static Node *
+row_filter(Publication *pub, Oid publish_as)
+{
+	Datum		d;
+
+	return publication_rel_attr(pub, publish_as, Anum_pg_publication_rel_prqual, &d) ?
+		(Node *) DatumGetPointer(d) : NULL;
 }
 
 /* The relation's column list in the publication, or NULL: every column. */
 static Bitmapset *
 column_list(Publication *pub, Oid publish_as)
 {
-	HeapTuple	tup;
 	Datum		d;
-	bool		isnull = true;
 	Bitmapset  *cols = NULL;
 
-	if (pub->alltables)
-		return NULL;
-	tup = SearchSysCache2(PUBLICATIONRELMAP, ObjectIdGetDatum(publish_as),
-						  ObjectIdGetDatum(pub->oid));
-	if (!HeapTupleIsValid(tup))
-		return NULL;
-	d = SysCacheGetAttr(PUBLICATIONRELMAP, tup, Anum_pg_publication_rel_prattrs, &isnull);
-	if (!isnull)
+	if (publication_rel_attr(pub, publish_as, Anum_pg_publication_rel_prattrs, &d))
 	{
-		int2vector *attnums = (int2vector *) PG_DETOAST_DATUM(d);
+		int2vector *attnums = (int2vector *) DatumGetPointer(d);
 
 		for (int i = 0; i < attnums->dim1; i++)
 			cols = bms_add_member(cols, attnums->values[i]);
 	}
-	ReleaseSysCache(tup);
 	return cols;
 }
 
