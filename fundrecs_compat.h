@@ -63,4 +63,11 @@ fr_change_oldtuple(ReorderBufferChange *change)
 #define FR_B64_SRC(p) ((const char *) (p))
 #endif
 
+/* Does the role own the relation?  object_ownercheck came in 16. */
+#if PG_VERSION_NUM >= 160000
+#define fr_relation_owned(relid, role) object_ownercheck(RelationRelationId, (relid), (role))
+#else
+#define fr_relation_owned(relid, role) pg_class_ownercheck((relid), (role))
+#endif
+
 #endif							/* FUNDRECS_COMPAT_H */

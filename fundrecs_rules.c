@@ -1,0 +1,635 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs_rules.c
+ *	  Declarative enrichment rules: fundrecs.add_enrichment and
+ *	  fundrecs.drop_enrichment (work in progress: the decoder does not
+ *	  apply the rules yet).
+ *
+ * A rule joins a source table's rows with a lookup table (a
+ * user_catalog_table with a primary key, read as of the change) on
+ * join_columns, emits some of the lookup's columns, computes more from the
+ * row and what was emitted so far, and may give the route.  Everything is
+ * checked here, once: the lookup, the join's types, the names (no two
+ * emitted columns, or an emitted and a source column, share one), and the
+ * expressions (built-in immutable functions, operators and types only, no
+ * subqueries: the restriction PostgreSQL puts on publication row filters).
+ *
+ * Expressions are compiled against the row they see: the source table as
+ * scan tuple (varno 1, followed by attribute number) and the columns
+ * emitted so far as inner tuple (INNER_VAR, by position), so the decoder
+ * can evaluate them with ExecPrepareExpr over two slots.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "fundrecs.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+
+#include "fundrecs_compat.h"
+
+/* A column the rules of a source emit, so far. */
+typedef struct EmittedColumn
+{
+	char	   *name;
+	Oid			typid;
+	int32		typmod;
+} EmittedColumn;
+
+typedef struct RuleBuild
+{
+	Relation	source;
+	List	   *emitted;		/* EmittedColumn *, earlier rules first */
+} RuleBuild;
+
+/* What a rule's expression may not contain, named in the error. */
+static bool
+check_function(Oid funcid, void *context)
+{
+	const char *what = (const char *) context;
+
+	if (funcid >= FirstNormalObjectId)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s uses the user-defined function %s", what,
+						format_procedure(funcid)),
+				 errdetail("Only built-in functions and operators may be used, as in publication row filters.")));
+	if (func_volatile(funcid) != PROVOLATILE_IMMUTABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s uses %s, which is not immutable", what, format_procedure(funcid)),
+				 errdetail("An expression is evaluated as of the change: its value may depend on nothing else.")));
+	return false;
+}
+
+static bool
+check_walker(Node *node, void *context)
+{
+	const char *what = (const char *) context;
+
+	if (node == NULL)
+		return false;
+	if (IsA(node, SubLink) || IsA(node, Aggref) || IsA(node, WindowFunc) ||
+		IsA(node, Param) || IsA(node, GroupingFunc))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s may not contain subqueries, aggregates, window functions or parameters", what)));
+	if (IsA(node, OpExpr) && ((OpExpr *) node)->opno >= FirstNormalObjectId)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s uses the user-defined operator %s", what,
+						format_operator(((OpExpr *) node)->opno))));
+	if (!IsA(node, List) && exprType(node) >= FirstNormalObjectId)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s uses the user-defined type %s", what, format_type_be(exprType(node)))));
+	(void) check_functions_in_node(node, check_function, context);
+	return expression_tree_walker(node, check_walker, context);
+}
+
+/* The emitted columns' Vars (varno 2 in the query below) become INNER_VAR. */
+static Node *
+to_inner_mutator(Node *node, void *context)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Var) && ((Var *) node)->varno == 2)
+	{
+		Var		   *v = (Var *) copyObject(node);
+
+		v->varno = INNER_VAR;
+		return (Node *) v;
+	}
+	return expression_tree_mutator(node, to_inner_mutator, context);
+}
+
+/*
+ * Compiles expr against the source row and the columns emitted so far:
+ * analysed as the only target of a query over the source table and a
+ * LATERAL row of typed NULLs named like the emitted columns, checked, and
+ * returned with its type.
+ */
+static Node *
+compile_expression(RuleBuild *rb, const char *expr, bool as_text, const char *what,
+				   Oid *typid, int32 *typmod)
+{
+	StringInfoData sql;
+	SPIPlanPtr	plan;
+	CachedPlanSource *ps;
+	Query	   *q;
+	TargetEntry *te;
+	Node	   *node;
+	ListCell   *lc;
+	bool		first = true;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT (%s)%s FROM ONLY %s.%s AS s, LATERAL (SELECT", expr,
+					 as_text ? "::text" : "",
+					 quote_identifier(get_namespace_name(RelationGetNamespace(rb->source))),
+					 quote_identifier(RelationGetRelationName(rb->source)));
+	foreach(lc, rb->emitted)
+	{
+		EmittedColumn *c = (EmittedColumn *) lfirst(lc);
+
+		appendStringInfo(&sql, "%s NULL::%s AS %s", first ? "" : ",",
+						 format_type_with_typemod(c->typid, c->typmod), quote_identifier(c->name));
+		first = false;
+	}
+	appendStringInfoString(&sql, ") AS e");
+
+	plan = SPI_prepare(sql.data, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare %s: %s", what, SPI_result_code_string(SPI_result));
+	ps = (CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan));
+	q = linitial_node(Query, ps->query_list);
+	if (list_length(q->targetList) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("%s must be one expression", what)));
+	te = linitial_node(TargetEntry, q->targetList);
+	node = (Node *) copyObject(te->expr);
+	(void) check_walker(node, (void *) what);
+	*typid = exprType(node);
+	*typmod = exprTypmod(node);
+	SPI_freeplan(plan);
+	return to_inner_mutator(node, NULL);
+}
+
+/* A column of the source or one emitted before: its ref and type. */
+static int16
+resolve_join_column(RuleBuild *rb, const char *name, Oid *typid)
+{
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rb->source), name);
+	int			i = 0;
+	ListCell   *lc;
+
+	if (attnum > 0)
+	{
+		*typid = get_atttype(RelationGetRelid(rb->source), attnum);
+		return attnum;
+	}
+	foreach(lc, rb->emitted)
+	{
+		EmittedColumn *c = (EmittedColumn *) lfirst(lc);
+
+		i++;
+		if (strcmp(c->name, name) == 0)
+		{
+			*typid = c->typid;
+			return -i;
+		}
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_COLUMN),
+			 errmsg("join column \"%s\" is neither a column of %s nor one an earlier rule of it emits",
+					name, RelationGetRelationName(rb->source))));
+	return 0;					/* keep the compiler quiet */
+}
+
+/* A new output column's name: no clash with the source or what is emitted. */
+static void
+check_new_name(RuleBuild *rb, const char *name)
+{
+	ListCell   *lc;
+
+	if (get_attnum(RelationGetRelid(rb->source), name) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_COLUMN),
+				 errmsg("column \"%s\" is already a column of %s", name,
+						RelationGetRelationName(rb->source)),
+				 errhint("Name the emitted column with AS, e.g. '%s AS lookup_%s'.", name, name)));
+	foreach(lc, rb->emitted)
+		if (strcmp(((EmittedColumn *) lfirst(lc))->name, name) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("column \"%s\" is already emitted by a rule of %s", name,
+							RelationGetRelationName(rb->source))));
+}
+
+static void
+emit(RuleBuild *rb, const char *name, Oid typid, int32 typmod)
+{
+	EmittedColumn *c = palloc(sizeof(EmittedColumn));
+
+	check_new_name(rb, name);
+	c->name = pstrdup(name);
+	c->typid = typid;
+	c->typmod = typmod;
+	rb->emitted = lappend(rb->emitted, c);
+}
+
+/* The columns the source's existing rules emit, in order. */
+static void
+load_emitted(RuleBuild *rb)
+{
+	const char *sql =
+		"SELECT r.lookup, r.out_names, r.out_attnums, r.computed_names, r.computed_trees"
+		"  FROM fundrecs.enrichment_rules r WHERE r.source = $1 ORDER BY r.rule_id";
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(RelationGetRelid(rb->source))};
+
+	if (SPI_execute_with_args(sql, 1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the enrichment rules");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Oid			lookup = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum	   *names,
+				   *attnums,
+				   *cnames,
+				   *trees;
+		int			n,
+					nc;
+
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull)),
+						  TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &n);
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 3, &isnull)),
+						  INT2OID, 2, true, TYPALIGN_SHORT, &attnums, NULL, &n);
+		for (int j = 0; j < n; j++)
+		{
+			AttrNumber	a = DatumGetInt16(attnums[j]);
+			Oid			typid;
+			int32		typmod;
+			Oid			coll;
+
+			get_atttypetypmodcoll(lookup, a, &typid, &typmod, &coll);
+			emit(rb, TextDatumGetCString(names[j]), typid, typmod);
+		}
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 4, &isnull)),
+						  TEXTOID, -1, false, TYPALIGN_INT, &cnames, NULL, &nc);
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 5, &isnull)),
+						  TEXTOID, -1, false, TYPALIGN_INT, &trees, NULL, &nc);
+		for (int j = 0; j < nc; j++)
+		{
+			Node	   *expr = stringToNode(TextDatumGetCString(trees[j]));
+
+			emit(rb, TextDatumGetCString(cnames[j]), exprType(expr), exprTypmod(expr));
+		}
+	}
+}
+
+static char *
+trim(char *s)
+{
+	int			len;
+
+	while (isspace((unsigned char) *s))
+		s++;
+	len = strlen(s);
+	while (len > 0 && isspace((unsigned char) s[len - 1]))
+		s[--len] = '\0';
+	return s;
+}
+
+/* "col" or "col AS alias" (AS in any case, between spaces) */
+static void
+split_alias(const char *entry, char **column, char **alias)
+{
+	char	   *s = pstrdup(entry);
+	char	   *as = NULL;
+
+	for (char *p = s + 1; *p; p++)
+		if (isspace((unsigned char) p[-1]) && pg_strncasecmp(p, "as", 2) == 0 &&
+			isspace((unsigned char) p[2]))
+			as = p;
+	if (as != NULL)
+		*as = '\0';
+	*column = trim(s);
+	*alias = as != NULL ? trim(as + 3) : *column;
+}
+
+/* A lookup must be a user_catalog_table with a primary key: its key, in order. */
+static List *
+lookup_key(Relation lookup)
+{
+	Oid			pk = fr_primary_key_index(lookup);
+	const char *name = RelationGetRelationName(lookup);
+	char	   *qualified = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(lookup)),
+													   name);
+	Relation	idx;
+	List	   *key = NIL;
+
+	if (!RelationIsUsedAsCatalogTable(lookup))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("lookup table %s is not a user catalog table", qualified),
+				 errdetail("Decoding reads a lookup table as of each change, which PostgreSQL allows only for catalog tables."),
+				 errhint("ALTER TABLE %s SET (user_catalog_table = true);", qualified)));
+	if (!OidIsValid(pk))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("lookup table %s has no primary key", qualified),
+				 errhint("ALTER TABLE %s ADD PRIMARY KEY (...);", qualified)));
+	idx = index_open(pk, AccessShareLock);
+	for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
+		key = lappend_int(key, idx->rd_index->indkey.values[i]);
+	index_close(idx, AccessShareLock);
+	return key;
+}
+
+static ArrayType *
+int2_array(List *values)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(list_length(values), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, values)
+		d[n++] = Int16GetDatum((int16) lfirst_int(lc));
+	return construct_array(d, n, INT2OID, 2, true, TYPALIGN_SHORT);
+}
+
+static ArrayType *
+text_array(List *values)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(list_length(values), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, values)
+		d[n++] = CStringGetTextDatum((char *) lfirst(lc));
+	return construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+static List *
+text_list(ArrayType *arr)
+{
+	Datum	   *d;
+	bool	   *nulls;
+	int			n;
+	List	   *out = NIL;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &d, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("array elements may not be null")));
+		out = lappend(out, TextDatumGetCString(d[i]));
+	}
+	return out;
+}
+
+PG_FUNCTION_INFO_V1(fundrecs_add_enrichment);
+
+Datum
+fundrecs_add_enrichment(PG_FUNCTION_ARGS)
+{
+	Oid			source_oid,
+				lookup_oid;
+	Relation	lookup;
+	RuleBuild	rb;
+	List	   *key,
+			   *joins,
+			   *join_refs = NIL,
+			   *out_names = NIL,
+			   *out_attnums = NIL,
+			   *cnames = NIL,
+			   *cexprs = NIL,
+			   *ctrees = NIL;
+	char	   *route = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	char	   *route_tree = NULL;
+	char	   *name;
+	ListCell   *lk,
+			   *lj;
+	Oid			types[12] = {OIDOID, NAMEOID, OIDOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID,
+	INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID};
+	Datum		values[12];
+	char		nulls[12];
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("source, lookup and join_columns are required")));
+	source_oid = PG_GETARG_OID(0);
+	lookup_oid = PG_GETARG_OID(1);
+	name = PG_ARGISNULL(6) ? get_rel_name(lookup_oid) : pstrdup(NameStr(*PG_GETARG_NAME(6)));
+
+	/* Adding a rule changes what the source's changes say: its owner's call. */
+	if (!fr_relation_owned(source_oid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(source_oid)),
+					   get_rel_name(source_oid));
+	if (pg_class_aclcheck(lookup_oid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(get_rel_relkind(lookup_oid)),
+					   get_rel_name(lookup_oid));
+
+	SPI_connect();
+	rb.source = table_open(source_oid, AccessShareLock);
+	rb.emitted = NIL;
+	lookup = table_open(lookup_oid, AccessShareLock);
+	key = lookup_key(lookup);
+	load_emitted(&rb);
+
+	/* The join: the key's columns in order, types alike. */
+	joins = text_list(PG_GETARG_ARRAYTYPE_P(2));
+	if (list_length(joins) != list_length(key))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("join_columns names %d columns, but the primary key of %s has %d",
+						list_length(joins), RelationGetRelationName(lookup), list_length(key))));
+	forboth(lj, joins, lk, key)
+	{
+		Oid			jtype;
+		int16		ref = resolve_join_column(&rb, (char *) lfirst(lj), &jtype);
+		Oid			ktype = get_atttype(lookup_oid, lfirst_int(lk));
+
+		if (jtype != ktype)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("join column \"%s\" is %s, but key column \"%s\" of %s is %s",
+							(char *) lfirst(lj), format_type_be(jtype),
+							get_attname(lookup_oid, lfirst_int(lk), false),
+							RelationGetRelationName(lookup), format_type_be(ktype))));
+		join_refs = lappend_int(join_refs, ref);
+	}
+
+	/* The emitted columns: those named, or every column but the key's. */
+	if (PG_ARGISNULL(3))
+	{
+		TupleDesc	desc = RelationGetDescr(lookup);
+
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attisdropped || list_member_int(key, att->attnum))
+				continue;
+			emit(&rb, NameStr(att->attname), att->atttypid, att->atttypmod);
+			out_names = lappend(out_names, pstrdup(NameStr(att->attname)));
+			out_attnums = lappend_int(out_attnums, att->attnum);
+		}
+	}
+	else
+	{
+		ListCell   *lc;
+
+		foreach(lc, text_list(PG_GETARG_ARRAYTYPE_P(3)))
+		{
+			char	   *column,
+					   *alias;
+			AttrNumber	attnum;
+			Oid			typid;
+			int32		typmod;
+			Oid			coll;
+
+			split_alias((char *) lfirst(lc), &column, &alias);
+			attnum = get_attnum(lookup_oid, column);
+			if (attnum <= 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("column \"%s\" of lookup table %s does not exist", column,
+								RelationGetRelationName(lookup))));
+			get_atttypetypmodcoll(lookup_oid, attnum, &typid, &typmod, &coll);
+			emit(&rb, alias, typid, typmod);
+			out_names = lappend(out_names, alias);
+			out_attnums = lappend_int(out_attnums, attnum);
+		}
+	}
+
+	/* Computed columns, "name = expression", each seeing those before it. */
+	if (!PG_ARGISNULL(4))
+	{
+		ListCell   *lc;
+
+		foreach(lc, text_list(PG_GETARG_ARRAYTYPE_P(4)))
+		{
+			char	   *entry = pstrdup((char *) lfirst(lc));
+			char	   *eq = strchr(entry, '=');
+			char	   *what;
+			Oid			typid;
+			int32		typmod;
+			Node	   *tree;
+
+			if (eq == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("computed column \"%s\" is not of the form \"name = expression\"", entry)));
+			*eq = '\0';
+			what = psprintf("computed column \"%s\"", trim(entry));
+			tree = compile_expression(&rb, trim(eq + 1), false, what, &typid, &typmod);
+			emit(&rb, trim(entry), typid, typmod);
+			cnames = lappend(cnames, trim(entry));
+			cexprs = lappend(cexprs, trim(eq + 1));
+			ctrees = lappend(ctrees, nodeToString(tree));
+		}
+	}
+	if (route != NULL)
+	{
+		Oid			typid;
+		int32		typmod;
+
+		route_tree = nodeToString(compile_expression(&rb, route, true, "the route expression",
+													 &typid, &typmod));
+	}
+
+	/* One name per source. */
+	{
+		Oid			t[2] = {OIDOID, NAMEOID};
+		Datum		v[2] = {ObjectIdGetDatum(source_oid), CStringGetDatum(name)};
+
+		if (SPI_execute_with_args("SELECT 1 FROM fundrecs.enrichment_rules WHERE source = $1 AND name = $2",
+								  2, t, v, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the enrichment rules");
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("%s already has an enrichment rule named \"%s\"",
+							RelationGetRelationName(rb.source), name),
+					 errhint("Pass another name, or drop that rule first.")));
+	}
+
+	values[0] = ObjectIdGetDatum(source_oid);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(name));
+	values[2] = ObjectIdGetDatum(lookup_oid);
+	values[3] = PointerGetDatum(int2_array(key));
+	values[4] = PointerGetDatum(int2_array(join_refs));
+	values[5] = PointerGetDatum(text_array(out_names));
+	values[6] = PointerGetDatum(int2_array(out_attnums));
+	values[7] = PointerGetDatum(text_array(cnames));
+	values[8] = PointerGetDatum(text_array(cexprs));
+	values[9] = PointerGetDatum(text_array(ctrees));
+	values[10] = route ? CStringGetTextDatum(route) : (Datum) 0;
+	values[11] = route_tree ? CStringGetTextDatum(route_tree) : (Datum) 0;
+	memset(nulls, ' ', sizeof(nulls));
+	if (route == NULL)
+		nulls[10] = nulls[11] = 'n';
+	if (SPI_execute_with_args("INSERT INTO fundrecs.enrichment_rules (source, name, lookup, lookup_key,"
+							  " join_refs, out_names, out_attnums, computed_names, computed_exprs,"
+							  " computed_trees, route_expr, route_tree)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+							  12, types, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the enrichment rule");
+
+	table_close(lookup, NoLock);
+	table_close(rb.source, NoLock);
+	SPI_finish();
+	PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(name)));
+}
+
+PG_FUNCTION_INFO_V1(fundrecs_drop_enrichment);
+
+Datum
+fundrecs_drop_enrichment(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			t[2] = {NAMEOID, OIDOID};
+	Datum		v[2];
+	char		n[2] = {' ', ' '};
+	Oid			source;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the rule's name is required")));
+	name = NameStr(*PG_GETARG_NAME(0));
+	v[0] = PG_GETARG_DATUM(0);
+	v[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(1))
+		n[1] = 'n';
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT source FROM fundrecs.enrichment_rules"
+							  " WHERE name = $1 AND ($2 IS NULL OR source = $2)",
+							  2, t, v, n, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the enrichment rules");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("enrichment rule \"%s\" does not exist", name)));
+	if (SPI_processed > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_AMBIGUOUS_PARAMETER),
+				 errmsg("several tables have an enrichment rule named \"%s\"", name),
+				 errhint("Name the source too: fundrecs.drop_enrichment('%s', 'schema.table').", name)));
+	{
+		bool		isnull;
+
+		source = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (!fr_relation_owned(source, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(source)),
+					   get_rel_name(source));
+	v[1] = ObjectIdGetDatum(source);
+	n[1] = ' ';
+	if (SPI_execute_with_args("DELETE FROM fundrecs.enrichment_rules WHERE name = $1 AND source = $2",
+							  2, t, v, n, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not drop the enrichment rule");
+	SPI_finish();
+	PG_RETURN_VOID();
+}
