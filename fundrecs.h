@@ -216,6 +216,15 @@ typedef struct FrRelInfo
 	struct ExprState *pub_filters[FR_PUBACTION_COUNT];
 	struct EState *pub_estate;
 	struct Bitmapset *pub_columns;
+
+	/*
+	 * Enrichment rules (fundrecs_enrich.c) are those of rules_relid: the
+	 * table itself, or a partition's top-most root, whose rows rules_map
+	 * (NULL: none needed) makes of the emitted ones.
+	 */
+	Oid			rules_relid;
+	struct TupleConversionMap *rules_map;
+	TupleDesc	rules_desc;		/* the emitted rows' (the map's input) */
 } FrRelInfo;
 
 extern void fr_relinfo_init(MemoryContext parent);
@@ -243,6 +252,7 @@ extern bool fr_publication_row_matches(FrRelInfo *ri, FrPubAction action, TupleD
 									   HeapTuple tuple);
 extern List *fr_publication_problems(const FrOptions *opts);
 extern void fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts);
+extern FrValueKind fr_value_kind(Oid basetypid);
 extern void fr_json_append_value(StringInfo out, FrColumn *col, Datum value);
 extern void fr_json_append_lsn(StringInfo out, XLogRecPtr lsn);
 extern void fr_json_append_uint(StringInfo out, uint64 value);
@@ -358,10 +368,40 @@ typedef struct FrLoadProducts
 	MemoryContext cxt;
 	HTAB	   *cache;
 	Snapshot	snapshot;
+	struct FrRulesCache *rules; /* its enrichment rules, same snapshot */
 } FrLoadProducts;
 
 extern FrLoadProducts *fr_load_products_create(MemoryContext cxt);
 extern FrProduct *fr_load_products_lookup(FrLoadProducts *lp, int64 product_id);
 extern char *fr_category_slug(const char *category);
+extern bool fr_products_cache_usable(XLogRecPtr change_lsn);
+
+/* ----------------------------------------------------------------
+ * Enrichment rules applied (fundrecs_enrich.c)
+ * ----------------------------------------------------------------
+ */
+typedef struct FrRuleSet FrRuleSet;
+typedef struct FrRulesCache FrRulesCache;
+
+/* A row's enrichment by rules. */
+typedef struct FrEnriched
+{
+	StringInfoData json;		/* the emitted columns, each after a comma */
+	const char *route_json;		/* quoted; NULL: no rule gave one */
+	int			route_len;
+	char	   *error;			/* on_enrich_error=emit: why not enriched */
+} FrEnriched;
+
+extern void fr_rules_init(MemoryContext parent);
+extern void fr_rules_shutdown(void);
+extern void fr_rules_reset(void);
+extern FrRulesCache *fr_rules_cache_create(MemoryContext parent);
+extern FrRuleSet *fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source,
+							   XLogRecPtr lsn);
+extern void fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull,
+						   int natts, const FrRowMeta *meta, const char *relname,
+						   FrEnriched *out);
+extern bool fr_rules_have_route(FrRuleSet *rs);
+extern List *fr_rules_lookups(Oid source);
 
 #endif							/* FUNDRECS_H */

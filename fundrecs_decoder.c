@@ -91,6 +91,7 @@ fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 
 	/* The caches live in the decoding context, and go with it. */
 	fr_relinfo_init(ctx->context);
+	fr_rules_init(ctx->context);
 	fr_products_init(ctx->context);
 }
 
@@ -103,6 +104,7 @@ fr_shutdown(LogicalDecodingContext *ctx)
 	/* The caches go with the session, as pgoutput's relation cache does. */
 	fr_relinfo_shutdown();
 	fr_products_shutdown();
+	fr_rules_shutdown();
 }
 
 /* ----------------------------------------------------------------
@@ -265,7 +267,7 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	const char *op;
 
 	ri = fr_relinfo_get(relation, &data->opts);
-	if (ri->is_products)
+	if (ri->is_products || RelationIsUsedAsCatalogTable(relation))
 		fr_products_txn_touched_products();
 	if (!ri->included)
 		return;
@@ -342,7 +344,7 @@ fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		FrRelInfo  *ri = fr_relinfo_get(relations[i], &data->opts);
 		FrRowMeta	meta;
 
-		if (ri->is_products)
+		if (ri->is_products || RelationIsUsedAsCatalogTable(relations[i]))
 			fr_products_txn_touched_products();
 		if (!ri->included)
 			continue;

@@ -215,6 +215,14 @@ load_leaves(LoadState *state, Oid relid)
 		if (OidIsValid(products))
 			check_select(products);
 	}
+	if (OidIsValid(check.rules_relid))
+	{
+		/* And so are the lookup tables of its enrichment rules. */
+		ListCell   *lc;
+
+		foreach(lc, fr_rules_lookups(check.rules_relid))
+			check_select(lfirst_oid(lc));
+	}
 	MemoryContextDelete(check.cxt);
 
 	if (relkind == RELKIND_PARTITIONED_TABLE)
@@ -269,6 +277,7 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		state->meta.toast_pointers_unchanged = false;
 		state->meta.txn_fragment = NULL;
 		state->meta.load = fr_load_products_create(funcctx->multi_call_memory_ctx);
+		state->meta.load->rules = fr_rules_cache_create(funcctx->multi_call_memory_ctx);
 		state->ri = palloc0(sizeof(FrRelInfo));
 
 		/* Also ends the scan when the query stops early (LIMIT, error). */

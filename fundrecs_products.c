@@ -110,6 +110,18 @@ cache_reset(void)
 	ctl.hcxt = product_cxt;
 	product_cache = hash_create("fundrecs products", 1024, &ctl,
 								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	/* The enrichment rules' lookups follow the same rule. */
+	fr_rules_reset();
+}
+
+/*
+ * May a change at change_lsn use what the caches hold (see the rule at the
+ * top of this file)?
+ */
+bool
+fr_products_cache_usable(XLogRecPtr change_lsn)
+{
+	return txn_may_use_cache && change_lsn > valid_after;
 }
 
 /*

@@ -118,8 +118,8 @@ fr_relinfo_init(MemoryContext parent)
 	}
 }
 
-static FrValueKind
-kind_of_type(Oid basetypid)
+FrValueKind
+fr_value_kind(Oid basetypid)
 {
 	switch (basetypid)
 	{
@@ -294,7 +294,7 @@ set_columns(FrRelInfo *ri, TupleDesc desc, const FrOptions *opts)
 		col->json_name_len = strlen(col->json_name);
 		col->typid = att->atttypid;
 		col->basetypid = getBaseType(att->atttypid);
-		col->kind = kind_of_type(col->basetypid);
+		col->kind = fr_value_kind(col->basetypid);
 		col->excluded = fr_options_column_excluded(opts, ri->schema_name, ri->table_name,
 												   NameStr(att->attname)) ||
 			(ri->pub_columns != NULL && !bms_is_member(att->attnum, ri->pub_columns));
@@ -379,6 +379,25 @@ set_enrichment(FrRelInfo *ri, TupleDesc desc, Relation root, const FrOptions *op
 		ri->product_attnum = ri->quantity_attnum = InvalidAttrNumber;
 }
 
+/*
+ * Whose enrichment rules apply: the emitted table's, or its top-most
+ * root's when it is a partition (rules are added to partitioned tables, not
+ * to partitions), through a map of the columns when they differ.
+ */
+static void
+set_rules_source(FrRelInfo *ri, Relation target, Relation root)
+{
+	if (root == NULL || RelationGetRelid(target) == ri->root_relid)
+	{
+		ri->rules_relid = RelationGetRelid(target);
+		return;
+	}
+	ri->rules_relid = ri->root_relid;
+	ri->rules_desc = CreateTupleDescCopy(RelationGetDescr(target));
+	ri->rules_map = convert_tuples_by_name(ri->rules_desc,
+										   CreateTupleDescCopy(RelationGetDescr(root)));
+}
+
 void
 fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 {
@@ -421,6 +440,9 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	memset(ri->pub_filters, 0, sizeof(ri->pub_filters));
 	ri->pub_estate = NULL;
 	ri->pub_columns = NULL;
+	ri->rules_relid = InvalidOid;
+	ri->rules_map = NULL;
+	ri->rules_desc = NULL;
 
 	root = open_root(ri, rel, &root_schema, &root_name);
 	if (opts->publication_names != NIL)
@@ -447,6 +469,7 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	if (opts->publication_names != NIL)
 		ri->included = ri->pub_actions[FR_PUBACTION_INSERT] || ri->pub_actions[FR_PUBACTION_UPDATE] ||
 			ri->pub_actions[FR_PUBACTION_DELETE] || ri->pub_actions[FR_PUBACTION_TRUNCATE];
+	set_rules_source(ri, target, root);
 	if (ri->included)
 	{
 		set_columns(ri, desc, opts);

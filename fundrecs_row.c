@@ -347,7 +347,7 @@ append_enrichment(StringInfo out, FrRelInfo *ri, FrRow *row, FrProduct *product)
 static void
 append_tuple(StringInfo out, const char *prefix, int prefix_len, const FrRowMeta *meta,
 			 FrRelInfo *ri, FrRow *row, bool key_only,
-			 FrProduct *product, bool enrich, StringInfo toast)
+			 FrProduct *product, bool enrich, FrEnriched *rules, StringInfo toast)
 {
 	bool		first = true;
 
@@ -392,6 +392,15 @@ append_tuple(StringInfo out, const char *prefix, int prefix_len, const FrRowMeta
 		out->len--;
 		out->data[out->len] = '\0';
 		append_enrichment(out, ri, row, product);
+		fr_append_char(out, '}');
+	}
+	else if (rules != NULL && rules->error == NULL && rules->json.len > 0)
+	{
+		/* The rules' columns, after the row's own; no comma after a '{'. */
+		int			skip = out->data[out->len - 2] == '{' ? 1 : 0;
+
+		out->len--;
+		fr_append_bytes(out, rules->json.data + skip, rules->json.len - skip);
 		fr_append_char(out, '}');
 	}
 }
@@ -462,7 +471,8 @@ static void
 write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 			  FrRelInfo *ri, FrRow *newtuple, FrRow *oldtuple,
 			  FrProduct *newproduct, FrProduct *oldproduct, bool old_has_product,
-			  const char *route)
+			  const char *route, FrEnriched *newrules, FrEnriched *oldrules,
+			  const char *enrich_error, bool orders)
 {
 	StringInfoData toast;
 
@@ -470,10 +480,10 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	toast.len = 0;
 	if (newtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS("{\"data\":{"), meta, ri, newtuple, false, newproduct,
-					 ri->is_orders, &toast);
+					 orders, newrules, &toast);
 	else if (oldtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS("{\"data\":{"), meta, ri, oldtuple, !ri->identity_full,
-					 oldproduct, ri->is_orders && old_has_product, NULL);
+					 oldproduct, orders && old_has_product, oldrules, NULL);
 	else
 	{
 		/*
@@ -484,17 +494,17 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	}
 	if (newtuple != NULL && oldtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS(",\"before-image\":{"), meta, ri, oldtuple,
-					 !ri->identity_full, oldproduct, ri->is_orders && old_has_product,
-					 NULL);
+					 !ri->identity_full, oldproduct, orders && old_has_product,
+					 oldrules, NULL);
 
 	fr_append_char(out, ',');
 	append_dms_metadata(out, opts, meta, ri, "data", meta->op, "primary-key");
 	fr_append_lit(out, ",\"route\":");
 	appendStringInfoString(out, route);
-	if (ri->is_orders && ri->enrich_error != NULL)
+	if (enrich_error != NULL)
 	{
 		fr_append_lit(out, ",\"enrich-error\":");
-		fr_json_append_string(out, ri->enrich_error);
+		fr_json_append_string(out, enrich_error);
 	}
 	if (has_key(ri, newtuple, oldtuple))
 		append_key(out, ri, newtuple, oldtuple);
@@ -505,6 +515,33 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		fr_append_char(out, ']');
 	}
 	fr_append_lit(out, "}}");
+}
+
+/*
+ * A row (new, or a whole old one) enriched by the rules of its table:
+ * deformed already (row), or made of the table's rows by the relation's
+ * map when the rules are its root's.
+ */
+static FrEnriched *
+enrich_by_rules(FrEnriched *out, FrRuleSet *rules, const FrOptions *opts, const FrRowMeta *meta,
+				FrRelInfo *ri, HeapTuple tuple, FrRow *row)
+{
+	Datum	   *values = row->values;
+	bool	   *isnull = row->isnull;
+	int			natts = row->natts;
+
+	if (ri->rules_map != NULL)
+	{
+		HeapTuple	converted = execute_attr_map_tuple(tuple, ri->rules_map);
+		TupleDesc	desc = ri->rules_map->outdesc;
+
+		natts = desc->natts;
+		values = palloc(sizeof(Datum) * natts);
+		isnull = palloc(sizeof(bool) * natts);
+		heap_deform_tuple(converted, desc, values, isnull);
+	}
+	fr_rules_apply(rules, opts, values, isnull, natts, meta, ri->table_name, out);
+	return out;
 }
 
 /*
@@ -525,9 +562,57 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	const char *route;
 	int			route_len;
 	StringInfoData toast;
+	FrRuleSet  *rules = NULL;
+	FrEnriched	newrules_data;
+	FrEnriched	oldrules_data;
+	FrEnriched *newrules = NULL;
+	FrEnriched *oldrules = NULL;
+	const char *enrich_error = NULL;
+	bool		orders;
 
-	if (ri->is_orders && ri->enrich_error != NULL)
+	if (OidIsValid(ri->rules_relid))
+		rules = fr_rules_get(meta->load ? meta->load->rules : NULL,
+							 meta->load ? meta->load->snapshot : NULL, ri->rules_relid, meta->lsn);
+	if (rules != NULL)
 	{
+		/* Rules win over the built-in enrichment of the orders table. */
+		if (newheap != NULL)
+			newrules = enrich_by_rules(&newrules_data, rules, opts, meta, ri, newheap, newtuple);
+		if (oldheap != NULL && ri->identity_full)
+			oldrules = enrich_by_rules(&oldrules_data, rules, opts, meta, ri, oldheap, oldtuple);
+		enrich_error = newrules ? newrules->error : oldrules ? oldrules->error : NULL;
+		if (enrich_error != NULL)
+		{
+			route = "\"" FR_ROUTE_ERROR "\"";
+			route_len = strlen(route);
+		}
+		else if (!fr_rules_have_route(rules))
+		{
+			route = ri->route_json;
+			route_len = ri->route_json_len;
+		}
+		else if (newrules != NULL || oldrules != NULL)
+		{
+			FrEnriched *e = newrules != NULL ? newrules : oldrules;
+
+			route = e->route_json;
+			route_len = e->route_len;
+			if (route == NULL)	/* no rule with a route got that far */
+			{
+				route = "\"" FR_ROUTE_UNCATEGORIZED "\"";
+				route_len = strlen(route);
+			}
+		}
+		else
+		{
+			/* A delete that logged only the key: its route is unknown. */
+			route = "null";
+			route_len = 4;
+		}
+	}
+	else if (ri->is_orders && ri->enrich_error != NULL)
+	{
+		enrich_error = ri->enrich_error;
 		if (opts->on_enrich_error == FR_ENRICH_ERROR_FAIL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
@@ -574,10 +659,12 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		route_len = ri->route_json_len;
 	}
 
+	orders = ri->is_orders && rules == NULL;
 	if (opts->format == FR_FORMAT_DMS)
 	{
 		write_row_dms(out, opts, meta, ri, newtuple, oldtuple, newproduct,
-					  oldproduct, old_has_product, route);
+					  oldproduct, old_has_product, route, newrules, oldrules, enrich_error,
+					  orders);
 		return;
 	}
 
@@ -589,20 +676,20 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		append_key(out, ri, newtuple, oldtuple);
 	fr_append_lit(out, ",\"route\":");
 	fr_append_bytes(out, route, route_len);
-	if (ri->is_orders && ri->enrich_error != NULL)
+	if (enrich_error != NULL)
 	{
 		fr_append_lit(out, ",\"enrich_error\":");
-		fr_json_append_string(out, ri->enrich_error);
+		fr_json_append_string(out, enrich_error);
 	}
 
 	toast.data = NULL;
 	toast.len = 0;
 	if (newtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS(",\"data\":{"), meta, ri, newtuple, false, newproduct,
-					 ri->is_orders, &toast);
+					 orders, newrules, &toast);
 	if (oldtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS(",\"old\":{"), meta, ri, oldtuple, !ri->identity_full,
-					 oldproduct, ri->is_orders && old_has_product, NULL);
+					 oldproduct, orders && old_has_product, oldrules, NULL);
 	if (toast.len > 0)
 	{
 		fr_append_lit(out, ",\"unchanged_toast\":[");

@@ -2,8 +2,7 @@
  *
  * fundrecs_rules.c
  *	  Declarative enrichment rules: fundrecs.add_enrichment and
- *	  fundrecs.drop_enrichment (work in progress: the decoder does not
- *	  apply the rules yet).
+ *	  fundrecs.drop_enrichment.  fundrecs_enrich.c applies them.
  *
  * A rule joins a source table's rows with a lookup table (a
  * user_catalog_table with a primary key, read as of the change) on
@@ -39,6 +38,8 @@
 #include "utils/plancache.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
+#include "catalog/namespace.h"
 
 #include "fundrecs_compat.h"
 
@@ -55,6 +56,48 @@ typedef struct RuleBuild
 	Relation	source;
 	List	   *emitted;		/* EmittedColumn *, earlier rules first */
 } RuleBuild;
+
+/*
+ * The rules table belongs to the extension's owner: a table's owner adds
+ * and drops its rules through these functions, which check everything,
+ * without rights on the table itself.  Its statements run as its owner,
+ * in a restricted security context (as a maintenance command runs a
+ * table's index expressions as the table's owner).
+ */
+typedef struct AsOwner
+{
+	Oid			save_userid;
+	int			save_sec_context;
+} AsOwner;
+
+static void
+as_rules_owner(AsOwner *saved)
+{
+	Oid			nspid = get_namespace_oid(FR_EXT_SCHEMA, false);
+	Oid			relid = get_relname_relid("enrichment_rules", nspid);
+	HeapTuple	tp;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table %s.enrichment_rules does not exist", FR_EXT_SCHEMA),
+				 errhint("Update the extension: ALTER EXTENSION fundrecs UPDATE.")));
+	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	GetUserIdAndSecContext(&saved->save_userid, &saved->save_sec_context);
+	SetUserIdAndSecContext(owner, saved->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+static void
+as_caller(AsOwner *saved)
+{
+	SetUserIdAndSecContext(saved->save_userid, saved->save_sec_context);
+}
 
 /* What a rule's expression may not contain, named in the error. */
 static bool
@@ -241,9 +284,12 @@ load_emitted(RuleBuild *rb)
 		"  FROM fundrecs.enrichment_rules r WHERE r.source = $1 ORDER BY r.rule_id";
 	Oid			types[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(RelationGetRelid(rb->source))};
+	AsOwner		saved;
 
+	as_rules_owner(&saved);
 	if (SPI_execute_with_args(sql, 1, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the enrichment rules");
+	as_caller(&saved);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -413,6 +459,7 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 	INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID};
 	Datum		values[12];
 	char		nulls[12];
+	AsOwner		saved;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -433,6 +480,17 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 	SPI_connect();
 	rb.source = table_open(source_oid, AccessShareLock);
 	rb.emitted = NIL;
+	if (rb.source->rd_rel->relkind != RELKIND_RELATION &&
+		rb.source->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rb.source))));
+	if (rb.source->rd_rel->relispartition)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is a partition", RelationGetRelationName(rb.source)),
+				 errdetail("The rules of a partitioned table apply to all its partitions."),
+				 errhint("Add the rule to the partitioned table.")));
 	lookup = table_open(lookup_oid, AccessShareLock);
 	key = lookup_key(lookup);
 	load_emitted(&rb);
@@ -540,9 +598,11 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 	}
 
 	/* One name per source. */
+	as_rules_owner(&saved);
 	{
 		Oid			t[2] = {OIDOID, NAMEOID};
-		Datum		v[2] = {ObjectIdGetDatum(source_oid), CStringGetDatum(name)};
+		Datum		v[2] = {ObjectIdGetDatum(source_oid),
+		DirectFunctionCall1(namein, CStringGetDatum(name))};
 
 		if (SPI_execute_with_args("SELECT 1 FROM fundrecs.enrichment_rules WHERE source = $1 AND name = $2",
 								  2, t, v, NULL, true, 1) != SPI_OK_SELECT)
@@ -576,6 +636,7 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 							  12, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the enrichment rule");
+	as_caller(&saved);
 
 	table_close(lookup, NoLock);
 	table_close(rb.source, NoLock);
@@ -593,6 +654,7 @@ fundrecs_drop_enrichment(PG_FUNCTION_ARGS)
 	Datum		v[2];
 	char		n[2] = {' ', ' '};
 	Oid			source;
+	AsOwner		saved;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -604,6 +666,7 @@ fundrecs_drop_enrichment(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		n[1] = 'n';
 	SPI_connect();
+	as_rules_owner(&saved);
 	if (SPI_execute_with_args("SELECT source FROM fundrecs.enrichment_rules"
 							  " WHERE name = $1 AND ($2 IS NULL OR source = $2)",
 							  2, t, v, n, true, 0) != SPI_OK_SELECT)
@@ -622,14 +685,17 @@ fundrecs_drop_enrichment(PG_FUNCTION_ARGS)
 
 		source = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
+	as_caller(&saved);
 	if (!fr_relation_owned(source, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(source)),
 					   get_rel_name(source));
 	v[1] = ObjectIdGetDatum(source);
 	n[1] = ' ';
+	as_rules_owner(&saved);
 	if (SPI_execute_with_args("DELETE FROM fundrecs.enrichment_rules WHERE name = $1 AND source = $2",
 							  2, t, v, n, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not drop the enrichment rule");
+	as_caller(&saved);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -1,6 +1,6 @@
--- Enrichment rules: the SQL interface (work in progress: the decoder does
--- not apply them yet).  What add_enrichment accepts and records, and what
--- it refuses, with the fix.
+-- Enrichment rules: the SQL interface.  What add_enrichment accepts and
+-- records, and what it refuses, with the fix (enrichment_decoding shows
+-- the rules applied).
 \set SHOW_CONTEXT never
 CREATE SCHEMA shop;
 CREATE SCHEMA catalog;
@@ -52,6 +52,25 @@ SET ROLE rules_stranger;
 SELECT fundrecs.add_enrichment('shop.line_items', 'catalog.skus', ARRAY['sku_id'], name => 'x');
 SELECT fundrecs.drop_enrichment('skus');
 RESET ROLE;
+
+-- A table's owner adds and drops its rules without rights on the rules
+-- table, given SELECT on the lookup.
+CREATE ROLE rules_owner;
+GRANT USAGE ON SCHEMA shop, catalog, fundrecs TO rules_owner;
+CREATE TABLE shop.mine (id int PRIMARY KEY, sku_id bigint);
+ALTER TABLE shop.mine OWNER TO rules_owner;
+SET ROLE rules_owner;
+SELECT fundrecs.add_enrichment('shop.mine', 'catalog.skus', ARRAY['sku_id'], columns => ARRAY['title']);
+SELECT * FROM fundrecs.enrichment_rules;
+RESET ROLE;
+GRANT SELECT ON catalog.skus TO rules_owner;
+SET ROLE rules_owner;
+SELECT fundrecs.add_enrichment('shop.mine', 'catalog.skus', ARRAY['sku_id'], columns => ARRAY['title']);
+SELECT fundrecs.drop_enrichment('skus', 'shop.mine');
+RESET ROLE;
+DROP TABLE shop.mine;
+DROP OWNED BY rules_owner;
+DROP ROLE rules_owner;
 
 -- Dropped by name, or by name and source where it is ambiguous.
 CREATE TABLE shop.returns (id int PRIMARY KEY, sku_id bigint);

@@ -38,6 +38,12 @@ SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
 -- pg_monitor reads fundrecs.slot_status: USAGE on the schema too (1.4).
 SELECT has_schema_privilege('pg_monitor', 'fundrecs', 'USAGE') AS monitor_usage,
 	   has_table_privilege('pg_monitor', 'fundrecs.slot_status', 'SELECT') AS monitor_select;
+
+ALTER EXTENSION fundrecs UPDATE TO '1.5';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+-- The enrichment rules: a user catalog table, dumped with the database.
+SELECT reloptions FROM pg_class WHERE oid = 'fundrecs.enrichment_rules'::regclass;
+SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'fundrecs';
 (SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
 UNION ALL
 (SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());

@@ -1,0 +1,178 @@
+-- Enrichment rules applied by the decoder: a two-level chained lookup,
+-- computed columns (NULLs, numerics, text functions), routes, lookup rows
+-- read as of the change (also inside an open transaction), rules added and
+-- dropped mid-stream, lookup keys of every common type, a lookup renamed
+-- and a column dropped while changes are queued, partitioned sources, the
+-- DMS format, evaluation errors under on_enrich_error, and load_rows.
+\set SHOW_CONTEXT never
+SET timezone = 'UTC';
+CREATE SCHEMA shop;
+CREATE SCHEMA catalog;
+CREATE TABLE catalog.vendors (vendor_id int PRIMARY KEY, vendor_name text, country text)
+	WITH (user_catalog_table = true);
+CREATE TABLE catalog.skus (sku_id bigint PRIMARY KEY, title text, unit_price numeric(10,2),
+	vendor_id int, category text) WITH (user_catalog_table = true);
+CREATE TABLE shop.line_items (id int PRIMARY KEY, sku_id bigint, qty int, discount numeric);
+INSERT INTO catalog.vendors VALUES (10, 'Acme', 'DE'), (20, 'Globex', NULL);
+INSERT INTO catalog.skus VALUES (1, 'Lamp', 19.99, 10, 'Home & Garden'),
+	(2, 'Desk', 250.00, 20, 'Office'), (3, 'Mystery', NULL, NULL, NULL);
+
+CREATE FUNCTION changes(slot name, VARIADIC opts text[] DEFAULT '{}') RETURNS SETOF text
+LANGUAGE sql AS $$
+	SELECT data FROM pg_logical_slot_get_changes(slot, NULL, NULL,
+		VARIADIC ARRAY['include_lsn', 'false', 'include_xid', 'false',
+					   'include_timestamp', 'false', 'tables', 'shop.*'] || opts)
+$$;
+
+SELECT fundrecs.add_enrichment(
+	source => 'shop.line_items', lookup => 'catalog.skus', join_columns => ARRAY['sku_id'],
+	columns => ARRAY['title', 'unit_price', 'vendor_id AS sku_vendor_id', 'category'],
+	computed => ARRAY['net = unit_price * qty * (1 - discount)',
+					  'label = upper(title) || '' x'' || qty::text'],
+	route => 'category', name => 'skus');
+SELECT fundrecs.add_enrichment('shop.line_items', 'catalog.vendors', ARRAY['sku_vendor_id'],
+	columns => ARRAY['vendor_name', 'country'], computed => ARRAY['origin = coalesce(country, ''??'')']);
+
+SELECT 'init' FROM pg_create_logical_replication_slot('rules', 'fundrecs_decoder');
+
+-- Chained: line item -> SKU -> vendor; NULLs and misses along the way.
+INSERT INTO shop.line_items VALUES (1, 1, 3, 0.1), (2, 2, 1, 0), (3, 3, 2, 0),
+	(4, 99, 1, 0), (5, NULL, 1, NULL);
+UPDATE shop.line_items SET qty = 4 WHERE id = 1;
+DELETE FROM shop.line_items WHERE id = 2;
+SELECT * FROM changes('rules');
+
+-- As of the change: a lookup row changed, also inside an open transaction.
+BEGIN;
+INSERT INTO shop.line_items VALUES (10, 1, 1, 0);
+UPDATE catalog.skus SET title = 'Lamp II', unit_price = 25.00 WHERE sku_id = 1;
+INSERT INTO shop.line_items VALUES (11, 1, 1, 0);
+COMMIT;
+INSERT INTO shop.line_items VALUES (12, 1, 1, 0);
+UPDATE catalog.vendors SET vendor_name = 'Acme AG' WHERE vendor_id = 10;
+INSERT INTO shop.line_items VALUES (13, 1, 1, 0);
+SELECT * FROM changes('rules');
+
+-- Rules dropped and added mid-stream take effect at their commit.
+INSERT INTO shop.line_items VALUES (20, 2, 1, 0);
+SELECT fundrecs.drop_enrichment('vendors');
+INSERT INTO shop.line_items VALUES (21, 2, 1, 0);
+SELECT fundrecs.drop_enrichment('skus');
+INSERT INTO shop.line_items VALUES (22, 2, 1, 0);
+SELECT fundrecs.add_enrichment('shop.line_items', 'catalog.skus', ARRAY['sku_id'],
+	columns => ARRAY['title'], name => 'titles');
+INSERT INTO shop.line_items VALUES (23, 2, 1, 0);
+-- Within one transaction: the rule is there for the changes after it.
+BEGIN;
+INSERT INTO shop.line_items VALUES (24, 2, 1, 0);
+SELECT fundrecs.drop_enrichment('titles');
+INSERT INTO shop.line_items VALUES (25, 2, 1, 0);
+COMMIT;
+SELECT * FROM changes('rules');
+
+-- Lookup keys: int, bigint, text, uuid, a composite key.
+CREATE TABLE catalog.k_text (code text PRIMARY KEY, v text) WITH (user_catalog_table = true);
+CREATE TABLE catalog.k_uuid (id uuid PRIMARY KEY, v text) WITH (user_catalog_table = true);
+CREATE TABLE catalog.k_pair (region text, n int, v text, PRIMARY KEY (region, n))
+	WITH (user_catalog_table = true);
+INSERT INTO catalog.k_text VALUES ('a', 'text a'), ('bé', 'text bé');
+INSERT INTO catalog.k_uuid VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'uuid v');
+INSERT INTO catalog.k_pair VALUES ('eu', 1, 'eu one'), ('us', 1, 'us one');
+CREATE TABLE shop.keyed (id int PRIMARY KEY, code text, u uuid, region text, n int);
+SELECT fundrecs.add_enrichment('shop.keyed', 'catalog.k_text', ARRAY['code'],
+	columns => ARRAY['v AS text_v']);
+SELECT fundrecs.add_enrichment('shop.keyed', 'catalog.k_uuid', ARRAY['u'],
+	columns => ARRAY['v AS uuid_v']);
+SELECT fundrecs.add_enrichment('shop.keyed', 'catalog.k_pair', ARRAY['region', 'n'],
+	columns => ARRAY['v AS pair_v'], route => 'region || ''-'' || n::text');
+INSERT INTO shop.keyed VALUES (1, 'a', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'eu', 1),
+	(2, 'bé', NULL, 'us', 1), (3, 'zz', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', 'us', 2),
+	(4, NULL, NULL, NULL, NULL);
+SELECT * FROM changes('rules');
+
+-- A lookup renamed and a lookup column dropped while changes are queued:
+-- queued changes are read as of their position, by attribute number.
+INSERT INTO shop.keyed VALUES (5, 'a', NULL, 'eu', 1);
+ALTER TABLE catalog.k_text RENAME TO k_text_renamed;
+INSERT INTO shop.keyed VALUES (6, 'a', NULL, 'eu', 1);
+ALTER TABLE catalog.k_pair DROP COLUMN v;
+INSERT INTO shop.keyed VALUES (7, 'a', NULL, 'eu', 1);
+SELECT * FROM changes('rules', 'on_enrich_error', 'emit');
+SELECT fundrecs.drop_enrichment('k_pair');
+
+-- Evaluation errors: fail names the rule and the change; emit ships the
+-- row unenriched with route "_error".
+CREATE TABLE shop.ratios (id int PRIMARY KEY, a int, b int);
+CREATE TABLE catalog.one (id int PRIMARY KEY, v text) WITH (user_catalog_table = true);
+SELECT fundrecs.add_enrichment('shop.ratios', 'catalog.one', ARRAY['id'],
+	computed => ARRAY['q = a / b'], route => '''r'' || (a / b)::text');
+INSERT INTO shop.ratios VALUES (1, 6, 3);
+INSERT INTO shop.ratios VALUES (2, 1, 0);
+INSERT INTO shop.ratios VALUES (3, 9, 3);
+DO $$
+DECLARE
+	ctx text;
+BEGIN
+	PERFORM data FROM pg_logical_slot_peek_changes('rules', NULL, NULL, 'tables', 'shop.ratios');
+EXCEPTION WHEN division_by_zero THEN
+	GET STACKED DIAGNOSTICS ctx = PG_EXCEPTION_CONTEXT;
+	RAISE NOTICE 'division by zero, context: %',
+		regexp_replace(split_part(ctx, E'\n', 1), '[0-9A-F]+/[0-9A-F]+', 'X/X');
+END
+$$;
+SELECT * FROM changes('rules', 'on_enrich_error', 'emit');
+
+-- Partitioned sources: the root's rules, for its partitions' rows,
+-- whether emitted as the leaf or as the root; the DMS format.
+CREATE TABLE shop.sales (id int, region text, sku_id bigint, qty int, PRIMARY KEY (id, region))
+	PARTITION BY LIST (region);
+CREATE TABLE shop.sales_eu PARTITION OF shop.sales FOR VALUES IN ('eu');
+CREATE TABLE shop.sales_us (qty int, sku_id bigint, region text NOT NULL, id int NOT NULL);
+ALTER TABLE shop.sales ATTACH PARTITION shop.sales_us FOR VALUES IN ('us');
+SELECT fundrecs.add_enrichment('shop.sales', 'catalog.skus', ARRAY['sku_id'],
+	columns => ARRAY['title', 'unit_price', 'category'], computed => ARRAY['total = unit_price * qty'],
+	route => 'category');
+SELECT fundrecs.add_enrichment('shop.sales_eu', 'catalog.skus', ARRAY['sku_id']);
+INSERT INTO shop.sales VALUES (1, 'eu', 1, 2), (2, 'us', 2, 3);
+SELECT data FROM pg_logical_slot_peek_changes('rules', NULL, NULL, 'include_lsn', 'false',
+	'include_xid', 'false', 'include_timestamp', 'false', 'tables', 'shop.*');
+SELECT data FROM pg_logical_slot_peek_changes('rules', NULL, NULL, 'include_lsn', 'false',
+	'include_xid', 'false', 'include_timestamp', 'false', 'tables', 'shop.*',
+	'publish_via_partition_root', 'false');
+SELECT * FROM changes('rules', 'format', 'dms');
+
+-- REPLICA IDENTITY FULL: the old row is enriched too; a plain delete is not.
+ALTER TABLE shop.line_items REPLICA IDENTITY FULL;
+SELECT fundrecs.add_enrichment('shop.line_items', 'catalog.skus', ARRAY['sku_id'],
+	columns => ARRAY['title', 'category'], route => 'category');
+UPDATE shop.line_items SET sku_id = 2 WHERE id = 1;
+DELETE FROM shop.line_items WHERE id = 1;
+ALTER TABLE shop.line_items REPLICA IDENTITY DEFAULT;
+DELETE FROM shop.line_items WHERE id = 3;
+SELECT * FROM changes('rules');
+
+-- The initial load applies the same rules, and checks SELECT on lookups.
+SELECT * FROM fundrecs.load_rows('shop.line_items', '0/0',
+	ARRAY['tables', 'shop.*', 'include_timestamp', 'false', 'include_xid', 'false']) ORDER BY 1;
+SELECT * FROM fundrecs.load_rows('shop.sales', '0/0',
+	ARRAY['tables', 'shop.*', 'include_timestamp', 'false', 'format', 'dms']) ORDER BY 1;
+CREATE ROLE rules_loader;
+GRANT USAGE ON SCHEMA shop, catalog, fundrecs TO rules_loader;
+GRANT SELECT ON shop.line_items TO rules_loader;
+SET ROLE rules_loader;
+SELECT * FROM fundrecs.load_rows('shop.line_items', '0/0', ARRAY['tables', 'shop.*']);
+RESET ROLE;
+GRANT SELECT ON catalog.skus TO rules_loader;
+SET ROLE rules_loader;
+SELECT count(*) FROM fundrecs.load_rows('shop.line_items', '0/0', ARRAY['tables', 'shop.*']);
+RESET ROLE;
+
+-- A partition takes its root's rules: none of its own.
+SELECT fundrecs.add_enrichment('shop.sales_us', 'catalog.skus', ARRAY['sku_id'], name => 'leaf');
+
+SELECT 'drop' FROM pg_drop_replication_slot('rules');
+DROP OWNED BY rules_loader;
+DROP ROLE rules_loader;
+DELETE FROM fundrecs.enrichment_rules;
+DROP SCHEMA shop, catalog CASCADE;
+DROP FUNCTION changes(name, text[]);
