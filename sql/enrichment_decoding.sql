@@ -170,6 +170,52 @@ RESET ROLE;
 -- A partition takes its root's rules: none of its own.
 SELECT fundrecs.add_enrichment('shop.sales_us', 'catalog.skus', ARRAY['sku_id'], name => 'leaf');
 
+-- The seed's enrichment written as a rule gives the built-in's output,
+-- field for field (the table's name aside), and a rule on the orders
+-- table itself wins over the built-in enrichment.
+SELECT fundrecs.load_products('[
+	{"product_id": 1, "product_name": "Laptop", "category": "Electronics", "price": 1200.00},
+	{"product_id": 2, "product_name": "Mouse", "category": "Home Office", "price": 19.99}
+]');
+CREATE SCHEMA fundrecs_schema;
+CREATE TABLE fundrecs_schema.orders (order_id int PRIMARY KEY, product_id int,
+	customer_id int, quantity int);
+CREATE TABLE fundrecs_schema.orders_by_rule (LIKE fundrecs_schema.orders INCLUDING ALL);
+SELECT fundrecs.add_enrichment('fundrecs_schema.orders_by_rule', 'fundrecs.product_details',
+	ARRAY['product_id'], columns => ARRAY['product_name', 'category', 'price'],
+	computed => ARRAY['total_price = price * quantity'], route => 'category', name => 'products');
+CREATE TEMP TABLE both_ways (t text, n int, data text);
+CREATE PROCEDURE on_both(stmt text) LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE format(stmt, 'fundrecs_schema.orders');
+	EXECUTE format(stmt, 'fundrecs_schema.orders_by_rule');
+END
+$$;
+CALL on_both('INSERT INTO %s VALUES (1, 1, 7, 2), (2, 2, 7, 3), (3, 99, 7, 1), (4, NULL, 7, 1), (5, 1, 7, NULL)');
+CALL on_both('UPDATE %s SET quantity = quantity * 10, product_id = 2 WHERE order_id = 1');
+CALL on_both('DELETE FROM %s WHERE order_id = 2');
+INSERT INTO both_ways
+SELECT data::json->>'table', row_number() OVER (PARTITION BY data::json->>'table' ORDER BY ord),
+	   replace(data, '"orders_by_rule"', '"orders"')
+  FROM pg_logical_slot_get_changes('rules', NULL, NULL, 'include_lsn', 'false',
+	'include_xid', 'false', 'include_timestamp', 'false', 'tables', 'fundrecs_schema.*')
+	WITH ORDINALITY AS c(lsn, xid, data, ord);
+SELECT t, count(*) FROM both_ways GROUP BY t ORDER BY t;
+SELECT a.n, a.data AS built_in, b.data AS by_rule
+  FROM both_ways a JOIN both_ways b ON a.n = b.n AND a.t = 'orders' AND b.t = 'orders_by_rule'
+ WHERE a.data IS DISTINCT FROM b.data;
+SELECT data FROM both_ways WHERE t = 'orders' ORDER BY n;
+SELECT fundrecs.add_enrichment('fundrecs_schema.orders', 'catalog.skus', ARRAY['product_id'],
+	columns => ARRAY['title']);
+SELECT fundrecs.add_enrichment('fundrecs_schema.orders', 'fundrecs.product_details',
+	ARRAY['product_id'], columns => ARRAY['product_name AS name']);
+INSERT INTO fundrecs_schema.orders VALUES (6, 2, 7, 1);
+SELECT data FROM pg_logical_slot_get_changes('rules', NULL, NULL, 'include_lsn', 'false',
+	'include_xid', 'false', 'include_timestamp', 'false', 'tables', 'fundrecs_schema.*');
+DROP SCHEMA fundrecs_schema CASCADE;
+DROP PROCEDURE on_both(text);
+DELETE FROM fundrecs.product_details;
+
 SELECT 'drop' FROM pg_drop_replication_slot('rules');
 DROP OWNED BY rules_loader;
 DROP ROLE rules_loader;
