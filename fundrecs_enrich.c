@@ -39,6 +39,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -72,6 +73,13 @@ typedef struct LookupEntry
 	int			json_len;
 } LookupEntry;
 
+typedef struct RouteEntry
+{
+	char		key[NAMEDATALEN * 2];	/* the route's value, truncated */
+	char	   *json;
+	int			json_len;
+} RouteEntry;
+
 typedef struct FrRule
 {
 	char	   *name;
@@ -94,8 +102,11 @@ typedef struct FrRule
 	ExprState  *route;			/* NULL: none */
 	char	   *miss_json;		/* the out columns, all null */
 	int			miss_json_len;
-	HTAB	   *cache;			/* LookupEntry; NULL when not cacheable */
+	HTAB	   *cache;			/* LookupEntry; made on first use */
+	MemoryContext cache_cxt;	/* holds it, reset when it is full */
 	long		cache_entries;
+	LookupEntry *last;			/* the entry found last: runs of one key */
+	StringInfoData keybuf;		/* scratch: a key's bytes */
 } FrRule;
 
 struct FrRuleSet
@@ -118,20 +129,19 @@ struct FrRuleSet
 	TupleTableSlot *inner_slot;
 	HTAB	   *routes;			/* route text -> quoted slug */
 	long		route_entries;
+	char	   *last_route;		/* the route value seen last, and its slug */
+	int			last_route_len;
+	RouteEntry *last_route_entry;
 };
 
-typedef struct RouteEntry
-{
-	char		key[NAMEDATALEN * 2];	/* the route's value, truncated */
-	char	   *json;
-	int			json_len;
-} RouteEntry;
 
 /* A cache of rule sets: the decoder's, or one initial load's. */
 struct FrRulesCache
 {
 	MemoryContext cxt;			/* reset with the cache */
 	HTAB	   *sets;			/* Oid -> FrRuleSet * (NULL: no rules) */
+	Oid			last_source;	/* the table asked for last, and its rules */
+	FrRuleSet  *last_set;
 	uint64		epoch;
 };
 
@@ -165,6 +175,12 @@ static MemoryContext decode_owner_cxt = NULL;
 static RulesTable rules_table;
 static uint64 rules_epoch = 1;
 
+/* Rule sets compiled for changes the cache may not serve (uncached_rules). */
+static MemoryContext versioned_cxt = NULL;
+static HTAB *versioned_sets = NULL;
+static bool versioned_stale = false;
+static bool versioned_callback_registered = false;
+
 /* ----------------------------------------------------------------
  * Caches
  * ----------------------------------------------------------------
@@ -182,6 +198,8 @@ cache_start(FrRulesCache *rc)
 	rc->sets = hash_create("fundrecs rule sets", 32, &ctl,
 						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	rc->epoch = ++rules_epoch;
+	rc->last_source = InvalidOid;
+	rc->last_set = NULL;
 }
 
 FrRulesCache *
@@ -201,6 +219,8 @@ decode_forget(void *arg)
 {
 	decode_owner_cxt = NULL;
 	decode_cache = NULL;
+	versioned_cxt = NULL;
+	versioned_sets = NULL;
 }
 
 void
@@ -259,6 +279,7 @@ resolve_rules_table(void)
 typedef struct RuleRow
 {
 	int64		rule_id;
+	TransactionId xmin;			/* which version of the rule */
 	char	   *name;
 	Oid			lookup;
 	Datum	   *lookup_key,
@@ -332,6 +353,7 @@ read_rules(Oid source, Snapshot snapshot, int *nrules)
 		r = &rows[n++];
 #define RT(i) v[rules_table.att[i] - 1]
 		r->rule_id = DatumGetInt64(RT(RT_RULE_ID));
+		r->xmin = HeapTupleHeaderGetXmin(tuple->t_data);
 		r->name = pstrdup(NameStr(*DatumGetName(RT(RT_NAME))));
 		r->lookup = DatumGetObjectId(RT(RT_LOOKUP));
 		array_elems(RT(RT_LOOKUP_KEY), INT2OID, &r->lookup_key, &r->nkeys);
@@ -551,26 +573,20 @@ compile_tree(FrRuleSet *rs, const char *tree, const char *what, int ninner)
 }
 
 /*
- * Compiles the rules of source, NULL when it has none.  cxt holds the
- * result (the cache's, or the change's own context).
+ * Compiles rules (those of source, read by read_rules) into cxt; NULL when
+ * there are none.
  */
 static FrRuleSet *
-compile_rules(Oid source, Snapshot snapshot, MemoryContext cxt, bool cacheable)
+compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 {
 	MemoryContext oldcxt;
-	RuleRow    *rows;
-	int			nrules;
 	int			ncols = 0;
 	FrRuleSet  *rs;
 	Relation	rel;
 
-	oldcxt = MemoryContextSwitchTo(cxt);
-	rows = read_rules(source, snapshot, &nrules);
 	if (nrules == 0)
-	{
-		MemoryContextSwitchTo(oldcxt);
 		return NULL;
-	}
+	oldcxt = MemoryContextSwitchTo(cxt);
 
 	rs = palloc0(sizeof(FrRuleSet));
 	rs->source = source;
@@ -602,7 +618,7 @@ compile_rules(Oid source, Snapshot snapshot, MemoryContext cxt, bool cacheable)
 		FrRule	   *rule = &rs->rules[i];
 		RuleRow    *row = &rows[i];
 
-		rule->name = row->name;
+		rule->name = pstrdup(row->name);
 		rule->lookup = row->lookup;
 		rule->first_col = rs->ncols;
 		compile_lookup(rs, rule, row);
@@ -661,17 +677,117 @@ cached_rules(FrRulesCache *rc, Snapshot snapshot, Oid source)
 	SetEntry   *entry;
 	bool		found;
 
+	if (source == rc->last_source)
+		return rc->last_set;
 	entry = hash_search(rc->sets, &source, HASH_ENTER, &found);
 	if (!found)
 	{
 		entry->set = NULL;
 		PG_TRY();
 		{
-			entry->set = compile_rules(source, snapshot, rc->cxt, true);
+			int			n;
+			RuleRow    *rows = read_rules(source, snapshot, &n);
+
+			entry->set = compile_rules(source, rows, n, rc->cxt);
 		}
 		PG_CATCH();
 		{
 			hash_search(rc->sets, &source, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	rc->last_source = source;
+	rc->last_set = entry->set;
+	return entry->set;
+}
+
+/*
+ * The rules of a change the cache may not serve (see the top of the file):
+ * read as of the change, every time.  Compiling them again each time
+ * would cost more than the rest of the row (a transaction that started
+ * before the session, or changed the catalogs, is often a big one), so
+ * compiled sets are kept by which rule versions they hold (rule_id and
+ * xmin): what they compile to depends only on those and on the catalogs'
+ * definitions of the tables, and any relcache invalidation drops them all.
+ * Their lookups are never cached.
+ */
+typedef struct VersionedSet
+{
+	char		key[64];		/* source and a hash of the versions */
+	char	   *versions;		/* rule_id:xmin of each rule */
+	FrRuleSet  *set;
+} VersionedSet;
+
+
+#define FR_VERSIONED_MAX 64
+
+static void
+versioned_invalidate(Datum arg, Oid relid)
+{
+	versioned_stale = true;
+}
+
+static FrRuleSet *
+uncached_rules(Oid source)
+{
+	int			n;
+	RuleRow    *rows = read_rules(source, NULL, &n);
+	StringInfoData versions;
+	char		key[64];
+	VersionedSet *entry;
+	bool		found;
+
+	if (n == 0)
+		return NULL;
+	if (decode_owner_cxt == NULL)
+		return compile_rules(source, rows, n, CurrentMemoryContext);
+	if (!versioned_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(versioned_invalidate, (Datum) 0);
+		versioned_callback_registered = true;
+	}
+	if (versioned_cxt == NULL || versioned_stale ||
+		hash_get_num_entries(versioned_sets) >= FR_VERSIONED_MAX)
+	{
+		HASHCTL		ctl;
+
+		if (versioned_cxt == NULL)
+			versioned_cxt = AllocSetContextCreate(decode_owner_cxt, "fundrecs versioned rules",
+												  ALLOCSET_DEFAULT_SIZES);
+		else
+			MemoryContextReset(versioned_cxt);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(key);
+		ctl.entrysize = sizeof(VersionedSet);
+		ctl.hcxt = versioned_cxt;
+		versioned_sets = hash_create("fundrecs versioned rules", 16, &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		versioned_stale = false;
+	}
+
+	initStringInfo(&versions);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&versions, "%lld:%u,", (long long) rows[i].rule_id, rows[i].xmin);
+	memset(key, 0, sizeof(key));
+	snprintf(key, sizeof(key), "%u/%d/%08x", source, n,
+			 hash_bytes((unsigned char *) versions.data, versions.len));
+	entry = hash_search(versioned_sets, key, HASH_ENTER, &found);
+	/* The versions themselves decide: a hash is not a proof. */
+	if (!found || strcmp(entry->versions, versions.data) != 0)
+	{
+		entry->set = NULL;
+		entry->versions = MemoryContextStrdup(versioned_cxt, versions.data);
+		PG_TRY();
+		{
+			MemoryContext cxt = AllocSetContextCreate(versioned_cxt, "fundrecs rule set",
+													  ALLOCSET_SMALL_SIZES);
+
+			entry->set = compile_rules(source, rows, n, cxt);
+		}
+		PG_CATCH();
+		{
+			hash_search(versioned_sets, key, HASH_REMOVE, NULL);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
@@ -691,7 +807,7 @@ fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source, XLogRecPtr lsn)
 	if (rc == NULL)
 		return NULL;			/* not decoding, not loading */
 	if (load == NULL && !fr_products_cache_usable(lsn))
-		return compile_rules(source, NULL, CurrentMemoryContext, false);
+		return uncached_rules(source);
 	return cached_rules(rc, snapshot, source);
 }
 
@@ -798,6 +914,47 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 	table_close(rel, AccessShareLock);
 }
 
+/* Fills a new cache entry, in the cache's memory. */
+static void
+lookup_into(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, LookupEntry *e,
+			StringInfo keybytes)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(rule->cache_cxt);
+	char	   *copy = palloc(keybytes->len);
+
+	memcpy(copy, keybytes->data, keybytes->len);
+	lookup_direct(rs, rule, key, snapshot, e);
+	e->key.bytes = copy;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* A rule's lookup cache, new or started again when full. */
+static void
+rule_cache_start(FrRuleSet *rs, FrRule *rule)
+{
+	HASHCTL		ctl;
+	MemoryContext oldcxt;
+
+	if (rule->cache_cxt == NULL)
+		rule->cache_cxt = AllocSetContextCreate(rs->cxt, "fundrecs rule lookups",
+												ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(rule->cache_cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(LookupKey);
+	ctl.entrysize = sizeof(LookupEntry);
+	ctl.hash = lookup_key_hash;
+	ctl.match = lookup_key_match;
+	ctl.hcxt = rule->cache_cxt;
+	rule->cache = hash_create("fundrecs rule lookups", 1024, &ctl,
+							  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	rule->cache_entries = 0;
+	rule->last = NULL;
+	oldcxt = MemoryContextSwitchTo(rule->cache_cxt);
+	initStringInfo(&rule->keybuf);
+	MemoryContextSwitchTo(oldcxt);
+}
+
 static LookupEntry *
 lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheable)
 {
@@ -805,7 +962,6 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 	LookupKey	k;
 	LookupEntry *e;
 	bool		found;
-	MemoryContext oldcxt;
 
 	if (!cacheable)
 	{
@@ -814,39 +970,28 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 		return e;
 	}
 	if (rule->cache == NULL || rule->cache_entries >= FR_RULE_CACHE_MAX)
-	{
-		HASHCTL		ctl;
+		rule_cache_start(rs, rule);
 
-		if (rule->cache != NULL)
-			hash_destroy(rule->cache);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(LookupKey);
-		ctl.entrysize = sizeof(LookupEntry);
-		ctl.hash = lookup_key_hash;
-		ctl.match = lookup_key_match;
-		ctl.hcxt = rs->cxt;
-		rule->cache = hash_create("fundrecs rule lookups", 1024, &ctl,
-								  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
-		rule->cache_entries = 0;
-	}
-
-	/* The key's bytes, in the per-row context; copied when entered. */
-	initStringInfo(&buf);
+	/* The key's bytes, in a scratch buffer; copied when entered. */
+	buf = rule->keybuf;
+	resetStringInfo(&buf);
 	key_bytes(rule, key, &buf);
+	rule->keybuf = buf;
+	if (rule->last != NULL && rule->last->key.len == buf.len &&
+		memcmp(rule->last->key.bytes, buf.data, buf.len) == 0)
+		return rule->last;
 	k.bytes = buf.data;
 	k.len = buf.len;
 	e = hash_search(rule->cache, &k, HASH_ENTER, &found);
 	if (found)
+	{
+		rule->last = e;
 		return e;
+	}
 
-	oldcxt = MemoryContextSwitchTo(rs->cxt);
 	PG_TRY();
 	{
-		char	   *copy = palloc(buf.len);
-
-		memcpy(copy, buf.data, buf.len);
-		lookup_direct(rs, rule, key, snapshot, e);
-		e->key.bytes = copy;
+		lookup_into(rs, rule, key, snapshot, e, &buf);
 	}
 	PG_CATCH();
 	{
@@ -854,8 +999,8 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
 	rule->cache_entries++;
+	rule->last = e;
 	return e;
 }
 
@@ -879,6 +1024,7 @@ route_json(FrRuleSet *rs, const char *value, FrEnriched *out)
 
 		if (rs->routes != NULL)
 			hash_destroy(rs->routes);
+		rs->last_route_entry = NULL;
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(key);
 		ctl.entrysize = sizeof(RouteEntry);
@@ -901,6 +1047,10 @@ route_json(FrRuleSet *rs, const char *value, FrEnriched *out)
 	}
 	out->route_json = e->json;
 	out->route_len = e->json_len;
+	/* e->key holds the value (shorter than the key, so whole) */
+	rs->last_route = e->key;
+	rs->last_route_len = strlen(e->key);
+	rs->last_route_entry = e;
 }
 
 /* For the CONTEXT line of an error while evaluating. */
@@ -1005,7 +1155,20 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 				out->route_len = strlen(out->route_json);
 			}
 			else
-				route_json(rs, TextDatumGetCString(d), out);
+			{
+				struct varlena *t = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(d));
+				int			len = VARSIZE_ANY_EXHDR(t);
+
+				/* Rows come in runs of one route: the last one first. */
+				if (rs->last_route_entry != NULL && rs->last_route_len == len &&
+					memcmp(rs->last_route, VARDATA_ANY(t), len) == 0)
+				{
+					out->route_json = rs->last_route_entry->json;
+					out->route_len = rs->last_route_entry->json_len;
+				}
+				else
+					route_json(rs, text_to_cstring((text *) t), out);
+			}
 		}
 		ac->what = NULL;
 	}
