@@ -53,6 +53,8 @@
 
 /* Lookup results kept per rule before the cache starts again. */
 #define FR_RULE_CACHE_MAX 1000000
+/* Integer keys below this are also found by index (see lookup). */
+#define FR_DENSE_KEYS (1 << 20)
 /* Route values kept per rule set before starting again. */
 #define FR_ROUTE_CACHE_MAX 10000
 
@@ -71,12 +73,14 @@ typedef struct LookupEntry
 	bool	   *nulls;
 	char	   *json;			/* ,"name":value... of the out columns */
 	int			json_len;
+	const char *route_json;		/* route_from_lookup: its route, once known */
+	int			route_len;
 } LookupEntry;
 
 typedef struct RouteEntry
 {
-	char		key[NAMEDATALEN * 2];	/* the route's value, truncated */
-	char	   *json;
+	LookupKey	key;			/* the route's value; must be first */
+	char	   *json;			/* its slug, quoted */
 	int			json_len;
 } RouteEntry;
 
@@ -100,12 +104,16 @@ typedef struct FrRule
 	ExprState **computed;
 	char	   *route_what;
 	ExprState  *route;			/* NULL: none */
+	bool		route_from_lookup;	/* it reads only this rule's lookup */
 	char	   *miss_json;		/* the out columns, all null */
 	int			miss_json_len;
 	HTAB	   *cache;			/* LookupEntry; made on first use */
 	MemoryContext cache_cxt;	/* holds it, reset when it is full */
 	long		cache_entries;
 	LookupEntry *last;			/* the entry found last: runs of one key */
+	bool		int_key;		/* one int2, int4 or int8 key column */
+	LookupEntry **dense;		/* int_key: entries of keys 0..dense_size-1 */
+	int64		dense_size;
 	StringInfoData keybuf;		/* scratch: a key's bytes */
 } FrRule;
 
@@ -129,9 +137,7 @@ struct FrRuleSet
 	TupleTableSlot *inner_slot;
 	HTAB	   *routes;			/* route text -> quoted slug */
 	long		route_entries;
-	char	   *last_route;		/* the route value seen last, and its slug */
-	int			last_route_len;
-	RouteEntry *last_route_entry;
+	MemoryContext route_cxt;	/* holds them */
 };
 
 
@@ -530,6 +536,12 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 					   format_type_be(TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid));
 	}
 	index_close(index, AccessShareLock);
+	if (rule->nkeys == 1 && rs->error == NULL)
+	{
+		Oid			t = TupleDescAttr(ldesc, rule->key_attnums[0] - 1)->atttypid;
+
+		rule->int_key = t == INT2OID || t == INT4OID || t == INT8OID;
+	}
 
 	/* The emitted lookup columns. */
 	rule->nout = row->nout;
@@ -570,6 +582,26 @@ compile_tree(FrRuleSet *rs, const char *tree, const char *what, int ninner)
 	pull_varattnos(node, 1, &refs);
 	rs->source_refs = bms_join(rs->source_refs, refs);
 	return ExecPrepareExpr((Expr *) node, rs->estate);
+}
+
+/*
+ * Does an expression read only the columns the rule's own lookup emits?
+ * Then its value is the lookup row's, computed once per cached row.
+ */
+static bool
+reads_only_lookup(FrRule *rule, Node *tree)
+{
+	ListCell   *lc;
+
+	foreach(lc, pull_var_clause(tree, 0))
+	{
+		Var		   *v = lfirst_node(Var, lc);
+
+		if (v->varno != INNER_VAR || v->varattno <= rule->first_col ||
+			v->varattno > rule->first_col + rule->nout)
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -647,6 +679,8 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			rule->route = compile_tree(rs, row->route_tree,
 									   psprintf("the route of rule \"%s\"", rule->name),
 									   rs->ncols);
+			rule->route_from_lookup = reads_only_lookup(rule,
+														stringToNode(row->route_tree));
 			rs->has_route = true;
 		}
 
@@ -890,8 +924,18 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 			FrColumn   *col = &rs->cols[rule->first_col + i];
 
 			e->nulls[i] = n[rule->out_attnums[i] - 1];
-			e->values[i] = e->nulls[i] ? (Datum) 0 :
-				datumCopy(v[rule->out_attnums[i] - 1], att->attbyval, att->attlen);
+			if (e->nulls[i])
+				e->values[i] = (Datum) 0;
+			else if (att->attlen == -1)
+			{
+				/*
+				 * Kept with a 4-byte header, as functions want it: a short
+				 * one would be copied on every use.
+				 */
+				e->values[i] = PointerGetDatum(PG_DETOAST_DATUM_COPY(v[rule->out_attnums[i] - 1]));
+			}
+			else
+				e->values[i] = datumCopy(v[rule->out_attnums[i] - 1], att->attbyval, att->attlen);
 			fr_append_bytes(&json, col->json_name - 1, col->json_name_len + 1);
 			if (e->nulls[i])
 				fr_append_lit(&json, "null");
@@ -910,6 +954,7 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 		e->json = rule->miss_json;
 		e->json_len = rule->miss_json_len;
 	}
+	e->route_json = NULL;
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 }
@@ -950,18 +995,20 @@ rule_cache_start(FrRuleSet *rs, FrRule *rule)
 							  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 	rule->cache_entries = 0;
 	rule->last = NULL;
+	rule->dense = NULL;
+	rule->dense_size = 0;
 	oldcxt = MemoryContextSwitchTo(rule->cache_cxt);
 	initStringInfo(&rule->keybuf);
 	MemoryContextSwitchTo(oldcxt);
 }
 
+static LookupEntry *lookup_hashed(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot);
+static void remember_dense(FrRule *rule, int64 id, LookupEntry *e);
+
 static LookupEntry *
 lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheable)
 {
-	StringInfoData buf;
-	LookupKey	k;
 	LookupEntry *e;
-	bool		found;
 
 	if (!cacheable)
 	{
@@ -971,6 +1018,58 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 	}
 	if (rule->cache == NULL || rule->cache_entries >= FR_RULE_CACHE_MAX)
 		rule_cache_start(rs, rule);
+
+	/*
+	 * Integer keys, usually small and dense: found by index, without
+	 * hashing, as the products are.
+	 */
+	if (rule->int_key)
+	{
+		int64		id = rule->key_typlen[0] == 8 ? DatumGetInt64(key[0]) :
+			rule->key_typlen[0] == 4 ? DatumGetInt32(key[0]) : DatumGetInt16(key[0]);
+
+		if (id >= 0 && id < rule->dense_size && rule->dense[id] != NULL)
+			return rule->dense[id];
+		e = lookup_hashed(rs, rule, key, snapshot);
+		if (id >= 0 && id < FR_DENSE_KEYS)
+			remember_dense(rule, id, e);
+		return e;
+	}
+	return lookup_hashed(rs, rule, key, snapshot);
+}
+
+/* Sets dense[id], growing the array to hold it. */
+static void
+remember_dense(FrRule *rule, int64 id, LookupEntry *e)
+{
+	if (id >= rule->dense_size)
+	{
+		int64		size = Max(rule->dense_size, 1024);
+
+		while (size <= id)
+			size *= 2;
+		size = Min(size, FR_DENSE_KEYS);
+		if (rule->dense == NULL)
+			rule->dense = MemoryContextAllocZero(rule->cache_cxt, sizeof(LookupEntry *) * size);
+		else
+		{
+			rule->dense = repalloc(rule->dense, sizeof(LookupEntry *) * size);
+			memset(rule->dense + rule->dense_size, 0,
+				   sizeof(LookupEntry *) * (size - rule->dense_size));
+		}
+		rule->dense_size = size;
+	}
+	rule->dense[id] = e;
+}
+
+/* A lookup through the cache's hash table. */
+static LookupEntry *
+lookup_hashed(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot)
+{
+	StringInfoData buf;
+	LookupKey	k;
+	LookupEntry *e;
+	bool		found;
 
 	/* The key's bytes, in a scratch buffer; copied when entered. */
 	buf = rule->keybuf;
@@ -1004,53 +1103,51 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 	return e;
 }
 
-/* The quoted slug of a route's value, remembered per rule set. */
+/* The quoted slug of a route's value (len bytes), remembered per rule set. */
 static void
-route_json(FrRuleSet *rs, const char *value, FrEnriched *out)
+route_json(FrRuleSet *rs, const char *value, int len, FrEnriched *out)
 {
 	RouteEntry *e;
 	bool		found;
-	char		key[NAMEDATALEN * 2];
+	LookupKey	k;
 
-	if (strlen(value) >= sizeof(key))
-	{
-		out->route_json = fr_json_quote(fr_category_slug(value));
-		out->route_len = strlen(out->route_json);
-		return;
-	}
 	if (rs->routes == NULL || rs->route_entries >= FR_ROUTE_CACHE_MAX)
 	{
 		HASHCTL		ctl;
 
-		if (rs->routes != NULL)
-			hash_destroy(rs->routes);
-		rs->last_route_entry = NULL;
+		if (rs->route_cxt == NULL)
+			rs->route_cxt = AllocSetContextCreate(rs->cxt, "fundrecs routes",
+												  ALLOCSET_SMALL_SIZES);
+		else
+			MemoryContextReset(rs->route_cxt);
 		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(key);
+		ctl.keysize = sizeof(LookupKey);
 		ctl.entrysize = sizeof(RouteEntry);
-		ctl.hcxt = rs->cxt;
+		ctl.hash = lookup_key_hash;
+		ctl.match = lookup_key_match;
+		ctl.hcxt = rs->route_cxt;
 		rs->routes = hash_create("fundrecs routes", 64, &ctl,
-								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+								 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 		rs->route_entries = 0;
 	}
-	memset(key, 0, sizeof(key));
-	strcpy(key, value);
-	e = hash_search(rs->routes, key, HASH_ENTER, &found);
+	k.bytes = value;
+	k.len = len;
+	e = hash_search(rs->routes, &k, HASH_ENTER, &found);
 	if (!found)
 	{
-		MemoryContext oldcxt = MemoryContextSwitchTo(rs->cxt);
+		MemoryContext oldcxt = MemoryContextSwitchTo(rs->route_cxt);
+		char	   *copy = palloc(len + 1);
 
-		e->json = fr_json_quote(fr_category_slug(value));
+		memcpy(copy, value, len);
+		copy[len] = '\0';
+		e->key.bytes = copy;
+		e->json = fr_json_quote(fr_category_slug(copy));
 		e->json_len = strlen(e->json);
 		MemoryContextSwitchTo(oldcxt);
 		rs->route_entries++;
 	}
 	out->route_json = e->json;
 	out->route_len = e->json_len;
-	/* e->key holds the value (shorter than the key, so whole) */
-	rs->last_route = e->key;
-	rs->last_route_len = strlen(e->key);
-	rs->last_route_entry = e;
 }
 
 /* For the CONTEXT line of an error while evaluating. */
@@ -1098,7 +1195,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 		FrRule	   *rule = &rs->rules[r];
 		Datum		key[INDEX_MAX_KEYS];
 		bool		miss = false;
-		LookupEntry *e;
+		LookupEntry *e = NULL;
 
 		for (int k = 0; k < rule->nkeys; k++)
 		{
@@ -1142,7 +1239,12 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 			else
 				fr_json_append_value(json, col, d);
 		}
-		if (rule->route != NULL)
+		if (rule->route != NULL && e != NULL && e->route_json != NULL)
+		{
+			out->route_json = e->route_json;
+			out->route_len = e->route_len;
+		}
+		else if (rule->route != NULL)
 		{
 			bool		null;
 			Datum		d;
@@ -1157,17 +1259,14 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 			else
 			{
 				struct varlena *t = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(d));
-				int			len = VARSIZE_ANY_EXHDR(t);
 
-				/* Rows come in runs of one route: the last one first. */
-				if (rs->last_route_entry != NULL && rs->last_route_len == len &&
-					memcmp(rs->last_route, VARDATA_ANY(t), len) == 0)
-				{
-					out->route_json = rs->last_route_entry->json;
-					out->route_len = rs->last_route_entry->json_len;
-				}
-				else
-					route_json(rs, text_to_cstring((text *) t), out);
+				route_json(rs, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
+			}
+			/* The route and the cached row live as long as the rule set. */
+			if (rule->route_from_lookup && e != NULL && cacheable)
+			{
+				e->route_json = MemoryContextStrdup(rule->cache_cxt, out->route_json);
+				e->route_len = out->route_len;
 			}
 		}
 		ac->what = NULL;
