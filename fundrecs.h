@@ -260,6 +260,8 @@ extern void fr_json_append_timestamptz(StringInfo out, TimestampTz ts);
 extern void fr_json_append_string(StringInfo out, const char *str);
 extern void fr_json_append_number_text(StringInfo out, const char *str);
 extern char *fr_json_quote(const char *str);
+extern bool fr_json_append_scaled_product(StringInfo out, int64 units, int scale, int64 q);
+extern bool fr_parse_exact_decimal(const char *text, int64 *units, int *scale);
 
 /* ----------------------------------------------------------------
  * Row messages (fundrecs_row.c), written by the decoder and the initial load

@@ -42,6 +42,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -75,7 +76,24 @@ typedef struct LookupEntry
 	int			json_len;
 	const char *route_json;		/* route_from_lookup: its route, once known */
 	int			route_len;
+	int64	   *units;			/* numeric out columns as 10^-scale units */
+	int8	   *scales;			/* -1: not a numeric, or not exact */
 } LookupEntry;
+
+/*
+ * A computed column "decimal * integer" whose decimal is a lookup column:
+ * computed in int64 when exact, as numeric_mul would give it (the built-in
+ * enrichment's price x quantity does the same).  Only where no later
+ * expression reads the column: it is written, not kept.
+ */
+typedef struct ExactMul
+{
+	int			dec_rule;		/* the rule whose lookup emits the decimal */
+	int			dec_out;		/* its out column */
+	bool		int_inner;		/* the integer: emitted column or row's */
+	AttrNumber	int_attno;
+	Oid			int_type;
+} ExactMul;
 
 typedef struct RouteEntry
 {
@@ -102,7 +120,10 @@ typedef struct FrRule
 	int			ncomputed;
 	char	  **computed_what;	/* for the error context */
 	ExprState **computed;
+	Node	  **computed_nodes;
+	ExactMul  **exact;			/* per computed column, NULL: none */
 	char	   *route_what;
+	Node	   *route_node;
 	ExprState  *route;			/* NULL: none */
 	bool		route_from_lookup;	/* it reads only this rule's lookup */
 	char	   *miss_json;		/* the out columns, all null */
@@ -135,6 +156,7 @@ struct FrRuleSet
 	ExprContext *econtext;
 	TupleTableSlot *scan_slot;
 	TupleTableSlot *inner_slot;
+	LookupEntry **cur;			/* per rule, the row's lookup (NULL: none) */
 	HTAB	   *routes;			/* route text -> quoted slug */
 	long		route_entries;
 	MemoryContext route_cxt;	/* holds them */
@@ -604,6 +626,147 @@ reads_only_lookup(FrRule *rule, Node *tree)
 	return true;
 }
 
+static Var *
+strip_var(Node *node)
+{
+	while (node != NULL && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	return node != NULL && IsA(node, Var) ? (Var *) node : NULL;
+}
+
+/* Is tree "decimal * integer" with a lookup's decimal (see ExactMul)? */
+static ExactMul *
+exact_mul(FrRuleSet *rs, Node *tree, int nrules_before)
+{
+	OpExpr	   *op;
+	Var		   *dec = NULL;
+	Var		   *intvar = NULL;
+	ExactMul   *x;
+
+	if (!IsA(tree, OpExpr) || (op = (OpExpr *) tree)->opfuncid != F_NUMERIC_MUL ||
+		list_length(op->args) != 2)
+		return NULL;
+	for (int i = 0; i < 2; i++)
+	{
+		Node	   *arg = list_nth(op->args, i);
+		Var		   *v = strip_var(arg);
+
+		if (v != NULL && v->vartype == NUMERICOID && v->varno == INNER_VAR)
+			dec = v;
+		else if (IsA(arg, FuncExpr) &&
+				 (((FuncExpr *) arg)->funcid == F_NUMERIC_INT4 ||
+				  ((FuncExpr *) arg)->funcid == F_NUMERIC_INT8 ||
+				  ((FuncExpr *) arg)->funcid == F_NUMERIC_INT2) &&
+				 list_length(((FuncExpr *) arg)->args) == 1)
+			intvar = strip_var(linitial(((FuncExpr *) arg)->args));
+	}
+	if (dec == NULL || intvar == NULL ||
+		(intvar->vartype != INT2OID && intvar->vartype != INT4OID && intvar->vartype != INT8OID))
+		return NULL;
+
+	/* The decimal must be an out column of a rule so far (its lookup's). */
+	x = palloc0(sizeof(ExactMul));
+	x->dec_rule = -1;
+	for (int r = 0; r <= nrules_before; r++)
+	{
+		FrRule	   *rule = &rs->rules[r];
+
+		if (dec->varattno > rule->first_col && dec->varattno <= rule->first_col + rule->nout)
+		{
+			x->dec_rule = r;
+			x->dec_out = dec->varattno - rule->first_col - 1;
+		}
+	}
+	if (x->dec_rule < 0)
+		return NULL;
+	x->int_inner = intvar->varno == INNER_VAR;
+	x->int_attno = intvar->varattno;
+	x->int_type = intvar->vartype;
+	return x;
+}
+
+/* Does the node read emitted column col (1-based)? */
+static bool
+reads_inner(Node *node, AttrNumber col)
+{
+	ListCell   *lc;
+
+	if (node == NULL)
+		return false;
+	foreach(lc, pull_var_clause(node, 0))
+	{
+		Var		   *v = lfirst_node(Var, lc);
+
+		if (v->varno == INNER_VAR && v->varattno == col)
+			return true;
+	}
+	return false;
+}
+
+/* A column computed the exact way is written only: none may read it. */
+static void
+drop_exact_read_later(FrRuleSet *rs)
+{
+	for (int r = 0; r < rs->nrules; r++)
+	{
+		FrRule	   *rule = &rs->rules[r];
+
+		for (int j = 0; j < rule->ncomputed; j++)
+		{
+			AttrNumber	col = rule->first_col + rule->nout + j + 1;
+
+			if (rule->exact[j] == NULL)
+				continue;
+			for (int r2 = r; r2 < rs->nrules && rule->exact[j] != NULL; r2++)
+			{
+				FrRule	   *later = &rs->rules[r2];
+
+				if (reads_inner(later->route_node, col))
+					rule->exact[j] = NULL;
+				for (int j2 = 0; j2 < later->ncomputed && rule->exact[j] != NULL; j2++)
+					if (reads_inner(later->computed_nodes[j2], col))
+						rule->exact[j] = NULL;
+			}
+		}
+	}
+}
+
+/*
+ * Appends an ExactMul's value when it can: false to evaluate it instead.
+ * *null tells whether it is NULL.
+ */
+static bool
+append_exact(FrRuleSet *rs, ExactMul *x, StringInfo json, bool *null)
+{
+	LookupEntry *e = rs->cur[x->dec_rule];
+	TupleTableSlot *slot = x->int_inner ? rs->inner_slot : rs->scan_slot;
+	int64		q;
+
+	if (e == NULL)
+		return false;
+	*null = e->nulls[x->dec_out] || slot->tts_isnull[x->int_attno - 1];
+	if (*null)
+	{
+		fr_append_lit(json, "null");
+		return true;
+	}
+	if (e->scales[x->dec_out] < 0)
+		return false;
+	switch (x->int_type)
+	{
+		case INT2OID:
+			q = DatumGetInt16(slot->tts_values[x->int_attno - 1]);
+			break;
+		case INT4OID:
+			q = DatumGetInt32(slot->tts_values[x->int_attno - 1]);
+			break;
+		default:
+			q = DatumGetInt64(slot->tts_values[x->int_attno - 1]);
+			break;
+	}
+	return fr_json_append_scaled_product(json, e->units[x->dec_out], e->scales[x->dec_out], q);
+}
+
 /*
  * Compiles rules (those of source, read by read_rules) into cxt; NULL when
  * there are none.
@@ -657,6 +820,8 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 		rule->ncomputed = row->ncomputed;
 		rule->computed = palloc0(sizeof(ExprState *) * Max(row->ncomputed, 1));
 		rule->computed_what = palloc(sizeof(char *) * Max(row->ncomputed, 1));
+		rule->computed_nodes = palloc0(sizeof(Node *) * Max(row->ncomputed, 1));
+		rule->exact = palloc0(sizeof(ExactMul *) * Max(row->ncomputed, 1));
 		for (int j = 0; j < row->ncomputed; j++)
 		{
 			char	   *name = TextDatumGetCString(row->computed_names[j]);
@@ -670,6 +835,8 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			init_column(&rs->cols[rs->ncols], name, exprType(tree), cxt);
 			rule->computed[j] = compile_tree(rs, TextDatumGetCString(row->computed_trees[j]),
 											 what, rs->ncols);
+			rule->computed_nodes[j] = tree;
+			rule->exact[j] = exact_mul(rs, tree, i);
 			rs->ncols++;
 		}
 		if (row->route_tree != NULL)
@@ -679,8 +846,8 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			rule->route = compile_tree(rs, row->route_tree,
 									   psprintf("the route of rule \"%s\"", rule->name),
 									   rs->ncols);
-			rule->route_from_lookup = reads_only_lookup(rule,
-														stringToNode(row->route_tree));
+			rule->route_node = stringToNode(row->route_tree);
+			rule->route_from_lookup = reads_only_lookup(rule, rule->route_node);
 			rs->has_route = true;
 		}
 
@@ -700,6 +867,8 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			rule->miss_json_len = buf.len;
 		}
 	}
+	drop_exact_read_later(rs);
+	rs->cur = palloc0(sizeof(LookupEntry *) * nrules);
 	MemoryContextSwitchTo(oldcxt);
 	return rs;
 }
@@ -910,6 +1079,9 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 	e->found = HeapTupleIsValid(tuple);
 	e->values = palloc(sizeof(Datum) * Max(rule->nout, 1));
 	e->nulls = palloc(sizeof(bool) * Max(rule->nout, 1));
+	e->units = palloc0(sizeof(int64) * Max(rule->nout, 1));
+	e->scales = palloc(sizeof(int8) * Max(rule->nout, 1));
+	memset(e->scales, -1, sizeof(int8) * Max(rule->nout, 1));
 	if (e->found)
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
@@ -928,6 +1100,16 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 				e->values[i] = (Datum) 0;
 			else if (att->attlen == -1)
 			{
+				if (att->atttypid == NUMERICOID)
+				{
+					int			scale;
+					char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
+																		   v[rule->out_attnums[i] - 1]));
+
+					if (fr_parse_exact_decimal(text, &e->units[i], &scale) && scale <= 18)
+						e->scales[i] = (int8) scale;
+				}
+
 				/*
 				 * Kept with a 4-byte header, as functions want it: a short
 				 * one would be copied on every use.
@@ -1206,6 +1388,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 			if (null)
 				miss = true;
 		}
+		rs->cur[r] = NULL;
 		if (miss)
 		{
 			fr_append_bytes(json, rule->miss_json, rule->miss_json_len);
@@ -1214,6 +1397,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 		else
 		{
 			e = lookup(rs, rule, key, snapshot, cacheable);
+			rs->cur[r] = e;
 			fr_append_bytes(json, e->json, e->json_len);
 			for (int i = 0; i < rule->nout; i++)
 			{
@@ -1230,10 +1414,17 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 			Datum		d;
 
 			ac->what = rule->computed_what[j];
+			fr_append_bytes(json, col->json_name - 1, col->json_name_len + 1);
+			if (rule->exact[j] != NULL && append_exact(rs, rule->exact[j], json, &null))
+			{
+				/* written; no expression reads it */
+				inner->tts_values[c] = (Datum) 0;
+				inner->tts_isnull[c] = true;
+				continue;
+			}
 			d = ExecEvalExprSwitchContext(rule->computed[j], econtext, &null);
 			inner->tts_values[c] = d;
 			inner->tts_isnull[c] = null;
-			fr_append_bytes(json, col->json_name - 1, col->json_name_len + 1);
 			if (null)
 				fr_append_lit(json, "null");
 			else

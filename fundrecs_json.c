@@ -312,3 +312,78 @@ fr_json_append_value(StringInfo out, FrColumn *col, Datum value)
 			break;
 	}
 }
+
+/*
+ * units / 10^scale times q, exactly, as numeric_mul would print it (the
+ * scale of the decimal, an integer's being 0); false on int64 overflow,
+ * when nothing is appended.
+ */
+bool
+fr_json_append_scaled_product(StringInfo out, int64 units, int scale, int64 q)
+{
+	int64		total;
+	uint64		abs_total;
+	uint64		pow10 = 1;
+	char		frac[20];
+
+	if (__builtin_mul_overflow(units, q, &total))
+		return false;
+	for (int i = 0; i < scale; i++)
+		pow10 *= 10;
+	abs_total = total < 0 ? (uint64) 0 - (uint64) total : (uint64) total;
+	if (total < 0)
+		fr_append_char(out, '-');
+	fr_json_append_uint(out, abs_total / pow10);
+	if (scale > 0)
+	{
+		uint64		f = abs_total % pow10;
+
+		for (int i = scale - 1; i >= 0; i--)
+		{
+			frac[i] = '0' + (char) (f % 10);
+			f /= 10;
+		}
+		fr_append_char(out, '.');
+		fr_append_bytes(out, frac, scale);
+	}
+	return true;
+}
+
+/*
+ * A numeric's output text as an integer number of 10^-scale units, when it
+ * is a plain decimal of at most 17 digits (so products with integers can be
+ * computed in int64, exactly).
+ */
+bool
+fr_parse_exact_decimal(const char *text, int64 *units, int *scale)
+{
+	const char *c = text;
+	bool		neg = false;
+	int64		u = 0;
+	int			sc = -1;
+	int			digits = 0;
+
+	if (*c == '-')
+	{
+		neg = true;
+		c++;
+	}
+	for (; *c; c++)
+	{
+		if (*c == '.' && sc < 0)
+		{
+			sc = 0;
+			continue;
+		}
+		if (*c < '0' || *c > '9' || ++digits > 17)
+			return false;
+		u = u * 10 + (*c - '0');
+		if (sc >= 0)
+			sc++;
+	}
+	if (digits == 0)
+		return false;
+	*units = neg ? -u : u;
+	*scale = sc < 0 ? 0 : sc;
+	return true;
+}

@@ -254,36 +254,7 @@ resolve_products_table(void)
 static void
 parse_exact_price(FrProduct *p)
 {
-	const char *c = p->price_text;
-	bool		neg = false;
-	int64		units = 0;
-	int			scale = -1;
-	int			digits = 0;
-
-	p->price_exact = false;
-	if (*c == '-')
-	{
-		neg = true;
-		c++;
-	}
-	for (; *c; c++)
-	{
-		if (*c == '.' && scale < 0)
-		{
-			scale = 0;
-			continue;
-		}
-		if (*c < '0' || *c > '9' || ++digits > 17)
-			return;
-		units = units * 10 + (*c - '0');
-		if (scale >= 0)
-			scale++;
-	}
-	if (digits == 0)
-		return;
-	p->price_units = neg ? -units : units;
-	p->price_scale = scale < 0 ? 0 : scale;
-	p->price_exact = true;
+	p->price_exact = fr_parse_exact_decimal(p->price_text, &p->price_units, &p->price_scale);
 }
 
 /*

@@ -238,10 +238,6 @@ static bool
 append_exact_total(StringInfo out, FrProduct *product, Oid qtype, Datum quantity)
 {
 	int64		q;
-	int64		total;
-	uint64		abs_total;
-	uint64		pow10 = 1;
-	char		frac[20];
 
 	switch (qtype)
 	{
@@ -257,27 +253,7 @@ append_exact_total(StringInfo out, FrProduct *product, Oid qtype, Datum quantity
 		default:
 			return false;
 	}
-	if (__builtin_mul_overflow(product->price_units, q, &total))
-		return false;
-	for (int i = 0; i < product->price_scale; i++)
-		pow10 *= 10;
-	abs_total = total < 0 ? (uint64) 0 - (uint64) total : (uint64) total;
-	if (total < 0)
-		fr_append_char(out, '-');
-	fr_json_append_uint(out, abs_total / pow10);
-	if (product->price_scale > 0)
-	{
-		uint64		f = abs_total % pow10;
-
-		for (int i = product->price_scale - 1; i >= 0; i--)
-		{
-			frac[i] = '0' + (char) (f % 10);
-			f /= 10;
-		}
-		fr_append_char(out, '.');
-		fr_append_bytes(out, frac, product->price_scale);
-	}
-	return true;
+	return fr_json_append_scaled_product(out, product->price_units, product->price_scale, q);
 }
 
 static void

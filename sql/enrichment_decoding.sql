@@ -170,6 +170,25 @@ RESET ROLE;
 -- A partition takes its root's rules: none of its own.
 SELECT fundrecs.add_enrichment('shop.sales_us', 'catalog.skus', ARRAY['sku_id'], name => 'leaf');
 
+-- "decimal * integer" over a lookup's decimal is computed in integers when
+-- exact: the same text numeric_mul gives, for every kind of value
+-- (negative, long, NaN, an overflow, NULLs, a column read later).
+CREATE TABLE catalog.prices (id int PRIMARY KEY, price numeric) WITH (user_catalog_table = true);
+INSERT INTO catalog.prices VALUES (1, 19.99), (2, -1.5), (3, 0.001), (4, 12345678901234567.89),
+	(5, 'NaN'), (6, NULL), (7, 92233720368547758.07), (8, 3);
+CREATE TABLE shop.qty (id int PRIMARY KEY, price_id int, q bigint);
+SELECT fundrecs.add_enrichment('shop.qty', 'catalog.prices', ARRAY['price_id'],
+	computed => ARRAY['total = price * q', 'total2 = q * price', 'twice = total2 * 2']);
+INSERT INTO shop.qty SELECT p * 10 + n, p, (ARRAY[2, -3, 0, NULL, 9223372036854775807])[n]
+  FROM generate_series(1, 9) p, generate_series(1, 5) n;
+SELECT count(*) AS rows,
+	   count(*) FILTER (WHERE d->>'total' IS NOT DISTINCT FROM (l.price * q.q)::text
+						  AND d->>'total2' IS NOT DISTINCT FROM (l.price * q.q)::text
+						  AND d->>'twice' IS NOT DISTINCT FROM (l.price * q.q * 2)::text) AS same
+  FROM (SELECT c::json->'data' AS d FROM changes('rules') c) c
+  JOIN shop.qty q ON q.id = (d->>'id')::int
+  LEFT JOIN catalog.prices l ON l.id = q.price_id;
+
 -- The seed's enrichment written as a rule gives the built-in's output,
 -- field for field (the table's name aside), and a rule on the orders
 -- table itself wins over the built-in enrichment.
