@@ -196,14 +196,15 @@ sub start_s3rver
 # SQL of the Athena views: a hash of figures.
 sub athena_figures
 {
-	my ($s3port, $bucket, $prefix) = @_;
+	my ($s3port, $bucket, $prefix, $query) = @_;
 	my $dir = "$PostgreSQL::Test::Utils::tmp_check/download_" . int(rand(1e9));
 	my ($out, $err);
 	IPC::Run::run([ $PYTHON, "$E2E_DIR/s3_tool.py", '--endpoint', "http://127.0.0.1:$s3port",
 		'download', '--hive-route', $bucket, $prefix, $dir ], '>', \$out, '2>', \$err)
 	  or die "s3_tool download failed: $err";
 	local $ENV{NODE_PATH} = "$E2E_DIR/node_modules";
-	IPC::Run::run([ 'node', "$E2E_DIR/athena_duckdb.js", $dir ], '>', \$out, '2>', \$err)
+	IPC::Run::run([ 'node', "$E2E_DIR/athena_duckdb.js", $dir, defined $query ? ($query) : () ],
+		'>', \$out, '2>', \$err)
 	  or die "athena_duckdb failed: $err";
 	return decode_json($out);
 }
@@ -256,7 +257,8 @@ sub read_stream
 	foreach my $line (split /\n/, $out)
 	{
 		my $r = decode_json($line);
-		$r->{row} = decode_json($r->{data});
+		# data is characters already (decoded with the line): not decode_json
+		$r->{row} = JSON::PP->new->decode($r->{data});
 		push @recs, $r;
 	}
 	return \@recs;
@@ -283,7 +285,8 @@ sub read_deaggregated
 	foreach my $line (split /\n/, $out)
 	{
 		my $r = decode_json($line);
-		$r->{row} = decode_json($r->{data});
+		# data is characters already (decoded with the line): not decode_json
+		$r->{row} = JSON::PP->new->decode($r->{data});
 		push @recs, $r;
 	}
 	return \@recs;

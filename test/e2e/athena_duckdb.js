@@ -1,7 +1,8 @@
 // The Athena views of scripts/athena/fundrecs_athena.sql, in DuckDB's SQL,
 // over a local copy of the S3 objects (same layout: route=/dt= as Hive
 // partitions).  Prints the figures the tests compare with PostgreSQL.
-//   node athena_duckdb.js DIRECTORY   (from s3_tool.py download --hive-route)
+//   node athena_duckdb.js DIRECTORY [SQL]   (from s3_tool.py download --hive-route)
+// SQL, when given, is run over the views too; its rows come back as "query".
 'use strict';
 const { DuckDBInstance } = require('@duckdb/node-api');
 
@@ -51,6 +52,14 @@ const views = [
                                          ORDER BY commit_pos DESC, change_pos DESC) AS version_no
          FROM changes c WHERE "table" = 'customers') v
    WHERE version_no = 1 AND op <> 'delete'`,
+  // The generic form, for any table (those enriched by rules): the latest
+  // version of each key, data as JSON.
+  `CREATE VIEW current_json AS
+   SELECT "schema", "table", route, "key", data
+   FROM (SELECT c.*, row_number() OVER (PARTITION BY "schema", "table", "key"::VARCHAR
+                                         ORDER BY commit_pos DESC, change_pos DESC) AS version_no
+         FROM changes c) v
+   WHERE version_no = 1 AND op <> 'delete'`,
 ];
 
 (async () => {
@@ -72,6 +81,7 @@ const views = [
     changes: (await q('SELECT count(*) AS n FROM changes'))[0].n,
     objects_routes: await q(`SELECT DISTINCT route FROM cdc_rows ORDER BY route`),
   };
+  if (process.argv[3]) out.query = await q(process.argv[3]);
   console.log(JSON.stringify(out));
 })().catch((e) => {
   console.error(e.message);
