@@ -404,7 +404,7 @@ read_rules(Oid source, Snapshot snapshot, int *nrules)
 
 /* The rule set cannot be applied now: why, for on_enrich_error. */
 static void
-set_broken(FrRuleSet *rs, const char *fmt,...) pg_attribute_printf(2, 3);
+			set_broken(FrRuleSet *rs, const char *fmt,...) pg_attribute_printf(2, 3);
 
 static void
 set_broken(FrRuleSet *rs, const char *fmt,...)
@@ -1202,13 +1202,13 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 		rule_cache_start(rs, rule);
 
 	/*
-	 * Integer keys, usually small and dense: found by index, without
-	 * hashing, as the products are.
+	 * Integer keys, usually small and dense: found by index, without hashing,
+	 * as the products are.
 	 */
 	if (rule->int_key)
 	{
 		int64		id = rule->key_typlen[0] == 8 ? DatumGetInt64(key[0]) :
-			rule->key_typlen[0] == 4 ? DatumGetInt32(key[0]) : DatumGetInt16(key[0]);
+		rule->key_typlen[0] == 4 ? DatumGetInt32(key[0]) : DatumGetInt16(key[0]);
 
 		if (id >= 0 && id < rule->dense_size && rule->dense[id] != NULL)
 			return rule->dense[id];
