@@ -403,9 +403,7 @@ read_rules(Oid source, Snapshot snapshot, int *nrules)
 }
 
 /* The rule set cannot be applied now: why, for on_enrich_error. */
-static void
-			set_broken(FrRuleSet *rs, const char *fmt,...) pg_attribute_printf(2, 3);
-
+pg_attribute_printf(2, 3)
 static void
 set_broken(FrRuleSet *rs, const char *fmt,...)
 {
@@ -1207,8 +1205,14 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 	 */
 	if (rule->int_key)
 	{
-		int64		id = rule->key_typlen[0] == 8 ? DatumGetInt64(key[0]) :
-		rule->key_typlen[0] == 4 ? DatumGetInt32(key[0]) : DatumGetInt16(key[0]);
+		int64		id;
+
+		if (rule->key_typlen[0] == 8)
+			id = DatumGetInt64(key[0]);
+		else if (rule->key_typlen[0] == 4)
+			id = DatumGetInt32(key[0]);
+		else
+			id = DatumGetInt16(key[0]);
 
 		if (id >= 0 && id < rule->dense_size && rule->dense[id] != NULL)
 			return rule->dense[id];

@@ -256,11 +256,13 @@ check_new_name(RuleBuild *rb, const char *name)
 						RelationGetRelationName(rb->source)),
 				 errhint("Name the emitted column with AS, e.g. '%s AS lookup_%s'.", name, name)));
 	foreach(lc, rb->emitted)
+	{
 		if (strcmp(((EmittedColumn *) lfirst(lc))->name, name) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_COLUMN),
-				 errmsg("column \"%s\" is already emitted by a rule of %s", name,
-						RelationGetRelationName(rb->source))));
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("column \"%s\" is already emitted by a rule of %s", name,
+							RelationGetRelationName(rb->source))));
+	}
 }
 
 static void
@@ -279,9 +281,9 @@ emit(RuleBuild *rb, const char *name, Oid typid, int32 typmod)
 static void
 load_emitted(RuleBuild *rb)
 {
-	const char *sql =
-	"SELECT r.lookup, r.out_names, r.out_attnums, r.computed_names, r.computed_trees"
-	"  FROM fundrecs.enrichment_rules r WHERE r.source = $1 ORDER BY r.rule_id";
+	const char *sql = "SELECT r.lookup, r.out_names, r.out_attnums, r.computed_names,"
+	" r.computed_trees FROM fundrecs.enrichment_rules r WHERE r.source = $1"
+	" ORDER BY r.rule_id";
 	Oid			types[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(RelationGetRelid(rb->source))};
 	AsOwner		saved;
