@@ -435,93 +435,77 @@ text_list(ArrayType *arr)
 	return out;
 }
 
-PG_FUNCTION_INFO_V1(fundrecs_add_enrichment);
-
-Datum
-fundrecs_add_enrichment(PG_FUNCTION_ARGS)
+/* A rule being added: what is recorded of it. */
+typedef struct NewRule
 {
-	Oid			source_oid,
-				lookup_oid;
-	Relation	lookup;
-	RuleBuild	rb;
-	List	   *key,
-			   *joins,
-			   *join_refs = NIL,
-			   *out_names = NIL,
-			   *out_attnums = NIL,
-			   *cnames = NIL,
-			   *cexprs = NIL,
-			   *ctrees = NIL;
-	char	   *route = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
-	char	   *route_tree = NULL;
+	Oid			source;
+	Oid			lookup;
 	char	   *name;
-	ListCell   *lk,
-			   *lj;
-	Oid			types[12] = {OIDOID, NAMEOID, OIDOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID,
-	INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID};
-	Datum		values[12];
-	char		nulls[12];
-	AsOwner		saved;
+	List	   *key;			/* the lookup's key columns */
+	List	   *join_refs;
+	List	   *out_names;
+	List	   *out_attnums;
+	List	   *cnames;
+	List	   *cexprs;
+	List	   *ctrees;
+	char	   *route;
+	char	   *route_tree;
+} NewRule;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("source, lookup and join_columns are required")));
-	source_oid = PG_GETARG_OID(0);
-	lookup_oid = PG_GETARG_OID(1);
-	name = PG_ARGISNULL(6) ? get_rel_name(lookup_oid) : pstrdup(NameStr(*PG_GETARG_NAME(6)));
-
-	/* Adding a rule changes what the source's changes say: its owner's call. */
-	if (!fr_relation_owned(source_oid, GetUserId()))
-		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(source_oid)),
-					   get_rel_name(source_oid));
-	if (pg_class_aclcheck(lookup_oid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(get_rel_relkind(lookup_oid)),
-					   get_rel_name(lookup_oid));
-
-	SPI_connect();
-	rb.source = table_open(source_oid, AccessShareLock);
-	rb.emitted = NIL;
-	if (rb.source->rd_rel->relkind != RELKIND_RELATION &&
-		rb.source->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+/* Rules are added to tables and partitioned tables, not to partitions. */
+static void
+check_source(Relation source)
+{
+	if (source->rd_rel->relkind != RELKIND_RELATION &&
+		source->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", RelationGetRelationName(rb.source))));
-	if (rb.source->rd_rel->relispartition)
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(source))));
+	if (source->rd_rel->relispartition)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is a partition", RelationGetRelationName(rb.source)),
+				 errmsg("\"%s\" is a partition", RelationGetRelationName(source)),
 				 errdetail("The rules of a partitioned table apply to all its partitions."),
 				 errhint("Add the rule to the partitioned table.")));
-	lookup = table_open(lookup_oid, AccessShareLock);
-	key = lookup_key(lookup);
-	load_emitted(&rb);
+}
 
-	/* The join: the key's columns in order, types alike. */
-	joins = text_list(PG_GETARG_ARRAYTYPE_P(2));
-	if (list_length(joins) != list_length(key))
+/* The join: the key's columns in order, types alike. */
+static void
+resolve_joins(RuleBuild *rb, Relation lookup, List *joins, NewRule *nr)
+{
+	ListCell   *lk,
+			   *lj;
+
+	if (list_length(joins) != list_length(nr->key))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("join_columns names %d columns, but the primary key of %s has %d",
-						list_length(joins), RelationGetRelationName(lookup), list_length(key))));
-	forboth(lj, joins, lk, key)
+						list_length(joins), RelationGetRelationName(lookup),
+						list_length(nr->key))));
+	forboth(lj, joins, lk, nr->key)
 	{
 		Oid			jtype;
-		int16		ref = resolve_join_column(&rb, (char *) lfirst(lj), &jtype);
-		Oid			ktype = get_atttype(lookup_oid, lfirst_int(lk));
+		int16		ref = resolve_join_column(rb, (char *) lfirst(lj), &jtype);
+		Oid			ktype = get_atttype(nr->lookup, lfirst_int(lk));
 
 		if (jtype != ktype)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
 					 errmsg("join column \"%s\" is %s, but key column \"%s\" of %s is %s",
 							(char *) lfirst(lj), format_type_be(jtype),
-							get_attname(lookup_oid, lfirst_int(lk), false),
+							get_attname(nr->lookup, lfirst_int(lk), false),
 							RelationGetRelationName(lookup), format_type_be(ktype))));
-		join_refs = lappend_int(join_refs, ref);
+		nr->join_refs = lappend_int(nr->join_refs, ref);
 	}
+}
 
-	/* The emitted columns: those named, or every column but the key's. */
-	if (PG_ARGISNULL(3))
+/* The emitted columns: those named (columns), or every column but the key's. */
+static void
+emit_lookup_columns(RuleBuild *rb, Relation lookup, List *columns, bool all, NewRule *nr)
+{
+	ListCell   *lc;
+
+	if (all)
 	{
 		TupleDesc	desc = RelationGetDescr(lookup);
 
@@ -529,108 +513,111 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, i);
 
-			if (att->attisdropped || list_member_int(key, att->attnum))
+			if (att->attisdropped || list_member_int(nr->key, att->attnum))
 				continue;
-			emit(&rb, NameStr(att->attname), att->atttypid, att->atttypmod);
-			out_names = lappend(out_names, pstrdup(NameStr(att->attname)));
-			out_attnums = lappend_int(out_attnums, att->attnum);
+			emit(rb, NameStr(att->attname), att->atttypid, att->atttypmod);
+			nr->out_names = lappend(nr->out_names, pstrdup(NameStr(att->attname)));
+			nr->out_attnums = lappend_int(nr->out_attnums, att->attnum);
 		}
+		return;
 	}
-	else
+	foreach(lc, columns)
 	{
-		ListCell   *lc;
+		char	   *column,
+				   *alias;
+		AttrNumber	attnum;
+		Oid			typid;
+		int32		typmod;
+		Oid			coll;
 
-		foreach(lc, text_list(PG_GETARG_ARRAYTYPE_P(3)))
-		{
-			char	   *column,
-					   *alias;
-			AttrNumber	attnum;
-			Oid			typid;
-			int32		typmod;
-			Oid			coll;
-
-			split_alias((char *) lfirst(lc), &column, &alias);
-			attnum = get_attnum(lookup_oid, column);
-			if (attnum <= 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_COLUMN),
-						 errmsg("column \"%s\" of lookup table %s does not exist", column,
-								RelationGetRelationName(lookup))));
-			get_atttypetypmodcoll(lookup_oid, attnum, &typid, &typmod, &coll);
-			emit(&rb, alias, typid, typmod);
-			out_names = lappend(out_names, alias);
-			out_attnums = lappend_int(out_attnums, attnum);
-		}
+		split_alias((char *) lfirst(lc), &column, &alias);
+		attnum = get_attnum(nr->lookup, column);
+		if (attnum <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of lookup table %s does not exist", column,
+							RelationGetRelationName(lookup))));
+		get_atttypetypmodcoll(nr->lookup, attnum, &typid, &typmod, &coll);
+		emit(rb, alias, typid, typmod);
+		nr->out_names = lappend(nr->out_names, alias);
+		nr->out_attnums = lappend_int(nr->out_attnums, attnum);
 	}
+}
 
-	/* Computed columns, "name = expression", each seeing those before it. */
-	if (!PG_ARGISNULL(4))
+/* Computed columns, "name = expression", each seeing those before it. */
+static void
+compile_computed(RuleBuild *rb, List *computed, NewRule *nr)
+{
+	ListCell   *lc;
+
+	foreach(lc, computed)
 	{
-		ListCell   *lc;
+		char	   *entry = pstrdup((char *) lfirst(lc));
+		char	   *eq = strchr(entry, '=');
+		char	   *what;
+		Oid			typid;
+		int32		typmod;
+		Node	   *tree;
 
-		foreach(lc, text_list(PG_GETARG_ARRAYTYPE_P(4)))
-		{
-			char	   *entry = pstrdup((char *) lfirst(lc));
-			char	   *eq = strchr(entry, '=');
-			char	   *what;
-			Oid			typid;
-			int32		typmod;
-			Node	   *tree;
-
-			if (eq == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("computed column \"%s\" is not of the form \"name = expression\"", entry)));
-			*eq = '\0';
-			what = psprintf("computed column \"%s\"", trim(entry));
-			tree = compile_expression(&rb, trim(eq + 1), false, what, &typid, &typmod);
-			emit(&rb, trim(entry), typid, typmod);
-			cnames = lappend(cnames, trim(entry));
-			cexprs = lappend(cexprs, trim(eq + 1));
-			ctrees = lappend(ctrees, nodeToString(tree));
-		}
+		if (eq == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("computed column \"%s\" is not of the form \"name = expression\"", entry)));
+		*eq = '\0';
+		what = psprintf("computed column \"%s\"", trim(entry));
+		tree = compile_expression(rb, trim(eq + 1), false, what, &typid, &typmod);
+		emit(rb, trim(entry), typid, typmod);
+		nr->cnames = lappend(nr->cnames, trim(entry));
+		nr->cexprs = lappend(nr->cexprs, trim(eq + 1));
+		nr->ctrees = lappend(nr->ctrees, nodeToString(tree));
 	}
-	if (route != NULL)
+	if (nr->route != NULL)
 	{
 		Oid			typid;
 		int32		typmod;
 
-		route_tree = nodeToString(compile_expression(&rb, route, true, "the route expression",
-													 &typid, &typmod));
+		nr->route_tree = nodeToString(compile_expression(rb, nr->route, true,
+														 "the route expression",
+														 &typid, &typmod));
 	}
+}
 
-	/* One name per source. */
+/* Writes the rule, its name unique per source, as the rules table's owner. */
+static void
+record_rule(Relation source, NewRule *nr)
+{
+	Oid			types[12] = {OIDOID, NAMEOID, OIDOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID,
+	INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID};
+	Datum		values[12];
+	char		nulls[12];
+	Oid			t[2] = {OIDOID, NAMEOID};
+	AsOwner		saved;
+
+	values[0] = ObjectIdGetDatum(nr->source);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(nr->name));
 	as_rules_owner(&saved);
-	{
-		Oid			t[2] = {OIDOID, NAMEOID};
-		Datum		v[2] = {ObjectIdGetDatum(source_oid),
-		DirectFunctionCall1(namein, CStringGetDatum(name))};
+	if (SPI_execute_with_args("SELECT 1 FROM fundrecs.enrichment_rules WHERE source = $1 AND name = $2",
+							  2, t, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the enrichment rules");
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("%s already has an enrichment rule named \"%s\"",
+						RelationGetRelationName(source), nr->name),
+				 errhint("Pass another name, or drop that rule first.")));
 
-		if (SPI_execute_with_args("SELECT 1 FROM fundrecs.enrichment_rules WHERE source = $1 AND name = $2",
-								  2, t, v, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the enrichment rules");
-		if (SPI_processed > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("%s already has an enrichment rule named \"%s\"",
-							RelationGetRelationName(rb.source), name),
-					 errhint("Pass another name, or drop that rule first.")));
-	}
-
-	values[0] = ObjectIdGetDatum(source_oid);
-	values[1] = DirectFunctionCall1(namein, CStringGetDatum(name));
-	values[2] = ObjectIdGetDatum(lookup_oid);
-	values[3] = PointerGetDatum(int2_array(key));
-	values[4] = PointerGetDatum(int2_array(join_refs));
-	values[5] = PointerGetDatum(text_array(out_names));
-	values[6] = PointerGetDatum(int2_array(out_attnums));
-	values[7] = PointerGetDatum(text_array(cnames));
-	values[8] = PointerGetDatum(text_array(cexprs));
-	values[9] = PointerGetDatum(text_array(ctrees));
-	values[10] = route ? CStringGetTextDatum(route) : (Datum) 0;
-	values[11] = route_tree ? CStringGetTextDatum(route_tree) : (Datum) 0;
+	values[2] = ObjectIdGetDatum(nr->lookup);
+	values[3] = PointerGetDatum(int2_array(nr->key));
+	values[4] = PointerGetDatum(int2_array(nr->join_refs));
+	values[5] = PointerGetDatum(text_array(nr->out_names));
+	values[6] = PointerGetDatum(int2_array(nr->out_attnums));
+	values[7] = PointerGetDatum(text_array(nr->cnames));
+	values[8] = PointerGetDatum(text_array(nr->cexprs));
+	values[9] = PointerGetDatum(text_array(nr->ctrees));
+	values[10] = nr->route ? CStringGetTextDatum(nr->route) : (Datum) 0;
+	values[11] = nr->route_tree ? CStringGetTextDatum(nr->route_tree) : (Datum) 0;
 	memset(nulls, ' ', sizeof(nulls));
-	if (route == NULL)
+	if (nr->route == NULL)
 		nulls[10] = nulls[11] = 'n';
 	if (SPI_execute_with_args("INSERT INTO fundrecs.enrichment_rules (source, name, lookup, lookup_key,"
 							  " join_refs, out_names, out_attnums, computed_names, computed_exprs,"
@@ -639,11 +626,53 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 							  12, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the enrichment rule");
 	as_caller(&saved);
+}
+
+PG_FUNCTION_INFO_V1(fundrecs_add_enrichment);
+
+Datum
+fundrecs_add_enrichment(PG_FUNCTION_ARGS)
+{
+	NewRule		nr;
+	Relation	lookup;
+	RuleBuild	rb;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("source, lookup and join_columns are required")));
+	memset(&nr, 0, sizeof(nr));
+	nr.source = PG_GETARG_OID(0);
+	nr.lookup = PG_GETARG_OID(1);
+	nr.route = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	nr.name = PG_ARGISNULL(6) ? get_rel_name(nr.lookup) : pstrdup(NameStr(*PG_GETARG_NAME(6)));
+
+	/* Adding a rule changes what the source's changes say: its owner's call. */
+	if (!fr_relation_owned(nr.source, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(nr.source)),
+					   get_rel_name(nr.source));
+	if (pg_class_aclcheck(nr.lookup, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(get_rel_relkind(nr.lookup)),
+					   get_rel_name(nr.lookup));
+
+	SPI_connect();
+	rb.source = table_open(nr.source, AccessShareLock);
+	rb.emitted = NIL;
+	check_source(rb.source);
+	lookup = table_open(nr.lookup, AccessShareLock);
+	nr.key = lookup_key(lookup);
+	load_emitted(&rb);
+
+	resolve_joins(&rb, lookup, text_list(PG_GETARG_ARRAYTYPE_P(2)), &nr);
+	emit_lookup_columns(&rb, lookup, PG_ARGISNULL(3) ? NIL : text_list(PG_GETARG_ARRAYTYPE_P(3)),
+						PG_ARGISNULL(3), &nr);
+	compile_computed(&rb, PG_ARGISNULL(4) ? NIL : text_list(PG_GETARG_ARRAYTYPE_P(4)), &nr);
+	record_rule(rb.source, &nr);
 
 	table_close(lookup, NoLock);
 	table_close(rb.source, NoLock);
 	SPI_finish();
-	PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(name)));
+	PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(nr.name)));
 }
 
 PG_FUNCTION_INFO_V1(fundrecs_drop_enrichment);

@@ -1,0 +1,144 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs_enrich.h
+ *	  What fundrecs_ruleset.c (a table's enrichment rules, compiled and
+ *	  cached) and fundrecs_enrich.c (applied to a row) share.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FUNDRECS_ENRICH_H
+#define FUNDRECS_ENRICH_H
+
+#include "fundrecs.h"
+
+#include "executor/execdesc.h"
+#include "nodes/execnodes.h"
+
+#define FR_RULES_TABLE "enrichment_rules"
+
+/* Lookup results kept per rule before the cache starts again. */
+#define FR_RULE_CACHE_MAX 1000000
+/* Integer keys below this are also found by index (see lookup). */
+#define FR_DENSE_KEYS (1 << 20)
+/* Route values kept per rule set before starting again. */
+#define FR_ROUTE_CACHE_MAX 10000
+
+/* A lookup's result, cached by the key's bytes. */
+typedef struct LookupKey
+{
+	const char *bytes;
+	int			len;
+} LookupKey;
+
+typedef struct LookupEntry
+{
+	LookupKey	key;			/* must be first */
+	bool		found;
+	Datum	   *values;			/* the rule's out columns */
+	bool	   *nulls;
+	char	   *json;			/* ,"name":value... of the out columns */
+	int			json_len;
+	const char *route_json;		/* route_from_lookup: its route, once known */
+	int			route_len;
+	int64	   *units;			/* numeric out columns as 10^-scale units */
+	int8	   *scales;			/* -1: not a numeric, or not exact */
+} LookupEntry;
+
+/*
+ * A computed column "decimal * integer" whose decimal is a lookup column:
+ * computed in int64 when exact, as numeric_mul would give it (the built-in
+ * enrichment's price x quantity does the same).  Only where no later
+ * expression reads the column: it is written, not kept.
+ */
+typedef struct ExactMul
+{
+	int			dec_rule;		/* the rule whose lookup emits the decimal */
+	int			dec_out;		/* its out column */
+	bool		int_inner;		/* the integer: emitted column or row's */
+	AttrNumber	int_attno;
+	Oid			int_type;
+} ExactMul;
+
+typedef struct RouteEntry
+{
+	LookupKey	key;			/* the route's value; must be first */
+	char	   *json;			/* its slug, quoted */
+	int			json_len;
+} RouteEntry;
+
+typedef struct FrRule
+{
+	char	   *name;
+	Oid			lookup;
+	Oid			lookup_index;
+	int			nkeys;
+	AttrNumber *key_attnums;	/* the lookup's key columns (heap attnums) */
+	int16	   *join_refs;		/* > 0 source attnum; -n the n-th emitted */
+	FmgrInfo   *key_eq;
+	Oid		   *key_coll;
+	int16	   *key_typlen;
+	bool	   *key_typbyval;
+	int			nout;
+	AttrNumber *out_attnums;
+	int			first_col;		/* its first emitted column's index */
+	int			ncomputed;
+	char	  **computed_what;	/* for the error context */
+	ExprState **computed;
+	Node	  **computed_nodes;
+	ExactMul  **exact;			/* per computed column, NULL: none */
+	char	   *route_what;
+	Node	   *route_node;
+	ExprState  *route;			/* NULL: none */
+	bool		route_from_lookup;	/* it reads only this rule's lookup */
+	char	   *miss_json;		/* the out columns, all null */
+	int			miss_json_len;
+	HTAB	   *cache;			/* LookupEntry; made on first use */
+	MemoryContext cache_cxt;	/* holds it, reset when it is full */
+	long		cache_entries;
+	LookupEntry *last;			/* the entry found last: runs of one key */
+	bool		int_key;		/* one int2, int4 or int8 key column */
+	LookupEntry **dense;		/* int_key: entries of keys 0..dense_size-1 */
+	int64		dense_size;
+	StringInfoData keybuf;		/* scratch: a key's bytes */
+} FrRule;
+
+struct FrRuleSet
+{
+	Oid			source;
+	MemoryContext cxt;
+	int			nrules;
+	FrRule	   *rules;
+	int			ncols;			/* emitted columns, all rules */
+	FrColumn   *cols;
+	TupleDesc	source_desc;
+	TupleDesc	emitted_desc;
+	bool		has_route;
+	Bitmapset  *source_refs;	/* source attnums read (offset as
+								 * pull_varattnos) */
+	char	   *error;			/* why the rules cannot be applied now */
+	EState	   *estate;
+	ExprContext *econtext;
+	TupleTableSlot *scan_slot;
+	TupleTableSlot *inner_slot;
+	LookupEntry **cur;			/* per rule, the row's lookup (NULL: none) */
+	HTAB	   *routes;			/* route text -> quoted slug */
+	long		route_entries;
+	MemoryContext route_cxt;	/* holds them */
+};
+
+
+/* A cache of rule sets: the decoder's, or one initial load's. */
+struct FrRulesCache
+{
+	MemoryContext cxt;			/* reset with the cache */
+	HTAB	   *sets;			/* Oid -> FrRuleSet * (NULL: no rules) */
+	Oid			last_source;	/* the table asked for last, and its rules */
+	FrRuleSet  *last_set;
+	uint64		epoch;
+};
+
+/* fundrecs_enrich.c */
+extern uint32 fr_lookup_key_hash(const void *key, Size keysize);
+extern int	fr_lookup_key_match(const void *a, const void *b, Size keysize);
+
+#endif							/* FUNDRECS_ENRICH_H */

@@ -1,0 +1,870 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs_ruleset.c
+ *	  A table's enrichment rules (fundrecs.enrichment_rules, written by
+ *	  fundrecs_rules.c) read as of a change and compiled into an FrRuleSet:
+ *	  the lookups' key scans, the expressions ready for the executor, the
+ *	  emitted columns' JSON names.  fundrecs_enrich.c applies them.
+ *
+ * The rules table and the lookup tables are user catalog tables, read
+ * through the historic snapshot that decoding installs: a change sees the
+ * rules and the lookup rows as they were when it was made.  Rule sets and
+ * lookups are cached with the products' rule (see fundrecs_products.c):
+ * the cache is used by a change only when no transaction that changed the
+ * catalogs committed between the cache's start and the change and the
+ * change's own transaction changed none, and it is emptied at the commit
+ * of every such transaction.  Other changes read the rules and look up
+ * directly (compiled sets are reused by rule version, see uncached_rules).
+ *
+ * The initial load has a cache of its own, read through its snapshot.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "fundrecs_enrich.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tupconvert.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/executor.h"
+#include "executor/tuptable.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
+
+#include "fundrecs_compat.h"
+
+
+typedef struct SetEntry
+{
+	Oid			source;
+	FrRuleSet  *set;
+} SetEntry;
+
+/* The rules table, resolved after each reset. */
+typedef struct RulesTable
+{
+	bool		resolved;
+	Oid			relid;
+	AttrNumber	att[16];
+} RulesTable;
+
+enum
+{
+	RT_RULE_ID, RT_SOURCE, RT_NAME, RT_LOOKUP, RT_LOOKUP_KEY, RT_JOIN_REFS, RT_OUT_NAMES,
+	RT_OUT_ATTNUMS, RT_COMPUTED_NAMES, RT_COMPUTED_TREES, RT_ROUTE_TREE, RT_NATTS
+};
+
+static const char *const rt_names[RT_NATTS] = {
+	"rule_id", "source", "name", "lookup", "lookup_key", "join_refs", "out_names",
+	"out_attnums", "computed_names", "computed_trees", "route_tree"
+};
+
+static FrRulesCache *decode_cache = NULL;
+static MemoryContext decode_owner_cxt = NULL;
+static RulesTable rules_table;
+static uint64 rules_epoch = 1;
+
+/* Rule sets compiled for changes the cache may not serve (uncached_rules). */
+static MemoryContext versioned_cxt = NULL;
+static HTAB *versioned_sets = NULL;
+static bool versioned_stale = false;
+static bool versioned_callback_registered = false;
+
+/* ----------------------------------------------------------------
+ * Caches
+ * ----------------------------------------------------------------
+ */
+static void
+cache_start(FrRulesCache *rc)
+{
+	HASHCTL		ctl;
+
+	MemoryContextReset(rc->cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(SetEntry);
+	ctl.hcxt = rc->cxt;
+	rc->sets = hash_create("fundrecs rule sets", 32, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	rc->epoch = ++rules_epoch;
+	rc->last_source = InvalidOid;
+	rc->last_set = NULL;
+}
+
+FrRulesCache *
+fr_rules_cache_create(MemoryContext parent)
+{
+	FrRulesCache *rc = MemoryContextAllocZero(parent, sizeof(FrRulesCache));
+
+	rc->cxt = AllocSetContextCreate(parent, "fundrecs enrichment rules",
+									ALLOCSET_DEFAULT_SIZES);
+	cache_start(rc);
+	rules_table.resolved = false;
+	return rc;
+}
+
+static void
+decode_forget(void *arg)
+{
+	decode_owner_cxt = NULL;
+	decode_cache = NULL;
+	versioned_cxt = NULL;
+	versioned_sets = NULL;
+}
+
+void
+fr_rules_init(MemoryContext parent)
+{
+	static MemoryContextCallback forget = {decode_forget, NULL, NULL};
+
+	fr_rules_shutdown();
+	decode_owner_cxt = AllocSetContextCreate(parent, "fundrecs rules owner",
+											 ALLOCSET_SMALL_SIZES);
+	MemoryContextRegisterResetCallback(decode_owner_cxt, &forget);
+	decode_cache = fr_rules_cache_create(decode_owner_cxt);
+}
+
+void
+fr_rules_shutdown(void)
+{
+	if (decode_owner_cxt != NULL)
+		MemoryContextDelete(decode_owner_cxt);
+	Assert(decode_cache == NULL);
+}
+
+/* The decoder's cache starts again (the products' rule says when). */
+void
+fr_rules_reset(void)
+{
+	if (decode_cache != NULL)
+		cache_start(decode_cache);
+	rules_table.resolved = false;
+}
+
+static void
+resolve_rules_table(void)
+{
+	Oid			nspid = get_namespace_oid(FR_EXT_SCHEMA, true);
+
+	rules_table.relid = OidIsValid(nspid) ? get_relname_relid(FR_RULES_TABLE, nspid) : InvalidOid;
+	for (int i = 0; i < RT_NATTS && OidIsValid(rules_table.relid); i++)
+	{
+		rules_table.att[i] = get_attnum(rules_table.relid, rt_names[i]);
+		if (rules_table.att[i] == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s.%s does not have the expected definition",
+							FR_EXT_SCHEMA, FR_RULES_TABLE),
+					 errdetail("Column \"%s\" is missing.", rt_names[i]),
+					 errhint("Update the extension: ALTER EXTENSION fundrecs UPDATE.")));
+	}
+	rules_table.resolved = true;
+}
+
+/* ----------------------------------------------------------------
+ * Compiling a table's rules
+ * ----------------------------------------------------------------
+ */
+typedef struct RuleRow
+{
+	int64		rule_id;
+	TransactionId xmin;			/* which version of the rule */
+	char	   *name;
+	Oid			lookup;
+	Datum	   *lookup_key,
+			   *join_refs,
+			   *out_names,
+			   *out_attnums,
+			   *computed_names,
+			   *computed_trees;
+	int			nkeys,
+				nout,
+				ncomputed;
+	char	   *route_tree;
+} RuleRow;
+
+static int
+rule_row_cmp(const void *a, const void *b)
+{
+	int64		x = ((const RuleRow *) a)->rule_id;
+	int64		y = ((const RuleRow *) b)->rule_id;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static void
+array_elems(Datum d, Oid elemtype, Datum **elems, int *n)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(DatumGetArrayTypeP(d), elemtype, typlen, typbyval, typalign,
+					  elems, NULL, n);
+}
+
+/* The rules of source as of snapshot, in the order they were added. */
+static RuleRow *
+read_rules(Oid source, Snapshot snapshot, int *nrules)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tuple;
+	RuleRow    *rows = NULL;
+	int			n = 0,
+				size = 0;
+
+	*nrules = 0;
+	if (!rules_table.resolved)
+		resolve_rules_table();
+	if (!OidIsValid(rules_table.relid))
+		return NULL;
+
+	rel = table_open(rules_table.relid, AccessShareLock);
+	ScanKeyInit(&skey, rules_table.att[RT_SOURCE], BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(source));
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 1, &skey);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		Datum	   *v = palloc(sizeof(Datum) * desc->natts);
+		bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+		RuleRow    *r;
+
+		heap_deform_tuple(tuple, desc, v, nulls);
+		if (n == size)
+		{
+			size = Max(4, size * 2);
+			rows = rows ? repalloc(rows, sizeof(RuleRow) * size) : palloc(sizeof(RuleRow) * size);
+		}
+		r = &rows[n++];
+#define RT(i) v[rules_table.att[i] - 1]
+		r->rule_id = DatumGetInt64(RT(RT_RULE_ID));
+		r->xmin = HeapTupleHeaderGetXmin(tuple->t_data);
+		r->name = pstrdup(NameStr(*DatumGetName(RT(RT_NAME))));
+		r->lookup = DatumGetObjectId(RT(RT_LOOKUP));
+		array_elems(RT(RT_LOOKUP_KEY), INT2OID, &r->lookup_key, &r->nkeys);
+		array_elems(RT(RT_JOIN_REFS), INT2OID, &r->join_refs, &r->nkeys);
+		array_elems(RT(RT_OUT_NAMES), TEXTOID, &r->out_names, &r->nout);
+		array_elems(RT(RT_OUT_ATTNUMS), INT2OID, &r->out_attnums, &r->nout);
+		array_elems(RT(RT_COMPUTED_NAMES), TEXTOID, &r->computed_names, &r->ncomputed);
+		array_elems(RT(RT_COMPUTED_TREES), TEXTOID, &r->computed_trees, &r->ncomputed);
+		r->route_tree = nulls[rules_table.att[RT_ROUTE_TREE] - 1] ? NULL :
+			TextDatumGetCString(RT(RT_ROUTE_TREE));
+#undef RT
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (n > 1)
+		qsort(rows, n, sizeof(RuleRow), rule_row_cmp);
+	*nrules = n;
+	return rows;
+}
+
+/* The rule set cannot be applied now: why, for on_enrich_error. */
+pg_attribute_printf(2, 3)
+static void
+set_broken(FrRuleSet *rs, const char *fmt,...)
+{
+	va_list		ap;
+	StringInfoData buf;
+
+	if (rs->error != NULL)
+		return;
+	initStringInfo(&buf);
+	for (;;)
+	{
+		int			needed;
+
+		va_start(ap, fmt);
+		needed = appendStringInfoVA(&buf, fmt, ap);
+		va_end(ap);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	rs->error = buf.data;
+}
+
+typedef struct VarCheck
+{
+	FrRuleSet  *rs;
+	const char *what;
+	int			ninner;			/* emitted columns visible to it */
+} VarCheck;
+
+/* Each Var of a compiled expression must still mean what it meant. */
+static bool
+check_vars(Node *node, VarCheck *vc)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+		TupleDesc	desc = var->varno == INNER_VAR ? vc->rs->emitted_desc : vc->rs->source_desc;
+		int			limit = var->varno == INNER_VAR ? vc->ninner : desc->natts;
+		Form_pg_attribute att;
+
+		if (var->varattno < 1 || var->varattno > limit ||
+			(att = TupleDescAttr(desc, var->varattno - 1))->attisdropped)
+			set_broken(vc->rs, "%s reads a column that was dropped", vc->what);
+		else if (att->atttypid != var->vartype)
+			set_broken(vc->rs, "%s reads column \"%s\", whose type changed from %s to %s",
+					   vc->what, NameStr(att->attname), format_type_be(var->vartype),
+					   format_type_be(att->atttypid));
+		return false;
+	}
+	return expression_tree_walker(node, check_vars, vc);
+}
+
+/* A JSON column of the output: its name, type and output function. */
+static void
+init_column(FrColumn *col, const char *name, Oid typid, MemoryContext cxt)
+{
+	Oid			outfunc;
+
+	memset(col, 0, sizeof(FrColumn));
+	col->json_name = psprintf(",%s:", fr_json_quote(name)) + 1;
+	col->json_name_len = strlen(col->json_name);
+	col->typid = typid;
+	col->basetypid = getBaseType(typid);
+	col->kind = fr_value_kind(col->basetypid);
+	getTypeOutputInfo(typid, &outfunc, &col->typisvarlena);
+	fmgr_info_cxt(outfunc, &col->outfunc, cxt);
+}
+
+/* The lookup's key scan: operators, collations and sizes of its key. */
+static void
+compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
+{
+	Relation	lookup;
+	Relation	index;
+	TupleDesc	ldesc;
+
+	rule->nkeys = row->nkeys;
+	rule->key_attnums = palloc(sizeof(AttrNumber) * rule->nkeys);
+	rule->join_refs = palloc(sizeof(int16) * rule->nkeys);
+	rule->key_eq = palloc0(sizeof(FmgrInfo) * rule->nkeys);
+	rule->key_coll = palloc(sizeof(Oid) * rule->nkeys);
+	rule->key_typlen = palloc(sizeof(int16) * rule->nkeys);
+	rule->key_typbyval = palloc(sizeof(bool) * rule->nkeys);
+	for (int k = 0; k < rule->nkeys; k++)
+	{
+		rule->key_attnums[k] = DatumGetInt16(row->lookup_key[k]);
+		rule->join_refs[k] = DatumGetInt16(row->join_refs[k]);
+	}
+
+	lookup = try_table_open(rule->lookup, AccessShareLock);
+	if (lookup == NULL)
+	{
+		set_broken(rs, "lookup table of rule \"%s\" (OID %u) was dropped", rule->name,
+				   rule->lookup);
+		return;
+	}
+	ldesc = RelationGetDescr(lookup);
+	rule->lookup_index = fr_primary_key_index(lookup);
+	if (!OidIsValid(rule->lookup_index))
+	{
+		set_broken(rs, "lookup table \"%s\" of rule \"%s\" has no primary key",
+				   RelationGetRelationName(lookup), rule->name);
+		table_close(lookup, AccessShareLock);
+		return;
+	}
+	index = index_open(rule->lookup_index, AccessShareLock);
+	if (index->rd_index->indnkeyatts != rule->nkeys)
+		set_broken(rs, "the primary key of lookup table \"%s\" of rule \"%s\" changed",
+				   RelationGetRelationName(lookup), rule->name);
+	for (int k = 0; k < rule->nkeys && rs->error == NULL; k++)
+	{
+		Oid			eqop;
+		Oid			jtype;
+		int16		ref = rule->join_refs[k];
+
+		if (index->rd_index->indkey.values[k] != rule->key_attnums[k])
+		{
+			set_broken(rs, "the primary key of lookup table \"%s\" of rule \"%s\" changed",
+					   RelationGetRelationName(lookup), rule->name);
+			break;
+		}
+		eqop = get_opfamily_member(index->rd_opfamily[k], index->rd_opcintype[k],
+								   index->rd_opcintype[k], BTEqualStrategyNumber);
+		fmgr_info_cxt(get_opcode(eqop), &rule->key_eq[k], rs->cxt);
+		rule->key_coll[k] = index->rd_indcollation[k];
+		get_typlenbyval(TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid,
+						&rule->key_typlen[k], &rule->key_typbyval[k]);
+		if (ref > 0)
+		{
+			Form_pg_attribute att;
+
+			if (ref > rs->source_desc->natts ||
+				(att = TupleDescAttr(rs->source_desc, ref - 1))->attisdropped)
+			{
+				set_broken(rs, "join column %d of rule \"%s\" was dropped", ref, rule->name);
+				break;
+			}
+			jtype = att->atttypid;
+			rs->source_refs = bms_add_member(rs->source_refs,
+											 ref - FirstLowInvalidHeapAttributeNumber);
+		}
+		else
+			jtype = TupleDescAttr(rs->emitted_desc, -ref - 1)->atttypid;
+		if (jtype != TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid)
+			set_broken(rs, "a join column of rule \"%s\" is %s, but the key of \"%s\" is %s",
+					   rule->name, format_type_be(jtype), RelationGetRelationName(lookup),
+					   format_type_be(TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid));
+	}
+	index_close(index, AccessShareLock);
+	if (rule->nkeys == 1 && rs->error == NULL)
+	{
+		Oid			t = TupleDescAttr(ldesc, rule->key_attnums[0] - 1)->atttypid;
+
+		rule->int_key = t == INT2OID || t == INT4OID || t == INT8OID;
+	}
+
+	/* The emitted lookup columns. */
+	rule->nout = row->nout;
+	rule->out_attnums = palloc(sizeof(AttrNumber) * Max(rule->nout, 1));
+	for (int i = 0; i < rule->nout; i++)
+	{
+		AttrNumber	a = DatumGetInt16(row->out_attnums[i]);
+		Form_pg_attribute att;
+		char	   *name = TextDatumGetCString(row->out_names[i]);
+
+		rule->out_attnums[i] = a;
+		if (a < 1 || a > ldesc->natts || (att = TupleDescAttr(ldesc, a - 1))->attisdropped)
+		{
+			set_broken(rs, "column \"%s\" of lookup table \"%s\" (rule \"%s\") was dropped",
+					   name, RelationGetRelationName(lookup), rule->name);
+			TupleDescInitEntry(rs->emitted_desc, rs->ncols + 1, name, TEXTOID, -1, 0);
+		}
+		else
+			TupleDescInitEntry(rs->emitted_desc, rs->ncols + 1, name, att->atttypid,
+							   att->atttypmod, 0);
+		init_column(&rs->cols[rs->ncols], name,
+					TupleDescAttr(rs->emitted_desc, rs->ncols)->atttypid, rs->cxt);
+		rs->ncols++;
+	}
+	table_close(lookup, AccessShareLock);
+}
+
+static ExprState *
+compile_tree(FrRuleSet *rs, const char *tree, const char *what, int ninner)
+{
+	Node	   *node = stringToNode(tree);
+	VarCheck	vc = {rs, what, ninner};
+	Bitmapset  *refs = NULL;
+
+	(void) check_vars(node, &vc);
+	if (rs->error != NULL)
+		return NULL;
+	pull_varattnos(node, 1, &refs);
+	rs->source_refs = bms_join(rs->source_refs, refs);
+	return ExecPrepareExpr((Expr *) node, rs->estate);
+}
+
+/*
+ * Does an expression read only the columns the rule's own lookup emits?
+ * Then its value is the lookup row's, computed once per cached row.
+ */
+static bool
+reads_only_lookup(FrRule *rule, Node *tree)
+{
+	ListCell   *lc;
+
+	foreach(lc, pull_var_clause(tree, 0))
+	{
+		Var		   *v = lfirst_node(Var, lc);
+
+		if (v->varno != INNER_VAR || v->varattno <= rule->first_col ||
+			v->varattno > rule->first_col + rule->nout)
+			return false;
+	}
+	return true;
+}
+
+static Var *
+strip_var(Node *node)
+{
+	while (node != NULL && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	return node != NULL && IsA(node, Var) ? (Var *) node : NULL;
+}
+
+/* Is tree "decimal * integer" with a lookup's decimal (see ExactMul)? */
+static ExactMul *
+exact_mul(FrRuleSet *rs, Node *tree, int nrules_before)
+{
+	OpExpr	   *op;
+	Var		   *dec = NULL;
+	Var		   *intvar = NULL;
+	ExactMul   *x;
+
+	if (!IsA(tree, OpExpr) || (op = (OpExpr *) tree)->opfuncid != F_NUMERIC_MUL ||
+		list_length(op->args) != 2)
+		return NULL;
+	for (int i = 0; i < 2; i++)
+	{
+		Node	   *arg = list_nth(op->args, i);
+		Var		   *v = strip_var(arg);
+
+		if (v != NULL && v->vartype == NUMERICOID && v->varno == INNER_VAR)
+			dec = v;
+		else if (IsA(arg, FuncExpr) &&
+				 (((FuncExpr *) arg)->funcid == F_NUMERIC_INT4 ||
+				  ((FuncExpr *) arg)->funcid == F_NUMERIC_INT8 ||
+				  ((FuncExpr *) arg)->funcid == F_NUMERIC_INT2) &&
+				 list_length(((FuncExpr *) arg)->args) == 1)
+			intvar = strip_var(linitial(((FuncExpr *) arg)->args));
+	}
+	if (dec == NULL || intvar == NULL ||
+		(intvar->vartype != INT2OID && intvar->vartype != INT4OID && intvar->vartype != INT8OID))
+		return NULL;
+
+	/* The decimal must be an out column of a rule so far (its lookup's). */
+	x = palloc0(sizeof(ExactMul));
+	x->dec_rule = -1;
+	for (int r = 0; r <= nrules_before; r++)
+	{
+		FrRule	   *rule = &rs->rules[r];
+
+		if (dec->varattno > rule->first_col && dec->varattno <= rule->first_col + rule->nout)
+		{
+			x->dec_rule = r;
+			x->dec_out = dec->varattno - rule->first_col - 1;
+		}
+	}
+	if (x->dec_rule < 0)
+		return NULL;
+	x->int_inner = intvar->varno == INNER_VAR;
+	x->int_attno = intvar->varattno;
+	x->int_type = intvar->vartype;
+	return x;
+}
+
+/* Does the node read emitted column col (1-based)? */
+static bool
+reads_inner(Node *node, AttrNumber col)
+{
+	ListCell   *lc;
+
+	if (node == NULL)
+		return false;
+	foreach(lc, pull_var_clause(node, 0))
+	{
+		Var		   *v = lfirst_node(Var, lc);
+
+		if (v->varno == INNER_VAR && v->varattno == col)
+			return true;
+	}
+	return false;
+}
+
+/* A column computed the exact way is written only: none may read it. */
+static void
+drop_exact_read_later(FrRuleSet *rs)
+{
+	for (int r = 0; r < rs->nrules; r++)
+	{
+		FrRule	   *rule = &rs->rules[r];
+
+		for (int j = 0; j < rule->ncomputed; j++)
+		{
+			AttrNumber	col = rule->first_col + rule->nout + j + 1;
+
+			if (rule->exact[j] == NULL)
+				continue;
+			for (int r2 = r; r2 < rs->nrules && rule->exact[j] != NULL; r2++)
+			{
+				FrRule	   *later = &rs->rules[r2];
+
+				if (reads_inner(later->route_node, col))
+					rule->exact[j] = NULL;
+				for (int j2 = 0; j2 < later->ncomputed && rule->exact[j] != NULL; j2++)
+					if (reads_inner(later->computed_nodes[j2], col))
+						rule->exact[j] = NULL;
+			}
+		}
+	}
+}
+
+
+/*
+ * Compiles rules (those of source, read by read_rules) into cxt; NULL when
+ * there are none.
+ */
+static FrRuleSet *
+compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
+{
+	MemoryContext oldcxt;
+	int			ncols = 0;
+	FrRuleSet  *rs;
+	Relation	rel;
+
+	if (nrules == 0)
+		return NULL;
+	oldcxt = MemoryContextSwitchTo(cxt);
+
+	rs = palloc0(sizeof(FrRuleSet));
+	rs->source = source;
+	rs->cxt = cxt;
+	rs->nrules = nrules;
+	rs->rules = palloc0(sizeof(FrRule) * nrules);
+	for (int i = 0; i < nrules; i++)
+		ncols += rows[i].nout + rows[i].ncomputed;
+	rs->cols = palloc0(sizeof(FrColumn) * Max(ncols, 1));
+	rs->emitted_desc = CreateTemplateTupleDesc(Max(ncols, 1));
+	if (ncols == 0)
+		TupleDescInitEntry(rs->emitted_desc, 1, "none", INT4OID, -1, 0);
+
+	rel = RelationIdGetRelation(source);
+	if (!RelationIsValid(rel))
+		elog(ERROR, "could not open relation with OID %u", source);
+	rs->source_desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	RelationClose(rel);
+
+	rs->estate = CreateExecutorState();
+	rs->econtext = GetPerTupleExprContext(rs->estate);
+	rs->scan_slot = MakeSingleTupleTableSlot(rs->source_desc, &TTSOpsVirtual);
+	rs->inner_slot = MakeSingleTupleTableSlot(rs->emitted_desc, &TTSOpsVirtual);
+	rs->econtext->ecxt_scantuple = rs->scan_slot;
+	rs->econtext->ecxt_innertuple = rs->inner_slot;
+
+	for (int i = 0; i < nrules; i++)
+	{
+		FrRule	   *rule = &rs->rules[i];
+		RuleRow    *row = &rows[i];
+
+		rule->name = pstrdup(row->name);
+		rule->lookup = row->lookup;
+		rule->first_col = rs->ncols;
+		compile_lookup(rs, rule, row);
+		rule->ncomputed = row->ncomputed;
+		rule->computed = palloc0(sizeof(ExprState *) * Max(row->ncomputed, 1));
+		rule->computed_what = palloc(sizeof(char *) * Max(row->ncomputed, 1));
+		rule->computed_nodes = palloc0(sizeof(Node *) * Max(row->ncomputed, 1));
+		rule->exact = palloc0(sizeof(ExactMul *) * Max(row->ncomputed, 1));
+		for (int j = 0; j < row->ncomputed; j++)
+		{
+			char	   *name = TextDatumGetCString(row->computed_names[j]);
+			Node	   *tree = stringToNode(TextDatumGetCString(row->computed_trees[j]));
+			char	   *what = psprintf("computed column \"%s\" of rule \"%s\"", name, rule->name);
+
+			rule->computed_what[j] = psprintf("computing column \"%s\" of enrichment rule \"%s\"",
+											  name, rule->name);
+			TupleDescInitEntry(rs->emitted_desc, rs->ncols + 1, name, exprType(tree),
+							   exprTypmod(tree), 0);
+			init_column(&rs->cols[rs->ncols], name, exprType(tree), cxt);
+			rule->computed[j] = compile_tree(rs, TextDatumGetCString(row->computed_trees[j]),
+											 what, rs->ncols);
+			rule->computed_nodes[j] = tree;
+			rule->exact[j] = exact_mul(rs, tree, i);
+			rs->ncols++;
+		}
+		if (row->route_tree != NULL)
+		{
+			rule->route_what = psprintf("computing the route of enrichment rule \"%s\"",
+										rule->name);
+			rule->route = compile_tree(rs, row->route_tree,
+									   psprintf("the route of rule \"%s\"", rule->name),
+									   rs->ncols);
+			rule->route_node = stringToNode(row->route_tree);
+			rule->route_from_lookup = reads_only_lookup(rule, rule->route_node);
+			rs->has_route = true;
+		}
+
+		/* What a miss emits: the out columns, null. */
+		{
+			StringInfoData buf;
+
+			initStringInfo(&buf);
+			for (int j = 0; j < rule->nout; j++)
+			{
+				FrColumn   *col = &rs->cols[rule->first_col + j];
+
+				fr_append_bytes(&buf, col->json_name - 1, col->json_name_len + 1);
+				fr_append_lit(&buf, "null");
+			}
+			rule->miss_json = buf.data;
+			rule->miss_json_len = buf.len;
+		}
+	}
+	drop_exact_read_later(rs);
+	rs->cur = palloc0(sizeof(LookupEntry *) * nrules);
+	MemoryContextSwitchTo(oldcxt);
+	return rs;
+}
+
+/* A table's rules from the cache, compiled on first use. */
+static FrRuleSet *
+cached_rules(FrRulesCache *rc, Snapshot snapshot, Oid source)
+{
+	SetEntry   *entry;
+	bool		found;
+
+	if (source == rc->last_source)
+		return rc->last_set;
+	entry = hash_search(rc->sets, &source, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->set = NULL;
+		PG_TRY();
+		{
+			int			n;
+			RuleRow    *rows = read_rules(source, snapshot, &n);
+
+			entry->set = compile_rules(source, rows, n, rc->cxt);
+		}
+		PG_CATCH();
+		{
+			hash_search(rc->sets, &source, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	rc->last_source = source;
+	rc->last_set = entry->set;
+	return entry->set;
+}
+
+/*
+ * The rules of a change the cache may not serve (see the top of the file):
+ * read as of the change, every time.  Compiling them again each time
+ * would cost more than the rest of the row (a transaction that started
+ * before the session, or changed the catalogs, is often a big one), so
+ * compiled sets are kept by which rule versions they hold (rule_id and
+ * xmin): what they compile to depends only on those and on the catalogs'
+ * definitions of the tables, and any relcache invalidation drops them all.
+ * Their lookups are never cached.
+ */
+typedef struct VersionedSet
+{
+	char		key[64];		/* source and a hash of the versions */
+	char	   *versions;		/* rule_id:xmin of each rule */
+	FrRuleSet  *set;
+} VersionedSet;
+
+
+#define FR_VERSIONED_MAX 64
+
+static void
+versioned_invalidate(Datum arg, Oid relid)
+{
+	versioned_stale = true;
+}
+
+static FrRuleSet *
+uncached_rules(Oid source)
+{
+	int			n;
+	RuleRow    *rows = read_rules(source, NULL, &n);
+	StringInfoData versions;
+	char		key[64];
+	VersionedSet *entry;
+	bool		found;
+
+	if (n == 0)
+		return NULL;
+	if (decode_owner_cxt == NULL)
+		return compile_rules(source, rows, n, CurrentMemoryContext);
+	if (!versioned_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(versioned_invalidate, (Datum) 0);
+		versioned_callback_registered = true;
+	}
+	if (versioned_cxt == NULL || versioned_stale ||
+		hash_get_num_entries(versioned_sets) >= FR_VERSIONED_MAX)
+	{
+		HASHCTL		ctl;
+
+		if (versioned_cxt == NULL)
+			versioned_cxt = AllocSetContextCreate(decode_owner_cxt, "fundrecs versioned rules",
+												  ALLOCSET_DEFAULT_SIZES);
+		else
+			MemoryContextReset(versioned_cxt);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(key);
+		ctl.entrysize = sizeof(VersionedSet);
+		ctl.hcxt = versioned_cxt;
+		versioned_sets = hash_create("fundrecs versioned rules", 16, &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		versioned_stale = false;
+	}
+
+	initStringInfo(&versions);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&versions, "%lld:%u,", (long long) rows[i].rule_id, rows[i].xmin);
+	memset(key, 0, sizeof(key));
+	snprintf(key, sizeof(key), "%u/%d/%08x", source, n,
+			 hash_bytes((unsigned char *) versions.data, versions.len));
+	entry = hash_search(versioned_sets, key, HASH_ENTER, &found);
+	/* The versions themselves decide: a hash is not a proof. */
+	if (!found || strcmp(entry->versions, versions.data) != 0)
+	{
+		entry->set = NULL;
+		entry->versions = MemoryContextStrdup(versioned_cxt, versions.data);
+		PG_TRY();
+		{
+			MemoryContext cxt = AllocSetContextCreate(versioned_cxt, "fundrecs rule set",
+													  ALLOCSET_SMALL_SIZES);
+
+			entry->set = compile_rules(source, rows, n, cxt);
+		}
+		PG_CATCH();
+		{
+			hash_search(versioned_sets, key, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	return entry->set;
+}
+
+/*
+ * The rules of relation source as of the change (lsn), NULL when it has
+ * none.  load: the initial load's cache, else the decoder's.
+ */
+FrRuleSet *
+fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source, XLogRecPtr lsn)
+{
+	FrRulesCache *rc = load != NULL ? load : decode_cache;
+
+	if (rc == NULL)
+		return NULL;			/* not decoding, not loading */
+	if (load == NULL && !fr_products_cache_usable(lsn))
+		return uncached_rules(source);
+	return cached_rules(rc, snapshot, source);
+}
+
+/* The lookup tables of source's rules as of now, for privilege checks. */
+List *
+fr_rules_lookups(Oid source)
+{
+	List	   *lookups = NIL;
+	RuleRow    *rows;
+	int			n;
+
+	rules_table.resolved = false;
+	rows = read_rules(source, GetActiveSnapshot(), &n);
+	for (int i = 0; i < n; i++)
+		lookups = list_append_unique_oid(lookups, rows[i].lookup);
+	return lookups;
+}
