@@ -4,8 +4,7 @@
  *	  Shared declarations of the fundrecs extension and of the
  *	  fundrecs_decoder logical decoding output plugin.
  *
- * The library holds seven parts, one file each, and a header of version
- * guards:
+ * The library's parts, one file each, and a header of version guards:
  *	  fundrecs_decoder.c	output plugin callbacks: a message per row, pack_bytes
  *	  fundrecs_row.c		a change as a row of JSON, native or DMS, enriched
  *	  fundrecs_relinfo.c	the per-relation output info cache
@@ -13,6 +12,10 @@
  *	  fundrecs_options.c	plugin option parsing and table filters
  *	  fundrecs_products.c	product lookup and cache, SQL-callable helpers
  *	  fundrecs_load.c		the initial load (load_rows, load_tables)
+ *	  fundrecs_publication.c	publication_names: what pgoutput would publish
+ *	  fundrecs_rules.c		add_enrichment, drop_enrichment: rules checked
+ *	  fundrecs_ruleset.c	a table's rules read as of a change and compiled
+ *	  fundrecs_enrich.c		the rules applied to a row (fundrecs_enrich.h)
  *	  fundrecs_compat.h		what differs between PostgreSQL 15, 16, 17, 18
  *
  *-------------------------------------------------------------------------
