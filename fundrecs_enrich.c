@@ -178,26 +178,38 @@ lookup_into(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, LookupEn
 	MemoryContextSwitchTo(oldcxt);
 }
 
+/*
+ * A hash table keyed by LookupKey (bytes), in *cxt: made under parent on
+ * first use, else reset (which frees the table before).
+ */
+static HTAB *
+bytes_hash_start(const char *name, Size entrysize, long nelem, MemoryContext parent,
+				 MemoryContext *cxt)
+{
+	HASHCTL		ctl;
+
+	if (*cxt == NULL)
+		*cxt = AllocSetContextCreate(parent, "fundrecs rule cache", ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(*cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(LookupKey);
+	ctl.entrysize = entrysize;
+	ctl.hash = fr_lookup_key_hash;
+	ctl.match = fr_lookup_key_match;
+	ctl.hcxt = *cxt;
+	return hash_create(name, nelem, &ctl,
+					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+}
+
 /* A rule's lookup cache, new or started again when full. */
 static void
 rule_cache_start(FrRuleSet *rs, FrRule *rule)
 {
-	HASHCTL		ctl;
 	MemoryContext oldcxt;
 
-	if (rule->cache_cxt == NULL)
-		rule->cache_cxt = AllocSetContextCreate(rs->cxt, "fundrecs rule lookups",
-												ALLOCSET_DEFAULT_SIZES);
-	else
-		MemoryContextReset(rule->cache_cxt);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(LookupKey);
-	ctl.entrysize = sizeof(LookupEntry);
-	ctl.hash = fr_lookup_key_hash;
-	ctl.match = fr_lookup_key_match;
-	ctl.hcxt = rule->cache_cxt;
-	rule->cache = hash_create("fundrecs rule lookups", 1024, &ctl,
-							  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	rule->cache = bytes_hash_start("fundrecs rule lookups", sizeof(LookupEntry), 1024,
+								   rs->cxt, &rule->cache_cxt);
 	rule->cache_entries = 0;
 	rule->last = NULL;
 	rule->dense = NULL;
@@ -324,21 +336,8 @@ route_json(FrRuleSet *rs, const char *value, int len, FrEnriched *out)
 
 	if (rs->routes == NULL || rs->route_entries >= FR_ROUTE_CACHE_MAX)
 	{
-		HASHCTL		ctl;
-
-		if (rs->route_cxt == NULL)
-			rs->route_cxt = AllocSetContextCreate(rs->cxt, "fundrecs routes",
-												  ALLOCSET_SMALL_SIZES);
-		else
-			MemoryContextReset(rs->route_cxt);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(LookupKey);
-		ctl.entrysize = sizeof(RouteEntry);
-		ctl.hash = fr_lookup_key_hash;
-		ctl.match = fr_lookup_key_match;
-		ctl.hcxt = rs->route_cxt;
-		rs->routes = hash_create("fundrecs routes", 64, &ctl,
-								 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+		rs->routes = bytes_hash_start("fundrecs routes", sizeof(RouteEntry), 64, rs->cxt,
+									  &rs->route_cxt);
 		rs->route_entries = 0;
 	}
 	k.bytes = value;

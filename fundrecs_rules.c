@@ -391,27 +391,19 @@ lookup_key(Relation lookup)
 	return key;
 }
 
+/* A list (of ints for int2, of C strings for text) as an array. */
 static ArrayType *
-int2_array(List *values)
+list_array(List *values, Oid elemtype)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(list_length(values), 1));
 	int			n = 0;
 	ListCell   *lc;
 
 	foreach(lc, values)
-		d[n++] = Int16GetDatum((int16) lfirst_int(lc));
-	return construct_array(d, n, INT2OID, 2, true, TYPALIGN_SHORT);
-}
-
-static ArrayType *
-text_array(List *values)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(list_length(values), 1));
-	int			n = 0;
-	ListCell   *lc;
-
-	foreach(lc, values)
-		d[n++] = CStringGetTextDatum((char *) lfirst(lc));
+		d[n++] = elemtype == INT2OID ? Int16GetDatum((int16) lfirst_int(lc)) :
+		CStringGetTextDatum((char *) lfirst(lc));
+	if (elemtype == INT2OID)
+		return construct_array(d, n, INT2OID, 2, true, TYPALIGN_SHORT);
 	return construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
@@ -607,13 +599,13 @@ record_rule(Relation source, NewRule *nr)
 				 errhint("Pass another name, or drop that rule first.")));
 
 	values[2] = ObjectIdGetDatum(nr->lookup);
-	values[3] = PointerGetDatum(int2_array(nr->key));
-	values[4] = PointerGetDatum(int2_array(nr->join_refs));
-	values[5] = PointerGetDatum(text_array(nr->out_names));
-	values[6] = PointerGetDatum(int2_array(nr->out_attnums));
-	values[7] = PointerGetDatum(text_array(nr->cnames));
-	values[8] = PointerGetDatum(text_array(nr->cexprs));
-	values[9] = PointerGetDatum(text_array(nr->ctrees));
+	values[3] = PointerGetDatum(list_array(nr->key, INT2OID));
+	values[4] = PointerGetDatum(list_array(nr->join_refs, INT2OID));
+	values[5] = PointerGetDatum(list_array(nr->out_names, TEXTOID));
+	values[6] = PointerGetDatum(list_array(nr->out_attnums, INT2OID));
+	values[7] = PointerGetDatum(list_array(nr->cnames, TEXTOID));
+	values[8] = PointerGetDatum(list_array(nr->cexprs, TEXTOID));
+	values[9] = PointerGetDatum(list_array(nr->ctrees, TEXTOID));
 	values[10] = nr->route ? CStringGetTextDatum(nr->route) : (Datum) 0;
 	values[11] = nr->route_tree ? CStringGetTextDatum(nr->route_tree) : (Datum) 0;
 	memset(nulls, ' ', sizeof(nulls));
