@@ -85,6 +85,7 @@ static MemoryContext versioned_cxt = NULL;
 static HTAB *versioned_sets = NULL;
 static bool versioned_stale = false;
 static bool versioned_callback_registered = false;
+static HTAB *snapshot_rules = NULL; /* SnapshotRules, see uncached_rules */
 
 /* ----------------------------------------------------------------
  * Caches
@@ -126,6 +127,7 @@ decode_forget(void *arg)
 	decode_cache = NULL;
 	versioned_cxt = NULL;
 	versioned_sets = NULL;
+	snapshot_rules = NULL;
 }
 
 void
@@ -764,6 +766,10 @@ typedef struct VersionedSet
 
 
 #define FR_VERSIONED_MAX 64
+#define FR_SNAPSHOTS_MAX 1024
+
+static void versioned_start(void);
+static FrRuleSet *versioned_rules(Oid source);
 
 static void
 versioned_invalidate(Datum arg, Oid relid)
@@ -771,8 +777,135 @@ versioned_invalidate(Datum arg, Oid relid)
 	versioned_stale = true;
 }
 
+/*
+ * What decides which rules a change sees: its historic snapshot.  Changes
+ * come in long runs under one snapshot (a transaction's, until the next
+ * catalog commit or command), so the rules read under one are remembered
+ * by its contents; without that, a big first transaction of the session
+ * read the rules table once per change (half of its decoding time, for a
+ * table without rules).
+ */
+typedef struct SnapshotKey
+{
+	Oid			source;
+	TransactionId xmin;
+	TransactionId xmax;
+	CommandId	curcid;
+	uint32		xcnt;
+	int32		subxcnt;
+	uint32		xids_hash;		/* of xip and subxip */
+} SnapshotKey;
+
+typedef struct SnapshotRules
+{
+	SnapshotKey key;			/* must be first */
+	TransactionId *xids;		/* xip then subxip: compared on a hit */
+	FrRuleSet  *set;			/* NULL: no rules */
+} SnapshotRules;
+
+static SnapshotRules *
+snapshot_entry(Oid source, Snapshot snap, bool *found)
+{
+	SnapshotKey key;
+	Size		xip_size = sizeof(TransactionId) * snap->xcnt;
+	Size		sub_size = sizeof(TransactionId) * Max(snap->subxcnt, 0);
+	SnapshotRules *e;
+
+	memset(&key, 0, sizeof(key));
+	key.source = source;
+	key.xmin = snap->xmin;
+	key.xmax = snap->xmax;
+	key.curcid = snap->curcid;
+	key.xcnt = snap->xcnt;
+	key.subxcnt = snap->subxcnt;
+	key.xids_hash = hash_combine(hash_bytes((unsigned char *) snap->xip, xip_size),
+								 hash_bytes((unsigned char *) snap->subxip, sub_size));
+	e = hash_search(snapshot_rules, &key, HASH_ENTER, found);
+	/* The xids themselves decide: a hash is not a proof. */
+	if (*found && (memcmp(e->xids, snap->xip, xip_size) != 0 ||
+				   memcmp(e->xids + snap->xcnt, snap->subxip, sub_size) != 0))
+		*found = false;
+	if (!*found)
+	{
+		e->xids = MemoryContextAlloc(versioned_cxt, Max(xip_size + sub_size, 1));
+		memcpy(e->xids, snap->xip, xip_size);
+		memcpy(e->xids + snap->xcnt, snap->subxip, sub_size);
+		e->set = NULL;
+	}
+	return e;
+}
+
 static FrRuleSet *
 uncached_rules(Oid source)
+{
+	Snapshot	snap = GetCatalogSnapshot(InvalidOid);
+	SnapshotRules *memo;
+	bool		memo_found;
+	FrRuleSet  *set;
+
+	if (decode_owner_cxt == NULL)
+	{
+		int			n;
+		RuleRow    *rows = read_rules(source, NULL, &n);
+
+		return compile_rules(source, rows, n, CurrentMemoryContext);
+	}
+	versioned_start();
+	memo = snapshot_entry(source, snap, &memo_found);
+	if (memo_found)
+		return memo->set;
+	PG_TRY();
+	{
+		set = versioned_rules(source);
+	}
+	PG_CATCH();
+	{
+		hash_search(snapshot_rules, &memo->key, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	memo->set = set;
+	return set;
+}
+
+/* The versioned sets and the snapshots' memo, made or started again. */
+static void
+versioned_start(void)
+{
+	HASHCTL		ctl;
+
+	if (!versioned_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(versioned_invalidate, (Datum) 0);
+		versioned_callback_registered = true;
+	}
+	if (versioned_cxt != NULL && !versioned_stale &&
+		hash_get_num_entries(versioned_sets) < FR_VERSIONED_MAX &&
+		hash_get_num_entries(snapshot_rules) < FR_SNAPSHOTS_MAX)
+		return;
+	if (versioned_cxt == NULL)
+		versioned_cxt = AllocSetContextCreate(decode_owner_cxt, "fundrecs versioned rules",
+											  ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(versioned_cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(((VersionedSet *) NULL)->key);
+	ctl.entrysize = sizeof(VersionedSet);
+	ctl.hcxt = versioned_cxt;
+	versioned_sets = hash_create("fundrecs versioned rules", 16, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(SnapshotKey);
+	ctl.entrysize = sizeof(SnapshotRules);
+	ctl.hcxt = versioned_cxt;
+	snapshot_rules = hash_create("fundrecs rules by snapshot", 16, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	versioned_stale = false;
+}
+
+/* The rules of source read as of the change, compiled once per version. */
+static FrRuleSet *
+versioned_rules(Oid source)
 {
 	int			n;
 	RuleRow    *rows = read_rules(source, NULL, &n);
@@ -783,31 +916,6 @@ uncached_rules(Oid source)
 
 	if (n == 0)
 		return NULL;
-	if (decode_owner_cxt == NULL)
-		return compile_rules(source, rows, n, CurrentMemoryContext);
-	if (!versioned_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(versioned_invalidate, (Datum) 0);
-		versioned_callback_registered = true;
-	}
-	if (versioned_cxt == NULL || versioned_stale ||
-		hash_get_num_entries(versioned_sets) >= FR_VERSIONED_MAX)
-	{
-		HASHCTL		ctl;
-
-		if (versioned_cxt == NULL)
-			versioned_cxt = AllocSetContextCreate(decode_owner_cxt, "fundrecs versioned rules",
-												  ALLOCSET_DEFAULT_SIZES);
-		else
-			MemoryContextReset(versioned_cxt);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(key);
-		ctl.entrysize = sizeof(VersionedSet);
-		ctl.hcxt = versioned_cxt;
-		versioned_sets = hash_create("fundrecs versioned rules", 16, &ctl,
-									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		versioned_stale = false;
-	}
 
 	initStringInfo(&versions);
 	for (int i = 0; i < n; i++)
