@@ -227,7 +227,6 @@ typedef struct FrRelInfo
 	 */
 	Oid			rules_relid;
 	struct TupleConversionMap *rules_map;
-	TupleDesc	rules_desc;		/* the emitted rows' (the map's input) */
 } FrRelInfo;
 
 extern void fr_relinfo_init(MemoryContext parent);

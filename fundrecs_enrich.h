@@ -134,7 +134,6 @@ struct FrRulesCache
 	HTAB	   *sets;			/* Oid -> FrRuleSet * (NULL: no rules) */
 	Oid			last_source;	/* the table asked for last, and its rules */
 	FrRuleSet  *last_set;
-	uint64		epoch;
 };
 
 /* fundrecs_enrich.c */

@@ -393,8 +393,7 @@ set_rules_source(FrRelInfo *ri, Relation target, Relation root)
 		return;
 	}
 	ri->rules_relid = ri->root_relid;
-	ri->rules_desc = CreateTupleDescCopy(RelationGetDescr(target));
-	ri->rules_map = convert_tuples_by_name(ri->rules_desc,
+	ri->rules_map = convert_tuples_by_name(CreateTupleDescCopy(RelationGetDescr(target)),
 										   CreateTupleDescCopy(RelationGetDescr(root)));
 }
 
@@ -442,7 +441,6 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	ri->pub_columns = NULL;
 	ri->rules_relid = InvalidOid;
 	ri->rules_map = NULL;
-	ri->rules_desc = NULL;
 
 	root = open_root(ri, rel, &root_schema, &root_name);
 	if (opts->publication_names != NIL)

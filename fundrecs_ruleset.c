@@ -78,7 +78,6 @@ static const char *const rt_names[RT_NATTS] = {
 static FrRulesCache *decode_cache = NULL;
 static MemoryContext decode_owner_cxt = NULL;
 static RulesTable rules_table;
-static uint64 rules_epoch = 1;
 
 /* Rule sets compiled for changes the cache may not serve (uncached_rules). */
 static MemoryContext versioned_cxt = NULL;
@@ -103,7 +102,6 @@ cache_start(FrRulesCache *rc)
 	ctl.hcxt = rc->cxt;
 	rc->sets = hash_create("fundrecs rule sets", 32, &ctl,
 						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	rc->epoch = ++rules_epoch;
 	rc->last_source = InvalidOid;
 	rc->last_set = NULL;
 }
@@ -469,9 +467,8 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 }
 
 static ExprState *
-compile_tree(FrRuleSet *rs, const char *tree, const char *what, int ninner)
+compile_tree(FrRuleSet *rs, Node *node, const char *what, int ninner)
 {
-	Node	   *node = stringToNode(tree);
 	VarCheck	vc = {rs, what, ninner};
 	Bitmapset  *refs = NULL;
 
@@ -675,8 +672,7 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			TupleDescInitEntry(rs->emitted_desc, rs->ncols + 1, name, exprType(tree),
 							   exprTypmod(tree), 0);
 			init_column(&rs->cols[rs->ncols], name, exprType(tree), cxt);
-			rule->computed[j] = compile_tree(rs, TextDatumGetCString(row->computed_trees[j]),
-											 what, rs->ncols);
+			rule->computed[j] = compile_tree(rs, tree, what, rs->ncols);
 			rule->computed_nodes[j] = tree;
 			rule->exact[j] = exact_mul(rs, tree, i);
 			rs->ncols++;
@@ -685,10 +681,10 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 		{
 			rule->route_what = psprintf("computing the route of enrichment rule \"%s\"",
 										rule->name);
-			rule->route = compile_tree(rs, row->route_tree,
+			rule->route_node = stringToNode(row->route_tree);
+			rule->route = compile_tree(rs, rule->route_node,
 									   psprintf("the route of rule \"%s\"", rule->name),
 									   rs->ncols);
-			rule->route_node = stringToNode(row->route_tree);
 			rule->route_from_lookup = reads_only_lookup(rule, rule->route_node);
 			rs->has_route = true;
 		}
