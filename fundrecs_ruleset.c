@@ -814,18 +814,21 @@ snapshot_entry(Oid source, Snapshot snap, bool *found)
 	key.curcid = snap->curcid;
 	key.xcnt = snap->xcnt;
 	key.subxcnt = snap->subxcnt;
-	key.xids_hash = hash_combine(hash_bytes((unsigned char *) snap->xip, xip_size),
-								 hash_bytes((unsigned char *) snap->subxip, sub_size));
+	/* Either array may be NULL when empty: never handed to mem*() then. */
+	key.xids_hash = hash_combine(xip_size ? hash_bytes((unsigned char *) snap->xip, xip_size) : 0,
+								 sub_size ? hash_bytes((unsigned char *) snap->subxip, sub_size) : 0);
 	e = hash_search(snapshot_rules, &key, HASH_ENTER, found);
 	/* The xids themselves decide: a hash is not a proof. */
-	if (*found && (memcmp(e->xids, snap->xip, xip_size) != 0 ||
-				   memcmp(e->xids + snap->xcnt, snap->subxip, sub_size) != 0))
+	if (*found && ((xip_size && memcmp(e->xids, snap->xip, xip_size) != 0) ||
+				   (sub_size && memcmp(e->xids + snap->xcnt, snap->subxip, sub_size) != 0)))
 		*found = false;
 	if (!*found)
 	{
 		e->xids = MemoryContextAlloc(versioned_cxt, Max(xip_size + sub_size, 1));
-		memcpy(e->xids, snap->xip, xip_size);
-		memcpy(e->xids + snap->xcnt, snap->subxip, sub_size);
+		if (xip_size)
+			memcpy(e->xids, snap->xip, xip_size);
+		if (sub_size)
+			memcpy(e->xids + snap->xcnt, snap->subxip, sub_size);
 		e->set = NULL;
 	}
 	return e;
