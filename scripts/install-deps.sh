@@ -3,7 +3,8 @@
 # PostgreSQL 15 and its server headers, libpq, libcurl, OpenSSL, jansson,
 # the TAP test modules, wal2json (a benchmark peer), boto3/awscli, promtool
 # (prometheus), clang with its sanitizer and libFuzzer runtimes, valgrind and
-# the Debian packaging tools (debhelper, pg_buildext, lintian), Node.js
+# the Debian packaging tools (debhelper, pg_buildext, lintian), libfaketime
+# (a test server's clock stepped back), Node.js
 # and the pinned npm packages of test/e2e (Kinesis and S3 emulators, DuckDB).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -17,7 +18,7 @@ packages=(
 	postgresql-15-wal2json
 	python3 python3-boto3 python3-botocore awscli
 	clang libclang-rt-14-dev valgrind debhelper postgresql-server-dev-all lintian man-db prometheus
-	pg-bsd-indent
+	pg-bsd-indent faketime
 )
 # A machine may have Node.js from elsewhere; only ask Debian for it if absent.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

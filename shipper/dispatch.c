@@ -918,13 +918,15 @@ dispatch_target_next_due(int linger_ms)
 }
 
 void
-dispatch_target_stats(MetricsState *m)
+dispatch_target_stats(MetricsState *m, const char *name)
 {
-	m->rows += rows_shipped;
-	m->bytes += bytes_shipped;
-	m->oldest_pending_commit = dispatch_oldest_commit_time();
-	m->last_delivery = Max(m->last_delivery, last_delivery);
-	m->held_rows += dispatch_held_rows();
-	m->held_bytes += dispatch_held_bytes();
+	TargetMetrics *tm = metrics_target(m, name);
+
+	tm->rows = rows_shipped;
+	tm->bytes = bytes_shipped;
+	tm->oldest_pending_commit = dispatch_oldest_commit_time();
+	tm->last_delivery = last_delivery;
+	tm->held_rows = dispatch_held_rows();
+	tm->held_bytes = dispatch_held_bytes();
 	m->deliveries_in_flight += dispatch_in_flight();
 }

@@ -157,6 +157,16 @@ finish_request(HttpClient *client, CURLcode rc, HttpResponse *resp)
 	return true;
 }
 
+char *
+http_response_header(HttpClient *client, const char *name)
+{
+	struct curl_header *h;
+
+	if (curl_easy_header(client->curl, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+		return NULL;
+	return pg_strdup(h->value);
+}
+
 bool
 http_request(HttpClient *client, const char *method, const char *url,
 			 struct curl_slist *headers, const char *body, size_t len,

@@ -56,6 +56,12 @@ extern void http_request_many(HttpClient *clients, int n, const char *method,
 							  const char *url, struct curl_slist **headers,
 							  PQExpBuffer bodies, HttpResponse *resps, bool *reached);
 
+/*
+ * A header of the client's last response (case-insensitive name), copied
+ * (free() it); NULL when the response had none.
+ */
+extern char *http_response_header(HttpClient *client, const char *name);
+
 /* A transport failure that retrying cannot mend (TLS verification...). */
 extern bool http_error_is_permanent(const HttpResponse *resp);
 

@@ -68,17 +68,65 @@ one(PQExpBuffer b, const char *name, const char *type, const char *help, double 
 	appendPQExpBuffer(b, "%s %.17g\n", name, value);
 }
 
-/* A counter per configured target (rows are acknowledged by all of them). */
-static void
-per_target(PQExpBuffer b, const char *name, const char *help, uint64_t value)
+TargetMetrics *
+metrics_target(MetricsState *s, const char *name)
 {
-	char		list[64];
-	char	   *save = NULL;
+	TargetMetrics *tm;
 
-	family(b, name, "counter", help);
-	strlcpy(list, targets, sizeof(list));
-	for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
-		appendPQExpBuffer(b, "%s{target=\"%s\"} %llu\n", name, t, (unsigned long long) value);
+	for (int i = 0; i < s->ntargets; i++)
+		if (strcmp(s->targets[i].name, name) == 0)
+			return &s->targets[i];
+	Assert(s->ntargets < METRICS_MAX_TARGETS);
+	tm = &s->targets[s->ntargets++];
+	memset(tm, 0, sizeof(*tm));
+	strlcpy(tm->name, name, sizeof(tm->name));
+	return tm;
+}
+
+/*
+ * The figures over every target: rows acknowledged by all of them, rows
+ * held by any, the oldest pending commit, and the last time every target
+ * had delivered (the stalest target's).
+ */
+void
+metrics_sum_targets(MetricsState *s)
+{
+	s->rows = s->bytes = s->held_rows = s->held_bytes = 0;
+	s->oldest_pending_commit = s->last_delivery = 0;
+	for (int i = 0; i < s->ntargets; i++)
+	{
+		const TargetMetrics *tm = &s->targets[i];
+
+		s->rows = i == 0 ? tm->rows : Min(s->rows, tm->rows);
+		s->bytes = i == 0 ? tm->bytes : Min(s->bytes, tm->bytes);
+		s->held_rows += tm->held_rows;
+		s->held_bytes += tm->held_bytes;
+		if (tm->oldest_pending_commit > 0 &&
+			(s->oldest_pending_commit == 0 || tm->oldest_pending_commit < s->oldest_pending_commit))
+			s->oldest_pending_commit = tm->oldest_pending_commit;
+		s->last_delivery = i == 0 ? tm->last_delivery : Min(s->last_delivery, tm->last_delivery);
+	}
+}
+
+/* One gauge or counter family with a value per target. */
+static void
+per_target_value(PQExpBuffer b, const MetricsState *s, const char *name, const char *type,
+				 const char *help, size_t offset, bool is_double, double now, bool age)
+{
+	family(b, name, type, help);
+	for (int i = 0; i < s->ntargets; i++)
+	{
+		const char *field = (const char *) &s->targets[i] + offset;
+		double		v;
+
+		if (is_double)
+			v = *(const double *) field;
+		else
+			v = (double) *(const uint64_t *) field;
+		if (age)
+			v = v > 0 && now > v ? now - v : 0;
+		appendPQExpBuffer(b, "%s{target=\"%s\"} %.17g\n", name, s->targets[i].name, v);
+	}
 }
 
 static void
@@ -91,8 +139,16 @@ render(PQExpBuffer b, const MetricsState *s, const char *server)
 	appendPQExpBuffer(b, "fundrecs_shipper_build_info{version=\"%s\",server_version=\"%s\"} 1\n", version, server);
 	one(b, "fundrecs_shipper_start_time_seconds", "gauge", "When the shipper started, in seconds since the epoch.", start_time);
 
-	per_target(b, "fundrecs_shipper_rows_total", "Rows acknowledged by the target.", s->rows);
-	per_target(b, "fundrecs_shipper_row_bytes_total", "Bytes of the rows acknowledged by the target.", s->bytes);
+	per_target_value(b, s, "fundrecs_shipper_rows_total", "counter", "Rows acknowledged by the target.",
+					 offsetof(TargetMetrics, rows), false, now, false);
+	per_target_value(b, s, "fundrecs_shipper_row_bytes_total", "counter", "Bytes of the rows acknowledged by the target (uncompressed).",
+					 offsetof(TargetMetrics, bytes), false, now, false);
+	per_target_value(b, s, "fundrecs_shipper_target_lag_seconds", "gauge", "Age of the oldest row the target has not acknowledged (commit time to now), 0 when none is pending.",
+					 offsetof(TargetMetrics, oldest_pending_commit), true, now, true);
+	per_target_value(b, s, "fundrecs_shipper_target_last_delivery_timestamp_seconds", "gauge", "When the target last acknowledged rows, in seconds since the epoch (0: never in this run).",
+					 offsetof(TargetMetrics, last_delivery), true, now, false);
+	per_target_value(b, s, "fundrecs_shipper_target_held_rows", "gauge", "Rows the target holds in memory until acknowledged.",
+					 offsetof(TargetMetrics, held_rows), false, now, false);
 	one(b, "fundrecs_shipper_kinesis_records_total", "counter", "Kinesis records acknowledged.", (double) s->kinesis_records);
 	one(b, "fundrecs_shipper_kinesis_put_records_calls_total", "counter", "PutRecords calls sent.", (double) s->kinesis_calls);
 	one(b, "fundrecs_shipper_kinesis_retried_calls_total", "counter", "PutRecords calls that were retries.", (double) s->kinesis_retried_calls);
@@ -100,15 +156,17 @@ render(PQExpBuffer b, const MetricsState *s, const char *server)
 	one(b, "fundrecs_shipper_kinesis_throttled_records_total", "counter", "Kinesis records refused with ProvisionedThroughputExceededException.", (double) s->kinesis_throttled_records);
 	one(b, "fundrecs_shipper_s3_objects_total", "counter", "S3 objects written.", (double) s->s3_objects);
 	one(b, "fundrecs_shipper_s3_object_bytes_total", "counter", "Bytes of the S3 objects written.", (double) s->s3_bytes);
+	one(b, "fundrecs_shipper_s3_objects_cut_short_total", "counter", "S3 objects found cut short by a crash (a store that keeps a cut PUT) and deleted; their rows were written again.", (double) s->s3_objects_torn);
+	one(b, "fundrecs_shipper_s3_rows_already_written_total", "counter", "Rows not written to S3 again because the bucket had them (shipped before a restart).", (double) s->s3_rows_skipped);
 
 	one(b, "fundrecs_shipper_confirmed_lsn", "gauge", "Position confirmed to PostgreSQL (LSN as a number).", (double) s->confirmed_lsn);
 	one(b, "fundrecs_shipper_server_wal_end_lsn", "gauge", "The server's WAL end from its last keepalive (LSN as a number).", (double) s->wal_end);
 	one(b, "fundrecs_shipper_lag_bytes", "gauge", "WAL between the server's end and the confirmed position.",
 		s->wal_end > s->confirmed_lsn ? (double) (s->wal_end - s->confirmed_lsn) : 0);
-	one(b, "fundrecs_shipper_lag_seconds", "gauge", "Age of the oldest row not yet acknowledged (commit time to now), 0 when none is pending.",
+	one(b, "fundrecs_shipper_lag_seconds", "gauge", "Age of the oldest row not yet acknowledged by every target (commit time to now), 0 when none is pending.",
 		s->oldest_pending_commit > 0 && now > s->oldest_pending_commit ? now - s->oldest_pending_commit : 0);
-	one(b, "fundrecs_shipper_last_delivery_timestamp_seconds", "gauge", "When rows were last acknowledged, in seconds since the epoch (0: never).", s->last_delivery);
-	one(b, "fundrecs_shipper_held_rows", "gauge", "Rows held in memory until acknowledged.", (double) s->held_rows);
+	one(b, "fundrecs_shipper_last_delivery_timestamp_seconds", "gauge", "Since when every target has delivered: the oldest of the targets' last deliveries, in seconds since the epoch (0: a target never delivered in this run).", s->last_delivery);
+	one(b, "fundrecs_shipper_held_rows", "gauge", "Rows held in memory until acknowledged, over every target.", (double) s->held_rows);
 	one(b, "fundrecs_shipper_held_bytes", "gauge", "Bytes of the rows held in memory until acknowledged.", (double) s->held_bytes);
 	one(b, "fundrecs_shipper_deliveries_in_flight", "gauge", "Batches being delivered at once (each with its share of the --max-in-flight calls).", s->deliveries_in_flight);
 	one(b, "fundrecs_shipper_connected", "gauge", "1 while streaming from the slot.", s->connected ? 1 : 0);
@@ -137,12 +195,33 @@ health(const MetricsState *s, char *reason, size_t len)
 
 	reason[0] = '\0';
 	if (!s->connected)
+	{
 		snprintf(reason, len, "not streaming from the slot");
-	else if (s->held_rows > 0 && max_lag > 0 &&
-			 now - Max(s->last_delivery, start_time) > max_lag)
-		snprintf(reason, len, "%llu rows pending and nothing delivered for %.0f s (--health-max-lag %d)",
-				 (unsigned long long) s->held_rows, now - Max(s->last_delivery, start_time), max_lag);
-	else if (max_retained > 0 && s->has_slot_state && s->retained_wal > max_retained)
+		return;
+	}
+	for (int i = 0; i < s->ntargets && max_lag > 0; i++)
+	{
+		const TargetMetrics *tm = &s->targets[i];
+
+		if (tm->held_rows == 0)
+			continue;
+		/* A target that holds rows on purpose (S3) has its allowance. */
+		if (tm->held_since > 0 && now - tm->held_since > tm->hold_allowance + max_lag)
+		{
+			snprintf(reason, len, "target %s: %llu rows held for %.0f s (--flush-seconds %.0f + --health-max-lag %d)",
+					 tm->name, (unsigned long long) tm->held_rows, now - tm->held_since,
+					 tm->hold_allowance, max_lag);
+			return;
+		}
+		if (tm->held_since == 0 && now - Max(tm->last_delivery, start_time) > max_lag)
+		{
+			snprintf(reason, len, "target %s: %llu rows pending and nothing delivered for %.0f s (--health-max-lag %d)",
+					 tm->name, (unsigned long long) tm->held_rows,
+					 now - Max(tm->last_delivery, start_time), max_lag);
+			return;
+		}
+	}
+	if (max_retained > 0 && s->has_slot_state && s->retained_wal > max_retained)
 		snprintf(reason, len, "the slot retains %lld bytes of WAL, over --max-retained-wal %lld",
 				 (long long) s->retained_wal, (long long) max_retained);
 }
@@ -181,6 +260,17 @@ handle(void *cls, struct MHD_Connection *connection, const char *url, const char
 	s = state;
 	strlcpy(server, server_version, sizeof(server));
 	pthread_mutex_unlock(&lock);
+	/* Before the first snapshot: every target, at zero. */
+	if (s.ntargets == 0)
+	{
+		char		list[64];
+		char	   *save = NULL;
+
+		strlcpy(list, targets, sizeof(list));
+		for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
+			if (s.ntargets < METRICS_MAX_TARGETS)
+				metrics_target(&s, t);
+	}
 
 	if (strcmp(url, "/metrics") == 0)
 	{

@@ -14,9 +14,30 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* What one target (--target kinesis,s3: each of them) has delivered. */
+typedef struct TargetMetrics
+{
+	char		name[16];		/* as --target spells it */
+	uint64_t	rows;			/* rows it acknowledged */
+	uint64_t	bytes;
+	uint64_t	held_rows;		/* rows it holds until acknowledged */
+	uint64_t	held_bytes;
+	double		oldest_pending_commit;	/* epoch seconds; 0: nothing pending */
+	double		last_delivery;	/* epoch seconds; 0: never */
+	double		held_since;		/* when its oldest held row arrived (0:
+								 * unknown) */
+	double		hold_allowance; /* how long it holds rows on purpose
+								 * (--flush-seconds) */
+} TargetMetrics;
+
+#define METRICS_MAX_TARGETS 4
+
 /* What the shipper publishes. */
 typedef struct MetricsState
 {
+	TargetMetrics targets[METRICS_MAX_TARGETS];
+	int			ntargets;
+
 	/* counters */
 	uint64_t	rows;			/* rows acknowledged by every target */
 	uint64_t	bytes;
@@ -27,6 +48,8 @@ typedef struct MetricsState
 	uint64_t	kinesis_throttled_records;
 	uint64_t	s3_objects;
 	uint64_t	s3_bytes;
+	uint64_t	s3_objects_torn;	/* cut short by a crash, deleted */
+	uint64_t	s3_rows_skipped;	/* already in the bucket */
 	uint64_t	load_rows;		/* initial load: rows read */
 	/* gauges */
 	uint64_t	load_estimate;	/* initial load: planner's estimate */
@@ -61,6 +84,14 @@ extern void metrics_set_max_retained(int64_t bytes);
 
 /* Is the server running? */
 extern bool metrics_enabled(void);
+
+/*
+ * A target's entry in the state, added empty at its first use; the
+ * aggregate fields (rows, held_rows, lag...) are derived from the entries
+ * by metrics_sum_targets().
+ */
+extern TargetMetrics *metrics_target(MetricsState *state, const char *name);
+extern void metrics_sum_targets(MetricsState *state);
 
 /* Publishes a new state (copied). */
 extern void metrics_publish(const MetricsState *state);

@@ -287,10 +287,10 @@ replicate_publish_metrics(Replicator *r, bool force)
 		return;
 	r->last_publish = now;
 	/* What the targets count, afresh. */
-	m->rows = m->bytes = m->held_rows = m->held_bytes = 0;
-	m->oldest_pending_commit = m->last_delivery = 0;
+	m->ntargets = 0;
 	m->deliveries_in_flight = 0;
 	target_stats(r->target, m);
+	metrics_sum_targets(m);
 	m->load_rows = load_rows_done;
 	m->load_estimate = load_rows_estimate;
 	m->confirmed_lsn = r->pos.confirmed;

@@ -9,20 +9,30 @@
  *	  Every change once: object names carry the stream positions of their
  *	  first and last rows (commit LSN and ordinal in the transaction, as
  *	  zero-padded hex, so names sort in stream order), never the run or the
- *	  clock.  A route's objects are written one after the other, in order,
- *	  so the last position among its objects is where it stands; after a
- *	  crash, the first row of each route lists the route's recent objects
- *	  (ListObjectsV2) and rows at or before that position are not written
- *	  again.  A PUT is atomic: an object cut short is never visible.  The
- *	  prefix belongs to one slot (PREFIX/_fundrecs/owner.json); an initial
- *	  load that did not finish has its objects deleted before it is done
- *	  again.
+ *	  clock.  The objects of one route and day are written one after the
+ *	  other, in order, so the last position among them is where that route
+ *	  and day stand; after a crash, the first row of each route and day
+ *	  lists that day's objects (ListObjectsV2) and rows at or before that
+ *	  position are not written again.  Nothing is assumed across days: a
+ *	  server whose clock steps back commits later transactions on earlier
+ *	  days.
+ *
+ *	  A PUT carries Content-MD5 (S3 refuses a body that does not match it)
+ *	  and its row count (x-amz-meta-fundrecs-rows); the last object of each
+ *	  route and day, the only one a crash can have cut, is read back before
+ *	  its position is trusted, and deleted when it is short: a store that
+ *	  keeps a PUT cut by a crash (s3rver does; S3 never) loses no row.  The
+ *	  prefix belongs to one slot (PREFIX/_fundrecs/owner.json), checked at
+ *	  each flush; an initial load that did not finish has its objects
+ *	  deleted before it is done again.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres_fe.h"
 
 #include <time.h>
+
+#include <openssl/evp.h>
 
 #include "log.h"
 #include "pqexpbuffer.h"
@@ -120,15 +130,24 @@ object_url(S3Target *s, const char *key, char **url, char **host, char **path)
 	free(scheme);
 }
 
-/* One signed S3 request; query (encoded, without '?') may be NULL. */
+/*
+ * One signed S3 request; query (encoded, without '?') may be NULL.  A body
+ * goes with its Content-MD5; rows > 0 adds x-amz-meta-fundrecs-rows.
+ */
 static bool
 s3_request(S3Target *s, const char *method, const char *key, const char *query,
-		   const char *content_type, const char *body, size_t len, HttpResponse *resp)
+		   const char *content_type, const char *body, size_t len, uint64_t rows,
+		   HttpResponse *resp)
 {
 	char	   *url;
 	char	   *host;
 	char	   *path;
-	SigV4Header extra[1];
+	SigV4Header extra[3];
+	int			nextra = 0;
+	unsigned char md5[EVP_MAX_MD_SIZE];
+	unsigned int md5_len = 0;
+	char		md5_b64[64];
+	char		nrows[24];
 	AwsRequestSpec spec;
 	struct curl_slist *headers = NULL;
 	bool		ok;
@@ -145,13 +164,32 @@ s3_request(S3Target *s, const char *method, const char *key, const char *query,
 	memset(&spec, 0, sizeof(spec));
 	if (content_type)
 	{
-		extra[0] = (SigV4Header)
+		extra[nextra++] = (SigV4Header)
 		{
 			"Content-Type", content_type
 		};
-		spec.extra = extra;
-		spec.nextra = 1;
+		/* A body cut short or changed on the way is refused, not kept. */
+		if (!EVP_Digest(body ? body : "", len, md5, &md5_len, EVP_md5(), NULL))
+		{
+			log_error("could not compute the MD5 of an S3 object");
+			exit(1);
+		}
+		EVP_EncodeBlock((unsigned char *) md5_b64, md5, (int) md5_len);
+		extra[nextra++] = (SigV4Header)
+		{
+			"Content-MD5", md5_b64
+		};
 	}
+	if (rows > 0)
+	{
+		snprintf(nrows, sizeof(nrows), "%llu", (unsigned long long) rows);
+		extra[nextra++] = (SigV4Header)
+		{
+			"X-Amz-Meta-Fundrecs-Rows", nrows
+		};
+	}
+	spec.extra = extra;
+	spec.nextra = nextra;
 	spec.method = method;
 	spec.host = host;
 	spec.path = path;
@@ -250,12 +288,13 @@ s3_attempt(void *arg, int attempt, char **problem)
 
 	if (c->object)
 		reached = s3_request(c->s, c->method, c->key, NULL, "application/x-ndjson",
-							 c->object->body.data, c->object->body.len, &c->resp);
+							 c->object->body.data, c->object->body.len, c->object->rows,
+							 &c->resp);
 	else if (c->body)
 		reached = s3_request(c->s, c->method, c->key, NULL, "application/json", c->body,
-							 strlen(c->body), &c->resp);
+							 strlen(c->body), 0, &c->resp);
 	else
-		reached = s3_request(c->s, c->method, c->key, c->query, NULL, NULL, 0, &c->resp);
+		reached = s3_request(c->s, c->method, c->key, c->query, NULL, NULL, 0, 0, &c->resp);
 
 	if (reached && c->resp.status >= 200 && c->resp.status < 300)
 		return CALL_DONE;
@@ -398,9 +437,12 @@ parse_object_name(const char *key, S3Position *first, S3Position *last)
 	return true;
 }
 
-/* The text between <tag> and </tag> from *from on, XML entities decoded; NULL when none. */
+/*
+ * The text between <tag> and </tag> from *from on, XML entities decoded
+ * (decode) or as it is; NULL when none.
+ */
 static char *
-xml_next(const char **from, const char *tag)
+xml_extract(const char **from, const char *tag, bool decode)
 {
 	char		open[64];
 	char		close[64];
@@ -424,7 +466,7 @@ xml_next(const char **from, const char *tag)
 		{"&quot;", '"'}, {"&apos;", '\''}};
 		bool		done = false;
 
-		for (int e = 0; e < lengthof(entities) && *p == '&'; e++)
+		for (int e = 0; decode && e < lengthof(entities) && *p == '&'; e++)
 		{
 			size_t		n = strlen(entities[e].entity);
 
@@ -443,6 +485,12 @@ xml_next(const char **from, const char *tag)
 	return out.data;
 }
 
+static char *
+xml_next(const char **from, const char *tag)
+{
+	return xml_extract(from, tag, true);
+}
+
 /* A ListObjectsV2 query parameter, URI-encoded. */
 static void
 append_query_param(PQExpBuffer q, const char *name, const char *value)
@@ -454,12 +502,13 @@ append_query_param(PQExpBuffer q, const char *name, const char *value)
 }
 
 /*
- * Lists the keys under prefix, calling fn for each; pages through the
- * whole listing (ListObjectsV2, continuation tokens).
+ * Lists the keys under prefix, calling fn for each with its size; pages
+ * through the whole listing (ListObjectsV2, continuation tokens).
  */
 static ShipResult
 list_objects(S3Target *s, const char *prefix,
-			 void (*fn) (const char *key, void *arg), void *arg, StopFlag *stop)
+			 void (*fn) (const char *key, long long size, void *arg), void *arg,
+			 StopFlag *stop)
 {
 	char	   *token = NULL;
 	ShipResult	result = SHIP_OK;
@@ -491,9 +540,18 @@ list_objects(S3Target *s, const char *prefix,
 		if (result == SHIP_OK)
 		{
 			p = c.resp.body.data;
-			while ((item = xml_next(&p, "Key")) != NULL)
+			while ((item = xml_extract(&p, "Contents", false)) != NULL)
 			{
-				fn(item, arg);
+				const char *q = item;
+				char	   *key = xml_next(&q, "Key");
+				char	   *size;
+
+				q = item;
+				size = xml_next(&q, "Size");
+				if (key != NULL)
+					fn(key, size ? atoll(size) : -1, arg);
+				free(key);
+				free(size);
 				free(item);
 			}
 			p = c.resp.body.data;
@@ -545,41 +603,236 @@ day_add(const char *day, int days, char out[11])
 	strftime(out, 11, "%Y-%m-%d", &tm);
 }
 
-static void
-mark_last(const char *key, void *arg)
+/* An object of one route and day, as the listing shows it. */
+typedef struct DayObject
 {
-	S3RouteMark *m = arg;
+	char	   *key;
+	long long	size;
+	S3Position	last;
+} DayObject;
+
+typedef struct DayListing
+{
+	DayObject  *objects;
+	int			n;
+	int			max;
+} DayListing;
+
+static void
+collect_day_object(const char *key, long long size, void *arg)
+{
+	DayListing *l = arg;
 	S3Position	first;
 	S3Position	last;
 
-	if (parse_object_name(key, &first, &last) &&
-		(!m->found || position_cmp(last, m->last) > 0))
+	if (!parse_object_name(key, &first, &last))
+		return;
+	if (l->n == l->max)
 	{
-		m->found = true;
-		m->last = last;
+		l->max = Max(16, l->max * 2);
+		l->objects = pg_realloc(l->objects, sizeof(DayObject) * l->max);
 	}
+	l->objects[l->n].key = pg_strdup(key);
+	l->objects[l->n].size = size;
+	l->objects[l->n].last = last;
+	l->n++;
+}
+
+/* The lines of an object's body (gunzipped when its name ends in .gz); -1 when the gzip stream is cut or bad. */
+static long long
+object_lines(const char *key, const char *body, size_t len, bool *ends_with_newline)
+{
+	long long	lines = 0;
+	char		last = '\0';
+
+	if (strlen(key) > 3 && strcmp(key + strlen(key) - 3, ".gz") == 0)
+	{
+		z_stream	z;
+		unsigned char out[65536];
+		int			rc = Z_OK;
+
+		memset(&z, 0, sizeof(z));
+		if (inflateInit2(&z, 15 + 16) != Z_OK)
+			return -1;
+		z.next_in = (unsigned char *) body;
+		z.avail_in = (uInt) len;
+		while (rc == Z_OK)
+		{
+			z.next_out = out;
+			z.avail_out = sizeof(out);
+			rc = inflate(&z, Z_NO_FLUSH);
+			for (unsigned char *c = out; c < z.next_out; c++)
+				lines += (*c == '\n');
+			if (z.next_out > out)
+				last = (char) z.next_out[-1];
+			if (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0)
+				rc = Z_BUF_ERROR;	/* the input ended before the stream */
+		}
+		inflateEnd(&z);
+		/* Whole: the stream's end, its CRC and length checked, nothing after. */
+		if (rc != Z_STREAM_END || z.avail_in != 0)
+			return -1;
+	}
+	else
+	{
+		for (size_t i = 0; i < len; i++)
+			lines += (body[i] == '\n');
+		if (len > 0)
+			last = body[len - 1];
+	}
+	*ends_with_newline = last == '\n';
+	return lines;
 }
 
 /*
- * Where the route stands in the bucket: the last position among its
- * objects of the days from the day before dt to the day after today
- * (commit days follow commit order; a day's margin on each side covers
- * clocks).  Objects of a route are written in order, so every position up
- * to it is there.  A listing per day: the route's older days are never
- * read.
+ * Is the object whole?  It is read back: not empty, its gzip stream (when
+ * compressed) ends where it should, its last row ends with a newline, and
+ * it has the rows its x-amz-meta-fundrecs-rows says (objects of versions
+ * before 1.6 have no such header).  *why says what is wrong.
+ */
+static ShipResult
+object_is_whole(S3Target *s, const DayObject *o, bool *whole, char **why, StopFlag *stop)
+{
+	S3Call		c;
+	char	   *what = psprintf("object \"%s\"", o->key);
+	ShipResult	result;
+
+	*whole = true;
+	*why = NULL;
+	if (o->size == 0)
+	{
+		*whole = false;
+		*why = pg_strdup("it is empty");
+		free(what);
+		return SHIP_OK;
+	}
+	memset(&c, 0, sizeof(c));
+	c.s = s;
+	c.what = what;
+	c.method = "GET";
+	c.key = o->key;
+	c.missing_ok = true;
+	http_response_init(&c.resp);
+	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+	if (result == SHIP_OK && c.resp.status == 404)
+	{
+		*whole = false;
+		*why = pg_strdup("it is listed but cannot be read");
+	}
+	else if (result == SHIP_OK)
+	{
+		char	   *meta = http_response_header(&s->http, "x-amz-meta-fundrecs-rows");
+		bool		newline = false;
+		long long	lines = object_lines(o->key, c.resp.body.data, c.resp.body.len, &newline);
+
+		if (lines < 0)
+			*why = psprintf("its gzip stream is cut short or damaged (%zu bytes)", c.resp.body.len);
+		else if (c.resp.body.len == 0 || lines == 0)
+			*why = pg_strdup("it holds no row");
+		else if (!newline)
+			*why = psprintf("its last row is cut short (%lld rows and a part)", lines);
+		else if (meta != NULL && atoll(meta) != lines)
+			*why = psprintf("it holds %lld of its %s rows", lines, meta);
+		*whole = *why == NULL;
+		free(meta);
+	}
+	http_response_free(&c.resp);
+	free(what);
+	return result;
+}
+
+static ShipResult
+delete_object(S3Target *s, const char *key, StopFlag *stop)
+{
+	S3Call		c;
+	char	   *what = psprintf("object \"%s\"", key);
+	ShipResult	result;
+
+	memset(&c, 0, sizeof(c));
+	c.s = s;
+	c.what = what;
+	c.method = "DELETE";
+	c.key = key;
+	c.missing_ok = true;
+	http_response_init(&c.resp);
+	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+	http_response_free(&c.resp);
+	free(what);
+	return result;
+}
+
+/*
+ * Reads where a route stands on one day: the last position among the
+ * objects of PREFIX/<route>/dt=<dt>/, after its last object is read back
+ * whole (a crash cuts at most the PUT in flight, which is the last of its
+ * route and day).  One cut short is deleted, and the one before it read
+ * back in turn: its rows come again from the slot.
+ */
+static ShipResult
+read_day_mark(S3Target *s, S3RouteMark *m, StopFlag *stop)
+{
+	char	   *base = prefix_slash(s);
+	char	   *prefix = psprintf("%s%s/dt=%s/", base, m->route, m->dt);
+	DayListing	l;
+	ShipResult	result;
+
+	memset(&l, 0, sizeof(l));
+	result = list_objects(s, prefix, collect_day_object, &l, stop);
+	while (result == SHIP_OK && l.n > 0)
+	{
+		int			newest = 0;
+		bool		whole;
+		char	   *why;
+
+		for (int i = 1; i < l.n; i++)
+			if (position_cmp(l.objects[i].last, l.objects[newest].last) > 0)
+				newest = i;
+		result = object_is_whole(s, &l.objects[newest], &whole, &why, stop);
+		if (result == SHIP_OK && whole)
+		{
+			m->found = true;
+			m->last = l.objects[newest].last;
+			break;
+		}
+		if (result != SHIP_OK)
+			break;
+		log_warning("s3://%s/%s was cut short (%s): deleting it; its rows are written again",
+					s->bucket, l.objects[newest].key, why);
+		free(why);
+		result = delete_object(s, l.objects[newest].key, stop);
+		if (result == SHIP_OK)
+			s->objects_torn++;
+		free(l.objects[newest].key);
+		l.objects[newest] = l.objects[--l.n];
+	}
+	for (int i = 0; i < l.n; i++)
+		free(l.objects[i].key);
+	free(l.objects);
+	free(prefix);
+	free(base);
+	return result;
+}
+
+/*
+ * Where a route stands in the bucket on one day, listed at the first row of
+ * that route and day in a run (read_day_mark), then kept up to date as
+ * objects are written.
  */
 static S3RouteMark *
 route_mark(S3Target *s, const char *route, const char *dt, StopFlag *stop)
 {
 	S3RouteMark *m;
-	char	   *base = prefix_slash(s);
-	char		day[11];
-	char		last_day[11];
-	ShipResult	result = SHIP_OK;
 
+	/* Rows come in runs of one route and day: the last one first. */
+	if (s->last_mark < s->nmarks && strcmp(s->marks[s->last_mark].dt, dt) == 0 &&
+		strcmp(s->marks[s->last_mark].route, route) == 0)
+		return &s->marks[s->last_mark];
 	for (int i = 0; i < s->nmarks; i++)
-		if (strcmp(s->marks[i].route, route) == 0)
+		if (strcmp(s->marks[i].dt, dt) == 0 && strcmp(s->marks[i].route, route) == 0)
+		{
+			s->last_mark = i;
 			return &s->marks[i];
+		}
 
 	if (s->nmarks == s->maxmarks)
 	{
@@ -589,44 +842,56 @@ route_mark(S3Target *s, const char *route, const char *dt, StopFlag *stop)
 	m = &s->marks[s->nmarks];
 	memset(m, 0, sizeof(*m));
 	m->route = pg_strdup(route);
-	day_add(dt, -1, day);
-	day_add(NULL, 1, last_day);
-	if (strcmp(dt, last_day) > 0)
-		strlcpy(last_day, dt, sizeof(last_day));
-	for (int guard = 0; strcmp(day, last_day) <= 0 && guard < 400 && result == SHIP_OK; guard++)
-	{
-		char	   *prefix = psprintf("%s%s/dt=%s/", base, route, day);
-		char		next[11];
-
-		result = list_objects(s, prefix, mark_last, m, stop);
-		free(prefix);
-		day_add(day, 1, next);
-		strlcpy(day, next, sizeof(day));
-	}
-	if (result != SHIP_OK)
+	strlcpy(m->dt, dt, sizeof(m->dt));
+	if (read_day_mark(s, m, stop) != SHIP_OK)
 	{
 		free(m->route);
-		m = NULL;
+		return NULL;
 	}
-	else
+	s->last_mark = s->nmarks++;
+	if (m->found)
 	{
-		s->nmarks++;
-		if (m->found)
-		{
-			char		hex[POSITION_HEX + 1];
+		char		hex[POSITION_HEX + 1];
 
-			format_position(hex, m->last);
-			log_info("S3 route \"%s\" has objects up to position %s: rows up to it are not written again",
-					 route, hex);
-		}
+		format_position(hex, m->last);
+		log_info("S3 route \"%s\" has objects of %s up to position %s: rows of that day up to it are not written again",
+				 route, dt, hex);
 	}
-	free(base);
 	return m;
+}
+
+/*
+ * After a flush: the marks of days two days older than the newest one seen
+ * are dropped (a row of such a day, after a clock step, lists its day
+ * again), so the marks stay few however long the shipper runs.
+ */
+static void
+prune_marks(S3Target *s)
+{
+	char		newest[11] = "";
+	char		keep_from[11];
+	int			n = 0;
+
+	for (int i = 0; i < s->nmarks; i++)
+		if (strcmp(s->marks[i].dt, newest) > 0)
+			strlcpy(newest, s->marks[i].dt, sizeof(newest));
+	if (newest[0] == '\0')
+		return;
+	day_add(newest, -2, keep_from);
+	for (int i = 0; i < s->nmarks; i++)
+	{
+		if (strcmp(s->marks[i].dt, keep_from) < 0)
+			free(s->marks[i].route);
+		else
+			s->marks[n++] = s->marks[i];
+	}
+	s->nmarks = n;
+	s->last_mark = 0;
 }
 
 S3AddResult
 s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t len,
-	   S3Position pos, uint64_t safe_lsn, StopFlag *stop)
+	   S3Position pos, uint64_t safe_lsn, double commit_time, StopFlag *stop)
 {
 	S3Object   *o = NULL;
 	S3RouteMark *m = route_mark(s, route, dt, stop);
@@ -671,9 +936,13 @@ s3_add(S3Target *s, const char *route, const char *dt, const char *row, size_t l
 	{
 		s->first_at = now_seconds();
 		s->safe_lsn = safe_lsn;
+		s->oldest_commit = commit_time;
 	}
+	else if (commit_time > 0 && (s->oldest_commit == 0 || commit_time < s->oldest_commit))
+		s->oldest_commit = commit_time;
 	o->last = pos;
 	o->rows++;
+	o->raw_bytes += len + 1;
 	if (s->gzip)
 	{
 		deflate_into(o, row, len, Z_NO_FLUSH);
@@ -747,6 +1016,8 @@ s3_claim_prefix(S3Target *s, const char *system_id, const char *database, const 
 			if (result == SHIP_OK)
 				log_info("claimed s3://%s/%s for slot \"%s\" of database \"%s\"", s->bucket, base, slot,
 						 database);
+			if (result == SHIP_OK && s->owner_doc != NULL)
+				log_warning("%s was deleted while this shipper ran: written again", key);
 		}
 		else if (result == SHIP_OK && c.resp.status != 404)
 		{
@@ -771,10 +1042,65 @@ s3_claim_prefix(S3Target *s, const char *system_id, const char *database, const 
 		}
 		http_response_free(&c.resp);
 	}
+	if (result == SHIP_OK && s->owner_doc == NULL)
+	{
+		/* Checked again at each flush (s3_check_owner). */
+		s->owner_key = key;
+		s->owner_doc = mine;
+		s->owner_system = pg_strdup(system_id);
+		s->owner_database = pg_strdup(database);
+		s->owner_slot = pg_strdup(slot);
+		key = mine = NULL;
+	}
 	free(base);
 	free(key);
 	free(what);
 	free(mine);
+	return result;
+}
+
+ShipResult
+s3_check_owner(S3Target *s, StopFlag *stop)
+{
+	S3Call		c;
+	char	   *what;
+	ShipResult	result;
+
+	if (s->owner_key == NULL)
+		return SHIP_OK;
+	what = psprintf("object \"%s\"", s->owner_key);
+	memset(&c, 0, sizeof(c));
+	c.s = s;
+	c.what = what;
+	c.method = "GET";
+	c.key = s->owner_key;
+	c.missing_ok = true;
+	http_response_init(&c.resp);
+	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+	if (result == SHIP_OK && c.resp.status == 404)
+	{
+		/*
+		 * Deleted (by a lifecycle rule on the prefix, say): claimed again the
+		 * way it was at the start, so a second shipper is refused.
+		 */
+		log_warning("s3://%s/%s, which says which shipper owns the prefix, is gone",
+					s->bucket, s->owner_key);
+		log_warning_hint("Exclude the prefix's _fundrecs/ folder from S3 lifecycle (expiration) rules.");
+		result = s3_claim_prefix(s, s->owner_system, s->owner_database, s->owner_slot, stop);
+	}
+	else if (result == SHIP_OK && strcmp(c.resp.body.data, s->owner_doc) != 0)
+	{
+		log_error("this shipper no longer owns S3 prefix s3://%s/%s: %s says %.*s",
+				  s->bucket, s->prefix, s->owner_key, (int) Min(c.resp.body.len, 300),
+				  c.resp.body.data);
+		log_error_detail("Another shipper claimed the prefix while this one ran (was %s deleted, by a lifecycle rule for instance?). Two shippers writing one prefix would each skip rows the other wrote. The rows held are not confirmed: this slot keeps them, and keeps retaining WAL, until it is dropped or given a prefix of its own.",
+						 s->owner_key);
+		log_error_hint("Give each slot a prefix of its own (--s3-url), and exclude the prefix's _fundrecs/ folder from S3 lifecycle rules.");
+		retry_note_permanent();
+		result = SHIP_FATAL;
+	}
+	http_response_free(&c.resp);
+	free(what);
 	return result;
 }
 
@@ -787,7 +1113,7 @@ typedef struct ForgetState
 } ForgetState;
 
 static void
-collect_load_object(const char *key, void *arg)
+collect_load_object(const char *key, long long size, void *arg)
 {
 	ForgetState *f = arg;
 	S3Position	first;
@@ -854,9 +1180,13 @@ s3_flush(S3Target *s, StopFlag *stop)
 	if (s->nobjects == 0)
 		return SHIP_OK;
 
+	/* Only the prefix's owner writes (a GET per flush). */
+	if ((result = s3_check_owner(s, stop)) != SHIP_OK)
+		return result;
+
 	/*
-	 * One after the other, in the order of their first rows: a route's
-	 * objects in order.
+	 * One after the other, in the order of their first rows: the objects of a
+	 * route and day in order.
 	 */
 	for (int i = 0; i < s->nobjects && result == SHIP_OK; i++)
 	{
@@ -886,11 +1216,13 @@ s3_flush(S3Target *s, StopFlag *stop)
 
 			s->objects_put++;
 			s->bytes_put += o->body.len;
+			s->rows_put += o->rows;
+			s->row_bytes_put += o->raw_bytes;
 			log_info("wrote s3://%s/%s (%llu rows, %zu bytes)", s->bucket, key,
 					 (unsigned long long) o->rows, o->body.len);
-			/* The route stands there now. */
+			/* The route and day stand there now. */
 			for (int j = 0; j < s->nmarks && m == NULL; j++)
-				if (strcmp(s->marks[j].route, o->route) == 0)
+				if (strcmp(s->marks[j].route, o->route) == 0 && strcmp(s->marks[j].dt, o->dt) == 0)
 					m = &s->marks[j];
 			if (m != NULL && (!m->found || position_cmp(o->last, m->last) > 0))
 			{
@@ -919,6 +1251,9 @@ s3_flush(S3Target *s, StopFlag *stop)
 	}
 	s->nobjects = 0;
 	s->buffered = 0;
+	s->oldest_commit = 0;
 	s->flushes++;
+	s->last_put_at = now_seconds();
+	prune_marks(s);
 	return SHIP_OK;
 }

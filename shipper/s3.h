@@ -32,11 +32,19 @@ typedef struct S3Position
 	uint32_t	seq;
 } S3Position;
 
-/* What a route already has in the bucket, read once per run (ListObjectsV2). */
+/*
+ * What a route already has in the bucket for one day, read at the first row
+ * of that route and day in a run (ListObjectsV2 of PREFIX/<route>/dt=<day>/).
+ * A route's objects of one day are written in stream order, so their last
+ * position is where that route and day stand; across days nothing is
+ * assumed, since commit days need not follow commit order when a server's
+ * clock steps back.
+ */
 typedef struct S3RouteMark
 {
 	char	   *route;
-	bool		found;			/* an object of the route was found */
+	char		dt[11];			/* YYYY-MM-DD */
+	bool		found;			/* an object of the route and day was found */
 	S3Position	last;			/* the last row written, when found */
 } S3RouteMark;
 
@@ -47,6 +55,7 @@ typedef struct S3Object
 	S3Position	first;			/* positions of its first and last rows */
 	S3Position	last;
 	uint64_t	rows;
+	size_t		raw_bytes;		/* the rows' bytes, uncompressed */
 	z_stream	z;				/* gzip stream, when compressing */
 	PQExpBufferData body;		/* the object's bytes so far */
 } S3Object;
@@ -69,15 +78,29 @@ typedef struct S3Target
 	int			maxobjects;
 	size_t		buffered;		/* uncompressed bytes held */
 	double		first_at;		/* when the oldest held row arrived */
+	double		oldest_commit;	/* commit time of the oldest held row (0:
+								 * unknown) */
 	uint64_t	safe_lsn;		/* confirmable while rows are held */
 
-	S3RouteMark *marks;			/* per route, looked up at its first row */
+	S3RouteMark *marks;			/* per route and day, looked up at its first
+								 * row */
 	int			nmarks;
 	int			maxmarks;
+	int			last_mark;		/* the mark the previous row used */
+
+	char	   *owner_key;		/* PREFIX/_fundrecs/owner.json, once claimed */
+	char	   *owner_doc;		/* what it must say */
+	char	   *owner_system;	/* and what it was made of */
+	char	   *owner_database;
+	char	   *owner_slot;
 
 	uint32_t	flushes;
 	uint64_t	objects_put;
 	uint64_t	bytes_put;
+	uint64_t	rows_put;		/* rows of the objects written */
+	uint64_t	row_bytes_put;	/* their bytes, uncompressed */
+	double		last_put_at;	/* when a flush last finished (0: never) */
+	uint64_t	objects_torn;	/* cut short by a crash, found and deleted */
 	uint64_t	rows_skipped;	/* already in the bucket, from an earlier run */
 	uint64_t	objects_deleted;	/* of a load done again */
 } S3Target;
@@ -111,7 +134,7 @@ extern ShipResult s3_claim_prefix(S3Target *s, const char *system_id, const char
  */
 extern S3AddResult s3_add(S3Target *s, const char *route, const char *dt, const char *row,
 						  size_t len, S3Position pos, uint64_t safe_lsn,
-						  StopFlag *stop);
+						  double commit_time, StopFlag *stop);
 
 /*
  * Deletes the objects of an initial load that did not finish (their rows
@@ -120,7 +143,17 @@ extern S3AddResult s3_add(S3Target *s, const char *route, const char *dt, const 
  */
 extern ShipResult s3_forget_load(S3Target *s, uint64_t lsn, StopFlag *stop);
 
-/* Uploads every held object; on success nothing is held any more. */
+/*
+ * Checks the prefix is still this slot's (PREFIX/_fundrecs/owner.json, as
+ * claimed): written again when it was deleted, a permanent failure when
+ * another shipper holds it now.  Every flush calls it first.
+ */
+extern ShipResult s3_check_owner(S3Target *s, StopFlag *stop);
+
+/*
+ * Uploads every held object (the prefix's owner checked first); on success
+ * nothing is held any more.
+ */
 extern ShipResult s3_flush(S3Target *s, StopFlag *stop);
 
 extern bool s3_has_rows(const S3Target *s);

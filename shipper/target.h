@@ -155,6 +155,6 @@ extern void target_summary(Target *t);
 /* Shared by the batching targets (stdout, Kinesis): see dispatch.h. */
 extern bool dispatch_target_poll(double now, int linger_ms);
 extern double dispatch_target_next_due(int linger_ms);
-extern void dispatch_target_stats(MetricsState *m);
+extern void dispatch_target_stats(MetricsState *m, const char *name);
 
 #endif							/* TARGET_H */

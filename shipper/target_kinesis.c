@@ -222,7 +222,7 @@ kinesis_stats(Target *t, MetricsState *m)
 	KinesisTarget tot;
 
 	lane_totals(t->priv, &tot);
-	dispatch_target_stats(m);
+	dispatch_target_stats(m, "kinesis");
 	m->kinesis_records = tot.records_sent;
 	m->kinesis_calls = tot.calls;
 	m->kinesis_retried_calls = tot.retried_calls;

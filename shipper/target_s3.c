@@ -99,7 +99,7 @@ s3_ship_add(Target *t, const TargetRow *row)
 	row_date(row->fields, dt);
 	/* Skipped when the bucket has it already (shipped before a crash). */
 	if (s3_add(&ss->s3, route, dt, row->data, row->len, spos, row->safe_lsn,
-			   ss->abort) == S3_FAILED)
+			   row->commit_time, ss->abort) == S3_FAILED)
 		return false;
 	if (ss->s3.buffered >= (size_t) Min(opts.flush_bytes, opts.max_buffer_bytes))
 		return s3_ship_flush(t);
@@ -152,8 +152,20 @@ s3_ship_stats(Target *t, MetricsState *m)
 {
 	S3Ship	   *ss = t->priv;
 
+	TargetMetrics *tm = metrics_target(m, "s3");
+
 	m->s3_objects = ss->s3.objects_put;
 	m->s3_bytes = ss->s3.bytes_put;
+	m->s3_objects_torn = ss->s3.objects_torn;
+	m->s3_rows_skipped = ss->s3.rows_skipped;
+	tm->rows = ss->s3.rows_put;
+	tm->bytes = ss->s3.row_bytes_put;
+	tm->held_rows = (uint64_t) s3_ship_held_rows(t);
+	tm->held_bytes = ss->s3.buffered;
+	tm->oldest_pending_commit = s3_has_rows(&ss->s3) ? ss->s3.oldest_commit : 0;
+	tm->last_delivery = ss->s3.last_put_at;
+	tm->held_since = s3_has_rows(&ss->s3) ? ss->s3.first_at : 0;
+	tm->hold_allowance = opts.flush_seconds;
 }
 
 static void

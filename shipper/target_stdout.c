@@ -123,7 +123,7 @@ stdout_held_rows(Target *t)
 static void
 stdout_stats(Target *t, MetricsState *m)
 {
-	dispatch_target_stats(m);
+	dispatch_target_stats(m, "stdout");
 }
 
 Target *

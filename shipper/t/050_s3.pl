@@ -142,7 +142,7 @@ $h->finish;
 $fig = athena_figures($s3port, 'lake', 'cdc');
 compare($fig, 'after a kill between uploads');
 is($fig->{rows_written}, $fig->{changes}, 'after a kill between uploads: no row is in the bucket twice');
-like(slurp_file($log), qr/S3 route "\w+" has objects up to position [0-9A-F]{16}\.[0-9A-F]{8}: rows up to it are not written again/,
+like(slurp_file($log), qr/S3 route "\w+" has objects of \d{4}-\d\d-\d\d up to position [0-9A-F]{16}\.[0-9A-F]{8}: rows of that day up to it are not written again/,
 	'after a kill between uploads: the restart read where each route stands');
 
 # 2b. The slot is lost (a failover to a standby without a copy of it) and

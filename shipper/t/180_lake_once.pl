@@ -93,7 +93,7 @@ cmp_ok($kills_in_load, '>=', 1, "killed during the initial load ($kills_in_load 
 like($all_log, qr/did not finish; loading again/, 'a load was done again');
 like($all_log, qr/deleted s3:\/\/once\/cdc\/\S+ \(the initial load that did not finish\)/,
 	'the objects of a load that did not finish were deleted');
-like($all_log, qr/has objects up to position [0-9A-F.]+: rows up to it are not written again/,
+like($all_log, qr/has objects of [0-9-]+ up to position [0-9A-F.]+: rows of that day up to it are not written again/,
 	'restarts read where each route stands');
 my ($skipped) = $all_log =~ /(\d+) rows already in the bucket not written again/;
 diag("kills: $kills ($kills_in_load in the load); the last run skipped " . ($skipped // 0) . ' rows');

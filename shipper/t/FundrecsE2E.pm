@@ -25,6 +25,7 @@ our @EXPORT = qw(
   athena_figures
   kinesis_tool read_stream read_deaggregated shipper_env run_shipper start_shipper wait_for_port
   needs plugin_rows plugin_libraries_conf $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
+  $PYTHON libfaketime
 );
 
 # The shipper under test: FUNDRECS_SHIPPER (make check-asan points it at
@@ -54,7 +55,7 @@ our $ACCESS_KEY = 'AKIDFUNDRECSTEST';
 our $SECRET_KEY = 'fundrecs/test/secret';
 our $REGION = 'us-east-1';
 our $E2E_DIR = abs_path(dirname(__FILE__) . '/../../test/e2e');
-my $PYTHON = '/usr/bin/python3';
+our $PYTHON = '/usr/bin/python3';
 my @children;
 
 # Stop the emulators and shippers still running; keep the test's exit code.
@@ -105,7 +106,16 @@ my %NEEDS = (
 	'aws-kinesis-agg' => sub { -d "$E2E_DIR/node_modules/aws-kinesis-agg" },
 	node => sub { _on_path('node') },
 	boto3 => sub { -x $PYTHON && system($PYTHON, '-c', 'import boto3, botocore') == 0 },
-	promtool => sub { _on_path('promtool') },);
+	promtool => sub { _on_path('promtool') },
+	faketime => sub { defined libfaketime() },);
+
+# libfaketime's preload library (Debian's faketime package), or undef.
+sub libfaketime
+{
+	my ($lib) = grep { -f } map { "$_/faketime/libfaketime.so.1" }
+	  ('/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib');
+	return $lib;
+}
 
 sub _on_path
 {

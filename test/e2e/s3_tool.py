@@ -3,6 +3,8 @@
 
     s3_tool.py --endpoint URL download BUCKET PREFIX DIRECTORY
     s3_tool.py --endpoint URL list BUCKET PREFIX
+    s3_tool.py --endpoint URL put BUCKET KEY TEXT
+    s3_tool.py --endpoint URL delete BUCKET KEY
 
 "download" copies every object under PREFIX into DIRECTORY, keeping the
 key's path below PREFIX (so route/dt=... become directories).
@@ -31,11 +33,24 @@ def main():
     ls = sub.add_parser("list")
     ls.add_argument("bucket")
     ls.add_argument("prefix")
+    put = sub.add_parser("put")
+    put.add_argument("bucket")
+    put.add_argument("key")
+    put.add_argument("text")
+    rm = sub.add_parser("delete")
+    rm.add_argument("bucket")
+    rm.add_argument("key")
     args = ap.parse_args()
 
     s3 = boto3.client("s3", endpoint_url=args.endpoint, region_name=args.region,
                       aws_access_key_id=args.access_key, aws_secret_access_key=args.secret_key,
                       config=Config(s3={"addressing_style": "path"}))
+    if args.cmd == "put":
+        s3.put_object(Bucket=args.bucket, Key=args.key, Body=args.text.encode())
+        return
+    if args.cmd == "delete":
+        s3.delete_object(Bucket=args.bucket, Key=args.key)
+        return
     prefix = args.prefix.rstrip("/") + "/"
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args.bucket, Prefix=prefix):

@@ -28,6 +28,18 @@ InvalidAccessKeyId).  The keys seen are counted in the stats.
 GET /__stats (unsigned) returns the counters as JSON; GET /__delay/SECONDS
 changes the delay of data calls (PutRecords, S3 writes) while running.
 
+Faults of a store and of a crash, set while running with GET
+/__faults?outage=1&hang=REGEX&tear=REGEX&fraction=F&newline=1 (every
+parameter left out is turned off):
+  outage    every signed request is answered 503 ServiceUnavailable;
+  hang      an S3 PUT whose path matches REGEX is never answered nor
+            forwarded (the shipper is killed while it waits);
+  tear      an S3 PUT whose path matches REGEX reaches the store cut to
+            the first F (default 0.5) of its body, without its
+            Content-MD5 (newline=1: cut after the last newline before F),
+            and is never answered: what a store that keeps a PUT cut by a
+            crash holds.
+
 --track-keys watches the order rule across concurrent PutRecords calls:
 each call's partition keys (for a KPL aggregated record, its
 sub-records' keys) are held while the call is in flight, and a call that
@@ -70,7 +82,8 @@ STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
          "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0,
          "throttled_records": 0, "in_flight": 0, "max_in_flight": 0,
          "expired": 0, "unknown_keys": 0, "keys_seen": {},
-         "version_overlaps": 0, "overlap_examples": [], "keys_tracked": 0}
+         "version_overlaps": 0, "overlap_examples": [], "keys_tracked": 0,
+         "outage": 0, "hung": 0, "torn": 0}
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 INFLIGHT_KEYS = {}  # partition key -> {data digest: calls in flight}
@@ -318,7 +331,7 @@ class Handler(BaseHTTPRequestHandler):
     def relay(self, status, headers, payload):
         keep = {k: v for k, v in headers.items()
                 if k.lower() in ("etag", "x-amz-request-id", "x-amzn-requestid", "last-modified",
-                                 "x-amz-version-id")}
+                                 "x-amz-version-id") or k.lower().startswith("x-amz-meta-")}
         ctype = headers.get("Content-Type") or headers.get("content-type") or "application/json"
         self.reply(status, payload, keep, content_type=ctype)
 
@@ -331,6 +344,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and self.path == "/__stats":
             with STATS_LOCK:
                 self.reply(200, json.dumps(STATS), content_type="application/json")
+            return
+
+        if self.command == "GET" and self.path.startswith("/__faults"):
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            o = self.server.opts
+            o.outage = q.get("outage", ["0"])[0] == "1"
+            o.hang = re.compile(q["hang"][0]) if "hang" in q else None
+            o.tear = re.compile(q["tear"][0]) if "tear" in q else None
+            o.tear_fraction = float(q.get("fraction", ["0.5"])[0])
+            o.tear_newline = q.get("newline", ["0"])[0] == "1"
+            self.reply(200, "{}", content_type="application/json")
             return
 
         if self.command == "GET" and self.path.startswith("/__delay/"):
@@ -361,6 +385,25 @@ class Handler(BaseHTTPRequestHandler):
         bump("verified")
 
         opts = self.server.opts
+        if opts.outage:
+            bump("outage")
+            self.aws_error(503, "ServiceUnavailable", "injected outage")
+            return
+        if self.is_s3 and self.command == "PUT" and opts.hang and opts.hang.search(self.path):
+            bump("hung")
+            time.sleep(3600)
+            return
+        if self.is_s3 and self.command == "PUT" and opts.tear and opts.tear.search(self.path):
+            cut = int(len(body) * opts.tear_fraction)
+            if opts.tear_newline:
+                cut = body.rfind(b"\n", 0, cut) + 1
+            saved = {k: self.headers[k] for k in ("Content-MD5",) if k in self.headers}
+            for k in saved:
+                del self.headers[k]
+            self.forward(body, override_body=body[:cut])
+            bump("torn")
+            time.sleep(3600)
+            return
         target = self.headers.get("X-Amz-Target", "")
         fault = None
         # Only calls that carry data get faults; set-up calls pass.
@@ -555,6 +598,8 @@ def main():
     ap.add_argument("--strip-auth", action="store_true",
                     help="forward requests without their signature (s3rver checks its own keys)")
     opts = ap.parse_args()
+    opts.outage, opts.hang, opts.tear = False, None, None
+    opts.tear_fraction, opts.tear_newline = 0.5, False
     opts.faults = [f for f in opts.faults.split(",") if f]
     up = urllib.parse.urlsplit(opts.upstream)
     opts.upstream_host, opts.upstream_port = up.hostname, up.port or 80
