@@ -104,7 +104,7 @@ nfuzz=$(grep -c "^fuzz_.*: [0-9]* s$" fuzz.out)
 [ $rc -eq 0 ] && echo "fuzz: $nfuzz targets run, 0 crashes" >> fuzz.out || { status=1; echo "fuzz: $nfuzz targets run, FAILED" >> fuzz.out; }
 
 echo "== sanitizers (scripts/check-asan.sh on a subset of the TAP tests)"
-$sudo env ASAN_TAP_TESTS="${ASAN_TAP_TESTS:-t/001_sigv4.pl t/010_cli.pl t/090_aggregate.pl t/130_messages_logs.pl t/140_credentials.pl}" \
+$sudo env ASAN_TAP_TESTS="${ASAN_TAP_TESTS:-t/001_sigv4.pl t/010_cli.pl t/090_aggregate.pl t/130_messages_logs.pl t/140_credentials.pl t/210_lake_faults.pl}" \
 	PG_CONFIG="$PG_CONFIG" bash scripts/check-asan.sh > asan.out 2>&1 || status=1
 cat asan.out
 
