@@ -62,6 +62,17 @@ aws_error_is_expired_token(const char *code)
 		 strcmp(code, "TokenRefreshRequired") == 0);
 }
 
+bool
+aws_error_is_bad_key(const char *code, const char *message)
+{
+	if (code == NULL || (message != NULL && strstr(message, "Signature expired") != NULL))
+		return false;
+	return strcmp(code, "InvalidAccessKeyId") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
+		strcmp(code, "UnrecognizedClientException") == 0 ||
+		strcmp(code, "InvalidSignatureException") == 0 ||
+		strcmp(code, "InvalidClientTokenId") == 0;
+}
+
 const char *
 cred_env(const char *name)
 {

@@ -738,6 +738,12 @@ aws_credentials_method(const AwsCredentialProvider *p)
 	return method_names[p->kind];
 }
 
+bool
+aws_credentials_refreshable(const AwsCredentialProvider *p)
+{
+	return p->kind != SRC_ENV && p->kind != SRC_SHARED_FILE && p->kind != SRC_CONFIG_FILE;
+}
+
 const char *
 aws_credentials_describe(const AwsCredentialProvider *p)
 {

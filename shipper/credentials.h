@@ -75,6 +75,19 @@ extern void aws_credentials_clear(AwsCredentials *c);
 extern bool aws_error_is_expired_token(const char *code);
 
 /*
+ * Whether an error says the key or its signature is not accepted (an
+ * unknown or wrong key, a wrong secret), not an expiry nor a clock skew.
+ */
+extern bool aws_error_is_bad_key(const char *code, const char *message);
+
+/*
+ * Whether fetching the credentials again may bring other keys (roles,
+ * STS, a process, metadata): false for the environment and static keys in
+ * the shared files, which only an operator can change.
+ */
+extern bool aws_credentials_refreshable(const AwsCredentialProvider *p);
+
+/*
  * The parsers of the sources' answers (also run by the fuzz targets):
  * an STS AssumeRole* XML answer; a JSON document of credentials (IMDS and
  * the container endpoint: token_name "Token", a "Code" other than Success

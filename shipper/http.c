@@ -384,6 +384,26 @@ aws_error_is_clock_skew(const char *code, const char *message)
 	return message != NULL && strstr(message, "Signature expired") != NULL;
 }
 
+/* Seconds to add to this machine's clock to sign (delivery threads read it). */
+static atomic_long clock_offset = 0;
+
+bool
+aws_clock_correct(HttpClient *client, long *offset_s)
+{
+	char	   *date = http_response_header(client, "Date");
+	time_t		server;
+
+	if (date == NULL)
+		return false;
+	server = curl_getdate(date, NULL);
+	free(date);
+	if (server <= 0)
+		return false;
+	*offset_s = (long) (server - time(NULL));
+	atomic_store(&clock_offset, *offset_s);
+	return true;
+}
+
 struct curl_slist *
 aws_signed_headers(const AwsRequestSpec *spec, const AwsCredentials *creds)
 {
@@ -396,7 +416,7 @@ aws_signed_headers(const AwsRequestSpec *spec, const AwsCredentials *creds)
 	struct curl_slist *headers;
 
 	Assert(spec->nextra <= 8);
-	sigv4_amz_date((long long) time(NULL), amz_date);
+	sigv4_amz_date((long long) time(NULL) + atomic_load(&clock_offset), amz_date);
 	sigv4_sha256_hex(spec->body ? spec->body : "", spec->body ? spec->len : 0, payload_hash);
 
 	for (int i = 0; i < spec->nextra; i++)

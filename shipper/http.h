@@ -71,6 +71,14 @@ extern bool http_error_is_wrong_endpoint(const HttpResponse *resp);
 extern void http_report_wrong_endpoint(const char *endpoint, const HttpResponse *resp);
 extern bool aws_error_is_clock_skew(const char *code, const char *message);
 
+/*
+ * After a refusal for clock skew: the offset of this machine's clock from
+ * the service's, read from the response's Date header, is added to the
+ * time every later request is signed with (as the AWS SDKs correct it).
+ * False when the response had no usable Date.  *offset_s: the offset.
+ */
+extern bool aws_clock_correct(HttpClient *client, long *offset_s);
+
 extern struct curl_slist *http_signed_headers(const SigV4Header *h, int nh,
 											  const char *authorization);
 

@@ -429,6 +429,7 @@ kinesis_call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpRes
 	char	   *code;
 	char	   *message;
 	char	   *problem = NULL;
+	long		skew;
 
 	if (!reached)
 		return http_transport_failure(client, k->endpoint, resp);
@@ -439,6 +440,15 @@ kinesis_call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpRes
 		/* Refreshed before the next attempt: a retry, not a failure. */
 		aws_credentials_invalidate(k->provider);
 		problem = psprintf("HTTP %ld from %s: %s: the credentials (from %s) expired; refreshing them",
+						   resp->status, k->endpoint, code, aws_credentials_describe(k->provider));
+	}
+	else if (aws_error_is_clock_skew(code, message) && aws_clock_correct(client, &skew))
+		problem = psprintf("HTTP %ld from %s: %s: this machine's clock is %ld s off Kinesis's; signing with Kinesis's time from now on (check NTP)",
+						   resp->status, k->endpoint, code, -skew);
+	else if (aws_error_is_bad_key(code, message) && aws_credentials_refreshable(k->provider))
+	{
+		aws_credentials_invalidate(k->provider);
+		problem = psprintf("HTTP %ld from %s: %s: the credentials (from %s) were refused; fetching them again",
 						   resp->status, k->endpoint, code, aws_credentials_describe(k->provider));
 	}
 	else if (resp->status >= 500 || resp->status == 429 ||
@@ -459,13 +469,17 @@ kinesis_call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpRes
 				  code ? code : "", message ? ": " : "", message ? message : "");
 		if (aws_error_is_clock_skew(code, message))
 			log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
-		else if (code != NULL && (strcmp(code, "UnrecognizedClientException") == 0 ||
-								  strcmp(code, "InvalidSignatureException") == 0 ||
+		else if (code != NULL && (aws_error_is_bad_key(code, message) ||
 								  strcmp(code, "AccessDeniedException") == 0))
 			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
 						   aws_credentials_describe(k->provider));
-		/* The IAM policy will not change by starting again. */
-		if (code != NULL && strcmp(code, "AccessDeniedException") == 0)
+
+		/*
+		 * The IAM policy will not change by starting again, nor will static
+		 * keys.
+		 */
+		if (code != NULL && (strcmp(code, "AccessDeniedException") == 0 ||
+							 aws_error_is_bad_key(code, message)))
 			retry_note_permanent();
 	}
 	free(code);

@@ -167,8 +167,11 @@ slot_exists(PGconn *conn, const char *slot)
 	PGresult   *res;
 	int			found;
 
+	/* Invalidated: wal_status lost, or (17 and later) an invalidation_reason. */
 	res = PQexecParams(conn,
-					   "SELECT count(*) FROM pg_catalog.pg_replication_slots "
+					   "SELECT count(*), coalesce(bool_or(s.wal_status = 'lost' OR "
+					   "(pg_catalog.to_jsonb(s) ->> 'invalidation_reason') IS NOT NULL), false) "
+					   "FROM pg_catalog.pg_replication_slots s "
 					   "WHERE slot_name = $1 AND database = pg_catalog.current_database()",
 					   1, NULL, values, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
@@ -176,8 +179,10 @@ slot_exists(PGconn *conn, const char *slot)
 		log_error("could not look up replication slot \"%s\": %s", slot, PQerrorMessage(conn));
 		found = -1;
 	}
+	else if (strcmp(PQgetvalue(res, 0, 0), "0") == 0)
+		found = 0;
 	else
-		found = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
+		found = strcmp(PQgetvalue(res, 0, 1), "t") == 0 ? 2 : 1;
 	PQclear(res);
 	return found;
 }

@@ -77,6 +77,7 @@ extern bool drop_slot(PGconn *conn, const char *slot);
 extern int	load_state_unfinished(PGconn *conn, const char *slot, uint64_t *lsn);
 
 /* 1 when the slot exists in the connection's database, 0 when not, -1 on error. */
+/* 0: no such slot in this database, 1: there, 2: there but invalidated, -1: error */
 extern int	slot_exists(PGconn *conn, const char *slot);
 
 /* The error for a slot missing where fundrecs.load_state shows it existed. */

@@ -145,7 +145,8 @@ connect_and_start(Replicator *r, bool first)
 
 	if (rc == NULL)
 	{
-		if (first)
+		/* A certificate that cannot be verified will not heal either. */
+		if (first || failure_exit_code() == EXIT_PERMANENT)
 			exit(failure_exit_code());
 		return NULL;
 	}
@@ -169,7 +170,10 @@ connect_and_start(Replicator *r, bool first)
 	{
 		/* A slot that does not exist or a bad option will not heal. */
 		if (stream_start_error_is_permanent(rc))
+		{
+			retry_note_permanent();
 			exit_before_streaming(rc, lockconn, failure_exit_code());
+		}
 		stream_close(rc);
 		rc = NULL;
 	}
@@ -227,7 +231,21 @@ stream_once(Replicator *r, ReplConn *rc, FailureStreak *streak)
 	if (lr != LOOP_RECONNECT)
 	{
 		free(error);
-		return lr == LOOP_DONE ? 0 : failure_exit_code();
+		if (lr == LOOP_DONE)
+			return 0;
+
+		/*
+		 * Stopped (SIGTERM, SIGINT) with deliveries that did not finish in
+		 * --shutdown-timeout: nothing is lost (their rows are not confirmed
+		 * and come again), so a stop is a clean exit for systemd; a permanent
+		 * failure stays one.
+		 */
+		if (stop_requested && failure_exit_code() != EXIT_PERMANENT)
+		{
+			log_warning("stopped before every held row was delivered: they were not confirmed and are shipped again on restart");
+			return 0;
+		}
+		return failure_exit_code();
 	}
 	/* Connection lost: deliver what we hold, then resume after it. */
 	if (!replicate_flush(r))

@@ -56,9 +56,10 @@ usage(void)
 	printf("      --if-not-exists      do not error if the slot already exists with --create-slot\n");
 	printf("      --enable-failover    create the slot as a failover slot, synchronized to\n"
 		   "                           physical standbys (PostgreSQL 17 or later)\n");
-	printf("      --resync             (re)create the slot and ship a reset marker row, then\n"
-		   "                           every row as a new initial load (after a failover that\n"
-		   "                           lost the slot, or an invalidated slot)\n");
+	printf("      --resync             when the slot is missing or invalidated (a failover\n"
+		   "                           that lost it, max_slot_wal_keep_size), create it, ship a\n"
+		   "                           reset marker row, then every row as a new initial load;\n"
+		   "                           a slot that is there with its load finished is used\n");
 	printf("      --no-load            do not ship the rows that exist when the slot is created\n");
 	printf("      --allow-no-tables    start even if the plugin option \"tables\" matches no table\n"
 		   "                           or the orders table does not exist\n");
@@ -588,17 +589,19 @@ check_slot_options(void)
 		usage_error("%s", "no slot specified");
 	if (opts.dbname == NULL && getenv("PGDATABASE") == NULL)
 		usage_error("%s", "no database specified");
-	if (opts.if_not_exists && !opts.create_slot)
+	if (opts.if_not_exists && !opts.create_slot && !opts.resync)
 		usage_error("%s", "--if-not-exists requires --create-slot");
 	if (opts.resync && opts.no_load)
 		usage_error("%s", "--resync ships a new initial load: it cannot be used with --no-load");
 	if (opts.resync && opts.startpos != 0)
 		usage_error("%s", "--resync starts at the new slot's consistent point: it cannot be used with --startpos");
-	if (opts.resync && opts.if_not_exists)
-		usage_error("%s", "--resync always creates the slot: it cannot be used with --if-not-exists");
 	if (opts.enable_failover && !opts.create_slot && !opts.resync)
 		usage_error("%s", "--enable-failover requires --create-slot or --resync");
-	/* --resync creates the slot (dropping the one there, if any). */
+
+	/*
+	 * --resync creates the slot when it is missing or invalidated (dropping
+	 * the one there), and uses it when it is there with its load finished.
+	 */
 	if (opts.resync)
 		opts.create_slot = true;
 	if (opts.startpos != 0 && opts.endpos != 0 && opts.endpos < opts.startpos)

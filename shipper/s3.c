@@ -227,6 +227,7 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 {
 	char	   *code;
 	char	   *problem = NULL;
+	long		skew;
 
 	if (!reached)
 		return http_transport_failure(&s->http, s->endpoint, resp);
@@ -235,6 +236,15 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 	{
 		aws_credentials_invalidate(s->provider);
 		problem = psprintf("HTTP %ld from %s for %s: %s: the credentials (from %s) expired; refreshing them",
+						   resp->status, s->endpoint, what, code, aws_credentials_describe(s->provider));
+	}
+	else if (aws_error_is_clock_skew(code, NULL) && aws_clock_correct(&s->http, &skew))
+		problem = psprintf("HTTP %ld from %s for %s: %s: this machine's clock is %ld s off S3's; signing with S3's time from now on (check NTP)",
+						   resp->status, s->endpoint, what, code, -skew);
+	else if (aws_error_is_bad_key(code, NULL) && aws_credentials_refreshable(s->provider))
+	{
+		aws_credentials_invalidate(s->provider);
+		problem = psprintf("HTTP %ld from %s for %s: %s: the credentials (from %s) were refused; fetching them again",
 						   resp->status, s->endpoint, what, code, aws_credentials_describe(s->provider));
 	}
 	else if (resp->status >= 500 || resp->status == 429 ||
@@ -253,12 +263,15 @@ s3_failure(S3Target *s, const char *what, bool reached, HttpResponse *resp)
 				  code ? ": " : "", code ? code : "");
 		if (aws_error_is_clock_skew(code, NULL))
 			log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
-		else if (code && (strcmp(code, "AccessDenied") == 0 || strcmp(code, "SignatureDoesNotMatch") == 0 ||
-						  strcmp(code, "InvalidAccessKeyId") == 0))
+		else if (code && (strcmp(code, "AccessDenied") == 0 || aws_error_is_bad_key(code, NULL)))
 			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
 						   aws_credentials_describe(s->provider));
-		/* The IAM policy will not change by starting again. */
-		if (code && strcmp(code, "AccessDenied") == 0)
+
+		/*
+		 * The IAM policy will not change by starting again, nor will static
+		 * keys.
+		 */
+		if (code && (strcmp(code, "AccessDenied") == 0 || aws_error_is_bad_key(code, NULL)))
 			retry_note_permanent();
 	}
 	free(code);

@@ -469,10 +469,23 @@ plan_loaded(ReplConn *rc, SlotPlan *p)
 		return false;
 	if (opts.resync)
 	{
+		/*
+		 * Once per lost slot: a slot that is there, valid, with its load
+		 * finished is streamed from, so --resync may stay in a unit's
+		 * arguments.
+		 */
+		if (exists == 1 && p->status == LOAD_FINISHED)
+		{
+			p->create = false;
+			log_info("replication slot \"%s\" exists and its initial load finished: --resync has nothing to do",
+					 opts.slot);
+			return !opts.enable_failover || stream_set_failover(rc);
+		}
 		/* Whatever the slot had confirmed is replaced by the new load. */
 		if (exists)
 		{
-			log_info("dropping replication slot \"%s\" for --resync", opts.slot);
+			log_info("dropping replication slot \"%s\" for --resync%s", opts.slot,
+					 exists == 2 ? " (it was invalidated)" : "");
 			if (!drop_slot(p->sql, opts.slot))
 				return false;
 		}

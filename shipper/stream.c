@@ -21,6 +21,7 @@
 #include "libpq-fe.h"
 #include "pqexpbuffer.h"
 #include "notify.h"
+#include "retry.h"
 #include "stream.h"
 
 /* Seconds from the Unix epoch to PostgreSQL's (2000-01-01). */
@@ -167,7 +168,24 @@ db_connect(const ReplConnParams *params, bool replication)
 
 	if (PQstatus(conn) == CONNECTION_BAD)
 	{
-		log_error("could not connect to the database: %s", PQerrorMessage(conn));
+		const char *msg = PQerrorMessage(conn);
+
+		log_error("could not connect to the database: %s", msg);
+		if (strstr(msg, "certificate verify failed") != NULL)
+		{
+			log_error_hint("The server's certificate could not be verified with sslrootcert: it may have expired or not be valid yet, or be signed by another CA; \"openssl s_client -starttls postgres -connect HOST:PORT -CAfile ROOT.crt -verify_return_error\" names the reason.");
+			retry_note_permanent();
+		}
+		else if (strstr(msg, "does not match host name") != NULL)
+		{
+			log_error_hint("sslmode=verify-full checks that the certificate names the host connected to: connect by a name the certificate lists, or have the certificate reissued.");
+			retry_note_permanent();
+		}
+		else if (strstr(msg, "root certificate file") != NULL)
+		{
+			log_error_hint("Set sslrootcert in the connection string to the CA certificate that signed the server's, or install it at the path named.");
+			retry_note_permanent();
+		}
 		PQfinish(conn);
 		return NULL;
 	}
@@ -434,6 +452,8 @@ stream_start(ReplConn *rc, uint64_t startpos)
 
 		log_error("could not start streaming from slot \"%s\": %s",
 				  rc->params->slot, PQerrorMessage(rc->conn));
+		if (state != NULL && strcmp(state, "42704") == 0)
+			log_error_hint("Check the slot's name (-S; pg_replication_slots lists this server's slots), or add --create-slot to create it.");
 		free(rc->start_error_sqlstate);
 		rc->start_error_sqlstate = pg_strdup(state ? state : "");
 		ok = false;

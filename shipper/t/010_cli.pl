@@ -37,8 +37,6 @@ my @usage = (
 		qr/--resync ships a new initial load: it cannot be used with --no-load/, 'resync without a load' ],
 	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--resync', '-I', '0/10' ],
 		qr/--resync starts at the new slot's consistent point/, 'resync with a start position' ],
-	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--create-slot', '--if-not-exists', '--resync' ],
-		qr/--resync always creates the slot/, 'resync with --if-not-exists' ],
 	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--enable-failover' ],
 		qr/--enable-failover requires --create-slot or --resync/, 'failover without creating' ],
 	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--batch-records', '501' ],
@@ -127,12 +125,17 @@ is($rc, 1, 'unreachable endpoint: exit code 1');
 like($err, qr/could not reach http:\/\/127\.0\.0\.1:$dead.*retrying/s, 'unreachable endpoint: retried');
 like($err, qr/giving up on stream "x" after \d+ attempts in 2 s/, 'unreachable endpoint: gave up');
 
-# Wrong secret: the signature-checking endpoint refuses it, not retried.
+# Wrong secret: the signature-checking endpoint refuses it, not retried;
+# keys from the environment will not change by starting again: exit 3.
 ($rc, $out, $err) = run_shipper({ %env, AWS_SECRET_ACCESS_KEY => 'wrong-secret' }, '-d', $connstr,
 	'-S', 's', @kin);
-is($rc, 1, 'bad signature: exit code 1');
+is($rc, 3, 'bad signature: exit code 3 (static keys: permanent)');
 like($err, qr/InvalidSignatureException/, 'bad signature: the service error is shown');
 unlike($err, qr/wrong-secret/, 'bad signature: the secret is not printed');
+($rc, $out, $err) = run_shipper({ %env, AWS_ACCESS_KEY_ID => 'AKIDUNKNOWN' }, '-d', $connstr,
+	'-S', 's', @kin);
+is($rc, 3, 'unknown key: exit code 3 (static keys: permanent)');
+like($err, qr/Check the AWS credentials \(from env/, 'unknown key: the hint names the source');
 
 # Credentials from a profile in the shared credentials file.
 my $credfile = "$PostgreSQL::Test::Utils::tmp_check/credentials";
@@ -143,8 +146,9 @@ append_to_file($conffile, "[profile ci]\nregion = $REGION\n");
 
 # Slot errors.
 ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'no_such_slot', @kin, '--no-loop');
-is($rc, 1, 'missing slot: exit code 1');
+is($rc, 3, 'missing slot: exit code 3 (permanent)');
 like($err, qr/could not start streaming from slot "no_such_slot".*does not exist/s, 'missing slot: message');
+like($err, qr/hint: Check the slot's name \(-S.*or add --create-slot/, 'missing slot: hint');
 
 $node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('cli_slot', 'fundrecs_decoder')");
 ($rc, $out, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'cli_slot', @kin, '-o', 'tables=nodot');
@@ -190,7 +194,7 @@ unlike($err, qr/\Q$SECRET_KEY\E/, 'profile credentials: the secret is not printe
 my $recs = read_stream($kport, 'cli_stream', 1);
 is(scalar @$recs, 1, 'profile credentials: the row arrived');
 is($recs->[0]{row}{data}{customer_name}, 'Jane Smith', 'profile credentials: the right row');
-is(proxy_stats($pport)->{mismatches}, 1, 'only the wrong-secret call failed the signature check');
+is(proxy_stats($pport)->{mismatches}, 2, 'only the wrong-secret and unknown-key calls failed the signature check');
 
 # A row over Kinesis's 1 MiB limit: fatal, naming LSN and table; nothing confirmed past it.
 $node->safe_psql('postgres', q{

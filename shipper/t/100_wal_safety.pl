@@ -123,4 +123,17 @@ is($rows[0]{lsn}, $rows[1]{lsn}, 'invalidated slot: the marker is at the load\'s
 is($node->safe_psql('postgres', "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'doomed'"),
 	'reserved', 'invalidated slot: a new slot replaced it');
 
+# --resync happens once per lost slot: left in a unit's arguments (beside
+# --create-slot --if-not-exists), the next starts stream from the slot
+# without a new marker or load.
+$node->safe_psql('postgres', 'INSERT INTO fundrecs_schema.orders (product_id, customer_id, quantity) VALUES (2, 602, 1)');
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+($rc, $stdout, $err) = run_shipper(\%env, '-d', $connstr, '-S', 'doomed', '--target', 'stdout', '--create-slot',
+	'--if-not-exists', '--resync', '-E', $end, '-v');
+is($rc, 0, 'resync again: exit 0') or diag($err);
+like($err, qr/replication slot "doomed" exists and its initial load finished: --resync has nothing to do/,
+	'resync again: nothing to do');
+@rows = map { decode_json($_) } split /\n/, $stdout;
+is_deeply([ map { $_->{op} } @rows ], ['insert'], 'resync again: only the new change, no marker, no load');
+
 done_testing();

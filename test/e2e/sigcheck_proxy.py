@@ -57,6 +57,7 @@ range holds its ExplicitHashKey, or the MD5 of its partition key.
 
 import argparse
 import base64
+import calendar
 import hashlib
 import http.client
 import socket
@@ -83,7 +84,7 @@ STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
          "throttled_records": 0, "in_flight": 0, "max_in_flight": 0,
          "expired": 0, "unknown_keys": 0, "keys_seen": {},
          "version_overlaps": 0, "overlap_examples": [], "keys_tracked": 0,
-         "outage": 0, "hung": 0, "torn": 0}
+         "outage": 0, "hung": 0, "torn": 0, "skewed": 0}
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 INFLIGHT_KEYS = {}  # partition key -> {data digest: calls in flight}
@@ -274,6 +275,15 @@ class Handler(BaseHTTPRequestHandler):
         amz_date = self.headers.get("X-Amz-Date", "")
         if not amz_date.startswith(date):
             return "X-Amz-Date %s does not match the scope date %s" % (amz_date, date)
+        # As AWS: a request signed too far from the service's clock (S3: 15
+        # minutes, others 5) is refused; the answer's Date tells the time.
+        try:
+            signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+        except ValueError:
+            return "malformed X-Amz-Date %r" % amz_date
+        if abs(signed_at - time.time()) > (900 if service == "s3" else 300):
+            bump("skewed")
+            return ("skew", amz_date)
         names = signed.split(";")
         if names != sorted(names) or "host" not in names:
             return "SignedHeaders must be sorted and include host: %s" % signed
@@ -370,7 +380,15 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(problem, tuple):
             kind, message = problem
             sys.stderr.write("sigcheck: refused %s %s: %s\n" % (self.command, self.path, message))
-            if kind == "expired":
+            if kind == "skew":
+                now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                if self.is_s3:
+                    self.aws_error(403, "RequestTimeTooSkewed",
+                                   "The difference between the request time and the current time is too large.")
+                else:
+                    self.aws_error(400, "InvalidSignatureException",
+                                   "Signature expired: %s is now earlier than %s (%s - 5 min.)" % (message, now, now))
+            elif kind == "expired":
                 self.aws_error(400, "ExpiredToken" if self.is_s3 else "ExpiredTokenException", message)
             else:
                 self.aws_error(403, "InvalidAccessKeyId" if self.is_s3 else "UnrecognizedClientException",
