@@ -738,6 +738,18 @@ aws_credentials_method(const AwsCredentialProvider *p)
 	return method_names[p->kind];
 }
 
+double
+aws_credentials_expiration(AwsCredentialProvider *p, int *failures)
+{
+	double		expiration;
+
+	pthread_mutex_lock(&p->lock);
+	expiration = p->have ? p->cur.expiration : 0;
+	*failures = p->failures;
+	pthread_mutex_unlock(&p->lock);
+	return expiration;
+}
+
 bool
 aws_credentials_refreshable(const AwsCredentialProvider *p)
 {

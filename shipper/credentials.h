@@ -59,6 +59,13 @@ extern void aws_credentials_shutdown(void);
 /* SIGHUP: files and sources are read again on the next get. */
 extern void aws_credentials_reload(AwsCredentialProvider *p);
 
+/*
+ * When the credentials held now expire (seconds since the epoch; 0 when they
+ * do not, or none are held yet), and how many refreshes in a row failed;
+ * never fetches.
+ */
+extern double aws_credentials_expiration(AwsCredentialProvider *p, int *failures);
+
 /* botocore's name of the source ("env", "assume-role", "iam-role", ...). */
 extern const char *aws_credentials_method(const AwsCredentialProvider *p);
 

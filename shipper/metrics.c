@@ -183,6 +183,11 @@ render(PQExpBuffer b, const MetricsState *s, const char *server)
 	}
 	one(b, "fundrecs_shipper_retained_wal_warnings_total", "counter", "Times the slot was found over --max-retained-wal.", (double) s->retained_wal_warnings);
 	one(b, "fundrecs_shipper_heartbeats_total", "counter", "Heartbeat messages written (--heartbeat).", (double) s->heartbeats);
+	if (s->has_credentials)
+	{
+		one(b, "fundrecs_shipper_credentials_expiry_timestamp_seconds", "gauge", "When the AWS credentials held expire, in seconds since the epoch (0: they do not expire).", s->credentials_expiry);
+		one(b, "fundrecs_shipper_credentials_refresh_failures", "gauge", "AWS credential refreshes that failed in a row (0 after a success).", s->credentials_failures);
+	}
 	one(b, "fundrecs_shipper_load_rows_total", "counter", "Rows read by the initial load.", (double) s->load_rows);
 	one(b, "fundrecs_shipper_load_estimated_rows", "gauge", "The planner's estimate of the initial load's rows.", (double) s->load_estimate);
 }

@@ -69,6 +69,9 @@ typedef struct MetricsState
 	int64_t		safe_wal_size;
 	uint64_t	retained_wal_warnings;
 	uint64_t	heartbeats;		/* --heartbeat messages written */
+	bool		has_credentials;	/* AWS credentials are used */
+	double		credentials_expiry; /* epoch seconds; 0: they do not expire */
+	int			credentials_failures;	/* failed refreshes in a row */
 } MetricsState;
 
 /*

@@ -117,8 +117,9 @@ usage(void)
 		   "                           serve Prometheus metrics at /metrics and a health check\n"
 		   "                           at /healthz (off by default)\n");
 	printf("      --health-max-lag=SECS\n"
-		   "                           /healthz fails when rows are pending and nothing was\n"
-		   "                           delivered for this long (default: %d)\n", opts.health_max_lag);
+		   "                           /healthz fails when a target holds rows and delivered\n"
+		   "                           nothing for this long (S3: past --flush-seconds + this;\n"
+		   "                           default: %d)\n", opts.health_max_lag);
 	printf("      --heartbeat=SECS     when no row arrived for SECS, write a transactional\n"
 		   "                           heartbeat message so the slot's restart_lsn moves on\n"
 		   "                           (off by default; needs a writable primary)\n");
@@ -140,7 +141,8 @@ usage(void)
 		   "at a second signal) are not confirmed and are shipped again on restart.\n");
 	printf("\nExit status: 0 on success, --endpos reached or SIGINT/SIGTERM; 1 on a runtime\n"
 		   "failure; 2 on a usage or configuration error; 3 on a failure that restarting\n"
-		   "will not cure (a missing stream or bucket, access denied, a lost slot).\n");
+		   "will not cure (a missing stream, bucket or slot, access denied, static keys AWS\n"
+		   "refuses, a lost slot, a server certificate that fails verification).\n");
 }
 
 static void

@@ -295,6 +295,9 @@ replicate_publish_metrics(Replicator *r, bool force)
 	m->load_estimate = load_rows_estimate;
 	m->confirmed_lsn = r->pos.confirmed;
 	m->wal_end = Max(r->pos.processed, r->pos.last_txn);
+	m->has_credentials = r->provider != NULL;
+	if (r->provider != NULL)
+		m->credentials_expiry = aws_credentials_expiration(r->provider, &m->credentials_failures);
 	metrics_publish(m);
 }
 
