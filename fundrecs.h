@@ -120,6 +120,10 @@ typedef struct FrOptions
 #define FR_PACK_BYTES_MIN 1024
 #define FR_PACK_BYTES_MAX (64 * 1024 * 1024)
 
+/* fundrecs_current.c: lookup tables as they are now, beside the historic snapshot */
+extern bool fr_relation_exists_now(Oid relid);
+extern Relation fr_index_open_current(Oid indexid);
+
 extern void fr_options_init(FrOptions *opts);
 extern void fr_options_parse(FrOptions *opts, List *options);
 extern List *fr_options_resolve(FrOptions *opts, bool warn);

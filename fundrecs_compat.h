@@ -70,4 +70,14 @@ fr_change_oldtuple(ReorderBufferChange *change)
 #define fr_relation_owned(relid, role) pg_class_ownercheck((relid), (role))
 #endif
 
+/*
+ * A relation's file number: rd_locator.relNumber from 16 on, rd_node.relNode
+ * before.
+ */
+#if PG_VERSION_NUM >= 160000
+#define FR_REL_FILE_NUMBER(rel) ((rel)->rd_locator.relNumber)
+#else
+#define FR_REL_FILE_NUMBER(rel) ((rel)->rd_node.relNode)
+#endif
+
 #endif							/* FUNDRECS_COMPAT_H */

@@ -87,11 +87,30 @@ fr_lookup_key_match(const void *a, const void *b, Size keysize)
 static void
 lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, LookupEntry *e)
 {
-	Relation	rel = table_open(rule->lookup, AccessShareLock);
+	Relation	rel;
+	Relation	index;
 	ScanKeyData skeys[INDEX_MAX_KEYS];
 	SysScanDesc scan;
 	HeapTuple	tuple;
 	StringInfoData json;
+
+	/*
+	 * Dropped since the change (fundrecs' event triggers refuse it; a
+	 * superuser may force it): this rule's error, not the slot's.
+	 */
+	if (!fr_relation_exists_now(rule->lookup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("lookup table (OID %u) of enrichment rule \"%s\" was dropped after this change was written",
+						rule->lookup, rule->name)));
+	rel = table_open(rule->lookup, AccessShareLock);
+	/* The key index at its current file (REINDEX, VACUUM FULL, CLUSTER). */
+	index = fr_index_open_current(rule->lookup_index);
+	if (index == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the primary key of lookup table \"%s\" of enrichment rule \"%s\" was dropped after this change was written",
+						RelationGetRelationName(rel), rule->name)));
 
 	for (int k = 0; k < rule->nkeys; k++)
 		ScanKeyEntryInitializeWithInfo(&skeys[k], 0, rule->key_attnums[k],
@@ -161,6 +180,7 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 	}
 	e->route_json = NULL;
 	systable_endscan(scan);
+	index_close(index, AccessShareLock);
 	table_close(rel, AccessShareLock);
 }
 

@@ -265,6 +265,7 @@ static void
 lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 {
 	Relation	rel;
+	Relation	index;
 	SysScanDesc scan;
 	ScanKeyData skey;
 	HeapTuple	tuple;
@@ -276,6 +277,12 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 		return;
 
 	rel = table_open(products_relid, AccessShareLock);
+	/* The key index at its current file (REINDEX, VACUUM FULL, CLUSTER). */
+	index = fr_index_open_current(products_indexid);
+	if (index == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the primary key of fundrecs.product_details was dropped after this change was written")));
 	ScanKeyInit(&skey, attnum_id, BTEqualStrategyNumber, F_INT4EQ,
 				Int32GetDatum((int32) product_id));
 	scan = systable_beginscan(rel, products_indexid, true, snapshot, 1, &skey);
@@ -347,6 +354,7 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 		pfree(nulls);
 	}
 	systable_endscan(scan);
+	index_close(index, AccessShareLock);
 	table_close(rel, AccessShareLock);
 }
 

@@ -31,6 +31,7 @@
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
+#include "parser/parser.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -160,6 +161,20 @@ to_inner_mutator(Node *node, void *context)
 	return expression_tree_mutator(node, to_inner_mutator, context);
 }
 
+/* A syntax error's position, in the expression rather than the statement. */
+static void
+expression_error_position(void *arg)
+{
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery((const char *) arg);
+	}
+}
+
 /*
  * Compiles expr against the source row and the columns emitted so far:
  * analysed as the only target of a query over the source table and a
@@ -178,6 +193,30 @@ compile_expression(RuleBuild *rb, const char *expr, bool as_text, const char *wh
 	Node	   *node;
 	ListCell   *lc;
 	bool		first = true;
+	List	   *raw;
+	SelectStmt *sel;
+	ErrorContextCallback errcb;
+
+	/*
+	 * Parsed as an expression first (PL/pgSQL's expression mode): one target,
+	 * nothing else, so the text below can only be that expression.
+	 */
+	errcb.callback = expression_error_position;
+	errcb.arg = (void *) expr;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	raw = raw_parser(expr, RAW_PARSE_PLPGSQL_EXPR);
+	error_context_stack = errcb.previous;
+	sel = list_length(raw) == 1 ? (SelectStmt *) linitial_node(RawStmt, raw)->stmt : NULL;
+	if (sel == NULL || !IsA(sel, SelectStmt) || list_length(sel->targetList) != 1 ||
+		sel->fromClause != NIL || sel->whereClause != NULL || sel->groupClause != NIL ||
+		sel->havingClause != NULL || sel->windowClause != NIL || sel->sortClause != NIL ||
+		sel->limitCount != NULL || sel->limitOffset != NULL || sel->distinctClause != NIL ||
+		sel->intoClause != NULL || sel->withClause != NULL || sel->op != SETOP_NONE ||
+		sel->lockingClause != NIL || ((ResTarget *) linitial(sel->targetList))->name != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("%s must be one expression: \"%s\"", what, expr)));
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT (%s)%s FROM ONLY %s.%s AS s, LATERAL (SELECT", expr,
@@ -205,6 +244,12 @@ compile_expression(RuleBuild *rb, const char *expr, bool as_text, const char *wh
 				 errmsg("%s must be one expression", what)));
 	te = linitial_node(TargetEntry, q->targetList);
 	node = (Node *) copyObject(te->expr);
+	/* One value per row, whatever it calls. */
+	if (expression_returns_set(node))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s may not return a set", what),
+				 errdetail("A rule's expression gives one value for each row: set-returning functions such as generate_series() are not allowed.")));
 	(void) check_walker(node, (void *) what);
 	*typid = exprType(node);
 	*typmod = exprTypmod(node);

@@ -33,6 +33,7 @@
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/clauses.h"
 #include "optimizer/optimizer.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -373,7 +374,12 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 		rule->join_refs[k] = DatumGetInt16(row->join_refs[k]);
 	}
 
-	lookup = try_table_open(rule->lookup, AccessShareLock);
+	/*
+	 * Dropped, even after the change: opening it under the historic snapshot
+	 * would fail for the whole slot (its current file is looked up).
+	 */
+	lookup = fr_relation_exists_now(rule->lookup) ?
+		try_table_open(rule->lookup, AccessShareLock) : NULL;
 	if (lookup == NULL)
 	{
 		set_broken(rs, "lookup table of rule \"%s\" (OID %u) was dropped", rule->name,
@@ -389,7 +395,14 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 		table_close(lookup, AccessShareLock);
 		return;
 	}
-	index = index_open(rule->lookup_index, AccessShareLock);
+	index = fr_index_open_current(rule->lookup_index);
+	if (index == NULL)
+	{
+		set_broken(rs, "the primary key of lookup table \"%s\" of rule \"%s\" was dropped",
+				   RelationGetRelationName(lookup), rule->name);
+		table_close(lookup, AccessShareLock);
+		return;
+	}
 	if (index->rd_index->indnkeyatts != rule->nkeys)
 		set_broken(rs, "the primary key of lookup table \"%s\" of rule \"%s\" changed",
 				   RelationGetRelationName(lookup), rule->name);
@@ -475,6 +488,17 @@ compile_tree(FrRuleSet *rs, Node *node, const char *what, int ninner)
 	(void) check_vars(node, &vc);
 	if (rs->error != NULL)
 		return NULL;
+
+	/*
+	 * One value per row: add_enrichment refuses the rest, but a rule stored
+	 * by an older version must not stop the slot when compiled.
+	 */
+	if (expression_returns_set(node) || contain_agg_clause(node) || contain_window_function(node))
+	{
+		set_broken(rs, "%s is not a scalar expression (a set-returning, aggregate or window function)",
+				   what);
+		return NULL;
+	}
 	pull_varattnos(node, 1, &refs);
 	rs->source_refs = bms_join(rs->source_refs, refs);
 	return ExecPrepareExpr((Expr *) node, rs->estate);
