@@ -599,8 +599,8 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
 					 errmsg("could not enrich the change at %X/%X of table \"%s\"",
 							LSN_FORMAT_ARGS(meta->lsn), relname),
-					 errdetail("The %s.", out->error),
-					 errhint("Fix or drop the rule with fundrecs.drop_enrichment(), or set on_enrich_error to emit to ship such rows unenriched with route \"%s\".",
+					 errdetail("%c%s.", pg_toupper((unsigned char) out->error[0]), out->error + 1),
+					 errhint("Changes already written are decoded as they were written: fixing or dropping the rule now helps only later ones. To get past these, decode with the plugin option on_enrich_error=emit (fundrecs_shipper -o on_enrich_error=emit): they are shipped unenriched, with route \"%s\" and the reason.",
 							 FR_ROUTE_ERROR)));
 		return;
 	}

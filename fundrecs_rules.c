@@ -161,6 +161,8 @@ to_inner_mutator(Node *node, void *context)
 	return expression_tree_mutator(node, to_inner_mutator, context);
 }
 
+static void guard_lookup(Oid lookup, bool on);
+
 /* A syntax error's position, in the expression rather than the statement. */
 static void
 expression_error_position(void *arg)
@@ -708,11 +710,125 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 
 	table_close(lookup, NoLock);
 	table_close(rb.source, NoLock);
+	/* Closed first: ALTER TABLE refuses a table this session has open. */
+	guard_lookup(nr.lookup, true);
 	SPI_finish();
 	PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(nr.name)));
 }
 
 PG_FUNCTION_INFO_V1(fundrecs_drop_enrichment);
+
+/* Does the tree read an emitted column after the first "after" ones? */
+static bool
+reads_emitted_after(Node *node, int *after)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var) && ((Var *) node)->varno == INNER_VAR)
+		return ((Var *) node)->varattno > *after;
+	return expression_tree_walker(node, reads_emitted_after, after);
+}
+
+/*
+ * A rule's emitted columns are numbered across the source's rules, in
+ * order, and later rules read them by number (a join column, an
+ * expression): dropping a rule that a later one reads from, at or after
+ * its own columns, would shift what the later one reads.  Refused, naming
+ * the later rule.  SPI is connected, as the rules' owner.
+ */
+static void
+check_no_dependent_rule(Oid source, const char *name)
+{
+	Oid			t[1] = {OIDOID};
+	Datum		v[1] = {ObjectIdGetDatum(source)};
+	int			before = -1;	/* emitted columns before the rule dropped */
+	int			ncols = 0;
+	char	   *src = quote_qualified_identifier(get_namespace_name(get_rel_namespace(source)),
+												 get_rel_name(source));
+
+	if (SPI_execute_with_args("SELECT name, cardinality(out_names) + cardinality(computed_names),"
+							  " join_refs, computed_trees, route_tree"
+							  " FROM fundrecs.enrichment_rules WHERE source = $1 ORDER BY rule_id",
+							  1, t, v, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the enrichment rules");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *rule = SPI_getvalue(tup, desc, 1);
+		bool		isnull;
+		int			n = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		bool		reads = false;
+
+		if (before >= 0)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+			int			nelems;
+			Datum		d;
+
+			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 3, &isnull)),
+							  INT2OID, 2, true, TYPALIGN_SHORT, &elems, &nulls, &nelems);
+			for (int k = 0; k < nelems && !reads; k++)
+				reads = DatumGetInt16(elems[k]) < 0 && -DatumGetInt16(elems[k]) > before;
+			d = SPI_getbinval(tup, desc, 4, &isnull);
+			deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, &nulls, &nelems);
+			for (int k = 0; k < nelems && !reads; k++)
+				reads = reads_emitted_after(stringToNode(TextDatumGetCString(elems[k])), &before);
+			d = SPI_getbinval(tup, desc, 5, &isnull);
+			if (!isnull && !reads)
+				reads = reads_emitted_after(stringToNode(TextDatumGetCString(d)), &before);
+			if (reads)
+				ereport(ERROR,
+						(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+						 errmsg("cannot drop enrichment rule \"%s\" of %s because rule \"%s\" depends on it",
+								name, src, rule),
+						 errdetail("Rule \"%s\" reads columns that \"%s\" emits, or that rules after it emit.",
+								   rule, name),
+						 errhint("Drop rule \"%s\" first: SELECT fundrecs.drop_enrichment('%s', '%s'); then add it again if it still applies.",
+								 rule, rule, src)));
+		}
+		if (strcmp(rule, name) == 0)
+			before = ncols;
+		ncols += n;
+	}
+}
+
+/*
+ * The lookup's TRUNCATE guard (fundrecs--1.5--1.6.sql): put there, enabled
+ * ALWAYS, when a rule reads the table (on); taken away with the last such
+ * rule (off).  Run as the rules' owner, who owns the extension.
+ */
+static void
+guard_lookup(Oid lookup, bool on)
+{
+	char	   *rel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(lookup)),
+												 get_rel_name(lookup));
+	Oid			t[1] = {OIDOID};
+	Datum		v[1] = {ObjectIdGetDatum(lookup)};
+	AsOwner		saved;
+	bool		exists;
+	bool		used;
+
+	as_rules_owner(&saved);
+	if (SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1"
+							  " AND tgname = 'fundrecs_protect_lookup'),"
+							  " EXISTS (SELECT 1 FROM fundrecs.enrichment_rules WHERE lookup = $1)",
+							  1, t, v, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the lookup's triggers");
+	exists = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+	used = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), "t") == 0;
+	if (on && !exists)
+		SPI_exec(psprintf("CREATE TRIGGER fundrecs_protect_lookup BEFORE TRUNCATE ON %s"
+						  " FOR EACH STATEMENT EXECUTE FUNCTION fundrecs.refuse_lookup_truncate()",
+						  rel), 0);
+	if (on)
+		SPI_exec(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER fundrecs_protect_lookup", rel), 0);
+	else if (exists && !used)
+		SPI_exec(psprintf("DROP TRIGGER fundrecs_protect_lookup ON %s", rel), 0);
+	as_caller(&saved);
+}
 
 Datum
 fundrecs_drop_enrichment(PG_FUNCTION_ARGS)
@@ -760,10 +876,20 @@ fundrecs_drop_enrichment(PG_FUNCTION_ARGS)
 	v[1] = ObjectIdGetDatum(source);
 	n[1] = ' ';
 	as_rules_owner(&saved);
-	if (SPI_execute_with_args("DELETE FROM fundrecs.enrichment_rules WHERE name = $1 AND source = $2",
-							  2, t, v, n, false, 0) != SPI_OK_DELETE)
+	check_no_dependent_rule(source, name);
+	if (SPI_execute_with_args("DELETE FROM fundrecs.enrichment_rules WHERE name = $1 AND source = $2"
+							  " RETURNING lookup",
+							  2, t, v, n, false, 0) != SPI_OK_DELETE_RETURNING)
 		elog(ERROR, "could not drop the enrichment rule");
-	as_caller(&saved);
+	{
+		bool		isnull;
+		Oid			lookup = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 1, &isnull));
+
+		as_caller(&saved);
+		if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(lookup)))
+			guard_lookup(lookup, false);
+	}
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -382,8 +382,7 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 		try_table_open(rule->lookup, AccessShareLock) : NULL;
 	if (lookup == NULL)
 	{
-		set_broken(rs, "lookup table of rule \"%s\" (OID %u) was dropped", rule->name,
-				   rule->lookup);
+		set_broken(rs, "lookup table of rule \"%s\" was dropped", rule->name);
 		return;
 	}
 	ldesc = RelationGetDescr(lookup);

@@ -44,6 +44,12 @@ SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
 -- The enrichment rules: a user catalog table, dumped with the database.
 SELECT reloptions FROM pg_class WHERE oid = 'fundrecs.enrichment_rules'::regclass;
 SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'fundrecs';
+
+ALTER EXTENSION fundrecs UPDATE TO '1.6';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+-- Lookup tables guarded: event triggers (fired always) and a TRUNCATE guard.
+SELECT evtname, evtevent, evtenabled, evttags FROM pg_event_trigger
+	WHERE evtname LIKE 'fundrecs%' ORDER BY 1;
 (SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
 UNION ALL
 (SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());
