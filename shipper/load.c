@@ -557,9 +557,13 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 	for (int i = 0; i < PQntuples(tables); i++)
 		run.estimate += strtoull(PQgetvalue(tables, i, 1), NULL, 10);
 	load_rows_estimate = run.estimate;
-	if (lp->progress)
+	/* No estimate: tables never analyzed (or empty). */
+	if (lp->progress && run.estimate > 0)
 		log_info("initial load of %d tables (~%llu rows) at %s", PQntuples(tables),
 				 (unsigned long long) run.estimate, run.lsn);
+	else if (lp->progress)
+		log_info("initial load of %d tables at %s (no row estimate: not analyzed yet)",
+				 PQntuples(tables), run.lsn);
 
 	/*
 	 * Before every load row, at the same position: consumers drop older

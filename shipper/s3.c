@@ -293,6 +293,18 @@ typedef struct S3Call
 	bool		missing_ok;		/* GET, DELETE: 404 NoSuchKey is an answer */
 } S3Call;
 
+/* A call about what, to method key (NULL: the bucket), its response empty. */
+static void
+s3_call_start(S3Call *c, S3Target *s, const char *what, const char *method, const char *key)
+{
+	memset(c, 0, sizeof(*c));
+	c->s = s;
+	c->what = what;
+	c->method = method;
+	c->key = key;
+	http_response_init(&c->resp);
+}
+
 static CallOutcome
 s3_attempt(void *arg, int attempt, char **problem)
 {
@@ -346,13 +358,9 @@ s3_check_bucket(S3Target *s, StopFlag *stop)
 	 * use, which the IAM policy limits to the prefix (HeadBucket has no
 	 * prefix, and such a condition refuses it).
 	 */
-	memset(&c, 0, sizeof(c));
-	c.s = s;
-	c.what = what;
-	c.method = "GET";
+	s3_call_start(&c, s, what, "GET", NULL);
 	c.query = query;
 	c.startup = true;
-	http_response_init(&c.resp);
 	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 	http_response_free(&c.resp);
 	free(what);
@@ -541,12 +549,8 @@ list_objects(S3Target *s, const char *prefix,
 			append_query_param(&q, "continuation-token", token);
 		append_query_param(&q, "list-type", "2");
 		append_query_param(&q, "prefix", prefix);
-		memset(&c, 0, sizeof(c));
-		c.s = s;
-		c.what = what;
-		c.method = "GET";
+		s3_call_start(&c, s, what, "GET", NULL);
 		c.query = q.data;
-		http_response_init(&c.resp);
 		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 		free(token);
 		token = NULL;
@@ -719,13 +723,8 @@ object_is_whole(S3Target *s, const DayObject *o, bool *whole, char **why, StopFl
 		free(what);
 		return SHIP_OK;
 	}
-	memset(&c, 0, sizeof(c));
-	c.s = s;
-	c.what = what;
-	c.method = "GET";
-	c.key = o->key;
+	s3_call_start(&c, s, what, "GET", o->key);
 	c.missing_ok = true;
-	http_response_init(&c.resp);
 	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 	if (result == SHIP_OK && c.resp.status == 404)
 	{
@@ -761,13 +760,8 @@ delete_object(S3Target *s, const char *key, StopFlag *stop)
 	char	   *what = psprintf("object \"%s\"", key);
 	ShipResult	result;
 
-	memset(&c, 0, sizeof(c));
-	c.s = s;
-	c.what = what;
-	c.method = "DELETE";
-	c.key = key;
+	s3_call_start(&c, s, what, "DELETE", key);
 	c.missing_ok = true;
-	http_response_init(&c.resp);
 	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 	http_response_free(&c.resp);
 	free(what);
@@ -1004,26 +998,16 @@ s3_claim_prefix(S3Target *s, const char *system_id, const char *database, const 
 	{
 		S3Call		c;
 
-		memset(&c, 0, sizeof(c));
-		c.s = s;
-		c.what = what;
-		c.method = "GET";
-		c.key = key;
+		s3_call_start(&c, s, what, "GET", key);
 		c.missing_ok = true;
 		c.startup = true;
-		http_response_init(&c.resp);
 		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 		if (result == SHIP_OK && c.resp.status == 404 && round == 0)
 		{
 			S3Call		put;
 
-			memset(&put, 0, sizeof(put));
-			put.s = s;
-			put.what = what;
-			put.method = "PUT";
-			put.key = key;
+			s3_call_start(&put, s, what, "PUT", key);
 			put.body = mine;
-			http_response_init(&put.resp);
 			result = retry_call(what, s->retry_timeout_s, s3_attempt, &put, stop);
 			http_response_free(&put.resp);
 			if (result == SHIP_OK)
@@ -1082,13 +1066,8 @@ s3_check_owner(S3Target *s, StopFlag *stop)
 	if (s->owner_key == NULL)
 		return SHIP_OK;
 	what = psprintf("object \"%s\"", s->owner_key);
-	memset(&c, 0, sizeof(c));
-	c.s = s;
-	c.what = what;
-	c.method = "GET";
-	c.key = s->owner_key;
+	s3_call_start(&c, s, what, "GET", s->owner_key);
 	c.missing_ok = true;
-	http_response_init(&c.resp);
 	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 	if (result == SHIP_OK && c.resp.status == 404)
 	{
@@ -1159,24 +1138,12 @@ s3_forget_load(S3Target *s, uint64_t lsn, StopFlag *stop)
 	result = list_objects(s, base, collect_load_object, &f, stop);
 	for (int i = 0; i < f.nkeys && result == SHIP_OK; i++)
 	{
-		S3Call		c;
-		char	   *what = psprintf("object \"%s\"", f.keys[i]);
-
-		memset(&c, 0, sizeof(c));
-		c.s = s;
-		c.what = what;
-		c.method = "DELETE";
-		c.key = f.keys[i];
-		c.missing_ok = true;
-		http_response_init(&c.resp);
-		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
+		result = delete_object(s, f.keys[i], stop);
 		if (result == SHIP_OK)
 		{
 			s->objects_deleted++;
 			log_info("deleted s3://%s/%s (the initial load that did not finish)", s->bucket, f.keys[i]);
 		}
-		http_response_free(&c.resp);
-		free(what);
 	}
 	for (int i = 0; i < f.nkeys; i++)
 		free(f.keys[i]);
@@ -1215,13 +1182,8 @@ s3_flush(S3Target *s, StopFlag *stop)
 		}
 		key = object_key(s, o);
 		what = psprintf("object \"%s\"", key);
-		memset(&c, 0, sizeof(c));
-		c.s = s;
-		c.what = what;
-		c.method = "PUT";
-		c.key = key;
+		s3_call_start(&c, s, what, "PUT", key);
 		c.object = o;
-		http_response_init(&c.resp);
 		result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
 		if (result == SHIP_OK)
 		{

@@ -34,7 +34,7 @@ resolve_credentials(const char *region)
 	{
 		log_error("%s", err);
 		if (config_error)
-			log_error_hint("See \"AWS credentials\" in the README for the order in which sources are tried.");
+			log_error_hint("See \"AWS credentials\" in the README (/usr/share/doc/postgresql-15-fundrecs/README.md.gz from the package) for the order in which sources are tried.");
 		free(err);
 		exit(config_error ? 2 : 1);
 	}
