@@ -412,4 +412,11 @@ extern void fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, 
 extern bool fr_rules_have_route(FrRuleSet *rs);
 extern List *fr_rules_lookups(Oid source);
 
+/*
+ * For option_problems: the rule sets of the tables opts captures that could
+ * not be applied to a change made now, each as "the enrichment rules of
+ * table ...: why".
+ */
+extern List *fr_rules_problems(const FrOptions *opts);
+
 #endif							/* FUNDRECS_H */

@@ -432,6 +432,7 @@ fundrecs_option_problems(PG_FUNCTION_ARGS)
 	fr_options_parse(&opts, options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
 	problems = fr_options_resolve(&opts, false);
 	problems = list_concat(problems, fr_publication_problems(&opts));
+	problems = list_concat(problems, fr_rules_problems(&opts));
 	foreach(lc, problems)
 		astate = accumArrayResult(astate, CStringGetTextDatum((char *) lfirst(lc)), false,
 								  TEXTOID, CurrentMemoryContext);

@@ -308,7 +308,7 @@ set_columns(FrRelInfo *ri, TupleDesc desc, const FrOptions *opts)
  * identity is FULL or NOTHING (of the root, for rows emitted as it).
  */
 static void
-set_key(FrRelInfo *ri, Relation target)
+set_key(FrRelInfo *ri, Relation target, const FrOptions *opts)
 {
 	Oid			keyindex = RelationGetReplicaIndex(target);
 	Relation	idxrel;
@@ -332,9 +332,19 @@ set_key(FrRelInfo *ri, Relation target)
 		if (attnum > 0 &&
 			(ri->pub_columns == NULL || bms_is_member(attnum, ri->pub_columns)))
 		{
+			const char *attname = NameStr(TupleDescAttr(RelationGetDescr(target), attnum - 1)->attname);
+
+			/* A key column is never left out: exclude_columns may not name one. */
+			if (fr_options_column_excluded(opts, ri->schema_name, ri->table_name, attname))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("exclude_columns names column \"%s\" of table \"%s.%s\", which is in the table's key",
+								attname, ri->schema_name, ri->table_name),
+						 errdetail("Every change carries its row's key (the replica identity, or the primary key), so that a consumer can tell which row it is."),
+						 errhint("Remove %s.%s.%s from exclude_columns.", ri->schema_name,
+								 ri->table_name, attname)));
 			ri->keyattrs[ri->nkeys++] = attnum;
 			ri->cols[attnum - 1].is_key = true;
-			/* A key column is never left out. */
 			ri->cols[attnum - 1].excluded = false;
 		}
 	}
@@ -471,7 +481,7 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	if (ri->included)
 	{
 		set_columns(ri, desc, opts);
-		set_key(ri, target);
+		set_key(ri, target, opts);
 		if (ri->is_orders)
 			set_enrichment(ri, desc, root, opts);
 	}

@@ -484,13 +484,19 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	}
 	if (has_key(ri, newtuple, oldtuple))
 		append_key(out, ri, newtuple, oldtuple);
+	fr_append_char(out, '}');
+
+	/*
+	 * Beside data and metadata, as the native format's unchanged_toast: the
+	 * columns of "data" that are not the row's values.
+	 */
 	if (toast.len > 0)
 	{
 		fr_append_lit(out, ",\"unchanged-toast\":[");
 		fr_append_bytes(out, toast.data, toast.len);
 		fr_append_char(out, ']');
 	}
-	fr_append_lit(out, "}}");
+	fr_append_char(out, '}');
 }
 
 /*

@@ -986,6 +986,62 @@ fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source, XLogRecPtr lsn)
 
 /* The lookup tables of source's rules as of now, for privilege checks. */
 List *
+fr_rules_problems(const FrOptions *opts)
+{
+	List	   *problems = NIL;
+	List	   *sources = NIL;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	ListCell   *lc;
+	FrRulesCache *rc;
+
+	rules_table.resolved = false;
+	resolve_rules_table();
+	if (!OidIsValid(rules_table.relid))
+		return NIL;
+	rel = table_open(rules_table.relid, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, GetActiveSnapshot(), 0, NULL);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+		bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+
+		/* heap_deform_tuple, not heap_getattr (see fundrecs_products.c) */
+		heap_deform_tuple(tuple, desc, values, nulls);
+		if (!nulls[rules_table.att[RT_SOURCE] - 1])
+			sources = list_append_unique_oid(sources,
+											 DatumGetObjectId(values[rules_table.att[RT_SOURCE] - 1]));
+		pfree(values);
+		pfree(nulls);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	rc = fr_rules_cache_create(CurrentMemoryContext);
+	foreach(lc, sources)
+	{
+		Oid			source = lfirst_oid(lc);
+		char	   *relname = get_rel_name(source);
+		char	   *nspname;
+		FrRuleSet  *rs;
+
+		if (relname == NULL)
+			continue;
+		nspname = get_namespace_name(get_rel_namespace(source));
+		if (!fr_options_table_included(opts, nspname, relname))
+			continue;
+		rs = fr_rules_get(rc, GetActiveSnapshot(), source, InvalidXLogRecPtr);
+		if (rs != NULL && rs->error != NULL)
+			problems = lappend(problems,
+							   psprintf("the enrichment rules of table \"%s.%s\" cannot be applied: %s",
+										nspname, relname, rs->error));
+	}
+	return problems;
+}
+
+List *
 fr_rules_lookups(Oid source)
 {
 	List	   *lookups = NIL;

@@ -395,14 +395,30 @@ slot_check_plugin_options(const ReplConnParams *params)
 		plugin_options_unchecked(conn, res);
 	else if (PQntuples(res) > 0)
 	{
+		int			fatal = 0;
+
 		for (int i = 0; i < PQntuples(res); i++)
 		{
-			if (opts.allow_no_tables)
-				log_warning("%s", PQgetvalue(res, i, 0));
+			const char *problem = PQgetvalue(res, i, 0);
+
+			/*
+			 * A rule set that cannot be applied now is the rules' matter
+			 * (on_enrich_error decides their rows): said, not fatal.
+			 */
+			if (strncmp(problem, "the enrichment rules of table", 29) == 0)
+			{
+				log_warning("%s", problem);
+				log_warning_hint("Its changes fail or go to route \"_error\" (on_enrich_error); fix or drop the rule (README: Maintenance of lookup tables).");
+			}
+			else if (opts.allow_no_tables)
+				log_warning("%s", problem);
 			else
-				log_error("%s", PQgetvalue(res, i, 0));
+			{
+				log_error("%s", problem);
+				fatal++;
+			}
 		}
-		if (!opts.allow_no_tables)
+		if (fatal > 0)
 		{
 			log_error_detail("Changes of such tables would be confirmed without being shipped.");
 			log_error_hint("Check the plugin options \"tables\", \"publication_names\" and \"orders_table\" (-o), or pass --allow-no-tables to start anyway.");

@@ -114,6 +114,8 @@ ALTER EVENT TRIGGER fundrecs_rule_tables_drop ENABLE ALWAYS;
 SELECT data FROM pg_logical_slot_peek_changes('maint_forced', NULL, NULL, 'include_lsn', 'false',
 	'include_xid', 'false', 'include_timestamp', 'false', 'tables', 'maint.src, maint.other',
 	'on_enrich_error', 'emit');
+-- option_problems (the shipper's check before it starts) names the rule.
+SELECT unnest(fundrecs.option_problems('{tables,maint.*}'));
 -- in fail mode: the rule, the change and how to get past it
 CREATE FUNCTION maint_fail() RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE

@@ -59,6 +59,13 @@ SELECT j->>'op' AS op, j->'data'->>'note' AS note,
 	   j->'data' ? 'body' AS has_body, j->'unchanged_toast' AS unchanged_toast
 FROM (SELECT data::jsonb AS j FROM pg_logical_slot_get_changes('types_slot', NULL, NULL)) s;
 
+-- format=dms: the same marker beside data and metadata, "unchanged-toast".
+UPDATE fundrecs_schema.docs SET note = 'dms' WHERE id = 1;
+SELECT j->'metadata'->>'operation' AS op, j->'data' ? 'body' AS has_body,
+	   j->'unchanged-toast' AS unchanged_toast, j->'metadata' ? 'unchanged-toast' AS in_metadata
+FROM (SELECT data::jsonb AS j FROM pg_logical_slot_get_changes('types_slot', NULL, NULL,
+	'format', 'dms')) s;
+
 -- Under REPLICA IDENTITY FULL the old row holds the value itself.
 ALTER TABLE fundrecs_schema.docs REPLICA IDENTITY FULL;
 UPDATE fundrecs_schema.docs SET note = 'fourth' WHERE id = 1;
