@@ -38,6 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
 #include "utils/regproc.h"
+#include "utils/rls.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "catalog/namespace.h"
@@ -625,10 +626,12 @@ compile_computed(RuleBuild *rb, List *computed, NewRule *nr)
 static void
 record_rule(Relation source, NewRule *nr)
 {
-	Oid			types[12] = {OIDOID, NAMEOID, OIDOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID,
-	INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID};
-	Datum		values[12];
-	char		nulls[12];
+	Oid			types[13] = {OIDOID, NAMEOID, OIDOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID,
+	INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, NAMEOID};
+	Datum		values[13];
+	char		nulls[13];
+	/* The caller, whose rights read the lookup (not the rules' owner below). */
+	char	   *caller = GetUserNameFromId(GetUserId(), false);
 	Oid			t[2] = {OIDOID, NAMEOID};
 	AsOwner		saved;
 
@@ -655,14 +658,15 @@ record_rule(Relation source, NewRule *nr)
 	values[9] = PointerGetDatum(list_array(nr->ctrees, TEXTOID));
 	values[10] = nr->route ? CStringGetTextDatum(nr->route) : (Datum) 0;
 	values[11] = nr->route_tree ? CStringGetTextDatum(nr->route_tree) : (Datum) 0;
+	values[12] = DirectFunctionCall1(namein, CStringGetDatum(caller));
 	memset(nulls, ' ', sizeof(nulls));
 	if (nr->route == NULL)
 		nulls[10] = nulls[11] = 'n';
 	if (SPI_execute_with_args("INSERT INTO fundrecs.enrichment_rules (source, name, lookup, lookup_key,"
 							  " join_refs, out_names, out_attnums, computed_names, computed_exprs,"
-							  " computed_trees, route_expr, route_tree)"
-							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-							  12, types, values, nulls, false, 0) != SPI_OK_INSERT)
+							  " computed_trees, route_expr, route_tree, added_by)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+							  13, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the enrichment rule");
 	as_caller(&saved);
 }
@@ -693,6 +697,14 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 	if (pg_class_aclcheck(nr.lookup, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(get_rel_relkind(nr.lookup)),
 					   get_rel_name(nr.lookup));
+	/* The rule reads every row: policies that hide some from the caller refuse it. */
+	if (check_enable_rls(nr.lookup, InvalidOid, true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("lookup table \"%s\" has row-level security that applies to you",
+						get_rel_name(nr.lookup)),
+				 errdetail("Decoding reads the lookup's rows as of each change, whatever the policies: a rule would show rows they hide from you."),
+				 errhint("Have the lookup's owner, or a role with BYPASSRLS, add the rule.")));
 
 	SPI_connect();
 	rb.source = table_open(nr.source, AccessShareLock);

@@ -35,6 +35,7 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/clauses.h"
 #include "optimizer/optimizer.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -45,6 +46,7 @@
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/typcache.h"
 
@@ -68,12 +70,12 @@ typedef struct RulesTable
 enum
 {
 	RT_RULE_ID, RT_SOURCE, RT_NAME, RT_LOOKUP, RT_LOOKUP_KEY, RT_JOIN_REFS, RT_OUT_NAMES,
-	RT_OUT_ATTNUMS, RT_COMPUTED_NAMES, RT_COMPUTED_TREES, RT_ROUTE_TREE, RT_NATTS
+	RT_OUT_ATTNUMS, RT_COMPUTED_NAMES, RT_COMPUTED_TREES, RT_ROUTE_TREE, RT_ADDED_BY, RT_NATTS
 };
 
 static const char *const rt_names[RT_NATTS] = {
 	"rule_id", "source", "name", "lookup", "lookup_key", "join_refs", "out_names",
-	"out_attnums", "computed_names", "computed_trees", "route_tree"
+	"out_attnums", "computed_names", "computed_trees", "route_tree", "added_by"
 };
 
 static FrRulesCache *decode_cache = NULL;
@@ -198,6 +200,7 @@ typedef struct RuleRow
 				nout,
 				ncomputed;
 	char	   *route_tree;
+	char	   *added_by;		/* the rule's owner: whose rights read the lookup */
 } RuleRow;
 
 static int
@@ -270,6 +273,7 @@ read_rules(Oid source, Snapshot snapshot, int *nrules)
 		array_elems(RT(RT_COMPUTED_TREES), TEXTOID, &r->computed_trees, &r->ncomputed);
 		r->route_tree = nulls[rules_table.att[RT_ROUTE_TREE] - 1] ? NULL :
 			TextDatumGetCString(RT(RT_ROUTE_TREE));
+		r->added_by = pstrdup(NameStr(*DatumGetName(RT(RT_ADDED_BY))));
 #undef RT
 	}
 	systable_endscan(scan);
@@ -353,6 +357,49 @@ init_column(FrColumn *col, const char *name, Oid typid, MemoryContext cxt)
 	fmgr_info_cxt(outfunc, &col->outfunc, cxt);
 }
 
+/*
+ * The lookup is read with its rule's owner's rights, as of the change, as a
+ * view is read with its owner's: SELECT on the table (or on each column the
+ * rule reads), and no row-level security that applies to the owner (a
+ * policy would hide rows from the owner, not from the plugin).  Otherwise
+ * the rule set is broken, with why.
+ */
+static bool
+owner_may_read(FrRuleSet *rs, FrRule *rule, RuleRow *row, Relation lookup)
+{
+	Oid			owner = get_role_oid(row->added_by, true);
+	Oid			relid = RelationGetRelid(lookup);
+
+	if (!OidIsValid(owner))
+	{
+		set_broken(rs, "the owner of rule \"%s\", role \"%s\", no longer exists", rule->name,
+				   row->added_by);
+		return false;
+	}
+	if (pg_class_aclcheck(relid, owner, ACL_SELECT) != ACLCHECK_OK)
+	{
+		for (int i = 0; i < row->nkeys + row->nout; i++)
+		{
+			AttrNumber	a = DatumGetInt16(i < row->nkeys ? row->lookup_key[i] :
+										  row->out_attnums[i - row->nkeys]);
+
+			if (pg_attribute_aclcheck(relid, a, owner, ACL_SELECT) != ACLCHECK_OK)
+			{
+				set_broken(rs, "the owner of rule \"%s\", role \"%s\", may not read lookup table \"%s\" (SELECT was revoked)",
+						   rule->name, row->added_by, RelationGetRelationName(lookup));
+				return false;
+			}
+		}
+	}
+	if (check_enable_rls(relid, owner, true) == RLS_ENABLED)
+	{
+		set_broken(rs, "lookup table \"%s\" of rule \"%s\" has row-level security that applies to its owner, role \"%s\"",
+				   RelationGetRelationName(lookup), rule->name, row->added_by);
+		return false;
+	}
+	return true;
+}
+
 /* The lookup's key scan: operators, collations and sizes of its key. */
 static void
 compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
@@ -386,6 +433,11 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 		return;
 	}
 	ldesc = RelationGetDescr(lookup);
+	if (!owner_may_read(rs, rule, row, lookup))
+	{
+		table_close(lookup, AccessShareLock);
+		return;
+	}
 	rule->lookup_index = fr_primary_key_index(lookup);
 	if (!OidIsValid(rule->lookup_index))
 	{

@@ -135,6 +135,44 @@ $$;
 SELECT * FROM maint_fail();
 SELECT 'stop' FROM pg_drop_replication_slot('maint_forced');
 
+-- Privileges: a rule reads its lookup with its owner's rights, as of the
+-- change.  A REVOKE, or row-level security that applies to the owner, makes
+-- the changes after it the rule's errors; RLS is refused when adding.
+CREATE ROLE regress_rule_owner;
+CREATE TABLE maint.priv_lk (id int PRIMARY KEY, secret text) WITH (user_catalog_table = true);
+INSERT INTO maint.priv_lk VALUES (1, 'visible'), (2, 'hidden');
+CREATE TABLE maint.priv_src (id int PRIMARY KEY, lk_id int);
+ALTER TABLE maint.priv_src OWNER TO regress_rule_owner;
+GRANT USAGE ON SCHEMA maint, fundrecs TO regress_rule_owner;
+GRANT SELECT ON maint.priv_lk TO regress_rule_owner;
+SET ROLE regress_rule_owner;
+SELECT fundrecs.add_enrichment('maint.priv_src', 'maint.priv_lk', ARRAY['lk_id'], name => 'priv');
+RESET ROLE;
+SELECT 'init' FROM pg_create_logical_replication_slot('maint_priv', 'fundrecs_decoder');
+INSERT INTO maint.priv_src VALUES (1, 1);
+REVOKE SELECT ON maint.priv_lk FROM regress_rule_owner;
+INSERT INTO maint.priv_src VALUES (2, 1);
+GRANT SELECT ON maint.priv_lk TO regress_rule_owner;
+ALTER TABLE maint.priv_lk ENABLE ROW LEVEL SECURITY;
+CREATE POLICY only_visible ON maint.priv_lk USING (secret = 'visible');
+INSERT INTO maint.priv_src VALUES (3, 2);
+ALTER TABLE maint.priv_lk DISABLE ROW LEVEL SECURITY;
+INSERT INTO maint.priv_src VALUES (4, 2);
+SELECT data FROM pg_logical_slot_get_changes('maint_priv', NULL, NULL, 'include_lsn', 'false',
+	'include_xid', 'false', 'include_timestamp', 'false', 'tables', 'maint.priv_src',
+	'on_enrich_error', 'emit');
+-- added under RLS that applies to the caller: refused
+ALTER TABLE maint.priv_lk ENABLE ROW LEVEL SECURITY;
+SET ROLE regress_rule_owner;
+SELECT fundrecs.add_enrichment('maint.priv_src', 'maint.priv_lk', ARRAY['lk_id'],
+	ARRAY['secret AS s2'], name => 'priv2');
+RESET ROLE;
+SELECT 'stop' FROM pg_drop_replication_slot('maint_priv');
+SELECT fundrecs.drop_enrichment('priv', 'maint.priv_src');
+DROP TABLE maint.priv_src, maint.priv_lk;
+REVOKE ALL ON SCHEMA maint, fundrecs FROM regress_rule_owner;
+DROP ROLE regress_rule_owner;
+
 SELECT 'stop' FROM pg_drop_replication_slot('maint_slot');
 DROP SCHEMA maint CASCADE;
 DROP FUNCTION maint_changes;
