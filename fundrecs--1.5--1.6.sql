@@ -3,6 +3,26 @@
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION fundrecs UPDATE TO '1.6'" to load this file. \quit
 
+-- Names beside attribute numbers: pg_dump recreates a table without the
+-- columns dropped from it, so a restored rule's numbers may point at other
+-- columns; the decoder finds the columns again by these names (and refuses
+-- a rule it cannot place).  lookup_names: the lookup's key columns, then
+-- the columns in out_attnums; source_attnums/source_names: every source
+-- column the rule reads (join columns, expressions).
+ALTER TABLE fundrecs.enrichment_rules
+	ADD COLUMN lookup_names text[],
+	ADD COLUMN source_attnums int2[],
+	ADD COLUMN source_names text[];
+UPDATE fundrecs.enrichment_rules e SET
+	lookup_names = ARRAY(SELECT a.attname::text
+		FROM unnest(e.lookup_key || e.out_attnums) WITH ORDINALITY k(n, o)
+		JOIN pg_catalog.pg_attribute a ON a.attrelid = e.lookup AND a.attnum = k.n
+		ORDER BY k.o),
+	source_attnums = ARRAY(SELECT DISTINCT r FROM unnest(e.join_refs) r WHERE r > 0 ORDER BY r),
+	source_names = ARRAY(SELECT a.attname::text FROM unnest(e.join_refs) r
+		JOIN pg_catalog.pg_attribute a ON a.attrelid = e.source AND a.attnum = r
+		WHERE r > 0 GROUP BY r, a.attname ORDER BY r);
+
 -- What an enrichment rule needs of the tables it reads, checked after every
 -- DDL command that touches them (ALTER TABLE, DROP of a table, column,
 -- constraint, index or trigger), as PostgreSQL's dependencies guard a
@@ -64,6 +84,32 @@ BEGIN
 	LOOP
 		EXECUTE format('DROP TRIGGER fundrecs_protect_lookup ON %s', r.lookup_oid::regclass);
 	END LOOP;
+	-- A renamed column: a name found nowhere whose number still holds a
+	-- column is that column renamed (a restore keeps names, not numbers).
+	UPDATE fundrecs.enrichment_rules e SET lookup_names = ARRAY(
+			SELECT coalesce(CASE WHEN EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.lookup::oid
+						AND t.attname = k.name AND NOT t.attisdropped) THEN k.name END,
+					(SELECT t.attname::text FROM pg_attribute t WHERE t.attrelid = e.lookup::oid
+						AND t.attnum = (e.lookup_key || e.out_attnums)[k.o] AND NOT t.attisdropped),
+					k.name)
+			FROM unnest(e.lookup_names) WITH ORDINALITY k(name, o) ORDER BY k.o)
+		WHERE e.lookup::oid = ANY (rels) AND e.lookup_names IS NOT NULL
+			AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = e.lookup::oid)
+			AND EXISTS (SELECT 1 FROM unnest(e.lookup_names) k(name)
+				WHERE NOT EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.lookup::oid
+					AND t.attname = k.name AND NOT t.attisdropped));
+	UPDATE fundrecs.enrichment_rules e SET source_names = ARRAY(
+			SELECT coalesce(CASE WHEN EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.source::oid
+						AND t.attname = k.name AND NOT t.attisdropped) THEN k.name END,
+					(SELECT t.attname::text FROM pg_attribute t WHERE t.attrelid = e.source::oid
+						AND t.attnum = e.source_attnums[k.o] AND NOT t.attisdropped),
+					k.name)
+			FROM unnest(e.source_names) WITH ORDINALITY k(name, o) ORDER BY k.o)
+		WHERE e.source::oid = ANY (rels) AND e.source_names IS NOT NULL
+			AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = e.source::oid)
+			AND EXISTS (SELECT 1 FROM unnest(e.source_names) k(name)
+				WHERE NOT EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.source::oid
+					AND t.attname = k.name AND NOT t.attisdropped));
 	FOR r IN
 		SELECT e.name, e.source::oid AS source_oid, e.lookup::oid AS lookup_oid,
 			CASE
@@ -74,18 +120,33 @@ BEGIN
 						pg_options_to_table(c.reloptions) o
 						WHERE c.oid = e.lookup::oid AND o.option_name = 'user_catalog_table'), false)
 				THEN format('its lookup table %s would no longer be a user_catalog_table', e.lookup)
+			-- by name where the rule has names (a restore renumbers columns)
 			WHEN NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = e.lookup::oid
-						AND i.indisprimary
-						AND (string_to_array(i.indkey::text, ' ')::int2[])[1:i.indnkeyatts] = e.lookup_key)
+						AND i.indisprimary AND i.indnkeyatts = cardinality(e.lookup_key)
+						AND (e.lookup_names IS NULL
+							AND (string_to_array(i.indkey::text, ' ')::int2[])[1:i.indnkeyatts] = e.lookup_key
+							OR e.lookup_names IS NOT NULL
+							AND ARRAY(SELECT t.attname::text
+									FROM unnest((string_to_array(i.indkey::text, ' ')::int2[])[1:i.indnkeyatts])
+										WITH ORDINALITY k(n, o)
+									JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = k.n
+									ORDER BY k.o)
+								= e.lookup_names[1:cardinality(e.lookup_key)]))
 				THEN format('its lookup table %s would lose its primary key', e.lookup)
-			WHEN EXISTS (SELECT 1 FROM unnest(e.lookup_key || e.out_attnums) a(n)
+			WHEN e.lookup_names IS NULL AND EXISTS (SELECT 1 FROM unnest(e.lookup_key || e.out_attnums) a(n)
 						WHERE NOT EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.lookup::oid
 							AND t.attnum = a.n AND NOT t.attisdropped))
+				OR e.lookup_names IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(e.lookup_names) a(name)
+						WHERE NOT EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.lookup::oid
+							AND t.attname = a.name AND NOT t.attisdropped))
 				THEN format('it reads a column of its lookup table %s that would be dropped', e.lookup)
-			WHEN EXISTS (SELECT 1 FROM unnest(e.join_refs) a(n)
+			WHEN e.source_names IS NULL AND EXISTS (SELECT 1 FROM unnest(e.join_refs) a(n)
 						WHERE a.n > 0 AND NOT EXISTS (SELECT 1 FROM pg_attribute t
 							WHERE t.attrelid = e.source::oid AND t.attnum = a.n AND NOT t.attisdropped))
-				THEN format('it joins on a column of %s that would be dropped', e.source)
+				OR e.source_names IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(e.source_names) a(name)
+						WHERE NOT EXISTS (SELECT 1 FROM pg_attribute t
+							WHERE t.attrelid = e.source::oid AND t.attname = a.name AND NOT t.attisdropped))
+				THEN format('it joins on or computes from a column of %s that would be dropped', e.source)
 			WHEN e.lookup::oid = ANY (dropped_guards)
 				OR EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = e.lookup::oid
 						AND t.tgname = 'fundrecs_protect_lookup' AND t.tgenabled <> 'A')

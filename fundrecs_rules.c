@@ -164,6 +164,29 @@ to_inner_mutator(Node *node, void *context)
 
 static void guard_lookup(Oid lookup, bool on);
 
+/* The source columns (Vars not of the emitted columns) a compiled tree reads. */
+static bool
+source_vars_walker(Node *node, Bitmapset **cols)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var) && ((Var *) node)->varno != INNER_VAR && ((Var *) node)->varattno > 0)
+	{
+		*cols = bms_add_member(*cols, ((Var *) node)->varattno);
+		return false;
+	}
+	return expression_tree_walker(node, source_vars_walker, cols);
+}
+
+static Bitmapset *
+source_vars(Node *tree)
+{
+	Bitmapset  *cols = NULL;
+
+	(void) source_vars_walker(tree, &cols);
+	return cols;
+}
+
 /* A syntax error's position, in the expression rather than the statement. */
 static void
 expression_error_position(void *arg)
@@ -626,10 +649,17 @@ compile_computed(RuleBuild *rb, List *computed, NewRule *nr)
 static void
 record_rule(Relation source, NewRule *nr)
 {
-	Oid			types[13] = {OIDOID, NAMEOID, OIDOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID,
-	INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, NAMEOID};
-	Datum		values[13];
-	char		nulls[13];
+	Oid			types[16] = {OIDOID, NAMEOID, OIDOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID,
+		INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, NAMEOID,
+	TEXTARRAYOID, INT2ARRAYOID, TEXTARRAYOID};
+	Datum		values[16];
+	char		nulls[16];
+	List	   *lookup_names = NIL;
+	List	   *source_attnums = NIL;
+	List	   *source_names = NIL;
+	Bitmapset  *source_cols = NULL;
+	ListCell   *lc;
+	int			a = -1;
 	/* The caller, whose rights read the lookup (not the rules' owner below). */
 	char	   *caller = GetUserNameFromId(GetUserId(), false);
 	Oid			t[2] = {OIDOID, NAMEOID};
@@ -659,14 +689,40 @@ record_rule(Relation source, NewRule *nr)
 	values[10] = nr->route ? CStringGetTextDatum(nr->route) : (Datum) 0;
 	values[11] = nr->route_tree ? CStringGetTextDatum(nr->route_tree) : (Datum) 0;
 	values[12] = DirectFunctionCall1(namein, CStringGetDatum(caller));
+
+	/*
+	 * Names beside numbers (1.6): what a dump restored without the tables'
+	 * dropped columns renumbers, the decoder finds again by name.
+	 */
+	foreach(lc, nr->key)
+		lookup_names = lappend(lookup_names, get_attname(nr->lookup, lfirst_int(lc), false));
+	foreach(lc, nr->out_attnums)
+		lookup_names = lappend(lookup_names, get_attname(nr->lookup, lfirst_int(lc), false));
+	foreach(lc, nr->join_refs)
+		if (lfirst_int(lc) > 0)
+			source_cols = bms_add_member(source_cols, lfirst_int(lc));
+	foreach(lc, nr->ctrees)
+		source_cols = bms_join(source_cols, source_vars(stringToNode((char *) lfirst(lc))));
+	if (nr->route_tree != NULL)
+		source_cols = bms_join(source_cols, source_vars(stringToNode(nr->route_tree)));
+	while ((a = bms_next_member(source_cols, a)) >= 0)
+	{
+		source_attnums = lappend_int(source_attnums, a);
+		source_names = lappend(source_names, get_attname(nr->source, a, false));
+	}
+	values[13] = PointerGetDatum(list_array(lookup_names, TEXTOID));
+	values[14] = PointerGetDatum(list_array(source_attnums, INT2OID));
+	values[15] = PointerGetDatum(list_array(source_names, TEXTOID));
 	memset(nulls, ' ', sizeof(nulls));
 	if (nr->route == NULL)
 		nulls[10] = nulls[11] = 'n';
 	if (SPI_execute_with_args("INSERT INTO fundrecs.enrichment_rules (source, name, lookup, lookup_key,"
 							  " join_refs, out_names, out_attnums, computed_names, computed_exprs,"
-							  " computed_trees, route_expr, route_tree, added_by)"
-							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-							  13, types, values, nulls, false, 0) != SPI_OK_INSERT)
+							  " computed_trees, route_expr, route_tree, added_by, lookup_names,"
+							  " source_attnums, source_names)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+							  " $14, $15, $16)",
+							  16, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the enrichment rule");
 	as_caller(&saved);
 }

@@ -70,12 +70,16 @@ typedef struct RulesTable
 enum
 {
 	RT_RULE_ID, RT_SOURCE, RT_NAME, RT_LOOKUP, RT_LOOKUP_KEY, RT_JOIN_REFS, RT_OUT_NAMES,
-	RT_OUT_ATTNUMS, RT_COMPUTED_NAMES, RT_COMPUTED_TREES, RT_ROUTE_TREE, RT_ADDED_BY, RT_NATTS
+	RT_OUT_ATTNUMS, RT_COMPUTED_NAMES, RT_COMPUTED_TREES, RT_ROUTE_TREE, RT_ADDED_BY,
+	/* from 1.6 on; absent before ALTER EXTENSION UPDATE */
+	RT_LOOKUP_NAMES, RT_SOURCE_ATTNUMS, RT_SOURCE_NAMES, RT_NATTS
 };
+#define RT_REQUIRED RT_LOOKUP_NAMES
 
 static const char *const rt_names[RT_NATTS] = {
 	"rule_id", "source", "name", "lookup", "lookup_key", "join_refs", "out_names",
-	"out_attnums", "computed_names", "computed_trees", "route_tree", "added_by"
+	"out_attnums", "computed_names", "computed_trees", "route_tree", "added_by",
+	"lookup_names", "source_attnums", "source_names"
 };
 
 static FrRulesCache *decode_cache = NULL;
@@ -169,7 +173,7 @@ resolve_rules_table(void)
 	for (int i = 0; i < RT_NATTS && OidIsValid(rules_table.relid); i++)
 	{
 		rules_table.att[i] = get_attnum(rules_table.relid, rt_names[i]);
-		if (rules_table.att[i] == InvalidAttrNumber)
+		if (rules_table.att[i] == InvalidAttrNumber && i < RT_REQUIRED)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("table %s.%s does not have the expected definition",
@@ -201,6 +205,11 @@ typedef struct RuleRow
 				ncomputed;
 	char	   *route_tree;
 	char	   *added_by;		/* the rule's owner: whose rights read the lookup */
+	Datum	   *lookup_names;	/* key then out columns' names (NULL: none) */
+	Datum	   *source_attnums; /* the source columns read, and their names */
+	Datum	   *source_names;
+	int			nlookup_names,
+				nsource;
 } RuleRow;
 
 static int
@@ -274,6 +283,21 @@ read_rules(Oid source, Snapshot snapshot, int *nrules)
 		r->route_tree = nulls[rules_table.att[RT_ROUTE_TREE] - 1] ? NULL :
 			TextDatumGetCString(RT(RT_ROUTE_TREE));
 		r->added_by = pstrdup(NameStr(*DatumGetName(RT(RT_ADDED_BY))));
+		r->lookup_names = r->source_attnums = r->source_names = NULL;
+		r->nlookup_names = r->nsource = 0;
+		if (rules_table.att[RT_LOOKUP_NAMES] != InvalidAttrNumber &&
+			!nulls[rules_table.att[RT_LOOKUP_NAMES] - 1] &&
+			!nulls[rules_table.att[RT_SOURCE_ATTNUMS] - 1] &&
+			!nulls[rules_table.att[RT_SOURCE_NAMES] - 1])
+		{
+			int			nnames;
+
+			array_elems(RT(RT_LOOKUP_NAMES), TEXTOID, &r->lookup_names, &r->nlookup_names);
+			array_elems(RT(RT_SOURCE_ATTNUMS), INT2OID, &r->source_attnums, &r->nsource);
+			array_elems(RT(RT_SOURCE_NAMES), TEXTOID, &r->source_names, &nnames);
+			if (nnames != r->nsource)
+				r->nsource = 0;
+		}
 #undef RT
 	}
 	systable_endscan(scan);
@@ -400,6 +424,130 @@ owner_may_read(FrRuleSet *rs, FrRule *rule, RuleRow *row, Relation lookup)
 	return true;
 }
 
+/*
+ * Where the column a rule knew as attribute attnum, named name, is in desc
+ * now.  The same name there: the same column.  Another name there and the
+ * name nowhere: renamed, the same column.  Nothing there and the name at
+ * another number: a table restored without its dropped columns, followed
+ * by name.  The name at another number while another column holds this
+ * one: it cannot be told which is meant, so the rule is broken (never a
+ * neighbouring column).  0 when broken.
+ */
+static AttrNumber
+locate_column(FrRuleSet *rs, TupleDesc desc, AttrNumber attnum, const char *name,
+			  const char *table, const char *rule)
+{
+	Form_pg_attribute here = attnum >= 1 && attnum <= desc->natts ?
+		TupleDescAttr(desc, attnum - 1) : NULL;
+	AttrNumber	elsewhere = 0;
+
+	if (here != NULL && here->attisdropped)
+		here = NULL;
+	if (here != NULL && strcmp(NameStr(here->attname), name) == 0)
+		return attnum;
+	for (int i = 0; i < desc->natts && elsewhere == 0; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			elsewhere = att->attnum;
+	}
+	if (here != NULL && elsewhere == 0)
+		return attnum;
+	if (here == NULL && elsewhere != 0)
+		return elsewhere;
+	if (here != NULL)
+		set_broken(rs, "rule \"%s\" reads column \"%s\" of \"%s\", which was attribute %d when the rule was added; attribute %d is \"%s\" now and \"%s\" is attribute %d (restored without the table's dropped columns?): drop the rule and add it again",
+				   rule, name, table, attnum, attnum, NameStr(here->attname), name, elsewhere);
+	else
+		set_broken(rs, "column \"%s\" of \"%s\", which rule \"%s\" reads, no longer exists",
+				   name, table, rule);
+	return 0;
+}
+
+/* The lookup's key and out columns placed by name (see locate_column). */
+static void
+place_lookup_columns(FrRuleSet *rs, FrRule *rule, RuleRow *row, Relation lookup)
+{
+	TupleDesc	desc = RelationGetDescr(lookup);
+
+	if (row->nlookup_names != row->nkeys + row->nout)
+		return;					/* added before 1.6: numbers alone */
+	for (int i = 0; i < row->nlookup_names && rs->error == NULL; i++)
+	{
+		Datum	   *slot = i < row->nkeys ? &row->lookup_key[i] : &row->out_attnums[i - row->nkeys];
+		AttrNumber	at = locate_column(rs, desc, DatumGetInt16(*slot),
+									   TextDatumGetCString(row->lookup_names[i]),
+									   RelationGetRelationName(lookup), rule->name);
+
+		*slot = Int16GetDatum(at);
+		if (i < row->nkeys)
+			rule->key_attnums[i] = at;
+	}
+}
+
+typedef struct SourceMap
+{
+	int			n;
+	AttrNumber *from;
+	AttrNumber *to;
+} SourceMap;
+
+/* A compiled tree with its source columns renumbered. */
+static Node *
+source_map_mutator(Node *node, SourceMap *map)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Var) && ((Var *) node)->varno != INNER_VAR)
+	{
+		Var		   *v = (Var *) copyObject(node);
+
+		for (int i = 0; i < map->n; i++)
+			if (v->varattno == map->from[i])
+			{
+				v->varattno = map->to[i];
+				v->varattnosyn = map->to[i];
+				break;
+			}
+		return (Node *) v;
+	}
+	return expression_tree_mutator(node, source_map_mutator, map);
+}
+
+/* The source columns a rule reads, placed by name: the renumbering, if any. */
+static void
+place_source_columns(FrRuleSet *rs, RuleRow *row, const char *source_name, SourceMap *map)
+{
+	map->n = 0;
+	map->from = palloc(sizeof(AttrNumber) * Max(row->nsource, 1));
+	map->to = palloc(sizeof(AttrNumber) * Max(row->nsource, 1));
+	for (int i = 0; i < row->nsource && rs->error == NULL; i++)
+	{
+		AttrNumber	was = DatumGetInt16(row->source_attnums[i]);
+		AttrNumber	now = locate_column(rs, rs->source_desc, was,
+										TextDatumGetCString(row->source_names[i]),
+										source_name, row->name);
+
+		if (now != 0 && now != was)
+		{
+			map->from[map->n] = was;
+			map->to[map->n++] = now;
+		}
+	}
+	for (int k = 0; k < row->nkeys && map->n > 0; k++)
+	{
+		int16		ref = DatumGetInt16(row->join_refs[k]);
+
+		for (int i = 0; i < map->n && ref > 0; i++)
+			if (ref == map->from[i])
+			{
+				row->join_refs[k] = Int16GetDatum(map->to[i]);
+				break;
+			}
+	}
+}
+
 /* The lookup's key scan: operators, collations and sizes of its key. */
 static void
 compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
@@ -433,7 +581,8 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 		return;
 	}
 	ldesc = RelationGetDescr(lookup);
-	if (!owner_may_read(rs, rule, row, lookup))
+	place_lookup_columns(rs, rule, row, lookup);
+	if (rs->error != NULL || !owner_may_read(rs, rule, row, lookup))
 	{
 		table_close(lookup, AccessShareLock);
 		return;
@@ -692,6 +841,7 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 	int			ncols = 0;
 	FrRuleSet  *rs;
 	Relation	rel;
+	SourceMap	map;
 
 	if (nrules == 0)
 		return NULL;
@@ -730,6 +880,7 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 		rule->name = pstrdup(row->name);
 		rule->lookup = row->lookup;
 		rule->first_col = rs->ncols;
+		place_source_columns(rs, row, get_rel_name(source), &map);
 		compile_lookup(rs, rule, row);
 		rule->ncomputed = row->ncomputed;
 		rule->computed = palloc0(sizeof(ExprState *) * Max(row->ncomputed, 1));
@@ -741,6 +892,9 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			char	   *name = TextDatumGetCString(row->computed_names[j]);
 			Node	   *tree = stringToNode(TextDatumGetCString(row->computed_trees[j]));
 			char	   *what = psprintf("computed column \"%s\" of rule \"%s\"", name, rule->name);
+
+			if (map.n > 0)
+				tree = source_map_mutator(tree, &map);
 
 			rule->computed_what[j] = psprintf("computing column \"%s\" of enrichment rule \"%s\"",
 											  name, rule->name);
@@ -757,6 +911,8 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			rule->route_what = psprintf("computing the route of enrichment rule \"%s\"",
 										rule->name);
 			rule->route_node = stringToNode(row->route_tree);
+			if (map.n > 0)
+				rule->route_node = source_map_mutator(rule->route_node, &map);
 			rule->route = compile_tree(rs, rule->route_node,
 									   psprintf("the route of rule \"%s\"", rule->name),
 									   rs->ncols);
