@@ -334,7 +334,10 @@ set_key(FrRelInfo *ri, Relation target, const FrOptions *opts)
 		{
 			const char *attname = NameStr(TupleDescAttr(RelationGetDescr(target), attnum - 1)->attname);
 
-			/* A key column is never left out: exclude_columns may not name one. */
+			/*
+			 * A key column is never left out: exclude_columns may not name
+			 * one.
+			 */
 			if (fr_options_column_excluded(opts, ri->schema_name, ri->table_name, attname))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -660,6 +660,7 @@ record_rule(Relation source, NewRule *nr)
 	Bitmapset  *source_cols = NULL;
 	ListCell   *lc;
 	int			a = -1;
+
 	/* The caller, whose rights read the lookup (not the rules' owner below). */
 	char	   *caller = GetUserNameFromId(GetUserId(), false);
 	Oid			t[2] = {OIDOID, NAMEOID};
@@ -700,7 +701,7 @@ record_rule(Relation source, NewRule *nr)
 		lookup_names = lappend(lookup_names, get_attname(nr->lookup, lfirst_int(lc), false));
 	foreach(lc, nr->join_refs)
 		if (lfirst_int(lc) > 0)
-			source_cols = bms_add_member(source_cols, lfirst_int(lc));
+		source_cols = bms_add_member(source_cols, lfirst_int(lc));
 	foreach(lc, nr->ctrees)
 		source_cols = bms_join(source_cols, source_vars(stringToNode((char *) lfirst(lc))));
 	if (nr->route_tree != NULL)
@@ -753,7 +754,11 @@ fundrecs_add_enrichment(PG_FUNCTION_ARGS)
 	if (pg_class_aclcheck(nr.lookup, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(get_rel_relkind(nr.lookup)),
 					   get_rel_name(nr.lookup));
-	/* The rule reads every row: policies that hide some from the caller refuse it. */
+
+	/*
+	 * The rule reads every row: policies that hide some from the caller
+	 * refuse it.
+	 */
 	if (check_enable_rls(nr.lookup, InvalidOid, true) == RLS_ENABLED)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

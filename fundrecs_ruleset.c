@@ -204,7 +204,8 @@ typedef struct RuleRow
 				nout,
 				ncomputed;
 	char	   *route_tree;
-	char	   *added_by;		/* the rule's owner: whose rights read the lookup */
+	char	   *added_by;		/* the rule's owner: whose rights read the
+								 * lookup */
 	Datum	   *lookup_names;	/* key then out columns' names (NULL: none) */
 	Datum	   *source_attnums; /* the source columns read, and their names */
 	Datum	   *source_names;
@@ -438,7 +439,7 @@ locate_column(FrRuleSet *rs, TupleDesc desc, AttrNumber attnum, const char *name
 			  const char *table, const char *rule)
 {
 	Form_pg_attribute here = attnum >= 1 && attnum <= desc->natts ?
-		TupleDescAttr(desc, attnum - 1) : NULL;
+	TupleDescAttr(desc, attnum - 1) : NULL;
 	AttrNumber	elsewhere = 0;
 
 	if (here != NULL && here->attisdropped)
