@@ -105,6 +105,7 @@ typedef struct FrOptions
 									 * heartbeat's */
 	int			pack_bytes;		/* 0: a row per message; else rows of a
 								 * transaction share messages up to this size */
+	int64		lookup_cache_bytes; /* enrichment rules' lookup caches, in all */
 
 	/*
 	 * Resolved once from the current catalogs when decoding starts (see
@@ -118,6 +119,14 @@ typedef struct FrOptions
 } FrOptions;
 
 #define FR_PACK_BYTES_MIN 1024
+
+/*
+ * lookup_cache_bytes: what the enrichment rules' lookup caches may hold, in
+ * all (each rule its share); a cache over its share starts again.
+ */
+#define FR_LOOKUP_CACHE_DEFAULT ((int64) 256 * 1024 * 1024)
+#define FR_LOOKUP_CACHE_MIN ((int64) 1024 * 1024)
+#define FR_LOOKUP_CACHE_MAX ((int64) 64 * 1024 * 1024 * 1024)
 #define FR_PACK_BYTES_MAX (64 * 1024 * 1024)
 
 /* fundrecs_current.c: lookup tables as they are now, beside the historic snapshot */
@@ -410,6 +419,7 @@ extern void fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, 
 						   int natts, const FrRowMeta *meta, const char *relname,
 						   FrEnriched *out);
 extern bool fr_rules_have_route(FrRuleSet *rs);
+extern void fr_rules_log_cache_stats(void);
 extern List *fr_rules_lookups(Oid source);
 
 /*

@@ -222,11 +222,64 @@ bytes_hash_start(const char *name, Size entrysize, long nelem, MemoryContext par
 					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
-/* A rule's lookup cache, new or started again when full. */
+/*
+ * The lookup caches' budget (the plugin option lookup_cache_bytes, shared by
+ * the rules of a table) and what they did this session, logged at its end.
+ */
+static int64 cache_budget = FR_LOOKUP_CACHE_DEFAULT;
+static uint64 lookups_cached_hits = 0;
+static uint64 lookups_read = 0;
+static uint64 caches_restarted = 0;
+
+/* A cache is measured every this many entries (MemoryContextMemAllocated walks it). */
+#define CACHE_CHECK_EVERY 1024
+
+void
+fr_rules_log_cache_stats(void)
+{
+	uint64		total = lookups_cached_hits + lookups_read;
+
+	if (total > 0)
+		ereport(LOG,
+				(errmsg("fundrecs_decoder: enrichment lookups: %llu, %llu answered by the caches (%.1f%%), %llu read from lookup tables; caches full and started again %llu times (lookup_cache_bytes %lld)",
+						(unsigned long long) total, (unsigned long long) lookups_cached_hits,
+						100.0 * lookups_cached_hits / total, (unsigned long long) lookups_read,
+						(unsigned long long) caches_restarted, (long long) cache_budget)));
+	lookups_cached_hits = lookups_read = caches_restarted = 0;
+}
+
+#define ADMIT_WINDOW 65536
+
+/*
+ * A cache that answers few of its lookups (random keys over a large lookup)
+ * costs more than it saves: then only a sample of the misses is kept (those
+ * whose key hashes to a multiple of 16, then 256), so keys that come again
+ * still end up cached and the rest pay no insertion; one that answers most
+ * keeps every miss again.  Judged over each window of lookups.
+ */
+static void
+admit_judge(FrRule *rule)
+{
+	if (rule->window_lookups > 0 && rule->window_hits * 10 < rule->window_lookups)
+		rule->admit_shift = Min(rule->admit_shift + 4, 8);
+	else if (rule->window_hits * 2 > rule->window_lookups)
+		rule->admit_shift = Max(rule->admit_shift - 4, 0);
+	rule->window_lookups = rule->window_hits = 0;
+}
+
+/* A rule's lookup cache, new or started again when over its share of the budget. */
 static void
 rule_cache_start(FrRuleSet *rs, FrRule *rule)
 {
 	MemoryContext oldcxt;
+
+	if (rule->cache != NULL)
+	{
+		caches_restarted++;
+		admit_judge(rule);
+	}
+	rule->next_check = CACHE_CHECK_EVERY;
+	rule->cache_full = false;
 
 	rule->cache = bytes_hash_start("fundrecs rule lookups", sizeof(LookupEntry), 1024,
 								   rs->cxt, &rule->cache_cxt);
@@ -253,8 +306,15 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 		lookup_direct(rs, rule, key, snapshot, e);
 		return e;
 	}
-	if (rule->cache == NULL || rule->cache_entries >= FR_RULE_CACHE_MAX)
+	if (rule->cache == NULL || rule->cache_full)
 		rule_cache_start(rs, rule);
+
+	/*
+	 * Judged every 65,536 lookups too, not only when full (see
+	 * rule_cache_start).
+	 */
+	if (++rule->window_lookups >= ADMIT_WINDOW)
+		admit_judge(rule);
 
 	/*
 	 * Integer keys, usually small and dense: found by index, without hashing,
@@ -272,9 +332,14 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 			id = DatumGetInt16(key[0]);
 
 		if (id >= 0 && id < rule->dense_size && rule->dense[id] != NULL)
+		{
+			rule->window_hits++;
+			lookups_cached_hits++;
 			return rule->dense[id];
+		}
 		e = lookup_hashed(rs, rule, key, snapshot);
-		if (id >= 0 && id < FR_DENSE_KEYS)
+		/* Not a row kept only for this change (sampled admission). */
+		if (id >= 0 && id < FR_DENSE_KEYS && e == rule->last)
 			remember_dense(rule, id, e);
 		return e;
 	}
@@ -313,6 +378,7 @@ lookup_hashed(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot)
 	LookupKey	k;
 	LookupEntry *e;
 	bool		found;
+	uint32		hash;
 
 	/* The key's bytes, in a scratch buffer; copied when entered. */
 	buf = rule->keybuf;
@@ -321,15 +387,31 @@ lookup_hashed(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot)
 	rule->keybuf = buf;
 	if (rule->last != NULL && rule->last->key.len == buf.len &&
 		memcmp(rule->last->key.bytes, buf.data, buf.len) == 0)
+	{
+		rule->window_hits++;
+		lookups_cached_hits++;
 		return rule->last;
+	}
 	k.bytes = buf.data;
 	k.len = buf.len;
-	e = hash_search(rule->cache, &k, HASH_ENTER, &found);
+	hash = fr_lookup_key_hash(&k, sizeof(LookupKey));
+	e = hash_search_with_hash_value(rule->cache, &k, hash, HASH_FIND, &found);
 	if (found)
 	{
+		rule->window_hits++;
+		lookups_cached_hits++;
 		rule->last = e;
 		return e;
 	}
+	lookups_read++;
+	/* Not admitted: read for this change alone (freed with it). */
+	if (rule->admit_shift > 0 && (hash & ((1U << rule->admit_shift) - 1)) != 0)
+	{
+		e = palloc0(sizeof(LookupEntry));
+		lookup_direct(rs, rule, key, snapshot, e);
+		return e;
+	}
+	e = hash_search_with_hash_value(rule->cache, &k, hash, HASH_ENTER, &found);
 
 	PG_TRY();
 	{
@@ -341,7 +423,12 @@ lookup_hashed(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	rule->cache_entries++;
+	if (++rule->cache_entries >= rule->next_check)
+	{
+		rule->next_check += CACHE_CHECK_EVERY;
+		rule->cache_full = (int64) MemoryContextMemAllocated(rule->cache_cxt, true) >
+			cache_budget / Max(rs->nrules, 1);
+	}
 	rule->last = e;
 	return e;
 }
@@ -561,7 +648,10 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 	ApplyContext ac = {rs, NULL, relname, meta->lsn};
 	ErrorContextCallback errcb;
 	Snapshot	snapshot = meta->load != NULL ? meta->load->snapshot : NULL;
-	bool		cacheable = meta->load != NULL || fr_products_cache_usable(meta->lsn);
+	bool		cacheable = (meta->load != NULL || fr_products_cache_usable(meta->lsn)) &&
+	opts->lookup_cache_bytes > 0;
+
+	cache_budget = opts->lookup_cache_bytes;
 
 	initStringInfo(&out->json);
 	out->route_json = NULL;

@@ -16,8 +16,6 @@
 
 #define FR_RULES_TABLE "enrichment_rules"
 
-/* Lookup results kept per rule before the cache starts again. */
-#define FR_RULE_CACHE_MAX 1000000
 /* Integer keys below this are also found by index (see lookup). */
 #define FR_DENSE_KEYS (1 << 20)
 /* Route values kept per rule set before starting again. */
@@ -95,6 +93,12 @@ typedef struct FrRule
 	HTAB	   *cache;			/* LookupEntry; made on first use */
 	MemoryContext cache_cxt;	/* holds it, reset when it is full */
 	long		cache_entries;
+	long		next_check;		/* cache_entries at which to measure it */
+	bool		cache_full;		/* over its share of lookup_cache_bytes */
+	long		window_lookups; /* since the cache started: lookups... */
+	long		window_hits;	/* ...and those it answered */
+	int			admit_shift;	/* a miss is cached when its key's hash has
+								 * this many low zero bits (0: always) */
 	LookupEntry *last;			/* the entry found last: runs of one key */
 	bool		int_key;		/* one int2, int4 or int8 key column */
 	LookupEntry **dense;		/* int_key: entries of keys 0..dense_size-1 */

@@ -23,7 +23,7 @@
 #define FR_VALID_OPTIONS \
 	"include_lsn, include_xid, include_timestamp, tables, orders_table, " \
 	"product_column, quantity_column, format, publish_via_partition_root, " \
-	"on_enrich_error, exclude_columns, include_messages, message_prefixes, pack_bytes, " \
+	"on_enrich_error, exclude_columns, include_messages, message_prefixes, pack_bytes, lookup_cache_bytes, " \
 	"publication_names"
 
 static const char *
@@ -293,6 +293,26 @@ parse_pack_bytes(DefElem *elem)
 	return (int) n;
 }
 
+/* lookup_cache_bytes: 0 (no cache) or 1 MB to 64 GB. */
+static int64
+parse_lookup_cache_bytes(DefElem *elem)
+{
+	const char *value = required_value(elem);
+	char	   *end;
+	long long	n;
+
+	errno = 0;
+	n = strtoll(value, &end, 10);
+	if (errno != 0 || end == value || *end != '\0' ||
+		(n != 0 && (n < FR_LOOKUP_CACHE_MIN || n > FR_LOOKUP_CACHE_MAX)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value \"%s\" for option \"%s\"", value, elem->defname),
+				 errdetail("It must be 0 (no lookup cache) or a number of bytes from %lld to %lld.",
+						   (long long) FR_LOOKUP_CACHE_MIN, (long long) FR_LOOKUP_CACHE_MAX)));
+	return (int64) n;
+}
+
 void
 fr_options_init(FrOptions *opts)
 {
@@ -317,6 +337,7 @@ fr_options_init(FrOptions *opts)
 	opts->include_messages = false;
 	opts->message_prefixes = NIL;
 	opts->pack_bytes = 0;
+	opts->lookup_cache_bytes = FR_LOOKUP_CACHE_DEFAULT;
 	opts->orders_relid = InvalidOid;
 	opts->product_attnum = InvalidAttrNumber;
 	opts->quantity_attnum = InvalidAttrNumber;
@@ -379,6 +400,8 @@ fr_options_parse(FrOptions *opts, List *options)
 			opts->message_prefixes = parse_message_prefixes(elem);
 		else if (strcmp(elem->defname, "pack_bytes") == 0)
 			opts->pack_bytes = parse_pack_bytes(elem);
+		else if (strcmp(elem->defname, "lookup_cache_bytes") == 0)
+			opts->lookup_cache_bytes = parse_lookup_cache_bytes(elem);
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -150,6 +150,7 @@ fr_rules_init(MemoryContext parent)
 void
 fr_rules_shutdown(void)
 {
+	fr_rules_log_cache_stats();
 	if (decode_owner_cxt != NULL)
 		MemoryContextDelete(decode_owner_cxt);
 	Assert(decode_cache == NULL);

@@ -5,6 +5,8 @@ SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'include_lsn'
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'include_xid', '2');
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'include_timestamp', '');
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'tables', '');
+SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'lookup_cache_bytes', '1000');
+SELECT count(*) FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'lookup_cache_bytes', '0');
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'tables', 'orders');
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'tables', 'a.b.c');
 SELECT * FROM pg_logical_slot_peek_changes('opt_slot', NULL, NULL, 'tables', 'a.b,,');
