@@ -93,6 +93,16 @@ if [ $rc -ne 0 ]; then
 	done
 fi
 
+echo "== skipped tests (scripts/check-skips.sh: only those test/allowed-skips names)"
+bash scripts/check-skips.sh 15 installcheck.out tap.out > skips.out 2>&1 || status=1
+n_skips=$(grep -c "^skip" skips.out)
+cat skips.out
+if grep -q "NOT allowed" skips.out; then
+	echo "skips: $n_skips, some not allowed (test/allowed-skips)" >> skips.out
+else
+	echo "skips: $n_skips, all allowed" >> skips.out
+fi
+
 echo "== fuzzing (make -C shipper fuzz-regress, then fuzz for a few seconds each)"
 {
 	as_pg make -s -C shipper PG_CONFIG="$PG_CONFIG" fuzz-regress &&
@@ -128,6 +138,7 @@ grep -h -E "^(Files=|Result:)" installcheck.out tap.out 2>/dev/null
 tail -n 1 "$top/release.out" 2>/dev/null
 tail -n 1 "$top/deb.out" 2>/dev/null
 tail -n 1 "$top/indent.out" 2>/dev/null
+tail -n 1 skips.out 2>/dev/null
 tail -n 1 fuzz.out 2>/dev/null
 tail -n 1 asan.out 2>/dev/null
 [ -f bench/out/quick.summary ] && cat bench/out/quick.summary

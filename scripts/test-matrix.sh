@@ -85,6 +85,8 @@ for major in "${majors[@]}"; do
 		}
 		cd "$top" && rm -rf "$build"
 	} > "$out" 2>&1 || ok=0
+	# A skip is a failure unless test/allowed-skips names it for this major.
+	bash "$top/scripts/check-skips.sh" "$major" "$out" >> "$out" 2>&1 || ok=0
 	secs=$(($(date +%s) - start))
 	if [ $ok -eq 1 ]; then
 		passed=$((passed + 1))
