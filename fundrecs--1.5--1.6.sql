@@ -9,11 +9,20 @@
 -- a rule it cannot place).  lookup_names: the lookup's key columns, then
 -- the columns in out_attnums; source_attnums/source_names: every source
 -- column the rule reads (join columns, expressions).
+-- lookup_oid and source_oid are the tables' OIDs as plain numbers: a
+-- restore gives the regclass columns the new tables' OIDs and leaves these
+-- as they were, which tells the decoder to place the columns by name (in
+-- the same cluster, and after pg_upgrade, which keeps OIDs and attribute
+-- numbers, the numbers are right whatever the renames).
 ALTER TABLE fundrecs.enrichment_rules
 	ADD COLUMN lookup_names text[],
 	ADD COLUMN source_attnums int2[],
-	ADD COLUMN source_names text[];
+	ADD COLUMN source_names text[],
+	ADD COLUMN lookup_oid oid,
+	ADD COLUMN source_oid oid;
 UPDATE fundrecs.enrichment_rules e SET
+	lookup_oid = e.lookup::oid,
+	source_oid = e.source::oid,
 	lookup_names = ARRAY(SELECT a.attname::text
 		FROM unnest(e.lookup_key || e.out_attnums) WITH ORDINALITY k(n, o)
 		JOIN pg_catalog.pg_attribute a ON a.attrelid = e.lookup AND a.attnum = k.n
@@ -84,8 +93,27 @@ BEGIN
 	LOOP
 		EXECUTE format('DROP TRIGGER fundrecs_protect_lookup ON %s', r.lookup_oid::regclass);
 	END LOOP;
-	-- A renamed column: a name found nowhere whose number still holds a
-	-- column is that column renamed (a restore keeps names, not numbers).
+	-- A restored lookup (its OID changed): its columns' numbers are taken
+	-- again from their names, once, so that from then on the numbers are
+	-- right in this cluster (a source's are not: its expressions hold them,
+	-- and the decoder places them by name).
+	UPDATE fundrecs.enrichment_rules e SET
+			lookup_key = ARRAY(SELECT t.attnum FROM unnest(e.lookup_names[1:cardinality(e.lookup_key)])
+					WITH ORDINALITY k(name, o)
+				JOIN pg_attribute t ON t.attrelid = e.lookup::oid AND t.attname = k.name
+					AND NOT t.attisdropped ORDER BY k.o),
+			out_attnums = ARRAY(SELECT t.attnum FROM unnest(e.lookup_names[cardinality(e.lookup_key) + 1:])
+					WITH ORDINALITY k(name, o)
+				JOIN pg_attribute t ON t.attrelid = e.lookup::oid AND t.attname = k.name
+					AND NOT t.attisdropped ORDER BY k.o),
+			lookup_oid = e.lookup::oid
+		WHERE e.lookup::oid = ANY (rels) AND e.lookup_oid IS DISTINCT FROM e.lookup::oid
+			AND e.lookup_names IS NOT NULL
+			AND NOT EXISTS (SELECT 1 FROM unnest(e.lookup_names) k(name)
+				WHERE NOT EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.lookup::oid
+					AND t.attname = k.name AND NOT t.attisdropped));
+	-- A renamed column (in the cluster the numbers are right in): a name
+	-- found nowhere whose number still holds a column is that column renamed.
 	UPDATE fundrecs.enrichment_rules e SET lookup_names = ARRAY(
 			SELECT coalesce(CASE WHEN EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.lookup::oid
 						AND t.attname = k.name AND NOT t.attisdropped) THEN k.name END,
@@ -94,6 +122,7 @@ BEGIN
 					k.name)
 			FROM unnest(e.lookup_names) WITH ORDINALITY k(name, o) ORDER BY k.o)
 		WHERE e.lookup::oid = ANY (rels) AND e.lookup_names IS NOT NULL
+			AND e.lookup_oid = e.lookup::oid
 			AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = e.lookup::oid)
 			AND EXISTS (SELECT 1 FROM unnest(e.lookup_names) k(name)
 				WHERE NOT EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.lookup::oid
@@ -106,6 +135,7 @@ BEGIN
 					k.name)
 			FROM unnest(e.source_names) WITH ORDINALITY k(name, o) ORDER BY k.o)
 		WHERE e.source::oid = ANY (rels) AND e.source_names IS NOT NULL
+			AND e.source_oid = e.source::oid
 			AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = e.source::oid)
 			AND EXISTS (SELECT 1 FROM unnest(e.source_names) k(name)
 				WHERE NOT EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = e.source::oid

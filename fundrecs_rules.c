@@ -720,9 +720,9 @@ record_rule(Relation source, NewRule *nr)
 	if (SPI_execute_with_args("INSERT INTO fundrecs.enrichment_rules (source, name, lookup, lookup_key,"
 							  " join_refs, out_names, out_attnums, computed_names, computed_exprs,"
 							  " computed_trees, route_expr, route_tree, added_by, lookup_names,"
-							  " source_attnums, source_names)"
+							  " source_attnums, source_names, lookup_oid, source_oid)"
 							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-							  " $14, $15, $16)",
+							  " $14, $15, $16, $3::oid, $1::oid)",
 							  16, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the enrichment rule");
 	as_caller(&saved);

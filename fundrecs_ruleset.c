@@ -64,7 +64,7 @@ typedef struct RulesTable
 {
 	bool		resolved;
 	Oid			relid;
-	AttrNumber	att[16];
+	AttrNumber	att[24];
 } RulesTable;
 
 enum
@@ -72,14 +72,14 @@ enum
 	RT_RULE_ID, RT_SOURCE, RT_NAME, RT_LOOKUP, RT_LOOKUP_KEY, RT_JOIN_REFS, RT_OUT_NAMES,
 	RT_OUT_ATTNUMS, RT_COMPUTED_NAMES, RT_COMPUTED_TREES, RT_ROUTE_TREE, RT_ADDED_BY,
 	/* from 1.6 on; absent before ALTER EXTENSION UPDATE */
-	RT_LOOKUP_NAMES, RT_SOURCE_ATTNUMS, RT_SOURCE_NAMES, RT_NATTS
+	RT_LOOKUP_NAMES, RT_SOURCE_ATTNUMS, RT_SOURCE_NAMES, RT_LOOKUP_OID, RT_SOURCE_OID, RT_NATTS
 };
 #define RT_REQUIRED RT_LOOKUP_NAMES
 
 static const char *const rt_names[RT_NATTS] = {
 	"rule_id", "source", "name", "lookup", "lookup_key", "join_refs", "out_names",
 	"out_attnums", "computed_names", "computed_trees", "route_tree", "added_by",
-	"lookup_names", "source_attnums", "source_names"
+	"lookup_names", "source_attnums", "source_names", "lookup_oid", "source_oid"
 };
 
 static FrRulesCache *decode_cache = NULL;
@@ -207,6 +207,8 @@ typedef struct RuleRow
 	char	   *route_tree;
 	char	   *added_by;		/* the rule's owner: whose rights read the
 								 * lookup */
+	Oid			lookup_oid;		/* the tables' OIDs when the rule was added */
+	Oid			source_oid;		/* (a restore changes them: InvalidOid before 1.6) */
 	Datum	   *lookup_names;	/* key then out columns' names (NULL: none) */
 	Datum	   *source_attnums; /* the source columns read, and their names */
 	Datum	   *source_names;
@@ -287,6 +289,14 @@ read_rules(Oid source, Snapshot snapshot, int *nrules)
 		r->added_by = pstrdup(NameStr(*DatumGetName(RT(RT_ADDED_BY))));
 		r->lookup_names = r->source_attnums = r->source_names = NULL;
 		r->nlookup_names = r->nsource = 0;
+		r->lookup_oid = r->source_oid = InvalidOid;
+		if (rules_table.att[RT_LOOKUP_OID] != InvalidAttrNumber &&
+			!nulls[rules_table.att[RT_LOOKUP_OID] - 1] &&
+			!nulls[rules_table.att[RT_SOURCE_OID] - 1])
+		{
+			r->lookup_oid = DatumGetObjectId(RT(RT_LOOKUP_OID));
+			r->source_oid = DatumGetObjectId(RT(RT_SOURCE_OID));
+		}
 		if (rules_table.att[RT_LOOKUP_NAMES] != InvalidAttrNumber &&
 			!nulls[rules_table.att[RT_LOOKUP_NAMES] - 1] &&
 			!nulls[rules_table.att[RT_SOURCE_ATTNUMS] - 1] &&
@@ -427,43 +437,27 @@ owner_may_read(FrRuleSet *rs, FrRule *rule, RuleRow *row, Relation lookup)
 }
 
 /*
- * Where the column a rule knew as attribute attnum, named name, is in desc
- * now.  The same name there: the same column.  Another name there and the
- * name nowhere: renamed, the same column.  Nothing there and the name at
- * another number: a table restored without its dropped columns, followed
- * by name.  The name at another number while another column holds this
- * one: it cannot be told which is meant, so the rule is broken (never a
- * neighbouring column).  0 when broken.
+ * Where the column a rule reads, named name, is in a table restored since
+ * the rule was added (pg_dump recreates a table without its dropped
+ * columns, so attribute numbers shift; the table's OID changes, which is
+ * how the callers know): found by name.  0, with the rule broken, when it
+ * is not there.  In the cluster the rule was added in (and after
+ * pg_upgrade, which keeps OIDs and attribute numbers) the numbers are used
+ * as they are, whatever renames.
  */
 static AttrNumber
-locate_column(FrRuleSet *rs, TupleDesc desc, AttrNumber attnum, const char *name,
-			  const char *table, const char *rule)
+locate_column(FrRuleSet *rs, TupleDesc desc, const char *name, const char *table,
+			  const char *rule)
 {
-	Form_pg_attribute here = attnum >= 1 && attnum <= desc->natts ?
-	TupleDescAttr(desc, attnum - 1) : NULL;
-	AttrNumber	elsewhere = 0;
-
-	if (here != NULL && here->attisdropped)
-		here = NULL;
-	if (here != NULL && strcmp(NameStr(here->attname), name) == 0)
-		return attnum;
-	for (int i = 0; i < desc->natts && elsewhere == 0; i++)
+	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
 		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			elsewhere = att->attnum;
+			return att->attnum;
 	}
-	if (here != NULL && elsewhere == 0)
-		return attnum;
-	if (here == NULL && elsewhere != 0)
-		return elsewhere;
-	if (here != NULL)
-		set_broken(rs, "rule \"%s\" reads column \"%s\" of \"%s\", which was attribute %d when the rule was added; attribute %d is \"%s\" now and \"%s\" is attribute %d (restored without the table's dropped columns?): drop the rule and add it again",
-				   rule, name, table, attnum, attnum, NameStr(here->attname), name, elsewhere);
-	else
-		set_broken(rs, "column \"%s\" of \"%s\", which rule \"%s\" reads, no longer exists",
-				   name, table, rule);
+	set_broken(rs, "column \"%s\" of \"%s\", which rule \"%s\" reads, is not in the table restored since the rule was added: drop the rule and add it again",
+			   name, table, rule);
 	return 0;
 }
 
@@ -473,13 +467,13 @@ place_lookup_columns(FrRuleSet *rs, FrRule *rule, RuleRow *row, Relation lookup)
 {
 	TupleDesc	desc = RelationGetDescr(lookup);
 
-	if (row->nlookup_names != row->nkeys + row->nout)
-		return;					/* added before 1.6: numbers alone */
+	if (row->nlookup_names != row->nkeys + row->nout || !OidIsValid(row->lookup_oid) ||
+		row->lookup_oid == RelationGetRelid(lookup))
+		return;					/* the numbers are right (or all there is) */
 	for (int i = 0; i < row->nlookup_names && rs->error == NULL; i++)
 	{
 		Datum	   *slot = i < row->nkeys ? &row->lookup_key[i] : &row->out_attnums[i - row->nkeys];
-		AttrNumber	at = locate_column(rs, desc, DatumGetInt16(*slot),
-									   TextDatumGetCString(row->lookup_names[i]),
+		AttrNumber	at = locate_column(rs, desc, TextDatumGetCString(row->lookup_names[i]),
 									   RelationGetRelationName(lookup), rule->name);
 
 		*slot = Int16GetDatum(at);
@@ -524,10 +518,12 @@ place_source_columns(FrRuleSet *rs, RuleRow *row, const char *source_name, Sourc
 	map->n = 0;
 	map->from = palloc(sizeof(AttrNumber) * Max(row->nsource, 1));
 	map->to = palloc(sizeof(AttrNumber) * Max(row->nsource, 1));
+	if (!OidIsValid(row->source_oid) || row->source_oid == rs->source)
+		return;					/* the numbers are right (or all there is) */
 	for (int i = 0; i < row->nsource && rs->error == NULL; i++)
 	{
 		AttrNumber	was = DatumGetInt16(row->source_attnums[i]);
-		AttrNumber	now = locate_column(rs, rs->source_desc, was,
+		AttrNumber	now = locate_column(rs, rs->source_desc,
 										TextDatumGetCString(row->source_names[i]),
 										source_name, row->name);
 

@@ -454,7 +454,8 @@ sub compare
 			$op = 'truncate' if $op eq 'truncate-table';
 			$table = "$m->{'schema-name'}{text}.$m->{'table-name'}{text}";
 			$key = $m->{key};
-			$toast = [ map { $_->{text} } @{ $m->{'unchanged-toast'}{arr} // [] } ];
+			# beside data and metadata (1.6), as the native format's unchanged_toast
+			$toast = [ map { $_->{text} } @{ $row->{'unchanged-toast'}{arr} // [] } ];
 			if ($op eq 'delete') { $old = $row->{data}{obj}; }
 			elsif ($op ne 'truncate') { $new = $row->{data}{obj}; $old = $row->{'before-image'}{obj}; }
 		}
