@@ -208,7 +208,8 @@ typedef struct RuleRow
 	char	   *added_by;		/* the rule's owner: whose rights read the
 								 * lookup */
 	Oid			lookup_oid;		/* the tables' OIDs when the rule was added */
-	Oid			source_oid;		/* (a restore changes them: InvalidOid before 1.6) */
+	Oid			source_oid;		/* (a restore changes them: InvalidOid before
+								 * 1.6) */
 	Datum	   *lookup_names;	/* key then out columns' names (NULL: none) */
 	Datum	   *source_attnums; /* the source columns read, and their names */
 	Datum	   *source_names;
