@@ -59,6 +59,7 @@ PROVE_FLAGS += -I $(srcdir)/shipper/t
 
 # Every object shares the plugin's structs: a header change rebuilds them all.
 $(OBJS): $(srcdir)/fundrecs.h $(srcdir)/fundrecs_compat.h
+fundrecs_enrich.o fundrecs_ruleset.o: $(srcdir)/fundrecs_enrich.h
 
 # clang (e.g. make CC=clang): the server was built with gcc, and some of its
 # CFLAGS are gcc's alone; without them the sources build warning-free

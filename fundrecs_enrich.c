@@ -11,6 +11,7 @@
 #include "fundrecs_enrich.h"
 
 #include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tupconvert.h"
@@ -23,6 +24,8 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "utils/array.h"
+#include "storage/bufmgr.h"
+#include "storage/sinval.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -83,16 +86,202 @@ fr_lookup_key_match(const void *a, const void *b, Size keysize)
 	return x->len == y->len && memcmp(x->bytes, y->bytes, x->len) == 0 ? 0 : 1;
 }
 
+/*
+ * The lookup caches' budget (the plugin option lookup_cache_bytes, shared by
+ * the rules of a table) and what they did this session, logged at its end.
+ */
+static int64 cache_budget = FR_LOOKUP_CACHE_DEFAULT;
+static uint64 lookups_cached_hits = 0;
+static uint64 lookups_read = 0;
+static uint64 caches_restarted = 0;
+static uint64 lookups_by_rowmap = 0;
+static uint64 rowmaps_read = 0;
+
+/*
+ * Row maps.  A lookup read at random keys over many more rows than its cache
+ * keeps pays a descent of its key index for most changes.  Once a rule's
+ * index reads reach a sixty-fourth of the lookup's rows, one scan of its heap
+ * (through the same snapshot) records where each key's row lies; a lookup
+ * then reads that one tuple.  The map only says where to look: a tuple is
+ * used when it is visible to the change's snapshot and holds the key
+ * (a key has at most one visible row), so rows changed, added or moved since
+ * the scan are found through the index as before.  When the index keeps
+ * finding rows the map lacks, the heap is read again; a rewrite of the heap
+ * (VACUUM FULL, CLUSTER) drops the map.  Its memory counts against the
+ * rule's share of lookup_cache_bytes; over it, there is no map.
+ */
+typedef struct RowMapEntry
+{
+	int64		key;
+	ItemPointerData tid;
+	char		status;
+} RowMapEntry;
+
+static inline uint32
+rowmap_hash_key(int64 key)
+{
+	return murmurhash32((uint32) key ^ murmurhash32((uint32) ((uint64) key >> 32)));
+}
+
+#define SH_PREFIX rowmap
+#define SH_ELEMENT_TYPE RowMapEntry
+#define SH_KEY_TYPE int64
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) rowmap_hash_key(k)
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+#define ROWMAP_MIN_READS 1024
+
+/* An integer key's value. */
+static inline int64
+int_key_value(FrRule *rule, Datum d)
+{
+	if (rule->key_typlen[0] == 8)
+		return DatumGetInt64(d);
+	if (rule->key_typlen[0] == 4)
+		return DatumGetInt32(d);
+	return DatumGetInt16(d);
+}
+
+static void
+rowmap_drop(FrRule *rule)
+{
+	if (rule->rowmap_cxt != NULL)
+		MemoryContextReset(rule->rowmap_cxt);
+	rule->rowmap = NULL;
+	rule->index_reads = 0;
+}
+
+/* Has the rule read its index often enough, for its lookup's size, to map the heap? */
+static bool
+rowmap_wanted(FrRuleSet *rs, FrRule *rule, Relation rel)
+{
+	double		rows = rel->rd_rel->reltuples;
+
+	if (!rule->int_key || rule->rowmap_refused || cache_budget <= 0 ||
+		rule->index_reads < ROWMAP_MIN_READS)
+		return false;
+	if (rows <= 0)
+		rows = (double) RelationGetNumberOfBlocks(rel) * 32;
+	return rule->index_reads >= rows / 64;
+}
+
+/* Reads where each key's row lies, with one scan of the heap. */
+static void
+rowmap_build(FrRuleSet *rs, FrRule *rule, Relation rel, Snapshot snapshot)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	double		rows = Max(rel->rd_rel->reltuples, 1024);
+	Size		limit = (Size) (cache_budget / Max(rs->nrules, 1) / 4);
+
+	if (rule->rowmap_cxt == NULL)
+		rule->rowmap_cxt = AllocSetContextCreate(rs->cxt, "fundrecs rule row map",
+												 ALLOCSET_DEFAULT_SIZES);
+	rowmap_drop(rule);
+	rows = Min(rows * 1.1, (double) limit / sizeof(RowMapEntry) / 2);
+	rule->rowmap = rowmap_create(rule->rowmap_cxt, (uint32) Max(rows, 1024), NULL);
+	rule->rowmap_file = FR_REL_FILE_NUMBER(rel);
+	rule->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
+	rule->rowmap_inval_count = SharedInvalidMessageCounter;
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, rule->key_attnums[0], desc, &isnull);
+		RowMapEntry *m;
+		bool		found;
+
+		if (isnull)
+			continue;
+		m = rowmap_insert(rule->rowmap, int_key_value(rule, d), &found);
+		m->tid = tuple->t_self;
+		if ((Size) rule->rowmap->size * sizeof(RowMapEntry) > limit)
+		{
+			systable_endscan(scan);
+			rowmap_drop(rule);
+			rule->rowmap_refused = true;
+			return;
+		}
+	}
+	systable_endscan(scan);
+	rowmaps_read++;
+}
+
+/*
+ * The row of key through the map: its tuple in *tuple, pinned in *buf, or
+ * false to ask the index.
+ */
+static bool
+rowmap_fetch(FrRule *rule, Relation rel, Datum key, Snapshot snapshot,
+			 HeapTuple tuple, Buffer *buf)
+{
+	int64		id = int_key_value(rule, key);
+	RowMapEntry *m;
+	bool		isnull;
+	Datum		d;
+
+	if (FR_REL_FILE_NUMBER(rel) != rule->rowmap_file)
+	{
+		rowmap_drop(rule);
+		return false;
+	}
+	m = rowmap_lookup(rule->rowmap, id);
+	if (m == NULL)
+		return false;
+
+	/*
+	 * VACUUM may have cut pages off the heap's end (our lock keeps it from
+	 * doing so now).  It tells every backend before it does (an smgr
+	 * invalidation, taken when we locked the table): the size is read again
+	 * only when invalidations came since it was last read.
+	 */
+	if (SharedInvalidMessageCounter != rule->rowmap_inval_count)
+	{
+		rule->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
+		rule->rowmap_inval_count = SharedInvalidMessageCounter;
+	}
+	if (ItemPointerGetBlockNumber(&m->tid) >= rule->rowmap_nblocks)
+		return false;
+	tuple->t_self = m->tid;
+	if (!heap_fetch(rel, snapshot, tuple, buf, true))
+	{
+		if (BufferIsValid(*buf))
+			ReleaseBuffer(*buf);
+		*buf = InvalidBuffer;
+		return false;
+	}
+	d = heap_getattr(tuple, rule->key_attnums[0], RelationGetDescr(rel), &isnull);
+	if (isnull || int_key_value(rule, d) != id)
+	{
+		ReleaseBuffer(*buf);
+		*buf = InvalidBuffer;
+		return false;
+	}
+	lookups_by_rowmap++;
+	return true;
+}
+
+/* Where lookup rows are formatted (TopMemoryContext). */
+static StringInfoData json_scratch;
+
 /* Reads the lookup row of key into e (in the current memory context). */
 static void
 lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, LookupEntry *e)
 {
 	Relation	rel;
-	Relation	index;
+	Relation	index = NULL;
 	ScanKeyData skeys[INDEX_MAX_KEYS];
-	SysScanDesc scan;
+	SysScanDesc scan = NULL;
 	HeapTuple	tuple;
-	StringInfoData json;
+	HeapTupleData mapped;
+	Buffer		buf = InvalidBuffer;
+	StringInfo	json = &json_scratch;
 
 	/*
 	 * Dropped since the change (fundrecs' event triggers refuse it; a
@@ -104,26 +293,56 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 				 errmsg("lookup table (OID %u) of enrichment rule \"%s\" was dropped after this change was written",
 						rule->lookup, rule->name)));
 	rel = table_open(rule->lookup, AccessShareLock);
-	/* The key index at its current file (REINDEX, VACUUM FULL, CLUSTER). */
-	index = fr_index_open_current(rule->lookup_index);
-	if (index == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the primary key of lookup table \"%s\" of enrichment rule \"%s\" was dropped after this change was written",
-						RelationGetRelationName(rel), rule->name)));
 
-	for (int k = 0; k < rule->nkeys; k++)
-		ScanKeyEntryInitializeWithInfo(&skeys[k], 0, rule->key_attnums[k],
-									   BTEqualStrategyNumber, InvalidOid, rule->key_coll[k],
-									   &rule->key_eq[k], key[k]);
-	scan = systable_beginscan(rel, rule->lookup_index, true, snapshot, rule->nkeys, skeys);
-	tuple = systable_getnext(scan);
+	/*
+	 * Not while a streamed transaction is decoded: a tuple read outside the
+	 * systable functions would miss their check for its concurrent abort.
+	 */
+	if (rule->int_key && !TransactionIdIsValid(CheckXidAlive) &&
+		rowmap_wanted(rs, rule, rel))
+		rowmap_build(rs, rule, rel, snapshot);
+
+	/*
+	 * NULL: the catalog snapshot, as systable_beginscan reads it (historic
+	 * while decoding)
+	 */
+	if (rule->rowmap != NULL && !TransactionIdIsValid(CheckXidAlive) &&
+		rowmap_fetch(rule, rel, key[0], snapshot ? snapshot : GetCatalogSnapshot(rule->lookup),
+					 &mapped, &buf))
+		tuple = &mapped;
+	else
+	{
+		/* The key index at its current file (REINDEX, VACUUM FULL, CLUSTER). */
+		index = fr_index_open_current(rule->lookup_index);
+		if (index == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the primary key of lookup table \"%s\" of enrichment rule \"%s\" was dropped after this change was written",
+							RelationGetRelationName(rel), rule->name)));
+
+		for (int k = 0; k < rule->nkeys; k++)
+			ScanKeyEntryInitializeWithInfo(&skeys[k], 0, rule->key_attnums[k],
+										   BTEqualStrategyNumber, InvalidOid, rule->key_coll[k],
+										   &rule->key_eq[k], key[k]);
+		scan = systable_beginscan(rel, rule->lookup_index, true, snapshot, rule->nkeys, skeys);
+		tuple = systable_getnext(scan);
+		/* A row the map lacks, if there is one (added or moved since) */
+		if (HeapTupleIsValid(tuple))
+			rule->index_reads++;
+	}
 	e->found = HeapTupleIsValid(tuple);
-	e->values = palloc(sizeof(Datum) * Max(rule->nout, 1));
-	e->nulls = palloc(sizeof(bool) * Max(rule->nout, 1));
-	e->units = palloc0(sizeof(int64) * Max(rule->nout, 1));
-	e->scales = palloc(sizeof(int8) * Max(rule->nout, 1));
-	memset(e->scales, -1, sizeof(int8) * Max(rule->nout, 1));
+	{
+		/* The four arrays in one allocation: a cache may hold millions. */
+		int			n = Max(rule->nout, 1);
+		char	   *space = palloc((sizeof(Datum) + sizeof(int64) + sizeof(bool) + sizeof(int8)) * n);
+
+		e->values = (Datum *) space;
+		e->units = (int64 *) (space + sizeof(Datum) * n);
+		e->nulls = (bool *) (space + (sizeof(Datum) + sizeof(int64)) * n);
+		e->scales = (int8 *) (space + (sizeof(Datum) + sizeof(int64) + sizeof(bool)) * n);
+		memset(e->units, 0, sizeof(int64) * n);
+		memset(e->scales, -1, sizeof(int8) * n);
+	}
 	if (e->found)
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
@@ -131,7 +350,19 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 		bool	   *n = palloc(sizeof(bool) * desc->natts);
 
 		heap_deform_tuple(tuple, desc, v, n);
-		initStringInfo(&json);
+
+		/*
+		 * Built in a scratch buffer, kept at its length (not initStringInfo's
+		 * 1 kB).
+		 */
+		if (json_scratch.data == NULL)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+			initStringInfo(&json_scratch);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		resetStringInfo(json);
 		for (int i = 0; i < rule->nout; i++)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, rule->out_attnums[i] - 1);
@@ -142,32 +373,32 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 				e->values[i] = (Datum) 0;
 			else if (att->attlen == -1)
 			{
-				if (att->atttypid == NUMERICOID)
-				{
-					int			scale;
-					char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
-																		   v[rule->out_attnums[i] - 1]));
-
-					if (fr_parse_exact_decimal(text, &e->units[i], &scale) && scale <= 18)
-						e->scales[i] = (int8) scale;
-				}
-
 				/*
 				 * Kept with a 4-byte header, as functions want it: a short
 				 * one would be copied on every use.
 				 */
 				e->values[i] = PointerGetDatum(PG_DETOAST_DATUM_COPY(v[rule->out_attnums[i] - 1]));
+				if (att->atttypid == NUMERICOID)
+				{
+					int			scale;
+					char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, e->values[i]));
+
+					if (fr_parse_exact_decimal(text, &e->units[i], &scale) && scale <= 18)
+						e->scales[i] = (int8) scale;
+					pfree(text);
+				}
 			}
 			else
 				e->values[i] = datumCopy(v[rule->out_attnums[i] - 1], att->attbyval, att->attlen);
-			fr_append_bytes(&json, col->json_name - 1, col->json_name_len + 1);
+			fr_append_bytes(json, col->json_name - 1, col->json_name_len + 1);
 			if (e->nulls[i])
-				fr_append_lit(&json, "null");
+				fr_append_lit(json, "null");
 			else
-				fr_json_append_value(&json, col, e->values[i]);
+				fr_json_append_value(json, col, e->values[i]);
 		}
-		e->json = json.data;
-		e->json_len = json.len;
+		e->json = palloc(json->len + 1);
+		memcpy(e->json, json->data, json->len + 1);
+		e->json_len = json->len;
 		pfree(v);
 		pfree(n);
 	}
@@ -179,8 +410,13 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 		e->json_len = rule->miss_json_len;
 	}
 	e->route_json = NULL;
-	systable_endscan(scan);
-	index_close(index, AccessShareLock);
+	if (scan != NULL)
+	{
+		systable_endscan(scan);
+		index_close(index, AccessShareLock);
+	}
+	if (BufferIsValid(buf))
+		ReleaseBuffer(buf);
 	table_close(rel, AccessShareLock);
 }
 
@@ -222,14 +458,6 @@ bytes_hash_start(const char *name, Size entrysize, long nelem, MemoryContext par
 					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
-/*
- * The lookup caches' budget (the plugin option lookup_cache_bytes, shared by
- * the rules of a table) and what they did this session, logged at its end.
- */
-static int64 cache_budget = FR_LOOKUP_CACHE_DEFAULT;
-static uint64 lookups_cached_hits = 0;
-static uint64 lookups_read = 0;
-static uint64 caches_restarted = 0;
 
 /* A cache is measured every this many entries (MemoryContextMemAllocated walks it). */
 #define CACHE_CHECK_EVERY 1024
@@ -241,11 +469,13 @@ fr_rules_log_cache_stats(void)
 
 	if (total > 0)
 		ereport(LOG,
-				(errmsg("fundrecs_decoder: enrichment lookups: %llu, %llu answered by the caches (%.1f%%), %llu read from lookup tables; caches full and started again %llu times (lookup_cache_bytes %lld)",
+				(errmsg("fundrecs_decoder: enrichment lookups: %llu, %llu answered by the caches (%.1f%%), %llu read from lookup tables (%llu through row maps, read %llu times); caches full and started again %llu times (lookup_cache_bytes %lld)",
 						(unsigned long long) total, (unsigned long long) lookups_cached_hits,
 						100.0 * lookups_cached_hits / total, (unsigned long long) lookups_read,
+						(unsigned long long) lookups_by_rowmap, (unsigned long long) rowmaps_read,
 						(unsigned long long) caches_restarted, (long long) cache_budget)));
 	lookups_cached_hits = lookups_read = caches_restarted = 0;
+	lookups_by_rowmap = rowmaps_read = 0;
 }
 
 #define ADMIT_WINDOW 65536

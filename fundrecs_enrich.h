@@ -104,6 +104,18 @@ typedef struct FrRule
 	LookupEntry **dense;		/* int_key: entries of keys 0..dense_size-1 */
 	int64		dense_size;
 	StringInfoData keybuf;		/* scratch: a key's bytes */
+
+	/*
+	 * int_key, a large lookup read at random: its rows' places (see
+	 * rowmap_build)
+	 */
+	struct rowmap_hash *rowmap; /* key -> TID of the row seen by one heap scan */
+	MemoryContext rowmap_cxt;	/* holds it */
+	Oid			rowmap_file;	/* the heap's file number when it was read */
+	BlockNumber rowmap_nblocks; /* the heap's size, read again after... */
+	uint64		rowmap_inval_count; /* ...invalidations came after this count */
+	long		index_reads;	/* key index reads that found a row it lacked */
+	bool		rowmap_refused; /* over its share of lookup_cache_bytes */
 } FrRule;
 
 struct FrRuleSet
