@@ -420,6 +420,11 @@ extern void fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, 
 						   FrEnriched *out);
 extern bool fr_rules_have_route(FrRuleSet *rs);
 extern void fr_rules_log_cache_stats(void);
+
+/* fundrecs_failure.c */
+extern void fr_failure_startup(void);
+extern void fr_failure_record(XLogRecPtr lsn, const char *relname, const char *message);
+extern void fr_failure_clear(void);
 extern List *fr_rules_lookups(Oid source);
 
 /*

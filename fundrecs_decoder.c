@@ -93,6 +93,7 @@ fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	fr_relinfo_init(ctx->context);
 	fr_rules_init(ctx->context);
 	fr_products_init(ctx->context);
+	fr_failure_startup();
 }
 
 static void
@@ -224,6 +225,7 @@ fr_commit_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 {
 	pack_flush(ctx, ctx->output_plugin_private);
 	fr_products_commit_txn(txn->end_lsn, rbtxn_has_catalog_changes(txn));
+	fr_failure_clear();
 }
 
 /* Is relid among the relations of this truncate? */

@@ -915,6 +915,8 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 	if (out->error != NULL)
 	{
 		if (opts->on_enrich_error == FR_ENRICH_ERROR_FAIL)
+		{
+			fr_failure_record(meta->lsn, relname, out->error);
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
 					 errmsg("could not enrich the change at %X/%X of table \"%s\"",
@@ -922,6 +924,7 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 					 errdetail("%c%s.", pg_toupper((unsigned char) out->error[0]), out->error + 1),
 					 errhint("Changes already written are decoded as they were written: fixing or dropping the rule now helps only later ones. To get past these, decode with the plugin option on_enrich_error=emit (fundrecs_shipper -o on_enrich_error=emit): they are shipped unenriched, with route \"%s\" and the reason.",
 							 FR_ROUTE_ERROR)));
+		}
 		return;
 	}
 
@@ -931,7 +934,28 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 	error_context_stack = &errcb;
 
 	if (opts->on_enrich_error == FR_ENRICH_ERROR_FAIL)
-		apply_rules(rs, values, isnull, natts, snapshot, cacheable, out, &ac);
+	{
+		MemoryContext oldcxt = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			apply_rules(rs, values, isnull, natts, snapshot, cacheable, out, &ac);
+		}
+		PG_CATCH();
+		{
+			/* Kept for fundrecs.slot_status, then raised as it was. */
+			MemoryContext errcxt = MemoryContextSwitchTo(oldcxt);
+			ErrorData  *edata = CopyErrorData();
+
+			fr_failure_record(meta->lsn, relname,
+							  edata->context != NULL ?
+							  psprintf("%s (%s)", edata->message, edata->context) :
+							  edata->message);
+			MemoryContextSwitchTo(errcxt);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
 	else
 	{
 		/*

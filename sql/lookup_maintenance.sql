@@ -133,6 +133,17 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 SELECT * FROM maint_fail();
+-- fundrecs.slot_status shows what stopped the slot (1.7), until the slot
+-- decodes past it (here with on_enrich_error=emit, the way out).
+SELECT regexp_replace(regexp_replace(enrich_failure, '[0-9A-F]+/[0-9A-F]+', 'X/X', 'g'),
+	'OID [0-9]+', 'OID N', 'g') AS enrich_failure
+  FROM fundrecs.slot_status WHERE slot_name = 'maint_forced';
+SELECT count(*) AS rows_past_it FROM pg_logical_slot_get_changes('maint_forced', NULL, NULL,
+	'tables', 'maint.src', 'on_enrich_error', 'emit');
+SELECT enrich_failure IS NULL AS failure_cleared
+  FROM fundrecs.slot_status WHERE slot_name = 'maint_forced';
+-- a name that is not a slot's is no path
+SELECT fundrecs.slot_failure('../maint_forced') IS NULL AS not_a_path;
 SELECT 'stop' FROM pg_drop_replication_slot('maint_forced');
 
 -- Privileges: a rule reads its lookup with its owner's rights, as of the

@@ -50,6 +50,14 @@ SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
 -- Lookup tables guarded: event triggers (fired always) and a TRUNCATE guard.
 SELECT evtname, evtevent, evtenabled, evttags FROM pg_event_trigger
 	WHERE evtname LIKE 'fundrecs%' ORDER BY 1;
+
+ALTER EXTENSION fundrecs UPDATE TO '1.7';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+-- slot_status shows the enrichment failure that stopped a slot; pg_monitor may read it.
+SELECT attname FROM pg_attribute WHERE attrelid = 'fundrecs.slot_status'::regclass
+	AND attnum > 0 ORDER BY attnum DESC LIMIT 1;
+SELECT has_function_privilege('pg_monitor', 'fundrecs.slot_failure(name)', 'EXECUTE') AS monitor_exec,
+	   has_function_privilege('public', 'fundrecs.slot_failure(name)', 'EXECUTE') AS public_exec;
 (SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
 UNION ALL
 (SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());
