@@ -108,6 +108,7 @@ struct Target
 {
 	const TargetOps *ops;
 	void	   *priv;
+	struct Dispatcher *dispatcher;	/* a batching target's (dispatch.h) */
 };
 
 /* What every target may need from the command line (options.c). */
@@ -152,9 +153,5 @@ extern int	target_held_rows(Target *t);
 extern void target_stats(Target *t, MetricsState *m);
 extern void target_summary(Target *t);
 
-/* Shared by the batching targets (stdout, Kinesis): see dispatch.h. */
-extern bool dispatch_target_poll(double now, int linger_ms);
-extern double dispatch_target_next_due(int linger_ms);
-extern void dispatch_target_stats(MetricsState *m, const char *name);
 
 #endif							/* TARGET_H */

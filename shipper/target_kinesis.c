@@ -155,9 +155,9 @@ kinesis_add(Target *t, const TargetRow *row)
 		return false;
 	}
 	/* Room for it: in the batch, or among the rows waiting for their keys. */
-	if (!dispatch_make_room(record_bytes))
+	if (!dispatch_make_room(t->dispatcher, record_bytes))
 		return false;
-	dispatch_add(row->data, row->len, ks->pkey.data, ks->pkey.len,
+	dispatch_add(t->dispatcher, row->data, row->len, ks->pkey.data, ks->pkey.len,
 				 dispatch_key_hash(ks->pkey.data, ks->pkey.len),
 				 row->commit_lsn, row->safe_lsn, row->commit_time);
 	return true;
@@ -180,49 +180,13 @@ kinesis_check(Target *t, StopFlag *stop)
 	return SHIP_OK;
 }
 
-static int
-kinesis_wake_fd(Target *t)
-{
-	return dispatch_busy() ? dispatch_wake_fd() : -1;
-}
-
-static bool
-kinesis_poll(Target *t, double now)
-{
-	return dispatch_target_poll(now, opts.linger_ms);
-}
-
-static double
-kinesis_next_due(Target *t)
-{
-	return dispatch_target_next_due(opts.linger_ms);
-}
-
-static bool
-kinesis_flush(Target *t)
-{
-	return dispatch_flush(true);
-}
-
-static bool
-kinesis_held_lsn(Target *t, uint64_t *lsn)
-{
-	return dispatch_oldest_safe_lsn(lsn);
-}
-
-static int
-kinesis_held_rows(Target *t)
-{
-	return dispatch_held_rows();
-}
-
 static void
 kinesis_stats(Target *t, MetricsState *m)
 {
 	KinesisTarget tot;
 
 	lane_totals(t->priv, &tot);
-	dispatch_target_stats(m, "kinesis");
+	dispatch_target_stats(t, m);
 	m->kinesis_records = tot.records_sent;
 	m->kinesis_calls = tot.calls;
 	m->kinesis_retried_calls = tot.retried_calls;
@@ -243,7 +207,7 @@ kinesis_summary(Target *t)
 			 (unsigned long long) ks.retried_records,
 			 (unsigned long long) ks.throttled_records);
 	log_info("%llu rows waited for an earlier version of their key to be acknowledged",
-			 (unsigned long long) dispatch_key_waits());
+			 (unsigned long long) dispatch_key_waits(t->dispatcher));
 	if (opts.aggregate)
 		log_info("%llu rows in aggregated records (%.1f rows per record), %llu records sent again after resharding",
 				 (unsigned long long) ks.rows_aggregated,
@@ -256,7 +220,7 @@ kinesis_summary(Target *t)
  * the --max-in-flight calls.  The batches in flight and the one filling
  * are held at most: together, no more than --max-buffer-bytes.
  */
-static void
+static Dispatcher *
 start_lanes(KinesisShip *ks, const TargetSettings *ts)
 {
 	DispatchConfig dc;
@@ -309,7 +273,8 @@ start_lanes(KinesisShip *ks, const TargetSettings *ts)
 	dc.tick = ts->tick;
 	dc.tick_arg = ts->tick_arg;
 	dc.verbose = opts.verbosity > 0;
-	dispatch_init(&dc);
+	dc.linger_ms = opts.linger_ms;
+	return dispatch_create(&dc);
 }
 
 Target *
@@ -319,12 +284,12 @@ target_kinesis_create(const TargetSettings *ts)
 		.name = "kinesis",
 		.check = kinesis_check,
 		.add = kinesis_add,
-		.poll = kinesis_poll,
-		.next_due = kinesis_next_due,
-		.wake_fd = kinesis_wake_fd,
-		.flush = kinesis_flush,
-		.held_lsn = kinesis_held_lsn,
-		.held_rows = kinesis_held_rows,
+		.poll = dispatch_target_poll,
+		.next_due = dispatch_target_next_due,
+		.wake_fd = dispatch_target_wake_fd,
+		.flush = dispatch_target_flush,
+		.held_lsn = dispatch_target_held_lsn,
+		.held_rows = dispatch_target_held_rows,
 		.stats = kinesis_stats,
 		.summary = kinesis_summary,
 	};
@@ -347,7 +312,7 @@ target_kinesis_create(const TargetSettings *ts)
 		log_info("Kinesis: region %s, endpoint %s", ts->region, ks->kinesis.endpoint);
 	pthread_mutex_init(&ks->lock, NULL);
 	initPQExpBuffer(&ks->pkey);
-	start_lanes(ks, ts);
+	t->dispatcher = start_lanes(ks, ts);
 	t->ops = &ops;
 	t->priv = ks;
 	return t;

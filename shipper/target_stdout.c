@@ -83,47 +83,11 @@ stdout_add(Target *t, const TargetRow *row)
 {
 	size_t		record_bytes = row->len + 1;
 
-	if (!dispatch_make_room(record_bytes))
+	if (!dispatch_make_room(t->dispatcher, record_bytes))
 		return false;
-	dispatch_add(row->data, row->len, "", 0, 0, row->commit_lsn, row->safe_lsn,
+	dispatch_add(t->dispatcher, row->data, row->len, "", 0, 0, row->commit_lsn, row->safe_lsn,
 				 row->commit_time);
 	return true;
-}
-
-static bool
-stdout_poll(Target *t, double now)
-{
-	return dispatch_target_poll(now, opts.linger_ms);
-}
-
-static double
-stdout_next_due(Target *t)
-{
-	return dispatch_target_next_due(opts.linger_ms);
-}
-
-static bool
-stdout_flush(Target *t)
-{
-	return dispatch_flush(true);
-}
-
-static bool
-stdout_held_lsn(Target *t, uint64_t *lsn)
-{
-	return dispatch_oldest_safe_lsn(lsn);
-}
-
-static int
-stdout_held_rows(Target *t)
-{
-	return dispatch_held_rows();
-}
-
-static void
-stdout_stats(Target *t, MetricsState *m)
-{
-	dispatch_target_stats(m, "stdout");
 }
 
 Target *
@@ -132,12 +96,13 @@ target_stdout_create(const TargetSettings *ts)
 	static const TargetOps ops = {
 		.name = "stdout",
 		.add = stdout_add,
-		.poll = stdout_poll,
-		.next_due = stdout_next_due,
-		.flush = stdout_flush,
-		.held_lsn = stdout_held_lsn,
-		.held_rows = stdout_held_rows,
-		.stats = stdout_stats,
+		.poll = dispatch_target_poll,
+		.next_due = dispatch_target_next_due,
+		.wake_fd = dispatch_target_wake_fd,
+		.flush = dispatch_target_flush,
+		.held_lsn = dispatch_target_held_lsn,
+		.held_rows = dispatch_target_held_rows,
+		.stats = dispatch_target_stats,
 	};
 	Target	   *t = pg_malloc0(sizeof(Target));
 	DispatchConfig dc;
@@ -151,7 +116,8 @@ target_stdout_create(const TargetSettings *ts)
 	dc.tick = ts->tick;
 	dc.tick_arg = ts->tick_arg;
 	dc.verbose = opts.verbosity > 0;
-	dispatch_init(&dc);
+	dc.linger_ms = opts.linger_ms;
+	t->dispatcher = dispatch_create(&dc);
 	t->ops = &ops;
 	return t;
 }
