@@ -78,9 +78,7 @@ set_up(Replicator *r)
 {
 	/* Every JSON log line says which slot and target it is about. */
 	log_set_context("slot", opts.slot);
-	log_set_context("target", opts.ship_stdout ? "stdout" :
-					opts.ship_kinesis && opts.ship_s3 ? "kinesis,s3" :
-					opts.ship_kinesis ? "kinesis" : "s3");
+	log_set_context("target", target_chosen_names());
 	if (opts.stream != NULL || opts.stream_arn != NULL)
 		log_set_context("stream", opts.stream != NULL ? opts.stream : opts.stream_arn);
 	if (opts.s3_url != NULL)
@@ -265,6 +263,9 @@ main(int argc, char **argv)
 
 	parse_options(argc, argv);
 	check_options();
+	/* Only the AWS settings matter to --check-credentials. */
+	if (!opts.check_credentials)
+		target_check_options();
 	http_global_init();
 	set_up(&r);
 	for (bool first = true;; first = false)

@@ -21,7 +21,7 @@ const char *progname;
 
 ShipperOptions opts = {
 	.status_interval = 10,
-	.ship_kinesis = true,
+	.target = "kinesis",
 	.gzip = true,
 	.flush_bytes = 64L * 1024 * 1024,
 	.flush_seconds = 60,
@@ -145,7 +145,7 @@ usage(void)
 		   "refuses, a lost slot, a server certificate that fails verification).\n");
 }
 
-static void
+void
 usage_error(const char *fmt, const char *arg)
 {
 	log_error(fmt, arg);
@@ -436,26 +436,6 @@ set_from_tables(int c, const char *arg)
 	return false;
 }
 
-/* --target: kinesis, s3, both, or stdout. */
-static void
-set_target(const char *arg)
-{
-	bool		k = false,
-				s = false;
-
-	if (strcmp(arg, "kinesis") == 0)
-		k = true;
-	else if (strcmp(arg, "s3") == 0)
-		s = true;
-	else if (strcmp(arg, "kinesis,s3") == 0 || strcmp(arg, "s3,kinesis") == 0)
-		k = s = true;
-	else if (strcmp(arg, "stdout") != 0)
-		usage_error("invalid target \"%s\": use kinesis, s3, kinesis,s3 or stdout", arg);
-	opts.ship_kinesis = k;
-	opts.ship_s3 = s;
-	opts.ship_stdout = !k && !s;
-}
-
 /* --metrics-address HOST:PORT */
 static void
 set_metrics_address(const char *arg)
@@ -516,7 +496,7 @@ set_other(int c, const char *arg, char **argv)
 			printf("fundrecs_shipper (fundrecs) " FUNDRECS_SHIPPER_VERSION "\n");
 			exit(0);
 		case OPT_TARGET:
-			set_target(arg);
+			opts.target = pg_strdup(arg);
 			break;
 		case OPT_S3_ADDRESSING:
 			if (strcmp(arg, "path") != 0 && strcmp(arg, "virtual") != 0)
@@ -640,30 +620,6 @@ check_plugin_options(void)
 	}
 }
 
-/* The target's options belong to it. */
-static void
-check_target_options(void)
-{
-	if (opts.aggregate && !opts.ship_kinesis)
-		usage_error("%s", "--aggregate is for --target kinesis");
-	if (!opts.ship_kinesis && !opts.ship_s3)
-	{
-		if (opts.stream || opts.stream_arn || opts.endpoint || opts.s3_url)
-			usage_error("%s", "--stream, --stream-arn, --endpoint-url and --s3-url are not for --target stdout");
-		return;
-	}
-	if (opts.ship_kinesis && opts.stream == NULL && opts.stream_arn == NULL)
-		usage_error("%s", "no stream specified: use --stream or --stream-arn");
-	if (opts.stream != NULL && opts.stream_arn != NULL)
-		usage_error("%s", "--stream and --stream-arn cannot be used together");
-	if (!opts.ship_kinesis && (opts.stream || opts.stream_arn))
-		usage_error("%s", "--stream and --stream-arn are for --target kinesis");
-	if (opts.ship_s3 && opts.s3_url == NULL)
-		usage_error("%s", "no S3 location specified: use --s3-url s3://BUCKET/PREFIX");
-	if (!opts.ship_s3 && (opts.s3_url || opts.s3_endpoint || opts.s3_addressing))
-		usage_error("%s", "--s3-url, --s3-endpoint-url and --s3-addressing are for --target s3");
-}
-
 void
 check_options(void)
 {
@@ -672,7 +628,6 @@ check_options(void)
 		return;
 	check_slot_options();
 	check_plugin_options();
-	check_target_options();
 }
 
 void

@@ -40,10 +40,8 @@ typedef struct ShipperOptions
 	uint64_t	endpos;
 	bool		no_loop;
 	int			status_interval;
-	/* targets: kinesis, s3, both, or stdout */
-	bool		ship_kinesis;
-	bool		ship_s3;
-	bool		ship_stdout;
+	char	   *target;			/* --target: target names, joined by commas
+								 * (checked by target_check_options) */
 	char	   *s3_url;
 	char	   *s3_endpoint;
 	char	   *s3_addressing;
@@ -83,5 +81,8 @@ extern void parse_options(int argc, char **argv);
 
 /* The checks that need nothing but the options: usage errors exit 2. */
 extern void check_options(void);
+
+/* A usage error: the message (fmt with one %s), the --help hint, exit 2. */
+extern void usage_error(const char *fmt, const char *arg) pg_attribute_noreturn();
 
 #endif							/* SHIPPER_OPTIONS_H */

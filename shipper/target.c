@@ -11,7 +11,6 @@
 #include <time.h>
 
 #include "aws_config.h"
-#include "kinesis.h"
 #include "log.h"
 #include "options.h"
 #include "target.h"
@@ -82,14 +81,80 @@ check_credentials_and_exit(void)
 	exit(0);
 }
 
+/*
+ * The registry of target kinds: --target names one, or several AWS ones
+ * joined by commas.  Kinesis comes before S3: with both, a row over
+ * Kinesis's record size limit is refused before S3 has buffered it, and
+ * --endpoint-url is Kinesis's.
+ */
+static const TargetKind *const target_kinds[] = {
+	&target_kind_stdout,
+	&target_kind_kinesis,
+	&target_kind_s3,
+};
+
+#define NKINDS lengthof(target_kinds)
+
+static bool chosen[NKINDS];
+static char chosen_names[128];
+
+void
+target_check_options(void)
+{
+	char	   *list = pg_strdup(opts.target);
+	char	   *save = NULL;
+	int			nchosen = 0;
+	bool		alone = false;
+
+	for (char *name = strtok_r(list, ",", &save); name != NULL; name = strtok_r(NULL, ",", &save))
+	{
+		size_t		k;
+
+		for (k = 0; k < NKINDS; k++)
+			if (strcmp(name, target_kinds[k]->name) == 0)
+				break;
+		if (k == NKINDS)
+			usage_error("invalid target \"%s\": use stdout, kinesis or s3 (AWS targets may be joined by commas: kinesis,s3)",
+						opts.target);
+		if (chosen[k])
+			usage_error("invalid target \"%s\": a target is named twice", opts.target);
+		chosen[k] = true;
+		nchosen++;
+		alone |= target_kinds[k]->alone;
+	}
+	if (nchosen == 0)
+		usage_error("invalid target \"%s\": name one", opts.target);
+	if (alone && nchosen > 1)
+		usage_error("invalid target \"%s\": stdout cannot be combined with other targets", opts.target);
+	free(list);
+	for (size_t k = 0; k < NKINDS; k++)
+	{
+		if (target_kinds[k]->check_options)
+			target_kinds[k]->check_options(chosen[k]);
+		if (chosen[k])
+		{
+			if (chosen_names[0] != '\0')
+				strlcat(chosen_names, ",", sizeof(chosen_names));
+			strlcat(chosen_names, target_kinds[k]->name, sizeof(chosen_names));
+		}
+	}
+}
+
+const char *
+target_chosen_names(void)
+{
+	return chosen_names;
+}
+
 Target *
 target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
 			  AwsCredentialProvider **provider)
 {
 	TargetSettings ts;
-	Target	   *parts[2];
+	Target	   *parts[NKINDS];
 	int			nparts = 0;
 	char	   *region = NULL;
+	bool		aws = false;
 
 	if (opts.check_credentials)
 		check_credentials_and_exit();
@@ -98,29 +163,32 @@ target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
 	ts.tick = tick;
 	ts.tick_arg = tick_arg;
 	*provider = NULL;
-	if (opts.ship_stdout)
-		return target_stdout_create(&ts);
-
-	region = aws_resolve_region(opts.region);
-	if (region == NULL && opts.stream_arn != NULL)
-		region = kinesis_arn_region(opts.stream_arn);
-	if (region == NULL)
+	for (size_t k = 0; k < NKINDS; k++)
+		aws |= chosen[k] && target_kinds[k]->aws;
+	if (aws)
 	{
-		log_error("no AWS region specified");
-		log_error_hint("Use --region, set AWS_REGION, or set a region in the AWS profile.");
-		exit(2);
+		region = aws_resolve_region(opts.region);
+		for (size_t k = 0; k < NKINDS && region == NULL; k++)
+			if (chosen[k] && target_kinds[k]->region_hint)
+				region = target_kinds[k]->region_hint();
+		if (region == NULL)
+		{
+			log_error("no AWS region specified");
+			log_error_hint("Use --region, set AWS_REGION, or set a region in the AWS profile.");
+			exit(2);
+		}
+		ts.region = region;
+		ts.provider = *provider = resolve_credentials(region);
+		ts.endpoint = opts.endpoint;
 	}
-	ts.region = region;
-	ts.provider = *provider = resolve_credentials(region);
-
-	/*
-	 * Kinesis first: a row over its record size limit is refused before S3
-	 * has buffered it.
-	 */
-	if (opts.ship_kinesis)
-		parts[nparts++] = target_kinesis_create(&ts);
-	if (opts.ship_s3)
-		parts[nparts++] = target_s3_create(&ts);
+	for (size_t k = 0; k < NKINDS; k++)
+	{
+		if (!chosen[k])
+			continue;
+		parts[nparts++] = target_kinds[k]->create(&ts);
+		if (target_kinds[k]->aws)
+			ts.endpoint = NULL;
+	}
 	/* The targets keep copies. */
 	free(region);
 	return nparts == 1 ? parts[0] : target_multi_create(parts, nparts);

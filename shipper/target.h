@@ -10,7 +10,8 @@
  * targets are standard output (target_stdout.c), Kinesis
  * (target_kinesis.c), S3 (target_s3.c), and several of them at once
  * (target.c), each row going to each in turn.  A new target is one new
- * file implementing TargetOps, and one line in target_create().
+ * file implementing TargetOps and a TargetKind, and one line in target.c's
+ * registry.
  *
  * Every operation runs on the main thread.  Operations a target has no use
  * for are NULL; the wrappers below treat them as "nothing to do".
@@ -116,6 +117,8 @@ typedef struct TargetSettings
 {
 	AwsCredentialProvider *provider;
 	const char *region;
+	const char *endpoint;		/* --endpoint-url, for the first AWS target
+								 * chosen (NULL for the others) */
 	StopFlag   *abort;			/* abandons deliveries in flight */
 	WaitTickFn	tick;			/* run while the main thread waits for a
 								 * delivery */
@@ -130,10 +133,41 @@ typedef struct TargetSettings
 extern Target *target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
 							 AwsCredentialProvider **provider);
 
-/* The targets, one file each. */
-extern Target *target_stdout_create(const TargetSettings *ts);
-extern Target *target_kinesis_create(const TargetSettings *ts);
-extern Target *target_s3_create(const TargetSettings *ts);
+/*
+ * A kind of target, as --target names it: one file per kind, and one line
+ * in target.c's registry.
+ */
+typedef struct TargetKind
+{
+	const char *name;			/* as --target spells it */
+	bool		aws;			/* needs a region and credentials */
+	bool		alone;			/* cannot be combined with others */
+
+	/*
+	 * Refuses (usage_error) a command line that lacks what the target needs
+	 * when chosen, or gives its options when it is not.
+	 */
+	void		(*check_options) (bool chosen);
+
+	/* A region the target's own settings imply (a stream ARN's), or NULL. */
+	char	   *(*region_hint) (void);
+
+	Target	   *(*create) (const TargetSettings *ts);
+} TargetKind;
+
+/* The kinds, one file each. */
+extern const TargetKind target_kind_stdout;
+extern const TargetKind target_kind_kinesis;
+extern const TargetKind target_kind_s3;
+
+/*
+ * Checks --target against the registry and each kind's options (after
+ * check_options); the names chosen, in the registry's order.
+ */
+extern void target_check_options(void);
+extern const char *target_chosen_names(void);
+
+/* Several targets as one (--target kinesis,s3). */
 extern Target *target_multi_create(Target **parts, int nparts);
 
 /* The operations, with NULL meaning "nothing to do". */

@@ -277,8 +277,8 @@ start_lanes(KinesisShip *ks, const TargetSettings *ts)
 	return dispatch_create(&dc);
 }
 
-Target *
-target_kinesis_create(const TargetSettings *ts)
+static Target *
+kinesis_create(const TargetSettings *ts)
 {
 	static const TargetOps ops = {
 		.name = "kinesis",
@@ -295,7 +295,7 @@ target_kinesis_create(const TargetSettings *ts)
 	};
 	Target	   *t = pg_malloc0(sizeof(Target));
 	KinesisShip *ks = pg_malloc0(sizeof(KinesisShip));
-	const char *endpoint = opts.endpoint ? opts.endpoint : aws_endpoint_from_env("KINESIS");
+	const char *endpoint = ts->endpoint ? ts->endpoint : aws_endpoint_from_env("KINESIS");
 	char	   *err;
 
 	err = kinesis_init(&ks->kinesis, ts->provider, endpoint, ts->region, opts.stream,
@@ -317,3 +317,31 @@ target_kinesis_create(const TargetSettings *ts)
 	t->priv = ks;
 	return t;
 }
+
+static void
+kinesis_check_options(bool chosen)
+{
+	if (opts.aggregate && !chosen)
+		usage_error("%s", "--aggregate is for --target kinesis");
+	if (chosen && opts.stream == NULL && opts.stream_arn == NULL)
+		usage_error("%s", "no stream specified: use --stream or --stream-arn");
+	if (opts.stream != NULL && opts.stream_arn != NULL)
+		usage_error("%s", "--stream and --stream-arn cannot be used together");
+	if (!chosen && (opts.stream || opts.stream_arn))
+		usage_error("%s", "--stream and --stream-arn are for --target kinesis");
+}
+
+/* A stream's ARN names its region. */
+static char *
+kinesis_region_hint(void)
+{
+	return opts.stream_arn != NULL ? kinesis_arn_region(opts.stream_arn) : NULL;
+}
+
+const TargetKind target_kind_kinesis = {
+	.name = "kinesis",
+	.aws = true,
+	.check_options = kinesis_check_options,
+	.region_hint = kinesis_region_hint,
+	.create = kinesis_create,
+};

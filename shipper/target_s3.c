@@ -203,8 +203,8 @@ s3_ship_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
 	return s3_forget_load(&ss->s3, lsn, stop);
 }
 
-Target *
-target_s3_create(const TargetSettings *ts)
+static Target *
+s3_create(const TargetSettings *ts)
 {
 	static const TargetOps ops = {
 		.name = "s3",
@@ -223,9 +223,9 @@ target_s3_create(const TargetSettings *ts)
 	Target	   *t = pg_malloc0(sizeof(Target));
 	S3Ship	   *ss = pg_malloc0(sizeof(S3Ship));
 
-	/* --endpoint-url serves S3 too when S3 is the only target. */
+	/* --endpoint-url serves S3 too when S3 is the first AWS target. */
 	const char *endpoint = opts.s3_endpoint ? opts.s3_endpoint :
-	(!opts.ship_kinesis && opts.endpoint) ? opts.endpoint : aws_endpoint_from_env("S3");
+	ts->endpoint ? ts->endpoint : aws_endpoint_from_env("S3");
 	char	   *err;
 
 	err = s3_init(&ss->s3, ts->provider, opts.s3_url, endpoint, ts->region, opts.s3_addressing,
@@ -244,3 +244,19 @@ target_s3_create(const TargetSettings *ts)
 	t->priv = ss;
 	return t;
 }
+
+static void
+s3_check_options(bool chosen)
+{
+	if (chosen && opts.s3_url == NULL)
+		usage_error("%s", "no S3 location specified: use --s3-url s3://BUCKET/PREFIX");
+	if (!chosen && (opts.s3_url || opts.s3_endpoint || opts.s3_addressing))
+		usage_error("%s", "--s3-url, --s3-endpoint-url and --s3-addressing are for --target s3");
+}
+
+const TargetKind target_kind_s3 = {
+	.name = "s3",
+	.aws = true,
+	.check_options = s3_check_options,
+	.create = s3_create,
+};

@@ -90,8 +90,8 @@ stdout_add(Target *t, const TargetRow *row)
 	return true;
 }
 
-Target *
-target_stdout_create(const TargetSettings *ts)
+static Target *
+stdout_create(const TargetSettings *ts)
 {
 	static const TargetOps ops = {
 		.name = "stdout",
@@ -121,3 +121,18 @@ target_stdout_create(const TargetSettings *ts)
 	t->ops = &ops;
 	return t;
 }
+
+/* The AWS targets' settings are not for standard output. */
+static void
+stdout_check_options(bool chosen)
+{
+	if (chosen && (opts.stream || opts.stream_arn || opts.endpoint || opts.s3_url))
+		usage_error("%s", "--stream, --stream-arn, --endpoint-url and --s3-url are not for --target stdout");
+}
+
+const TargetKind target_kind_stdout = {
+	.name = "stdout",
+	.alone = true,
+	.check_options = stdout_check_options,
+	.create = stdout_create,
+};
