@@ -114,13 +114,19 @@ tmp_fundrecs.conf: $(srcdir)/test/fundrecs.conf FORCE
 
 FORCE:
 
-.PHONY: FORCE demo check-all differential check-asan valgrind valgrind-plugin fuzz fuzz-regress deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
+.PHONY: FORCE demo include-graph check-all differential check-asan valgrind valgrind-plugin fuzz fuzz-regress deb all-shipper install-shipper uninstall-shipper clean-shipper installcheck-shipper
 
 deb:
 	dpkg-buildpackage -us -uc -b
 
 demo:
 	bash scripts/demo.sh
+
+# The modules' dependencies (includes and calls) and their two-module
+# cycles, plugin and shipper (after a build: calls are read from objects).
+include-graph: all
+	$(MAKE) -C shipper all
+	python3 scripts/include-graph.py
 
 check-all:
 	bash scripts/test-all.sh

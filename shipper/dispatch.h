@@ -29,7 +29,7 @@
 
 #include "batch.h"
 #include "kinesis.h"
-#include "target.h"
+#include "target_ops.h"
 
 #define DISPATCH_MAX_LANES 8
 

@@ -1,129 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * target.h
- *	  Where rows are delivered: one interface for every delivery target.
- *
- * A target takes rows in stream order, holds them until they are
- * delivered, and says which of them it still holds, so that the position
- * confirmed to PostgreSQL never passes a row that has not been delivered.
- * The stream loop (replicate.c) knows nothing else about a target: the
- * targets are standard output (target_stdout.c), Kinesis
- * (target_kinesis.c), S3 (target_s3.c), and several of them at once
- * (target.c), each row going to each in turn.  A new target is one new
- * file implementing TargetOps and a TargetKind, and one line in target.c's
- * registry.
- *
- * Every operation runs on the main thread.  Operations a target has no use
- * for are NULL; the wrappers below treat them as "nothing to do".
+ *	  The targets --target chooses (target.c's registry of TargetKinds), and
+ *	  the operations the stream loop calls on them (target_ops.h).
  *
  *-------------------------------------------------------------------------
  */
 #ifndef TARGET_H
 #define TARGET_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include "credentials.h"
-#include "metrics.h"
-#include "retry.h"
-#include "rowscan.h"
-
-/* A row as the stream loop hands it to a target. */
-typedef struct TargetRow
-{
-	const char *data;			/* the row's JSON, without newline */
-	size_t		len;
-	const RowFields *fields;	/* its fields, found by rowscan() */
-	bool		is_message;		/* a logical decoding message: a prefix, no
-								 * table */
-	uint64_t	change_lsn;		/* the change's own position */
-	uint64_t	commit_lsn;		/* its transaction's commit (a load's
-								 * consistent point) */
-	uint32_t	seq;			/* its ordinal among the rows of that
-								 * commit_lsn */
-	uint64_t	safe_lsn;		/* confirmable while the row is held */
-	double		commit_time;	/* epoch seconds; 0 when metrics are not
-								 * served */
-} TargetRow;
-
-typedef struct Target Target;
-
-typedef struct TargetOps
-{
-	const char *name;			/* as --target spells it */
-
-	/* Before anything is read: the stream or bucket exists and answers. */
-	ShipResult	(*check) (Target *t, StopFlag *stop);
-
-	/*
-	 * Once connected: takes this slot's place in the target (S3: the prefix's
-	 * owner marker), refusing one another slot holds.
-	 */
-	ShipResult	(*claim) (Target *t, const char *system_id, const char *dbname,
-						  const char *slot, StopFlag *stop);
-
-	/*
-	 * An initial load left unfinished at lsn is done again: whatever the
-	 * target kept of it goes first.
-	 */
-	ShipResult	(*forget_load) (Target *t, uint64_t lsn, StopFlag *stop);
-
-	/*
-	 * Takes a row, delivering what must go to make room.  False: fatal,
-	 * reported.
-	 */
-	bool		(*add) (Target *t, const TargetRow *row);
-
-	/*
-	 * Collects finished deliveries and starts those that are due (a batch
-	 * past its linger time, objects past --flush-seconds).  False when a
-	 * delivery failed or was stopped.
-	 */
-	bool		(*poll) (Target *t, double now);
-
-	/* When poll next has a delivery to start; 0 when none is pending. */
-	double		(*next_due) (Target *t);
-
-	/* Readable when a delivery in flight finishes; -1 when none is. */
-	int			(*wake_fd) (Target *t);
-
-	/* Delivers everything held and waits for it; false on failure or stop. */
-	bool		(*flush) (Target *t);
-
-	/* The safe LSN of the oldest row held; false when none is. */
-	bool		(*held_lsn) (Target *t, uint64_t *lsn);
-
-	/* Rows held (being filled, waiting, in flight). */
-	int			(*held_rows) (Target *t);
-
-	/* Adds its counters to what /metrics shows. */
-	void		(*stats) (Target *t, MetricsState *m);
-
-	/* Logs its counters at exit (-v). */
-	void		(*summary) (Target *t);
-} TargetOps;
-
-struct Target
-{
-	const TargetOps *ops;
-	void	   *priv;
-	struct Dispatcher *dispatcher;	/* a batching target's (dispatch.h) */
-};
-
-/* What every target may need from the command line (options.c). */
-typedef struct TargetSettings
-{
-	AwsCredentialProvider *provider;
-	const char *region;
-	const char *endpoint;		/* --endpoint-url, for the first AWS target
-								 * chosen (NULL for the others) */
-	StopFlag   *abort;			/* abandons deliveries in flight */
-	WaitTickFn	tick;			/* run while the main thread waits for a
-								 * delivery */
-	void	   *tick_arg;
-} TargetSettings;
+#include "target_ops.h"
 
 /*
  * The targets --target names, set up from the options (region,
@@ -132,33 +18,6 @@ typedef struct TargetSettings
  */
 extern Target *target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
 							 AwsCredentialProvider **provider);
-
-/*
- * A kind of target, as --target names it: one file per kind, and one line
- * in target.c's registry.
- */
-typedef struct TargetKind
-{
-	const char *name;			/* as --target spells it */
-	bool		aws;			/* needs a region and credentials */
-	bool		alone;			/* cannot be combined with others */
-
-	/*
-	 * Refuses (usage_error) a command line that lacks what the target needs
-	 * when chosen, or gives its options when it is not.
-	 */
-	void		(*check_options) (bool chosen);
-
-	/* A region the target's own settings imply (a stream ARN's), or NULL. */
-	char	   *(*region_hint) (void);
-
-	Target	   *(*create) (const TargetSettings *ts);
-} TargetKind;
-
-/* The kinds, one file each. */
-extern const TargetKind target_kind_stdout;
-extern const TargetKind target_kind_kinesis;
-extern const TargetKind target_kind_s3;
 
 /*
  * Checks --target against the registry and each kind's options (after

@@ -16,7 +16,7 @@
 #include "kinesis.h"
 #include "log.h"
 #include "options.h"
-#include "target.h"
+#include "target_ops.h"
 
 /* Rows per batch when aggregating: bounded by bytes long before this. */
 #define AGGREGATE_BATCH_ROWS 20000

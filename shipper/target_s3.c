@@ -15,7 +15,7 @@
 #include "log.h"
 #include "options.h"
 #include "s3.h"
-#include "target.h"
+#include "target_ops.h"
 
 typedef struct S3Ship
 {

@@ -15,7 +15,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "options.h"
-#include "target.h"
+#include "target_ops.h"
 
 /* Rows per writev() call (Linux's IOV_MAX is 1024). */
 #define STDOUT_IOV 512
