@@ -245,7 +245,6 @@ typedef struct FrRelInfo
 extern void fr_relinfo_init(MemoryContext parent);
 extern void fr_relinfo_shutdown(void);
 extern FrRelInfo *fr_relinfo_get(Relation rel, const FrOptions *opts);
-extern void fr_relinfo_invalidate_all(void);
 
 /* ----------------------------------------------------------------
  * Publications (fundrecs_publication.c), with publication_names
@@ -255,6 +254,7 @@ extern void fr_relinfo_invalidate_all(void);
 extern Oid	fr_publication_resolve(FrRelInfo *ri, Relation rel, const FrOptions *opts);
 extern void fr_publication_release(FrRelInfo *ri);
 extern void fr_publication_reset(void);
+extern void fr_publication_invalidate(void);
 
 /*
  * The row filter and UPDATE transformations for a change (rows in desc,
@@ -374,9 +374,6 @@ typedef struct FrProduct
 
 extern void fr_products_init(MemoryContext parent);
 extern void fr_products_shutdown(void);
-extern void fr_products_begin_txn(XLogRecPtr first_commit_lsn, bool txn_changes_catalog);
-extern void fr_products_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog);
-extern void fr_products_txn_touched_products(void);
 extern FrProduct *fr_products_lookup(int64 product_id, XLogRecPtr change_lsn);
 
 /* The initial load's private product cache, read through its snapshot. */
@@ -391,7 +388,6 @@ typedef struct FrLoadProducts
 extern FrLoadProducts *fr_load_products_create(MemoryContext cxt);
 extern FrProduct *fr_load_products_lookup(FrLoadProducts *lp, int64 product_id);
 extern char *fr_category_slug(const char *category);
-extern bool fr_products_cache_usable(XLogRecPtr change_lsn);
 
 /* ----------------------------------------------------------------
  * Enrichment rules applied (fundrecs_enrich.c)
@@ -411,7 +407,6 @@ typedef struct FrEnriched
 
 extern void fr_rules_init(MemoryContext parent);
 extern void fr_rules_shutdown(void);
-extern void fr_rules_reset(void);
 extern FrRulesCache *fr_rules_cache_create(MemoryContext parent);
 extern FrRuleSet *fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source,
 							   XLogRecPtr lsn);
@@ -420,6 +415,15 @@ extern void fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, 
 						   FrEnriched *out);
 extern bool fr_rules_have_route(FrRuleSet *rs);
 extern void fr_rules_log_cache_stats(void);
+
+/* fundrecs_asof.c: when a catalog-backed cache may answer for a change */
+typedef void (*FrAsofResetFn) (void);
+extern void fr_asof_register(FrAsofResetFn reset);
+extern void fr_asof_start(void);
+extern void fr_asof_begin_txn(XLogRecPtr first_commit_lsn, bool txn_changes_catalog);
+extern void fr_asof_txn_touched_catalog(void);
+extern void fr_asof_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog);
+extern bool fr_asof_cache_usable(XLogRecPtr change_lsn);
 
 /* fundrecs_failure.c */
 extern void fr_failure_startup(void);

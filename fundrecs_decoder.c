@@ -91,6 +91,7 @@ fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 
 	/* The caches live in the decoding context, and go with it. */
 	fr_relinfo_init(ctx->context);
+	fr_asof_start();
 	fr_rules_init(ctx->context);
 	fr_products_init(ctx->context);
 	fr_failure_startup();
@@ -209,7 +210,7 @@ fr_begin_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 
 	resetStringInfo(&data->pack);
 
-	fr_products_begin_txn(txn->final_lsn, rbtxn_has_catalog_changes(txn));
+	fr_asof_begin_txn(txn->final_lsn, rbtxn_has_catalog_changes(txn));
 
 	/* Rendered once per transaction rather than once per row. */
 	meta.commit_lsn = txn->end_lsn;
@@ -224,7 +225,7 @@ fr_commit_txn(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			  XLogRecPtr commit_lsn)
 {
 	pack_flush(ctx, ctx->output_plugin_private);
-	fr_products_commit_txn(txn->end_lsn, rbtxn_has_catalog_changes(txn));
+	fr_asof_commit_txn(txn->end_lsn, rbtxn_has_catalog_changes(txn));
 	fr_failure_clear();
 }
 
@@ -270,7 +271,7 @@ fr_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	ri = fr_relinfo_get(relation, &data->opts);
 	if (ri->is_products || RelationIsUsedAsCatalogTable(relation))
-		fr_products_txn_touched_products();
+		fr_asof_txn_touched_catalog();
 	if (!ri->included)
 		return;
 
@@ -347,7 +348,7 @@ fr_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		FrRowMeta	meta;
 
 		if (ri->is_products || RelationIsUsedAsCatalogTable(relations[i]))
-			fr_products_txn_touched_products();
+			fr_asof_txn_touched_catalog();
 		if (!ri->included)
 			continue;
 		if (data->opts.publication_names != NIL)

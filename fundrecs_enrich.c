@@ -878,7 +878,7 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 	ApplyContext ac = {rs, NULL, relname, meta->lsn};
 	ErrorContextCallback errcb;
 	Snapshot	snapshot = meta->load != NULL ? meta->load->snapshot : NULL;
-	bool		cacheable = (meta->load != NULL || fr_products_cache_usable(meta->lsn)) &&
+	bool		cacheable = (meta->load != NULL || fr_asof_cache_usable(meta->lsn)) &&
 	opts->lookup_cache_bytes > 0;
 
 	cache_budget = opts->lookup_cache_bytes;

@@ -8,16 +8,8 @@
  * the historic snapshot that logical decoding installs, so a change sees
  * the products as they were when it was made.
  *
- * The cache must be exactly as correct as the historic snapshot.  The
- * rule used here: "valid_after" is an LSN such that no transaction that
- * changed the catalogs (product_details is one of them) committed between
- * valid_after and any change decoded later with an LSN above it.  It is
- * set to the commit LSN of the first transaction of the session (anything
- * that committed earlier was skipped by decoding, unseen), then to the end
- * LSN of each decoded transaction that changed the catalogs, and the cache
- * is emptied each time.  A change may use or fill the cache only when its
- * LSN is above valid_after and its own transaction changed no catalogs;
- * every other change looks the product up directly.
+ * The cache follows the "as of the change" rule of fundrecs_asof.c, which
+ * empties it (cache_reset) when a decoded transaction changed the catalogs.
  *
  *-------------------------------------------------------------------------
  */
@@ -72,9 +64,6 @@ static MemoryContext product_cxt = NULL;	/* its child, reset with the cache */
 #define FR_DENSE_IDS (1 << 20)
 static FrProduct **product_dense = NULL;
 static int64 product_dense_size = 0;
-static XLogRecPtr valid_after = InvalidXLogRecPtr;
-static bool session_started = false;
-static bool txn_may_use_cache = false;
 
 static void
 products_invalidate(Datum arg, Oid relid)
@@ -110,18 +99,14 @@ cache_reset(void)
 	ctl.hcxt = product_cxt;
 	product_cache = hash_create("fundrecs products", 1024, &ctl,
 								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	/* The enrichment rules' lookups follow the same rule. */
-	fr_rules_reset();
 }
 
-/*
- * May a change at change_lsn use what the caches hold (see the rule at the
- * top of this file)?
- */
-bool
-fr_products_cache_usable(XLogRecPtr change_lsn)
+/* fundrecs_asof.c's reset: only while a session holds the cache. */
+static void
+products_asof_reset(void)
 {
-	return txn_may_use_cache && change_lsn > valid_after;
+	if (product_cxt != NULL)
+		cache_reset();
 }
 
 /*
@@ -135,8 +120,6 @@ fr_products_shutdown(void)
 	if (product_owner_cxt != NULL)
 		MemoryContextDelete(product_owner_cxt);
 	Assert(product_owner_cxt == NULL && product_cxt == NULL);
-	session_started = false;
-	txn_may_use_cache = false;
 }
 
 /*
@@ -163,42 +146,12 @@ fr_products_init(MemoryContext parent)
 	if (!products_callback_registered)
 	{
 		CacheRegisterRelcacheCallback(products_invalidate, (Datum) 0);
+		fr_asof_register(products_asof_reset);
 		products_callback_registered = true;
 	}
 	products_info_valid = false;
 	warned_missing = false;
-	session_started = false;
-	valid_after = InvalidXLogRecPtr;
-	txn_may_use_cache = false;
 	cache_reset();
-}
-
-void
-fr_products_begin_txn(XLogRecPtr commit_lsn, bool txn_changes_catalog)
-{
-	if (!session_started)
-	{
-		valid_after = commit_lsn;
-		session_started = true;
-	}
-	txn_may_use_cache = !txn_changes_catalog;
-}
-
-void
-fr_products_txn_touched_products(void)
-{
-	txn_may_use_cache = false;
-}
-
-void
-fr_products_commit_txn(XLogRecPtr end_lsn, bool txn_changes_catalog)
-{
-	if (txn_changes_catalog || !txn_may_use_cache)
-	{
-		if (end_lsn > valid_after)
-			valid_after = end_lsn;
-		cache_reset();
-	}
 }
 
 static void
@@ -366,7 +319,7 @@ lookup_direct(FrProduct *p, int64 product_id, Snapshot snapshot)
 FrProduct *
 fr_products_lookup(int64 product_id, XLogRecPtr change_lsn)
 {
-	bool		cacheable = txn_may_use_cache && change_lsn > valid_after;
+	bool		cacheable = fr_asof_cache_usable(change_lsn);
 	FrProduct  *p;
 	bool		found;
 

@@ -42,18 +42,17 @@ static MemoryContext pub_cxt = NULL;
 static List *pub_list = NIL;	/* of Publication * */
 static List *pub_names = NIL;	/* the names they were loaded for */
 static bool pub_valid = false;
-static bool pub_callbacks_registered = false;
 
 /*
  * A publication, or what publishes in it, changed: the publications are
- * read again, and every relation's info is built again (pgoutput does the
- * same on these catalogs' invalidations).
+ * read again (the relation cache, which owns the catalogs' invalidation
+ * callbacks as pgoutput's does, calls this and builds every relation's
+ * info again).
  */
-static void
-publication_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+void
+fr_publication_invalidate(void)
 {
 	pub_valid = false;
-	fr_relinfo_invalidate_all();
 }
 
 static bool
@@ -80,13 +79,6 @@ load_publications(const FrOptions *opts)
 	MemoryContext oldcxt;
 	ListCell   *lc;
 
-	if (!pub_callbacks_registered)
-	{
-		CacheRegisterSyscacheCallback(PUBLICATIONOID, publication_invalidate, (Datum) 0);
-		CacheRegisterSyscacheCallback(PUBLICATIONRELMAP, publication_invalidate, (Datum) 0);
-		CacheRegisterSyscacheCallback(PUBLICATIONNAMESPACEMAP, publication_invalidate, (Datum) 0);
-		pub_callbacks_registered = true;
-	}
 	if (pub_valid && same_names(pub_names, opts->publication_names))
 		return pub_list;
 

@@ -30,6 +30,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "fundrecs_compat.h"
 
@@ -62,9 +63,15 @@ relinfo_invalidate(Datum arg, Oid relid)
 	}
 }
 
-void
-fr_relinfo_invalidate_all(void)
+/*
+ * A publication, or what publishes in it, changed: the publications are
+ * read again, and every relation's info is built again (pgoutput's
+ * init_rel_sync_cache registers the same catalogs).
+ */
+static void
+publication_invalidate(Datum arg, int cacheid, uint32 hashvalue)
 {
+	fr_publication_invalidate();
 	relinfo_invalidate((Datum) 0, InvalidOid);
 }
 
@@ -114,6 +121,9 @@ fr_relinfo_init(MemoryContext parent)
 	if (!relinfo_callback_registered)
 	{
 		CacheRegisterRelcacheCallback(relinfo_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(PUBLICATIONOID, publication_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(PUBLICATIONRELMAP, publication_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(PUBLICATIONNAMESPACEMAP, publication_invalidate, (Datum) 0);
 		relinfo_callback_registered = true;
 	}
 }

@@ -135,6 +135,8 @@ decode_forget(void *arg)
 	snapshot_rules = NULL;
 }
 
+static void rules_reset(void);
+
 void
 fr_rules_init(MemoryContext parent)
 {
@@ -145,6 +147,8 @@ fr_rules_init(MemoryContext parent)
 											 ALLOCSET_SMALL_SIZES);
 	MemoryContextRegisterResetCallback(decode_owner_cxt, &forget);
 	decode_cache = fr_rules_cache_create(decode_owner_cxt);
+	fr_asof_register(rules_reset);
+	rules_reset();
 }
 
 void
@@ -156,9 +160,9 @@ fr_rules_shutdown(void)
 	Assert(decode_cache == NULL);
 }
 
-/* The decoder's cache starts again (the products' rule says when). */
-void
-fr_rules_reset(void)
+/* The decoder's cache starts again (fundrecs_asof.c's rule says when). */
+static void
+rules_reset(void)
 {
 	if (decode_cache != NULL)
 		cache_start(decode_cache);
@@ -1186,7 +1190,7 @@ fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source, XLogRecPtr lsn)
 
 	if (rc == NULL)
 		return NULL;			/* not decoding, not loading */
-	if (load == NULL && !fr_products_cache_usable(lsn))
+	if (load == NULL && !fr_asof_cache_usable(lsn))
 		return uncached_rules(source);
 	return cached_rules(rc, snapshot, source);
 }
