@@ -152,6 +152,7 @@ connect_and_start(Replicator *r, bool first)
 	{
 		const char *system_id;
 		const char *dbname;
+		SlotLoad	load;
 
 		slot_check_plugin_options(&r->params);
 		/* Connected, targets checked: systemd may count it started. */
@@ -159,8 +160,12 @@ connect_and_start(Replicator *r, bool first)
 		/* The target's place (S3: the prefix) is this slot's alone. */
 		stream_identity(rc, &system_id, &dbname);
 		if (target_claim(r->target, system_id, dbname, opts.slot, &stop_requested) != SHIP_OK ||
-			!slot_prepare(rc, r, &lockconn))
+			!slot_prepare(rc, &r->params, r->target, r->stop, &lockconn, &load))
 			exit_before_streaming(rc, lockconn, stop_requested ? 0 : failure_exit_code());
+		/* A new slot: its rows first, then the stream. */
+		if (load.run && !replicate_load(r, load.sql, &load.params))
+			exit_before_streaming(rc, lockconn, stop_requested ? 0 : failure_exit_code());
+		free(load.snapshot);
 	}
 	/* A slot invalidated while the shipper was away: say so. */
 	replicate_check_slot(r);

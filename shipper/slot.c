@@ -13,8 +13,9 @@
 #include "libpq-fe.h"
 #include "metrics.h"
 #include "options.h"
-#include "replicate.h"
+#include "load.h"
 #include "slot.h"
+#include "target.h"
 #include "notify.h"
 #include "retry.h"
 #include "rowscan.h"
@@ -446,6 +447,9 @@ plugin_format_is_dms(void)
 /* What slot_prepare decided before creating anything. */
 typedef struct SlotPlan
 {
+	const ReplConnParams *params;	/* to connect for SQL */
+	Target	   *target;			/* where a load goes */
+	StopFlag   *stop;
 	PGconn	   *sql;			/* holds the load lock (unless --no-load) */
 	LoadStatus	status;			/* fundrecs.load_state's word on the slot */
 	bool		create;			/* create the slot */
@@ -455,7 +459,7 @@ typedef struct SlotPlan
 
 /* An unfinished load: its objects go, then its slot; a new load follows. */
 static bool
-plan_reload(Replicator *r, SlotPlan *p)
+plan_reload(SlotPlan *p)
 {
 	uint64_t	old_lsn;
 	int			old;
@@ -464,9 +468,9 @@ plan_reload(Replicator *r, SlotPlan *p)
 	log_warning("the initial load of slot \"%s\" did not finish; loading again with a new slot",
 				opts.slot);
 	/* The target must not keep a partial copy (S3: the lake). */
-	old = target_keeps_loads(r->target) ? load_state_unfinished(p->sql, opts.slot, &old_lsn) : 0;
+	old = target_keeps_loads(p->target) ? load_state_unfinished(p->sql, opts.slot, &old_lsn) : 0;
 	if (old < 0 ||
-		(old > 0 && target_forget_load(r->target, old_lsn, r->stop) != SHIP_OK))
+		(old > 0 && target_forget_load(p->target, old_lsn, p->stop) != SHIP_OK))
 		return false;
 	if (!drop_slot(p->sql, opts.slot))
 		return false;
@@ -533,11 +537,11 @@ plan_loaded(ReplConn *rc, SlotPlan *p)
 
 /* With the initial load: takes the load lock and reads the slot's load state. */
 static bool
-plan_with_load(ReplConn *rc, Replicator *r, SlotPlan *p, PGconn **lockconn)
+plan_with_load(ReplConn *rc, SlotPlan *p, PGconn **lockconn)
 {
-	if ((p->sql = db_connect(&r->params, false)) == NULL)
+	if ((p->sql = db_connect(p->params, false)) == NULL)
 		return false;
-	if (load_lock(p->sql, opts.slot, r->stop) != LOAD_LOCK_TAKEN)
+	if (load_lock(p->sql, opts.slot, p->stop) != LOAD_LOCK_TAKEN)
 	{
 		PQfinish(p->sql);
 		p->sql = NULL;
@@ -547,7 +551,7 @@ plan_with_load(ReplConn *rc, Replicator *r, SlotPlan *p, PGconn **lockconn)
 	p->status = load_status(p->sql, opts.slot);
 	if (p->status == LOAD_ERROR)
 		return false;
-	if (p->status == LOAD_UNFINISHED && !plan_reload(r, p))
+	if (p->status == LOAD_UNFINISHED && !plan_reload(p))
 		return false;
 	if (p->status == LOAD_UNSUPPORTED && p->create)
 	{
@@ -566,9 +570,9 @@ plan_with_load(ReplConn *rc, Replicator *r, SlotPlan *p, PGconn **lockconn)
 
 /* --no-load: a lost slot is not re-created either; an old gap is warned about. */
 static bool
-plan_without_load(Replicator *r, SlotPlan *p)
+plan_without_load(SlotPlan *p)
 {
-	PGconn	   *c = db_connect(&r->params, false);
+	PGconn	   *c = db_connect(p->params, false);
 	bool		ok = true;
 
 	p->status = c != NULL ? load_status(c, opts.slot) : LOAD_ERROR;
@@ -586,19 +590,19 @@ plan_without_load(Replicator *r, SlotPlan *p)
 	return ok;
 }
 
-/* Creates the slot as planned, then runs the initial load through the target. */
+/* Creates the slot as planned, and says what initial load it needs. */
 static bool
-create_and_load(ReplConn *rc, Replicator *r, SlotPlan *p)
+create_slot(ReplConn *rc, SlotPlan *p, SlotLoad *load)
 {
 	bool		created = false;
 	uint64_t	consistent = 0;
 	char	   *snapshot = NULL;
 	bool		ok = true;
-	LoadParams	lp;
+	LoadParams *lp = &load->params;
 
 	if (!stream_create_slot(rc, opts.if_not_exists || p->status == LOAD_UNFINISHED,
 							!opts.no_load, opts.enable_failover,
-							&created, &consistent, &snapshot, r->stop))
+							&created, &consistent, &snapshot, p->stop))
 		ok = false;
 	else if (created && opts.verbosity >= 0)
 		log_info("created %sreplication slot \"%s\" at %X/%X",
@@ -613,30 +617,37 @@ create_and_load(ReplConn *rc, Replicator *r, SlotPlan *p)
 		ok = false;
 	if (ok && created && !opts.no_load)
 	{
-		memset(&lp, 0, sizeof(lp));
-		lp.slot = opts.slot;
-		lp.snapshot_name = snapshot;
-		lp.consistent_lsn = consistent;
-		lp.plugin_options = opts.plugin_options;
-		lp.noptions = opts.noptions;
-		lp.reset_marker = p->replaces_load;
-		lp.dms_format = plugin_format_is_dms();
-		lp.progress = opts.verbosity > 0 || (opts.verbosity == 0 && isatty(fileno(stderr)));
-		lp.summary = opts.verbosity >= 0;
-		ok = replicate_load(r, p->sql, &lp);
+		load->run = true;
+		load->sql = p->sql;
+		load->snapshot = snapshot;
+		lp->slot = opts.slot;
+		lp->snapshot_name = snapshot;
+		lp->consistent_lsn = consistent;
+		lp->plugin_options = opts.plugin_options;
+		lp->noptions = opts.noptions;
+		lp->reset_marker = p->replaces_load;
+		lp->dms_format = plugin_format_is_dms();
+		lp->progress = opts.verbosity > 0 || (opts.verbosity == 0 && isatty(fileno(stderr)));
+		lp->summary = opts.verbosity >= 0;
 	}
-	free(snapshot);
+	else
+		free(snapshot);
 	return ok;
 }
 
 bool
-slot_prepare(ReplConn *rc, Replicator *r, PGconn **lockconn)
+slot_prepare(ReplConn *rc, const ReplConnParams *params, Target *target, StopFlag *stop,
+			 PGconn **lockconn, SlotLoad *load)
 {
 	SlotPlan	plan;
 	const char *server_version = NULL;
 
 	*lockconn = NULL;
+	memset(load, 0, sizeof(*load));
 	memset(&plan, 0, sizeof(plan));
+	plan.params = params;
+	plan.target = target;
+	plan.stop = stop;
 	plan.status = LOAD_NONE;
 	plan.create = opts.create_slot;
 	if (opts.enable_failover && stream_server_version(rc, &server_version) < 170000)
@@ -647,7 +658,7 @@ slot_prepare(ReplConn *rc, Replicator *r, PGconn **lockconn)
 		retry_note_permanent();
 		return false;
 	}
-	if (!opts.no_load ? !plan_with_load(rc, r, &plan, lockconn) : !plan_without_load(r, &plan))
+	if (!opts.no_load ? !plan_with_load(rc, &plan, lockconn) : !plan_without_load(&plan))
 		return false;
-	return !plan.create || create_and_load(rc, r, &plan);
+	return !plan.create || create_slot(rc, &plan, load);
 }

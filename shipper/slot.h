@@ -16,7 +16,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "load.h"
 #include "stream.h"
+#include "target.h"
 
 typedef struct SlotHealth
 {
@@ -65,9 +67,6 @@ extern bool slot_heartbeat(SlotMonitor *m);
 /* Closes the connection, if any. */
 extern void slot_monitor_close(SlotMonitor *m);
 
-/* Forward: replicate.h includes this file's users. */
-struct Replicator;
-
 /*
  * Reads the slot's state (slot_health_read) and acts on it: a slot that
  * max_slot_wal_keep_size has invalidated is a fatal error (exit 3), never a
@@ -84,14 +83,26 @@ extern bool slot_check_health(SlotMonitor *m, SlotHealth *h);
  */
 extern void slot_check_plugin_options(const ReplConnParams *params);
 
+/* The initial load slot_prepare leaves to its caller (replicate_load). */
+typedef struct SlotLoad
+{
+	bool		run;			/* a new slot's rows are to be loaded */
+	PGconn	   *sql;			/* through this connection (*lockconn) */
+	LoadParams	params;
+	char	   *snapshot;		/* the slot's exported snapshot: free it after */
+} SlotLoad;
+
 /*
- * Before streaming: creates the slot when asked and ships the rows that
- * exist at its consistent point through r's target; a load found
- * unfinished is done again with a fresh slot; a slot lost after its load
- * is refused (exit 3) unless --resync.  Unless --no-load, this holds the
- * slot's load lock on *lockconn, which the caller keeps open until
- * streaming has started.  False on a fatal error, reported.
+ * Before streaming: creates the slot when asked, and says in *load whether
+ * the rows that exist at its consistent point are to be loaded (the caller
+ * runs the load, then streams, as pg_recvlogical creates a slot then
+ * starts); a load found unfinished is done again with a fresh slot, after
+ * target forgets what it kept of it; a slot lost after its load is refused
+ * (exit 3) unless --resync.  Unless --no-load, this holds the slot's load
+ * lock on *lockconn, which the caller keeps open until streaming has
+ * started.  False on a fatal error, reported.
  */
-extern bool slot_prepare(ReplConn *rc, struct Replicator *r, PGconn **lockconn);
+extern bool slot_prepare(ReplConn *rc, const ReplConnParams *params, Target *target,
+						 StopFlag *stop, PGconn **lockconn, SlotLoad *load);
 
 #endif							/* SLOT_H */
