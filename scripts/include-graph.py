@@ -3,7 +3,8 @@
 
 A module is a .c file and its header (x.c, x.h; a private x_int.h belongs
 to x).  Two kinds of edge A -> B:
-  - include: a file of A includes B's header;
+  - include: a file of A includes B's header (a private x_int.h, shared by
+    the files that implement x on purpose, is no edge);
   - call: A's object file uses a function or variable B's defines (read
     with nm from the built objects: the plugin declares its functions in
     one header, fundrecs.h, so only calls show its modules' dependencies).
@@ -36,6 +37,10 @@ def graph(directory):
             text = fh.read()
         a = module_of(f)
         for inc in INCLUDE.findall(text):
+            # a module's private header (x_int.h) is shared by its files
+            # on purpose: not a dependency between modules
+            if os.path.splitext(inc)[0].endswith("_int"):
+                continue
             b = module_of(inc)
             if b != a and b in modules:
                 edges.setdefault(a, set()).add(b)

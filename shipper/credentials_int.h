@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * credentials_int.h
- *	  Inside the AWS credential chain: the provider, and each source's
- *	  fetch (cred_*.c), for credentials.c, which chooses and refreshes.
+ *	  Inside the AWS credential providers: the provider, and each source's
+ *	  fetch (cred_*.c); cred_chain.c chooses the source, credentials.c
+ *	  refreshes.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,9 +27,18 @@ typedef enum SourceKind
 } SourceKind;
 
 
+/*
+ * A source's fetch: fills *out, or sets *err (malloc'd) and returns false;
+ * *config_error when the configuration is wrong (exit 2) rather than the
+ * source not answering.
+ */
+typedef bool (*CredFetchFn) (AwsCredentialProvider *p, AwsCredentials *out, char **err,
+							 bool *config_error);
+
 struct AwsCredentialProvider
 {
 	SourceKind	kind;
+	CredFetchFn fetch;			/* its source's (cred_chain.c sets it) */
 	char	   *description;
 	char	   *profile;		/* the profile whose keys or settings are read */
 	bool		verbose;
@@ -89,6 +99,9 @@ extern bool cred_fetch_container(AwsCredentialProvider *p, AwsCredentials *out, 
 								 bool *config_error);
 extern bool cred_fetch_imds(AwsCredentialProvider *p, AwsCredentials *out, char **err,
 							bool *config_error);
+
+/* Puts a provider's first credentials in use (credentials.c). */
+extern void cred_provider_start(AwsCredentialProvider *p, AwsCredentials *c);
 
 /* The STS endpoint and signing region for a region (cred_sts.c). */
 extern void cred_sts_endpoint(const char *region, char **endpoint, char **signing_region);
