@@ -11,6 +11,7 @@
 #include "aws_config.h"
 #include "http.h"
 #include "retry.h"
+#include "aws_request.h"
 #include "sigv4.h"
 
 #include "credentials_int.h"

@@ -14,7 +14,6 @@
 
 #include "log.h"
 #include "http.h"
-#include "options.h"
 #include "retry.h"
 
 /* Runs the shipper's tick while a request waits; non-zero aborts it. */
@@ -25,9 +24,12 @@ progress_tick(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
 	return wait_tick() ? 1 : 0;
 }
 
+static const char *user_agent = "fundrecs_shipper";
+
 void
-http_global_init(void)
+http_global_init(const char *agent)
 {
+	user_agent = agent;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 	{
 		fprintf(stderr, "could not initialize libcurl\n");
@@ -139,7 +141,7 @@ setup_request(HttpClient *client, const char *method, const char *url,
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	if (client->ca_file)
 		curl_easy_setopt(c, CURLOPT_CAINFO, client->ca_file);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "fundrecs_shipper/" FUNDRECS_SHIPPER_VERSION);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, user_agent);
 }
 
 /* After a transfer: the transport error, or the HTTP status. */
@@ -339,26 +341,6 @@ done:
 	return result;
 }
 
-/* The request's headers for curl: the signed ones, Authorization, no Expect. */
-struct curl_slist *
-http_signed_headers(const SigV4Header *h, int nh, const char *authorization)
-{
-	struct curl_slist *headers = NULL;
-	char	   *line;
-
-	for (int i = 0; i < nh; i++)
-	{
-		line = psprintf("%s: %s", h[i].name, h[i].value);
-		headers = curl_slist_append(headers, line);
-		free(line);
-	}
-	line = psprintf("Authorization: %s", authorization);
-	headers = curl_slist_append(headers, line);
-	free(line);
-	/* curl would wait for a 100-continue on large bodies */
-	return curl_slist_append(headers, "Expect:");
-}
-
 void
 http_report_wrong_endpoint(const char *endpoint, const HttpResponse *resp)
 {
@@ -367,98 +349,4 @@ http_report_wrong_endpoint(const char *endpoint, const HttpResponse *resp)
 		log_error_hint("Check the endpoint URL: its host name does not resolve.");
 	else
 		log_error_hint("Check the endpoint URL: its scheme (http or https) must match what the port serves.");
-}
-
-/*
- * A refusal because the request's time is too far from the service's:
- * Kinesis says "Signature expired" (InvalidSignatureException), S3 says
- * RequestTimeTooSkewed.
- */
-bool
-aws_error_is_clock_skew(const char *code, const char *message)
-{
-	if (code == NULL)
-		return false;
-	if (strcmp(code, "RequestTimeTooSkewed") == 0 || strcmp(code, "RequestExpired") == 0)
-		return true;
-	return message != NULL && strstr(message, "Signature expired") != NULL;
-}
-
-/* Seconds to add to this machine's clock to sign (delivery threads read it). */
-static atomic_long clock_offset = 0;
-
-bool
-aws_clock_correct(HttpClient *client, long *offset_s)
-{
-	char	   *date = http_response_header(client, "Date");
-	time_t		server;
-
-	if (date == NULL)
-		return false;
-	server = curl_getdate(date, NULL);
-	free(date);
-	if (server <= 0)
-		return false;
-	*offset_s = (long) (server - time(NULL));
-	atomic_store(&clock_offset, *offset_s);
-	return true;
-}
-
-struct curl_slist *
-aws_signed_headers(const AwsRequestSpec *spec, const AwsCredentials *creds)
-{
-	char		amz_date[17];
-	char		payload_hash[65];
-	SigV4Header h[12];
-	int			nh = 0;
-	SigV4Request req;
-	SigV4Result sig;
-	struct curl_slist *headers;
-
-	Assert(spec->nextra <= 8);
-	sigv4_amz_date((long long) time(NULL) + atomic_load(&clock_offset), amz_date);
-	sigv4_sha256_hex(spec->body ? spec->body : "", spec->body ? spec->len : 0, payload_hash);
-
-	for (int i = 0; i < spec->nextra; i++)
-		h[nh++] = spec->extra[i];
-	h[nh++] = (SigV4Header)
-	{
-		"Host", spec->host
-	};
-	if (spec->s3)
-		h[nh++] = (SigV4Header)
-	{
-		"X-Amz-Content-Sha256", payload_hash
-	};
-	h[nh++] = (SigV4Header)
-	{
-		"X-Amz-Date", amz_date
-	};
-	if (creds->session_token)
-		h[nh++] = (SigV4Header)
-	{
-		"X-Amz-Security-Token", creds->session_token
-	};
-
-	memset(&req, 0, sizeof(req));
-	req.method = spec->method;
-	req.path = spec->path;
-	req.query = spec->query;
-	req.headers = h;
-	req.nheaders = nh;
-	req.payload_hash = payload_hash;
-	req.normalize_path = !spec->s3; /* S3 signs the path as it is */
-	req.region = spec->region;
-	req.service = spec->service;
-	req.access_key = creds->access_key;
-	req.secret_key = creds->secret_key;
-	req.amz_date = amz_date;
-	if (!sigv4_sign(&req, &sig))
-	{
-		log_error("out of memory");
-		exit(1);
-	}
-	headers = http_signed_headers(h, nh, sig.authorization);
-	sigv4_result_free(&sig);
-	return headers;
 }

@@ -13,9 +13,7 @@
 
 #include <curl/curl.h>
 
-#include "credentials.h"
 #include "pqexpbuffer.h"
-#include "sigv4.h"
 
 typedef struct HttpClient
 {
@@ -33,7 +31,8 @@ typedef struct HttpResponse
 	char		error[CURL_ERROR_SIZE]; /* transport error, when status is 0 */
 } HttpResponse;
 
-extern void http_global_init(void);
+/* Once per process: libcurl, and the User-Agent every request sends. */
+extern void http_global_init(const char *user_agent);
 extern void http_client_init(HttpClient *client, const char *ca_file, long timeout_ms);
 extern void http_client_reset_connection(HttpClient *client);
 
@@ -69,48 +68,11 @@ extern bool http_error_is_permanent(const HttpResponse *resp);
 extern bool http_error_is_wrong_endpoint(const HttpResponse *resp);
 
 extern void http_report_wrong_endpoint(const char *endpoint, const HttpResponse *resp);
-extern bool aws_error_is_clock_skew(const char *code, const char *message);
-
-/*
- * After a refusal for clock skew: the offset of this machine's clock from
- * the service's, read from the response's Date header, is added to the
- * time every later request is signed with (as the AWS SDKs correct it).
- * False when the response had no usable Date.  *offset_s: the offset.
- */
-extern bool aws_clock_correct(HttpClient *client, long *offset_s);
-
-extern struct curl_slist *http_signed_headers(const SigV4Header *h, int nh,
-											  const char *authorization);
 
 extern char *http_transport_failure(HttpClient *client, const char *endpoint,
 									HttpResponse *resp);
 
 /* "host" or "host:port" exactly as curl will send it in Host:. */
 extern char *http_host_header(const char *url, char **path_out, char **errmsg);
-
-/*
- * One SigV4-signed AWS request: every call to Kinesis, S3 and STS is
- * signed here.  Host, X-Amz-Date, X-Amz-Security-Token (with a session
- * token) and, for S3, X-Amz-Content-Sha256 are added to the extra headers
- * (Content-Type, X-Amz-Target); S3 signs the path as it is, the others
- * normalized.
- */
-typedef struct AwsRequestSpec
-{
-	const char *method;
-	const char *host;
-	const char *path;
-	const char *query;			/* or NULL */
-	const SigV4Header *extra;
-	int			nextra;
-	const char *body;
-	size_t		len;
-	const char *region;
-	const char *service;
-	bool		s3;
-} AwsRequestSpec;
-
-extern struct curl_slist *aws_signed_headers(const AwsRequestSpec *spec,
-											 const AwsCredentials *creds);
 
 #endif							/* HTTP_H */

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "kinesis_int.h"
 #include "retry.h"
+#include "aws_request.h"
 #include "sigv4.h"
 
 

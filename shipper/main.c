@@ -271,7 +271,7 @@ main(int argc, char **argv)
 	/* Only the AWS settings matter to --check-credentials. */
 	if (!opts.check_credentials)
 		target_check_options();
-	http_global_init();
+	http_global_init("fundrecs_shipper/" FUNDRECS_SHIPPER_VERSION);
 	set_up(&r);
 	for (bool first = true;; first = false)
 	{

@@ -37,6 +37,7 @@
 #include "log.h"
 #include "pqexpbuffer.h"
 #include "s3.h"
+#include "aws_request.h"
 #include "sigv4.h"
 
 char *
