@@ -16,6 +16,7 @@
 #error "fundrecs needs PostgreSQL 15 or later"
 #endif
 
+#include "access/htup_details.h"
 #include "replication/reorderbuffer.h"
 
 /*
@@ -79,5 +80,19 @@ fr_change_oldtuple(ReorderBufferChange *change)
 #else
 #define FR_REL_FILE_NUMBER(rel) ((rel)->rd_node.relNode)
 #endif
+
+/*
+ * One column of a heap tuple (attnum > 0).  Not heap_getattr: from 17.12
+ * and 18.2 its inline body calls heap_datum_check, which the servers of
+ * earlier minor releases lack, so a plugin built against newer headers
+ * would not load there.  fastgetattr and getmissingattr are in all.
+ */
+static inline Datum
+fr_heap_attr(HeapTuple tup, int attnum, TupleDesc desc, bool *isnull)
+{
+	if (attnum > (int) HeapTupleHeaderGetNatts(tup->t_data))
+		return getmissingattr(desc, attnum, isnull);
+	return fastgetattr(tup, attnum, desc, isnull);
+}
 
 #endif							/* FUNDRECS_COMPAT_H */

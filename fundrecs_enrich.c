@@ -193,7 +193,7 @@ rowmap_build(FrRuleSet *rs, FrRule *rule, Relation rel, Snapshot snapshot)
 	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
 	{
 		bool		isnull;
-		Datum		d = heap_getattr(tuple, rule->key_attnums[0], desc, &isnull);
+		Datum		d = fr_heap_attr(tuple, rule->key_attnums[0], desc, &isnull);
 		RowMapEntry *m;
 		bool		found;
 
@@ -256,7 +256,7 @@ rowmap_fetch(FrRule *rule, Relation rel, Datum key, Snapshot snapshot,
 		*buf = InvalidBuffer;
 		return false;
 	}
-	d = heap_getattr(tuple, rule->key_attnums[0], RelationGetDescr(rel), &isnull);
+	d = fr_heap_attr(tuple, rule->key_attnums[0], RelationGetDescr(rel), &isnull);
 	if (isnull || int_key_value(rule, d) != id)
 	{
 		ReleaseBuffer(*buf);
