@@ -154,20 +154,30 @@ rowmap_drop(FrRule *rule)
 		MemoryContextReset(rule->rowmap_cxt);
 	rule->rowmap = NULL;
 	rule->index_reads = 0;
+	rule->rowmap_threshold = 0;
 }
 
 /* Has the rule read its index often enough, for its lookup's size, to map the heap? */
 static bool
 rowmap_wanted(FrRuleSet *rs, FrRule *rule, Relation rel)
 {
-	double		rows = rel->rd_rel->reltuples;
-
 	if (!rule->int_key || rule->rowmap_refused || cache_budget <= 0 ||
 		rule->index_reads < ROWMAP_MIN_READS)
 		return false;
-	if (rows <= 0)
-		rows = (double) RelationGetNumberOfBlocks(rel) * 32;
-	return rule->index_reads >= rows / 64;
+
+	/*
+	 * The lookup's size, read once per map: a table never analyzed is sized
+	 * from its file, which costs a system call.
+	 */
+	if (rule->rowmap_threshold == 0)
+	{
+		double		rows = rel->rd_rel->reltuples;
+
+		if (rows <= 0)
+			rows = (double) RelationGetNumberOfBlocks(rel) * 32;
+		rule->rowmap_threshold = (long) Max(rows / 64, ROWMAP_MIN_READS);
+	}
+	return rule->index_reads >= rule->rowmap_threshold;
 }
 
 /* Reads where each key's row lies, with one scan of the heap. */

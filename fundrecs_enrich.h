@@ -115,6 +115,8 @@ typedef struct FrRule
 	BlockNumber rowmap_nblocks; /* the heap's size, read again after... */
 	uint64		rowmap_inval_count; /* ...invalidations came after this count */
 	long		index_reads;	/* key index reads that found a row it lacked */
+	long		rowmap_threshold;	/* index_reads that call for a map (0: not
+									 * computed yet) */
 	bool		rowmap_refused; /* over its share of lookup_cache_bytes */
 } FrRule;
 
