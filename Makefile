@@ -24,7 +24,7 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(dir $(lastwor
 
 MODULE_big = fundrecs_decoder
 OBJS = fundrecs_decoder.o fundrecs_current.o fundrecs_options.o fundrecs_row.o fundrecs_relinfo.o fundrecs_publication.o fundrecs_rules.o fundrecs_ruleset.o fundrecs_enrich.o fundrecs_json.o fundrecs_products.o \
-	fundrecs_load.o fundrecs_failure.o fundrecs_asof.o
+	fundrecs_load.o fundrecs_backfill.o fundrecs_failure.o fundrecs_asof.o
 HEADERS =
 
 DATA = fundrecs--1.0.sql $(wildcard fundrecs--*--*.sql)

@@ -12,6 +12,7 @@
  *	  fundrecs_options.c	plugin option parsing and table filters
  *	  fundrecs_products.c	product lookup and cache, SQL-callable helpers
  *	  fundrecs_load.c		the initial load (load_rows, load_tables)
+ *	  fundrecs_backfill.c	backfills: requests checked, chunks read by key
  *	  fundrecs_publication.c	publication_names: what pgoutput would publish
  *	  fundrecs_rules.c		add_enrichment, drop_enrichment: rules checked
  *	  fundrecs_ruleset.c	a table's rules read as of a change and compiled
@@ -75,6 +76,8 @@ typedef enum FrOnEnrichError
  * never emitted unless message_prefixes names this prefix.
  */
 #define FR_HEARTBEAT_PREFIX "fundrecs_heartbeat"
+/* Backfill requests and watermarks (fundrecs_backfill.c): always emitted. */
+#define FR_CONTROL_PREFIX "fundrecs."
 
 typedef struct FrColumnPattern
 {
@@ -386,6 +389,12 @@ typedef struct FrLoadProducts
 } FrLoadProducts;
 
 extern FrLoadProducts *fr_load_products_create(MemoryContext cxt);
+
+/* The initial load's checks, shared with backfills (fundrecs_load.c). */
+struct ArrayType;
+extern List *fr_options_from_array(struct ArrayType *arr);
+extern void fr_check_select(Oid relid);
+extern List *fr_load_leaves(const FrOptions *opts, Oid relid);
 extern FrProduct *fr_load_products_lookup(FrLoadProducts *lp, int64 product_id);
 extern char *fr_category_slug(const char *category);
 

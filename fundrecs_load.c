@@ -59,8 +59,8 @@ typedef struct LoadState
 } LoadState;
 
 /* Options come as a text array of names and values, like the plugin's. */
-static List *
-options_from_array(ArrayType *arr)
+List *
+fr_options_from_array(ArrayType *arr)
 {
 	Datum	   *elems;
 	bool	   *nulls;
@@ -155,8 +155,8 @@ open_next_leaf(LoadState *state)
 }
 
 /* The caller must be allowed to read relid (SELECT), or an ERROR. */
-static void
-check_select(Oid relid)
+void
+fr_check_select(Oid relid)
 {
 	AclResult	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
 
@@ -170,8 +170,8 @@ check_select(Oid relid)
  * its products, the options capture it), and the leaves to read: the
  * table itself, or every partition with storage, in a stable order.
  */
-static List *
-load_leaves(LoadState *state, Oid relid)
+List *
+fr_load_leaves(const FrOptions *opts, Oid relid)
 {
 	Relation	rel;
 	char		relkind;
@@ -179,7 +179,7 @@ load_leaves(LoadState *state, Oid relid)
 	List	   *leaves = NIL;
 
 	/* Everything read is read with the caller's rights. */
-	check_select(relid);
+	fr_check_select(relid);
 	rel = table_open(relid, AccessShareLock);
 	relkind = rel->rd_rel->relkind;
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
@@ -189,20 +189,20 @@ load_leaves(LoadState *state, Oid relid)
 
 	memset(&check, 0, sizeof(check));
 	check.relid = relid;
-	fr_relinfo_build(&check, rel, &state->opts);
+	fr_relinfo_build(&check, rel, opts);
 
 	/*
 	 * With publications, a partitioned table's partitions decide, one by one.
 	 */
 	if (!check.included &&
-		!(state->opts.publication_names != NIL && relkind == RELKIND_PARTITIONED_TABLE))
+		!(opts->publication_names != NIL && relkind == RELKIND_PARTITIONED_TABLE))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg(state->opts.publication_names != NIL ?
+				 errmsg(opts->publication_names != NIL ?
 						"table \"%s.%s\" is in none of the publications of the plugin option \"publication_names\"" :
 						"table \"%s.%s\" is not in the plugin option \"tables\"",
 						check.schema_name, check.table_name),
-				 errhint(state->opts.publication_names != NIL ?
+				 errhint(opts->publication_names != NIL ?
 						 "Pass the same options as the slot's, with publications that publish this table." :
 						 "Pass the same options as the slot's, with \"tables\" naming this table.")));
 	if (check.is_orders)
@@ -213,7 +213,7 @@ load_leaves(LoadState *state, Oid relid)
 		get_relname_relid(FR_PRODUCTS_TABLE, nspid) : InvalidOid;
 
 		if (OidIsValid(products))
-			check_select(products);
+			fr_check_select(products);
 	}
 	if (OidIsValid(check.rules_relid))
 	{
@@ -221,7 +221,7 @@ load_leaves(LoadState *state, Oid relid)
 		ListCell   *lc;
 
 		foreach(lc, fr_rules_lookups(check.rules_relid))
-			check_select(lfirst_oid(lc));
+			fr_check_select(lfirst_oid(lc));
 	}
 	MemoryContextDelete(check.cxt);
 
@@ -264,10 +264,10 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		state->cxt = funcctx->multi_call_memory_ctx;
 
 		fr_options_init(&state->opts);
-		fr_options_parse(&state->opts, options_from_array(PG_GETARG_ARRAYTYPE_P(2)));
+		fr_options_parse(&state->opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(2)));
 		fr_options_resolve(&state->opts, false);
 
-		state->leaves = load_leaves(state, relid);
+		state->leaves = fr_load_leaves(&state->opts, relid);
 
 		state->meta.op = "load";
 		state->meta.lsn = lsn;
@@ -405,7 +405,7 @@ fundrecs_table_included(PG_FUNCTION_ARGS)
 	FrOptions	opts;
 
 	fr_options_init(&opts);
-	fr_options_parse(&opts, options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
+	fr_options_parse(&opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
 	if (opts.publication_names != NIL)
 		PG_RETURN_BOOL(published(&opts, NameStr(*PG_GETARG_NAME(1)), NameStr(*PG_GETARG_NAME(2))));
 	PG_RETURN_BOOL(fr_options_table_included(&opts, NameStr(*PG_GETARG_NAME(1)),
@@ -429,7 +429,7 @@ fundrecs_option_problems(PG_FUNCTION_ARGS)
 	ArrayBuildState *astate = NULL;
 
 	fr_options_init(&opts);
-	fr_options_parse(&opts, options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
+	fr_options_parse(&opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
 	problems = fr_options_resolve(&opts, false);
 	problems = list_concat(problems, fr_publication_problems(&opts));
 	problems = list_concat(problems, fr_rules_problems(&opts));

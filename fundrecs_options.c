@@ -460,13 +460,18 @@ fr_options_table_included(const FrOptions *opts, const char *schema,
  * Decides whether a logical decoding message is emitted: only with
  * include_messages, and then those whose prefix is listed in
  * message_prefixes, or with no list every prefix except the shipper's
- * heartbeat, which exists only to move the slot along.
+ * heartbeat, which exists only to move the slot along.  The control
+ * messages of backfills (prefixes fundrecs.backfill, fundrecs.watermark)
+ * are always emitted: the shipper acts on them.
  */
 bool
 fr_options_message_included(const FrOptions *opts, const char *prefix)
 {
 	ListCell   *lc;
 
+	/* Backfill requests and watermarks, for fundrecs_shipper: always. */
+	if (strncmp(prefix, FR_CONTROL_PREFIX, strlen(FR_CONTROL_PREFIX)) == 0)
+		return true;
 	if (!opts->include_messages)
 		return false;
 	if (opts->message_prefixes == NIL)

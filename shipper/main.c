@@ -166,7 +166,12 @@ connect_and_start(Replicator *r, bool first)
 		if (load.run && !replicate_load(r, load.sql, &load.params))
 			exit_before_streaming(rc, lockconn, stop_requested ? 0 : failure_exit_code());
 		free(load.snapshot);
+		/* Backfills: chunks shipped before a stop settled, the queue read. */
+		if (!backfill_prepare(r->backfill))
+			exit_before_streaming(rc, lockconn, stop_requested ? 0 : failure_exit_code());
 	}
+	else
+		backfill_restart(r->backfill);
 	/* A slot invalidated while the shipper was away: say so. */
 	replicate_check_slot(r);
 	if (!stream_start(rc, r->pos.confirmed))

@@ -114,6 +114,9 @@ replicate_tick(void *arg)
 	return r->delivery_abort != 0;
 }
 
+static bool backfill_add_row(void *arg, const char *data, size_t len, uint64_t commit_lsn);
+static bool backfill_flush(void *arg);
+
 void
 replicate_init(Replicator *r, StopFlag *stop, StopFlag *stop_now, StopFlag *reload)
 {
@@ -125,6 +128,8 @@ replicate_init(Replicator *r, StopFlag *stop, StopFlag *stop_now, StopFlag *relo
 	r->target = target_create(&r->delivery_abort, replicate_tick, r, &r->provider);
 	set_wait_tick(replicate_tick, r);
 	r->pos.confirmed = opts.startpos;
+	r->backfill = backfill_create(&r->params, r->target, r->stop, backfill_add_row,
+								  backfill_flush, r);
 }
 
 /* ----------------------------------------------------------------
@@ -254,6 +259,15 @@ handle_row(Replicator *r, const char *data, size_t len, uint64_t change_lsn, boo
 	r->row_seq = row.commit_lsn == r->row_seq_lsn ? r->row_seq + 1 : 0;
 	r->row_seq_lsn = row.commit_lsn;
 
+	if (!is_load)
+	{
+		/* A backfill's request or watermark: acted on, never shipped. */
+		if (row.is_message && backfill_is_control(&f))
+			return backfill_control(r->backfill, data, len, &f, row.commit_lsn) ? ROW_OK : ROW_FATAL;
+		if (!row.is_message && backfill_watching(r->backfill))
+			backfill_observe(r->backfill, data, len, &f);
+	}
+
 	row.data = data;
 	row.len = len;
 	row.fields = &f;
@@ -267,6 +281,42 @@ handle_row(Replicator *r, const char *data, size_t len, uint64_t change_lsn, boo
 	 */
 	row.commit_time = metrics_enabled() ? parse_commit_time(f.commit_time.start, f.commit_time.len) : 0;
 	return target_add(r->target, &row) ? ROW_OK : ROW_FATAL;
+}
+
+/*
+ * A backfilled row, handed over when its chunk's high watermark (commit_lsn)
+ * arrives: one more row of that transaction, in the stream's order.
+ */
+static bool
+backfill_add_row(void *arg, const char *data, size_t len, uint64_t commit_lsn)
+{
+	Replicator *r = arg;
+	RowFields	f;
+	TargetRow	row;
+
+	memset(&row, 0, sizeof(row));
+	if (!rowscan(data, len, &f))
+	{
+		log_error("backfilled row is not a fundrecs_decoder row: %.*s", (int) Min(len, 200), data);
+		return false;
+	}
+	r->row_seq = commit_lsn == r->row_seq_lsn ? r->row_seq + 1 : 0;
+	r->row_seq_lsn = commit_lsn;
+	row.data = data;
+	row.len = len;
+	row.fields = &f;
+	row.change_lsn = commit_lsn;
+	row.commit_lsn = commit_lsn;
+	row.seq = r->row_seq;
+	row.safe_lsn = r->pos.prev_txn;
+	row.commit_time = metrics_enabled() ? parse_commit_time(f.commit_time.start, f.commit_time.len) : 0;
+	return target_add(r->target, &row);
+}
+
+static bool
+backfill_flush(void *arg)
+{
+	return replicate_flush((Replicator *) arg);
 }
 
 /* ----------------------------------------------------------------
@@ -382,6 +432,12 @@ housekeeping(Replicator *r, ReplConn *rc, double now, bool *stop)
 	}
 	if (!confirm(r, rc, now))
 		return LOOP_RECONNECT;
+	/* Backfills: the chunk acknowledged is recorded, the next one read. */
+	if (!backfill_tick(r->backfill))
+	{
+		*stop = true;
+		return LOOP_FATAL;
+	}
 	replicate_publish_metrics(r, false);
 	if (now - r->last_health >= HEALTH_INTERVAL(opts))
 	{

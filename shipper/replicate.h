@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backfill.h"
 #include "credentials.h"
 #include "load.h"
 #include "metrics.h"
@@ -42,6 +43,7 @@ typedef struct SlotWatch
 typedef struct Replicator
 {
 	Target	   *target;
+	Backfiller *backfill;		/* backfills while streaming */
 	AwsCredentialProvider *provider;	/* NULL for stdout */
 	ReplConnParams params;		/* how to connect */
 	Positions	pos;

@@ -259,3 +259,62 @@ rowscan_parse_lsn(const char *s, size_t len, uint64_t *lsn)
 	*lsn = (hi << 32) | lo;
 	return true;
 }
+
+/*
+ * The next field of an object: *p starts after the opening brace or after
+ * the previous value.  Returns false at the object's end or on malformed
+ * text.  The spans are raw: the name with its quotes, the value as written.
+ */
+bool
+rowscan_next_field(const char **p, const char *end, RowSpan *name, RowSpan *value)
+{
+	const char *q = skip_ws(*p, end);
+	const char *name_end;
+	const char *value_end;
+
+	if (q < end && *q == ',')
+		q = skip_ws(q + 1, end);
+	if (q >= end || *q != '"')
+		return false;
+	name_end = skip_string(q, end);
+	if (name_end == NULL)
+		return false;
+	name->start = q;
+	name->len = name_end - q;
+	q = skip_ws(name_end, end);
+	if (q >= end || *q != ':')
+		return false;
+	q = skip_ws(q + 1, end);
+	value_end = skip_value(q, end);
+	if (value_end == NULL)
+		return false;
+	value->start = q;
+	value->len = value_end - q;
+	*p = value_end;
+	return true;
+}
+
+bool
+rowscan_field(const char *json, size_t len, const char *name, RowSpan *out)
+{
+	const char *p = skip_ws(json, json + len);
+	const char *end = json + len;
+	size_t		nlen = strlen(name);
+	RowSpan		n;
+	RowSpan		v;
+
+	out->start = NULL;
+	out->len = 0;
+	if (p >= end || *p != '{')
+		return false;
+	p++;
+	while (rowscan_next_field(&p, end, &n, &v))
+	{
+		if (n.len == nlen + 2 && memcmp(n.start + 1, name, nlen) == 0)
+		{
+			*out = v;
+			return true;
+		}
+	}
+	return false;
+}

@@ -39,6 +39,17 @@ typedef struct RowFields
  */
 extern bool rowscan(const char *json, size_t len, RowFields *out);
 
+/*
+ * The next field of an object, for reading one field by field: *p starts
+ * just after the opening brace, and is moved past the value.  False at the
+ * object's end or on malformed text.  Name and value are raw spans (the
+ * name with its quotes).
+ */
+extern bool rowscan_next_field(const char **p, const char *end, RowSpan *name, RowSpan *value);
+
+/* A top-level field of an object, found by scanning the whole text. */
+extern bool rowscan_field(const char *json, size_t len, const char *name, RowSpan *out);
+
 /* Parses "X/Y" (quotes allowed) into an LSN; false if malformed. */
 extern bool rowscan_parse_lsn(const char *s, size_t len, uint64_t *lsn);
 

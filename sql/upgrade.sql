@@ -58,6 +58,16 @@ SELECT attname FROM pg_attribute WHERE attrelid = 'fundrecs.slot_status'::regcla
 	AND attnum > 0 ORDER BY attnum DESC LIMIT 1;
 SELECT has_function_privilege('pg_monitor', 'fundrecs.slot_failure(name)', 'EXECUTE') AS monitor_exec,
 	   has_function_privilege('public', 'fundrecs.slot_failure(name)', 'EXECUTE') AS public_exec;
+
+ALTER EXTENSION fundrecs UPDATE TO '1.8';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+-- Backfills: requests and progress, not dumped (they belong to this
+-- cluster's slots); the request functions run as the extension's owner.
+SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'fundrecs';
+SELECT p.proname, p.prosecdef, has_function_privilege('public', p.oid, 'EXECUTE') AS public_exec
+  FROM pg_proc p WHERE p.pronamespace = 'fundrecs'::regnamespace AND p.proname LIKE '%backfill%'
+ ORDER BY 1;
+SELECT has_table_privilege('pg_monitor', 'fundrecs.backfill_status', 'SELECT') AS monitor_select;
 (SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
 UNION ALL
 (SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());

@@ -1,0 +1,122 @@
+-- Backfills (1.8): requests checked and made in commit order, chunks read
+-- by key with the plugin's formatting, cancel, and the status view.
+SET timezone = 'UTC';
+CREATE SCHEMA bf;
+CREATE TABLE bf.items (id int PRIMARY KEY, name text, qty int);
+INSERT INTO bf.items SELECT g, 'item ' || g, g % 5 FROM generate_series(1, 12) g;
+CREATE TABLE bf.pairs (a int, b text, v int, PRIMARY KEY (a, b));
+INSERT INTO bf.pairs SELECT g / 3, chr(97 + g % 3), g FROM generate_series(0, 8) g;
+CREATE TABLE bf.nokey (id int, v int);
+CREATE TABLE bf.nothing (id int PRIMARY KEY);
+ALTER TABLE bf.nothing REPLICA IDENTITY NOTHING;
+CREATE VIEW bf.items_view AS SELECT * FROM bf.items;
+
+SELECT 'init' FROM pg_create_logical_replication_slot('bf_slot', 'fundrecs_decoder');
+
+-- A request is a row and a transactional message: a rolled-back one never
+-- reaches a slot.
+BEGIN;
+SELECT fundrecs.backfill('bf.items') AS rolled_back_request \gset
+ROLLBACK;
+SELECT fundrecs.backfill('bf.items', chunk_rows => 5) AS first_request \gset
+SELECT fundrecs.backfill('bf.pairs', 4, condition => 'v >= 2 AND b <> ''z''') > :first_request AS queued_after;
+SELECT regexp_replace(data, '"(lsn|commit_lsn|xid|commit_time)":("[^"]*"|[0-9]+)', '"\1":_', 'g') AS data
+  FROM pg_logical_slot_get_changes('bf_slot', NULL, NULL, 'tables', 'bf.*');
+SELECT "table", slot_name, state, chunks_done, rows_shipped, chunk_rows, condition,
+	   requested_by = current_user AS by_me
+  FROM fundrecs.backfill_status ORDER BY request_id;
+
+-- What cannot be backfilled is refused when asked.
+SELECT fundrecs.backfill('bf.nokey');
+SELECT fundrecs.backfill('bf.nothing');
+SELECT fundrecs.backfill('bf.items_view');
+SELECT fundrecs.backfill('bf.items', 0);
+SELECT fundrecs.backfill(NULL);
+-- A condition is one expression over the table's columns, nothing else.
+SELECT fundrecs.backfill('bf.items', condition => 'qty > 1) OR (true');
+SELECT fundrecs.backfill('bf.items', condition => 'qty > 1; DROP TABLE bf.items');
+SELECT fundrecs.backfill('bf.items', condition => 'id IN (SELECT 1)');
+SELECT fundrecs.backfill('bf.items', condition => 'random() < 0.5');
+SELECT fundrecs.backfill('bf.items', condition => 'nosuch > 1');
+SELECT fundrecs.backfill('bf.items', condition => 'name');
+CREATE FUNCTION bf.f(int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+SELECT fundrecs.backfill('bf.items', condition => 'bf.f(id)');
+
+-- Only the table's owner, or a member of fundrecs_backfill, may ask.
+CREATE ROLE bf_stranger;
+CREATE ROLE bf_owner;
+GRANT USAGE ON SCHEMA fundrecs, bf TO bf_stranger, bf_owner;
+CREATE TABLE bf.owned (id int PRIMARY KEY);
+ALTER TABLE bf.owned OWNER TO bf_owner;
+SET ROLE bf_stranger;
+SELECT fundrecs.backfill('bf.owned');
+SELECT fundrecs.cancel_backfill('bf.owned');
+SELECT count(*) FROM fundrecs.backfill_request;
+SELECT * FROM fundrecs.backfill_rows('bf.owned', NULL, 5, '0/AB', '{tables,bf.*}');
+RESET ROLE;
+SET ROLE bf_owner;
+SELECT fundrecs.backfill('bf.owned') > 0 AS owner_may;
+RESET ROLE;
+CREATE ROLE fundrecs_backfill;
+GRANT fundrecs_backfill TO bf_stranger;
+SET ROLE bf_stranger;
+SELECT fundrecs.backfill('bf.owned') > 0 AS member_may;
+SELECT fundrecs.cancel_backfill('bf.owned') AS cancelled;
+RESET ROLE;
+SELECT "table", state, requested_by FROM fundrecs.backfill_status
+ WHERE "table" = 'bf.owned' ORDER BY request_id;
+
+-- Chunks: by key, after the last key of the one before, formatted like
+-- load rows (op "load") at the position given.
+SELECT key, row_json FROM fundrecs.backfill_rows('bf.items', NULL, 5, '0/AB', '{tables,bf.*,include_timestamp,false}');
+SELECT key, row_json FROM fundrecs.backfill_rows('bf.items', '{10}', 5, '0/AB', '{tables,bf.*,include_timestamp,false}');
+SELECT count(*) FROM fundrecs.backfill_rows('bf.items', '{12}', 5, '0/AB', '{tables,bf.*}');
+-- A composite key, compared as a row; a condition.
+SELECT key, row_json::jsonb->'data' AS data
+  FROM fundrecs.backfill_rows('bf.pairs', '{1,a}', 4, '0/AB', '{tables,bf.*}', 'v <> 5');
+-- The condition stands on lines of its own: a trailing comment ends there.
+SELECT key FROM fundrecs.backfill_rows('bf.items', '{9}', 5, '0/AB', '{tables,bf.*}', 'qty > 0 --');
+-- The DMS format: full-load records.
+SELECT row_json FROM fundrecs.backfill_rows('bf.items', '{11}', 5, '0/AB',
+	'{tables,bf.*,format,dms,include_timestamp,false}');
+-- The slot's options decide: a table they do not capture is an error.
+SELECT * FROM fundrecs.backfill_rows('bf.items', NULL, 5, '0/AB', '{tables,public.*}');
+SELECT * FROM fundrecs.backfill_rows('bf.items', '{1,2}', 5, '0/AB', '{tables,bf.*}');
+SELECT * FROM fundrecs.backfill_rows('bf.items', '{x}', 5, '0/AB', '{tables,bf.*}');
+
+-- A partitioned table is read through its root; its rows are the root's.
+CREATE TABLE bf.parted (id int PRIMARY KEY, region text) PARTITION BY RANGE (id);
+CREATE TABLE bf.parted_low PARTITION OF bf.parted FOR VALUES FROM (0) TO (100);
+CREATE TABLE bf.parted_high (region text, id int NOT NULL);
+ALTER TABLE bf.parted ATTACH PARTITION bf.parted_high FOR VALUES FROM (100) TO (1000);
+INSERT INTO bf.parted VALUES (5, 'low'), (150, 'high'), (50, 'low');
+SELECT key, row_json::jsonb->>'table' AS tbl, row_json::jsonb->'data' AS data
+  FROM fundrecs.backfill_rows('bf.parted', NULL, 10, '0/AB', '{tables,bf.*}');
+
+-- Publications: their row filters leave rows out (a NULL row_json keeps
+-- the chunk's last key), their column lists leave columns out.
+CREATE PUBLICATION bf_pub FOR TABLE bf.items (id, name) WHERE (qty > 2);
+SELECT key, row_json::jsonb->'data' AS data
+  FROM fundrecs.backfill_rows('bf.items', NULL, 6, '0/AB', '{publication_names,bf_pub}');
+DROP PUBLICATION bf_pub;
+
+-- Enrichment rules apply, as of the read.
+CREATE TABLE bf.kinds (qty int PRIMARY KEY, label text);
+ALTER TABLE bf.kinds SET (user_catalog_table = true);
+INSERT INTO bf.kinds VALUES (1, 'one'), (2, 'two');
+SELECT fundrecs.add_enrichment('bf.items', 'bf.kinds', join_columns => '{qty}', columns => '{label}') AS rule;
+SELECT key, row_json::jsonb->'data' AS data
+  FROM fundrecs.backfill_rows('bf.items', NULL, 3, '0/AB', '{tables,bf.*}');
+
+-- cancel_backfill: the table's unfinished requests.
+SELECT fundrecs.cancel_backfill('bf.items') AS cancelled;
+SELECT fundrecs.cancel_backfill('bf.items') AS cancelled_again;
+SELECT "table", state FROM fundrecs.backfill_status WHERE "table" = 'bf.items';
+
+SELECT pg_drop_replication_slot('bf_slot');
+DROP SCHEMA bf CASCADE;
+DELETE FROM fundrecs.backfill_request;
+REVOKE USAGE ON SCHEMA fundrecs FROM bf_stranger, bf_owner;
+DROP ROLE bf_owner;
+DROP ROLE bf_stranger;
+DROP ROLE fundrecs_backfill;
