@@ -122,9 +122,18 @@ struct Backfiller
 	Chunk		chunk;
 	Pending		pending;
 	uint64_t	next_nonce;
+	bool		verbose;
+	double		job_started;	/* when the job started or resumed here */
+	int64_t		job_read_here;	/* rows it read since */
 
 	BackfillStats stats;
 };
+
+void
+backfill_set_verbose(Backfiller *b, bool verbose)
+{
+	b->verbose = verbose;
+}
 
 Backfiller *
 backfill_create(const ReplConnParams *params, Target *target, StopFlag *stop,
@@ -635,6 +644,7 @@ read_chunk(Backfiller *b, bool *retry)
 
 		b->stats.rows_read++;
 		b->job.rows_read++;
+		b->job_read_here++;
 		if (i == n - 1)
 			c->last_key = pg_strdup(PQgetvalue(res, i, 0));
 		if (PQgetisnull(res, i, 1))
@@ -673,9 +683,10 @@ read_chunk(Backfiller *b, bool *retry)
 		b->job.after_key = pg_strdup(c->last_key);
 	}
 	b->job.reading_done = c->final;
-	log_debug("backfill %lld: chunk %lld read, %d rows, watermarks %X/%X and %X/%X",
-			  (long long) b->job.id, (long long) c->chunk_no, c->nrows,
-			  LSN_FORMAT_ARGS(lw), LSN_FORMAT_ARGS(hw));
+	if (b->verbose)
+		log_info("backfill %lld: chunk %lld read: %d rows, between watermarks %X/%X and %X/%X",
+				 (long long) b->job.id, (long long) c->chunk_no, n,
+				 LSN_FORMAT_ARGS(lw), LSN_FORMAT_ARGS(hw));
 	return true;
 }
 
@@ -886,9 +897,10 @@ ship_chunk(Backfiller *b, uint64_t commit_lsn)
 		b->pending.read = c->nread;
 		b->pending.final = c->final;
 	}
-	log_debug("backfill %lld: chunk %lld shipped at %X/%X: %lld rows, %d dropped for newer changes",
-			  (long long) b->job.id, (long long) c->chunk_no, LSN_FORMAT_ARGS(commit_lsn),
-			  (long long) shipped, (int) (c->nrows - shipped));
+	if (b->verbose)
+		log_info("backfill %lld: chunk %lld shipped at %X/%X: %lld rows, %d left out for newer changes",
+				 (long long) b->job.id, (long long) c->chunk_no, LSN_FORMAT_ARGS(commit_lsn),
+				 (long long) shipped, (int) (c->nrows - shipped));
 	chunk_free(c);
 	return true;
 }
@@ -1017,7 +1029,7 @@ start_job(Backfiller *b)
 
 			v2[0] = idbuf;
 			v2[1] = b->params->slot;
-			v2[2] = fmt_i64(estbuf, j->estimate);
+			v2[2] = j->estimate > 0 ? fmt_i64(estbuf, j->estimate) : NULL;
 			if (!run_command(b, "record the start of a backfill",
 							 "UPDATE fundrecs.backfill_progress SET state = 'running',"
 							 " started_at = coalesce(started_at, now()), updated_at = now(),"
@@ -1026,6 +1038,8 @@ start_job(Backfiller *b)
 							 3, v2))
 				return false;
 		}
+		b->job_started = now_seconds();
+		b->job_read_here = 0;
 		log_info("backfill %lld of %s.%s %s: about %lld rows, %s rows a chunk%s%s",
 				 (long long) id, j->schema, j->table,
 				 j->chunks_done > 0 ? "resumes" : "starts", (long long) j->estimate,
@@ -1163,6 +1177,9 @@ backfill_tick(Backfiller *b)
 void
 backfill_stats(const Backfiller *b, BackfillStats *s)
 {
+	double		elapsed = now_seconds() - b->job_started;
+
 	*s = b->stats;
 	s->running = b->nqueue + (b->job.active ? 1 : 0);
+	s->rate = b->job.active && elapsed > 0 ? b->job_read_here / elapsed : 0;
 }

@@ -38,6 +38,9 @@ extern Backfiller *backfill_create(const ReplConnParams *params, Target *target,
 								   StopFlag *stop, BackfillAddFn add,
 								   BackfillFlushFn flush, void *arg);
 
+/* Logs each chunk (-v). */
+extern void backfill_set_verbose(Backfiller *b, bool verbose);
+
 /*
  * Before streaming from the slot's confirmed position: chunks handed to the
  * targets before a crash are settled (acknowledged: recorded; not: what a
@@ -80,6 +83,7 @@ typedef struct BackfillStats
 	uint64_t	chunks_redone;	/* read again after a truncate */
 	uint64_t	rows_dropped;	/* the stream had a newer version */
 	int64_t		remaining;		/* estimated rows left in the current one, -1 */
+	double		rate;			/* its rows read a second */
 	int			running;		/* backfills in progress or queued */
 } BackfillStats;
 

@@ -190,6 +190,17 @@ render(PQExpBuffer b, const MetricsState *s, const char *server)
 	}
 	one(b, "fundrecs_shipper_load_rows_total", "counter", "Rows read by the initial load.", (double) s->load_rows);
 	one(b, "fundrecs_shipper_load_estimated_rows", "gauge", "The planner's estimate of the initial load's rows.", (double) s->load_estimate);
+	one(b, "fundrecs_shipper_backfill_rows_total", "counter", "Rows of backfills handed to the targets.", (double) s->backfill_rows);
+	one(b, "fundrecs_shipper_backfill_rows_read_total", "counter", "Rows read by backfills (chunks read again counted again).", (double) s->backfill_rows_read);
+	one(b, "fundrecs_shipper_backfill_rows_dropped_total", "counter", "Rows of backfills not shipped: the stream carried a newer version of their key.", (double) s->backfill_rows_dropped);
+	one(b, "fundrecs_shipper_backfill_chunks_total", "counter", "Backfill chunks acknowledged by every target.", (double) s->backfill_chunks);
+	one(b, "fundrecs_shipper_backfill_chunks_redone_total", "counter", "Backfill chunks read again (a truncate while they were read).", (double) s->backfill_chunks_redone);
+	one(b, "fundrecs_shipper_backfills_running", "gauge", "Backfills running or queued for this slot.", s->backfill_running);
+	if (s->backfill_remaining >= 0)
+	{
+		one(b, "fundrecs_shipper_backfill_remaining_rows", "gauge", "Rows the running backfill has yet to read, from the planner's estimate.", (double) s->backfill_remaining);
+		one(b, "fundrecs_shipper_backfill_rows_per_second", "gauge", "Rows the running backfill reads a second, since it started or resumed.", s->backfill_rate);
+	}
 }
 
 /* Empty when healthy, else the reason. */

@@ -51,6 +51,14 @@ typedef struct MetricsState
 	uint64_t	s3_objects_torn;	/* cut short by a crash, deleted */
 	uint64_t	s3_rows_skipped;	/* already in the bucket */
 	uint64_t	load_rows;		/* initial load: rows read */
+	uint64_t	backfill_rows;	/* backfills: rows handed to the targets */
+	uint64_t	backfill_rows_read;
+	uint64_t	backfill_rows_dropped;	/* the stream had a newer version */
+	uint64_t	backfill_chunks;	/* acknowledged */
+	uint64_t	backfill_chunks_redone;
+	int64_t		backfill_remaining;	/* estimated rows left; -1: none running */
+	double		backfill_rate;	/* rows read a second, the current one */
+	int			backfill_running;	/* running or queued */
 	/* gauges */
 	uint64_t	load_estimate;	/* initial load: planner's estimate */
 	uint64_t	confirmed_lsn;

@@ -130,6 +130,7 @@ replicate_init(Replicator *r, StopFlag *stop, StopFlag *stop_now, StopFlag *relo
 	r->pos.confirmed = opts.startpos;
 	r->backfill = backfill_create(&r->params, r->target, r->stop, backfill_add_row,
 								  backfill_flush, r);
+	backfill_set_verbose(r->backfill, opts.verbosity > 0);
 }
 
 /* ----------------------------------------------------------------
@@ -343,6 +344,19 @@ replicate_publish_metrics(Replicator *r, bool force)
 	metrics_sum_targets(m);
 	m->load_rows = load_rows_done;
 	m->load_estimate = load_rows_estimate;
+	{
+		BackfillStats bs;
+
+		backfill_stats(r->backfill, &bs);
+		m->backfill_rows = bs.rows_shipped;
+		m->backfill_rows_read = bs.rows_read;
+		m->backfill_rows_dropped = bs.rows_dropped;
+		m->backfill_chunks = bs.chunks;
+		m->backfill_chunks_redone = bs.chunks_redone;
+		m->backfill_remaining = bs.remaining;
+		m->backfill_rate = bs.rate;
+		m->backfill_running = bs.running;
+	}
 	m->confirmed_lsn = r->pos.confirmed;
 	m->wal_end = Max(r->pos.processed, r->pos.last_txn);
 	m->has_credentials = r->provider != NULL;
