@@ -13,6 +13,7 @@ CREATE TABLE fundrecs.backfill_request (
 	table_name name NOT NULL,
 	chunk_rows integer NOT NULL CHECK (chunk_rows BETWEEN 1 AND 1000000),
 	condition text,
+	slot_name name,				-- null: every slot of the database
 	requested_by name NOT NULL,
 	requested_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	cancelled_at timestamptz
@@ -60,7 +61,7 @@ LANGUAGE C STABLE;
 REVOKE ALL ON FUNCTION fundrecs.backfill_check(regclass, text) FROM PUBLIC;
 
 CREATE FUNCTION fundrecs.backfill(tbl regclass, chunk_rows integer DEFAULT 10000,
-								  condition text DEFAULT NULL)
+								  condition text DEFAULT NULL, slot_name name DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -78,17 +79,27 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	c := fundrecs.backfill_check(tbl, condition);
+	IF backfill.slot_name IS NOT NULL AND NOT EXISTS
+		(SELECT 1 FROM pg_catalog.pg_replication_slots s
+		  WHERE s.slot_name = backfill.slot_name AND s.database = pg_catalog.current_database())
+	THEN
+		RAISE EXCEPTION 'replication slot "%" does not exist in database "%"',
+			backfill.slot_name, pg_catalog.current_database()
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Leave out slot_name to backfill for every slot of the database.';
+	END IF;
 	INSERT INTO fundrecs.backfill_request (relid, schema_name, table_name, chunk_rows,
-										   condition, requested_by)
-	VALUES (tbl, c.schema_name, c.table_name, chunk_rows, condition, c.requested_by)
+										   condition, slot_name, requested_by)
+	VALUES (tbl, c.schema_name, c.table_name, chunk_rows, condition, backfill.slot_name,
+			c.requested_by)
 	RETURNING request_id INTO id;
 	PERFORM pg_catalog.pg_logical_emit_message(true, 'fundrecs.backfill', id::text);
 	RETURN id;
 END
 $$;
 
-COMMENT ON FUNCTION fundrecs.backfill(regclass, integer, text) IS
-	'asks every fundrecs_shipper of this database to ship the table''s rows again, in chunks, while changes flow';
+COMMENT ON FUNCTION fundrecs.backfill(regclass, integer, text, name) IS
+	'asks every fundrecs_shipper of this database (or of one slot) to ship the table''s rows again, in chunks, while changes flow';
 
 CREATE FUNCTION fundrecs.cancel_backfill(tbl regclass)
 RETURNS integer
@@ -129,7 +140,7 @@ COMMENT ON FUNCTION fundrecs.backfill_rows(regclass, text[], integer, pg_lsn, te
 CREATE VIEW fundrecs.backfill_status AS
 SELECT r.request_id,
 	   pg_catalog.format('%I.%I', r.schema_name, r.table_name) AS "table",
-	   p.slot_name,
+	   coalesce(p.slot_name, r.slot_name) AS slot_name,
 	   CASE WHEN p.state IS NULL AND r.cancelled_at IS NOT NULL THEN 'cancelled'
 			WHEN p.state IS NULL THEN 'requested'
 			WHEN p.state IN ('queued', 'running') AND r.cancelled_at IS NOT NULL THEN 'cancelling'

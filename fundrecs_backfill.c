@@ -471,7 +471,10 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 			}
 			else if (leaf->relid != relid)
 			{
-				/* Emitted as the leaf: its key is read through the root's columns. */
+				/*
+				 * Emitted as the leaf: its key is read through the root's
+				 * columns.
+				 */
 				TupleConversionMap *map = convert_tuples_by_name(desc, rootdesc);
 
 				outvals[0] = key_array(&key, rootdesc,

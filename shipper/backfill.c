@@ -111,6 +111,7 @@ struct Backfiller
 
 	PGconn	   *conn;
 	bool		enabled;		/* the extension has backfills (1.8) */
+	bool		lacks_grants;	/* ... but the user may not run them */
 	char	   *options;		/* the plugin options as a text[] literal */
 	double		retry_at;
 
@@ -178,8 +179,8 @@ connected(Backfiller *b)
 		return false;
 
 	/*
-	 * A watermark must not wait for a synchronous standby that is away: it
-	 * is decoded from the primary's WAL whatever the standbys have.
+	 * A watermark must not wait for a synchronous standby that is away: it is
+	 * decoded from the primary's WAL whatever the standbys have.
 	 */
 	res = PQexec(b->conn, "SET application_name = 'fundrecs_shipper backfill'; "
 				 "SET synchronous_commit = local");
@@ -333,6 +334,26 @@ backfill_prepare(Backfiller *b)
 	PQclear(res);
 	if (!b->enabled)
 	{
+		disconnect(b);
+		return true;
+	}
+
+	/*
+	 * A role set up before 1.8 lacks the grants of the progress tables:
+	 * streaming goes on, and backfills wait for the grants.
+	 */
+	res = PQexec(b->conn,
+				 "SELECT has_table_privilege('fundrecs.backfill_request', 'SELECT')"
+				 "   AND has_table_privilege('fundrecs.backfill_progress', 'SELECT, INSERT, UPDATE')");
+	b->enabled = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+		strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!b->enabled)
+	{
+		log_warning("backfills are off for slot \"%s\": the user may not read and write fundrecs.backfill_progress",
+					b->params->slot);
+		log_warning_hint("GRANT SELECT ON fundrecs.backfill_request and SELECT, INSERT, UPDATE ON fundrecs.backfill_progress to the shipper's user, then restart the shipper.");
+		b->lacks_grants = true;
 		disconnect(b);
 		return true;
 	}
@@ -565,6 +586,7 @@ write_watermark(Backfiller *b, const char *mark, uint64_t *lsn)
 	if (res == NULL)
 		return false;
 	text = PQgetvalue(res, 0, 0);
+
 	(void) rowscan_parse_lsn(text, strlen(text), lsn);
 	PQclear(res);
 	return true;
@@ -575,6 +597,8 @@ write_watermark(Backfiller *b, const char *mark, uint64_t *lsn)
  * not be read: the job failed (recorded), or the connection is to be tried
  * again later (*retry).
  */
+static bool job_still_stands(Backfiller *b, bool *retry);
+
 static bool
 read_chunk(Backfiller *b, bool *retry)
 {
@@ -622,9 +646,13 @@ read_chunk(Backfiller *b, bool *retry)
 			disconnect(b);
 			*retry = true;
 		}
-		else
+		else if (job_still_stands(b, retry))
 		{
-			/* The table, its options or the rights: the job cannot go on. */
+			/*
+			 * The table, its options or the rights: the job cannot go on.  (A
+			 * table dropped or renamed since the check before the chunk ends
+			 * the job in job_still_stands, with its own message.)
+			 */
 			err[strcspn(err, "\n")] = '\0';
 			if (strncmp(err, "ERROR:  ", 8) == 0)
 				memmove(err, err + 8, strlen(err + 8) + 1);
@@ -796,6 +824,7 @@ watermark_matches(Backfiller *b, const char *row, size_t len, bool *low)
 	if (!b->chunk.active || !rowscan_field(row, len, "content", &content) || content.len < 2)
 		return false;
 	text = pnstrdup(content.start + 1, content.len - 2);
+
 	ok = sscanf(text, "slot=%64s request=%lld chunk=%lld mark=%7s nonce=%llx",
 				slot, &request, &chunk, mark, &nonce) == 5 &&
 		strcmp(slot, b->params->slot) == 0 && request == b->job.id &&
@@ -910,7 +939,13 @@ backfill_control(Backfiller *b, const char *row, size_t len, const RowFields *f,
 				 uint64_t commit_lsn)
 {
 	if (!b->enabled)
+	{
+		if (b->lacks_grants && f->prefix.len == strlen(REQUEST_PREFIX) &&
+			memcmp(f->prefix.start, REQUEST_PREFIX, f->prefix.len) == 0)
+			log_warning("a backfill request was committed at %X/%X, and is not run: backfills are off for slot \"%s\" (see the grants above); request it again once granted",
+						LSN_FORMAT_ARGS(commit_lsn), b->params->slot);
 		return true;
+	}
 	if (f->prefix.len == strlen(REQUEST_PREFIX) &&
 		memcmp(f->prefix.start, REQUEST_PREFIX, f->prefix.len) == 0)
 	{
@@ -927,6 +962,7 @@ backfill_control(Backfiller *b, const char *row, size_t len, const RowFields *f,
 		res = run(b, "queue a backfill request",
 				  "INSERT INTO fundrecs.backfill_progress (request_id, slot_name)"
 				  " SELECT request_id, $2 FROM fundrecs.backfill_request WHERE request_id = $1::bigint"
+				  "    AND (slot_name IS NULL OR slot_name = $2)"
 				  " ON CONFLICT DO NOTHING RETURNING request_id",
 				  2, values, PGRES_TUPLES_OK);
 		if (res == NULL)
@@ -976,6 +1012,7 @@ start_job(Backfiller *b)
 	const char *values[3];
 	PGresult   *res;
 	Job		   *j = &b->job;
+	char		estbuf[64];
 
 	while (b->nqueue > 0)
 	{
@@ -1024,7 +1061,6 @@ start_job(Backfiller *b)
 		}
 		PQclear(res);
 		{
-			char		estbuf[24];
 			const char *v2[3];
 
 			v2[0] = idbuf;
@@ -1040,9 +1076,13 @@ start_job(Backfiller *b)
 		}
 		b->job_started = now_seconds();
 		b->job_read_here = 0;
-		log_info("backfill %lld of %s.%s %s: about %lld rows, %s rows a chunk%s%s",
+		if (j->estimate > 0)
+			snprintf(estbuf, sizeof(estbuf), "about %lld rows", (long long) j->estimate);
+		else
+			strlcpy(estbuf, "rows not estimated yet", sizeof(estbuf));
+		log_info("backfill %lld of %s.%s %s: %s, %s rows a chunk%s%s",
 				 (long long) id, j->schema, j->table,
-				 j->chunks_done > 0 ? "resumes" : "starts", (long long) j->estimate,
+				 j->chunks_done > 0 ? "resumes" : "starts", estbuf,
 				 j->chunk_rows, j->condition ? ", where " : "", j->condition ? j->condition : "");
 		return true;
 	}

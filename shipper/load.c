@@ -427,6 +427,8 @@ load_begin(LoadRun *run)
 						"WHERE slot_name = $1 AND consistent_lsn = '0/0' AND finished_at IS NULL",
 						2, values, "recording the initial load", run->lp->slot))
 		return false;
+	if (run->lp->chunked)
+		return true;
 	lit = PQescapeLiteral(run->conn, run->lp->snapshot_name, strlen(run->lp->snapshot_name));
 	sql = psprintf("SET TRANSACTION SNAPSHOT %s", lit);
 	PQfreemem(lit);
@@ -523,6 +525,66 @@ load_end(LoadRun *run)
 	return true;
 }
 
+/*
+ * --initial-load=chunked: the slot streams at once, and every table the
+ * load would read is backfilled for this slot.  The requests and the load's
+ * end are one transaction, so a load is either unfinished (the slot is made
+ * again) or has its backfills queued in the slot's stream.
+ */
+static bool
+request_backfills(LoadRun *run)
+{
+	const char *values[2] = {run->options, run->lp->slot};
+	PGresult   *res;
+	int			ntables;
+	char		count[32];
+	const char *v2[3];
+
+	res = PQexec(run->conn, "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'fundrecs'"
+				 " AND string_to_array(extversion, '.')::int[] >= '{1,8}'");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	{
+		PQclear(res);
+		log_error("--initial-load=chunked needs the fundrecs extension, version 1.8 or later, in this database");
+		log_error_hint("Run ALTER EXTENSION fundrecs UPDATE, or use --initial-load=snapshot.");
+		return false;
+	}
+	PQclear(res);
+	if (!exec_ok(run->conn, "BEGIN", 0, NULL, PGRES_COMMAND_OK, "starting the initial load"))
+		return false;
+	res = PQexecParams(run->conn,
+					   "SELECT fundrecs.backfill(t.tbl, slot_name => $2)"
+					   "  FROM fundrecs.load_tables($1::text[]) t ORDER BY t.tbl::text",
+					   2, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		log_error("could not request the backfills of the initial load: %s", PQerrorMessage(run->conn));
+		if (strstr(PQerrorMessage(run->conn), "permission denied to backfill") != NULL)
+			log_error_hint("--initial-load=chunked requests backfills as the shipper's user: make it a member of the role fundrecs_backfill (CREATE ROLE fundrecs_backfill NOLOGIN; GRANT fundrecs_backfill TO ...), or use --initial-load=snapshot.");
+		PQclear(res);
+		PQclear(PQexec(run->conn, "ROLLBACK"));
+		return false;
+	}
+	ntables = PQntuples(res);
+	PQclear(res);
+	snprintf(count, sizeof(count), "%d", 0);
+	v2[0] = run->lp->slot;
+	v2[1] = count;
+	v2[2] = run->lsn;
+	if (!update_one_row(run->conn, "UPDATE fundrecs.load_state SET finished_at = now(), rows_loaded = $2 "
+						"WHERE slot_name = $1 AND consistent_lsn = $3 AND finished_at IS NULL",
+						3, v2, "recording the end of the initial load", run->lp->slot) ||
+		!exec_ok(run->conn, "COMMIT", 0, NULL, PGRES_COMMAND_OK, "requesting the backfills"))
+	{
+		PQclear(PQexec(run->conn, "ROLLBACK"));
+		return false;
+	}
+	if (run->lp->progress || run->lp->summary)
+		log_info("initial load: %d table%s to backfill in chunks while streaming from %s (see fundrecs.backfill_status)",
+				 ntables, ntables == 1 ? "" : "s", run->lsn);
+	return true;
+}
+
 bool
 initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn flush_fn,
 			 void *arg, StopFlag *stop)
@@ -544,6 +606,22 @@ initial_load(PGconn *conn, const LoadParams *lp, LoadRowFn row_fn, LoadFlushFn f
 		return false;
 
 	run.options = options_array(lp->plugin_options, lp->noptions);
+	if (lp->chunked)
+	{
+		/* Before every row of the stream, at the consistent point. */
+		if (lp->reset_marker)
+		{
+			char	   *marker = reset_marker_row(lp->slot, lp->consistent_lsn, lp->dms_format);
+
+			if (lp->progress || lp->summary)
+				log_info("shipping a reset marker row at %s before the initial load", run.lsn);
+			ok = row_fn(arg, marker, strlen(marker), lp->consistent_lsn) && flush_fn(arg);
+			free(marker);
+		}
+		ok = ok && request_backfills(&run);
+		free(run.options);
+		return ok;
+	}
 	values[0] = run.options;
 	tables = PQexecParams(conn, "SELECT tbl::text, estimated_rows FROM fundrecs.load_tables($1::text[])",
 						  1, NULL, values, NULL, NULL, 0);

@@ -32,6 +32,8 @@ typedef struct LoadParams
 	char	  **plugin_options; /* name, value pairs */
 	int			noptions;
 	bool		reset_marker;	/* ship a reset marker row before the load */
+	bool		chunked;		/* request backfills instead of reading
+								 * through the snapshot */
 	bool		dms_format;		/* the plugin option format=dms is set */
 	bool		progress;		/* report at most once a second */
 	bool		summary;		/* report the total */

@@ -56,7 +56,7 @@ typedef struct MetricsState
 	uint64_t	backfill_rows_dropped;	/* the stream had a newer version */
 	uint64_t	backfill_chunks;	/* acknowledged */
 	uint64_t	backfill_chunks_redone;
-	int64_t		backfill_remaining;	/* estimated rows left; -1: none running */
+	int64_t		backfill_remaining; /* estimated rows left; -1: none running */
 	double		backfill_rate;	/* rows read a second, the current one */
 	int			backfill_running;	/* running or queued */
 	/* gauges */

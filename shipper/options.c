@@ -60,7 +60,11 @@ usage(void)
 		   "                           that lost it, max_slot_wal_keep_size), create it, ship a\n"
 		   "                           reset marker row, then every row as a new initial load;\n"
 		   "                           a slot that is there with its load finished is used\n");
-	printf("      --no-load            do not ship the rows that exist when the slot is created\n");
+	printf("      --initial-load=MODE  how a new slot's existing rows are shipped: snapshot\n"
+		   "                           (default: all of them, then the stream), chunked\n"
+		   "                           (streaming at once, tables backfilled in chunks), none\n");
+	printf("      --no-load            do not ship the rows that exist when the slot is created\n"
+		   "                           (--initial-load=none)\n");
 	printf("      --allow-no-tables    start even if the plugin option \"tables\" matches no table\n"
 		   "                           or the orders table does not exist\n");
 	printf("  -o, --option=NAME=VALUE  pass option NAME with value VALUE to the plugin\n");
@@ -247,6 +251,7 @@ typedef enum LongOption
 	OPT_RESYNC,
 	OPT_ENABLE_FAILOVER,
 	OPT_NO_LOAD,
+	OPT_INITIAL_LOAD,
 	OPT_ALLOW_NO_TABLES,
 	OPT_PACK_BYTES,
 	OPT_TARGET,
@@ -301,6 +306,7 @@ static const struct option long_options[] = {
 	{"resync", no_argument, NULL, OPT_RESYNC},
 	{"enable-failover", no_argument, NULL, OPT_ENABLE_FAILOVER},
 	{"no-load", no_argument, NULL, OPT_NO_LOAD},
+	{"initial-load", required_argument, NULL, OPT_INITIAL_LOAD},
 	{"allow-no-tables", no_argument, NULL, OPT_ALLOW_NO_TABLES},
 	{"pack-bytes", required_argument, NULL, OPT_PACK_BYTES},
 	{"target", required_argument, NULL, OPT_TARGET},
@@ -503,6 +509,13 @@ set_other(int c, const char *arg, char **argv)
 				usage_error("invalid --s3-addressing \"%s\": use path or virtual", arg);
 			opts.s3_addressing = pg_strdup(arg);
 			break;
+		case OPT_INITIAL_LOAD:
+			if (strcmp(arg, "snapshot") != 0 && strcmp(arg, "chunked") != 0 &&
+				strcmp(arg, "none") != 0)
+				usage_error("invalid --initial-load \"%s\": use snapshot, chunked or none", arg);
+			opts.no_load = strcmp(arg, "none") == 0;
+			opts.chunked_load = strcmp(arg, "chunked") == 0;
+			break;
 		case OPT_COMPRESSION:
 			if (strcmp(arg, "gzip") != 0 && strcmp(arg, "none") != 0)
 				usage_error("invalid --compression \"%s\": use gzip or none", arg);
@@ -574,7 +587,9 @@ check_slot_options(void)
 	if (opts.if_not_exists && !opts.create_slot && !opts.resync)
 		usage_error("%s", "--if-not-exists requires --create-slot");
 	if (opts.resync && opts.no_load)
-		usage_error("%s", "--resync ships a new initial load: it cannot be used with --no-load");
+		usage_error("%s", "--resync ships a new initial load: it cannot be used with --no-load or --initial-load=none");
+	if (opts.no_load)
+		opts.chunked_load = false;
 	if (opts.resync && opts.startpos != 0)
 		usage_error("%s", "--resync starts at the new slot's consistent point: it cannot be used with --startpos");
 	if (opts.enable_failover && !opts.create_slot && !opts.resync)

@@ -30,7 +30,8 @@ typedef struct ShipperOptions
 	bool		if_not_exists;
 	bool		resync;			/* --resync: new slot, reset marker, load */
 	bool		enable_failover;	/* --enable-failover (PostgreSQL 17+) */
-	bool		no_load;
+	bool		no_load;		/* --no-load, --initial-load=none */
+	bool		chunked_load;	/* --initial-load=chunked */
 	bool		allow_no_tables;
 	char	  **plugin_options; /* name, value, name, value, ... */
 	int			noptions;

@@ -601,7 +601,7 @@ create_slot(ReplConn *rc, SlotPlan *p, SlotLoad *load)
 	LoadParams *lp = &load->params;
 
 	if (!stream_create_slot(rc, opts.if_not_exists || p->status == LOAD_UNFINISHED,
-							!opts.no_load, opts.enable_failover,
+							!opts.no_load && !opts.chunked_load, opts.enable_failover,
 							&created, &consistent, &snapshot, p->stop))
 		ok = false;
 	else if (created && opts.verbosity >= 0)
@@ -622,6 +622,7 @@ create_slot(ReplConn *rc, SlotPlan *p, SlotLoad *load)
 		load->snapshot = snapshot;
 		lp->slot = opts.slot;
 		lp->snapshot_name = snapshot;
+		lp->chunked = opts.chunked_load;
 		lp->consistent_lsn = consistent;
 		lp->plugin_options = opts.plugin_options;
 		lp->noptions = opts.noptions;

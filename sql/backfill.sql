@@ -22,6 +22,9 @@ SELECT fundrecs.backfill('bf.items', chunk_rows => 5) AS first_request \gset
 SELECT fundrecs.backfill('bf.pairs', 4, condition => 'v >= 2 AND b <> ''z''') > :first_request AS queued_after;
 SELECT regexp_replace(data, '"(lsn|commit_lsn|xid|commit_time)":("[^"]*"|[0-9]+)', '"\1":_', 'g') AS data
   FROM pg_logical_slot_get_changes('bf_slot', NULL, NULL, 'tables', 'bf.*');
+-- For one slot only: it must be a slot of this database.
+SELECT fundrecs.backfill('bf.items', slot_name => 'no_such_slot');
+SELECT fundrecs.backfill('bf.items', 3, slot_name => 'bf_slot') > :first_request AS for_one_slot;
 SELECT "table", slot_name, state, chunks_done, rows_shipped, chunk_rows, condition,
 	   requested_by = current_user AS by_me
   FROM fundrecs.backfill_status ORDER BY request_id;

@@ -220,8 +220,43 @@ my $while_down = $node->safe_psql('postgres', "SELECT fundrecs.backfill('shop.re
 is(status($while_down, 'bf_out'), '', 'no shipper has seen the request yet');
 $h = start_stdout();
 like(wait_state($while_down, 'bf_out', qr/^finished/), qr/^finished\|3\|/, 'it ran once the shipper was back');
-$h->signal('TERM');
-$h->finish;
+
+# --initial-load=chunked: the shipper's user requests the backfills, so it
+# must be a member of fundrecs_backfill; refused with the way out if not.
+$node->safe_psql('postgres', q{
+CREATE ROLE bf_plain LOGIN REPLICATION;
+GRANT USAGE ON SCHEMA fundrecs, shop TO bf_plain;
+GRANT SELECT ON fundrecs.product_details TO bf_plain;
+GRANT SELECT, INSERT, UPDATE, DELETE ON fundrecs.load_state TO bf_plain;
+GRANT SELECT ON fundrecs.backfill_request TO bf_plain;
+GRANT SELECT, INSERT, UPDATE ON fundrecs.backfill_progress TO bf_plain;
+GRANT SELECT ON ALL TABLES IN SCHEMA shop TO bf_plain;
+});
+my @plain = ('-d', $connstr, '-U', 'bf_plain', '-S', 'bf_plain', '--create-slot', '--if-not-exists',
+	'--initial-load=chunked', '--target', 'stdout', '-o', 'tables=shop.accounts', '-s', '1');
+my ($rc, $o, $e) = run_shipper(\%env, @plain);
+is($rc, 1, '--initial-load=chunked without fundrecs_backfill: exit 1');
+like($e, qr/permission denied to backfill table "accounts".*member of the role fundrecs_backfill/s,
+	'and the error says which role is missing');
+$node->safe_psql('postgres', 'CREATE ROLE fundrecs_backfill NOLOGIN; GRANT fundrecs_backfill TO bf_plain');
+my $ph = start_shipper(\%env, "$tmp/plain.log", @plain);
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM fundrecs.backfill_request WHERE slot_name = 'bf_plain'")
+  or die 'no backfill was requested for bf_plain';
+my $plain_id = $node->safe_psql('postgres', "SELECT request_id FROM fundrecs.backfill_request WHERE slot_name = 'bf_plain'");
+like(wait_state($plain_id, 'bf_plain', qr/^(finished|failed)/), qr/^finished\|/,
+	'with it, the slot is made again and its table backfilled');
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+$node->poll_query_until('postgres',
+	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_out'")
+  or die 'bf_out did not catch up';
+is($node->safe_psql('postgres', "SELECT string_agg(slot_name, ',') FROM fundrecs.backfill_progress WHERE request_id = $plain_id"),
+	'bf_plain', 'only that slot ran the request: bf_out, streaming meanwhile, left it alone');
+$_->signal('TERM') foreach ($ph, $h);
+$_->finish foreach ($ph, $h);
+my $plain_rows = () = slurp_file("$tmp/plain.log") =~ /"op":"load"/g;
+cmp_ok($plain_rows, '>=', 18000, "the load rows reached the target ($plain_rows)");
+$node->safe_psql('postgres', "SELECT pg_drop_replication_slot('bf_plain')");
 
 # ----------------------------------------------------------------------
 # 2. At scale, to Kinesis and S3, with kills
@@ -230,27 +265,34 @@ my $n = $ENV{FUNDRECS_BACKFILL_ROWS} // 1_000_000;
 my ($kport) = start_kinesalite();
 my ($kproxy) = start_proxy($kport);
 my ($s3port) = start_s3rver('lake');
+my ($s3proxy) = start_proxy($s3port, '--strip-auth');
 kinesis_tool($kport, 'create', 'accounts', 4);
 $node->safe_psql('postgres', qq{
 CREATE TABLE shop.big (id bigint PRIMARY KEY, version int NOT NULL DEFAULT 1, balance int, note text);
 INSERT INTO shop.big SELECT g, 1, g % 1000, 'account ' || g FROM generate_series(1, $n) g;
 ANALYZE shop.big;
 });
-my @ship = ('-d', $connstr, '-S', 'bf_big', '--create-slot', '--if-not-exists', '--no-load',
+my @ship = ('-d', $connstr, '-S', 'bf_big', '--create-slot', '--if-not-exists', '--initial-load=chunked',
 	'--target', 'kinesis,s3', '--stream', 'accounts', '--aggregate', '--endpoint-url',
-	"http://127.0.0.1:$kproxy", '--s3-endpoint-url', "http://127.0.0.1:$s3port",
+	"http://127.0.0.1:$kproxy", '--s3-endpoint-url', "http://127.0.0.1:$s3proxy",
 	'--s3-url', 's3://lake/cdc', '--flush-seconds', '1', '-o', 'tables=shop.big', '-s', '1', '-v');
 my $biglog = "$tmp/backfill_big.log";
 $h = start_shipper(\%env, $biglog, @ship);
 $node->poll_query_until('postgres', "SELECT active FROM pg_replication_slots WHERE slot_name = 'bf_big'")
   or die 'the shipper did not start';
+# --initial-load=chunked: the slot's load is a backfill of each table it
+# captures, for this slot only.
+my $big = $node->safe_psql('postgres',
+	"SELECT request_id FROM fundrecs.backfill_request WHERE slot_name = 'bf_big' AND table_name = 'big'");
+like($big, qr/^\d+$/, '--initial-load=chunked requested a backfill of the table for its slot');
+is($node->safe_psql('postgres', "SELECT finished_at IS NOT NULL FROM fundrecs.load_state WHERE slot_name = 'bf_big'"),
+	't', 'and recorded the load as handed over');
 $writer = IPC::Run::start([ 'psql', '-X', '-q', '-d', $connstr, '-c',
 	"CALL churn('shop.big', 1000000, $n, false, 0.002)" ], '>', '/dev/null', '2>', "$tmp/writer2.log");
 my $started = time;
-my $big = $node->safe_psql('postgres', "SELECT fundrecs.backfill('shop.big', chunk_rows => 20000)");
 srand($ENV{FUNDRECS_TEST_SEED} // 7);
 my $kills = 0;
-my $total_chunks = int($n / 20000) + 1;
+my $total_chunks = int($n / 10000) + 1;
 foreach my $round (1 .. 4)
 {
 	# Somewhere in the next fifth of the table.
@@ -279,7 +321,7 @@ $writer->finish;
 $h->signal('TERM');
 $h->finish;
 $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-my ($rc, $o, $e) = run_shipper(\%env, @ship, '-E', $end);
+($rc, $o, $e) = run_shipper(\%env, @ship, '-E', $end);
 is($rc, 0, 'the last run reached the end position') or diag($e);
 $loglines = slurp_file($biglog) . $e;
 
@@ -328,7 +370,7 @@ my $read = 0;
 $read += $1 while $loglines =~ /backfill $big: chunk \d+ read: (\d+) rows/g;
 my $again = () = $loglines =~ /backfill $big: the chunk at \S+ was not acknowledged/g;
 my $rows_now = $node->safe_psql('postgres', 'SELECT count(*) FROM shop.big');
-cmp_ok($read, '<=', $n + 100000 + ($again + $kills) * 20000,
+cmp_ok($read, '<=', $n + 100000 + ($again + $kills) * 10000,
 	"rows read ($read) are about the table's ($n) plus the chunks read again ($again)");
 cmp_ok($read, '>=', $rows_now * 0.9, 'and at least the table\'s');
 like($loglines, qr/backfill $big of shop\.big resumes/, 'a killed backfill resumes');
