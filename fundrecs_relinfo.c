@@ -490,6 +490,15 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	if (opts->publication_names != NIL)
 		ri->included = ri->pub_actions[FR_PUBACTION_INSERT] || ri->pub_actions[FR_PUBACTION_UPDATE] ||
 			ri->pub_actions[FR_PUBACTION_DELETE] || ri->pub_actions[FR_PUBACTION_TRUNCATE];
+	/*
+	 * The extension's own bookkeeping (the shipper writes it as it goes) is
+	 * never a change to ship, even through FOR ALL TABLES.
+	 */
+	if (ri->included && strcmp(ri->schema_name, FR_EXT_SCHEMA) == 0 &&
+		(strcmp(ri->table_name, "load_state") == 0 ||
+		 strcmp(ri->table_name, "backfill_request") == 0 ||
+		 strcmp(ri->table_name, "backfill_progress") == 0))
+		ri->included = false;
 	set_rules_source(ri, target, root);
 	if (ri->included)
 	{

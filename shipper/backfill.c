@@ -41,6 +41,8 @@
 
 /* After a lost connection or a failed query, try again this much later. */
 #define RETRY_SECS 5.0
+/* How long a request seen in the stream may take to become visible. */
+#define REQUEST_VISIBLE_SECS 10.0
 
 typedef struct ChunkRow
 {
@@ -934,6 +936,59 @@ ship_chunk(Backfiller *b, uint64_t commit_lsn)
 	return true;
 }
 
+/*
+ * A request seen in the stream: queued for this slot, unless it names
+ * another.  Its commit can be decoded a moment before it is visible to other
+ * sessions (the walsender sends a commit once it is flushed, before the
+ * committing backend leaves the proc array), so a request not there yet is
+ * looked for again for a while.
+ */
+static bool
+queue_request(Backfiller *b, const char *id)
+{
+	const char *values[2];
+	double		give_up = now_seconds() + REQUEST_VISIBLE_SECS;
+
+	values[0] = id;
+	values[1] = b->params->slot;
+	for (;;)
+	{
+		PGresult   *res;
+		bool		seen;
+		bool		queued;
+
+		res = run(b, "queue a backfill request",
+				  "WITH r AS (SELECT request_id, slot_name FROM fundrecs.backfill_request"
+				  "            WHERE request_id = $1::bigint),"
+				  "     ins AS (INSERT INTO fundrecs.backfill_progress (request_id, slot_name)"
+				  "             SELECT request_id, $2 FROM r WHERE slot_name IS NULL OR slot_name = $2"
+				  "             ON CONFLICT DO NOTHING RETURNING request_id)"
+				  " SELECT (SELECT count(*) FROM r) > 0, (SELECT count(*) FROM ins) > 0",
+				  2, values, PGRES_TUPLES_OK);
+		if (res == NULL)
+		{
+			log_error("backfill: could not queue request %s", id);
+			return false;
+		}
+		seen = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		queued = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+		PQclear(res);
+		if (queued)
+		{
+			log_info("backfill %s requested", id);
+			queue_push(b, strtoll(id, NULL, 10));
+		}
+		if (seen)
+			return true;
+		if (now_seconds() >= give_up)
+		{
+			log_warning("backfill request %s is not in fundrecs.backfill_request (deleted since?); it is not run", id);
+			return true;
+		}
+		usleep(10000);
+	}
+}
+
 bool
 backfill_control(Backfiller *b, const char *row, size_t len, const RowFields *f,
 				 uint64_t commit_lsn)
@@ -951,34 +1006,14 @@ backfill_control(Backfiller *b, const char *row, size_t len, const RowFields *f,
 	{
 		RowSpan		content;
 		char	   *id;
-		const char *values[2];
-		PGresult   *res;
+		bool		ok;
 
 		if (!rowscan_field(row, len, "content", &content) || content.len < 3)
 			return true;
 		id = pnstrdup(content.start + 1, content.len - 2);
-		values[0] = id;
-		values[1] = b->params->slot;
-		res = run(b, "queue a backfill request",
-				  "INSERT INTO fundrecs.backfill_progress (request_id, slot_name)"
-				  " SELECT request_id, $2 FROM fundrecs.backfill_request WHERE request_id = $1::bigint"
-				  "    AND (slot_name IS NULL OR slot_name = $2)"
-				  " ON CONFLICT DO NOTHING RETURNING request_id",
-				  2, values, PGRES_TUPLES_OK);
-		if (res == NULL)
-		{
-			log_error("backfill: could not queue request %s", id);
-			free(id);
-			return false;
-		}
-		if (PQntuples(res) == 1)
-		{
-			log_info("backfill %s requested", id);
-			queue_push(b, strtoll(id, NULL, 10));
-		}
-		PQclear(res);
+		ok = queue_request(b, id);
 		free(id);
-		return true;
+		return ok;
 	}
 	if (f->prefix.len == strlen(WATERMARK_PREFIX) &&
 		memcmp(f->prefix.start, WATERMARK_PREFIX, f->prefix.len) == 0)

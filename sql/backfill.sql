@@ -116,6 +116,20 @@ SELECT fundrecs.cancel_backfill('bf.items') AS cancelled;
 SELECT fundrecs.cancel_backfill('bf.items') AS cancelled_again;
 SELECT "table", state FROM fundrecs.backfill_status WHERE "table" = 'bf.items';
 
+-- The extension's bookkeeping is never captured, even FOR ALL TABLES: a
+-- request's row and a shipper's progress are not changes to ship; the
+-- request's message is.
+CREATE PUBLICATION bf_all FOR ALL TABLES;
+SELECT 'init' FROM pg_create_logical_replication_slot('bf_all_slot', 'fundrecs_decoder');
+SELECT fundrecs.backfill('bf.pairs') AS all_request \gset
+INSERT INTO fundrecs.backfill_progress (request_id, slot_name) VALUES (:all_request, 'bf_all_slot');
+UPDATE fundrecs.backfill_progress SET state = 'running' WHERE request_id = :all_request;
+UPDATE bf.pairs SET v = v + 1 WHERE a = 0 AND b = 'a';
+SELECT data::jsonb->>'op' AS op, coalesce(data::jsonb->>'table', data::jsonb->>'prefix') AS what
+  FROM pg_logical_slot_get_changes('bf_all_slot', NULL, NULL, 'publication_names', 'bf_all');
+SELECT pg_drop_replication_slot('bf_all_slot');
+DROP PUBLICATION bf_all;
+
 SELECT pg_drop_replication_slot('bf_slot');
 DROP SCHEMA bf CASCADE;
 DELETE FROM fundrecs.backfill_request;
