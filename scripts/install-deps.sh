@@ -14,7 +14,7 @@ packages=(
 	build-essential pkg-config curl ca-certificates
 	postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev
 	libcurl4-openssl-dev libssl-dev libjansson-dev libmicrohttpd-dev zlib1g-dev
-	libipc-run-perl libjson-pp-perl
+	libipc-run-perl libjson-pp-perl libcpanel-json-xs-perl
 	postgresql-15-wal2json
 	python3 python3-boto3 python3-botocore awscli
 	clang libclang-rt-14-dev valgrind debhelper postgresql-server-dev-all lintian man-db prometheus

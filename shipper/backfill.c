@@ -1143,7 +1143,7 @@ job_still_stands(Backfiller *b, bool *retry)
 	values[0] = fmt_i64(idbuf, b->job.id);
 	res = run(b, "check a backfill request",
 			  "SELECT r.cancelled_at IS NOT NULL, c.oid IS NULL,"
-			  "       pg_catalog.format('%I.%I', n.nspname, c.relname),"
+			  "       CASE WHEN c.oid IS NOT NULL THEN pg_catalog.format('%I.%I', n.nspname, c.relname) END,"
 			  "       n.nspname = r.schema_name AND c.relname = r.table_name"
 			  "  FROM fundrecs.backfill_request r"
 			  "  LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid"
