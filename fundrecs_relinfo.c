@@ -490,6 +490,7 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	if (opts->publication_names != NIL)
 		ri->included = ri->pub_actions[FR_PUBACTION_INSERT] || ri->pub_actions[FR_PUBACTION_UPDATE] ||
 			ri->pub_actions[FR_PUBACTION_DELETE] || ri->pub_actions[FR_PUBACTION_TRUNCATE];
+
 	/*
 	 * The extension's own bookkeeping (the shipper writes it as it goes) is
 	 * never a change to ship, even through FOR ALL TABLES.
