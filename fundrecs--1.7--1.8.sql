@@ -126,16 +126,29 @@ COMMENT ON FUNCTION fundrecs.cancel_backfill(regclass) IS
 	'cancels the table''s backfills that have not finished: shippers stop them after the chunk in flight';
 
 -- The rows of one chunk, formatted and enriched like load rows, read by
--- key after after_key (NULL: from the start) through the current snapshot.
+-- key after after_key (NULL: from the start) and up to upto_key (NULL: no
+-- bound) through the current snapshot.
 CREATE FUNCTION fundrecs.backfill_rows(tbl regclass, after_key text[], max_rows integer,
 									   load_lsn pg_lsn, options text[] DEFAULT '{}',
-									   condition text DEFAULT NULL)
+									   condition text DEFAULT NULL,
+									   upto_key text[] DEFAULT NULL)
 RETURNS TABLE (key text[], row_json text)
 AS 'MODULE_PATHNAME', 'fundrecs_backfill_rows'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION fundrecs.backfill_rows(regclass, text[], integer, pg_lsn, text[], text) IS
-	'one chunk of a backfill: up to max_rows rows after after_key in key order, as the plugin emits them (op load)';
+COMMENT ON FUNCTION fundrecs.backfill_rows(regclass, text[], integer, pg_lsn, text[], text, text[]) IS
+	'one chunk of a backfill: up to max_rows rows after after_key (and up to upto_key) in key order, as the plugin emits them (op load)';
+
+-- A chunk split into parts read side by side (fundrecs_shipper
+-- --backfill-workers): each part's last key and its number of rows.
+CREATE FUNCTION fundrecs.backfill_bounds(tbl regclass, after_key text[], max_rows integer,
+										 parts integer, condition text DEFAULT NULL)
+RETURNS TABLE (upto_key text[], rows integer)
+AS 'MODULE_PATHNAME', 'fundrecs_backfill_bounds'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION fundrecs.backfill_bounds(regclass, text[], integer, integer, text) IS
+	'the next chunk of a backfill split into parts of about max_rows / parts rows: the last key of each and its rows';
 
 CREATE VIEW fundrecs.backfill_status AS
 SELECT r.request_id,

@@ -319,11 +319,105 @@ key_array(const BackfillKey *key, TupleDesc desc, HeapTuple tuple)
 											  false, TYPALIGN_INT));
 }
 
+/*
+ * A key array (after_key, upto_key) as values of the key's types, checked:
+ * one value per key column, none null.
+ */
+static void
+key_values(ArrayType *arr, const char *what, const BackfillKey *key, Datum *values)
+{
+	Datum	   *elems;
+	bool	   *enulls;
+	int			n;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &n);
+	if (ARR_NDIM(arr) > 1 || n != key->nkeys)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must hold %d values, the table's key columns", what, key->nkeys)));
+	for (int i = 0; i < n; i++)
+	{
+		Oid			infunc;
+		Oid			ioparam;
+
+		if (enulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not hold nulls", what)));
+		getTypeInputInfo(key->types[i], &infunc, &ioparam);
+		values[i] = OidInputFunctionCall(infunc, TextDatumGetCString(elems[i]), ioparam, -1);
+	}
+}
+
+/* The key's columns, as a row constructor's list: "a, b". */
+static void
+append_key_columns(StringInfo sql, const BackfillKey *key, TupleDesc desc)
+{
+	for (int i = 0; i < key->nkeys; i++)
+		appendStringInfo(sql, "%s%s", i > 0 ? ", " : "",
+						 quote_identifier(NameStr(TupleDescAttr(desc, key->attnums[i] - 1)->attname)));
+}
+
+/* "(a, b) op ($first, $first+1)", its values appended to params. */
+static void
+append_key_bound(StringInfo sql, const BackfillKey *key, TupleDesc desc, const char *op,
+				 const Datum *values, Datum *params, int *nparams, Oid *types)
+{
+	appendStringInfoString(sql, " AND (");
+	append_key_columns(sql, key, desc);
+	appendStringInfo(sql, ") %s (", op);
+	for (int i = 0; i < key->nkeys; i++)
+	{
+		params[*nparams] = values[i];
+		types[*nparams] = key->types[i];
+		(*nparams)++;
+		appendStringInfo(sql, "%s$%d", i > 0 ? ", " : "", *nparams);
+	}
+	appendStringInfoString(sql, ")");
+}
+
+/*
+ * The query of a chunk: what (select list) of the rows after after_key, up
+ * to upto_key (each NULL: no bound) and passing the condition, in key
+ * order, at most max_rows of them.  Its parameters in params and types.
+ */
+static char *
+chunk_query(Relation rel, const BackfillKey *key, const char *what, const char *cond,
+			ArrayType *after, ArrayType *upto, int max_rows,
+			Datum *params, Oid *types, int *nparams)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	StringInfoData sql;
+	Datum		values[INDEX_MAX_KEYS];
+
+	*nparams = 0;
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT %s FROM %s WHERE ", what, relation_sql(rel));
+	if (cond != NULL)
+		appendStringInfo(&sql, "(\n%s\n)", cond);
+	else
+		appendStringInfoString(&sql, "true");
+	if (after != NULL)
+	{
+		key_values(after, "after_key", key, values);
+		append_key_bound(&sql, key, desc, ">", values, params, nparams, types);
+	}
+	if (upto != NULL)
+	{
+		key_values(upto, "upto_key", key, values);
+		append_key_bound(&sql, key, desc, "<=", values, params, nparams, types);
+	}
+	appendStringInfoString(&sql, " ORDER BY ");
+	append_key_columns(&sql, key, desc);
+	appendStringInfo(&sql, " LIMIT %d", max_rows);
+	return sql.data;
+}
+
 PG_FUNCTION_INFO_V1(fundrecs_backfill_rows);
 
 /*
  * fundrecs.backfill_rows(tbl, after_key, max_rows, load_lsn, options,
- * condition): the next chunk, as (key, row_json) in key order.  A row the
+ * condition, upto_key): the next chunk, as (key, row_json) in key order.  A row the
  * publications' row filters leave out comes with a NULL row_json, so that
  * the next chunk starts after it.
  */
@@ -340,9 +434,10 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 	BackfillKey key;
 	Relation	rel;
 	TupleDesc	rootdesc;
-	StringInfoData sql;
-	Datum		keyvals[INDEX_MAX_KEYS];
-	char		keynulls[INDEX_MAX_KEYS];
+	char	   *sql;
+	Datum		keyvals[2 * INDEX_MAX_KEYS];
+	Oid			keytypes[2 * INDEX_MAX_KEYS];
+	char		keynulls[2 * INDEX_MAX_KEYS];
 	int			nparams = 0;
 	SPIPlanPtr	plan;
 	Portal		portal;
@@ -371,51 +466,11 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 		check_condition(rel, cond);
 
 	/* Read by key, one chunk: tableoid and ctid, then each tuple in full. */
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT tableoid, ctid FROM %s WHERE ", relation_sql(rel));
-	if (cond != NULL)
-		appendStringInfo(&sql, "(\n%s\n) AND ", cond);
-	if (!PG_ARGISNULL(1))
-	{
-		ArrayType  *after = PG_GETARG_ARRAYTYPE_P(1);
-		Datum	   *elems;
-		bool	   *enulls;
-		int			n;
-
-		deconstruct_array(after, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &n);
-		if (ARR_NDIM(after) > 1 || n != key.nkeys)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("after_key must hold %d values, the table's key columns", key.nkeys)));
-		appendStringInfoString(&sql, "(");
-		for (int i = 0; i < n; i++)
-		{
-			Oid			infunc;
-			Oid			ioparam;
-
-			if (enulls[i])
-				ereport(ERROR,
-						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-						 errmsg("after_key must not hold nulls")));
-			getTypeInputInfo(key.types[i], &infunc, &ioparam);
-			keyvals[i] = OidInputFunctionCall(infunc, TextDatumGetCString(elems[i]), ioparam, -1);
-			keynulls[i] = ' ';
-			appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
-							 quote_identifier(NameStr(TupleDescAttr(rootdesc, key.attnums[i] - 1)->attname)));
-		}
-		appendStringInfoString(&sql, ") > (");
-		for (int i = 0; i < n; i++)
-			appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", i + 1);
-		appendStringInfoString(&sql, ")");
-		nparams = n;
-	}
-	else
-		appendStringInfoString(&sql, "true");
-	appendStringInfoString(&sql, " ORDER BY ");
-	for (int i = 0; i < key.nkeys; i++)
-		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
-						 quote_identifier(NameStr(TupleDescAttr(rootdesc, key.attnums[i] - 1)->attname)));
-	appendStringInfo(&sql, " LIMIT %d", max_rows);
+	sql = chunk_query(rel, &key, "tableoid, ctid", cond,
+					  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
+					  PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P(6),
+					  max_rows, keyvals, keytypes, &nparams);
+	memset(keynulls, ' ', sizeof(keynulls));
 
 	memset(&meta, 0, sizeof(meta));
 	meta.op = "load";
@@ -430,7 +485,7 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(sql.data, nparams, key.types);
+	plan = SPI_prepare(sql, nparams, keytypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the chunk's query: %s", SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, keyvals, keynulls, true);
@@ -517,5 +572,123 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 	}
 	table_close(rel, AccessShareLock);
 	MemoryContextDelete(rowcxt);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(fundrecs_backfill_bounds);
+
+/*
+ * fundrecs.backfill_bounds(tbl, after_key, max_rows, parts, condition): the
+ * next chunk split into parts of about max_rows / parts rows, to be read
+ * side by side with backfill_rows(..., upto_key): each part's last key and
+ * its rows, in key order.  Fewer rows in all than max_rows: the chunk ends
+ * the table.  Only the key is read, through its index.
+ */
+Datum
+fundrecs_backfill_bounds(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	int			max_rows = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+	int			parts = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	char	   *cond = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	BackfillKey key;
+	BackfillKey spikey;
+	Relation	rel;
+	StringInfoData cols;
+	char	   *sql;
+	Datum		keyvals[INDEX_MAX_KEYS];
+	Oid			keytypes[INDEX_MAX_KEYS];
+	char		keynulls[INDEX_MAX_KEYS];
+	int			nparams;
+	SPIPlanPtr	plan;
+	Portal		portal;
+	int			per_part;
+	int			in_part = 0;
+	Datum		outvals[2];
+	bool		outnulls[2] = {false, false};
+	HeapTuple	last = NULL;
+	TupleDesc	lastdesc = NULL;
+	MemoryContext oldcxt;
+
+	if (max_rows < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows must be at least 1")));
+	if (parts < 1 || parts > max_rows)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parts must be between 1 and max_rows (%d)", max_rows)));
+	InitMaterializedSRF(fcinfo, 0);
+	per_part = (max_rows + parts - 1) / parts;
+
+	rel = table_open(relid, AccessShareLock);
+	backfill_key(rel, &key);
+	if (cond != NULL)
+		check_condition(rel, cond);
+	initStringInfo(&cols);
+	append_key_columns(&cols, &key, RelationGetDescr(rel));
+	sql = chunk_query(rel, &key, cols.data, cond,
+					  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), NULL,
+					  max_rows, keyvals, keytypes, &nparams);
+	memset(keynulls, ' ', sizeof(keynulls));
+
+	/* The key as the query returns it: its columns, in order. */
+	spikey = key;
+	for (int i = 0; i < key.nkeys; i++)
+		spikey.attnums[i] = i + 1;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare(sql, nparams, keytypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the chunk's query: %s", SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, keyvals, keynulls, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			in_part++;
+			if (in_part < per_part && i + 1 < SPI_processed)
+				continue;
+			oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+			if (in_part == per_part)
+			{
+				outvals[0] = key_array(&spikey, SPI_tuptable->tupdesc, SPI_tuptable->vals[i]);
+				outvals[1] = Int32GetDatum(in_part);
+				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, outvals, outnulls);
+				in_part = 0;
+				if (last != NULL)
+					heap_freetuple(last);
+				last = NULL;
+			}
+			else
+			{
+				/* The fetch's last row: kept in case the table ends there. */
+				if (last != NULL)
+					heap_freetuple(last);
+				if (lastdesc == NULL)
+					lastdesc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+				last = heap_copytuple(SPI_tuptable->vals[i]);
+			}
+			MemoryContextSwitchTo(oldcxt);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	if (in_part > 0 && last != NULL)
+	{
+		oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+		outvals[0] = key_array(&spikey, lastdesc, last);
+		outvals[1] = Int32GetDatum(in_part);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, outvals, outnulls);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+	SPI_finish();
+	table_close(rel, AccessShareLock);
 	return (Datum) 0;
 }

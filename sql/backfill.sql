@@ -79,6 +79,17 @@ SELECT key, row_json::jsonb->'data' AS data
   FROM fundrecs.backfill_rows('bf.pairs', '{1,a}', 4, '0/AB', '{tables,bf.*}', 'v <> 5');
 -- The condition stands on lines of its own: a trailing comment ends there.
 SELECT key FROM fundrecs.backfill_rows('bf.items', '{9}', 5, '0/AB', '{tables,bf.*}', 'qty > 0 --');
+-- Parts read side by side: the chunk's bounds, then each part up to its
+-- last key (upto_key).
+SELECT * FROM fundrecs.backfill_bounds('bf.items', '{3}', 7, 3);
+SELECT * FROM fundrecs.backfill_bounds('bf.items', '{8}', 100, 2);
+SELECT * FROM fundrecs.backfill_bounds('bf.pairs', '{1,a}', 4, 2, 'v <> 5');
+SELECT array_agg(key[1]::int ORDER BY key[1]::int) AS part
+  FROM fundrecs.backfill_rows('bf.items', '{6}', 7, '0/AB', '{tables,bf.*}', NULL, '{9}');
+SELECT key FROM fundrecs.backfill_rows('bf.pairs', '{1,a}', 4, '0/AB', '{tables,bf.*}', 'v <> 5', '{1,c}');
+SELECT * FROM fundrecs.backfill_bounds('bf.items', NULL, 5, 6);
+SELECT * FROM fundrecs.backfill_bounds('bf.items', '{1,2}', 5, 2);
+SELECT * FROM fundrecs.backfill_rows('bf.items', NULL, 5, '0/AB', '{tables,bf.*}', NULL, '{1,2}');
 -- The DMS format: full-load records.
 SELECT row_json FROM fundrecs.backfill_rows('bf.items', '{11}', 5, '0/AB',
 	'{tables,bf.*,format,dms,include_timestamp,false}');
