@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "backfill.h"
+#include "backfill_int.h"
 #include "libpq-fe.h"
 #include "load.h"
 #include "log.h"
@@ -44,38 +45,29 @@
 /* How long a request seen in the stream may take to become visible. */
 #define REQUEST_VISIBLE_SECS 10.0
 
-typedef struct ChunkRow
-{
-	char	   *key;			/* the row's "key" object, as written */
-	size_t		keylen;
-	char	   *row;			/* NULL: the publications filter it out */
-	size_t		len;
-	bool		dropped;		/* the stream changed its key */
-} ChunkRow;
-
-/* A chunk read, waiting for its watermarks in the stream. */
-typedef struct Chunk
+/*
+ * A chunk asked of the reader, from its dispatch until its high watermark
+ * arrives in the stream.  The changes the stream carries between its
+ * watermarks are logged: when the high one arrives, the chunk's rows whose
+ * key they touched are dropped.  (Logged, not looked up at once, because
+ * the low watermark can arrive before the reader has the rows.)
+ */
+typedef struct Flight
 {
 	bool		active;
 	int64_t		chunk_no;
 	uint64_t	nonce;
-	ChunkRow   *rows;
-	int			nrows;
 	char	   *start_key;		/* the key it starts after (NULL: the start) */
-	char	   *last_key;		/* text[] literal of its last key, or NULL */
-	int			nread;			/* rows read, those filtered out too */
-	bool		final;			/* fewer rows than asked: the table's end */
-	bool		watching;		/* the low watermark has arrived */
-	bool		redo;			/* a truncate: read it again */
-	int		   *slots;			/* open addressing: row index + 1, 0 free */
-	int			nslots;
-	char	  **tables;			/* "schema" "table" spans of its rows */
-	int			ntables;
-	char	  **keynames;		/* the key's names, quoted, in order */
-	int			nkeynames;
-} Chunk;
+	bool		watching;		/* its low watermark has arrived */
+	PQExpBufferData log;		/* changes seen: table, key, old row */
+	Chunk	   *chunk;			/* NULL until the reader hands it over */
+} Flight;
 
-/* A chunk whose rows are with the target, not all acknowledged yet. */
+/* How many chunks can be in flight: one waiting for its watermarks while
+ * the next is read. */
+#define MAX_FLIGHTS 2
+
+/* A chunk's pending shipment: rows with the target, not all acknowledged. */
 typedef struct Pending
 {
 	bool		active;
@@ -96,11 +88,14 @@ typedef struct Job
 	char	   *condition;
 	char		chunk_rows[16];
 	char	   *after_key;		/* where the next chunk starts (NULL: start) */
+	int64_t		next_chunk;		/* the number of the next chunk to read */
 	int64_t		chunks_done;
 	int64_t		rows_read;
 	int64_t		estimate;
 	bool		reading_done;	/* its last chunk was read */
 } Job;
+
+
 
 struct Backfiller
 {
@@ -122,7 +117,8 @@ struct Backfiller
 	int			maxqueue;
 
 	Job			job;
-	Chunk		chunk;
+	Flight		flights[MAX_FLIGHTS];
+	Reader		reader;
 	Pending		pending;
 	uint64_t	next_nonce;
 	bool		verbose;
@@ -132,10 +128,17 @@ struct Backfiller
 	BackfillStats stats;
 };
 
+
 void
 backfill_set_verbose(Backfiller *b, bool verbose)
 {
 	b->verbose = verbose;
+}
+
+void
+backfill_set_workers(Backfiller *b, int workers)
+{
+	b->reader.workers = Max(workers, 1);
 }
 
 Backfiller *
@@ -152,6 +155,7 @@ backfill_create(const ReplConnParams *params, Target *target, StopFlag *stop,
 	b->arg = arg;
 	b->next_nonce = ((uint64_t) getpid() << 32) ^ (uint64_t) (now_seconds() * 1000);
 	b->stats.remaining = -1;
+	b->reader.workers = 1;
 	return b;
 }
 
@@ -221,19 +225,10 @@ run_command(Backfiller *b, const char *what, const char *sql, int n, const char 
 	return res != NULL;
 }
 
-static const char *
-fmt_i64(char *buf, int64_t v)
-{
-	snprintf(buf, 24, "%lld", (long long) v);
-	return buf;
-}
 
-static const char *
-fmt_lsn(char *buf, uint64_t lsn)
-{
-	snprintf(buf, 24, "%X/%X", LSN_FORMAT_ARGS(lsn));
-	return buf;
-}
+
+static void reader_take(Backfiller *b, bool wait);
+static void flights_drop_all(Backfiller *b);
 
 /* Ends the job in the given state, with a message (or NULL). */
 static void
@@ -268,8 +263,14 @@ job_end(Backfiller *b, const char *state, const char *message)
 	free(b->job.condition);
 	free(b->job.after_key);
 	memset(&b->job, 0, sizeof(b->job));
-	/* What was shipped of it needs no recording any more. */
+
+	/*
+	 * What was shipped of it needs no recording any more; what is read of it
+	 * is not shipped.
+	 */
 	b->pending.active = false;
+	reader_take(b, true);
+	flights_drop_all(b);
 	b->stats.remaining = -1;
 }
 
@@ -441,283 +442,177 @@ backfill_prepare(Backfiller *b)
  * ----------------------------------------------------------------
  */
 
-static void
-chunk_free(Chunk *c)
+/* Gives the reader the job's next chunk, as the flight fl. */
+static bool
+reader_give_next(Backfiller *b, const Flight *fl)
 {
-	for (int i = 0; i < c->nrows; i++)
-	{
-		free(c->rows[i].key);
-		free(c->rows[i].row);
-	}
-	free(c->rows);
-	free(c->slots);
-	free(c->start_key);
-	free(c->last_key);
-	for (int i = 0; i < c->ntables; i++)
-		free(c->tables[i]);
-	free(c->tables);
-	for (int i = 0; i < c->nkeynames; i++)
-		free(c->keynames[i]);
-	free(c->keynames);
-	memset(c, 0, sizeof(*c));
+	ReadTask	t;
+
+	t.job_id = b->job.id;
+	strlcpy(t.relid, b->job.relid, sizeof(t.relid));
+	t.schema = b->job.schema;
+	t.table = b->job.table;
+	t.condition = b->job.condition;
+	strlcpy(t.chunk_rows, b->job.chunk_rows, sizeof(t.chunk_rows));
+	t.after_key = b->job.after_key;
+	t.chunk_no = fl->chunk_no;
+	t.nonce = fl->nonce;
+	return reader_give(&b->reader, b->params, b->options, &t);
 }
 
-void
-backfill_restart(Backfiller *b)
-{
-	/* Its watermarks, if they come again, will match nothing. */
-	if (b->chunk.active)
-		chunk_free(&b->chunk);
-}
+/* ----------------------------------------------------------------
+ * Flights
+ * ----------------------------------------------------------------
+ */
 
-static uint32_t
-hash_bytes(const char *s, size_t len)
+static Flight *
+flight_find(Backfiller *b, int64_t chunk_no, uint64_t nonce)
 {
-	uint32_t	h = 2166136261u;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		h ^= (unsigned char) s[i];
-		h *= 16777619u;
-	}
-	return h;
+	for (int i = 0; i < MAX_FLIGHTS; i++)
+		if (b->flights[i].active && b->flights[i].chunk_no == chunk_no &&
+			b->flights[i].nonce == nonce)
+			return &b->flights[i];
+	return NULL;
 }
 
 static int
-chunk_find(const Chunk *c, const char *key, size_t len)
+flights_active(const Backfiller *b)
 {
-	uint32_t	mask = c->nslots - 1;
+	int			n = 0;
 
-	if (c->nslots == 0)
-		return -1;
-	for (uint32_t i = hash_bytes(key, len) & mask;; i = (i + 1) & mask)
-	{
-		int			slot = c->slots[i];
-
-		if (slot == 0)
-			return -1;
-		if (c->rows[slot - 1].keylen == len && memcmp(c->rows[slot - 1].key, key, len) == 0)
-			return slot - 1;
-	}
+	for (int i = 0; i < MAX_FLIGHTS; i++)
+		n += b->flights[i].active ? 1 : 0;
+	return n;
 }
 
 static void
-chunk_index(Chunk *c)
+flight_drop(Backfiller *b, Flight *fl)
 {
-	uint32_t	mask;
-
-	c->nslots = 16;
-	while (c->nslots < c->nrows * 2)
-		c->nslots *= 2;
-	c->slots = pg_malloc0(sizeof(int) * c->nslots);
-	mask = c->nslots - 1;
-	for (int r = 0; r < c->nrows; r++)
-	{
-		uint32_t	i = hash_bytes(c->rows[r].key, c->rows[r].keylen) & mask;
-
-		while (c->slots[i] != 0)
-			i = (i + 1) & mask;
-		c->slots[i] = r + 1;
-	}
+	if (!fl->active)
+		return;
+	chunk_release(&b->reader, fl->chunk);
+	free(fl->start_key);
+	termPQExpBuffer(&fl->log);
+	memset(fl, 0, sizeof(*fl));
 }
 
-/* Notes the table (schema and table spans) a row of the chunk belongs to. */
+/* Every flight, and the chunk being read (its result is thrown away). */
 static void
-chunk_note_table(Chunk *c, const RowFields *f)
+flights_drop_all(Backfiller *b)
 {
-	char	   *t = psprintf("%.*s.%.*s", (int) f->schema.len, f->schema.start,
-							 (int) f->table.len, f->table.start);
-
-	for (int i = 0; i < c->ntables; i++)
-		if (strcmp(c->tables[i], t) == 0)
-		{
-			free(t);
-			return;
-		}
-	c->tables = pg_realloc(c->tables, sizeof(char *) * (c->ntables + 1));
-	c->tables[c->ntables++] = t;
+	for (int i = 0; i < MAX_FLIGHTS; i++)
+		flight_drop(b, &b->flights[i]);
 }
 
-static bool
-chunk_has_table(const Chunk *c, const RowFields *f)
-{
-	for (int i = 0; i < c->ntables; i++)
-	{
-		const char *t = c->tables[i];
-
-		if (strlen(t) == f->schema.len + 1 + f->table.len &&
-			memcmp(t, f->schema.start, f->schema.len) == 0 &&
-			t[f->schema.len] == '.' &&
-			memcmp(t + f->schema.len + 1, f->table.start, f->table.len) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* The key's names, from a row's key object: to build keys from old rows. */
+/* The flights after fl: dropped, and the job reads from fl's start again. */
 static void
-chunk_note_keynames(Chunk *c, const RowSpan *key)
+flights_rewind(Backfiller *b, Flight *fl)
 {
-	const char *p = key->start + 1;
-	const char *end = key->start + key->len;
-	RowSpan		name;
-	RowSpan		value;
-
-	while (rowscan_next_field(&p, end, &name, &value))
-	{
-		c->keynames = pg_realloc(c->keynames, sizeof(char *) * (c->nkeynames + 1));
-		c->keynames[c->nkeynames++] = pnstrdup(name.start, name.len);
-	}
-}
-
-/* Emits a watermark; its position in *lsn.  False after a warning. */
-static bool
-write_watermark(Backfiller *b, const char *mark, uint64_t *lsn)
-{
-	char	   *content = psprintf("slot=%s request=%lld chunk=%lld mark=%s nonce=%llx",
-								   b->params->slot, (long long) b->job.id,
-								   (long long) b->chunk.chunk_no, mark,
-								   (unsigned long long) b->chunk.nonce);
-	const char *values[1] = {content};
-	PGresult   *res = run(b, "write a backfill watermark",
-						  "SELECT pg_catalog.pg_logical_emit_message(true, 'fundrecs.watermark', $1)",
-						  1, values, PGRES_TUPLES_OK);
-	const char *text;
-
-	free(content);
-	if (res == NULL)
-		return false;
-	text = PQgetvalue(res, 0, 0);
-
-	(void) rowscan_parse_lsn(text, strlen(text), lsn);
-	PQclear(res);
-	return true;
+	b->job.next_chunk = fl->chunk_no;
+	free(b->job.after_key);
+	b->job.after_key = fl->start_key ? pg_strdup(fl->start_key) : NULL;
+	b->job.reading_done = false;
+	for (int i = 0; i < MAX_FLIGHTS; i++)
+		if (b->flights[i].active && b->flights[i].chunk_no > fl->chunk_no)
+			flight_drop(b, &b->flights[i]);
+	flight_drop(b, fl);
 }
 
 /*
- * Reads the job's next chunk between its watermarks.  False when it could
- * not be read: the job failed (recorded), or the connection is to be tried
- * again later (*retry).
+ * Takes the reader's result, when there is one (or, with wait, once there
+ * is): the chunk goes to its flight, or the job ends, or is tried again.
  */
-static bool job_still_stands(Backfiller *b, bool *retry);
-
-static bool
-read_chunk(Backfiller *b, bool *retry)
+static void
+reader_take(Backfiller *b, bool wait)
 {
-	Chunk	   *c = &b->chunk;
-	uint64_t	lw;
-	uint64_t	hw;
-	char		lsnbuf[24];
-	const char *values[6];
-	PGresult   *res;
-	int			n;
+	Reader	   *rd = &b->reader;
+	Flight	   *fl;
+	Chunk	   *c;
 
-	*retry = false;
-	memset(c, 0, sizeof(*c));
-	c->chunk_no = b->job.chunks_done + (b->pending.active ? 1 : 0) + 1;
-	c->nonce = b->next_nonce++;
-	c->start_key = b->job.after_key ? pg_strdup(b->job.after_key) : NULL;
-	if (!write_watermark(b, "low", &lw))
+	if (!reader_collect(rd, wait))
+		return;
+	c = rd->chunk;
+	rd->chunk = NULL;
+	fl = flight_find(b, rd->task.chunk_no, rd->task.nonce);
+	if (fl == NULL || !b->job.active || b->job.id != rd->task.job_id)
 	{
-		*retry = true;
-		return false;
+		/* Dropped meanwhile (a restart, a truncate, the job's end). */
+		chunk_release(rd, c);
+		free(rd->message);
+		rd->message = NULL;
+		return;
 	}
-	values[0] = b->job.relid;
-	values[1] = b->job.after_key;
-	values[2] = b->job.chunk_rows;
-	values[3] = fmt_lsn(lsnbuf, lw);
-	values[4] = b->options;
-	values[5] = b->job.condition;
-	if (!connected(b))
+	if (rd->status == READ_RETRY)
 	{
-		*retry = true;
-		return false;
+		flights_rewind(b, fl);
+		b->retry_at = now_seconds() + RETRY_SECS;
+		return;
 	}
-	res = PQexecParams(b->conn,
-					   "SELECT key::text, row_json FROM fundrecs.backfill_rows($1::oid::regclass,"
-					   " $2::text[], $3::integer, $4::pg_lsn, $5::text[], $6)",
-					   6, NULL, values, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	if (rd->status == READ_ENDED)
 	{
-		char	   *err = pg_strdup(PQerrorMessage(b->conn));
-
-		PQclear(res);
-		if (PQstatus(b->conn) != CONNECTION_OK)
-		{
-			log_warning("backfill: could not read a chunk: %s", err);
-			disconnect(b);
-			*retry = true;
-		}
-		else if (job_still_stands(b, retry))
-		{
-			/*
-			 * The table, its options or the rights: the job cannot go on.  (A
-			 * table dropped or renamed since the check before the chunk ends
-			 * the job in job_still_stands, with its own message.)
-			 */
-			err[strcspn(err, "\n")] = '\0';
-			if (strncmp(err, "ERROR:  ", 8) == 0)
-				memmove(err, err + 8, strlen(err + 8) + 1);
-			job_end(b, "failed", err);
-		}
-		free(err);
-		chunk_free(c);
-		return false;
+		job_end(b, rd->end_state, rd->message);
+		free(rd->message);
+		rd->message = NULL;
+		return;
 	}
-	n = PQntuples(res);
-	c->nread = n;
-	c->rows = pg_malloc0(sizeof(ChunkRow) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		ChunkRow   *row = &c->rows[c->nrows];
-		RowFields	f;
-
-		b->stats.rows_read++;
-		b->job.rows_read++;
-		b->job_read_here++;
-		if (i == n - 1)
-			c->last_key = pg_strdup(PQgetvalue(res, i, 0));
-		if (PQgetisnull(res, i, 1))
-			continue;
-		row->len = PQgetlength(res, i, 1);
-		row->row = pnstrdup(PQgetvalue(res, i, 1), row->len);
-		if (!rowscan(row->row, row->len, &f) || f.key.start == NULL ||
-			f.schema.start == NULL || f.table.start == NULL)
-		{
-			log_error("backfill: a row of %s.%s has no key: %.*s", b->job.schema, b->job.table,
-					  (int) Min(row->len, 200), row->row);
-			free(row->row);
-			continue;
-		}
-		row->key = pnstrdup(f.key.start, f.key.len);
-		row->keylen = f.key.len;
-		chunk_note_table(c, &f);
-		if (c->nkeynames == 0)
-			chunk_note_keynames(c, &f.key);
-		c->nrows++;
-	}
-	c->final = n < atoi(b->job.chunk_rows);
-	PQclear(res);
-	chunk_index(c);
-
-	if (!write_watermark(b, "high", &hw))
-	{
-		chunk_free(c);
-		*retry = true;
-		return false;
-	}
-	c->active = true;
+	fl->chunk = c;
+	b->stats.rows_read += c->nread;
+	b->job.rows_read += c->nread;
+	b->job_read_here += c->nread;
 	if (c->last_key != NULL)
 	{
 		free(b->job.after_key);
 		b->job.after_key = pg_strdup(c->last_key);
 	}
 	b->job.reading_done = c->final;
+	if (b->job.estimate > 0)
+		b->stats.remaining = Max(0, b->job.estimate - b->job.rows_read);
 	if (b->verbose)
 		log_info("backfill %lld: chunk %lld read: %d rows, between watermarks %X/%X and %X/%X",
-				 (long long) b->job.id, (long long) c->chunk_no, n,
-				 LSN_FORMAT_ARGS(lw), LSN_FORMAT_ARGS(hw));
-	return true;
+				 (long long) b->job.id, (long long) fl->chunk_no, c->nread,
+				 LSN_FORMAT_ARGS(c->low), LSN_FORMAT_ARGS(c->high));
+}
+
+/* The job's next chunk, to the reader. */
+static void
+dispatch(Backfiller *b)
+{
+	Flight	   *fl = NULL;
+
+	for (int i = 0; i < MAX_FLIGHTS; i++)
+		if (!b->flights[i].active)
+			fl = &b->flights[i];
+	if (fl == NULL)
+		return;
+	memset(fl, 0, sizeof(*fl));
+	fl->active = true;
+	fl->chunk_no = b->job.next_chunk++;
+	fl->nonce = b->next_nonce++;
+	fl->start_key = b->job.after_key ? pg_strdup(b->job.after_key) : NULL;
+	initPQExpBuffer(&fl->log);
+	if (!reader_give_next(b, fl))
+	{
+		flight_drop(b, fl);
+		b->job.next_chunk--;
+		b->retry_at = now_seconds() + RETRY_SECS;
+	}
+}
+
+void
+backfill_restart(Backfiller *b)
+{
+	Flight	   *first = NULL;
+
+	/*
+	 * The stream starts again from the confirmed position: chunks not shipped
+	 * are read again (their watermarks, if they come again, match nothing).
+	 */
+	reader_take(b, true);
+	for (int i = 0; i < MAX_FLIGHTS; i++)
+		if (b->flights[i].active && (first == NULL || b->flights[i].chunk_no < first->chunk_no))
+			first = &b->flights[i];
+	if (first != NULL)
+		flights_rewind(b, first);
 }
 
 /* ----------------------------------------------------------------
@@ -732,87 +627,112 @@ backfill_is_control(const RowFields *f)
 		memcmp(f->prefix.start, CONTROL_PREFIX, strlen(CONTROL_PREFIX)) == 0;
 }
 
+static Flight *
+flight_watching(Backfiller *b)
+{
+	for (int i = 0; i < MAX_FLIGHTS; i++)
+		if (b->flights[i].active && b->flights[i].watching)
+			return &b->flights[i];
+	return NULL;
+}
+
 bool
 backfill_watching(const Backfiller *b)
 {
-	return b->chunk.active && b->chunk.watching;
+	return flight_watching((Backfiller *) b) != NULL;
 }
 
-/* The key of a change's old row (an update that changed the key). */
 static void
-observe_old_key(Backfiller *b, const char *row, size_t len)
+log_span(PQExpBuffer log, const char *s, size_t len)
 {
-	Chunk	   *c = &b->chunk;
-	RowSpan		old;
-	PQExpBufferData key;
-	int			idx;
+	uint32_t	n = (uint32_t) len;
 
-	if (!rowscan_field(row, len, "old", &old) &&
-		!rowscan_field(row, len, "before-image", &old))
-		return;
-	if (old.len < 2 || old.start[0] != '{')
-		return;
-	initPQExpBuffer(&key);
-	appendPQExpBufferChar(&key, '{');
-	for (int k = 0; k < c->nkeynames; k++)
-	{
-		const char *p = old.start + 1;
-		const char *end = old.start + old.len;
-		RowSpan		name;
-		RowSpan		value;
-		bool		found = false;
-
-		while (rowscan_next_field(&p, end, &name, &value))
-		{
-			if (name.len == strlen(c->keynames[k]) &&
-				memcmp(name.start, c->keynames[k], name.len) == 0)
-			{
-				found = true;
-				break;
-			}
-		}
-		if (!found)
-		{
-			/* The old row lacks a key column: which row it was is unknown. */
-			c->redo = true;
-			termPQExpBuffer(&key);
-			return;
-		}
-		if (k > 0)
-			appendPQExpBufferChar(&key, ',');
-		appendPQExpBuffer(&key, "%s:%.*s", c->keynames[k], (int) value.len, value.start);
-	}
-	appendPQExpBufferChar(&key, '}');
-	idx = chunk_find(c, key.data, key.len);
-	if (idx >= 0)
-		c->rows[idx].dropped = true;
-	termPQExpBuffer(&key);
+	appendBinaryPQExpBuffer(log, (const char *) &n, sizeof(n));
+	appendBinaryPQExpBuffer(log, s, len);
 }
 
+static const char *
+read_span(const char *p, const char **s, size_t *len)
+{
+	uint32_t	n;
+
+	memcpy(&n, p, sizeof(n));
+	*s = p + sizeof(n);
+	*len = n;
+	return *s + n;
+}
+
+/*
+ * A change between a chunk's watermarks: its table ("schema"."table"), key
+ * (empty: a truncate, or a change without a key) and old row, if any.
+ */
 void
 backfill_observe(Backfiller *b, const char *row, size_t len, const RowFields *f)
 {
-	Chunk	   *c = &b->chunk;
-	int			idx;
+	Flight	   *fl = flight_watching(b);
+	RowSpan		old = {NULL, 0};
+	uint32_t	tlen;
 
-	if (f->schema.start == NULL || f->table.start == NULL || !chunk_has_table(c, f))
+	if (fl == NULL || f->schema.start == NULL || f->table.start == NULL)
 		return;
-	if (f->key.start == NULL)
+	if (f->key.start != NULL &&
+		(memmem(row, len, "\"old\":", 6) != NULL || memmem(row, len, "\"before-image\":", 15) != NULL))
 	{
-		/* A truncate (or a change without a key): the chunk is read again. */
-		c->redo = true;
-		return;
+		if ((!rowscan_field(row, len, "old", &old) &&
+			 !rowscan_field(row, len, "before-image", &old)) ||
+			old.len < 2 || old.start[0] != '{')
+			old.start = NULL;
 	}
-	idx = chunk_find(c, f->key.start, f->key.len);
-	if (idx >= 0)
-		c->rows[idx].dropped = true;
-	if (memmem(row, len, "\"old\":", 6) != NULL || memmem(row, len, "\"before-image\":", 15) != NULL)
-		observe_old_key(b, row, len);
+	tlen = (uint32_t) (f->schema.len + 1 + f->table.len);
+	appendBinaryPQExpBuffer(&fl->log, (const char *) &tlen, sizeof(tlen));
+	appendBinaryPQExpBuffer(&fl->log, f->schema.start, f->schema.len);
+	appendPQExpBufferChar(&fl->log, '.');
+	appendBinaryPQExpBuffer(&fl->log, f->table.start, f->table.len);
+	log_span(&fl->log, f->key.start ? f->key.start : "", f->key.start ? f->key.len : 0);
+	log_span(&fl->log, old.start ? old.start : "", old.start ? old.len : 0);
 }
 
-/* Parses a watermark's content; false when it is not one of this shipper's. */
+/*
+ * The changes logged between the watermarks, against the chunk's rows:
+ * those whose key changed are dropped.  False when the chunk must be read
+ * again (a truncate, or an old row without its key).
+ */
 static bool
-watermark_matches(Backfiller *b, const char *row, size_t len, bool *low)
+flight_resolve(Flight *fl)
+{
+	Chunk	   *c = fl->chunk;
+	const char *p = fl->log.data;
+	const char *end = p + fl->log.len;
+
+	while (p < end)
+	{
+		const char *table;
+		const char *key;
+		const char *old;
+		size_t		tlen;
+		size_t		klen;
+		size_t		olen;
+		int			idx;
+
+		p = read_span(p, &table, &tlen);
+		p = read_span(p, &key, &klen);
+		p = read_span(p, &old, &olen);
+		if (!chunk_has_table(c, table, tlen))
+			continue;
+		if (klen == 0)
+			return false;
+		idx = chunk_find(c, key, klen);
+		if (idx >= 0)
+			c->rows[idx].dropped = true;
+		if (olen > 0 && !chunk_drop_old_key(c, old, olen))
+			return false;
+	}
+	return true;
+}
+
+/* Parses a watermark's content; NULL when it is not one of this shipper's. */
+static Flight *
+watermark_flight(Backfiller *b, const char *row, size_t len, bool *low)
 {
 	RowSpan		content;
 	char	   *text;
@@ -821,19 +741,19 @@ watermark_matches(Backfiller *b, const char *row, size_t len, bool *low)
 	long long	chunk;
 	char		mark[8];
 	unsigned long long nonce;
-	bool		ok;
+	Flight	   *fl = NULL;
 
-	if (!b->chunk.active || !rowscan_field(row, len, "content", &content) || content.len < 2)
-		return false;
+	if (!b->job.active || !rowscan_field(row, len, "content", &content) || content.len < 2)
+		return NULL;
 	text = pnstrdup(content.start + 1, content.len - 2);
 
-	ok = sscanf(text, "slot=%64s request=%lld chunk=%lld mark=%7s nonce=%llx",
-				slot, &request, &chunk, mark, &nonce) == 5 &&
-		strcmp(slot, b->params->slot) == 0 && request == b->job.id &&
-		chunk == b->chunk.chunk_no && nonce == b->chunk.nonce;
+	if (sscanf(text, "slot=%64s request=%lld chunk=%lld mark=%7s nonce=%llx",
+			   slot, &request, &chunk, mark, &nonce) == 5 &&
+		strcmp(slot, b->params->slot) == 0 && request == b->job.id)
+		fl = flight_find(b, chunk, nonce);
 	*low = strcmp(mark, "low") == 0;
 	free(text);
-	return ok;
+	return fl;
 }
 
 /* An earlier chunk still held: delivered first, and recorded. */
@@ -854,27 +774,31 @@ settle_pending(Backfiller *b)
 
 /* The high watermark: the chunk's rows that the stream did not change go. */
 static bool
-ship_chunk(Backfiller *b, uint64_t commit_lsn)
+ship_chunk(Backfiller *b, Flight *fl, uint64_t commit_lsn)
 {
-	Chunk	   *c = &b->chunk;
+	Chunk	   *c;
 	char		idbuf[24];
 	char		lsnbuf[24];
 	char		shippedbuf[24];
 	char		readbuf[24];
 	const char *values[6];
 	int64_t		shipped = 0;
+	int64_t		chunk_no = fl->chunk_no;
 	bool		lake = target_keeps_loads(b->target);
 
-	if (c->redo)
+	/* The reader wrote this watermark: its result is there, or nearly. */
+	if (fl->chunk == NULL)
+		reader_take(b, true);
+	if (!fl->active || fl->chunk == NULL)
+		return true;			/* it failed after all: read again */
+	c = fl->chunk;
+	if (!flight_resolve(fl))
 	{
 		/* A truncate came between the watermarks: this chunk again. */
 		log_info("backfill %lld: chunk %lld is read again (the table was truncated while it was read)",
-				 (long long) b->job.id, (long long) c->chunk_no);
+				 (long long) b->job.id, (long long) chunk_no);
 		b->stats.chunks_redone++;
-		b->job.reading_done = false;
-		free(b->job.after_key);
-		b->job.after_key = c->start_key ? pg_strdup(c->start_key) : NULL;
-		chunk_free(c);
+		flights_rewind(b, fl);
 		return true;
 	}
 	for (int i = 0; i < c->nrows; i++)
@@ -903,7 +827,7 @@ ship_chunk(Backfiller *b, uint64_t commit_lsn)
 					 6, values))
 	{
 		log_error("backfill %lld: could not record chunk %lld before shipping it",
-				  (long long) b->job.id, (long long) c->chunk_no);
+				  (long long) b->job.id, (long long) chunk_no);
 		return false;
 	}
 
@@ -914,7 +838,7 @@ ship_chunk(Backfiller *b, uint64_t commit_lsn)
 	{
 		if (c->rows[i].dropped)
 			continue;
-		if (!b->add(b->arg, c->rows[i].row, c->rows[i].len, commit_lsn))
+		if (!b->add(b->arg, c->rows[i].row, c->rows[i].len, &c->rows[i].f, commit_lsn))
 			return false;
 		b->stats.rows_shipped++;
 	}
@@ -930,9 +854,9 @@ ship_chunk(Backfiller *b, uint64_t commit_lsn)
 	}
 	if (b->verbose)
 		log_info("backfill %lld: chunk %lld shipped at %X/%X: %lld rows, %d left out for newer changes",
-				 (long long) b->job.id, (long long) c->chunk_no, LSN_FORMAT_ARGS(commit_lsn),
+				 (long long) b->job.id, (long long) chunk_no, LSN_FORMAT_ARGS(commit_lsn),
 				 (long long) shipped, (int) (c->nrows - shipped));
-	chunk_free(c);
+	flight_drop(b, fl);
 	return true;
 }
 
@@ -1019,17 +943,22 @@ backfill_control(Backfiller *b, const char *row, size_t len, const RowFields *f,
 		memcmp(f->prefix.start, WATERMARK_PREFIX, f->prefix.len) == 0)
 	{
 		bool		low;
+		Flight	   *fl = watermark_flight(b, row, len, &low);
 
-		if (!watermark_matches(b, row, len, &low))
+		if (fl == NULL)
 			return true;
 		if (low)
 		{
-			b->chunk.watching = true;
+			fl->watching = true;
 			return true;
 		}
-		if (!b->chunk.watching)
+		if (!fl->watching)
+		{
+			/* Its low watermark was not seen: read it again. */
+			flights_rewind(b, fl);
 			return true;
-		return ship_chunk(b, commit_lsn);
+		}
+		return ship_chunk(b, fl, commit_lsn);
 	}
 	return true;
 }
@@ -1109,6 +1038,7 @@ start_job(Backfiller *b)
 							 3, v2))
 				return false;
 		}
+		j->next_chunk = j->chunks_done + 1;
 		b->job_started = now_seconds();
 		b->job_read_here = 0;
 		if (j->estimate > 0)
@@ -1124,70 +1054,6 @@ start_job(Backfiller *b)
 	return false;
 }
 
-/*
- * Before each chunk: the request still stands (not cancelled) and its table
- * is the one it named (not dropped, not renamed).  False when the job has
- * ended (recorded) or the check could not be made (*retry).
- */
-static bool
-job_still_stands(Backfiller *b, bool *retry)
-{
-	char		idbuf[24];
-	const char *values[1];
-	PGresult   *res;
-	bool		cancelled;
-	bool		gone;
-	char	   *now_named = NULL;
-
-	*retry = false;
-	values[0] = fmt_i64(idbuf, b->job.id);
-	res = run(b, "check a backfill request",
-			  "SELECT r.cancelled_at IS NOT NULL, c.oid IS NULL,"
-			  "       CASE WHEN c.oid IS NOT NULL THEN pg_catalog.format('%I.%I', n.nspname, c.relname) END,"
-			  "       n.nspname = r.schema_name AND c.relname = r.table_name"
-			  "  FROM fundrecs.backfill_request r"
-			  "  LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid"
-			  "  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-			  " WHERE r.request_id = $1",
-			  1, values, PGRES_TUPLES_OK);
-	if (res == NULL)
-	{
-		*retry = true;
-		return false;
-	}
-	if (PQntuples(res) != 1)
-	{
-		PQclear(res);
-		job_end(b, "cancelled", "the request was deleted");
-		return false;
-	}
-	cancelled = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	gone = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
-	if (!gone && strcmp(PQgetvalue(res, 0, 3), "t") != 0)
-		now_named = pg_strdup(PQgetvalue(res, 0, 2));
-	PQclear(res);
-	if (cancelled)
-		job_end(b, "cancelled", "cancelled with fundrecs.cancel_backfill()");
-	else if (gone)
-	{
-		char	   *msg = psprintf("table %s.%s was dropped during its backfill",
-								   b->job.schema, b->job.table);
-
-		job_end(b, "failed", msg);
-		free(msg);
-	}
-	else if (now_named != NULL)
-	{
-		char	   *msg = psprintf("table %s.%s was renamed to %s during its backfill; request a backfill of %s",
-								   b->job.schema, b->job.table, now_named, now_named);
-
-		job_end(b, "failed", msg);
-		free(msg);
-	}
-	free(now_named);
-	return !cancelled && !gone && now_named == NULL;
-}
-
 /* Every row of the pending chunk acknowledged? */
 static bool
 pending_delivered(Backfiller *b)
@@ -1201,10 +1067,10 @@ bool
 backfill_tick(Backfiller *b)
 {
 	double		now;
-	bool		retry;
 
 	if (!b->enabled || (b->stop != NULL && *b->stop))
 		return true;
+	reader_take(b, false);
 	now = now_seconds();
 	if (now < b->retry_at)
 		return true;
@@ -1219,34 +1085,26 @@ backfill_tick(Backfiller *b)
 		b->pending.active = false;
 		b->job.chunks_done++;
 		b->stats.chunks++;
-		if (b->pending.final && !b->chunk.active)
-		{
-			job_end(b, "finished", NULL);
-			return true;
-		}
 	}
-	if (b->chunk.active)
-		return true;			/* its watermarks are on their way */
 	if (!b->job.active && !start_job(b))
 		return true;
 	if (b->job.reading_done)
 	{
 		/* The last chunk shipped: done once it is acknowledged. */
-		if (!b->pending.active)
+		if (!b->pending.active && flights_active(b) == 0)
 			job_end(b, "finished", NULL);
 		return true;
 	}
-	if (!job_still_stands(b, &retry))
-	{
-		if (retry)
-			b->retry_at = now + RETRY_SECS;
-		return true;
-	}
-	if (!read_chunk(b, &retry) && retry)
-		b->retry_at = now + RETRY_SECS;
-	if (b->job.active && b->job.estimate > 0)
-		b->stats.remaining = Max(0, b->job.estimate - b->job.rows_read);
+	/* One chunk read while the one before waits for its watermarks. */
+	if (!b->reader.busy && flights_active(b) < MAX_FLIGHTS)
+		dispatch(b);
 	return true;
+}
+
+int
+backfill_wake_fd(const Backfiller *b)
+{
+	return reader_wake_fd(&b->reader);
 }
 
 void

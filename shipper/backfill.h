@@ -29,7 +29,8 @@
 typedef struct Backfiller Backfiller;
 
 /* Hands a chunk's row to the target in the stream's order. */
-typedef bool (*BackfillAddFn) (void *arg, const char *row, size_t len, uint64_t commit_lsn);
+typedef bool (*BackfillAddFn) (void *arg, const char *row, size_t len,
+							   const RowFields *fields, uint64_t commit_lsn);
 
 /* Delivers everything held; false on failure. */
 typedef bool (*BackfillFlushFn) (void *arg);
@@ -41,6 +42,9 @@ extern Backfiller *backfill_create(const ReplConnParams *params, Target *target,
 /* Logs each chunk (-v). */
 extern void backfill_set_verbose(Backfiller *b, bool verbose);
 
+/* Reads each chunk in this many parts side by side (--backfill-workers). */
+extern void backfill_set_workers(Backfiller *b, int workers);
+
 /*
  * Before streaming from the slot's confirmed position: chunks handed to the
  * targets before a crash are settled (acknowledged: recorded; not: what a
@@ -49,7 +53,10 @@ extern void backfill_set_verbose(Backfiller *b, bool verbose);
  */
 extern bool backfill_prepare(Backfiller *b);
 
-/* The stream starts again (a reconnection): a chunk being read is dropped. */
+/*
+ * The stream starts again (a reconnection): chunks not shipped yet are read
+ * again.
+ */
 extern void backfill_restart(Backfiller *b);
 
 /* A backfill control message (prefix fundrecs.): never shipped. */
@@ -73,6 +80,9 @@ extern void backfill_observe(Backfiller *b, const char *row, size_t len, const R
  * reads the next one.  False on a fatal error, reported.
  */
 extern bool backfill_tick(Backfiller *b);
+
+/* Readable when a chunk has been read (-1: none can be yet). */
+extern int	backfill_wake_fd(const Backfiller *b);
 
 /* For /metrics and the exit summary. */
 typedef struct BackfillStats

@@ -34,6 +34,7 @@ ShipperOptions opts = {
 	.request_timeout_ms = 30000,
 	.retry_timeout = 600,
 	.shutdown_timeout = 30,
+	.backfill_workers = 1,
 	.health_max_lag = 60,
 	.pack_bytes = 65536,		/* measured: bench/run */
 };
@@ -63,6 +64,8 @@ usage(void)
 	printf("      --initial-load=MODE  how a new slot's existing rows are shipped: snapshot\n"
 		   "                           (default: all of them, then the stream), chunked\n"
 		   "                           (streaming at once, tables backfilled in chunks), none\n");
+	printf("      --backfill-workers=N read each backfill chunk in N parts side by side, on N\n"
+		   "                           connections (default: 1)\n");
 	printf("      --no-load            do not ship the rows that exist when the slot is created\n"
 		   "                           (--initial-load=none)\n");
 	printf("      --allow-no-tables    start even if the plugin option \"tables\" matches no table\n"
@@ -252,6 +255,7 @@ typedef enum LongOption
 	OPT_ENABLE_FAILOVER,
 	OPT_NO_LOAD,
 	OPT_INITIAL_LOAD,
+	OPT_BACKFILL_WORKERS,
 	OPT_ALLOW_NO_TABLES,
 	OPT_PACK_BYTES,
 	OPT_TARGET,
@@ -307,6 +311,7 @@ static const struct option long_options[] = {
 	{"enable-failover", no_argument, NULL, OPT_ENABLE_FAILOVER},
 	{"no-load", no_argument, NULL, OPT_NO_LOAD},
 	{"initial-load", required_argument, NULL, OPT_INITIAL_LOAD},
+	{"backfill-workers", required_argument, NULL, OPT_BACKFILL_WORKERS},
 	{"allow-no-tables", no_argument, NULL, OPT_ALLOW_NO_TABLES},
 	{"pack-bytes", required_argument, NULL, OPT_PACK_BYTES},
 	{"target", required_argument, NULL, OPT_TARGET},
@@ -387,6 +392,7 @@ static const struct
 }			int_options[] = {
 	{'s', "-s/--status-interval", &opts.status_interval, 0, INT_MAX / 1000},
 	{OPT_PACK_BYTES, "--pack-bytes", &opts.pack_bytes, 0, 64 * 1024 * 1024},
+	{OPT_BACKFILL_WORKERS, "--backfill-workers", &opts.backfill_workers, 1, 32},
 	{OPT_FLUSH_SECONDS, "--flush-seconds", &opts.flush_seconds, 1, 24 * 3600},
 	{OPT_BATCH_RECORDS, "--batch-records", &opts.batch_records, 1, KINESIS_MAX_RECORDS},
 	{OPT_LINGER_MS, "--linger-ms", &opts.linger_ms, 0, 3600 * 1000},

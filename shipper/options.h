@@ -32,6 +32,7 @@ typedef struct ShipperOptions
 	bool		enable_failover;	/* --enable-failover (PostgreSQL 17+) */
 	bool		no_load;		/* --no-load, --initial-load=none */
 	bool		chunked_load;	/* --initial-load=chunked */
+	int			backfill_workers;	/* --backfill-workers: parts of a chunk */
 	bool		allow_no_tables;
 	char	  **plugin_options; /* name, value, name, value, ... */
 	int			noptions;

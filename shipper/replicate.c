@@ -114,7 +114,8 @@ replicate_tick(void *arg)
 	return r->delivery_abort != 0;
 }
 
-static bool backfill_add_row(void *arg, const char *data, size_t len, uint64_t commit_lsn);
+static bool backfill_add_row(void *arg, const char *data, size_t len,
+							 const RowFields *fields, uint64_t commit_lsn);
 static bool backfill_flush(void *arg);
 
 void
@@ -131,6 +132,7 @@ replicate_init(Replicator *r, StopFlag *stop, StopFlag *stop_now, StopFlag *relo
 	r->backfill = backfill_create(&r->params, r->target, r->stop, backfill_add_row,
 								  backfill_flush, r);
 	backfill_set_verbose(r->backfill, opts.verbosity > 0);
+	backfill_set_workers(r->backfill, opts.backfill_workers);
 }
 
 /* ----------------------------------------------------------------
@@ -289,28 +291,24 @@ handle_row(Replicator *r, const char *data, size_t len, uint64_t change_lsn, boo
  * arrives: one more row of that transaction, in the stream's order.
  */
 static bool
-backfill_add_row(void *arg, const char *data, size_t len, uint64_t commit_lsn)
+backfill_add_row(void *arg, const char *data, size_t len, const RowFields *fields,
+				 uint64_t commit_lsn)
 {
 	Replicator *r = arg;
-	RowFields	f;
 	TargetRow	row;
 
 	memset(&row, 0, sizeof(row));
-	if (!rowscan(data, len, &f))
-	{
-		log_error("backfilled row is not a fundrecs_decoder row: %.*s", (int) Min(len, 200), data);
-		return false;
-	}
 	r->row_seq = commit_lsn == r->row_seq_lsn ? r->row_seq + 1 : 0;
 	r->row_seq_lsn = commit_lsn;
 	row.data = data;
 	row.len = len;
-	row.fields = &f;
+	row.fields = fields;
 	row.change_lsn = commit_lsn;
 	row.commit_lsn = commit_lsn;
 	row.seq = r->row_seq;
 	row.safe_lsn = r->pos.prev_txn;
-	row.commit_time = metrics_enabled() ? parse_commit_time(f.commit_time.start, f.commit_time.len) : 0;
+	row.commit_time = metrics_enabled() ?
+		parse_commit_time(fields->commit_time.start, fields->commit_time.len) : 0;
 	return target_add(r->target, &row);
 }
 
@@ -481,18 +479,22 @@ housekeeping(Replicator *r, ReplConn *rc, double now, bool *stop)
 	return LOOP_DONE;
 }
 
-/* Nothing ready: waits for the socket, a delivery, or the nearest deadline. */
+/* Nothing ready: waits for the socket, a delivery, a chunk read, or the nearest deadline. */
 static bool
 wait_for_work(Replicator *r, ReplConn *rc, double now)
 {
 	double		wait = opts.status_interval > 0 ? r->last_status + opts.status_interval - now : 60;
 	double		due = target_next_due(r->target);
+	int			wake[2];
 
 	if (due > 0)
 		wait = Min(wait, due - now);
 	if (opts.heartbeat > 0)
 		wait = Min(wait, Max(r->last_row_at, r->last_heartbeat) + opts.heartbeat - now);
-	return stream_wait(rc, Max(wait, 0), target_wake_fd(r->target)) >= 0;
+	/* A delivery done, or a backfill chunk read, wakes the loop. */
+	wake[0] = target_wake_fd(r->target);
+	wake[1] = backfill_wake_fd(r->backfill);
+	return stream_wait(rc, Max(wait, 0), wake, 2) >= 0;
 }
 
 /*

@@ -580,9 +580,10 @@ stream_next_message(ReplConn *rc, StreamMessage *msg)
 }
 
 int
-stream_wait(ReplConn *rc, double seconds, int wake_fd)
+stream_wait(ReplConn *rc, double seconds, const int *wake_fds, int nwake)
 {
 	int			sock = PQsocket(rc->conn);
+	int			maxfd = sock;
 	fd_set		input;
 	struct timeval tv;
 	int			r;
@@ -594,11 +595,15 @@ stream_wait(ReplConn *rc, double seconds, int wake_fd)
 	}
 	FD_ZERO(&input);
 	FD_SET(sock, &input);
-	if (wake_fd >= 0)
-		FD_SET(wake_fd, &input);
+	for (int i = 0; i < nwake; i++)
+		if (wake_fds[i] >= 0)
+		{
+			FD_SET(wake_fds[i], &input);
+			maxfd = Max(maxfd, wake_fds[i]);
+		}
 	tv.tv_sec = (time_t) seconds;
 	tv.tv_usec = (suseconds_t) ((seconds - (double) tv.tv_sec) * 1e6);
-	r = select(Max(sock, wake_fd) + 1, &input, NULL, NULL, &tv);
+	r = select(maxfd + 1, &input, NULL, NULL, &tv);
 	if (r < 0 && errno != EINTR)
 	{
 		log_error("%s() failed: %m", "select");

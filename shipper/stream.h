@@ -78,8 +78,11 @@ extern bool stream_start_error_is_permanent(ReplConn *rc);
 /* 1: a message; 0: nothing ready; -1: connection lost or ended. */
 extern int	stream_next_message(ReplConn *rc, StreamMessage *msg);
 
-/* Waits for the socket (or wake_fd, if >= 0) up to seconds; -1 on error. */
-extern int	stream_wait(ReplConn *rc, double seconds, int wake_fd);
+/*
+ * Waits for the socket, or any of the wake_fds (those >= 0), up to seconds;
+ * -1 on error.
+ */
+extern int	stream_wait(ReplConn *rc, double seconds, const int *wake_fds, int nwake);
 extern bool stream_send_feedback(ReplConn *rc, uint64_t flush_lsn, bool reply);
 extern void stream_end(ReplConn *rc);
 

@@ -8,7 +8,8 @@
 # 2. At scale: a table of FUNDRECS_BACKFILL_ROWS rows (default 1,000,000)
 #    backfilled to Kinesis (--aggregate, through the signature-checking
 #    proxy) and S3 at once, a writer changing random rows all along, the
-#    shipper killed with SIGKILL several times during the backfill.  Then:
+#    shipper killed with SIGKILL several times during the backfill, each
+#    chunk read in 3 parts side by side (--backfill-workers 3).  Then:
 #    per key, Kinesis in delivery order ends with the table's row and never
 #    goes back a version; the lake holds no line twice, and its newest row
 #    per key is the table's; the rows the backfill read are about the
@@ -279,7 +280,8 @@ ANALYZE shop.big;
 my @ship = ('-d', $connstr, '-S', 'bf_big', '--create-slot', '--if-not-exists', '--initial-load=chunked',
 	'--target', 'kinesis,s3', '--stream', 'accounts', '--aggregate', '--endpoint-url',
 	"http://127.0.0.1:$kproxy", '--s3-endpoint-url', "http://127.0.0.1:$s3proxy",
-	'--s3-url', 's3://lake/cdc', '--flush-seconds', '1', '-o', 'tables=shop.big', '-s', '1', '-v');
+	'--s3-url', 's3://lake/cdc', '--flush-seconds', '1', '-o', 'tables=shop.big', '-s', '1', '-v',
+	'--backfill-workers', '3');
 my $biglog = "$tmp/backfill_big.log";
 $h = start_shipper(\%env, $biglog, @ship);
 $node->poll_query_until('postgres', "SELECT active FROM pg_replication_slots WHERE slot_name = 'bf_big'")

@@ -1,0 +1,716 @@
+/*-------------------------------------------------------------------------
+ *
+ * backfill_read.c
+ *	  Reading backfill chunks: the reader thread, its connections, and the
+ *	  chunks it fills (see backfill.c for what is done with them).
+ *
+ * For each chunk the reader checks that its request still stands, commits
+ * the low watermark, reads the chunk (in parts side by side, one per
+ * connection, with --backfill-workers), and commits the high watermark.
+ * Each row's text is copied into one block per part and scanned once; its
+ * fields go to the target with it.  Chunks come back to a pool, so that
+ * their memory, mapped already, is used again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "backfill_int.h"
+#include "log.h"
+#include "pqexpbuffer.h"
+
+/* ----------------------------------------------------------------
+ * Chunks
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * A chunk emptied for reuse: it keeps its blocks, rows and slots, whose
+ * pages are mapped already.  (Fresh memory for every chunk cost more in
+ * page faults than reading the rows did.)
+ */
+static void
+chunk_reset(Chunk *c)
+{
+	c->ntexts = 0;
+	c->nrows = 0;
+	c->nslots = 0;
+	free(c->last_key);
+	c->last_key = NULL;
+	c->nread = 0;
+	c->final = false;
+	for (int i = 0; i < c->ntables; i++)
+		free(c->tables[i]);
+	free(c->tables);
+	c->tables = NULL;
+	c->ntables = 0;
+	for (int i = 0; i < c->nkeynames; i++)
+		free(c->keynames[i]);
+	free(c->keynames);
+	c->keynames = NULL;
+	c->nkeynames = 0;
+	c->low = c->high = 0;
+}
+
+/* A chunk to fill, from the pool if it has one (either thread). */
+Chunk *
+chunk_get(Reader *rd)
+{
+	Chunk	   *c;
+
+	pthread_mutex_lock(&rd->lock);
+	c = rd->pool;
+	if (c != NULL)
+		rd->pool = c->next;
+	pthread_mutex_unlock(&rd->lock);
+	if (c == NULL)
+		c = pg_malloc0(sizeof(Chunk));
+	c->next = NULL;
+	return c;
+}
+
+/* Back to the pool (either thread). */
+void
+chunk_release(Reader *rd, Chunk *c)
+{
+	if (c == NULL)
+		return;
+	chunk_reset(c);
+	pthread_mutex_lock(&rd->lock);
+	c->next = rd->pool;
+	rd->pool = c;
+	pthread_mutex_unlock(&rd->lock);
+}
+
+static uint32_t
+hash_bytes(const char *s, size_t len)
+{
+	uint32_t	h = 2166136261u;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		h ^= (unsigned char) s[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+int
+chunk_find(const Chunk *c, const char *key, size_t len)
+{
+	uint32_t	mask = c->nslots - 1;
+
+	if (c->nslots == 0)
+		return -1;
+	for (uint32_t i = hash_bytes(key, len) & mask;; i = (i + 1) & mask)
+	{
+		int			slot = c->slots[i];
+		const RowSpan *k;
+
+		if (slot == 0)
+			return -1;
+		k = &c->rows[slot - 1].f.key;
+		if (k->len == len && memcmp(k->start, key, len) == 0)
+			return slot - 1;
+	}
+}
+
+static void
+chunk_index(Chunk *c)
+{
+	uint32_t	mask;
+
+	c->nslots = 16;
+	while (c->nslots < c->nrows * 2)
+		c->nslots *= 2;
+	if (c->slotcap < c->nslots)
+	{
+		free(c->slots);
+		c->slots = pg_malloc(sizeof(int) * c->nslots);
+		c->slotcap = c->nslots;
+	}
+	memset(c->slots, 0, sizeof(int) * c->nslots);
+	mask = c->nslots - 1;
+	for (int r = 0; r < c->nrows; r++)
+	{
+		uint32_t	i = hash_bytes(c->rows[r].f.key.start, c->rows[r].f.key.len) & mask;
+
+		while (c->slots[i] != 0)
+			i = (i + 1) & mask;
+		c->slots[i] = r + 1;
+	}
+}
+
+/* Is t ("schema"."table", as rows write them) the table of those spans? */
+static bool
+table_is(const char *t, size_t tlen, const char *name, size_t len)
+{
+	return tlen == len && memcmp(t, name, len) == 0;
+}
+
+bool
+chunk_has_table(const Chunk *c, const char *name, size_t len)
+{
+	for (int i = 0; i < c->ntables; i++)
+		if (table_is(c->tables[i], strlen(c->tables[i]), name, len))
+			return true;
+	return false;
+}
+
+/* Notes the table a row of the chunk belongs to. */
+static void
+chunk_note_table(Chunk *c, const RowFields *f)
+{
+	for (int i = c->ntables - 1; i >= 0; i--)
+	{
+		const char *t = c->tables[i];
+		size_t		sl = f->schema.len;
+
+		if (strlen(t) == sl + 1 + f->table.len && memcmp(t, f->schema.start, sl) == 0 &&
+			t[sl] == '.' && memcmp(t + sl + 1, f->table.start, f->table.len) == 0)
+			return;
+	}
+	c->tables = pg_realloc(c->tables, sizeof(char *) * (c->ntables + 1));
+	c->tables[c->ntables++] = psprintf("%.*s.%.*s", (int) f->schema.len, f->schema.start,
+									   (int) f->table.len, f->table.start);
+}
+
+/* The key's names, from a row's key object: to build keys from old rows. */
+static void
+chunk_note_keynames(Chunk *c, const RowSpan *key)
+{
+	const char *p = key->start + 1;
+	const char *end = key->start + key->len;
+	RowSpan		name;
+	RowSpan		value;
+
+	while (rowscan_next_field(&p, end, &name, &value))
+	{
+		c->keynames = pg_realloc(c->keynames, sizeof(char *) * (c->nkeynames + 1));
+		c->keynames[c->nkeynames++] = pnstrdup(name.start, name.len);
+	}
+}
+
+/*
+ * A part's rows, added to the chunk: their text copied into one block, each
+ * scanned once (the fields go to the target with the row).
+ */
+static void
+chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
+{
+	int			n = PQntuples(res);
+	size_t		total = 0;
+	char	   *p;
+
+	for (int i = 0; i < n; i++)
+		if (!PQgetisnull(res, i, 1))
+			total += PQgetlength(res, i, 1);
+	if (c->ntexts == c->maxtexts)
+	{
+		c->maxtexts = Max(4, c->maxtexts * 2);
+		c->texts = pg_realloc(c->texts, sizeof(char *) * c->maxtexts);
+		c->textcaps = pg_realloc(c->textcaps, sizeof(size_t) * c->maxtexts);
+		for (int i = c->ntexts; i < c->maxtexts; i++)
+		{
+			c->texts[i] = NULL;
+			c->textcaps[i] = 0;
+		}
+	}
+	if (c->textcaps[c->ntexts] < total + 1)
+	{
+		free(c->texts[c->ntexts]);
+		c->textcaps[c->ntexts] = total + total / 4 + 1;
+		c->texts[c->ntexts] = pg_malloc(c->textcaps[c->ntexts]);
+	}
+	p = c->texts[c->ntexts++];
+	if (c->nrows + n > c->maxrows)
+	{
+		c->maxrows = Max(c->nrows + n, c->maxrows * 2);
+		c->rows = pg_realloc(c->rows, sizeof(ChunkRow) * c->maxrows);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		ChunkRow   *row = &c->rows[c->nrows];
+
+		c->nread++;
+		if (i == n - 1)
+		{
+			free(c->last_key);
+			c->last_key = pg_strdup(PQgetvalue(res, i, 0));
+		}
+		if (PQgetisnull(res, i, 1))
+			continue;			/* the publications leave it out */
+		row->len = PQgetlength(res, i, 1);
+		row->row = p;
+		memcpy(p, PQgetvalue(res, i, 1), row->len);
+		p += row->len;
+		row->dropped = false;
+		if (!rowscan(row->row, row->len, &row->f) || row->f.key.start == NULL ||
+			row->f.schema.start == NULL || row->f.table.start == NULL)
+		{
+			log_error("backfill: a row of %s.%s has no key: %.*s", schema, table,
+					  (int) Min(row->len, 200), row->row);
+			continue;
+		}
+		chunk_note_table(c, &row->f);
+		if (c->nkeynames == 0)
+			chunk_note_keynames(c, &row->f.key);
+		c->nrows++;
+	}
+}
+
+/*
+ * The key of an old row (an update that changed the key, as "old" or
+ * "before-image"): the chunk's row of that key is dropped.  False when the
+ * old row lacks a key column: which row it was is unknown.
+ */
+bool
+chunk_drop_old_key(Chunk *c, const char *old, size_t oldlen)
+{
+	PQExpBufferData key;
+	int			idx;
+
+	initPQExpBuffer(&key);
+	appendPQExpBufferChar(&key, '{');
+	for (int k = 0; k < c->nkeynames; k++)
+	{
+		const char *p = old + 1;
+		const char *end = old + oldlen;
+		RowSpan		name;
+		RowSpan		value;
+		bool		found = false;
+
+		while (rowscan_next_field(&p, end, &name, &value))
+		{
+			if (name.len == strlen(c->keynames[k]) &&
+				memcmp(name.start, c->keynames[k], name.len) == 0)
+			{
+				found = true;
+				break;
+			}
+		}
+		if (!found)
+		{
+			termPQExpBuffer(&key);
+			return false;
+		}
+		if (k > 0)
+			appendPQExpBufferChar(&key, ',');
+		appendPQExpBuffer(&key, "%s:%.*s", c->keynames[k], (int) value.len, value.start);
+	}
+	appendPQExpBufferChar(&key, '}');
+	idx = chunk_find(c, key.data, key.len);
+	if (idx >= 0)
+		c->rows[idx].dropped = true;
+	termPQExpBuffer(&key);
+	return true;
+}
+
+/* ----------------------------------------------------------------
+ * The reader
+ * ----------------------------------------------------------------
+ */
+
+/* A statement on one of the reader's connections; NULL after a warning. */
+static PGresult *
+reader_run(Reader *rd, int i, const char *what, const char *sql, int n,
+		   const char *const *values, ExecStatusType want)
+{
+	PGresult   *res;
+
+	res = PQexecParams(rd->conns[i], sql, n, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(res) == want)
+		return res;
+	log_warning("backfill: could not %s: %s", what, PQerrorMessage(rd->conns[i]));
+	PQclear(res);
+	return NULL;
+}
+
+/* The reader's connection i, opened if need be; false when it cannot be. */
+static bool
+reader_connected(Reader *rd, int i)
+{
+	PGresult   *res;
+
+	if (rd->conns[i] != NULL && PQstatus(rd->conns[i]) == CONNECTION_OK)
+		return true;
+	if (rd->conns[i] != NULL)
+		PQfinish(rd->conns[i]);
+	rd->conns[i] = db_connect(rd->params, false);
+	if (rd->conns[i] == NULL)
+		return false;
+	/* As the main connection's: watermarks never wait for a standby. */
+	res = PQexec(rd->conns[i], "SET application_name = 'fundrecs_shipper backfill'; "
+				 "SET synchronous_commit = local");
+	PQclear(res);
+	return true;
+}
+
+/* After a failure: connections that are not idle and sound are closed. */
+static void
+reader_reset_conns(Reader *rd)
+{
+	for (int i = 0; i < rd->workers; i++)
+		if (rd->conns[i] != NULL &&
+			(PQstatus(rd->conns[i]) != CONNECTION_OK ||
+			 PQtransactionStatus(rd->conns[i]) != PQTRANS_IDLE))
+		{
+			PQfinish(rd->conns[i]);
+			rd->conns[i] = NULL;
+		}
+}
+
+static void
+read_end(Reader *rd, const char *state, char *message)
+{
+	rd->status = READ_ENDED;
+	rd->end_state = state;
+	rd->message = message;
+}
+
+/*
+ * Before each chunk: the request still stands (not cancelled) and its table
+ * is the one it named (not dropped, not renamed).  False when the job ends
+ * (the result says how) or the check could not be made (READ_RETRY).
+ */
+static bool
+request_stands(Reader *rd)
+{
+	char		idbuf[24];
+	const char *values[1];
+	PGresult   *res;
+	bool		cancelled;
+	bool		gone;
+
+	values[0] = fmt_i64(idbuf, rd->task.job_id);
+	res = reader_run(rd, 0, "check a backfill request",
+					 "SELECT r.cancelled_at IS NOT NULL, c.oid IS NULL,"
+					 "       CASE WHEN c.oid IS NOT NULL THEN pg_catalog.format('%I.%I', n.nspname, c.relname) END,"
+					 "       n.nspname = r.schema_name AND c.relname = r.table_name"
+					 "  FROM fundrecs.backfill_request r"
+					 "  LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid"
+					 "  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+					 " WHERE r.request_id = $1",
+					 1, values, PGRES_TUPLES_OK);
+	if (res == NULL)
+	{
+		rd->status = READ_RETRY;
+		return false;
+	}
+	if (PQntuples(res) != 1)
+	{
+		PQclear(res);
+		read_end(rd, "cancelled", pg_strdup("the request was deleted"));
+		return false;
+	}
+	cancelled = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	gone = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	if (cancelled)
+		read_end(rd, "cancelled", pg_strdup("cancelled with fundrecs.cancel_backfill()"));
+	else if (gone)
+		read_end(rd, "failed", psprintf("table %s.%s was dropped during its backfill",
+										rd->task.schema, rd->task.table));
+	else if (strcmp(PQgetvalue(res, 0, 3), "t") != 0)
+		read_end(rd, "failed",
+				 psprintf("table %s.%s was renamed to %s during its backfill; request a backfill of %s",
+						  rd->task.schema, rd->task.table, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 2)));
+	PQclear(res);
+	return !cancelled && !gone && rd->status != READ_ENDED;
+}
+
+/* Emits a watermark on the first connection; its position in *lsn. */
+static bool
+reader_watermark(Reader *rd, const char *mark, uint64_t *lsn)
+{
+	char	   *content = psprintf("slot=%s request=%lld chunk=%lld mark=%s nonce=%llx",
+								   rd->params->slot, (long long) rd->task.job_id,
+								   (long long) rd->task.chunk_no, mark,
+								   (unsigned long long) rd->task.nonce);
+	const char *values[1] = {content};
+	PGresult   *res = reader_run(rd, 0, "write a backfill watermark",
+								 "SELECT pg_catalog.pg_logical_emit_message(true, 'fundrecs.watermark', $1)",
+								 1, values, PGRES_TUPLES_OK);
+	const char *text;
+
+	free(content);
+	if (res == NULL)
+		return false;
+	text = PQgetvalue(res, 0, 0);
+
+	(void) rowscan_parse_lsn(text, strlen(text), lsn);
+	PQclear(res);
+	return true;
+}
+
+/*
+ * The parts of the chunk: one, or with workers, the bounds the server finds
+ * for about chunk_rows / workers rows each (uptos[i], NULL for one part).
+ * Returns how many; -1 on failure.
+ */
+static int
+read_parts(Reader *rd, char ***uptos, bool *final)
+{
+	int			max_rows = atoi(rd->task.chunk_rows);
+	int			parts = Min(rd->workers, max_rows);
+	char		partsbuf[24];
+	const char *values[5];
+	PGresult   *res;
+	int			n;
+	int64_t		rows = 0;
+
+	*uptos = pg_malloc0(sizeof(char *) * Max(parts, 1));
+	if (parts <= 1)
+	{
+		*final = false;			/* known once read */
+		return 1;
+	}
+	values[0] = rd->task.relid;
+	values[1] = rd->task.after_key;
+	values[2] = rd->task.chunk_rows;
+	values[3] = fmt_i64(partsbuf, parts);
+	values[4] = rd->task.condition;
+	res = reader_run(rd, 0, "split a backfill chunk",
+					 "SELECT upto_key::text, rows FROM fundrecs.backfill_bounds($1::oid::regclass,"
+					 " $2::text[], $3::integer, $4::integer, $5)",
+					 5, values, PGRES_TUPLES_OK);
+	if (res == NULL)
+		return -1;
+	n = PQntuples(res);
+	for (int i = 0; i < n; i++)
+	{
+		(*uptos)[i] = pg_strdup(PQgetvalue(res, i, 0));
+		rows += strtoll(PQgetvalue(res, i, 1), NULL, 10);
+	}
+	PQclear(res);
+	*final = rows < max_rows;
+	return n;
+}
+
+/* One chunk: check, low watermark, the parts side by side, high watermark. */
+static void
+reader_task(Reader *rd)
+{
+	Chunk	   *c = chunk_get(rd);
+	uint64_t	lw;
+	uint64_t	hw;
+	char		lsnbuf[24];
+	char	  **uptos = NULL;
+	int			nparts;
+	bool		final = false;
+	char	   *err = NULL;
+	bool		lost = false;
+
+	rd->status = READ_OK;
+	rd->chunk = NULL;
+	if (!reader_connected(rd, 0))
+	{
+		rd->status = READ_RETRY;
+		chunk_release(rd, c);
+		return;
+	}
+	if (!request_stands(rd) || !reader_watermark(rd, "low", &lw))
+	{
+		if (rd->status == READ_OK)
+			rd->status = READ_RETRY;
+		reader_reset_conns(rd);
+		chunk_release(rd, c);
+		return;
+	}
+	nparts = read_parts(rd, &uptos, &final);
+	for (int i = 0; i < nparts && !lost; i++)
+	{
+		const char *values[7];
+
+		values[0] = rd->task.relid;
+		values[1] = i == 0 ? rd->task.after_key : uptos[i - 1];
+		values[2] = rd->task.chunk_rows;
+		values[3] = fmt_lsn(lsnbuf, lw);
+		values[4] = rd->options;
+		values[5] = rd->task.condition;
+		values[6] = uptos[i];
+		if (!reader_connected(rd, i) ||
+			!PQsendQueryParams(rd->conns[i],
+							   "SELECT key::text, row_json FROM fundrecs.backfill_rows($1::oid::regclass,"
+							   " $2::text[], $3::integer, $4::pg_lsn, $5::text[], $6, $7::text[])",
+							   7, NULL, values, NULL, NULL, 0))
+		{
+			if (rd->conns[i] != NULL)
+				log_warning("backfill: could not read a chunk: %s", PQerrorMessage(rd->conns[i]));
+			lost = true;
+			nparts = i;			/* those sent are drained below */
+		}
+	}
+	for (int i = 0; i < nparts; i++)
+	{
+		PGresult   *res;
+		PGresult   *more;
+
+		res = PQgetResult(rd->conns[i]);
+		while ((more = PQgetResult(rd->conns[i])) != NULL)
+			PQclear(more);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && err == NULL && !lost)
+			chunk_add_part(c, res, rd->task.schema, rd->task.table);
+		else if (PQresultStatus(res) != PGRES_TUPLES_OK && err == NULL)
+		{
+			err = pg_strdup(PQerrorMessage(rd->conns[i]));
+			if (PQstatus(rd->conns[i]) != CONNECTION_OK)
+			{
+				log_warning("backfill: could not read a chunk: %s", err);
+				lost = true;
+			}
+		}
+		PQclear(res);
+	}
+	if (lost || err != NULL)
+	{
+		reader_reset_conns(rd);
+		if (lost || !reader_connected(rd, 0))
+			rd->status = READ_RETRY;
+		else if (request_stands(rd))
+		{
+			/*
+			 * The table, its options or the rights: the job cannot go on. (A
+			 * table dropped or renamed ends it in request_stands, with its
+			 * own message.)
+			 */
+			err[strcspn(err, "\n")] = '\0';
+			if (strncmp(err, "ERROR:  ", 8) == 0)
+				memmove(err, err + 8, strlen(err + 8) + 1);
+			read_end(rd, "failed", err);
+			err = NULL;
+		}
+		else if (rd->status == READ_OK)
+			rd->status = READ_RETRY;
+		free(err);
+		chunk_release(rd, c);
+	}
+	else
+	{
+		if (nparts > 1 || (nparts == 1 && uptos[0] != NULL))
+		{
+			/* Parts: the chunk ends at the last bound, whatever was read. */
+			free(c->last_key);
+			c->last_key = pg_strdup(uptos[nparts - 1]);
+			c->final = final;
+		}
+		else if (nparts == 0)
+			c->final = true;
+		else
+			c->final = c->nread < atoi(rd->task.chunk_rows);
+		chunk_index(c);
+		if (!reader_watermark(rd, "high", &hw))
+		{
+			rd->status = READ_RETRY;
+			reader_reset_conns(rd);
+			chunk_release(rd, c);
+		}
+		else
+		{
+			c->low = lw;
+			c->high = hw;
+			rd->chunk = c;
+		}
+	}
+	for (int i = 0; uptos != NULL && i < Max(nparts, 1); i++)
+		free(uptos[i]);
+	free(uptos);
+}
+
+static void *
+reader_main(void *arg)
+{
+	Reader	   *rd = arg;
+
+	pthread_mutex_lock(&rd->lock);
+	for (;;)
+	{
+		while (!rd->busy || rd->done)
+			pthread_cond_wait(&rd->cond, &rd->lock);
+		pthread_mutex_unlock(&rd->lock);
+		reader_task(rd);
+		pthread_mutex_lock(&rd->lock);
+		rd->done = true;
+		pthread_cond_broadcast(&rd->cond);
+		if (write(rd->wake[1], "", 1) < 0 && errno != EAGAIN)
+			log_warning("backfill: could not wake the main loop: %m");
+	}
+	return NULL;
+}
+
+
+/* Gives the reader a chunk to read; false if its thread cannot start. */
+bool
+reader_give(Reader *rd, const ReplConnParams *params, const char *options,
+			const ReadTask *task)
+{
+	if (!rd->started)
+	{
+		rd->params = params;
+		rd->options = options;
+		rd->conns = pg_malloc0(sizeof(PGconn *) * rd->workers);
+		pthread_mutex_init(&rd->lock, NULL);
+		pthread_cond_init(&rd->cond, NULL);
+		if (pipe2(rd->wake, O_NONBLOCK | O_CLOEXEC) != 0)
+		{
+			log_error("backfill: could not create a pipe: %m");
+			return false;
+		}
+		if (pthread_create(&rd->thread, NULL, reader_main, rd) != 0)
+		{
+			log_error("backfill: could not start the reader thread: %m");
+			return false;
+		}
+		rd->started = true;
+	}
+	pthread_mutex_lock(&rd->lock);
+	free(rd->task.schema);
+	free(rd->task.table);
+	free(rd->task.condition);
+	free(rd->task.after_key);
+	rd->task = *task;
+	rd->task.schema = pg_strdup(task->schema);
+	rd->task.table = pg_strdup(task->table);
+	rd->task.condition = task->condition ? pg_strdup(task->condition) : NULL;
+	rd->task.after_key = task->after_key ? pg_strdup(task->after_key) : NULL;
+	rd->busy = true;
+	rd->done = false;
+	pthread_cond_broadcast(&rd->cond);
+	pthread_mutex_unlock(&rd->lock);
+	return true;
+}
+
+/*
+ * True when the reader's result was taken (rd->status, rd->chunk): it was
+ * there, or wait was set and the reader was busy.
+ */
+bool
+reader_collect(Reader *rd, bool wait)
+{
+	char		drain[16];
+
+	if (!rd->started)
+		return false;
+	pthread_mutex_lock(&rd->lock);
+	if (!rd->busy || (!rd->done && !wait))
+	{
+		pthread_mutex_unlock(&rd->lock);
+		return false;
+	}
+	while (!rd->done)
+		pthread_cond_wait(&rd->cond, &rd->lock);
+	rd->busy = false;
+	pthread_mutex_unlock(&rd->lock);
+	while (read(rd->wake[0], drain, sizeof(drain)) > 0)
+		;
+	return true;
+}
+
+int
+reader_wake_fd(const Reader *rd)
+{
+	return rd->started ? rd->wake[0] : -1;
+}
