@@ -271,6 +271,16 @@ main(int argc, char **argv)
 	FailureStreak streak = {NULL, 0, 0};
 	int			exit_code = 0;
 
+	/*
+	 * Freed memory stays with the process: batches, request bodies and query
+	 * results are built again and again at the same sizes, and memory given
+	 * back to the kernel comes back as page faults (with glibc's defaults
+	 * they cost more than a backfill's reads: bench/backfill). What is kept
+	 * is bounded by the largest working set, not by time.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
+
 	parse_options(argc, argv);
 	check_options();
 	/* Only the AWS settings matter to --check-credentials. */
