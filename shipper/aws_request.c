@@ -13,6 +13,7 @@
 
 #include "aws_request.h"
 #include "log.h"
+#include "retry.h"
 
 /* The request's headers for curl: the signed ones, Authorization, no Expect. */
 static struct curl_slist *
@@ -126,4 +127,84 @@ aws_signed_headers(const AwsRequestSpec *spec, const AwsCredentials *creds)
 	headers = signed_headers(h, nh, sig.authorization);
 	sigv4_result_free(&sig);
 	return headers;
+}
+
+static bool
+code_in(const char *code, const char *const *list)
+{
+	if (code == NULL || list == NULL)
+		return false;
+	for (int i = 0; list[i]; i++)
+		if (strcmp(code, list[i]) == 0)
+			return true;
+	return false;
+}
+
+char *
+aws_call_failure(const AwsErrorTable *errors, const AwsFailedCall *call)
+{
+	const char *code = call->code;
+	const char *message = call->message;
+	long		status = call->resp->status;
+	long		skew;
+	char		about[1024];
+	char		detail[1024];
+
+	if (!call->reached)
+		return http_transport_failure(call->client, call->endpoint, call->resp);
+
+	/* "HTTP 403 from <endpoint> for <what>", then ": code: message" */
+	snprintf(about, sizeof(about), "HTTP %ld from %s%s%s", status, call->endpoint,
+			 call->what ? " for " : "", call->what ? call->what : "");
+	snprintf(detail, sizeof(detail), "%s%s%s%s", code ? ": " : "", code ? code : "",
+			 message ? ": " : "", message ? message : "");
+
+	if (aws_error_is_expired_token(code))
+	{
+		/* Refreshed before the next attempt: a retry, not a failure. */
+		aws_credentials_invalidate(call->provider);
+		return psprintf("%s: %s: the credentials (from %s) expired; refreshing them",
+						about, code, aws_credentials_describe(call->provider));
+	}
+	if (aws_error_is_clock_skew(code, message) && aws_clock_correct(call->client, &skew))
+		return psprintf("%s: %s: this machine's clock is %ld s off %s's; signing with %s's time from now on (check NTP)",
+						about, code, -skew, errors->service, errors->service);
+	if (aws_error_is_bad_key(code, message) && aws_credentials_refreshable(call->provider))
+	{
+		aws_credentials_invalidate(call->provider);
+		return psprintf("%s: %s: the credentials (from %s) were refused; fetching them again",
+						about, code, aws_credentials_describe(call->provider));
+	}
+	if (status >= 500 || status == 429 || code_in(code, errors->retryable))
+		return psprintf("%s%s", about, detail);
+
+	if (code_in(code, errors->missing) ||
+		(errors->missing_on_404 && status == 404))
+		log_error("%s %s \"%s\" does not exist at %s", errors->service, errors->resource,
+				  call->resource_name, call->endpoint);
+	else
+	{
+		bool		denied = code_in(code, errors->denied) || aws_error_is_bad_key(code, message);
+
+		if (call->what)
+			log_error("%s refused %s at %s: HTTP %ld%s", errors->service, call->what,
+					  call->endpoint, status, detail);
+		else
+			log_error("%s refused the request to %s: HTTP %ld%s", errors->service,
+					  call->endpoint, status, detail);
+		if (aws_error_is_clock_skew(code, message))
+			log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
+		else if (denied)
+			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
+						   aws_credentials_describe(call->provider));
+
+		/*
+		 * The IAM policy will not change by starting again, nor will static
+		 * keys; other refusals (a malformed request, a limit) may.
+		 */
+		if (!denied)
+			return NULL;
+	}
+	retry_note_permanent();
+	return NULL;
 }

@@ -53,4 +53,45 @@ extern bool aws_error_is_clock_skew(const char *code, const char *message);
  */
 extern bool aws_clock_correct(HttpClient *client, long *offset_s);
 
+/*
+ * What one service's error codes mean: the codes worth retrying (besides
+ * HTTP 5xx and 429), those saying the resource (stream, bucket) does not
+ * exist, and those saying the IAM policy refuses the call.  Each list ends
+ * with NULL.
+ */
+typedef struct AwsErrorTable
+{
+	const char *service;		/* "Kinesis", "S3": in messages */
+	const char *resource;		/* "stream", "bucket" */
+	const char *const *retryable;
+	const char *const *missing;
+	const char *const *denied;
+	bool		missing_on_404; /* HTTP 404 alone says it is missing */
+} AwsErrorTable;
+
+/* A call that did not succeed, and what it was about. */
+typedef struct AwsFailedCall
+{
+	HttpClient *client;			/* its response headers: Date */
+	AwsCredentialProvider *provider;	/* to refresh */
+	const char *endpoint;
+	const char *what;			/* "object x", or NULL: the request */
+	const char *resource_name;	/* the stream's or bucket's name */
+	bool		reached;		/* an HTTP response came back */
+	HttpResponse *resp;
+	const char *code;			/* the service's error code, or NULL */
+	const char *message;		/* its message, or NULL */
+} AwsFailedCall;
+
+/*
+ * Classifies a failed call, for every service alike: credentials that
+ * expired or were refused (refreshed, then retried), a clock too far off
+ * (corrected, then retried), throttling and server errors (retried), a
+ * missing resource or a refusal by policy (permanent).  A retryable failure
+ * returns a description to log; a permanent one is logged here, with a
+ * hint, and returns NULL (retry_note_permanent() when starting over would
+ * not help).
+ */
+extern char *aws_call_failure(const AwsErrorTable *errors, const AwsFailedCall *call);
+
 #endif							/* AWS_REQUEST_H */

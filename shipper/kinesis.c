@@ -319,32 +319,29 @@ kinesis_error_code(const char *body, size_t len, char **message)
 	return result;
 }
 
-static bool
-is_retryable_code(const char *code)
-{
-	static const char *const retryable[] = {
-		"ProvisionedThroughputExceededException",
-		"LimitExceededException",
-		"ThrottlingException",
-		"Throttling",
-		"ThrottledException",
-		"RequestLimitExceeded",
-		"InternalFailure",
-		"InternalFailureException",
-		"ServiceUnavailable",
-		"ServiceUnavailableException",
-		"KMSThrottlingException",
-		"RequestTimeout",
-		"RequestTimeoutException",
-		"PriorRequestNotComplete",
-		NULL
-	};
-
-	for (int i = 0; retryable[i]; i++)
-		if (strcmp(code, retryable[i]) == 0)
-			return true;
-	return false;
-}
+/* What Kinesis's error codes mean (aws_call_failure). */
+static const char *const kinesis_retryable[] = {
+	"ProvisionedThroughputExceededException",
+	"LimitExceededException",
+	"ThrottlingException",
+	"Throttling",
+	"ThrottledException",
+	"RequestLimitExceeded",
+	"InternalFailure",
+	"InternalFailureException",
+	"ServiceUnavailable",
+	"ServiceUnavailableException",
+	"KMSThrottlingException",
+	"RequestTimeout",
+	"RequestTimeoutException",
+	"PriorRequestNotComplete",
+	NULL
+};
+static const char *const kinesis_missing[] = {"ResourceNotFoundException", NULL};
+static const char *const kinesis_denied[] = {"AccessDeniedException", NULL};
+static const AwsErrorTable kinesis_errors = {
+	"Kinesis", "stream", kinesis_retryable, kinesis_missing, kinesis_denied, false
+};
 
 /*
  * Parses a 200 response.  Returns the number of failed records (their
@@ -427,62 +424,17 @@ kinesis_stream_label(KinesisTarget *k)
 char *
 kinesis_call_failure(KinesisTarget *k, HttpClient *client, bool reached, HttpResponse *resp)
 {
-	char	   *code;
-	char	   *message;
-	char	   *problem = NULL;
-	long		skew;
+	char	   *code = NULL;
+	char	   *message = NULL;
+	char	   *problem;
+	AwsFailedCall call = {client, k->provider, k->endpoint, NULL, kinesis_stream_label(k),
+	reached, resp, NULL, NULL};
 
-	if (!reached)
-		return http_transport_failure(client, k->endpoint, resp);
-
-	code = kinesis_error_code(resp->body.data, resp->body.len, &message);
-	if (aws_error_is_expired_token(code))
-	{
-		/* Refreshed before the next attempt: a retry, not a failure. */
-		aws_credentials_invalidate(k->provider);
-		problem = psprintf("HTTP %ld from %s: %s: the credentials (from %s) expired; refreshing them",
-						   resp->status, k->endpoint, code, aws_credentials_describe(k->provider));
-	}
-	else if (aws_error_is_clock_skew(code, message) && aws_clock_correct(client, &skew))
-		problem = psprintf("HTTP %ld from %s: %s: this machine's clock is %ld s off Kinesis's; signing with Kinesis's time from now on (check NTP)",
-						   resp->status, k->endpoint, code, -skew);
-	else if (aws_error_is_bad_key(code, message) && aws_credentials_refreshable(k->provider))
-	{
-		aws_credentials_invalidate(k->provider);
-		problem = psprintf("HTTP %ld from %s: %s: the credentials (from %s) were refused; fetching them again",
-						   resp->status, k->endpoint, code, aws_credentials_describe(k->provider));
-	}
-	else if (resp->status >= 500 || resp->status == 429 ||
-			 (code != NULL && is_retryable_code(code)))
-		problem = psprintf("HTTP %ld from %s%s%s%s%s", resp->status, k->endpoint,
-						   code ? ": " : "", code ? code : "",
-						   message ? ": " : "", message ? message : "");
-	else if (code != NULL && strcmp(code, "ResourceNotFoundException") == 0)
-	{
-		log_error("Kinesis stream \"%s\" does not exist at %s",
-				  kinesis_stream_label(k), k->endpoint);
-		retry_note_permanent();
-	}
-	else
-	{
-		log_error("Kinesis refused the request to %s: HTTP %ld%s%s%s%s",
-				  k->endpoint, resp->status, code ? ": " : "",
-				  code ? code : "", message ? ": " : "", message ? message : "");
-		if (aws_error_is_clock_skew(code, message))
-			log_error_hint("The request's time is too far from AWS's: check this machine's clock (NTP); the signature embeds it.");
-		else if (code != NULL && (aws_error_is_bad_key(code, message) ||
-								  strcmp(code, "AccessDeniedException") == 0))
-			log_error_hint("Check the AWS credentials (from %s) and the IAM policy.",
-						   aws_credentials_describe(k->provider));
-
-		/*
-		 * The IAM policy will not change by starting again, nor will static
-		 * keys.
-		 */
-		if (code != NULL && (strcmp(code, "AccessDeniedException") == 0 ||
-							 aws_error_is_bad_key(code, message)))
-			retry_note_permanent();
-	}
+	if (reached)
+		code = kinesis_error_code(resp->body.data, resp->body.len, &message);
+	call.code = code;
+	call.message = message;
+	problem = aws_call_failure(&kinesis_errors, &call);
 	free(code);
 	free(message);
 	return problem;

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * s3.h
- *	  S3 target: JSON Lines objects, gzip by default, one per route and
- *	  day per flush, named PREFIX/<route>/dt=YYYY-MM-DD/<first>-<last>.json.gz
- *	  after the stream positions of their first and last rows.
+ *	  An S3 client: ListObjectsV2, GetObject, PutObject and DeleteObject
+ *	  on one bucket, SigV4-signed and retried.  The lake's policy is
+ *	  s3_lake.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,149 +14,60 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <zlib.h>
-
 #include "credentials.h"
 #include "http.h"
 #include "retry.h"
 
-/*
- * A row's place in the stream: its transaction's commit LSN and its ordinal
- * among that transaction's rows (the rows of an initial load share the
- * consistent point, and are numbered through the load).  Only the stream
- * decides it, so a row shipped again has the same position.
- */
-typedef struct S3Position
-{
-	uint64_t	lsn;
-	uint32_t	seq;
-} S3Position;
-
-/*
- * What a route already has in the bucket for one day, read at the first row
- * of that route and day in a run (ListObjectsV2 of PREFIX/<route>/dt=<day>/).
- * A route's objects of one day are written in stream order, so their last
- * position is where that route and day stand; across days nothing is
- * assumed, since commit days need not follow commit order when a server's
- * clock steps back.
- */
-typedef struct S3RouteMark
-{
-	char	   *route;
-	char		dt[11];			/* YYYY-MM-DD */
-	bool		found;			/* an object of the route and day was found */
-	S3Position	last;			/* the last row written, when found */
-} S3RouteMark;
-
-typedef struct S3Object
-{
-	char	   *route;			/* partition value */
-	char		dt[11];			/* YYYY-MM-DD */
-	S3Position	first;			/* positions of its first and last rows */
-	S3Position	last;
-	uint64_t	rows;
-	size_t		raw_bytes;		/* the rows' bytes, uncompressed */
-	z_stream	z;				/* gzip stream, when compressing */
-	PQExpBufferData body;		/* the object's bytes so far */
-} S3Object;
-
-typedef struct S3Target
+typedef struct S3Client
 {
 	char	   *endpoint;		/* scheme://host[:port] */
 	char	   *bucket;
 	char	   *prefix;			/* without leading or trailing '/' */
 	char	   *region;
 	bool		path_style;
-	bool		gzip;
 	AwsCredentialProvider *provider;	/* shared by the targets */
 	AwsCredentials creds;		/* a snapshot, taken for each request */
 	HttpClient	http;
 	int			retry_timeout_s;
-
-	S3Object   *objects;
-	int			nobjects;
-	int			maxobjects;
-	size_t		buffered;		/* uncompressed bytes held */
-	double		first_at;		/* when the oldest held row arrived */
-	double		oldest_commit;	/* commit time of the oldest held row (0:
-								 * unknown) */
-	uint64_t	safe_lsn;		/* confirmable while rows are held */
-
-	S3RouteMark *marks;			/* per route and day, looked up at its first
-								 * row */
-	int			nmarks;
-	int			maxmarks;
-	int			last_mark;		/* the mark the previous row used */
-
-	char	   *owner_key;		/* PREFIX/_fundrecs/owner.json, once claimed */
-	char	   *owner_doc;		/* what it must say */
-	char	   *owner_system;	/* and what it was made of */
-	char	   *owner_database;
-	char	   *owner_slot;
-
-	uint32_t	flushes;
-	uint64_t	objects_put;
-	uint64_t	bytes_put;
-	uint64_t	rows_put;		/* rows of the objects written */
-	uint64_t	row_bytes_put;	/* their bytes, uncompressed */
-	double		last_put_at;	/* when a flush last finished (0: never) */
-	uint64_t	objects_torn;	/* cut short by a crash, found and deleted */
-	uint64_t	rows_skipped;	/* already in the bucket, from an earlier run */
-	uint64_t	objects_deleted;	/* of a load done again */
-} S3Target;
-
-typedef enum S3AddResult
-{
-	S3_ADDED,
-	S3_SKIPPED,					/* the bucket has it already */
-	S3_FAILED					/* the route's objects could not be listed */
-} S3AddResult;
-
-extern char *s3_init(S3Target *s, AwsCredentialProvider *provider, const char *url,
-					 const char *endpoint,
-					 const char *region, const char *addressing, bool gzip,
-					 const char *ca_file, long timeout_ms, int retry_timeout_s);
-
-/* Checks the bucket exists and is reachable (a listing of PREFIX/_fundrecs/). */
-extern ShipResult s3_check_bucket(S3Target *s, StopFlag *stop);
+} S3Client;
 
 /*
- * Claims the prefix for this slot (PREFIX/_fundrecs/owner.json): a prefix
- * another slot, database or cluster writes is refused (a permanent error).
+ * Reads bucket and prefix from url (s3://BUCKET/PREFIX); endpoint NULL:
+ * AWS's for region.  An error message, or NULL.
  */
-extern ShipResult s3_claim_prefix(S3Target *s, const char *system_id, const char *database,
-								  const char *slot, StopFlag *stop);
+extern char *s3_client_init(S3Client *c, AwsCredentialProvider *provider, const char *url,
+							const char *endpoint, const char *region,
+							const char *addressing, const char *ca_file, long timeout_ms,
+							int retry_timeout_s);
+
+/* PREFIX/ (with the slash), or "" for the bucket's root; malloc'd. */
+extern char *s3_prefix_slash(const S3Client *c);
 
 /*
- * Holds a row for the object of its route and day, unless the route's
- * objects already hold its position (a row shipped again after a crash):
- * the first row of each route in a run lists what the route has.
+ * Checks the bucket exists and can be listed under list_prefix (a folder
+ * that holds a few keys at most); a wrong endpoint is fatal.
  */
-extern S3AddResult s3_add(S3Target *s, const char *route, const char *dt, const char *row,
-						  size_t len, S3Position pos, uint64_t safe_lsn,
-						  double commit_time, StopFlag *stop);
+extern ShipResult s3_check_bucket(S3Client *c, const char *list_prefix, StopFlag *stop);
+
+/* Calls fn for each key under prefix, with its size; pages through all. */
+typedef void (*S3ListFn) (const char *key, long long size, void *arg);
+extern ShipResult s3_list(S3Client *c, const char *prefix, S3ListFn fn, void *arg,
+						  StopFlag *stop);
 
 /*
- * Deletes the objects of an initial load that did not finish (their rows
- * all at its consistent point lsn): a load done again must not leave a
- * first, partial copy.  Lists the whole prefix.
+ * GetObject into resp (initialized by the caller, freed by it); a missing
+ * key is an answer (resp->status 404), not a failure.  startup: a wrong
+ * endpoint is fatal.
  */
-extern ShipResult s3_forget_load(S3Target *s, uint64_t lsn, StopFlag *stop);
+extern ShipResult s3_get(S3Client *c, const char *key, bool startup, HttpResponse *resp,
+						 StopFlag *stop);
 
-/*
- * Checks the prefix is still this slot's (PREFIX/_fundrecs/owner.json, as
- * claimed): written again when it was deleted, a permanent failure when
- * another shipper holds it now.  Every flush calls it first.
- */
-extern ShipResult s3_check_owner(S3Target *s, StopFlag *stop);
+/* PutObject with Content-MD5; rows > 0 adds x-amz-meta-fundrecs-rows. */
+extern ShipResult s3_put(S3Client *c, const char *key, const char *content_type,
+						 const char *body, size_t len, uint64_t rows, StopFlag *stop);
 
-/*
- * Uploads every held object (the prefix's owner checked first); on success
- * nothing is held any more.
- */
-extern ShipResult s3_flush(S3Target *s, StopFlag *stop);
-
-extern bool s3_has_rows(const S3Target *s);
+/* DeleteObject; a key already gone is not a failure. */
+extern ShipResult s3_delete(S3Client *c, const char *key, StopFlag *stop);
 
 /* <Code>...</Code> of an S3 error document, or NULL (fuzzed in fuzz/). */
 extern char *s3_error_code(const char *body);

@@ -2,7 +2,7 @@
  *
  * target_s3.c
  *	  S3 as a target (--target s3): rows grouped into objects by route and
- *	  commit day (s3.c), each object written once whole, on the main thread,
+ *	  commit day (s3_lake.c), each object written once whole, on the main thread,
  *	  at --flush-bytes or --flush-seconds.
  *
  *-------------------------------------------------------------------------
@@ -14,12 +14,12 @@
 #include "aws_config.h"
 #include "log.h"
 #include "options.h"
-#include "s3.h"
+#include "s3_lake.h"
 #include "target_ops.h"
 
 typedef struct S3Ship
 {
-	S3Target	s3;
+	S3Lake		s3;
 	StopFlag   *abort;			/* abandons a write in flight */
 } S3Ship;
 
@@ -80,7 +80,7 @@ static bool
 s3_ship_flush(Target *t)
 {
 	S3Ship	   *ss = t->priv;
-	ShipResult	r = s3_flush(&ss->s3, ss->abort);
+	ShipResult	r = s3_lake_flush(&ss->s3, ss->abort);
 
 	if (r == SHIP_STOPPED)
 		log_warning("stopping with S3 objects unwritten; their rows will be shipped again on restart");
@@ -98,8 +98,8 @@ s3_ship_add(Target *t, const TargetRow *row)
 	row_route(row, route, sizeof(route));
 	row_date(row->fields, dt);
 	/* Skipped when the bucket has it already (shipped before a crash). */
-	if (s3_add(&ss->s3, route, dt, row->data, row->len, spos, row->safe_lsn,
-			   row->commit_time, ss->abort) == S3_FAILED)
+	if (s3_lake_add(&ss->s3, route, dt, row->data, row->len, spos, row->safe_lsn,
+					row->commit_time, ss->abort) == S3_FAILED)
 		return false;
 	if (ss->s3.buffered >= (size_t) Min(opts.flush_bytes, opts.max_buffer_bytes))
 		return s3_ship_flush(t);
@@ -111,7 +111,7 @@ s3_ship_poll(Target *t, double now)
 {
 	S3Ship	   *ss = t->priv;
 
-	if (s3_has_rows(&ss->s3) && now - ss->s3.first_at >= opts.flush_seconds)
+	if (s3_lake_has_rows(&ss->s3) && now - ss->s3.first_at >= opts.flush_seconds)
 		return s3_ship_flush(t);
 	return true;
 }
@@ -121,7 +121,7 @@ s3_ship_next_due(Target *t)
 {
 	S3Ship	   *ss = t->priv;
 
-	return s3_has_rows(&ss->s3) ? ss->s3.first_at + opts.flush_seconds : 0;
+	return s3_lake_has_rows(&ss->s3) ? ss->s3.first_at + opts.flush_seconds : 0;
 }
 
 /* Rows held for S3 are not acknowledged until their objects are written. */
@@ -130,7 +130,7 @@ s3_ship_held_lsn(Target *t, uint64_t *lsn)
 {
 	S3Ship	   *ss = t->priv;
 
-	if (!s3_has_rows(&ss->s3))
+	if (!s3_lake_has_rows(&ss->s3))
 		return false;
 	*lsn = ss->s3.safe_lsn;
 	return true;
@@ -162,9 +162,9 @@ s3_ship_stats(Target *t, MetricsState *m)
 	tm->bytes = ss->s3.row_bytes_put;
 	tm->held_rows = (uint64_t) s3_ship_held_rows(t);
 	tm->held_bytes = ss->s3.buffered;
-	tm->oldest_pending_commit = s3_has_rows(&ss->s3) ? ss->s3.oldest_commit : 0;
+	tm->oldest_pending_commit = s3_lake_has_rows(&ss->s3) ? ss->s3.oldest_commit : 0;
 	tm->last_delivery = ss->s3.last_put_at;
-	tm->held_since = s3_has_rows(&ss->s3) ? ss->s3.first_at : 0;
+	tm->held_since = s3_lake_has_rows(&ss->s3) ? ss->s3.first_at : 0;
 	tm->hold_allowance = opts.flush_seconds;
 }
 
@@ -183,7 +183,7 @@ s3_ship_check(Target *t, StopFlag *stop)
 {
 	S3Ship	   *ss = t->priv;
 
-	return s3_check_bucket(&ss->s3, stop);
+	return s3_lake_check_bucket(&ss->s3, stop);
 }
 
 static ShipResult
@@ -192,7 +192,7 @@ s3_ship_claim(Target *t, const char *system_id, const char *dbname, const char *
 {
 	S3Ship	   *ss = t->priv;
 
-	return s3_claim_prefix(&ss->s3, system_id, dbname, slot, stop);
+	return s3_lake_claim_prefix(&ss->s3, system_id, dbname, slot, stop);
 }
 
 static ShipResult
@@ -200,7 +200,7 @@ s3_ship_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
 {
 	S3Ship	   *ss = t->priv;
 
-	return s3_forget_load(&ss->s3, lsn, stop);
+	return s3_lake_forget_load(&ss->s3, lsn, stop);
 }
 
 static Target *
@@ -228,8 +228,8 @@ s3_create(const TargetSettings *ts)
 	ts->endpoint ? ts->endpoint : aws_endpoint_from_env("S3");
 	char	   *err;
 
-	err = s3_init(&ss->s3, ts->provider, opts.s3_url, endpoint, ts->region, opts.s3_addressing,
-				  opts.gzip, opts.ca_file, opts.request_timeout_ms, opts.retry_timeout);
+	err = s3_lake_init(&ss->s3, ts->provider, opts.s3_url, endpoint, ts->region, opts.s3_addressing,
+					   opts.gzip, opts.ca_file, opts.request_timeout_ms, opts.retry_timeout);
 	if (err != NULL)
 	{
 		log_error("%s", err);
@@ -237,8 +237,8 @@ s3_create(const TargetSettings *ts)
 	}
 	if (opts.verbosity > 0)
 		log_info("S3: bucket %s, prefix \"%s\", endpoint %s (%s-style)",
-				 ss->s3.bucket, ss->s3.prefix, ss->s3.endpoint,
-				 ss->s3.path_style ? "path" : "virtual-host");
+				 ss->s3.client.bucket, ss->s3.client.prefix, ss->s3.client.endpoint,
+				 ss->s3.client.path_style ? "path" : "virtual-host");
 	ss->abort = ts->abort;
 	t->ops = &ops;
 	t->priv = ss;
