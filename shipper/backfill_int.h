@@ -2,7 +2,8 @@
  *
  * backfill_int.h
  *	  Inside backfills: chunks and the thread that reads them
- *	  (backfill_read.c), for backfill.c.
+ *	  (backfill_read.c), the job and its progress on the server
+ *	  (backfill_job.c), for backfill.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,8 +15,11 @@
 
 #include "access/xlogdefs.h"	/* LSN_FORMAT_ARGS */
 #include "libpq-fe.h"
+#include "pqexpbuffer.h"
 #include "rowscan.h"
 #include "stream.h"
+#include "target.h"
+#include "backfill.h"
 
 /* A row of a chunk: its text, in one of the chunk's blocks, and fields. */
 typedef struct ChunkRow
@@ -142,5 +146,124 @@ extern bool reader_collect(Reader *rd, bool wait);
 
 /* Readable when a result is there (-1: the reader has not started). */
 extern int	reader_wake_fd(const Reader *rd);
+
+/* ----------------------------------------------------------------
+ * The backfiller: the stream's side (backfill.c) and the server's
+ * (backfill_job.c).
+ * ----------------------------------------------------------------
+ */
+
+/* After a lost connection or a failed query, try again this much later. */
+#define RETRY_SECS 5.0
+/* How long a request seen in the stream may take to become visible. */
+#define REQUEST_VISIBLE_SECS 10.0
+
+/*
+ * A chunk asked of the reader, from its dispatch until its high watermark
+ * arrives in the stream.  The changes the stream carries between its
+ * watermarks are logged: when the high one arrives, the chunk's rows whose
+ * key they touched are dropped.  (Logged, not looked up at once, because
+ * the low watermark can arrive before the reader has the rows.)
+ */
+typedef struct Flight
+{
+	bool		active;
+	int64_t		chunk_no;
+	uint64_t	nonce;
+	char	   *start_key;		/* the key it starts after (NULL: the start) */
+	bool		watching;		/* its low watermark has arrived */
+	PQExpBufferData log;		/* changes seen: table, key, old row */
+	Chunk	   *chunk;			/* NULL until the reader hands it over */
+} Flight;
+
+/* How many chunks can be in flight: one waiting for its watermarks while
+ * the next is read. */
+#define MAX_FLIGHTS 2
+
+/* A chunk's pending shipment: rows with the target, not all acknowledged. */
+typedef struct Pending
+{
+	bool		active;
+	uint64_t	lsn;			/* the high watermark's commit */
+	int64_t		shipped;
+	int64_t		read;
+	bool		final;
+} Pending;
+
+/* The backfill being run. */
+typedef struct Job
+{
+	bool		active;
+	int64_t		id;
+	char		relid[16];
+	char	   *schema;
+	char	   *table;
+	char	   *condition;
+	char		chunk_rows[16];
+	char	   *after_key;		/* where the next chunk starts (NULL: start) */
+	int64_t		next_chunk;		/* the number of the next chunk to read */
+	int64_t		chunks_done;
+	int64_t		rows_read;
+	int64_t		estimate;
+	bool		reading_done;	/* its last chunk was read */
+} Job;
+
+struct Backfiller
+{
+	const ReplConnParams *params;
+	Target	   *target;
+	StopFlag   *stop;
+	BackfillAddFn add;
+	BackfillFlushFn flush;
+	void	   *arg;
+
+	PGconn	   *conn;
+	bool		enabled;		/* the extension has backfills (1.8) */
+	bool		lacks_grants;	/* ... but the user may not run them */
+	char	   *options;		/* the plugin options as a text[] literal */
+	double		retry_at;
+
+	int64_t    *queue;			/* request ids, in order */
+	int			nqueue;
+	int			maxqueue;
+
+	Job			job;
+	Flight		flights[MAX_FLIGHTS];
+	Reader		reader;
+	Pending		pending;
+	uint64_t	next_nonce;
+	bool		verbose;
+	double		job_started;	/* when the job started or resumed here */
+	int64_t		job_read_here;	/* rows it read since */
+
+	BackfillStats stats;
+};
+
+/* The server's side (backfill_job.c). */
+
+/*
+ * Runs a statement on the backfiller's connection; NULL after logging when
+ * it failed (a lost connection is opened again at the next try).
+ */
+extern PGresult *bf_run(Backfiller *b, const char *what, const char *sql, int n,
+						const char *const *values, ExecStatusType want);
+extern bool bf_run_command(Backfiller *b, const char *what, const char *sql, int n,
+						   const char *const *values);
+
+/* Ends the job in the given state, with a message (or NULL). */
+extern void bf_job_end(Backfiller *b, const char *state, const char *message);
+
+/* The pending chunk acknowledged: its progress recorded. */
+extern bool bf_record_done(Backfiller *b, int64_t id, uint64_t lsn);
+
+/* A request seen in the stream (its id): queued for this slot. */
+extern bool bf_queue_request(Backfiller *b, const char *id);
+
+/* Loads the next queued request; false when there is none to run now. */
+extern bool bf_start_job(Backfiller *b);
+
+/* The stream's side (backfill.c), which the server's calls. */
+extern void bf_reader_take(Backfiller *b, bool wait);
+extern void bf_flights_drop_all(Backfiller *b);
 
 #endif							/* BACKFILL_INT_H */

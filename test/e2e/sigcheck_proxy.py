@@ -79,7 +79,7 @@ AUTH_RE = re.compile(
     r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$")
 
 STATS_LOCK = threading.Lock()
-STATS = {"requests": 0, "verified": 0, "mismatches": 0, "unsigned": 0,
+STATS = {"requests": 0, "verified": 0, "mismatches": 0, "cut": 0, "unsigned": 0,
          "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0,
          "throttled_records": 0, "in_flight": 0, "max_in_flight": 0,
          "expired": 0, "unknown_keys": 0, "keys_seen": {},
@@ -350,6 +350,14 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         self.is_s3 = "X-Amz-Target" not in self.headers
+        if len(body) < length:
+            # The client went away mid-body (a test's kill -9): no request
+            # to check or answer, and no signature to count as wrong.
+            bump("cut")
+            sys.stderr.write("sigcheck: %s %s cut after %d of %d bytes\n"
+                             % (self.command, self.path, len(body), length))
+            self.close_connection = True
+            return
 
         if self.command == "GET" and self.path == "/__stats":
             with STATS_LOCK:
