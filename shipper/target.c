@@ -98,6 +98,34 @@ static const TargetKind *const target_kinds[] = {
 static bool chosen[NKINDS];
 static char chosen_names[128];
 
+/* What the targets are given of the command line: read once, kept. */
+static TargetConfig config;
+
+static void
+config_from_options(TargetConfig *c)
+{
+	c->batch_records = opts.batch_records;
+	c->batch_bytes = opts.batch_bytes;
+	c->max_buffer_bytes = opts.max_buffer_bytes;
+	c->max_in_flight = opts.max_in_flight;
+	c->linger_ms = opts.linger_ms;
+	c->ca_file = opts.ca_file;
+	c->request_timeout_ms = opts.request_timeout_ms;
+	c->retry_timeout_s = opts.retry_timeout;
+	c->verbose = opts.verbosity > 0;
+	c->endpoint = opts.endpoint;
+	c->stream = opts.stream;
+	c->stream_arn = opts.stream_arn;
+	c->aggregate = opts.aggregate;
+	c->aggregate_bytes = opts.aggregate_bytes;
+	c->s3_url = opts.s3_url;
+	c->s3_endpoint = opts.s3_endpoint;
+	c->s3_addressing = opts.s3_addressing;
+	c->gzip = opts.gzip;
+	c->flush_bytes = opts.flush_bytes;
+	c->flush_seconds = opts.flush_seconds;
+}
+
 void
 target_check_options(void)
 {
@@ -127,10 +155,14 @@ target_check_options(void)
 	if (alone && nchosen > 1)
 		usage_error("invalid target \"%s\": stdout cannot be combined with other targets", opts.target);
 	free(list);
+	config_from_options(&config);
 	for (size_t k = 0; k < NKINDS; k++)
 	{
-		if (target_kinds[k]->check_options)
-			target_kinds[k]->check_options(chosen[k]);
+		const char *problem = target_kinds[k]->check_options ?
+		target_kinds[k]->check_options(&config, chosen[k]) : NULL;
+
+		if (problem != NULL)
+			usage_error("%s", problem);
 		if (chosen[k])
 		{
 			if (chosen_names[0] != '\0')
@@ -159,6 +191,7 @@ target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
 	if (opts.check_credentials)
 		check_credentials_and_exit();
 	memset(&ts, 0, sizeof(ts));
+	ts.config = &config;
 	ts.abort = abort;
 	ts.tick = tick;
 	ts.tick_arg = tick_arg;
@@ -170,7 +203,7 @@ target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
 		region = aws_resolve_region(opts.region);
 		for (size_t k = 0; k < NKINDS && region == NULL; k++)
 			if (chosen[k] && target_kinds[k]->region_hint)
-				region = target_kinds[k]->region_hint();
+				region = target_kinds[k]->region_hint(&config);
 		if (region == NULL)
 		{
 			log_error("no AWS region specified");
@@ -179,7 +212,7 @@ target_create(StopFlag *abort, WaitTickFn tick, void *tick_arg,
 		}
 		ts.region = region;
 		ts.provider = *provider = resolve_credentials(region);
-		ts.endpoint = opts.endpoint;
+		ts.endpoint = config.endpoint;
 	}
 	for (size_t k = 0; k < NKINDS; k++)
 	{

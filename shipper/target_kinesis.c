@@ -15,7 +15,6 @@
 #include "dispatch.h"
 #include "kinesis.h"
 #include "log.h"
-#include "options.h"
 #include "target_ops.h"
 
 /* Rows per batch when aggregating: bounded by bytes long before this. */
@@ -44,6 +43,7 @@ typedef struct KinesisLane
 
 struct KinesisShip
 {
+	const TargetConfig *cfg;
 	KinesisTarget kinesis;		/* the first lane's; the others are clones */
 	KinesisLane lanes[DISPATCH_MAX_LANES];
 	int			nlanes;
@@ -60,8 +60,8 @@ kinesis_deliver(void *ctx, ShipRecord *recs, int n, StopFlag *stop)
 	KinesisLane *l = ctx;
 	ShipResult	r;
 
-	if (opts.aggregate)
-		r = kinesis_put_aggregated(l->k, recs, n, (size_t) opts.aggregate_bytes, stop);
+	if (l->owner->cfg->aggregate)
+		r = kinesis_put_aggregated(l->k, recs, n, (size_t) l->owner->cfg->aggregate_bytes, stop);
 	else
 		r = kinesis_put_records(l->k, recs, n, stop);
 	pthread_mutex_lock(&l->owner->lock);
@@ -149,7 +149,7 @@ kinesis_add(Target *t, const TargetRow *row)
 
 	row_partition_key(ks, row);
 	record_bytes = row->len + 1 + ks->pkey.len;
-	if (record_bytes + (opts.aggregate ? AGGREGATE_ROW_OVERHEAD : 0) > KINESIS_MAX_RECORD_BYTES)
+	if (record_bytes + (ks->cfg->aggregate ? AGGREGATE_ROW_OVERHEAD : 0) > KINESIS_MAX_RECORD_BYTES)
 	{
 		report_too_large(row, record_bytes);
 		return false;
@@ -170,13 +170,13 @@ kinesis_check(Target *t, StopFlag *stop)
 	KinesisShip *ks = t->priv;
 	ShipResult	r = kinesis_check_stream(&ks->kinesis, stop);
 
-	if (r != SHIP_OK || !opts.aggregate)
+	if (r != SHIP_OK || !ks->cfg->aggregate)
 		return r;
 	if ((r = kinesis_load_shard_map(&ks->kinesis, stop)) != SHIP_OK)
 		return r;
-	if (opts.verbosity > 0)
+	if (ks->cfg->verbose)
 		log_info("aggregating into %d open shards, records of at most %ld bytes",
-				 ks->kinesis.map.nshards, opts.aggregate_bytes);
+				 ks->kinesis.map.nshards, ks->cfg->aggregate_bytes);
 	return SHIP_OK;
 }
 
@@ -197,9 +197,10 @@ kinesis_stats(Target *t, MetricsState *m)
 static void
 kinesis_summary(Target *t)
 {
+	KinesisShip *ship = t->priv;
 	KinesisTarget ks;
 
-	lane_totals(t->priv, &ks);
+	lane_totals(ship, &ks);
 	log_info("%llu PutRecords calls, %llu Kinesis records, %llu retried calls, %llu retried records, %llu throttled records",
 			 (unsigned long long) ks.calls,
 			 (unsigned long long) ks.records_sent,
@@ -208,7 +209,7 @@ kinesis_summary(Target *t)
 			 (unsigned long long) ks.throttled_records);
 	log_info("%llu rows waited for an earlier version of their key to be acknowledged",
 			 (unsigned long long) dispatch_key_waits(t->dispatcher));
-	if (opts.aggregate)
+	if (ship->cfg->aggregate)
 		log_info("%llu rows in aggregated records (%.1f rows per record), %llu records sent again after resharding",
 				 (unsigned long long) ks.rows_aggregated,
 				 ks.records_sent ? (double) ks.rows_aggregated / ks.records_sent : 0.0,
@@ -224,9 +225,9 @@ static Dispatcher *
 start_lanes(KinesisShip *ks, const TargetSettings *ts)
 {
 	DispatchConfig dc;
-	int			nlanes = Min(DELIVERY_LANES, opts.max_in_flight);
-	int			lane_calls = (opts.max_in_flight + nlanes - 1) / nlanes;
-	long		batch_cap = opts.max_buffer_bytes / (nlanes + 1);
+	int			nlanes = Min(DELIVERY_LANES, ks->cfg->max_in_flight);
+	int			lane_calls = (ks->cfg->max_in_flight + nlanes - 1) / nlanes;
+	long		batch_cap = ks->cfg->max_buffer_bytes / (nlanes + 1);
 
 	/*
 	 * An aggregated batch in flight is held about three times over: its rows,
@@ -234,7 +235,7 @@ start_lanes(KinesisShip *ks, const TargetSettings *ts)
 	 * the whole within --max-buffer-bytes' intent (peak RSS catching up: 38.5
 	 * MiB before, bench/aggregate).
 	 */
-	if (opts.aggregate)
+	if (ks->cfg->aggregate)
 		batch_cap /= 2;
 	memset(&dc, 0, sizeof(dc));
 	ks->nlanes = nlanes;
@@ -243,7 +244,7 @@ start_lanes(KinesisShip *ks, const TargetSettings *ts)
 		KinesisLane *l = &ks->lanes[i];
 
 		/* --max-in-flight calls in all, shared out between the lanes */
-		int			share = opts.max_in_flight / nlanes + (i < opts.max_in_flight % nlanes ? 1 : 0);
+		int			share = ks->cfg->max_in_flight / nlanes + (i < ks->cfg->max_in_flight % nlanes ? 1 : 0);
 
 		l->owner = ks;
 		if (i == 0)
@@ -266,14 +267,14 @@ start_lanes(KinesisShip *ks, const TargetSettings *ts)
 	dc.lanes = nlanes;
 	dc.keyed = true;
 	/* Aggregated, a key's rows share its shard's record, in order. */
-	dc.distinct_keys = !opts.aggregate;
-	dc.capacity = opts.aggregate ? AGGREGATE_BATCH_ROWS : opts.batch_records * lane_calls;
-	dc.max_bytes = (size_t) Min(opts.batch_bytes * lane_calls, batch_cap);
+	dc.distinct_keys = !ks->cfg->aggregate;
+	dc.capacity = ks->cfg->aggregate ? AGGREGATE_BATCH_ROWS : ks->cfg->batch_records * lane_calls;
+	dc.max_bytes = (size_t) Min(ks->cfg->batch_bytes * lane_calls, batch_cap);
 	dc.stop = ts->abort;
 	dc.tick = ts->tick;
 	dc.tick_arg = ts->tick_arg;
-	dc.verbose = opts.verbosity > 0;
-	dc.linger_ms = opts.linger_ms;
+	dc.verbose = ks->cfg->verbose;
+	dc.linger_ms = ks->cfg->linger_ms;
 	return dispatch_create(&dc);
 }
 
@@ -298,17 +299,18 @@ kinesis_create(const TargetSettings *ts)
 	const char *endpoint = ts->endpoint ? ts->endpoint : aws_endpoint_from_env("KINESIS");
 	char	   *err;
 
-	err = kinesis_init(&ks->kinesis, ts->provider, endpoint, ts->region, opts.stream,
-					   opts.stream_arn, opts.ca_file, opts.request_timeout_ms,
-					   opts.retry_timeout, opts.max_in_flight);
+	ks->cfg = ts->config;
+	err = kinesis_init(&ks->kinesis, ts->provider, endpoint, ts->region, ks->cfg->stream,
+					   ks->cfg->stream_arn, ks->cfg->ca_file, ks->cfg->request_timeout_ms,
+					   ks->cfg->retry_timeout_s, ks->cfg->max_in_flight);
 	if (err != NULL)
 	{
 		log_error("%s", err);
 		exit(2);
 	}
-	ks->kinesis.call_records = opts.batch_records;
-	ks->kinesis.call_bytes = (size_t) opts.batch_bytes;
-	if (opts.verbosity > 0)
+	ks->kinesis.call_records = ks->cfg->batch_records;
+	ks->kinesis.call_bytes = (size_t) ks->cfg->batch_bytes;
+	if (ks->cfg->verbose)
 		log_info("Kinesis: region %s, endpoint %s", ts->region, ks->kinesis.endpoint);
 	pthread_mutex_init(&ks->lock, NULL);
 	initPQExpBuffer(&ks->pkey);
@@ -318,24 +320,25 @@ kinesis_create(const TargetSettings *ts)
 	return t;
 }
 
-static void
-kinesis_check_options(bool chosen)
+static const char *
+kinesis_check_options(const TargetConfig *cfg, bool chosen)
 {
-	if (opts.aggregate && !chosen)
-		usage_error("%s", "--aggregate is for --target kinesis");
-	if (chosen && opts.stream == NULL && opts.stream_arn == NULL)
-		usage_error("%s", "no stream specified: use --stream or --stream-arn");
-	if (opts.stream != NULL && opts.stream_arn != NULL)
-		usage_error("%s", "--stream and --stream-arn cannot be used together");
-	if (!chosen && (opts.stream || opts.stream_arn))
-		usage_error("%s", "--stream and --stream-arn are for --target kinesis");
+	if (cfg->aggregate && !chosen)
+		return "--aggregate is for --target kinesis";
+	if (chosen && cfg->stream == NULL && cfg->stream_arn == NULL)
+		return "no stream specified: use --stream or --stream-arn";
+	if (cfg->stream != NULL && cfg->stream_arn != NULL)
+		return "--stream and --stream-arn cannot be used together";
+	if (!chosen && (cfg->stream || cfg->stream_arn))
+		return "--stream and --stream-arn are for --target kinesis";
+	return NULL;
 }
 
 /* A stream's ARN names its region. */
 static char *
-kinesis_region_hint(void)
+kinesis_region_hint(const TargetConfig *cfg)
 {
-	return opts.stream_arn != NULL ? kinesis_arn_region(opts.stream_arn) : NULL;
+	return cfg->stream_arn != NULL ? kinesis_arn_region(cfg->stream_arn) : NULL;
 }
 
 const TargetKind target_kind_kinesis = {

@@ -114,9 +114,43 @@ struct Target
 	struct Dispatcher *dispatcher;	/* a batching target's (dispatch.h) */
 };
 
-/* What every target may need from the command line (options.c). */
+/*
+ * What the command line says that targets use, read once by target.c from
+ * the options: targets are given it (TargetSettings.config) and never read
+ * the global options, so that two targets of a kind could run with
+ * settings of their own.
+ */
+typedef struct TargetConfig
+{
+	/* delivery, for every target */
+	int			batch_records;
+	long		batch_bytes;
+	long		max_buffer_bytes;
+	int			max_in_flight;
+	int			linger_ms;
+	const char *ca_file;
+	int			request_timeout_ms;
+	int			retry_timeout_s;
+	bool		verbose;
+	const char *endpoint;		/* --endpoint-url */
+	/* kinesis */
+	const char *stream;
+	const char *stream_arn;
+	bool		aggregate;
+	long		aggregate_bytes;
+	/* s3 */
+	const char *s3_url;
+	const char *s3_endpoint;
+	const char *s3_addressing;
+	bool		gzip;
+	long		flush_bytes;
+	int			flush_seconds;
+} TargetConfig;
+
+/* What a target is made with. */
 typedef struct TargetSettings
 {
+	const TargetConfig *config; /* lives as long as the process */
 	AwsCredentialProvider *provider;
 	const char *region;
 	const char *endpoint;		/* --endpoint-url, for the first AWS target
@@ -138,13 +172,14 @@ typedef struct TargetKind
 	bool		alone;			/* cannot be combined with others */
 
 	/*
-	 * Refuses (usage_error) a command line that lacks what the target needs
-	 * when chosen, or gives its options when it is not.
+	 * A usage error (a message, not freed) for a command line that lacks what
+	 * the target needs when chosen, or gives its options when it is not; NULL
+	 * when it is right.
 	 */
-	void		(*check_options) (bool chosen);
+	const char *(*check_options) (const TargetConfig *cfg, bool chosen);
 
 	/* A region the target's own settings imply (a stream ARN's), or NULL. */
-	char	   *(*region_hint) (void);
+	char	   *(*region_hint) (const TargetConfig *cfg);
 
 	Target	   *(*create) (const TargetSettings *ts);
 } TargetKind;

@@ -13,13 +13,13 @@
 
 #include "aws_config.h"
 #include "log.h"
-#include "options.h"
 #include "s3_lake.h"
 #include "target_ops.h"
 
 typedef struct S3Ship
 {
 	S3Lake		s3;
+	const TargetConfig *cfg;
 	StopFlag   *abort;			/* abandons a write in flight */
 } S3Ship;
 
@@ -101,7 +101,7 @@ s3_ship_add(Target *t, const TargetRow *row)
 	if (s3_lake_add(&ss->s3, route, dt, row->data, row->len, spos, row->safe_lsn,
 					row->commit_time, ss->abort) == S3_FAILED)
 		return false;
-	if (ss->s3.buffered >= (size_t) Min(opts.flush_bytes, opts.max_buffer_bytes))
+	if (ss->s3.buffered >= (size_t) Min(ss->cfg->flush_bytes, ss->cfg->max_buffer_bytes))
 		return s3_ship_flush(t);
 	return true;
 }
@@ -111,7 +111,7 @@ s3_ship_poll(Target *t, double now)
 {
 	S3Ship	   *ss = t->priv;
 
-	if (s3_lake_has_rows(&ss->s3) && now - ss->s3.first_at >= opts.flush_seconds)
+	if (s3_lake_has_rows(&ss->s3) && now - ss->s3.first_at >= ss->cfg->flush_seconds)
 		return s3_ship_flush(t);
 	return true;
 }
@@ -121,7 +121,7 @@ s3_ship_next_due(Target *t)
 {
 	S3Ship	   *ss = t->priv;
 
-	return s3_lake_has_rows(&ss->s3) ? ss->s3.first_at + opts.flush_seconds : 0;
+	return s3_lake_has_rows(&ss->s3) ? ss->s3.first_at + ss->cfg->flush_seconds : 0;
 }
 
 /* Rows held for S3 are not acknowledged until their objects are written. */
@@ -165,7 +165,7 @@ s3_ship_stats(Target *t, MetricsState *m)
 	tm->oldest_pending_commit = s3_lake_has_rows(&ss->s3) ? ss->s3.oldest_commit : 0;
 	tm->last_delivery = ss->s3.last_put_at;
 	tm->held_since = s3_lake_has_rows(&ss->s3) ? ss->s3.first_at : 0;
-	tm->hold_allowance = opts.flush_seconds;
+	tm->hold_allowance = ss->cfg->flush_seconds;
 }
 
 static void
@@ -224,34 +224,38 @@ s3_create(const TargetSettings *ts)
 	S3Ship	   *ss = pg_malloc0(sizeof(S3Ship));
 
 	/* --endpoint-url serves S3 too when S3 is the first AWS target. */
-	const char *endpoint = opts.s3_endpoint ? opts.s3_endpoint :
+	const TargetConfig *cfg = ts->config;
+	const char *endpoint = cfg->s3_endpoint ? cfg->s3_endpoint :
 	ts->endpoint ? ts->endpoint : aws_endpoint_from_env("S3");
 	char	   *err;
 
-	err = s3_lake_init(&ss->s3, ts->provider, opts.s3_url, endpoint, ts->region, opts.s3_addressing,
-					   opts.gzip, opts.ca_file, opts.request_timeout_ms, opts.retry_timeout);
+	err = s3_lake_init(&ss->s3, ts->provider, cfg->s3_url, endpoint, ts->region,
+					   cfg->s3_addressing, cfg->gzip, cfg->ca_file, cfg->request_timeout_ms,
+					   cfg->retry_timeout_s);
 	if (err != NULL)
 	{
 		log_error("%s", err);
 		exit(2);
 	}
-	if (opts.verbosity > 0)
+	if (cfg->verbose)
 		log_info("S3: bucket %s, prefix \"%s\", endpoint %s (%s-style)",
 				 ss->s3.client.bucket, ss->s3.client.prefix, ss->s3.client.endpoint,
 				 ss->s3.client.path_style ? "path" : "virtual-host");
+	ss->cfg = cfg;
 	ss->abort = ts->abort;
 	t->ops = &ops;
 	t->priv = ss;
 	return t;
 }
 
-static void
-s3_check_options(bool chosen)
+static const char *
+s3_check_options(const TargetConfig *cfg, bool chosen)
 {
-	if (chosen && opts.s3_url == NULL)
-		usage_error("%s", "no S3 location specified: use --s3-url s3://BUCKET/PREFIX");
-	if (!chosen && (opts.s3_url || opts.s3_endpoint || opts.s3_addressing))
-		usage_error("%s", "--s3-url, --s3-endpoint-url and --s3-addressing are for --target s3");
+	if (chosen && cfg->s3_url == NULL)
+		return "no S3 location specified: use --s3-url s3://BUCKET/PREFIX";
+	if (!chosen && (cfg->s3_url || cfg->s3_endpoint || cfg->s3_addressing))
+		return "--s3-url, --s3-endpoint-url and --s3-addressing are for --target s3";
+	return NULL;
 }
 
 const TargetKind target_kind_s3 = {

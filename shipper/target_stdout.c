@@ -14,7 +14,6 @@
 
 #include "dispatch.h"
 #include "log.h"
-#include "options.h"
 #include "target_ops.h"
 
 /* Rows per writev() call (Linux's IOV_MAX is 1024). */
@@ -110,24 +109,25 @@ stdout_create(const TargetSettings *ts)
 	memset(&dc, 0, sizeof(dc));
 	dc.deliver = stdout_deliver;
 	dc.lanes = 0;
-	dc.capacity = opts.batch_records;
-	dc.max_bytes = (size_t) Min(opts.batch_bytes, opts.max_buffer_bytes);
+	dc.capacity = ts->config->batch_records;
+	dc.max_bytes = (size_t) Min(ts->config->batch_bytes, ts->config->max_buffer_bytes);
 	dc.stop = ts->abort;
 	dc.tick = ts->tick;
 	dc.tick_arg = ts->tick_arg;
-	dc.verbose = opts.verbosity > 0;
-	dc.linger_ms = opts.linger_ms;
+	dc.verbose = ts->config->verbose;
+	dc.linger_ms = ts->config->linger_ms;
 	t->dispatcher = dispatch_create(&dc);
 	t->ops = &ops;
 	return t;
 }
 
 /* The AWS targets' settings are not for standard output. */
-static void
-stdout_check_options(bool chosen)
+static const char *
+stdout_check_options(const TargetConfig *cfg, bool chosen)
 {
-	if (chosen && (opts.stream || opts.stream_arn || opts.endpoint || opts.s3_url))
-		usage_error("%s", "--stream, --stream-arn, --endpoint-url and --s3-url are not for --target stdout");
+	if (chosen && (cfg->stream || cfg->stream_arn || cfg->endpoint || cfg->s3_url))
+		return "--stream, --stream-arn, --endpoint-url and --s3-url are not for --target stdout";
+	return NULL;
 }
 
 const TargetKind target_kind_stdout = {
