@@ -18,7 +18,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 majors=("$@")
 [ ${#majors[@]} -gt 0 ] || majors=(17 18)
-tap_tests=${MATRIX_TAP_TESTS:-t/020_kinesis.pl t/040_load.pl t/050_s3.pl t/070_signals.pl t/100_wal_safety.pl t/160_pack.pl t/170_failover.pl t/190_publications.pl t/200_enrichment_rules.pl t/210_lake_faults.pl}
+tap_tests=${MATRIX_TAP_TESTS:-t/020_kinesis.pl t/040_load.pl t/050_s3.pl t/070_signals.pl t/100_wal_safety.pl t/160_pack.pl t/170_failover.pl t/190_publications.pl t/200_enrichment_rules.pl t/210_lake_faults.pl t/250_backfill.pl}
 
 if [ "$(id -u)" -eq 0 ]; then
 	as_pg() { runuser -u postgres -- env PATH="$PATH" "$@"; }
