@@ -130,8 +130,8 @@ flight_drop(Backfiller *b, Flight *fl)
 }
 
 /* Every flight, and the chunk being read (its result is thrown away). */
-void
-bf_flights_drop_all(Backfiller *b)
+static void
+flights_drop_all(Backfiller *b)
 {
 	for (int i = 0; i < MAX_FLIGHTS; i++)
 		flight_drop(b, &b->flights[i]);
@@ -151,12 +151,26 @@ flights_rewind(Backfiller *b, Flight *fl)
 	flight_drop(b, fl);
 }
 
+static void reader_take(Backfiller *b, bool wait);
+
+/*
+ * Ends the job: recorded on the server, and what is read of it is not
+ * shipped.
+ */
+static void
+job_end(Backfiller *b, const char *state, const char *message)
+{
+	bf_job_record_end(b, state, message);
+	reader_take(b, true);
+	flights_drop_all(b);
+}
+
 /*
  * Takes the reader's result, when there is one (or, with wait, once there
  * is): the chunk goes to its flight, or the job ends, or is tried again.
  */
-void
-bf_reader_take(Backfiller *b, bool wait)
+static void
+reader_take(Backfiller *b, bool wait)
 {
 	Reader	   *rd = &b->reader;
 	Flight	   *fl;
@@ -183,7 +197,7 @@ bf_reader_take(Backfiller *b, bool wait)
 	}
 	if (rd->status == READ_ENDED)
 	{
-		bf_job_end(b, rd->end_state, rd->message);
+		job_end(b, rd->end_state, rd->message);
 		free(rd->message);
 		rd->message = NULL;
 		return;
@@ -240,7 +254,7 @@ backfill_restart(Backfiller *b)
 	 * The stream starts again from the confirmed position: chunks not shipped
 	 * are read again (their watermarks, if they come again, match nothing).
 	 */
-	bf_reader_take(b, true);
+	reader_take(b, true);
 	for (int i = 0; i < MAX_FLIGHTS; i++)
 		if (b->flights[i].active && (first == NULL || b->flights[i].chunk_no < first->chunk_no))
 			first = &b->flights[i];
@@ -421,7 +435,7 @@ ship_chunk(Backfiller *b, Flight *fl, uint64_t commit_lsn)
 
 	/* The reader wrote this watermark: its result is there, or nearly. */
 	if (fl->chunk == NULL)
-		bf_reader_take(b, true);
+		reader_take(b, true);
 	if (!fl->active || fl->chunk == NULL)
 		return true;			/* it failed after all: read again */
 	c = fl->chunk;
@@ -564,7 +578,7 @@ backfill_tick(Backfiller *b)
 
 	if (!b->enabled || (b->stop != NULL && *b->stop))
 		return true;
-	bf_reader_take(b, false);
+	reader_take(b, false);
 	now = now_seconds();
 	if (now < b->retry_at)
 		return true;
@@ -586,7 +600,7 @@ backfill_tick(Backfiller *b)
 	{
 		/* The last chunk shipped: done once it is acknowledged. */
 		if (!b->pending.active && flights_active(b) == 0)
-			bf_job_end(b, "finished", NULL);
+			job_end(b, "finished", NULL);
 		return true;
 	}
 	/* One chunk read while the one before waits for its watermarks. */

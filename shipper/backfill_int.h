@@ -250,8 +250,11 @@ extern PGresult *bf_run(Backfiller *b, const char *what, const char *sql, int n,
 extern bool bf_run_command(Backfiller *b, const char *what, const char *sql, int n,
 						   const char *const *values);
 
-/* Ends the job in the given state, with a message (or NULL). */
-extern void bf_job_end(Backfiller *b, const char *state, const char *message);
+/*
+ * Records the job's end in the given state, with a message (or NULL), and
+ * forgets it; what the stream's side holds of it is backfill.c's to drop.
+ */
+extern void bf_job_record_end(Backfiller *b, const char *state, const char *message);
 
 /* The pending chunk acknowledged: its progress recorded. */
 extern bool bf_record_done(Backfiller *b, int64_t id, uint64_t lsn);
@@ -261,9 +264,5 @@ extern bool bf_queue_request(Backfiller *b, const char *id);
 
 /* Loads the next queued request; false when there is none to run now. */
 extern bool bf_start_job(Backfiller *b);
-
-/* The stream's side (backfill.c), which the server's calls. */
-extern void bf_reader_take(Backfiller *b, bool wait);
-extern void bf_flights_drop_all(Backfiller *b);
 
 #endif							/* BACKFILL_INT_H */

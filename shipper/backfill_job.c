@@ -13,7 +13,6 @@
 
 #include <unistd.h>
 
-#include "backfill.h"
 #include "backfill_int.h"
 #include "libpq-fe.h"
 #include "load.h"
@@ -87,9 +86,9 @@ bf_run_command(Backfiller *b, const char *what, const char *sql, int n, const ch
 
 
 
-/* Ends the job in the given state, with a message (or NULL). */
+/* Records the job's end in the given state, with a message (or NULL). */
 void
-bf_job_end(Backfiller *b, const char *state, const char *message)
+bf_job_record_end(Backfiller *b, const char *state, const char *message)
 {
 	char		id[24];
 	const char *values[4];
@@ -121,13 +120,8 @@ bf_job_end(Backfiller *b, const char *state, const char *message)
 	free(b->job.after_key);
 	memset(&b->job, 0, sizeof(b->job));
 
-	/*
-	 * What was shipped of it needs no recording any more; what is read of it
-	 * is not shipped.
-	 */
+	/* What was shipped of it needs no recording any more. */
 	b->pending.active = false;
-	bf_reader_take(b, true);
-	bf_flights_drop_all(b);
 	b->stats.remaining = -1;
 }
 
@@ -399,7 +393,7 @@ bf_start_job(Backfiller *b)
 		if (strcmp(PQgetvalue(res, 0, 9), "t") != 0)
 		{
 			PQclear(res);
-			bf_job_end(b, "skipped", "the slot's plugin options do not capture this table");
+			bf_job_record_end(b, "skipped", "the slot's plugin options do not capture this table");
 			continue;
 		}
 		PQclear(res);
