@@ -413,6 +413,31 @@ chunk_query(Relation rel, const BackfillKey *key, const char *what, const char *
 	return sql.data;
 }
 
+/*
+ * A chunk's query (chunk_query) prepared and opened as a read-only cursor
+ * in a new SPI connection; the caller closes the cursor, frees *plan and
+ * finishes SPI.
+ */
+static Portal
+chunk_cursor(Relation rel, const BackfillKey *key, const char *what, const char *cond,
+			 ArrayType *after, ArrayType *upto, int max_rows, SPIPlanPtr *plan)
+{
+	Datum		keyvals[2 * INDEX_MAX_KEYS];
+	Oid			keytypes[2 * INDEX_MAX_KEYS];
+	char		keynulls[2 * INDEX_MAX_KEYS];
+	int			nparams;
+	char	   *sql;
+
+	sql = chunk_query(rel, key, what, cond, after, upto, max_rows, keyvals, keytypes, &nparams);
+	memset(keynulls, ' ', sizeof(keynulls));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	*plan = SPI_prepare(sql, nparams, keytypes);
+	if (*plan == NULL)
+		elog(ERROR, "could not prepare the chunk's query: %s", SPI_result_code_string(SPI_result));
+	return SPI_cursor_open(NULL, *plan, keyvals, keynulls, true);
+}
+
 PG_FUNCTION_INFO_V1(fundrecs_backfill_rows);
 
 /*
@@ -434,11 +459,6 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 	BackfillKey key;
 	Relation	rel;
 	TupleDesc	rootdesc;
-	char	   *sql;
-	Datum		keyvals[2 * INDEX_MAX_KEYS];
-	Oid			keytypes[2 * INDEX_MAX_KEYS];
-	char		keynulls[2 * INDEX_MAX_KEYS];
-	int			nparams = 0;
 	SPIPlanPtr	plan;
 	Portal		portal;
 	List	   *leaves = NIL;
@@ -466,11 +486,6 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 		check_condition(rel, cond);
 
 	/* Read by key, one chunk: tableoid and ctid, then each tuple in full. */
-	sql = chunk_query(rel, &key, "tableoid, ctid", cond,
-					  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
-					  PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P(6),
-					  max_rows, keyvals, keytypes, &nparams);
-	memset(keynulls, ' ', sizeof(keynulls));
 
 	memset(&meta, 0, sizeof(meta));
 	meta.op = "load";
@@ -483,12 +498,10 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "fundrecs backfill row",
 								   ALLOCSET_DEFAULT_SIZES);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(sql, nparams, keytypes);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare the chunk's query: %s", SPI_result_code_string(SPI_result));
-	portal = SPI_cursor_open(NULL, plan, keyvals, keynulls, true);
+	portal = chunk_cursor(rel, &key, "tableoid, ctid", cond,
+						  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
+						  PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P(6),
+						  max_rows, &plan);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, 1000);
@@ -596,11 +609,6 @@ fundrecs_backfill_bounds(PG_FUNCTION_ARGS)
 	BackfillKey spikey;
 	Relation	rel;
 	StringInfoData cols;
-	char	   *sql;
-	Datum		keyvals[INDEX_MAX_KEYS];
-	Oid			keytypes[INDEX_MAX_KEYS];
-	char		keynulls[INDEX_MAX_KEYS];
-	int			nparams;
 	SPIPlanPtr	plan;
 	Portal		portal;
 	int			per_part;
@@ -628,22 +636,15 @@ fundrecs_backfill_bounds(PG_FUNCTION_ARGS)
 		check_condition(rel, cond);
 	initStringInfo(&cols);
 	append_key_columns(&cols, &key, RelationGetDescr(rel));
-	sql = chunk_query(rel, &key, cols.data, cond,
-					  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), NULL,
-					  max_rows, keyvals, keytypes, &nparams);
-	memset(keynulls, ' ', sizeof(keynulls));
 
 	/* The key as the query returns it: its columns, in order. */
 	spikey = key;
 	for (int i = 0; i < key.nkeys; i++)
 		spikey.attnums[i] = i + 1;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(sql, nparams, keytypes);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare the chunk's query: %s", SPI_result_code_string(SPI_result));
-	portal = SPI_cursor_open(NULL, plan, keyvals, keynulls, true);
+	portal = chunk_cursor(rel, &key, cols.data, cond,
+						  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), NULL,
+						  max_rows, &plan);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, 10000);
