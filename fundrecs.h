@@ -425,6 +425,25 @@ extern void fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, 
 extern bool fr_rules_have_route(FrRuleSet *rs);
 extern void fr_rules_log_cache_stats(void);
 
+/*
+ * fundrecs_asof.c: a cache that lives for one decoding session, in a
+ * context under the decoding context.  The context goes at the session's
+ * end, or with the decoding context when the session ends in an error;
+ * forget then clears the owner's pointers into it.
+ */
+typedef struct FrSessionCache
+{
+	const char *name;
+	void		(*forget) (void);
+	MemoryContext cxt;			/* NULL outside a session */
+	MemoryContextCallback callback;
+} FrSessionCache;
+
+#define FR_SESSION_CACHE(name, forget) {(name), (forget), NULL, {NULL, NULL, NULL}}
+
+extern MemoryContext fr_session_cache_start(FrSessionCache *c, MemoryContext parent);
+extern void fr_session_cache_end(FrSessionCache *c);
+
 /* fundrecs_asof.c: when a catalog-backed cache may answer for a change */
 typedef void (*FrAsofResetFn) (void);
 extern void fr_asof_register(FrAsofResetFn reset);

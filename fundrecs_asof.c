@@ -20,11 +20,14 @@
  * up directly.
  *
  * The caches register their reset here (fr_asof_register), so that this
- * module knows none of them.
+ * module knows none of them.  Their life cycle, a context per decoding
+ * session under the decoding context, is here too (fr_session_cache_*).
  *
  *-------------------------------------------------------------------------
  */
 #include "fundrecs.h"
+
+#include "utils/memutils.h"
 
 #define FR_ASOF_MAX_CACHES 8
 
@@ -34,6 +37,41 @@ static int	nresets = 0;
 static XLogRecPtr valid_after = InvalidXLogRecPtr;
 static bool session_started = false;
 static bool txn_may_use_cache = false;
+
+static void
+session_cache_gone(void *arg)
+{
+	FrSessionCache *c = (FrSessionCache *) arg;
+
+	c->cxt = NULL;
+	c->forget();
+}
+
+/* A session's cache context, the one before (if any) deleted first. */
+MemoryContext
+fr_session_cache_start(FrSessionCache *c, MemoryContext parent)
+{
+	fr_session_cache_end(c);
+
+	/*
+	 * The name is a string literal (FR_SESSION_CACHE), so it need not be
+	 * copied.
+	 */
+	c->cxt = AllocSetContextCreateInternal(parent, c->name, ALLOCSET_DEFAULT_SIZES);
+	c->callback.func = session_cache_gone;
+	c->callback.arg = c;
+	MemoryContextRegisterResetCallback(c->cxt, &c->callback);
+	return c->cxt;
+}
+
+/* The session's end: the context deleted, the owner's pointers cleared. */
+void
+fr_session_cache_end(FrSessionCache *c)
+{
+	if (c->cxt != NULL)
+		MemoryContextDelete(c->cxt);
+	Assert(c->cxt == NULL);
+}
 
 /* A cache to empty whenever the rule says (once per backend). */
 void

@@ -51,8 +51,10 @@ static bool warned_missing = false;
 
 /* The cache. */
 static HTAB *product_cache = NULL;
-static MemoryContext product_owner_cxt = NULL;	/* under the decoding context */
-static MemoryContext product_cxt = NULL;	/* its child, reset with the cache */
+static void products_forget(void);
+static FrSessionCache product_session = FR_SESSION_CACHE("fundrecs product cache", products_forget);
+static MemoryContext product_cxt = NULL;	/* under the session's context,
+											 * reset with the cache */
 
 /*
  * Product ids are usually small and dense: for ids below FR_DENSE_IDS the
@@ -74,9 +76,8 @@ products_invalidate(Datum arg, Oid relid)
 
 /* The cache's context is going away (shutdown, or the session's end). */
 static void
-products_forget(void *arg)
+products_forget(void)
 {
-	product_owner_cxt = NULL;
 	product_cxt = NULL;
 	product_cache = NULL;
 	product_dense = NULL;
@@ -117,31 +118,25 @@ products_asof_reset(void)
 void
 fr_products_shutdown(void)
 {
-	if (product_owner_cxt != NULL)
-		MemoryContextDelete(product_owner_cxt);
-	Assert(product_owner_cxt == NULL && product_cxt == NULL);
+	fr_session_cache_end(&product_session);
+	Assert(product_cxt == NULL);
 }
 
 /*
  * Start of a decoding session: the cache lives in a context under the
  * decoding context (deleted at shutdown, or with the decoding context when
- * the session ends in an error: the reset callback forgets it then).
+ * the session ends in an error: products_forget forgets it then).
  */
 void
 fr_products_init(MemoryContext parent)
 {
-	static MemoryContextCallback forget = {products_forget, NULL, NULL};
-
-	fr_products_shutdown();
-	product_owner_cxt = AllocSetContextCreate(parent, "fundrecs product cache",
-											  ALLOCSET_SMALL_SIZES);
-	MemoryContextRegisterResetCallback(product_owner_cxt, &forget);
+	MemoryContext owner = fr_session_cache_start(&product_session, parent);
 
 	/*
 	 * Reset whenever the products change (resetting the owner would forget
 	 * it).
 	 */
-	product_cxt = AllocSetContextCreate(product_owner_cxt, "fundrecs products",
+	product_cxt = AllocSetContextCreate(owner, "fundrecs products",
 										ALLOCSET_DEFAULT_SIZES);
 	if (!products_callback_registered)
 	{

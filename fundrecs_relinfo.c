@@ -34,8 +34,9 @@
 
 #include "fundrecs_compat.h"
 
-static MemoryContext relinfo_cxt = NULL;	/* holds the hash and the entries */
-static HTAB *relinfo_hash = NULL;
+static void relinfo_forget(void);
+static FrSessionCache relinfo_session = FR_SESSION_CACHE("fundrecs relation cache", relinfo_forget);
+static HTAB *relinfo_hash = NULL;	/* in relinfo_session's context */
 
 /*
  * The entry found last: changes come in runs of one table.  Entries are
@@ -43,7 +44,6 @@ static HTAB *relinfo_hash = NULL;
  */
 static FrRelInfo *relinfo_last = NULL;
 static bool relinfo_callback_registered = false;
-static MemoryContextCallback relinfo_reset_callback;
 
 static void
 relinfo_invalidate(Datum arg, Oid relid)
@@ -77,9 +77,8 @@ publication_invalidate(Datum arg, int cacheid, uint32 hashvalue)
 
 /* The cache's context is going away (shutdown, or the session's end). */
 static void
-relinfo_forget(void *arg)
+relinfo_forget(void)
 {
-	relinfo_cxt = NULL;
 	relinfo_hash = NULL;
 	relinfo_last = NULL;
 }
@@ -87,9 +86,8 @@ relinfo_forget(void *arg)
 void
 fr_relinfo_shutdown(void)
 {
-	if (relinfo_cxt != NULL)
-		MemoryContextDelete(relinfo_cxt);
-	Assert(relinfo_cxt == NULL && relinfo_hash == NULL);
+	fr_session_cache_end(&relinfo_session);
+	Assert(relinfo_hash == NULL);
 }
 
 /*
@@ -102,18 +100,13 @@ fr_relinfo_init(MemoryContext parent)
 {
 	HASHCTL		ctl;
 
-	fr_relinfo_shutdown();
 	fr_publication_reset();
-	relinfo_cxt = AllocSetContextCreate(parent, "fundrecs relation cache",
-										ALLOCSET_DEFAULT_SIZES);
-	relinfo_reset_callback.func = relinfo_forget;
-	relinfo_reset_callback.arg = NULL;
-	MemoryContextRegisterResetCallback(relinfo_cxt, &relinfo_reset_callback);
+	fr_session_cache_start(&relinfo_session, parent);
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(Oid);
 	ctl.entrysize = sizeof(FrRelInfo);
-	ctl.hcxt = relinfo_cxt;
+	ctl.hcxt = relinfo_session.cxt;
 	relinfo_hash = hash_create("fundrecs relation info", 64, &ctl,
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
@@ -436,7 +429,7 @@ fr_relinfo_build(FrRelInfo *ri, Relation rel, const FrOptions *opts)
 	 * backend's caches.
 	 */
 	if (ri->cxt == NULL)
-		ri->cxt = AllocSetContextCreate(relinfo_cxt != NULL ? relinfo_cxt : CacheMemoryContext,
+		ri->cxt = AllocSetContextCreate(relinfo_session.cxt != NULL ? relinfo_session.cxt : CacheMemoryContext,
 										"fundrecs relation info",
 										ALLOCSET_SMALL_SIZES);
 	else

@@ -82,8 +82,9 @@ static const char *const rt_names[RT_NATTS] = {
 	"lookup_names", "source_attnums", "source_names", "lookup_oid", "source_oid"
 };
 
+static void decode_forget(void);
+static FrSessionCache decode_session = FR_SESSION_CACHE("fundrecs rules owner", decode_forget);
 static FrRulesCache *decode_cache = NULL;
-static MemoryContext decode_owner_cxt = NULL;
 static RulesTable rules_table;
 
 /* Rule sets compiled for changes the cache may not serve (uncached_rules). */
@@ -126,9 +127,8 @@ fr_rules_cache_create(MemoryContext parent)
 }
 
 static void
-decode_forget(void *arg)
+decode_forget(void)
 {
-	decode_owner_cxt = NULL;
 	decode_cache = NULL;
 	versioned_cxt = NULL;
 	versioned_sets = NULL;
@@ -140,13 +140,8 @@ static void rules_reset(void);
 void
 fr_rules_init(MemoryContext parent)
 {
-	static MemoryContextCallback forget = {decode_forget, NULL, NULL};
-
 	fr_rules_shutdown();
-	decode_owner_cxt = AllocSetContextCreate(parent, "fundrecs rules owner",
-											 ALLOCSET_SMALL_SIZES);
-	MemoryContextRegisterResetCallback(decode_owner_cxt, &forget);
-	decode_cache = fr_rules_cache_create(decode_owner_cxt);
+	decode_cache = fr_rules_cache_create(fr_session_cache_start(&decode_session, parent));
 	fr_asof_register(rules_reset);
 	rules_reset();
 }
@@ -155,8 +150,7 @@ void
 fr_rules_shutdown(void)
 {
 	fr_rules_log_cache_stats();
-	if (decode_owner_cxt != NULL)
-		MemoryContextDelete(decode_owner_cxt);
+	fr_session_cache_end(&decode_session);
 	Assert(decode_cache == NULL);
 }
 
@@ -1076,7 +1070,7 @@ uncached_rules(Oid source)
 	bool		memo_found;
 	FrRuleSet  *set;
 
-	if (decode_owner_cxt == NULL)
+	if (decode_session.cxt == NULL)
 	{
 		int			n;
 		RuleRow    *rows = read_rules(source, NULL, &n);
@@ -1117,7 +1111,7 @@ versioned_start(void)
 		hash_get_num_entries(snapshot_rules) < FR_SNAPSHOTS_MAX)
 		return;
 	if (versioned_cxt == NULL)
-		versioned_cxt = AllocSetContextCreate(decode_owner_cxt, "fundrecs versioned rules",
+		versioned_cxt = AllocSetContextCreate(decode_session.cxt, "fundrecs versioned rules",
 											  ALLOCSET_DEFAULT_SIZES);
 	else
 		MemoryContextReset(versioned_cxt);
