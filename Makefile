@@ -55,7 +55,7 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-PROVE_FLAGS += -I $(srcdir)/shipper/t
+PROVE_FLAGS += -I $(srcdir)/test/perl
 
 # Every object shares the plugin's structs: a header change rebuilds them all.
 $(OBJS): $(srcdir)/fundrecs.h $(srcdir)/fundrecs_compat.h
@@ -136,7 +136,7 @@ check-all:
 # printed, and FUNDRECS_DIFF_SEED=N repeats a run.
 differential:
 	FUNDRECS_DIFF_SEED=$${FUNDRECS_DIFF_SEED:-random} FUNDRECS_DIFF_TXNS=$${FUNDRECS_DIFF_TXNS:-5000} \
-		$(MAKE) NO_SHIPPER=1 installcheck REGRESS= PROVE_TESTS=t/010_differential.pl PROVE_FLAGS="-I $(srcdir)/shipper/t -v"
+		$(MAKE) NO_SHIPPER=1 installcheck REGRESS= PROVE_TESTS=t/010_differential.pl PROVE_FLAGS="-I $(srcdir)/test/perl -v"
 
 # Sanitizers, valgrind and fuzzing (see "Testing" in the README).
 check-asan:

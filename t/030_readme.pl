@@ -15,7 +15,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::Bin/../shipper/t";
+use lib "$FindBin::Bin/../test/perl";
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;

@@ -17,7 +17,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::Bin/../shipper/t";
+use lib "$FindBin::Bin/../test/perl";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;

@@ -6,7 +6,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib $FindBin::Bin;
+use lib "$FindBin::Bin/../../test/perl";
 use FundrecsE2E;
 use IO::Socket::INET;
 use JSON::PP;

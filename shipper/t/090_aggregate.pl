@@ -9,7 +9,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib $FindBin::Bin;
+use lib "$FindBin::Bin/../../test/perl";
 use FundrecsE2E;
 use JSON::PP;
 use PostgreSQL::Test::Utils;

@@ -14,7 +14,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib $FindBin::Bin;
+use lib "$FindBin::Bin/../../test/perl";
 use FundrecsE2E;
 use IO::Uncompress::Gunzip qw(gunzip $GunzipError);
 use JSON::PP;

@@ -13,7 +13,7 @@
 use strict;
 use warnings;
 use FindBin;
-use lib $FindBin::Bin;
+use lib "$FindBin::Bin/../../test/perl";
 use FundrecsE2E;
 use PostgreSQL::Test::Utils;
 use Test::More;

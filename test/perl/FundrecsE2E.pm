@@ -54,7 +54,7 @@ sub find_shipper
 our $ACCESS_KEY = 'AKIDFUNDRECSTEST';
 our $SECRET_KEY = 'fundrecs/test/secret';
 our $REGION = 'us-east-1';
-our $E2E_DIR = abs_path(dirname(__FILE__) . '/../../test/e2e');
+our $E2E_DIR = abs_path(dirname(__FILE__) . '/../e2e');
 our $PYTHON = '/usr/bin/python3';
 my @children;
 
