@@ -301,21 +301,38 @@ s3_check_bucket(S3Client *s, const char *list_prefix, StopFlag *stop)
 	return result;
 }
 
+/*
+ * Runs a call about one object ("object KEY" in messages); its response
+ * goes to keep (freed there first) or is freed.
+ */
+static ShipResult
+object_call(S3Call *c, HttpResponse *keep, StopFlag *stop)
+{
+	char	   *what = psprintf("object \"%s\"", c->key);
+	ShipResult	result;
+
+	c->what = what;
+	result = retry_call(what, c->s->retry_timeout_s, s3_attempt, c, stop);
+	if (keep != NULL)
+	{
+		http_response_free(keep);
+		*keep = c->resp;
+	}
+	else
+		http_response_free(&c->resp);
+	free(what);
+	return result;
+}
+
 ShipResult
 s3_get(S3Client *s, const char *key, bool startup, HttpResponse *resp, StopFlag *stop)
 {
 	S3Call		c;
-	char	   *what = psprintf("object \"%s\"", key);
-	ShipResult	result;
 
-	s3_call_start(&c, s, what, "GET", key);
+	s3_call_start(&c, s, NULL, "GET", key);
 	c.missing_ok = true;
 	c.startup = startup;
-	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
-	http_response_free(resp);
-	*resp = c.resp;
-	free(what);
-	return result;
+	return object_call(&c, resp, stop);
 }
 
 ShipResult
@@ -323,33 +340,23 @@ s3_put(S3Client *s, const char *key, const char *content_type, const char *body,
 	   uint64_t rows, StopFlag *stop)
 {
 	S3Call		c;
-	char	   *what = psprintf("object \"%s\"", key);
-	ShipResult	result;
 
-	s3_call_start(&c, s, what, "PUT", key);
+	s3_call_start(&c, s, NULL, "PUT", key);
 	c.content_type = content_type;
 	c.body = body;
 	c.len = len;
 	c.rows = rows;
-	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
-	http_response_free(&c.resp);
-	free(what);
-	return result;
+	return object_call(&c, NULL, stop);
 }
 
 ShipResult
 s3_delete(S3Client *s, const char *key, StopFlag *stop)
 {
 	S3Call		c;
-	char	   *what = psprintf("object \"%s\"", key);
-	ShipResult	result;
 
-	s3_call_start(&c, s, what, "DELETE", key);
+	s3_call_start(&c, s, NULL, "DELETE", key);
 	c.missing_ok = true;
-	result = retry_call(what, s->retry_timeout_s, s3_attempt, &c, stop);
-	http_response_free(&c.resp);
-	free(what);
-	return result;
+	return object_call(&c, NULL, stop);
 }
 
 /*
