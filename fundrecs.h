@@ -294,7 +294,7 @@ typedef struct FrRowMeta
 	TimestampTz commit_time;
 	bool		toast_pointers_unchanged;	/* decoding: on-disk TOAST =
 											 * unchanged */
-	struct FrLoadProducts *load;	/* the initial load's lookups, else NULL */
+	struct FrLoadLookups *load; /* the initial load's lookups, else NULL */
 	const char *txn_fragment;	/* decoding: the header's per-transaction part */
 	int			txn_fragment_len;
 } FrRowMeta;
@@ -353,49 +353,25 @@ fr_append_char(StringInfo out, char c)
 #define FR_LIT_ARGS(lit) "" lit "", (int) (sizeof(lit) - 1)
 
 /* ----------------------------------------------------------------
- * Products (fundrecs_products.c)
+ * Lookups of the initial load and backfills: their enrichment rules (the
+ * built-in one too) read through their snapshot, cached for all their rows
+ * and shared with nothing (decoding may run in the same backend, even in
+ * the same query).
  * ----------------------------------------------------------------
  */
-
-typedef struct FrProduct
+typedef struct FrLoadLookups
 {
-	int64		product_id;
-	bool		found;
-	char	   *name_json;		/* quoted product_name */
-	char	   *category_json;	/* quoted category */
-	char	   *route_json;		/* quoted category slug */
-	int			route_json_len;
-	char	   *price_text;		/* numeric output */
-	/* ,"product_name":...,"category":...,"price":...,"total_price": */
-	char	   *enrich_prefix;
-	int			enrich_prefix_len;
-	Datum		price;			/* numeric */
-	bool		price_exact;	/* price == price_units / 10^price_scale */
-	int64		price_units;
-	int			price_scale;
-} FrProduct;
-
-extern void fr_products_init(MemoryContext parent);
-extern void fr_products_shutdown(void);
-extern FrProduct *fr_products_lookup(int64 product_id, XLogRecPtr change_lsn);
-
-/* The initial load's private product cache, read through its snapshot. */
-typedef struct FrLoadProducts
-{
-	MemoryContext cxt;
-	HTAB	   *cache;
 	Snapshot	snapshot;
-	struct FrRulesCache *rules; /* its enrichment rules, same snapshot */
-} FrLoadProducts;
+	struct FrRulesCache *rules;
+} FrLoadLookups;
 
-extern FrLoadProducts *fr_load_products_create(MemoryContext cxt);
+extern FrLoadLookups *fr_load_lookups_create(MemoryContext cxt);
 
 /* The initial load's checks, shared with backfills (fundrecs_load.c). */
 struct ArrayType;
 extern List *fr_options_from_array(struct ArrayType *arr);
 extern void fr_check_select(Oid relid);
 extern List *fr_load_leaves(const FrOptions *opts, Oid relid);
-extern FrProduct *fr_load_products_lookup(FrLoadProducts *lp, int64 product_id);
 extern char *fr_category_slug(const char *category);
 
 /* ----------------------------------------------------------------
@@ -419,6 +395,9 @@ extern void fr_rules_shutdown(void);
 extern FrRulesCache *fr_rules_cache_create(MemoryContext parent);
 extern FrRuleSet *fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source,
 							   XLogRecPtr lsn);
+extern FrRuleSet *fr_rules_builtin(FrRulesCache *load, Oid source, AttrNumber product_attnum,
+								   AttrNumber quantity_attnum, XLogRecPtr lsn);
+extern const char *fr_rules_builtin_nulls(void);
 extern void fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull,
 						   int natts, const FrRowMeta *meta, const char *relname,
 						   FrEnriched *out);

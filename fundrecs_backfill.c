@@ -493,8 +493,7 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 	meta.commit_lsn = lsn;
 	meta.xid = InvalidTransactionId;
 	meta.commit_time = GetCurrentTransactionStartTimestamp();
-	meta.load = fr_load_products_create(CurrentMemoryContext);
-	meta.load->rules = fr_rules_cache_create(CurrentMemoryContext);
+	meta.load = fr_load_lookups_create(CurrentMemoryContext);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "fundrecs backfill row",
 								   ALLOCSET_DEFAULT_SIZES);
 

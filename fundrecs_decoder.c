@@ -93,7 +93,6 @@ fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	fr_relinfo_init(ctx->context);
 	fr_asof_start();
 	fr_rules_init(ctx->context);
-	fr_products_init(ctx->context);
 	fr_failure_startup();
 }
 
@@ -105,7 +104,6 @@ fr_shutdown(LogicalDecodingContext *ctx)
 	MemoryContextDelete(data->context);
 	/* The caches go with the session, as pgoutput's relation cache does. */
 	fr_relinfo_shutdown();
-	fr_products_shutdown();
 	fr_rules_shutdown();
 }
 

@@ -762,6 +762,47 @@ apply_error_context(void *arg)
 				   LSN_FORMAT_ARGS(ac->lsn), ac->relname);
 }
 
+/*
+ * A join column of another integer type than the key's (the built-in rule's
+ * product column may be any): its value as the key's type; false when out
+ * of the key type's range, which no row of the lookup can hold.
+ */
+static bool
+int_key_convert(FrRule *rule, int k, Datum *key)
+{
+	int64		v;
+
+	switch (rule->key_from[k])
+	{
+		case INT2OID:
+			v = DatumGetInt16(*key);
+			break;
+		case INT4OID:
+			v = DatumGetInt32(*key);
+			break;
+		default:
+			v = DatumGetInt64(*key);
+			break;
+	}
+	switch (rule->key_typlen[k])
+	{
+		case 2:
+			if (v < PG_INT16_MIN || v > PG_INT16_MAX)
+				return false;
+			*key = Int16GetDatum((int16) v);
+			break;
+		case 4:
+			if (v < PG_INT32_MIN || v > PG_INT32_MAX)
+				return false;
+			*key = Int32GetDatum((int32) v);
+			break;
+		default:
+			*key = Int64GetDatum(v);
+			break;
+	}
+	return true;
+}
+
 static void
 apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snapshot,
 			bool cacheable, FrEnriched *out, ApplyContext *ac)
@@ -798,7 +839,13 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 			key[k] = ref > 0 ? scan->tts_values[ref - 1] : inner->tts_values[-ref - 1];
 			if (null)
 				miss = true;
+			else if (rule->key_from != NULL && OidIsValid(rule->key_from[k]) &&
+					 !int_key_convert(rule, k, &key[k]))
+				miss = true;
 		}
+		/* The built-in rule without its lookup table: nothing is found. */
+		if (!OidIsValid(rule->lookup))
+			miss = true;
 		rs->cur[r] = NULL;
 		if (miss)
 		{

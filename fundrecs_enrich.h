@@ -72,6 +72,8 @@ typedef struct FrRule
 	int			nkeys;
 	AttrNumber *key_attnums;	/* the lookup's key columns (heap attnums) */
 	int16	   *join_refs;		/* > 0 source attnum; -n the n-th emitted */
+	Oid		   *key_from;		/* NULL, or per key the integer type of a
+								 * join column that is not the key's own */
 	FmgrInfo   *key_eq;
 	Oid		   *key_coll;
 	int16	   *key_typlen;
@@ -152,6 +154,10 @@ struct FrRulesCache
 	HTAB	   *sets;			/* Oid -> FrRuleSet * (NULL: no rules) */
 	Oid			last_source;	/* the table asked for last, and its rules */
 	FrRuleSet  *last_set;
+	HTAB	   *builtins;		/* Oid -> the built-in rule set of an orders
+								 * table (a leaf's, by its own columns) */
+	Oid			last_builtin_source;
+	FrRuleSet  *last_builtin_set;
 };
 
 /* fundrecs_enrich.c */

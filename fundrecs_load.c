@@ -276,8 +276,7 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		state->meta.commit_time = GetCurrentTransactionStartTimestamp();
 		state->meta.toast_pointers_unchanged = false;
 		state->meta.txn_fragment = NULL;
-		state->meta.load = fr_load_products_create(funcctx->multi_call_memory_ctx);
-		state->meta.load->rules = fr_rules_cache_create(funcctx->multi_call_memory_ctx);
+		state->meta.load = fr_load_lookups_create(funcctx->multi_call_memory_ctx);
 		state->ri = palloc0(sizeof(FrRelInfo));
 
 		/* Also ends the scan when the query stops early (LIMIT, error). */

@@ -2,8 +2,9 @@
  *
  * fundrecs_row.c
  *	  A change as one row of JSON: the header (op, table, positions, the
- *	  route), the key, the columns, the enrichment of an order with its
- *	  product as of the change; in fundrecs' own format or AWS DMS's.
+ *	  route), the key, the columns, the enrichment by the table's rules
+ *	  (fundrecs_enrich.c) as of the change; in fundrecs' own format or
+ *	  AWS DMS's.
  *	  Used by the decoder (fundrecs_decoder.c) and the initial load
  *	  (fundrecs_load.c) alike; the values themselves are fundrecs_json.c's.
  *
@@ -190,130 +191,6 @@ append_key(StringInfo out, FrRelInfo *ri, FrRow *newrow, FrRow *oldrow)
 }
 
 /*
- * The product of an orders row, or NULL when its product column is absent
- * from the tuple or NULL.  An old tuple is whole only under REPLICA
- * IDENTITY FULL; otherwise it holds the key columns alone.
- */
-static FrProduct *
-row_product(FrRelInfo *ri, FrRow *row, bool whole,
-			const FrRowMeta *meta, bool *has_product_column)
-{
-	Datum		value;
-	int64		product_id;
-
-	*has_product_column = false;
-	if (ri->product_attnum > row->natts)
-		return NULL;
-	if (!whole && !ri->cols[ri->product_attnum - 1].is_key)
-		return NULL;
-	*has_product_column = true;
-	if (row->isnull[ri->product_attnum - 1])
-		return NULL;
-	value = row->values[ri->product_attnum - 1];
-
-	switch (ri->cols[ri->product_attnum - 1].basetypid)
-	{
-		case INT2OID:
-			product_id = DatumGetInt16(value);
-			break;
-		case INT4OID:
-			product_id = DatumGetInt32(value);
-			break;
-		default:
-			product_id = DatumGetInt64(value);
-			break;
-	}
-	if (meta->load != NULL)
-		return fr_load_products_lookup(meta->load, product_id);
-	return fr_products_lookup(product_id, meta->lsn);
-}
-
-/*
- * price x quantity in int64 when the price fits (price_units / 10^scale)
- * and the quantity is an integer: the exact value numeric_mul computes,
- * printed with the price's scale, as numeric_out prints it.  False when it
- * does not apply (overflow, numeric quantity).
- */
-static bool
-append_exact_total(StringInfo out, FrProduct *product, Oid qtype, Datum quantity)
-{
-	int64		q;
-
-	switch (qtype)
-	{
-		case INT2OID:
-			q = DatumGetInt16(quantity);
-			break;
-		case INT4OID:
-			q = DatumGetInt32(quantity);
-			break;
-		case INT8OID:
-			q = DatumGetInt64(quantity);
-			break;
-		default:
-			return false;
-	}
-	return fr_json_append_scaled_product(out, product->price_units, product->price_scale, q);
-}
-
-static void
-append_enrichment(StringInfo out, FrRelInfo *ri, FrRow *row, FrProduct *product)
-{
-	bool		isnull;
-	Datum		quantity = (Datum) 0;
-
-	if (product == NULL || !product->found)
-	{
-		appendStringInfoString(out,
-							   ",\"product_name\":null,\"category\":null,"
-							   "\"price\":null,\"total_price\":null");
-		return;
-	}
-
-	fr_append_bytes(out, product->enrich_prefix, product->enrich_prefix_len);
-
-	isnull = ri->quantity_attnum > row->natts || row->isnull[ri->quantity_attnum - 1];
-	if (!isnull)
-		quantity = row->values[ri->quantity_attnum - 1];
-	if (isnull || product->price_text == NULL)
-		fr_append_lit(out, "null");
-	else if (product->price_exact &&
-			 append_exact_total(out, product, ri->cols[ri->quantity_attnum - 1].basetypid,
-								quantity))
-	{
-		/* integer arithmetic gave the same digits numeric_mul would */
-	}
-	else
-	{
-		Datum		qnum;
-		Datum		total;
-
-		switch (ri->cols[ri->quantity_attnum - 1].basetypid)
-		{
-			case INT2OID:
-				qnum = NumericGetDatum(int64_to_numeric(DatumGetInt16(quantity)));
-				break;
-			case INT4OID:
-				qnum = NumericGetDatum(int64_to_numeric(DatumGetInt32(quantity)));
-				break;
-			case INT8OID:
-				qnum = NumericGetDatum(int64_to_numeric(DatumGetInt64(quantity)));
-				break;
-			default:
-				qnum = quantity;
-				break;
-		}
-		total = DirectFunctionCall2(numeric_mul, product->price, qnum);
-		{
-			char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, total));
-
-			/* A NaN quantity makes a NaN total: quoted like any NaN. */
-			fr_json_append_number_text(out, text);
-		}
-	}
-}
-
-/*
  * Appends prefix, which opens the object ("...:{"), then a tuple's
  * columns and the closing '}'; with key_only, just the key columns (an old
  * tuple that is not whole).  In decoding, an on-disk
@@ -322,8 +199,7 @@ append_enrichment(StringInfo out, FrRelInfo *ri, FrRow *row, FrProduct *product)
  */
 static void
 append_tuple(StringInfo out, const char *prefix, int prefix_len, const FrRowMeta *meta,
-			 FrRelInfo *ri, FrRow *row, bool key_only,
-			 FrProduct *product, bool enrich, FrEnriched *rules, StringInfo toast)
+			 FrRelInfo *ri, FrRow *row, bool key_only, FrEnriched *rules, StringInfo toast)
 {
 	bool		first = true;
 
@@ -362,15 +238,7 @@ append_tuple(StringInfo out, const char *prefix, int prefix_len, const FrRowMeta
 	}
 	fr_append_char(out, '}');
 
-	if (enrich)
-	{
-		/* Put the enrichment fields inside the object just closed. */
-		out->len--;
-		out->data[out->len] = '\0';
-		append_enrichment(out, ri, row, product);
-		fr_append_char(out, '}');
-	}
-	else if (rules != NULL && rules->error == NULL && rules->json.len > 0)
+	if (rules != NULL && rules->error == NULL && rules->json.len > 0)
 	{
 		/* The rules' columns, after the row's own; no comma after a '{'. */
 		int			skip = out->data[out->len - 2] == '{' ? 1 : 0;
@@ -446,20 +314,19 @@ append_dms_metadata(StringInfo out, const FrOptions *opts, const FrRowMeta *meta
 static void
 write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 			  FrRelInfo *ri, FrRow *newtuple, FrRow *oldtuple,
-			  FrProduct *newproduct, FrProduct *oldproduct, bool old_has_product,
 			  const char *route, FrEnriched *newrules, FrEnriched *oldrules,
-			  const char *enrich_error, bool orders)
+			  const char *enrich_error)
 {
 	StringInfoData toast;
 
 	toast.data = NULL;
 	toast.len = 0;
 	if (newtuple != NULL)
-		append_tuple(out, FR_LIT_ARGS("{\"data\":{"), meta, ri, newtuple, false, newproduct,
-					 orders, newrules, &toast);
+		append_tuple(out, FR_LIT_ARGS("{\"data\":{"), meta, ri, newtuple, false, newrules,
+					 &toast);
 	else if (oldtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS("{\"data\":{"), meta, ri, oldtuple, !ri->identity_full,
-					 oldproduct, orders && old_has_product, oldrules, NULL);
+					 oldrules, NULL);
 	else
 	{
 		/*
@@ -470,8 +337,7 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	}
 	if (newtuple != NULL && oldtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS(",\"before-image\":{"), meta, ri, oldtuple,
-					 !ri->identity_full, oldproduct, orders && old_has_product,
-					 oldrules, NULL);
+					 !ri->identity_full, oldrules, NULL);
 
 	fr_append_char(out, ',');
 	append_dms_metadata(out, opts, meta, ri, "data", meta->op, "primary-key");
@@ -501,21 +367,21 @@ write_row_dms(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 
 /*
  * A row (new, or a whole old one) enriched by the rules of its table:
- * deformed already (row), or made of the table's rows by the relation's
- * map when the rules are its root's.
+ * deformed already (row), or made of the table's rows by map when the rules
+ * are its root's.
  */
 static FrEnriched *
 enrich_by_rules(FrEnriched *out, FrRuleSet *rules, const FrOptions *opts, const FrRowMeta *meta,
-				FrRelInfo *ri, HeapTuple tuple, FrRow *row)
+				FrRelInfo *ri, TupleConversionMap *map, HeapTuple tuple, FrRow *row)
 {
 	Datum	   *values = row->values;
 	bool	   *isnull = row->isnull;
 	int			natts = row->natts;
 
-	if (ri->rules_map != NULL)
+	if (map != NULL)
 	{
-		HeapTuple	converted = execute_attr_map_tuple(tuple, ri->rules_map);
-		TupleDesc	desc = ri->rules_map->outdesc;
+		HeapTuple	converted = execute_attr_map_tuple(tuple, map);
+		TupleDesc	desc = map->outdesc;
 
 		natts = desc->natts;
 		values = palloc(sizeof(Datum) * natts);
@@ -530,6 +396,9 @@ enrich_by_rules(FrEnriched *out, FrRuleSet *rules, const FrOptions *opts, const 
  * Writes one row message; newtuple or oldtuple may be NULL.  Native:
  * header, key, route, data, old, unchanged_toast.  The initial load formats
  * its rows here too (op "load"), so both are the same shape.
+ *
+ * A table is enriched by its rules; the orders table without rules of its
+ * own by the built-in rule (fr_rules_builtin), the same way.
  */
 void
 fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
@@ -537,31 +406,39 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 {
 	FrRow	   *newtuple = deform(desc, newheap, 0);
 	FrRow	   *oldtuple = deform(desc, oldheap, 1);
-	FrProduct  *newproduct = NULL;
-	FrProduct  *oldproduct = NULL;
-	bool		new_has_product = false;
-	bool		old_has_product = false;
 	const char *route;
 	int			route_len;
 	StringInfoData toast;
 	FrRuleSet  *rules = NULL;
+	TupleConversionMap *map = NULL;
 	FrEnriched	newrules_data;
 	FrEnriched	oldrules_data;
 	FrEnriched *newrules = NULL;
 	FrEnriched *oldrules = NULL;
 	const char *enrich_error = NULL;
-	bool		orders;
+	FrRulesCache *cache = meta->load ? meta->load->rules : NULL;
 
 	if (OidIsValid(ri->rules_relid))
-		rules = fr_rules_get(meta->load ? meta->load->rules : NULL,
-							 meta->load ? meta->load->snapshot : NULL, ri->rules_relid, meta->lsn);
+	{
+		rules = fr_rules_get(cache, meta->load ? meta->load->snapshot : NULL,
+							 ri->rules_relid, meta->lsn);
+		map = ri->rules_map;
+	}
+	if (rules == NULL && ri->is_orders && ri->enrich_error == NULL)
+	{
+		/* Its columns are numbered as the emitted table's (the root's, as_root). */
+		rules = fr_rules_builtin(cache, ri->as_root ? ri->root_relid : ri->relid,
+								 ri->product_attnum, ri->quantity_attnum, meta->lsn);
+		map = NULL;
+	}
 	if (rules != NULL)
 	{
-		/* Rules win over the built-in enrichment of the orders table. */
 		if (newheap != NULL)
-			newrules = enrich_by_rules(&newrules_data, rules, opts, meta, ri, newheap, newtuple);
+			newrules = enrich_by_rules(&newrules_data, rules, opts, meta, ri, map, newheap,
+									   newtuple);
 		if (oldheap != NULL && ri->identity_full)
-			oldrules = enrich_by_rules(&oldrules_data, rules, opts, meta, ri, oldheap, oldtuple);
+			oldrules = enrich_by_rules(&oldrules_data, rules, opts, meta, ri, map, oldheap,
+									   oldtuple);
 		enrich_error = newrules ? newrules->error : oldrules ? oldrules->error : NULL;
 		if (enrich_error != NULL)
 		{
@@ -605,34 +482,14 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 							 FR_ROUTE_ERROR)));
 		route = "\"" FR_ROUTE_ERROR "\"";
 		route_len = strlen(route);
-	}
-	else if (ri->is_orders)
-	{
-		FrProduct  *p = NULL;
-
+		/* The rule's columns are there all the same, null. */
 		if (newtuple != NULL)
-			newproduct = row_product(ri, newtuple, true, meta, &new_has_product);
-		if (oldtuple != NULL)
-			oldproduct = row_product(ri, oldtuple, ri->identity_full, meta,
-									 &old_has_product);
-		if (newtuple != NULL)
-			p = newproduct;
-		else if (oldtuple != NULL && old_has_product)
-			p = oldproduct;
-		if (p != NULL && p->found)
 		{
-			route = p->route_json;
-			route_len = p->route_json_len;
-		}
-		else if (newtuple != NULL || (oldtuple != NULL && old_has_product))
-		{
-			route = "\"" FR_ROUTE_UNCATEGORIZED "\"";
-			route_len = strlen(route);
-		}
-		else
-		{
-			route = "null";
-			route_len = 4;
+			newrules = &newrules_data;
+			initStringInfo(&newrules->json);
+			appendStringInfoString(&newrules->json, fr_rules_builtin_nulls());
+			newrules->route_json = NULL;
+			newrules->error = NULL;
 		}
 	}
 	else
@@ -641,12 +498,10 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		route_len = ri->route_json_len;
 	}
 
-	orders = ri->is_orders && rules == NULL;
 	if (opts->format == FR_FORMAT_DMS)
 	{
-		write_row_dms(out, opts, meta, ri, newtuple, oldtuple, newproduct,
-					  oldproduct, old_has_product, route, newrules, oldrules, enrich_error,
-					  orders);
+		write_row_dms(out, opts, meta, ri, newtuple, oldtuple, route, newrules, oldrules,
+					  enrich_error);
 		return;
 	}
 
@@ -667,11 +522,11 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	toast.data = NULL;
 	toast.len = 0;
 	if (newtuple != NULL)
-		append_tuple(out, FR_LIT_ARGS(",\"data\":{"), meta, ri, newtuple, false, newproduct,
-					 orders, newrules, &toast);
+		append_tuple(out, FR_LIT_ARGS(",\"data\":{"), meta, ri, newtuple, false, newrules,
+					 &toast);
 	if (oldtuple != NULL)
 		append_tuple(out, FR_LIT_ARGS(",\"old\":{"), meta, ri, oldtuple, !ri->identity_full,
-					 oldproduct, orders && old_has_product, oldrules, NULL);
+					 oldrules, NULL);
 	if (toast.len > 0)
 	{
 		fr_append_lit(out, ",\"unchanged_toast\":[");

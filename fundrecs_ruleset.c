@@ -28,13 +28,17 @@
 #include "access/tupconvert.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
+#include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/clauses.h"
 #include "optimizer/optimizer.h"
+#include "parser/parse_node.h"
+#include "parser/parse_oper.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -82,6 +86,8 @@ static const char *const rt_names[RT_NATTS] = {
 	"lookup_names", "source_attnums", "source_names", "lookup_oid", "source_oid"
 };
 
+static bool builtin_warned_missing = false;	/* once per session */
+
 static void decode_forget(void);
 static FrSessionCache decode_session = FR_SESSION_CACHE("fundrecs rules owner", decode_forget);
 static FrRulesCache *decode_cache = NULL;
@@ -112,6 +118,20 @@ cache_start(FrRulesCache *rc)
 						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	rc->last_source = InvalidOid;
 	rc->last_set = NULL;
+	rc->builtins = hash_create("fundrecs built-in rule sets", 4, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	rc->last_builtin_source = InvalidOid;
+	rc->last_builtin_set = NULL;
+}
+
+/* The lookups of one initial load or backfill: see FrLoadLookups. */
+FrLoadLookups *
+fr_load_lookups_create(MemoryContext cxt)
+{
+	FrLoadLookups *lookups = MemoryContextAllocZero(cxt, sizeof(FrLoadLookups));
+
+	lookups->rules = fr_rules_cache_create(cxt);
+	return lookups;
 }
 
 FrRulesCache *
@@ -142,6 +162,7 @@ fr_rules_init(MemoryContext parent)
 {
 	fr_rules_shutdown();
 	decode_cache = fr_rules_cache_create(fr_session_cache_start(&decode_session, parent));
+	builtin_warned_missing = false;
 	fr_asof_register(rules_reset);
 	rules_reset();
 }
@@ -213,6 +234,8 @@ typedef struct RuleRow
 	Datum	   *source_names;
 	int			nlookup_names,
 				nsource;
+	bool		builtin;		/* the orders' built-in rule (builtin_rule) */
+	Oid		   *out_types;		/* builtin without its lookup: the out types */
 } RuleRow;
 
 static int
@@ -286,6 +309,8 @@ read_rules(Oid source, Snapshot snapshot, int *nrules)
 		r->route_tree = nulls[rules_table.att[RT_ROUTE_TREE] - 1] ? NULL :
 			TextDatumGetCString(RT(RT_ROUTE_TREE));
 		r->added_by = pstrdup(NameStr(*DatumGetName(RT(RT_ADDED_BY))));
+		r->builtin = false;
+		r->out_types = NULL;
 		r->lookup_names = r->source_attnums = r->source_names = NULL;
 		r->nlookup_names = r->nsource = 0;
 		r->lookup_oid = r->source_oid = InvalidOid;
@@ -545,6 +570,12 @@ place_source_columns(FrRuleSet *rs, RuleRow *row, const char *source_name, Sourc
 	}
 }
 
+static bool
+is_int_type(Oid typid)
+{
+	return typid == INT2OID || typid == INT4OID || typid == INT8OID;
+}
+
 /* The lookup's key scan: operators, collations and sizes of its key. */
 static void
 compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
@@ -567,6 +598,25 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 	}
 
 	/*
+	 * The built-in rule of a database without fundrecs.product_details:
+	 * every row is a miss (its columns null, route "uncategorized").
+	 */
+	if (row->builtin && !OidIsValid(rule->lookup))
+	{
+		rule->nout = row->nout;
+		rule->out_attnums = palloc0(sizeof(AttrNumber) * Max(rule->nout, 1));
+		for (int i = 0; i < rule->nout; i++)
+		{
+			char	   *name = TextDatumGetCString(row->out_names[i]);
+
+			TupleDescInitEntry(rs->emitted_desc, rs->ncols + 1, name, row->out_types[i], -1, 0);
+			init_column(&rs->cols[rs->ncols], name, row->out_types[i], rs->cxt);
+			rs->ncols++;
+		}
+		return;
+	}
+
+	/*
 	 * Dropped, even after the change: opening it under the historic snapshot
 	 * would fail for the whole slot (its current file is looked up).
 	 */
@@ -579,7 +629,8 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 	}
 	ldesc = RelationGetDescr(lookup);
 	place_lookup_columns(rs, rule, row, lookup);
-	if (rs->error != NULL || !owner_may_read(rs, rule, row, lookup))
+	/* The built-in rule has no owner: it reads what the plugin reads. */
+	if (rs->error != NULL || (!row->builtin && !owner_may_read(rs, rule, row, lookup)))
 	{
 		table_close(lookup, AccessShareLock);
 		return;
@@ -637,7 +688,15 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 		}
 		else
 			jtype = TupleDescAttr(rs->emitted_desc, -ref - 1)->atttypid;
-		if (jtype != TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid)
+		if (row->builtin && is_int_type(getBaseType(jtype)) &&
+			is_int_type(TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid))
+		{
+			/* Any integer product column: converted, a miss out of range. */
+			if (rule->key_from == NULL)
+				rule->key_from = palloc0(sizeof(Oid) * rule->nkeys);
+			rule->key_from[k] = getBaseType(jtype);
+		}
+		else if (jtype != TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid)
 			set_broken(rs, "a join column of rule \"%s\" is %s, but the key of \"%s\" is %s",
 					   rule->name, format_type_be(jtype), RelationGetRelationName(lookup),
 					   format_type_be(TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid));
@@ -1171,6 +1230,222 @@ versioned_rules(Oid source)
 		PG_END_TRY();
 	}
 	return entry->set;
+}
+
+/* ----------------------------------------------------------------
+ * The built-in enrichment of the orders table
+ *
+ * The seed's join of the orders with fundrecs.product_details is a rule
+ * like the others, made in memory from the plugin options (orders_table,
+ * product_column, quantity_column) instead of read from the rules table;
+ * the same as
+ *
+ *	 add_enrichment(orders, 'fundrecs.product_details', ARRAY['product_id'],
+ *		 columns => ARRAY['product_name', 'category', 'price'],
+ *		 computed => ARRAY['total_price = price * quantity'],
+ *		 route => 'category', name => 'products')
+ *
+ * except that the product column may be any integer type (a value out of
+ * the key's range is a miss), a database without the products table gets
+ * every row a miss (with a warning), and no owner's rights apply (it reads
+ * what the plugin reads).  The orders table gets it when it has no rules
+ * of its own.
+ * ----------------------------------------------------------------
+ */
+static RuleRow *
+builtin_rule(Oid source, AttrNumber product_attnum, AttrNumber quantity_attnum)
+{
+	static const char *const out_names[] = {"product_name", "category", "price"};
+	RuleRow    *r = palloc0(sizeof(RuleRow));
+	Oid			nspid = get_namespace_oid(FR_EXT_SCHEMA, true);
+	Oid			products = OidIsValid(nspid) ?
+		get_relname_relid(FR_PRODUCTS_TABLE, nspid) : InvalidOid;
+	AttrNumber	key_attnum = InvalidAttrNumber;
+	int32		typmods[3] = {-1, -1, -1};
+	Oid			collations[3] = {DEFAULT_COLLATION_OID, DEFAULT_COLLATION_OID, InvalidOid};
+	Oid			qtype;
+	int32		qtypmod;
+	Oid			qcoll;
+	ParseState *pstate;
+	Node	   *total;
+
+	r->name = "products";
+	r->builtin = true;
+	r->lookup = products;
+	r->nkeys = 1;
+	r->nout = 3;
+	r->ncomputed = 1;
+	r->lookup_key = palloc(sizeof(Datum));
+	r->join_refs = palloc(sizeof(Datum));
+	r->out_names = palloc(sizeof(Datum) * 3);
+	r->out_attnums = palloc0(sizeof(Datum) * 3);
+	r->out_types = palloc(sizeof(Oid) * 3);
+	r->out_types[0] = r->out_types[1] = TEXTOID;
+	r->out_types[2] = NUMERICOID;
+	r->computed_names = palloc(sizeof(Datum));
+	r->computed_trees = palloc(sizeof(Datum));
+
+	if (OidIsValid(products))
+	{
+		Relation	rel = table_open(products, AccessShareLock);
+		TupleDesc	desc = RelationGetDescr(rel);
+		bool		ok = OidIsValid(fr_primary_key_index(rel));
+
+		key_attnum = get_attnum(products, "product_id");
+		ok = ok && key_attnum != InvalidAttrNumber &&
+			is_int_type(TupleDescAttr(desc, key_attnum - 1)->atttypid);
+		for (int i = 0; i < 3 && ok; i++)
+		{
+			AttrNumber	a = get_attnum(products, out_names[i]);
+			Form_pg_attribute att;
+
+			if (a == InvalidAttrNumber)
+			{
+				ok = false;
+				break;
+			}
+			att = TupleDescAttr(desc, a - 1);
+			ok = att->atttypid == r->out_types[i];
+			r->out_attnums[i] = Int16GetDatum(a);
+			typmods[i] = att->atttypmod;
+			collations[i] = att->attcollation;
+		}
+		table_close(rel, AccessShareLock);
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s.%s does not have the expected definition",
+							FR_EXT_SCHEMA, FR_PRODUCTS_TABLE),
+					 errdetail("It needs a primary key on product_id and the columns product_name, category and price."),
+					 errhint("Recreate it with DROP EXTENSION fundrecs and CREATE EXTENSION fundrecs.")));
+	}
+	else if (!builtin_warned_missing)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table %s.%s does not exist, orders are not enriched",
+						FR_EXT_SCHEMA, FR_PRODUCTS_TABLE),
+				 errhint("Run CREATE EXTENSION fundrecs in this database and load the products.")));
+		builtin_warned_missing = true;
+	}
+	r->lookup_key[0] = Int16GetDatum(key_attnum);
+	r->join_refs[0] = Int16GetDatum(product_attnum);
+	for (int i = 0; i < 3; i++)
+		r->out_names[i] = CStringGetTextDatum(out_names[i]);
+
+	/*
+	 * total_price = price * quantity, as the parser makes it (the quantity
+	 * cast to numeric unless it is one), so that it is computed in integers
+	 * when exact, as any rule's is; route = category.
+	 */
+	get_atttypetypmodcoll(source, quantity_attnum, &qtype, &qtypmod, &qcoll);
+	pstate = make_parsestate(NULL);
+	total = (Node *) make_op(pstate, list_make2(makeString("pg_catalog"), makeString("*")),
+							 (Node *) makeVar(INNER_VAR, 3, NUMERICOID, typmods[2],
+											  collations[2], 0),
+							 (Node *) makeVar(1, quantity_attnum, qtype, qtypmod, qcoll, 0),
+							 NULL, -1);
+	free_parsestate(pstate);
+	r->computed_names[0] = CStringGetTextDatum("total_price");
+	r->computed_trees[0] = CStringGetTextDatum(nodeToString(total));
+	r->route_tree = nodeToString(makeVar(INNER_VAR, 2, TEXTOID, typmods[1], collations[1], 0));
+	return r;
+}
+
+/*
+ * The built-in rule's columns, null: what an orders row carries when the
+ * rule cannot be applied to it (see fr_write_row).
+ */
+const char *
+fr_rules_builtin_nulls(void)
+{
+	return ",\"product_name\":null,\"category\":null,\"price\":null,\"total_price\":null";
+}
+
+/* The built-in rule set of source, from the cache or compiled into it. */
+static FrRuleSet *
+cached_builtin(FrRulesCache *rc, Oid source, AttrNumber product_attnum,
+			   AttrNumber quantity_attnum)
+{
+	SetEntry   *entry;
+	bool		found;
+
+	if (source == rc->last_builtin_source)
+		return rc->last_builtin_set;
+	entry = hash_search(rc->builtins, &source, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->set = NULL;
+		PG_TRY();
+		{
+			entry->set = compile_rules(source,
+									   builtin_rule(source, product_attnum, quantity_attnum),
+									   1, rc->cxt);
+		}
+		PG_CATCH();
+		{
+			hash_search(rc->builtins, &source, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	rc->last_builtin_source = source;
+	rc->last_builtin_set = entry->set;
+	return entry->set;
+}
+
+/* The built-in rule set for a change the cache may not serve. */
+static FrRuleSet *
+versioned_builtin(Oid source, AttrNumber product_attnum, AttrNumber quantity_attnum)
+{
+	char		key[64];
+	VersionedSet *entry;
+	bool		found;
+
+	if (decode_session.cxt == NULL)
+		return compile_rules(source, builtin_rule(source, product_attnum, quantity_attnum),
+							 1, CurrentMemoryContext);
+	versioned_start();
+	memset(key, 0, sizeof(key));
+	snprintf(key, sizeof(key), "builtin/%u/%d/%d", source, product_attnum, quantity_attnum);
+	entry = hash_search(versioned_sets, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->set = NULL;
+		entry->versions = "";
+		PG_TRY();
+		{
+			MemoryContext cxt = AllocSetContextCreate(versioned_cxt, "fundrecs rule set",
+													  ALLOCSET_SMALL_SIZES);
+
+			entry->set = compile_rules(source,
+									   builtin_rule(source, product_attnum, quantity_attnum),
+									   1, cxt);
+		}
+		PG_CATCH();
+		{
+			hash_search(versioned_sets, key, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	return entry->set;
+}
+
+/*
+ * The built-in rule set of the orders table source (whose product and
+ * quantity columns are given) as of the change.  load: the initial load's
+ * cache, else the decoder's.
+ */
+FrRuleSet *
+fr_rules_builtin(FrRulesCache *load, Oid source, AttrNumber product_attnum,
+				 AttrNumber quantity_attnum, XLogRecPtr lsn)
+{
+	FrRulesCache *rc = load != NULL ? load : decode_cache;
+
+	if (rc == NULL || (load == NULL && !fr_asof_cache_usable(lsn)))
+		return versioned_builtin(source, product_attnum, quantity_attnum);
+	return cached_builtin(rc, source, product_attnum, quantity_attnum);
 }
 
 /*
