@@ -10,12 +10,13 @@
  *	  fundrecs_relinfo.c	the per-relation output info cache
  *	  fundrecs_json.c		column values to JSON
  *	  fundrecs_options.c	plugin option parsing and table filters
- *	  fundrecs_products.c	product lookup and cache, SQL-callable helpers
+ *	  fundrecs_products.c	category_slug, the product file reader
  *	  fundrecs_load.c		the initial load (load_rows, load_tables)
  *	  fundrecs_backfill.c	backfills: requests checked, chunks read by key
  *	  fundrecs_publication.c	publication_names: what pgoutput would publish
  *	  fundrecs_rules.c		add_enrichment, drop_enrichment: rules checked
- *	  fundrecs_ruleset.c	a table's rules read as of a change and compiled
+ *	  fundrecs_ruleset.c	a table's rules read as of a change and compiled;
+ *							the orders' built-in rule made in memory
  *	  fundrecs_enrich.c		the rules applied to a row (fundrecs_enrich.h)
  *	  fundrecs_compat.h		what differs between PostgreSQL 15, 16, 17, 18
  *

@@ -2,8 +2,9 @@
  *
  * fundrecs_asof.c
  *	  When a catalog-backed cache may answer for a change: the "as of the
- *	  change" rule every such cache follows (product details, enrichment
- *	  rules and their lookups), driven by the decoder's callbacks.
+ *	  change" rule every such cache follows (enrichment rules, the
+ *	  built-in one included, and their lookups), driven by the decoder's
+ *	  callbacks.
  *
  * Lookups read user_catalog_tables through the historic snapshot that
  * logical decoding installs, so a change sees them as they were when it

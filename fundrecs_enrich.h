@@ -72,8 +72,8 @@ typedef struct FrRule
 	int			nkeys;
 	AttrNumber *key_attnums;	/* the lookup's key columns (heap attnums) */
 	int16	   *join_refs;		/* > 0 source attnum; -n the n-th emitted */
-	Oid		   *key_from;		/* NULL, or per key the integer type of a
-								 * join column that is not the key's own */
+	Oid		   *key_from;		/* NULL, or per key the integer type of a join
+								 * column that is not the key's own */
 	FmgrInfo   *key_eq;
 	Oid		   *key_coll;
 	int16	   *key_typlen;

@@ -133,7 +133,7 @@ open_next_leaf(LoadState *state)
 	relid = list_nth_oid(state->leaves, state->next_leaf++);
 	state->rel = table_open(relid, AccessShareLock);
 
-	/* Its own relation info and product cache: decoding may run too. */
+	/* Its own relation info and lookups: decoding may run too. */
 	memset(state->ri, 0, sizeof(FrRelInfo));
 	state->ri->relid = relid;
 	fr_relinfo_build(state->ri, state->rel, &state->opts);

@@ -426,7 +426,10 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	}
 	if (rules == NULL && ri->is_orders && ri->enrich_error == NULL)
 	{
-		/* Its columns are numbered as the emitted table's (the root's, as_root). */
+		/*
+		 * Its columns are numbered as the emitted table's (the root's,
+		 * as_root).
+		 */
 		rules = fr_rules_builtin(cache, ri->as_root ? ri->root_relid : ri->relid,
 								 ri->product_attnum, ri->quantity_attnum, meta->lsn);
 		map = NULL;

@@ -9,7 +9,7 @@
  * The rules table and the lookup tables are user catalog tables, read
  * through the historic snapshot that decoding installs: a change sees the
  * rules and the lookup rows as they were when it was made.  Rule sets and
- * lookups are cached with the products' rule (see fundrecs_products.c):
+ * lookups are cached by the "as of the change" rule (fundrecs_asof.c):
  * the cache is used by a change only when no transaction that changed the
  * catalogs committed between the cache's start and the change and the
  * change's own transaction changed none, and it is emptied at the commit
@@ -86,7 +86,7 @@ static const char *const rt_names[RT_NATTS] = {
 	"lookup_names", "source_attnums", "source_names", "lookup_oid", "source_oid"
 };
 
-static bool builtin_warned_missing = false;	/* once per session */
+static bool builtin_warned_missing = false; /* once per session */
 
 static void decode_forget(void);
 static FrSessionCache decode_session = FR_SESSION_CACHE("fundrecs rules owner", decode_forget);
@@ -598,8 +598,8 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 	}
 
 	/*
-	 * The built-in rule of a database without fundrecs.product_details:
-	 * every row is a miss (its columns null, route "uncategorized").
+	 * The built-in rule of a database without fundrecs.product_details: every
+	 * row is a miss (its columns null, route "uncategorized").
 	 */
 	if (row->builtin && !OidIsValid(rule->lookup))
 	{
@@ -1258,8 +1258,7 @@ builtin_rule(Oid source, AttrNumber product_attnum, AttrNumber quantity_attnum)
 	static const char *const out_names[] = {"product_name", "category", "price"};
 	RuleRow    *r = palloc0(sizeof(RuleRow));
 	Oid			nspid = get_namespace_oid(FR_EXT_SCHEMA, true);
-	Oid			products = OidIsValid(nspid) ?
-		get_relname_relid(FR_PRODUCTS_TABLE, nspid) : InvalidOid;
+	Oid			products = InvalidOid;
 	AttrNumber	key_attnum = InvalidAttrNumber;
 	int32		typmods[3] = {-1, -1, -1};
 	Oid			collations[3] = {DEFAULT_COLLATION_OID, DEFAULT_COLLATION_OID, InvalidOid};
@@ -1269,6 +1268,8 @@ builtin_rule(Oid source, AttrNumber product_attnum, AttrNumber quantity_attnum)
 	ParseState *pstate;
 	Node	   *total;
 
+	if (OidIsValid(nspid))
+		products = get_relname_relid(FR_PRODUCTS_TABLE, nspid);
 	r->name = "products";
 	r->builtin = true;
 	r->lookup = products;
@@ -1488,7 +1489,10 @@ fr_rules_problems(const FrOptions *opts)
 		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
 		bool	   *nulls = palloc(sizeof(bool) * desc->natts);
 
-		/* heap_deform_tuple, not heap_getattr (see fundrecs_products.c) */
+		/*
+		 * heap_deform_tuple, not heap_getattr: from 17.12 on, its inline body
+		 * calls a function older 17.x servers lack.
+		 */
 		heap_deform_tuple(tuple, desc, values, nulls);
 		if (!nulls[rules_table.att[RT_SOURCE] - 1])
 			sources = list_append_unique_oid(sources,

@@ -61,4 +61,24 @@ SELECT * FROM ren_changes('exclude_columns', 'ren.orders');
 
 SELECT pg_drop_replication_slot('ren_slot');
 DROP FUNCTION ren_changes(text[]);
+
+-- The built-in rule takes any integer product column and numeric
+-- quantities: a bigint beyond the products' integer key, a negative one or
+-- a null is a miss (route "uncategorized"), not an error; a domain over an
+-- integer is that integer.
+CREATE DOMAIN ren.product_ref AS smallint;
+CREATE TABLE ren.big_orders (order_id int PRIMARY KEY, product_id bigint, quantity numeric);
+CREATE TABLE ren.small_orders (order_id int PRIMARY KEY, product_id ren.product_ref,
+	quantity smallint);
+SELECT 'init' FROM pg_create_logical_replication_slot('big_slot', 'fundrecs_decoder');
+INSERT INTO ren.big_orders VALUES (1, 1, 2.5), (2, 3000000000, 1), (3, -1, 1), (4, NULL, 1),
+	(5, 1, NULL);
+INSERT INTO ren.small_orders VALUES (1, 1, 3), (2, 2, 3);
+SELECT data FROM pg_logical_slot_peek_changes('big_slot', NULL, NULL, 'include_lsn', 'false',
+	'include_xid', 'false', 'include_timestamp', 'false', 'tables', 'ren.big_orders',
+	'orders_table', 'ren.big_orders');
+SELECT data FROM pg_logical_slot_peek_changes('big_slot', NULL, NULL, 'include_lsn', 'false',
+	'include_xid', 'false', 'include_timestamp', 'false', 'tables', 'ren.small_orders',
+	'orders_table', 'ren.small_orders');
+SELECT pg_drop_replication_slot('big_slot');
 DROP SCHEMA ren CASCADE;
