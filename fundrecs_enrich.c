@@ -47,7 +47,7 @@
 
 /* The key's bytes, for the cache: equal bytes mean equal keys. */
 static void
-key_bytes(FrRule *rule, Datum *key, StringInfo buf)
+key_bytes(const FrRule *rule, Datum *key, StringInfo buf)
 {
 	for (int k = 0; k < rule->nkeys; k++)
 	{
@@ -138,7 +138,7 @@ rowmap_hash_key(int64 key)
 
 /* An integer key's value. */
 static inline int64
-int_key_value(FrRule *rule, Datum d)
+int_key_value(const FrRule *rule, Datum d)
 {
 	if (rule->key_typlen[0] == 8)
 		return DatumGetInt64(d);
@@ -148,57 +148,60 @@ int_key_value(FrRule *rule, Datum d)
 }
 
 static void
-rowmap_drop(FrRule *rule)
+rowmap_drop(FrRuleState *st)
 {
-	if (rule->rowmap_cxt != NULL)
-		MemoryContextReset(rule->rowmap_cxt);
-	rule->rowmap = NULL;
-	rule->index_reads = 0;
-	rule->rowmap_threshold = 0;
+	if (st->rowmap_cxt != NULL)
+		MemoryContextReset(st->rowmap_cxt);
+	st->rowmap = NULL;
+	st->index_reads = 0;
+	st->rowmap_threshold = 0;
 }
 
 /* Has the rule read its index often enough, for its lookup's size, to map the heap? */
 static bool
-rowmap_wanted(FrRuleSet *rs, FrRule *rule, Relation rel)
+rowmap_wanted(FrRuleSet *rs, FrRuleState *st, Relation rel)
 {
-	if (!rule->int_key || rule->rowmap_refused || cache_budget <= 0 ||
-		rule->index_reads < ROWMAP_MIN_READS)
+	const FrRule *rule = st->rule;
+
+	if (!rule->int_key || st->rowmap_refused || cache_budget <= 0 ||
+		st->index_reads < ROWMAP_MIN_READS)
 		return false;
 
 	/*
 	 * The lookup's size, read once per map: a table never analyzed is sized
 	 * from its file, which costs a system call.
 	 */
-	if (rule->rowmap_threshold == 0)
+	if (st->rowmap_threshold == 0)
 	{
 		double		rows = rel->rd_rel->reltuples;
 
 		if (rows <= 0)
 			rows = (double) RelationGetNumberOfBlocks(rel) * 32;
-		rule->rowmap_threshold = (long) Max(rows / 64, ROWMAP_MIN_READS);
+		st->rowmap_threshold = (long) Max(rows / 64, ROWMAP_MIN_READS);
 	}
-	return rule->index_reads >= rule->rowmap_threshold;
+	return st->index_reads >= st->rowmap_threshold;
 }
 
 /* Reads where each key's row lies, with one scan of the heap. */
 static void
-rowmap_build(FrRuleSet *rs, FrRule *rule, Relation rel, Snapshot snapshot)
+rowmap_build(FrRuleSet *rs, FrRuleState *st, Relation rel, Snapshot snapshot)
 {
+	const FrRule *rule = st->rule;
 	TupleDesc	desc = RelationGetDescr(rel);
 	SysScanDesc scan;
 	HeapTuple	tuple;
 	double		rows = Max(rel->rd_rel->reltuples, 1024);
 	Size		limit = (Size) (cache_budget / Max(rs->nrules, 1) / 4);
 
-	if (rule->rowmap_cxt == NULL)
-		rule->rowmap_cxt = AllocSetContextCreate(rs->cxt, "fundrecs rule row map",
-												 ALLOCSET_DEFAULT_SIZES);
-	rowmap_drop(rule);
+	if (st->rowmap_cxt == NULL)
+		st->rowmap_cxt = AllocSetContextCreate(rs->cxt, "fundrecs rule row map",
+											   ALLOCSET_DEFAULT_SIZES);
+	rowmap_drop(st);
 	rows = Min(rows * 1.1, (double) limit / sizeof(RowMapEntry) / 2);
-	rule->rowmap = rowmap_create(rule->rowmap_cxt, (uint32) Max(rows, 1024), NULL);
-	rule->rowmap_file = FR_REL_FILE_NUMBER(rel);
-	rule->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
-	rule->rowmap_inval_count = SharedInvalidMessageCounter;
+	st->rowmap = rowmap_create(st->rowmap_cxt, (uint32) Max(rows, 1024), NULL);
+	st->rowmap_file = FR_REL_FILE_NUMBER(rel);
+	st->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
+	st->rowmap_inval_count = SharedInvalidMessageCounter;
 	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
 	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
 	{
@@ -209,13 +212,13 @@ rowmap_build(FrRuleSet *rs, FrRule *rule, Relation rel, Snapshot snapshot)
 
 		if (isnull)
 			continue;
-		m = rowmap_insert(rule->rowmap, int_key_value(rule, d), &found);
+		m = rowmap_insert(st->rowmap, int_key_value(rule, d), &found);
 		m->tid = tuple->t_self;
-		if ((Size) rule->rowmap->size * sizeof(RowMapEntry) > limit)
+		if ((Size) st->rowmap->size * sizeof(RowMapEntry) > limit)
 		{
 			systable_endscan(scan);
-			rowmap_drop(rule);
-			rule->rowmap_refused = true;
+			rowmap_drop(st);
+			st->rowmap_refused = true;
 			return;
 		}
 	}
@@ -228,20 +231,21 @@ rowmap_build(FrRuleSet *rs, FrRule *rule, Relation rel, Snapshot snapshot)
  * false to ask the index.
  */
 static bool
-rowmap_fetch(FrRule *rule, Relation rel, Datum key, Snapshot snapshot,
+rowmap_fetch(FrRuleState *st, Relation rel, Datum key, Snapshot snapshot,
 			 HeapTuple tuple, Buffer *buf)
 {
+	const FrRule *rule = st->rule;
 	int64		id = int_key_value(rule, key);
 	RowMapEntry *m;
 	bool		isnull;
 	Datum		d;
 
-	if (FR_REL_FILE_NUMBER(rel) != rule->rowmap_file)
+	if (FR_REL_FILE_NUMBER(rel) != st->rowmap_file)
 	{
-		rowmap_drop(rule);
+		rowmap_drop(st);
 		return false;
 	}
-	m = rowmap_lookup(rule->rowmap, id);
+	m = rowmap_lookup(st->rowmap, id);
 	if (m == NULL)
 		return false;
 
@@ -251,12 +255,12 @@ rowmap_fetch(FrRule *rule, Relation rel, Datum key, Snapshot snapshot,
 	 * invalidation, taken when we locked the table): the size is read again
 	 * only when invalidations came since it was last read.
 	 */
-	if (SharedInvalidMessageCounter != rule->rowmap_inval_count)
+	if (SharedInvalidMessageCounter != st->rowmap_inval_count)
 	{
-		rule->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
-		rule->rowmap_inval_count = SharedInvalidMessageCounter;
+		st->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
+		st->rowmap_inval_count = SharedInvalidMessageCounter;
 	}
-	if (ItemPointerGetBlockNumber(&m->tid) >= rule->rowmap_nblocks)
+	if (ItemPointerGetBlockNumber(&m->tid) >= st->rowmap_nblocks)
 		return false;
 	tuple->t_self = m->tid;
 	if (!heap_fetch(rel, snapshot, tuple, buf, true))
@@ -282,8 +286,9 @@ static StringInfoData json_scratch;
 
 /* Reads the lookup row of key into e (in the current memory context). */
 static void
-lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, LookupEntry *e)
+lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, LookupEntry *e)
 {
+	const FrRule *rule = st->rule;
 	Relation	rel;
 	Relation	index = NULL;
 	ScanKeyData skeys[INDEX_MAX_KEYS];
@@ -309,15 +314,15 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 	 * systable functions would miss their check for its concurrent abort.
 	 */
 	if (rule->int_key && !TransactionIdIsValid(CheckXidAlive) &&
-		rowmap_wanted(rs, rule, rel))
-		rowmap_build(rs, rule, rel, snapshot);
+		rowmap_wanted(rs, st, rel))
+		rowmap_build(rs, st, rel, snapshot);
 
 	/*
 	 * NULL: the catalog snapshot, as systable_beginscan reads it (historic
 	 * while decoding)
 	 */
-	if (rule->rowmap != NULL && !TransactionIdIsValid(CheckXidAlive) &&
-		rowmap_fetch(rule, rel, key[0], snapshot ? snapshot : GetCatalogSnapshot(rule->lookup),
+	if (st->rowmap != NULL && !TransactionIdIsValid(CheckXidAlive) &&
+		rowmap_fetch(st, rel, key[0], snapshot ? snapshot : GetCatalogSnapshot(rule->lookup),
 					 &mapped, &buf))
 		tuple = &mapped;
 	else
@@ -338,7 +343,7 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 		tuple = systable_getnext(scan);
 		/* A row the map lacks, if there is one (added or moved since) */
 		if (HeapTupleIsValid(tuple))
-			rule->index_reads++;
+			st->index_reads++;
 	}
 	e->found = HeapTupleIsValid(tuple);
 	{
@@ -432,14 +437,14 @@ lookup_direct(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, Lookup
 
 /* Fills a new cache entry, in the cache's memory. */
 static void
-lookup_into(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, LookupEntry *e,
+lookup_into(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, LookupEntry *e,
 			StringInfo keybytes)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(rule->cache_cxt);
+	MemoryContext oldcxt = MemoryContextSwitchTo(st->cache_cxt);
 	char	   *copy = palloc(keybytes->len);
 
 	memcpy(copy, keybytes->data, keybytes->len);
-	lookup_direct(rs, rule, key, snapshot, e);
+	lookup_direct(rs, st, key, snapshot, e);
 	e->key.bytes = copy;
 	MemoryContextSwitchTo(oldcxt);
 }
@@ -498,63 +503,64 @@ fr_rules_log_cache_stats(void)
  * keeps every miss again.  Judged over each window of lookups.
  */
 static void
-admit_judge(FrRule *rule)
+admit_judge(FrRuleState *st)
 {
-	if (rule->window_lookups > 0 && rule->window_hits * 10 < rule->window_lookups)
-		rule->admit_shift = Min(rule->admit_shift + 4, 8);
-	else if (rule->window_hits * 2 > rule->window_lookups)
-		rule->admit_shift = Max(rule->admit_shift - 4, 0);
-	rule->window_lookups = rule->window_hits = 0;
+	if (st->window_lookups > 0 && st->window_hits * 10 < st->window_lookups)
+		st->admit_shift = Min(st->admit_shift + 4, 8);
+	else if (st->window_hits * 2 > st->window_lookups)
+		st->admit_shift = Max(st->admit_shift - 4, 0);
+	st->window_lookups = st->window_hits = 0;
 }
 
 /* A rule's lookup cache, new or started again when over its share of the budget. */
 static void
-rule_cache_start(FrRuleSet *rs, FrRule *rule)
+rule_cache_start(FrRuleSet *rs, FrRuleState *st)
 {
 	MemoryContext oldcxt;
 
-	if (rule->cache != NULL)
+	if (st->cache != NULL)
 	{
 		caches_restarted++;
-		admit_judge(rule);
+		admit_judge(st);
 	}
-	rule->next_check = CACHE_CHECK_EVERY;
-	rule->cache_full = false;
+	st->next_check = CACHE_CHECK_EVERY;
+	st->cache_full = false;
 
-	rule->cache = bytes_hash_start("fundrecs rule lookups", sizeof(LookupEntry), 1024,
-								   rs->cxt, &rule->cache_cxt);
-	rule->cache_entries = 0;
-	rule->last = NULL;
-	rule->dense = NULL;
-	rule->dense_size = 0;
-	oldcxt = MemoryContextSwitchTo(rule->cache_cxt);
-	initStringInfo(&rule->keybuf);
+	st->cache = bytes_hash_start("fundrecs rule lookups", sizeof(LookupEntry), 1024,
+								 rs->cxt, &st->cache_cxt);
+	st->cache_entries = 0;
+	st->last = NULL;
+	st->dense = NULL;
+	st->dense_size = 0;
+	oldcxt = MemoryContextSwitchTo(st->cache_cxt);
+	initStringInfo(&st->keybuf);
 	MemoryContextSwitchTo(oldcxt);
 }
 
-static LookupEntry *lookup_hashed(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot);
-static void remember_dense(FrRule *rule, int64 id, LookupEntry *e);
+static LookupEntry *lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot);
+static void remember_dense(FrRuleState *st, int64 id, LookupEntry *e);
 
 static LookupEntry *
-lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheable)
+lookup(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool cacheable)
 {
+	const FrRule *rule = st->rule;
 	LookupEntry *e;
 
 	if (!cacheable)
 	{
 		e = palloc0(sizeof(LookupEntry));
-		lookup_direct(rs, rule, key, snapshot, e);
+		lookup_direct(rs, st, key, snapshot, e);
 		return e;
 	}
-	if (rule->cache == NULL || rule->cache_full)
-		rule_cache_start(rs, rule);
+	if (st->cache == NULL || st->cache_full)
+		rule_cache_start(rs, st);
 
 	/*
 	 * Judged every 65,536 lookups too, not only when full (see
 	 * rule_cache_start).
 	 */
-	if (++rule->window_lookups >= ADMIT_WINDOW)
-		admit_judge(rule);
+	if (++st->window_lookups >= ADMIT_WINDOW)
+		admit_judge(st);
 
 	/*
 	 * Integer keys, usually small and dense: found by index, without hashing,
@@ -571,49 +577,50 @@ lookup(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot, bool cacheabl
 		else
 			id = DatumGetInt16(key[0]);
 
-		if (id >= 0 && id < rule->dense_size && rule->dense[id] != NULL)
+		if (id >= 0 && id < st->dense_size && st->dense[id] != NULL)
 		{
-			rule->window_hits++;
+			st->window_hits++;
 			lookups_cached_hits++;
-			return rule->dense[id];
+			return st->dense[id];
 		}
-		e = lookup_hashed(rs, rule, key, snapshot);
+		e = lookup_hashed(rs, st, key, snapshot);
 		/* Not a row kept only for this change (sampled admission). */
-		if (id >= 0 && id < FR_DENSE_KEYS && e == rule->last)
-			remember_dense(rule, id, e);
+		if (id >= 0 && id < FR_DENSE_KEYS && e == st->last)
+			remember_dense(st, id, e);
 		return e;
 	}
-	return lookup_hashed(rs, rule, key, snapshot);
+	return lookup_hashed(rs, st, key, snapshot);
 }
 
 /* Sets dense[id], growing the array to hold it. */
 static void
-remember_dense(FrRule *rule, int64 id, LookupEntry *e)
+remember_dense(FrRuleState *st, int64 id, LookupEntry *e)
 {
-	if (id >= rule->dense_size)
+	if (id >= st->dense_size)
 	{
-		int64		size = Max(rule->dense_size, 1024);
+		int64		size = Max(st->dense_size, 1024);
 
 		while (size <= id)
 			size *= 2;
 		size = Min(size, FR_DENSE_KEYS);
-		if (rule->dense == NULL)
-			rule->dense = MemoryContextAllocZero(rule->cache_cxt, sizeof(LookupEntry *) * size);
+		if (st->dense == NULL)
+			st->dense = MemoryContextAllocZero(st->cache_cxt, sizeof(LookupEntry *) * size);
 		else
 		{
-			rule->dense = repalloc(rule->dense, sizeof(LookupEntry *) * size);
-			memset(rule->dense + rule->dense_size, 0,
-				   sizeof(LookupEntry *) * (size - rule->dense_size));
+			st->dense = repalloc(st->dense, sizeof(LookupEntry *) * size);
+			memset(st->dense + st->dense_size, 0,
+				   sizeof(LookupEntry *) * (size - st->dense_size));
 		}
-		rule->dense_size = size;
+		st->dense_size = size;
 	}
-	rule->dense[id] = e;
+	st->dense[id] = e;
 }
 
 /* A lookup through the cache's hash table. */
 static LookupEntry *
-lookup_hashed(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot)
+lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot)
 {
+	const FrRule *rule = st->rule;
 	StringInfoData buf;
 	LookupKey	k;
 	LookupEntry *e;
@@ -621,55 +628,55 @@ lookup_hashed(FrRuleSet *rs, FrRule *rule, Datum *key, Snapshot snapshot)
 	uint32		hash;
 
 	/* The key's bytes, in a scratch buffer; copied when entered. */
-	buf = rule->keybuf;
+	buf = st->keybuf;
 	resetStringInfo(&buf);
 	key_bytes(rule, key, &buf);
-	rule->keybuf = buf;
-	if (rule->last != NULL && rule->last->key.len == buf.len &&
-		memcmp(rule->last->key.bytes, buf.data, buf.len) == 0)
+	st->keybuf = buf;
+	if (st->last != NULL && st->last->key.len == buf.len &&
+		memcmp(st->last->key.bytes, buf.data, buf.len) == 0)
 	{
-		rule->window_hits++;
+		st->window_hits++;
 		lookups_cached_hits++;
-		return rule->last;
+		return st->last;
 	}
 	k.bytes = buf.data;
 	k.len = buf.len;
 	hash = fr_lookup_key_hash(&k, sizeof(LookupKey));
-	e = hash_search_with_hash_value(rule->cache, &k, hash, HASH_FIND, &found);
+	e = hash_search_with_hash_value(st->cache, &k, hash, HASH_FIND, &found);
 	if (found)
 	{
-		rule->window_hits++;
+		st->window_hits++;
 		lookups_cached_hits++;
-		rule->last = e;
+		st->last = e;
 		return e;
 	}
 	lookups_read++;
 	/* Not admitted: read for this change alone (freed with it). */
-	if (rule->admit_shift > 0 && (hash & ((1U << rule->admit_shift) - 1)) != 0)
+	if (st->admit_shift > 0 && (hash & ((1U << st->admit_shift) - 1)) != 0)
 	{
 		e = palloc0(sizeof(LookupEntry));
-		lookup_direct(rs, rule, key, snapshot, e);
+		lookup_direct(rs, st, key, snapshot, e);
 		return e;
 	}
-	e = hash_search_with_hash_value(rule->cache, &k, hash, HASH_ENTER, &found);
+	e = hash_search_with_hash_value(st->cache, &k, hash, HASH_ENTER, &found);
 
 	PG_TRY();
 	{
-		lookup_into(rs, rule, key, snapshot, e, &buf);
+		lookup_into(rs, st, key, snapshot, e, &buf);
 	}
 	PG_CATCH();
 	{
-		hash_search(rule->cache, &k, HASH_REMOVE, NULL);
+		hash_search(st->cache, &k, HASH_REMOVE, NULL);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	if (++rule->cache_entries >= rule->next_check)
+	if (++st->cache_entries >= st->next_check)
 	{
-		rule->next_check += CACHE_CHECK_EVERY;
-		rule->cache_full = (int64) MemoryContextMemAllocated(rule->cache_cxt, true) >
+		st->next_check += CACHE_CHECK_EVERY;
+		st->cache_full = (int64) MemoryContextMemAllocated(st->cache_cxt, true) >
 			cache_budget / Max(rs->nrules, 1);
 	}
-	rule->last = e;
+	st->last = e;
 	return e;
 }
 
@@ -681,18 +688,18 @@ route_json(FrRuleSet *rs, const char *value, int len, FrEnriched *out)
 	bool		found;
 	LookupKey	k;
 
-	if (rs->routes == NULL || rs->route_entries >= FR_ROUTE_CACHE_MAX)
+	if (rs->state.routes == NULL || rs->state.route_entries >= FR_ROUTE_CACHE_MAX)
 	{
-		rs->routes = bytes_hash_start("fundrecs routes", sizeof(RouteEntry), 64, rs->cxt,
-									  &rs->route_cxt);
-		rs->route_entries = 0;
+		rs->state.routes = bytes_hash_start("fundrecs routes", sizeof(RouteEntry), 64, rs->cxt,
+											&rs->state.route_cxt);
+		rs->state.route_entries = 0;
 	}
 	k.bytes = value;
 	k.len = len;
-	e = hash_search(rs->routes, &k, HASH_ENTER, &found);
+	e = hash_search(rs->state.routes, &k, HASH_ENTER, &found);
 	if (!found)
 	{
-		MemoryContext oldcxt = MemoryContextSwitchTo(rs->route_cxt);
+		MemoryContext oldcxt = MemoryContextSwitchTo(rs->state.route_cxt);
 		char	   *copy = palloc(len + 1);
 
 		memcpy(copy, value, len);
@@ -701,7 +708,7 @@ route_json(FrRuleSet *rs, const char *value, int len, FrEnriched *out)
 		e->json = fr_json_quote(fr_category_slug(copy));
 		e->json_len = strlen(e->json);
 		MemoryContextSwitchTo(oldcxt);
-		rs->route_entries++;
+		rs->state.route_entries++;
 	}
 	out->route_json = e->json;
 	out->route_len = e->json_len;
@@ -714,8 +721,8 @@ route_json(FrRuleSet *rs, const char *value, int len, FrEnriched *out)
 static bool
 append_exact(FrRuleSet *rs, ExactMul *x, StringInfo json, bool *null)
 {
-	LookupEntry *e = rs->cur[x->dec_rule];
-	TupleTableSlot *slot = x->int_inner ? rs->inner_slot : rs->scan_slot;
+	LookupEntry *e = rs->state.cur[x->dec_rule];
+	TupleTableSlot *slot = x->int_inner ? rs->state.inner_slot : rs->state.scan_slot;
 	int64		q;
 
 	if (e == NULL)
@@ -768,7 +775,7 @@ apply_error_context(void *arg)
  * of the key type's range, which no row of the lookup can hold.
  */
 static bool
-int_key_convert(FrRule *rule, int k, Datum *key)
+int_key_convert(const FrRule *rule, int k, Datum *key)
 {
 	int64		v;
 
@@ -807,9 +814,9 @@ static void
 apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snapshot,
 			bool cacheable, FrEnriched *out, ApplyContext *ac)
 {
-	TupleTableSlot *scan = rs->scan_slot;
-	TupleTableSlot *inner = rs->inner_slot;
-	ExprContext *econtext = rs->econtext;
+	TupleTableSlot *scan = rs->state.scan_slot;
+	TupleTableSlot *inner = rs->state.inner_slot;
+	ExprContext *econtext = rs->state.econtext;
 	StringInfo	json = &out->json;
 
 	ExecClearTuple(scan);
@@ -827,6 +834,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 	for (int r = 0; r < rs->nrules; r++)
 	{
 		FrRule	   *rule = &rs->rules[r];
+		FrRuleState *st = &rs->state.rules[r];
 		Datum		key[INDEX_MAX_KEYS];
 		bool		miss = false;
 		LookupEntry *e = NULL;
@@ -846,7 +854,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 		/* The built-in rule without its lookup table: nothing is found. */
 		if (!OidIsValid(rule->lookup))
 			miss = true;
-		rs->cur[r] = NULL;
+		rs->state.cur[r] = NULL;
 		if (miss)
 		{
 			fr_append_bytes(json, rule->miss_json, rule->miss_json_len);
@@ -854,8 +862,8 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 		}
 		else
 		{
-			e = lookup(rs, rule, key, snapshot, cacheable);
-			rs->cur[r] = e;
+			e = lookup(rs, st, key, snapshot, cacheable);
+			rs->state.cur[r] = e;
 			fr_append_bytes(json, e->json, e->json_len);
 			for (int i = 0; i < rule->nout; i++)
 			{
@@ -880,7 +888,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 				inner->tts_isnull[c] = true;
 				continue;
 			}
-			d = ExecEvalExprSwitchContext(rule->computed[j], econtext, &null);
+			d = ExecEvalExprSwitchContext(st->computed[j], econtext, &null);
 			inner->tts_values[c] = d;
 			inner->tts_isnull[c] = null;
 			if (null)
@@ -888,18 +896,18 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 			else
 				fr_json_append_value(json, col, d);
 		}
-		if (rule->route != NULL && e != NULL && e->route_json != NULL)
+		if (st->route != NULL && e != NULL && e->route_json != NULL)
 		{
 			out->route_json = e->route_json;
 			out->route_len = e->route_len;
 		}
-		else if (rule->route != NULL)
+		else if (st->route != NULL)
 		{
 			bool		null;
 			Datum		d;
 
 			ac->what = rule->route_what;
-			d = ExecEvalExprSwitchContext(rule->route, econtext, &null);
+			d = ExecEvalExprSwitchContext(st->route, econtext, &null);
 			if (null)
 			{
 				out->route_json = "\"" FR_ROUTE_UNCATEGORIZED "\"";
@@ -914,7 +922,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 			/* The route and the cached row live as long as the rule set. */
 			if (rule->route_from_lookup && e != NULL && cacheable)
 			{
-				e->route_json = MemoryContextStrdup(rule->cache_cxt, out->route_json);
+				e->route_json = MemoryContextStrdup(st->cache_cxt, out->route_json);
 				e->route_len = out->route_len;
 			}
 		}
@@ -1051,7 +1059,7 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 		PG_END_TRY();
 	}
 	error_context_stack = errcb.previous;
-	ResetExprContext(rs->econtext);
+	ResetExprContext(rs->state.econtext);
 }
 
 /* Does the rule set give a route? */

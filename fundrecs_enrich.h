@@ -64,10 +64,16 @@ typedef struct RouteEntry
 	int			json_len;
 } RouteEntry;
 
+/*
+ * A compiled rule: what it reads, looks up and emits, fixed once compiled
+ * (as the executor's Plan is).  What changes while it is applied is its
+ * FrRuleState.
+ */
 typedef struct FrRule
 {
 	char	   *name;
-	Oid			lookup;
+	Oid			lookup;			/* InvalidOid: the built-in rule without its
+								 * table (every row a miss) */
 	Oid			lookup_index;
 	int			nkeys;
 	AttrNumber *key_attnums;	/* the lookup's key columns (heap attnums) */
@@ -78,20 +84,31 @@ typedef struct FrRule
 	Oid		   *key_coll;
 	int16	   *key_typlen;
 	bool	   *key_typbyval;
+	bool		int_key;		/* one int2, int4 or int8 key column */
 	int			nout;
 	AttrNumber *out_attnums;
 	int			first_col;		/* its first emitted column's index */
 	int			ncomputed;
 	char	  **computed_what;	/* for the error context */
-	ExprState **computed;
 	Node	  **computed_nodes;
 	ExactMul  **exact;			/* per computed column, NULL: none */
 	char	   *route_what;
-	Node	   *route_node;
-	ExprState  *route;			/* NULL: none */
+	Node	   *route_node;		/* NULL: none */
 	bool		route_from_lookup;	/* it reads only this rule's lookup */
 	char	   *miss_json;		/* the out columns, all null */
 	int			miss_json_len;
+} FrRule;
+
+/*
+ * A rule being applied (as the executor's PlanState is to its Plan): its
+ * expressions ready to run, its lookup cache and its row map.
+ */
+typedef struct FrRuleState
+{
+	const FrRule *rule;
+	ExprState **computed;
+	ExprState  *route;			/* NULL: none */
+
 	HTAB	   *cache;			/* LookupEntry; made on first use */
 	MemoryContext cache_cxt;	/* holds it, reset when it is full */
 	long		cache_entries;
@@ -102,7 +119,6 @@ typedef struct FrRule
 	int			admit_shift;	/* a miss is cached when its key's hash has
 								 * this many low zero bits (0: always) */
 	LookupEntry *last;			/* the entry found last: runs of one key */
-	bool		int_key;		/* one int2, int4 or int8 key column */
 	LookupEntry **dense;		/* int_key: entries of keys 0..dense_size-1 */
 	int64		dense_size;
 	StringInfoData keybuf;		/* scratch: a key's bytes */
@@ -120,8 +136,23 @@ typedef struct FrRule
 	long		rowmap_threshold;	/* index_reads that call for a map (0: not
 									 * computed yet) */
 	bool		rowmap_refused; /* over its share of lookup_cache_bytes */
-} FrRule;
+} FrRuleState;
 
+/* A rule set's state while applied: its rules', the executor's, the routes. */
+typedef struct FrRuleSetState
+{
+	FrRuleState *rules;			/* per rule */
+	EState	   *estate;
+	ExprContext *econtext;
+	TupleTableSlot *scan_slot;
+	TupleTableSlot *inner_slot;
+	LookupEntry **cur;			/* per rule, the row's lookup (NULL: none) */
+	HTAB	   *routes;			/* route text -> quoted slug */
+	long		route_entries;
+	MemoryContext route_cxt;	/* holds them */
+} FrRuleSetState;
+
+/* A table's rules, compiled (the plan), and their state. */
 struct FrRuleSet
 {
 	Oid			source;
@@ -136,14 +167,7 @@ struct FrRuleSet
 	Bitmapset  *source_refs;	/* source attnums read (offset as
 								 * pull_varattnos) */
 	char	   *error;			/* why the rules cannot be applied now */
-	EState	   *estate;
-	ExprContext *econtext;
-	TupleTableSlot *scan_slot;
-	TupleTableSlot *inner_slot;
-	LookupEntry **cur;			/* per rule, the row's lookup (NULL: none) */
-	HTAB	   *routes;			/* route text -> quoted slug */
-	long		route_entries;
-	MemoryContext route_cxt;	/* holds them */
+	FrRuleSetState state;
 };
 
 

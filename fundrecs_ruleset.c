@@ -735,15 +735,20 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 	table_close(lookup, AccessShareLock);
 }
 
-static ExprState *
-compile_tree(FrRuleSet *rs, Node *node, const char *what, int ninner)
+/*
+ * An expression of a rule, checked: its Vars still mean what they meant,
+ * one value per row.  Its source columns count as read.  False, with the
+ * set broken, when it cannot be used.
+ */
+static bool
+check_tree(FrRuleSet *rs, Node *node, const char *what, int ninner)
 {
 	VarCheck	vc = {rs, what, ninner};
 	Bitmapset  *refs = NULL;
 
 	(void) check_vars(node, &vc);
 	if (rs->error != NULL)
-		return NULL;
+		return false;
 
 	/*
 	 * One value per row: add_enrichment refuses the rest, but a rule stored
@@ -753,11 +758,11 @@ compile_tree(FrRuleSet *rs, Node *node, const char *what, int ninner)
 	{
 		set_broken(rs, "%s is not a scalar expression (a set-returning, aggregate or window function)",
 				   what);
-		return NULL;
+		return false;
 	}
 	pull_varattnos(node, 1, &refs);
 	rs->source_refs = bms_join(rs->source_refs, refs);
-	return ExecPrepareExpr((Expr *) node, rs->estate);
+	return true;
 }
 
 /*
@@ -887,6 +892,40 @@ drop_exact_read_later(FrRuleSet *rs)
 
 
 /*
+ * The state of a compiled set (FrRuleSetState), in the current context: the
+ * executor's, the expressions ready to run (unless the set is broken: then
+ * it is never applied), the lookup caches made on first use.
+ */
+static void
+start_state(FrRuleSet *rs)
+{
+	FrRuleSetState *state = &rs->state;
+
+	state->estate = CreateExecutorState();
+	state->econtext = GetPerTupleExprContext(state->estate);
+	state->scan_slot = MakeSingleTupleTableSlot(rs->source_desc, &TTSOpsVirtual);
+	state->inner_slot = MakeSingleTupleTableSlot(rs->emitted_desc, &TTSOpsVirtual);
+	state->econtext->ecxt_scantuple = state->scan_slot;
+	state->econtext->ecxt_innertuple = state->inner_slot;
+	state->cur = palloc0(sizeof(LookupEntry *) * rs->nrules);
+	state->rules = palloc0(sizeof(FrRuleState) * rs->nrules);
+	for (int r = 0; r < rs->nrules; r++)
+	{
+		FrRule	   *rule = &rs->rules[r];
+		FrRuleState *st = &state->rules[r];
+
+		st->rule = rule;
+		st->computed = palloc0(sizeof(ExprState *) * Max(rule->ncomputed, 1));
+		if (rs->error != NULL)
+			continue;
+		for (int j = 0; j < rule->ncomputed; j++)
+			st->computed[j] = ExecPrepareExpr((Expr *) rule->computed_nodes[j], state->estate);
+		if (rule->route_node != NULL)
+			st->route = ExecPrepareExpr((Expr *) rule->route_node, state->estate);
+	}
+}
+
+/*
  * Compiles rules (those of source, read by read_rules) into cxt; NULL when
  * there are none.
  */
@@ -921,13 +960,6 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 	rs->source_desc = CreateTupleDescCopy(RelationGetDescr(rel));
 	RelationClose(rel);
 
-	rs->estate = CreateExecutorState();
-	rs->econtext = GetPerTupleExprContext(rs->estate);
-	rs->scan_slot = MakeSingleTupleTableSlot(rs->source_desc, &TTSOpsVirtual);
-	rs->inner_slot = MakeSingleTupleTableSlot(rs->emitted_desc, &TTSOpsVirtual);
-	rs->econtext->ecxt_scantuple = rs->scan_slot;
-	rs->econtext->ecxt_innertuple = rs->inner_slot;
-
 	for (int i = 0; i < nrules; i++)
 	{
 		FrRule	   *rule = &rs->rules[i];
@@ -939,7 +971,6 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 		place_source_columns(rs, row, get_rel_name(source), &map);
 		compile_lookup(rs, rule, row);
 		rule->ncomputed = row->ncomputed;
-		rule->computed = palloc0(sizeof(ExprState *) * Max(row->ncomputed, 1));
 		rule->computed_what = palloc(sizeof(char *) * Max(row->ncomputed, 1));
 		rule->computed_nodes = palloc0(sizeof(Node *) * Max(row->ncomputed, 1));
 		rule->exact = palloc0(sizeof(ExactMul *) * Max(row->ncomputed, 1));
@@ -957,7 +988,7 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			TupleDescInitEntry(rs->emitted_desc, rs->ncols + 1, name, exprType(tree),
 							   exprTypmod(tree), 0);
 			init_column(&rs->cols[rs->ncols], name, exprType(tree), cxt);
-			rule->computed[j] = compile_tree(rs, tree, what, rs->ncols);
+			(void) check_tree(rs, tree, what, rs->ncols);
 			rule->computed_nodes[j] = tree;
 			rule->exact[j] = exact_mul(rs, tree, i);
 			rs->ncols++;
@@ -969,9 +1000,8 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 			rule->route_node = stringToNode(row->route_tree);
 			if (map.n > 0)
 				rule->route_node = source_map_mutator(rule->route_node, &map);
-			rule->route = compile_tree(rs, rule->route_node,
-									   psprintf("the route of rule \"%s\"", rule->name),
-									   rs->ncols);
+			(void) check_tree(rs, rule->route_node,
+							  psprintf("the route of rule \"%s\"", rule->name), rs->ncols);
 			rule->route_from_lookup = reads_only_lookup(rule, rule->route_node);
 			rs->has_route = true;
 		}
@@ -993,7 +1023,7 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 		}
 	}
 	drop_exact_read_later(rs);
-	rs->cur = palloc0(sizeof(LookupEntry *) * nrules);
+	start_state(rs);
 	MemoryContextSwitchTo(oldcxt);
 	return rs;
 }
