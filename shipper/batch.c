@@ -133,3 +133,18 @@ batch_push(Batch *b, const char *row, size_t len, const char *pkey, size_t keyle
 	b->n++;
 	b->bytes += r->len + keylen;
 }
+
+void
+batch_free(Batch *b)
+{
+	while (b->chunks != NULL)
+	{
+		ArenaChunk *c = b->chunks;
+
+		b->chunks = c->next;
+		free(c);
+	}
+	free(b->recs);
+	free(b->slots);
+	memset(b, 0, sizeof(*b));
+}

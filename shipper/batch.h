@@ -50,6 +50,9 @@ typedef struct Batch
 /* Sets up an empty batch of capacity rows (with a key hash if keyed). */
 extern void batch_alloc(Batch *b, int capacity, bool keyed);
 
+/* Frees what it holds; batch_alloc sets it up again. */
+extern void batch_free(Batch *b);
+
 /* Empties it, keeping one chunk of bytes for the next rows. */
 extern void batch_clear(Batch *b);
 

@@ -79,6 +79,7 @@ struct Dispatcher
 	bool		warned_stop;
 
 	/* where the lanes' threads and the main thread meet */
+	bool		quit;			/* under lock: the lanes' threads end */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int			wake_pipe[2];	/* a byte per finished delivery */
@@ -111,8 +112,13 @@ delivery_main(void *arg)
 		ShipResult	r;
 
 		pthread_mutex_lock(&d->lock);
-		while (!l->job_ready)
+		while (!l->job_ready && !d->quit)
 			pthread_cond_wait(&d->cond, &d->lock);
+		if (!l->job_ready)
+		{
+			pthread_mutex_unlock(&d->lock);
+			break;
+		}
 		l->job_ready = false;
 		pthread_mutex_unlock(&d->lock);
 
@@ -178,6 +184,51 @@ dispatch_create(const DispatchConfig *config)
 		}
 	}
 	return d;
+}
+
+/*
+ * Ends the lanes' threads and frees the dispatcher with the rows it holds
+ * (they were not confirmed: they come again after a restart).  A lane
+ * still delivering, which only a stop that gave up waiting leaves, cannot
+ * be ended: the dispatcher is then left to the process's exit, false.
+ */
+bool
+dispatch_destroy(Dispatcher *d)
+{
+	bool		busy = false;
+
+	pthread_mutex_lock(&d->lock);
+	for (int i = 0; i < d->nlanes; i++)
+	{
+		Lane	   *l = &d->lanes[i];
+
+		if (l->job_ready || (l->in_flight && !l->job_done))
+			busy = true;
+	}
+	if (!busy)
+	{
+		d->quit = true;
+		pthread_cond_broadcast(&d->cond);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (busy)
+		return false;
+	for (int i = 0; i < d->nlanes; i++)
+	{
+		pthread_join(d->lanes[i].thread, NULL);
+		batch_free(&d->lanes[i].batch);
+	}
+	batch_free(&d->filling_batch);
+	waitq_free(&d->waiting);
+	if (d->wake_pipe[0] >= 0)
+	{
+		close(d->wake_pipe[0]);
+		close(d->wake_pipe[1]);
+	}
+	pthread_cond_destroy(&d->cond);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+	return true;
 }
 
 bool
@@ -703,4 +754,12 @@ dispatch_target_stats(Target *t, MetricsState *m)
 	tm->held_rows = dispatch_held_rows(d);
 	tm->held_bytes = dispatch_held_bytes(d);
 	m->deliveries_in_flight += dispatch_in_flight(d);
+}
+
+/* A target whose only state is its dispatcher (standard output). */
+void
+dispatch_target_destroy(Target *t)
+{
+	if (dispatch_destroy(t->dispatcher))
+		free(t);
 }

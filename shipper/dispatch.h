@@ -69,6 +69,12 @@ typedef struct Dispatcher Dispatcher;
 /* Sets up the batches and starts the lanes' threads. */
 extern Dispatcher *dispatch_create(const DispatchConfig *config);
 
+/*
+ * Ends its threads and frees it with the rows it holds; false (nothing
+ * freed) when a lane is still delivering.
+ */
+extern bool dispatch_destroy(Dispatcher *d);
+
 /* A partition key's hash, computed once per row for the two calls below. */
 extern uint32_t dispatch_key_hash(const char *pkey, size_t keylen);
 
@@ -158,5 +164,6 @@ extern bool dispatch_target_flush(Target *t);
 extern bool dispatch_target_held_lsn(Target *t, uint64_t *lsn);
 extern int	dispatch_target_held_rows(Target *t);
 extern void dispatch_target_stats(Target *t, MetricsState *m);
+extern void dispatch_target_destroy(Target *t);
 
 #endif							/* DISPATCH_H */

@@ -33,6 +33,7 @@ static void
 init_pool(KinesisTarget *k, int max_in_flight)
 {
 	k->max_in_flight = max_in_flight;
+	k->pool_size = max_in_flight;
 	k->pool = pg_malloc0(sizeof(HttpClient) * max_in_flight);
 	k->bodies = pg_malloc0(sizeof(PQExpBufferData) * max_in_flight);
 	k->resps = pg_malloc0(sizeof(HttpResponse) * max_in_flight);
@@ -91,6 +92,32 @@ kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_in_flight)
 	dst->call_bytes = src->call_bytes;
 	http_client_init(&dst->http, src->http.ca_file, src->http.timeout_ms);
 	init_pool(dst, max_in_flight);
+}
+
+void
+kinesis_free(KinesisTarget *k, bool clone)
+{
+	for (int i = 0; i < k->pool_size; i++)
+	{
+		http_client_free(&k->pool[i]);
+		termPQExpBuffer(&k->bodies[i]);
+		http_response_free(&k->resps[i]);
+	}
+	free(k->pool);
+	free(k->bodies);
+	free(k->resps);
+	http_client_free(&k->http);
+	kpl_map_free(&k->map);
+	aws_credentials_clear(&k->creds);
+	if (!clone)
+	{
+		free(k->endpoint);
+		free(k->host);
+		free(k->region);
+		free(k->stream_name);
+		free(k->stream_arn);
+	}
+	memset(k, 0, sizeof(*k));
 }
 
 /* Appends a JSON string literal. */

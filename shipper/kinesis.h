@@ -52,6 +52,8 @@ typedef struct KinesisTarget
 	int			max_in_flight;
 	int			call_records;	/* records per call (--batch-records) */
 	size_t		call_bytes;		/* bytes per call (--batch-bytes) */
+	int			pool_size;		/* connections made (max_in_flight may be
+								 * lowered later) */
 	HttpClient *pool;
 	PQExpBufferData *bodies;
 	HttpResponse *resps;
@@ -82,6 +84,12 @@ extern char *kinesis_init(KinesisTarget *k, AwsCredentialProvider *provider,
  * configuration and the credential provider are shared.
  */
 extern void kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_in_flight);
+
+/*
+ * Frees what kinesis_init made, or kinesis_clone (clone: the strings it
+ * shares stay with the original).
+ */
+extern void kinesis_free(KinesisTarget *k, bool clone);
 
 /*
  * Sends the records, retrying failed calls and failed records until every

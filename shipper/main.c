@@ -314,6 +314,6 @@ main(int argc, char **argv)
 		if (stop_requested)
 			break;
 	}
-	replicate_summary(&r, exit_code);
+	replicate_finish(&r, exit_code);
 	return exit_code;
 }

@@ -661,7 +661,7 @@ replicate_load(Replicator *r, PGconn *sql, const LoadParams *lp)
 }
 
 void
-replicate_summary(Replicator *r, int exit_code)
+replicate_finish(Replicator *r, int exit_code)
 {
 	if (opts.verbosity > 0 || (opts.verbosity == 0 && exit_code == 0 && opts.endpos != 0))
 	{
@@ -674,4 +674,7 @@ replicate_summary(Replicator *r, int exit_code)
 	}
 	if (opts.verbosity > 0)
 		target_summary(r->target);
+	target_destroy(r->target);
+	r->target = NULL;
+	slot_monitor_close(&r->monitor);
 }

@@ -104,7 +104,7 @@ extern void replicate_check_slot(Replicator *r);
 /* /metrics: at most every 100 ms unless forced. */
 extern void replicate_publish_metrics(Replicator *r, bool force);
 
-/* The closing log lines. */
-extern void replicate_summary(Replicator *r, int exit_code);
+/* The closing log lines; the targets are freed. */
+extern void replicate_finish(Replicator *r, int exit_code);
 
 #endif							/* REPLICATE_H */

@@ -75,6 +75,18 @@ s3_client_init(S3Client *s, AwsCredentialProvider *provider, const char *url,
 	return NULL;
 }
 
+void
+s3_client_free(S3Client *s)
+{
+	free(s->endpoint);
+	free(s->bucket);
+	free(s->prefix);
+	free(s->region);
+	aws_credentials_clear(&s->creds);
+	http_client_free(&s->http);
+	memset(s, 0, sizeof(*s));
+}
+
 /* URL and Host of an object (key NULL: the bucket itself). */
 static void
 object_url(S3Client *s, const char *key, char **url, char **host, char **path)

@@ -43,6 +43,9 @@ extern char *s3_client_init(S3Client *c, AwsCredentialProvider *provider, const 
 /* PREFIX/ (with the slash), or "" for the bucket's root; malloc'd. */
 extern char *s3_prefix_slash(const S3Client *c);
 
+/* Frees what s3_client_init made. */
+extern void s3_client_free(S3Client *c);
+
 /*
  * Checks the bucket exists and can be listed under list_prefix (a folder
  * that holds a few keys at most); a wrong endpoint is fatal.

@@ -750,3 +750,32 @@ s3_lake_flush(S3Lake *s, StopFlag *stop)
 	prune_marks(s);
 	return SHIP_OK;
 }
+
+/*
+ * Frees the lake with the rows it holds (not written: they were not
+ * confirmed, and come again after a restart).
+ */
+void
+s3_lake_free(S3Lake *s)
+{
+	for (int i = 0; i < s->nobjects; i++)
+	{
+		S3Object   *o = &s->objects[i];
+
+		if (s->gzip && o->z.state != NULL)
+			deflateEnd(&o->z);
+		free(o->route);
+		termPQExpBuffer(&o->body);
+	}
+	free(s->objects);
+	for (int i = 0; i < s->nmarks; i++)
+		free(s->marks[i].route);
+	free(s->marks);
+	free(s->owner_key);
+	free(s->owner_doc);
+	free(s->owner_system);
+	free(s->owner_database);
+	free(s->owner_slot);
+	s3_client_free(&s->client);
+	memset(s, 0, sizeof(*s));
+}

@@ -145,4 +145,7 @@ extern ShipResult s3_lake_flush(S3Lake *s, StopFlag *stop);
 
 extern bool s3_lake_has_rows(const S3Lake *s);
 
+/* Frees it, with the rows it holds (unconfirmed, so shipped again). */
+extern void s3_lake_free(S3Lake *s);
+
 #endif							/* S3_LAKE_H */

@@ -319,6 +319,14 @@ target_summary(Target *t)
 		t->ops->summary(t);
 }
 
+/* Frees a target and what it holds (at the end of main). */
+void
+target_destroy(Target *t)
+{
+	if (t != NULL)
+		t->ops->destroy(t);
+}
+
 /* ----------------------------------------------------------------
  * Several targets at once (--target kinesis,s3): each row goes to each,
  * in turn; a row is held until every target has delivered it.
@@ -494,6 +502,19 @@ multi_summary(Target *t)
 		target_summary(*p);
 }
 
+static void
+multi_destroy(Target *t)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+		target_destroy(*p);
+	free(m->parts);
+	free(m);
+	free((TargetOps *) t->ops);
+	free(t);
+}
+
 Target *
 target_multi_create(Target **parts, int nparts)
 {
@@ -509,6 +530,7 @@ target_multi_create(Target **parts, int nparts)
 		.held_rows = multi_held_rows,
 		.stats = multi_stats,
 		.summary = multi_summary,
+		.destroy = multi_destroy,
 	};
 	Target	   *t = pg_malloc0(sizeof(Target));
 	Multi	   *m = pg_malloc0(sizeof(Multi));

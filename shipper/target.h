@@ -45,6 +45,7 @@ extern bool target_held_lsn(Target *t, uint64_t *lsn);
 extern int	target_held_rows(Target *t);
 extern void target_stats(Target *t, MetricsState *m);
 extern void target_summary(Target *t);
+extern void target_destroy(Target *t);
 
 
 #endif							/* TARGET_H */

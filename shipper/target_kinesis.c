@@ -278,6 +278,26 @@ start_lanes(KinesisShip *ks, const TargetSettings *ts)
 	return dispatch_create(&dc);
 }
 
+static void
+kinesis_destroy(Target *t)
+{
+	KinesisShip *ks = t->priv;
+
+	/* A lane still delivering uses its connections: left to the exit. */
+	if (!dispatch_destroy(t->dispatcher))
+		return;
+	for (int i = 1; i < ks->nlanes; i++)
+	{
+		kinesis_free(ks->lanes[i].k, true);
+		free(ks->lanes[i].k);
+	}
+	kinesis_free(&ks->kinesis, false);
+	pthread_mutex_destroy(&ks->lock);
+	termPQExpBuffer(&ks->pkey);
+	free(ks);
+	free(t);
+}
+
 static Target *
 kinesis_create(const TargetSettings *ts)
 {
@@ -293,6 +313,7 @@ kinesis_create(const TargetSettings *ts)
 		.held_rows = dispatch_target_held_rows,
 		.stats = kinesis_stats,
 		.summary = kinesis_summary,
+		.destroy = kinesis_destroy,
 	};
 	Target	   *t = pg_malloc0(sizeof(Target));
 	KinesisShip *ks = pg_malloc0(sizeof(KinesisShip));

@@ -203,6 +203,16 @@ s3_ship_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
 	return s3_lake_forget_load(&ss->s3, lsn, stop);
 }
 
+static void
+s3_ship_destroy(Target *t)
+{
+	S3Ship	   *ss = t->priv;
+
+	s3_lake_free(&ss->s3);
+	free(ss);
+	free(t);
+}
+
 static Target *
 s3_create(const TargetSettings *ts)
 {
@@ -219,6 +229,7 @@ s3_create(const TargetSettings *ts)
 		.held_rows = s3_ship_held_rows,
 		.stats = s3_ship_stats,
 		.summary = s3_ship_summary,
+		.destroy = s3_ship_destroy,
 	};
 	Target	   *t = pg_malloc0(sizeof(Target));
 	S3Ship	   *ss = pg_malloc0(sizeof(S3Ship));

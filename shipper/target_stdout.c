@@ -102,6 +102,7 @@ stdout_create(const TargetSettings *ts)
 		.held_lsn = dispatch_target_held_lsn,
 		.held_rows = dispatch_target_held_rows,
 		.stats = dispatch_target_stats,
+		.destroy = dispatch_target_destroy,
 	};
 	Target	   *t = pg_malloc0(sizeof(Target));
 	DispatchConfig dc;

@@ -118,3 +118,22 @@ waitq_has_key(WaitQueue *q, const char *pkey, size_t keylen, uint32_t hash)
 {
 	return q->n > 0 && key_find(q, pkey, keylen, hash, false) != NULL;
 }
+
+void
+waitq_free(WaitQueue *q)
+{
+	for (int i = 0; i < q->n; i++)
+		free(q->rows[i].data);
+	for (int b = 0; b < WAIT_BUCKETS; b++)
+	{
+		while (q->keys[b] != NULL)
+		{
+			WaitKey    *k = q->keys[b];
+
+			q->keys[b] = k->next;
+			free(k);
+		}
+	}
+	free(q->rows);
+	memset(q, 0, sizeof(*q));
+}

@@ -70,4 +70,7 @@ extern void waitq_push(WaitQueue *q, const char *row, size_t len, const char *pk
 extern void waitq_promote(WaitQueue *q, Batch *into, size_t max_bytes, WaitBlockedFn blocked,
 						  void *arg);
 
+/* Frees the rows still waiting and their keys: the queue is empty again. */
+extern void waitq_free(WaitQueue *q);
+
 #endif							/* WAITQ_H */
