@@ -107,10 +107,10 @@ typedef struct TargetOps
 	void		(*summary) (Target *t);
 
 	/*
-	 * Frees the target and what it holds (rows held were not confirmed:
-	 * they come again after a restart).  A delivery still running, which
-	 * only a stop that gave up waiting leaves, keeps what it uses until the
-	 * process exits.
+	 * Frees the target and what it holds (rows held were not confirmed: they
+	 * come again after a restart).  A delivery still running, which only a
+	 * stop that gave up waiting leaves, keeps what it uses until the process
+	 * exits.
 	 */
 	void		(*destroy) (Target *t);
 } TargetOps;
