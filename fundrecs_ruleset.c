@@ -1028,36 +1028,57 @@ compile_rules(Oid source, RuleRow *rows, int nrules, MemoryContext cxt)
 	return rs;
 }
 
-/* A table's rules from the cache, compiled on first use. */
+/*
+ * Where the rules of a set come from: the rules table (read_rules, as of
+ * snapshot), or the built-in rule made in memory (builtin_rows).
+ */
+typedef RuleRow *(*RuleRowsFn) (Oid source, Snapshot snapshot, int *n, const void *arg);
+
+static RuleRow *
+table_rows(Oid source, Snapshot snapshot, int *n, const void *arg)
+{
+	return read_rules(source, snapshot, n);
+}
+
+/* A set of sets (rc's rule sets, or its built-in ones), compiled on first use. */
 static FrRuleSet *
-cached_rules(FrRulesCache *rc, Snapshot snapshot, Oid source)
+cache_get(FrRulesCache *rc, HTAB *sets, Oid source, Snapshot snapshot, RuleRowsFn rows_fn,
+		  const void *arg)
 {
 	SetEntry   *entry;
 	bool		found;
 
-	if (source == rc->last_source)
-		return rc->last_set;
-	entry = hash_search(rc->sets, &source, HASH_ENTER, &found);
+	entry = hash_search(sets, &source, HASH_ENTER, &found);
 	if (!found)
 	{
 		entry->set = NULL;
 		PG_TRY();
 		{
 			int			n;
-			RuleRow    *rows = read_rules(source, snapshot, &n);
+			RuleRow    *rows = rows_fn(source, snapshot, &n, arg);
 
 			entry->set = compile_rules(source, rows, n, rc->cxt);
 		}
 		PG_CATCH();
 		{
-			hash_search(rc->sets, &source, HASH_REMOVE, NULL);
+			hash_search(sets, &source, HASH_REMOVE, NULL);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
 	}
-	rc->last_source = source;
-	rc->last_set = entry->set;
 	return entry->set;
+}
+
+/* A table's rules from the cache, compiled on first use. */
+static FrRuleSet *
+cached_rules(FrRulesCache *rc, Snapshot snapshot, Oid source)
+{
+	if (source != rc->last_source)
+	{
+		rc->last_set = cache_get(rc, rc->sets, source, snapshot, table_rows, NULL);
+		rc->last_source = source;
+	}
+	return rc->last_set;
 }
 
 /*
@@ -1219,36 +1240,45 @@ versioned_start(void)
 	versioned_stale = false;
 }
 
-/* The rules of source read as of the change, compiled once per version. */
-static FrRuleSet *
-versioned_rules(Oid source)
+/* Rules read already (versioned_rules). */
+typedef struct GivenRows
 {
+	RuleRow    *rows;
 	int			n;
-	RuleRow    *rows = read_rules(source, NULL, &n);
-	StringInfoData versions;
-	char		key[64];
+} GivenRows;
+
+static RuleRow *
+given_rows(Oid source, Snapshot snapshot, int *n, const void *arg)
+{
+	const GivenRows *given = arg;
+
+	*n = given->n;
+	return given->rows;
+}
+
+/*
+ * The versioned set named key, holding the rule versions versions:
+ * compiled from rows_fn's rules when there is none, or it holds others.
+ */
+static FrRuleSet *
+versioned_get(const char *key, const char *versions, Oid source, RuleRowsFn rows_fn,
+			  const void *arg)
+{
 	VersionedSet *entry;
 	bool		found;
 
-	if (n == 0)
-		return NULL;
-
-	initStringInfo(&versions);
-	for (int i = 0; i < n; i++)
-		appendStringInfo(&versions, "%lld:%u,", (long long) rows[i].rule_id, rows[i].xmin);
-	memset(key, 0, sizeof(key));
-	snprintf(key, sizeof(key), "%u/%d/%08x", source, n,
-			 hash_bytes((unsigned char *) versions.data, versions.len));
 	entry = hash_search(versioned_sets, key, HASH_ENTER, &found);
 	/* The versions themselves decide: a hash is not a proof. */
-	if (!found || strcmp(entry->versions, versions.data) != 0)
+	if (!found || strcmp(entry->versions, versions) != 0)
 	{
 		entry->set = NULL;
-		entry->versions = MemoryContextStrdup(versioned_cxt, versions.data);
+		entry->versions = MemoryContextStrdup(versioned_cxt, versions);
 		PG_TRY();
 		{
 			MemoryContext cxt = AllocSetContextCreate(versioned_cxt, "fundrecs rule set",
 													  ALLOCSET_SMALL_SIZES);
+			int			n;
+			RuleRow    *rows = rows_fn(source, NULL, &n, arg);
 
 			entry->set = compile_rules(source, rows, n, cxt);
 		}
@@ -1260,6 +1290,28 @@ versioned_rules(Oid source)
 		PG_END_TRY();
 	}
 	return entry->set;
+}
+
+/* The rules of source read as of the change, compiled once per version. */
+static FrRuleSet *
+versioned_rules(Oid source)
+{
+	int			n;
+	RuleRow    *rows = read_rules(source, NULL, &n);
+	GivenRows	given = {rows, n};
+	StringInfoData versions;
+	char		key[64];
+
+	if (n == 0)
+		return NULL;
+
+	initStringInfo(&versions);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&versions, "%lld:%u,", (long long) rows[i].rule_id, rows[i].xmin);
+	memset(key, 0, sizeof(key));
+	snprintf(key, sizeof(key), "%u/%d/%08x", source, n,
+			 hash_bytes((unsigned char *) versions.data, versions.len));
+	return versioned_get(key, versions.data, source, given_rows, &given);
 }
 
 /* ----------------------------------------------------------------
@@ -1393,74 +1445,20 @@ fr_rules_builtin_nulls(void)
 	return ",\"product_name\":null,\"category\":null,\"price\":null,\"total_price\":null";
 }
 
-/* The built-in rule set of source, from the cache or compiled into it. */
-static FrRuleSet *
-cached_builtin(FrRulesCache *rc, Oid source, AttrNumber product_attnum,
-			   AttrNumber quantity_attnum)
+/* The built-in rule's columns: product and quantity (attribute numbers). */
+typedef struct BuiltinColumns
 {
-	SetEntry   *entry;
-	bool		found;
+	AttrNumber	product;
+	AttrNumber	quantity;
+} BuiltinColumns;
 
-	if (source == rc->last_builtin_source)
-		return rc->last_builtin_set;
-	entry = hash_search(rc->builtins, &source, HASH_ENTER, &found);
-	if (!found)
-	{
-		entry->set = NULL;
-		PG_TRY();
-		{
-			entry->set = compile_rules(source,
-									   builtin_rule(source, product_attnum, quantity_attnum),
-									   1, rc->cxt);
-		}
-		PG_CATCH();
-		{
-			hash_search(rc->builtins, &source, HASH_REMOVE, NULL);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-	}
-	rc->last_builtin_source = source;
-	rc->last_builtin_set = entry->set;
-	return entry->set;
-}
-
-/* The built-in rule set for a change the cache may not serve. */
-static FrRuleSet *
-versioned_builtin(Oid source, AttrNumber product_attnum, AttrNumber quantity_attnum)
+static RuleRow *
+builtin_rows(Oid source, Snapshot snapshot, int *n, const void *arg)
 {
-	char		key[64];
-	VersionedSet *entry;
-	bool		found;
+	const BuiltinColumns *cols = arg;
 
-	if (decode_session.cxt == NULL)
-		return compile_rules(source, builtin_rule(source, product_attnum, quantity_attnum),
-							 1, CurrentMemoryContext);
-	versioned_start();
-	memset(key, 0, sizeof(key));
-	snprintf(key, sizeof(key), "builtin/%u/%d/%d", source, product_attnum, quantity_attnum);
-	entry = hash_search(versioned_sets, key, HASH_ENTER, &found);
-	if (!found)
-	{
-		entry->set = NULL;
-		entry->versions = "";
-		PG_TRY();
-		{
-			MemoryContext cxt = AllocSetContextCreate(versioned_cxt, "fundrecs rule set",
-													  ALLOCSET_SMALL_SIZES);
-
-			entry->set = compile_rules(source,
-									   builtin_rule(source, product_attnum, quantity_attnum),
-									   1, cxt);
-		}
-		PG_CATCH();
-		{
-			hash_search(versioned_sets, key, HASH_REMOVE, NULL);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-	}
-	return entry->set;
+	*n = 1;
+	return builtin_rule(source, cols->product, cols->quantity);
 }
 
 /*
@@ -1473,10 +1471,27 @@ fr_rules_builtin(FrRulesCache *load, Oid source, AttrNumber product_attnum,
 				 AttrNumber quantity_attnum, XLogRecPtr lsn)
 {
 	FrRulesCache *rc = load != NULL ? load : decode_cache;
+	BuiltinColumns cols = {product_attnum, quantity_attnum};
 
 	if (rc == NULL || (load == NULL && !fr_asof_cache_usable(lsn)))
-		return versioned_builtin(source, product_attnum, quantity_attnum);
-	return cached_builtin(rc, source, product_attnum, quantity_attnum);
+	{
+		char		key[64];
+
+		/* Not decoding: compiled for this row alone. */
+		if (decode_session.cxt == NULL)
+			return compile_rules(source, builtin_rule(source, product_attnum, quantity_attnum),
+								 1, CurrentMemoryContext);
+		versioned_start();
+		memset(key, 0, sizeof(key));
+		snprintf(key, sizeof(key), "builtin/%u/%d/%d", source, product_attnum, quantity_attnum);
+		return versioned_get(key, "", source, builtin_rows, &cols);
+	}
+	if (source != rc->last_builtin_source)
+	{
+		rc->last_builtin_set = cache_get(rc, rc->builtins, source, NULL, builtin_rows, &cols);
+		rc->last_builtin_source = source;
+	}
+	return rc->last_builtin_set;
 }
 
 /*
