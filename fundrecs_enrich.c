@@ -714,6 +714,19 @@ route_json(FrRuleSet *rs, const char *value, int len, FrEnriched *out)
 	out->route_len = e->json_len;
 }
 
+/* A column of the row being enriched (attno from 1), read in place. */
+static inline Datum
+source_value(FrRuleSet *rs, AttrNumber attno, bool *isnull)
+{
+	if (attno > rs->state.row_natts)
+	{
+		*isnull = true;
+		return (Datum) 0;
+	}
+	*isnull = rs->state.row_isnull[attno - 1];
+	return rs->state.row_values[attno - 1];
+}
+
 /*
  * Appends an ExactMul's value when it can: false to evaluate it instead.
  * *null tells whether it is NULL.
@@ -722,12 +735,20 @@ static bool
 append_exact(FrRuleSet *rs, ExactMul *x, StringInfo json, bool *null)
 {
 	LookupEntry *e = rs->state.cur[x->dec_rule];
-	TupleTableSlot *slot = x->int_inner ? rs->state.inner_slot : rs->state.scan_slot;
 	int64		q;
+	Datum		d;
+	bool		inull;
 
 	if (e == NULL)
 		return false;
-	*null = e->nulls[x->dec_out] || slot->tts_isnull[x->int_attno - 1];
+	if (x->int_inner)
+	{
+		d = rs->state.inner_slot->tts_values[x->int_attno - 1];
+		inull = rs->state.inner_slot->tts_isnull[x->int_attno - 1];
+	}
+	else
+		d = source_value(rs, x->int_attno, &inull);
+	*null = e->nulls[x->dec_out] || inull;
 	if (*null)
 	{
 		fr_append_lit(json, "null");
@@ -738,13 +759,13 @@ append_exact(FrRuleSet *rs, ExactMul *x, StringInfo json, bool *null)
 	switch (x->int_type)
 	{
 		case INT2OID:
-			q = DatumGetInt16(slot->tts_values[x->int_attno - 1]);
+			q = DatumGetInt16(d);
 			break;
 		case INT4OID:
-			q = DatumGetInt32(slot->tts_values[x->int_attno - 1]);
+			q = DatumGetInt32(d);
 			break;
 		default:
-			q = DatumGetInt64(slot->tts_values[x->int_attno - 1]);
+			q = DatumGetInt64(d);
 			break;
 	}
 	return fr_json_append_scaled_product(json, e->units[x->dec_out], e->scales[x->dec_out], q);
@@ -810,6 +831,90 @@ int_key_convert(const FrRule *rule, int k, Datum *key)
 	return true;
 }
 
+/*
+ * A row of a set that may take it (cached_path: one rule, looked up by an
+ * integer column of the row, computed columns all exact, a route that is
+ * the lookup row's), whose lookup row the dense cache holds with its route
+ * known: its JSON and route straight from the cache, without the executor.
+ * False, having written nothing, when the row needs apply_rules.
+ */
+static bool
+apply_cached(FrRuleSet *rs, Datum *values, bool *isnull, int natts, FrEnriched *out)
+{
+	FrRule	   *rule = &rs->rules[0];
+	FrRuleState *st = &rs->state.rules[0];
+	AttrNumber	ref = rule->join_refs[0];
+	LookupEntry *e;
+	int64		id;
+	StringInfo	json = &out->json;
+
+	if (ref > natts || isnull[ref - 1] || st->cache == NULL || st->cache_full)
+		return false;
+	if (rule->key_typlen[0] == 8)
+		id = DatumGetInt64(values[ref - 1]);
+	else if (rule->key_typlen[0] == 4)
+		id = DatumGetInt32(values[ref - 1]);
+	else
+		id = DatumGetInt16(values[ref - 1]);
+	if (id < 0 || id >= st->dense_size || (e = st->dense[id]) == NULL ||
+		(rule->route_node != NULL && e->route_json == NULL))
+		return false;
+	for (int j = 0; j < rule->ncomputed; j++)
+		if (!e->nulls[rule->exact[j]->dec_out] && e->scales[rule->exact[j]->dec_out] < 0)
+			return false;
+
+	fr_append_bytes(json, e->json, e->json_len);
+	for (int j = 0; j < rule->ncomputed; j++)
+	{
+		ExactMul   *x = rule->exact[j];
+		FrColumn   *col = &rs->cols[rule->first_col + rule->nout + j];
+		AttrNumber	a = x->int_attno;
+		int64		q;
+
+		fr_append_bytes(json, col->json_name - 1, col->json_name_len + 1);
+		if (e->nulls[x->dec_out] || a > natts || isnull[a - 1])
+		{
+			fr_append_lit(json, "null");
+			continue;
+		}
+		q = x->int_type == INT2OID ? DatumGetInt16(values[a - 1]) :
+			x->int_type == INT4OID ? DatumGetInt32(values[a - 1]) : DatumGetInt64(values[a - 1]);
+		if (!fr_json_append_scaled_product(json, e->units[x->dec_out], e->scales[x->dec_out], q))
+		{
+			/* An overflow: numeric_mul's way, by apply_rules. */
+			resetStringInfo(json);
+			return false;
+		}
+	}
+	if (rule->route_node != NULL)
+	{
+		out->route_json = e->route_json;
+		out->route_len = e->route_len;
+	}
+	/* Counted as lookup() counts a hit. */
+	if (++st->window_lookups >= ADMIT_WINDOW)
+		admit_judge(st);
+	st->window_hits++;
+	lookups_cached_hits++;
+	return true;
+}
+
+/* The row's slots, stored for the executor before it evaluates. */
+static inline void
+slots_ready(FrRuleSet *rs)
+{
+	if (TTS_EMPTY(rs->state.scan_slot))
+	{
+		TupleTableSlot *scan = rs->state.scan_slot;
+
+		/* The columns the rules read; the others stay null (start_state). */
+		for (int i = 0; i < rs->max_ref; i++)
+			scan->tts_values[i] = source_value(rs, i + 1, &scan->tts_isnull[i]);
+		ExecStoreVirtualTuple(scan);
+		ExecStoreVirtualTuple(rs->state.inner_slot);
+	}
+}
+
 static void
 apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snapshot,
 			bool cacheable, FrEnriched *out, ApplyContext *ac)
@@ -819,17 +924,21 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 	ExprContext *econtext = rs->state.econtext;
 	StringInfo	json = &out->json;
 
-	ExecClearTuple(scan);
-	for (int i = 0; i < rs->source_desc->natts; i++)
+	/*
+	 * The row is read in place; the slots are stored for the executor only
+	 * when it evaluates something (slots_ready): exact products and the
+	 * routes kept with lookup rows read the arrays.
+	 */
+	rs->state.row_values = values;
+	rs->state.row_isnull = isnull;
+	rs->state.row_natts = natts;
+	if (!TTS_EMPTY(scan))
 	{
-		scan->tts_values[i] = i < natts ? values[i] : (Datum) 0;
-		scan->tts_isnull[i] = i < natts ? isnull[i] : true;
+		ExecClearTuple(scan);
+		ExecClearTuple(inner);
 	}
-	ExecStoreVirtualTuple(scan);
-	ExecClearTuple(inner);
-	for (int i = 0; i < inner->tts_tupleDescriptor->natts; i++)
+	for (int i = 0; i < rs->ncols; i++)
 		inner->tts_isnull[i] = true;
-	ExecStoreVirtualTuple(inner);
 
 	for (int r = 0; r < rs->nrules; r++)
 	{
@@ -842,9 +951,15 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 		for (int k = 0; k < rule->nkeys; k++)
 		{
 			int16		ref = rule->join_refs[k];
-			bool		null = ref > 0 ? scan->tts_isnull[ref - 1] : inner->tts_isnull[-ref - 1];
+			bool		null;
 
-			key[k] = ref > 0 ? scan->tts_values[ref - 1] : inner->tts_values[-ref - 1];
+			if (ref > 0)
+				key[k] = source_value(rs, ref, &null);
+			else
+			{
+				key[k] = inner->tts_values[-ref - 1];
+				null = inner->tts_isnull[-ref - 1];
+			}
 			if (null)
 				miss = true;
 			else if (rule->key_from != NULL && OidIsValid(rule->key_from[k]) &&
@@ -888,6 +1003,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 				inner->tts_isnull[c] = true;
 				continue;
 			}
+			slots_ready(rs);
 			d = ExecEvalExprSwitchContext(st->computed[j], econtext, &null);
 			inner->tts_values[c] = d;
 			inner->tts_isnull[c] = null;
@@ -907,6 +1023,7 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 			Datum		d;
 
 			ac->what = rule->route_what;
+			slots_ready(rs);
 			d = ExecEvalExprSwitchContext(st->route, econtext, &null);
 			if (null)
 			{
@@ -948,7 +1065,11 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 
 	cache_budget = opts->lookup_cache_bytes;
 
-	initStringInfo(&out->json);
+	/* The caller's buffer is used again (fundrecs_row.c keeps two). */
+	if (out->json.data == NULL)
+		initStringInfo(&out->json);
+	else
+		resetStringInfo(&out->json);
 	out->route_json = NULL;
 	out->route_len = 0;
 	out->error = NULL;
@@ -956,27 +1077,25 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 	/* A column the change does not carry cannot be read. */
 	if (meta->toast_pointers_unchanged)
 	{
-		int			i = -1;
-
-		while ((i = bms_next_member(rs->source_refs, i)) >= 0)
+		for (int i = 0; i < rs->nvarlena_refs; i++)
 		{
-			int			a = i + FirstLowInvalidHeapAttributeNumber;
-			Form_pg_attribute att;
+			AttrNumber	a = rs->varlena_refs[i];
 
-			if (a < 1 || a > natts || isnull[a - 1])
+			if (a > natts || isnull[a - 1])
 				continue;
-			att = TupleDescAttr(rs->source_desc, a - 1);
-			if (att->attlen == -1 &&
-				VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[a - 1])))
+			if (VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[a - 1])))
 			{
 				out->error = psprintf("column \"%s\", which an enrichment rule reads, is an unchanged out-of-line value the change does not carry (set REPLICA IDENTITY FULL on the table)",
-									  NameStr(att->attname));
+									  NameStr(TupleDescAttr(rs->source_desc, a - 1)->attname));
 				break;
 			}
 		}
 	}
 	if (out->error == NULL && rs->error != NULL)
 		out->error = rs->error;
+	if (out->error == NULL && rs->cached_path && cacheable &&
+		apply_cached(rs, values, isnull, natts, out))
+		return;
 	if (out->error != NULL)
 	{
 		if (opts->on_enrich_error == FR_ENRICH_ERROR_FAIL)

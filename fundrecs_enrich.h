@@ -147,6 +147,9 @@ typedef struct FrRuleSetState
 	TupleTableSlot *scan_slot;
 	TupleTableSlot *inner_slot;
 	LookupEntry **cur;			/* per rule, the row's lookup (NULL: none) */
+	Datum	   *row_values;		/* the row being enriched (the source's */
+	bool	   *row_isnull;		/* columns), read in place; copied into */
+	int			row_natts;		/* scan_slot only for the executor */
 	HTAB	   *routes;			/* route text -> quoted slug */
 	long		route_entries;
 	MemoryContext route_cxt;	/* holds them */
@@ -166,6 +169,12 @@ struct FrRuleSet
 	bool		has_route;
 	Bitmapset  *source_refs;	/* source attnums read (offset as
 								 * pull_varattnos) */
+	int			nvarlena_refs;	/* those of a varlena type (start_state) */
+	AttrNumber *varlena_refs;
+	AttrNumber	max_ref;		/* the highest source attnum read */
+	bool		cached_path;	/* one rule, one integer key of the row, its
+								 * computed columns exact, its route the
+								 * lookup row's: see apply_cached */
 	char	   *error;			/* why the rules cannot be applied now */
 	FrRuleSetState state;
 };

@@ -692,9 +692,12 @@ compile_lookup(FrRuleSet *rs, FrRule *rule, RuleRow *row)
 			is_int_type(TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid))
 		{
 			/* Any integer product column: converted, a miss out of range. */
-			if (rule->key_from == NULL)
-				rule->key_from = palloc0(sizeof(Oid) * rule->nkeys);
-			rule->key_from[k] = getBaseType(jtype);
+			if (getBaseType(jtype) != TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid)
+			{
+				if (rule->key_from == NULL)
+					rule->key_from = palloc0(sizeof(Oid) * rule->nkeys);
+				rule->key_from[k] = getBaseType(jtype);
+			}
 		}
 		else if (jtype != TupleDescAttr(ldesc, rule->key_attnums[k] - 1)->atttypid)
 			set_broken(rs, "a join column of rule \"%s\" is %s, but the key of \"%s\" is %s",
@@ -905,10 +908,33 @@ start_state(FrRuleSet *rs)
 	state->econtext = GetPerTupleExprContext(state->estate);
 	state->scan_slot = MakeSingleTupleTableSlot(rs->source_desc, &TTSOpsVirtual);
 	state->inner_slot = MakeSingleTupleTableSlot(rs->emitted_desc, &TTSOpsVirtual);
+	/* apply_rules sets the columns read; the others are null for good. */
+	for (int i = 0; i < rs->source_desc->natts; i++)
+		state->scan_slot->tts_isnull[i] = true;
 	state->econtext->ecxt_scantuple = state->scan_slot;
 	state->econtext->ecxt_innertuple = state->inner_slot;
 	state->cur = palloc0(sizeof(LookupEntry *) * rs->nrules);
 	state->rules = palloc0(sizeof(FrRuleState) * rs->nrules);
+
+	/*
+	 * What each row must check or copy: the varlena source columns read (an
+	 * unchanged out-of-line value cannot be), the highest one read.
+	 */
+	rs->varlena_refs = palloc(sizeof(AttrNumber) * Max(bms_num_members(rs->source_refs), 1));
+	{
+		int			i = -1;
+
+		while ((i = bms_next_member(rs->source_refs, i)) >= 0)
+		{
+			AttrNumber	a = i + FirstLowInvalidHeapAttributeNumber;
+
+			if (a < 1 || a > rs->source_desc->natts)
+				continue;
+			rs->max_ref = Max(rs->max_ref, a);
+			if (TupleDescAttr(rs->source_desc, a - 1)->attlen == -1)
+				rs->varlena_refs[rs->nvarlena_refs++] = a;
+		}
+	}
 	for (int r = 0; r < rs->nrules; r++)
 	{
 		FrRule	   *rule = &rs->rules[r];
@@ -922,6 +948,20 @@ start_state(FrRuleSet *rs)
 			st->computed[j] = ExecPrepareExpr((Expr *) rule->computed_nodes[j], state->estate);
 		if (rule->route_node != NULL)
 			st->route = ExecPrepareExpr((Expr *) rule->route_node, state->estate);
+	}
+
+	/* A row of such a set may be answered by its lookup cache alone. */
+	if (rs->error == NULL && rs->nrules == 1)
+	{
+		FrRule	   *rule = &rs->rules[0];
+		bool		ok = rule->int_key && rule->nkeys == 1 && rule->join_refs[0] > 0 &&
+		OidIsValid(rule->lookup) &&
+		(rule->key_from == NULL || !OidIsValid(rule->key_from[0])) &&
+		(rule->route_node == NULL || rule->route_from_lookup);
+
+		for (int j = 0; j < rule->ncomputed && ok; j++)
+			ok = rule->exact[j] != NULL && !rule->exact[j]->int_inner;
+		rs->cached_path = ok;
 	}
 }
 
