@@ -296,6 +296,8 @@ typedef struct FrRowMeta
 	bool		toast_pointers_unchanged;	/* decoding: on-disk TOAST =
 											 * unchanged */
 	struct FrLoadLookups *load; /* the initial load's lookups, else NULL */
+	bool		cache_usable;	/* decoding: may the caches answer for it
+								 * (fr_asof_cache_usable, read once a change) */
 	const char *txn_fragment;	/* decoding: the header's per-transaction part */
 	int			txn_fragment_len;
 } FrRowMeta;
@@ -389,15 +391,35 @@ typedef struct FrEnriched
 	const char *route_json;		/* quoted; NULL: no rule gave one */
 	int			route_len;
 	char	   *error;			/* on_enrich_error=emit: why not enriched */
+
+	/*
+	 * A row the lookup cache answered (fundrecs_enrich.c's apply_cached): its
+	 * columns are written by fr_rules_write from the cached row and the row's
+	 * values, not copied through json.
+	 */
+	const struct LookupEntry *entry;
+	const struct FrRuleSet *set;
+	const Datum *values;
+	const bool *isnull;
+	int			natts;
 } FrEnriched;
+
+/* Appends the columns of e (without the leading comma when skip_comma). */
+extern void fr_rules_write(StringInfo out, const FrEnriched *e, bool skip_comma);
+
+static inline bool
+fr_rules_have_columns(const FrEnriched *e)
+{
+	return e->error == NULL && (e->entry != NULL || e->json.len > 0);
+}
 
 extern void fr_rules_init(MemoryContext parent);
 extern void fr_rules_shutdown(void);
 extern FrRulesCache *fr_rules_cache_create(MemoryContext parent);
 extern FrRuleSet *fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source,
-							   XLogRecPtr lsn);
+							   bool cache_usable);
 extern FrRuleSet *fr_rules_builtin(FrRulesCache *load, Oid source, AttrNumber product_attnum,
-								   AttrNumber quantity_attnum, XLogRecPtr lsn);
+								   AttrNumber quantity_attnum, bool cache_usable);
 extern const char *fr_rules_builtin_nulls(void);
 extern void fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull,
 						   int natts, const FrRowMeta *meta, const char *relname,

@@ -490,6 +490,7 @@ fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 	memset(&meta, 0, sizeof(meta));
 	meta.op = "load";
 	meta.lsn = lsn;
+	meta.cache_usable = true;	/* its own cache (meta.load) */
 	meta.commit_lsn = lsn;
 	meta.xid = InvalidTransactionId;
 	meta.commit_time = GetCurrentTransactionStartTimestamp();

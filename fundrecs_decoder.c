@@ -245,6 +245,7 @@ fill_meta(FrRowMeta *meta, FrDecodingData *data, ReorderBufferTXN *txn, const ch
 {
 	meta->op = op;
 	meta->lsn = lsn;
+	meta->cache_usable = fr_asof_cache_usable(lsn);
 	meta->commit_lsn = txn->end_lsn;
 	meta->xid = txn->xid;
 	meta->commit_time = txn->xact_time.commit_time;

@@ -281,6 +281,44 @@ rowmap_fetch(FrRuleState *st, Relation rel, Datum key, Snapshot snapshot,
 	return true;
 }
 
+/*
+ * A lookup row's arrays (values, units, nulls, scales) are one block, its
+ * JSON (and, once known, its route: entry_keep_route) after them: a row
+ * answered from the cache reads the entry and that block alone.
+ */
+#define ENTRY_ARRAYS_SIZE(nout) \
+	MAXALIGN((sizeof(Datum) + sizeof(int64) + sizeof(bool) + sizeof(int8)) * Max((nout), 1))
+
+static void
+entry_layout(LookupEntry *e, void *block, int nout)
+{
+	char	   *space = block;
+	int			n = Max(nout, 1);
+
+	e->values = (Datum *) space;
+	e->units = (int64 *) (space + sizeof(Datum) * n);
+	e->nulls = (bool *) (space + (sizeof(Datum) + sizeof(int64)) * n);
+	e->scales = (int8 *) (space + (sizeof(Datum) + sizeof(int64) + sizeof(bool)) * n);
+}
+
+/* The route of a cached lookup row, kept in the row's block (see above). */
+static void
+entry_keep_route(FrRuleState *st, LookupEntry *e, const char *route, int route_len)
+{
+	Size		arrays = ENTRY_ARRAYS_SIZE(st->rule->nout);
+	char	   *block = MemoryContextAlloc(st->cache_cxt,
+										   arrays + route_len + 1 + e->json_len + 1);
+	char	   *r = block + arrays;
+
+	memcpy(block, e->values, arrays);
+	entry_layout(e, block, st->rule->nout);
+	memcpy(r, route, route_len + 1);
+	memcpy(r + route_len + 1, e->json, e->json_len + 1);
+	e->route_json = r;
+	e->route_len = route_len;
+	e->json = r + route_len + 1;
+}
+
 /* Where lookup rows are formatted (TopMemoryContext). */
 static StringInfoData json_scratch;
 
@@ -346,18 +384,10 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, Loo
 			st->index_reads++;
 	}
 	e->found = HeapTupleIsValid(tuple);
-	{
-		/* The four arrays in one allocation: a cache may hold millions. */
-		int			n = Max(rule->nout, 1);
-		char	   *space = palloc((sizeof(Datum) + sizeof(int64) + sizeof(bool) + sizeof(int8)) * n);
-
-		e->values = (Datum *) space;
-		e->units = (int64 *) (space + sizeof(Datum) * n);
-		e->nulls = (bool *) (space + (sizeof(Datum) + sizeof(int64)) * n);
-		e->scales = (int8 *) (space + (sizeof(Datum) + sizeof(int64) + sizeof(bool)) * n);
-		memset(e->units, 0, sizeof(int64) * n);
-		memset(e->scales, -1, sizeof(int8) * n);
-	}
+	e->kept = false;
+	entry_layout(e, palloc(ENTRY_ARRAYS_SIZE(rule->nout)), rule->nout);
+	memset(e->units, 0, sizeof(int64) * Max(rule->nout, 1));
+	memset(e->scales, -1, sizeof(int8) * Max(rule->nout, 1));
 	if (e->found)
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
@@ -411,7 +441,10 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, Loo
 			else
 				fr_json_append_value(json, col, e->values[i]);
 		}
-		e->json = palloc(json->len + 1);
+		/* The JSON after the arrays, in their block. */
+		entry_layout(e, repalloc(e->values, ENTRY_ARRAYS_SIZE(rule->nout) + json->len + 1),
+					 rule->nout);
+		e->json = (char *) e->values + ENTRY_ARRAYS_SIZE(rule->nout);
 		memcpy(e->json, json->data, json->len + 1);
 		e->json_len = json->len;
 		pfree(v);
@@ -446,6 +479,7 @@ lookup_into(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, Looku
 	memcpy(copy, keybytes->data, keybytes->len);
 	lookup_direct(rs, st, key, snapshot, e);
 	e->key.bytes = copy;
+	e->kept = true;
 	MemoryContextSwitchTo(oldcxt);
 }
 
@@ -831,62 +865,70 @@ int_key_convert(const FrRule *rule, int k, Datum *key)
 	return true;
 }
 
+/* The row's integer of computed column j of a cached path (not null). */
+static inline int64
+cached_int(const CachedPath *cp, int j, const Datum *values)
+{
+	Datum		d = values[cp->computed[j].int_attno - 1];
+
+	switch (cp->computed[j].int_type)
+	{
+		case INT2OID:
+			return DatumGetInt16(d);
+		case INT4OID:
+			return DatumGetInt32(d);
+		default:
+			return DatumGetInt64(d);
+	}
+}
+
 /*
- * A row of a set that may take it (cached_path: one rule, looked up by an
+ * A row of a set that may take it (CachedPath: one rule, looked up by an
  * integer column of the row, computed columns all exact, a route that is
  * the lookup row's), whose lookup row the dense cache holds with its route
- * known: its JSON and route straight from the cache, without the executor.
- * False, having written nothing, when the row needs apply_rules.
+ * known: the route and the cached row, written later by fr_rules_write
+ * straight into the row's JSON, without the executor.  False, having set
+ * nothing, when the row needs apply_rules (a row not cached yet, a product
+ * that would overflow).
  */
 static bool
 apply_cached(FrRuleSet *rs, Datum *values, bool *isnull, int natts, FrEnriched *out)
 {
-	FrRule	   *rule = &rs->rules[0];
+	const CachedPath *cp = &rs->cached;
 	FrRuleState *st = &rs->state.rules[0];
-	AttrNumber	ref = rule->join_refs[0];
+	AttrNumber	ref = cp->key_attno;
 	LookupEntry *e;
 	int64		id;
-	StringInfo	json = &out->json;
 
 	if (ref > natts || isnull[ref - 1] || st->cache == NULL || st->cache_full)
 		return false;
-	if (rule->key_typlen[0] == 8)
-		id = DatumGetInt64(values[ref - 1]);
-	else if (rule->key_typlen[0] == 4)
-		id = DatumGetInt32(values[ref - 1]);
-	else
-		id = DatumGetInt16(values[ref - 1]);
+	id = cp->key_typlen == 4 ? DatumGetInt32(values[ref - 1]) :
+		cp->key_typlen == 8 ? DatumGetInt64(values[ref - 1]) : DatumGetInt16(values[ref - 1]);
 	if (id < 0 || id >= st->dense_size || (e = st->dense[id]) == NULL ||
-		(rule->route_node != NULL && e->route_json == NULL))
+		(cp->has_route && e->route_json == NULL))
 		return false;
-	for (int j = 0; j < rule->ncomputed; j++)
-		if (!e->nulls[rule->exact[j]->dec_out] && e->scales[rule->exact[j]->dec_out] < 0)
-			return false;
 
-	fr_append_bytes(json, e->json, e->json_len);
-	for (int j = 0; j < rule->ncomputed; j++)
+	/* Every product exact (else numeric_mul's way, by apply_rules). */
+	for (int j = 0; j < cp->ncomputed; j++)
 	{
-		ExactMul   *x = rule->exact[j];
-		FrColumn   *col = &rs->cols[rule->first_col + rule->nout + j];
-		AttrNumber	a = x->int_attno;
-		int64		q;
+		int			dec = cp->computed[j].dec_out;
+		AttrNumber	a = cp->computed[j].int_attno;
+		int64		total;
 
-		fr_append_bytes(json, col->json_name - 1, col->json_name_len + 1);
-		if (e->nulls[x->dec_out] || a > natts || isnull[a - 1])
-		{
-			fr_append_lit(json, "null");
+		if (e->nulls[dec] || a > natts || isnull[a - 1])
 			continue;
-		}
-		q = x->int_type == INT2OID ? DatumGetInt16(values[a - 1]) :
-			x->int_type == INT4OID ? DatumGetInt32(values[a - 1]) : DatumGetInt64(values[a - 1]);
-		if (!fr_json_append_scaled_product(json, e->units[x->dec_out], e->scales[x->dec_out], q))
-		{
-			/* An overflow: numeric_mul's way, by apply_rules. */
-			resetStringInfo(json);
+		if (e->scales[dec] < 0 ||
+			__builtin_mul_overflow(e->units[dec], cached_int(cp, j, values), &total))
 			return false;
-		}
 	}
-	if (rule->route_node != NULL)
+
+	/* Written by fr_rules_write, straight into the row. */
+	out->entry = e;
+	out->set = rs;
+	out->values = values;
+	out->isnull = isnull;
+	out->natts = natts;
+	if (cp->has_route)
 	{
 		out->route_json = e->route_json;
 		out->route_len = e->route_len;
@@ -897,6 +939,45 @@ apply_cached(FrRuleSet *rs, Datum *values, bool *isnull, int natts, FrEnriched *
 	st->window_hits++;
 	lookups_cached_hits++;
 	return true;
+}
+
+/*
+ * Appends the rules' columns of a row: the JSON apply_rules made, or the
+ * cached row apply_cached found and the products of the row's integers.
+ */
+void
+fr_rules_write(StringInfo out, const FrEnriched *en, bool skip_comma)
+{
+	int			start = out->len;
+
+	if (en->entry == NULL)
+		fr_append_bytes(out, en->json.data, en->json.len);
+	else
+	{
+		const LookupEntry *e = en->entry;
+		const CachedPath *cp = &en->set->cached;
+
+		fr_append_bytes(out, e->json, e->json_len);
+		for (int j = 0; j < cp->ncomputed; j++)
+		{
+			int			dec = cp->computed[j].dec_out;
+			AttrNumber	a = cp->computed[j].int_attno;
+
+			fr_append_bytes(out, cp->computed[j].json_name, cp->computed[j].json_name_len);
+			if (e->nulls[dec] || a > en->natts || en->isnull[a - 1])
+				fr_append_lit(out, "null");
+			else
+				(void) fr_json_append_scaled_product(out, e->units[dec], e->scales[dec],
+													 cached_int(cp, j, en->values));
+		}
+	}
+	/* After a '{': the first column without its comma. */
+	if (skip_comma && out->len > start)
+	{
+		memmove(out->data + start, out->data + start + 1, out->len - start - 1);
+		out->len--;
+		out->data[out->len] = '\0';
+	}
 }
 
 /* The row's slots, stored for the executor before it evaluates. */
@@ -1037,11 +1118,8 @@ apply_rules(FrRuleSet *rs, Datum *values, bool *isnull, int natts, Snapshot snap
 				route_json(rs, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
 			}
 			/* The route and the cached row live as long as the rule set. */
-			if (rule->route_from_lookup && e != NULL && cacheable)
-			{
-				e->route_json = MemoryContextStrdup(st->cache_cxt, out->route_json);
-				e->route_len = out->route_len;
-			}
+			if (rule->route_from_lookup && e != NULL && e->kept)
+				entry_keep_route(st, e, out->route_json, out->route_len);
 		}
 		ac->what = NULL;
 	}
@@ -1060,7 +1138,7 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 	ApplyContext ac = {rs, NULL, relname, meta->lsn};
 	ErrorContextCallback errcb;
 	Snapshot	snapshot = meta->load != NULL ? meta->load->snapshot : NULL;
-	bool		cacheable = (meta->load != NULL || fr_asof_cache_usable(meta->lsn)) &&
+	bool		cacheable = (meta->load != NULL || meta->cache_usable) &&
 	opts->lookup_cache_bytes > 0;
 
 	cache_budget = opts->lookup_cache_bytes;
@@ -1073,6 +1151,7 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 	out->route_json = NULL;
 	out->route_len = 0;
 	out->error = NULL;
+	out->entry = NULL;
 
 	/* A column the change does not carry cannot be read. */
 	if (meta->toast_pointers_unchanged)
@@ -1093,7 +1172,7 @@ fr_rules_apply(FrRuleSet *rs, const FrOptions *opts, Datum *values, bool *isnull
 	}
 	if (out->error == NULL && rs->error != NULL)
 		out->error = rs->error;
-	if (out->error == NULL && rs->cached_path && cacheable &&
+	if (out->error == NULL && rs->cached.usable && cacheable &&
 		apply_cached(rs, values, isnull, natts, out))
 		return;
 	if (out->error != NULL)

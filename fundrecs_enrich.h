@@ -32,6 +32,7 @@ typedef struct LookupEntry
 {
 	LookupKey	key;			/* must be first */
 	bool		found;
+	bool		kept;			/* in the cache (else read for one change) */
 	Datum	   *values;			/* the rule's out columns */
 	bool	   *nulls;
 	char	   *json;			/* ,"name":value... of the out columns */
@@ -56,6 +57,31 @@ typedef struct ExactMul
 	AttrNumber	int_attno;
 	Oid			int_type;
 } ExactMul;
+
+/*
+ * A set whose rows the lookup cache may answer alone (apply_cached): one
+ * rule, keyed by an integer column of the row, its computed columns exact
+ * products of that row's integers, its route the lookup row's.  What such
+ * a row reads, in one place.
+ */
+#define FR_CACHED_PATH_MAX 4
+
+typedef struct CachedPath
+{
+	bool		usable;
+	bool		has_route;
+	AttrNumber	key_attno;		/* the row's key column */
+	int16		key_typlen;		/* the lookup key's: 2, 4 or 8 */
+	int			ncomputed;
+	struct
+	{
+		int			dec_out;	/* the lookup row's decimal (out column) */
+		AttrNumber	int_attno;	/* the row's integer */
+		Oid			int_type;
+		const char *json_name;	/* ,"name": */
+		int			json_name_len;
+	}			computed[FR_CACHED_PATH_MAX];
+} CachedPath;
 
 typedef struct RouteEntry
 {
@@ -105,22 +131,23 @@ typedef struct FrRule
  */
 typedef struct FrRuleState
 {
-	const FrRule *rule;
-	ExprState **computed;
-	ExprState  *route;			/* NULL: none */
-
+	/* what a row answered by the cache reads, first (apply_cached) */
+	LookupEntry **dense;		/* int_key: entries of keys 0..dense_size-1 */
+	int64		dense_size;
 	HTAB	   *cache;			/* LookupEntry; made on first use */
-	MemoryContext cache_cxt;	/* holds it, reset when it is full */
-	long		cache_entries;
-	long		next_check;		/* cache_entries at which to measure it */
 	bool		cache_full;		/* over its share of lookup_cache_bytes */
 	long		window_lookups; /* since the cache started: lookups... */
 	long		window_hits;	/* ...and those it answered */
+
+	const FrRule *rule;
+	ExprState **computed;
+	ExprState  *route;			/* NULL: none */
+	MemoryContext cache_cxt;	/* holds it, reset when it is full */
+	long		cache_entries;
+	long		next_check;		/* cache_entries at which to measure it */
 	int			admit_shift;	/* a miss is cached when its key's hash has
 								 * this many low zero bits (0: always) */
 	LookupEntry *last;			/* the entry found last: runs of one key */
-	LookupEntry **dense;		/* int_key: entries of keys 0..dense_size-1 */
-	int64		dense_size;
 	StringInfoData keybuf;		/* scratch: a key's bytes */
 
 	/*
@@ -172,9 +199,7 @@ struct FrRuleSet
 	int			nvarlena_refs;	/* those of a varlena type (start_state) */
 	AttrNumber *varlena_refs;
 	AttrNumber	max_ref;		/* the highest source attnum read */
-	bool		cached_path;	/* one rule, one integer key of the row, its
-								 * computed columns exact, its route the
-								 * lookup row's: see apply_cached */
+	CachedPath	cached;			/* see apply_cached */
 	char	   *error;			/* why the rules cannot be applied now */
 	FrRuleSetState state;
 };

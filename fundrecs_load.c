@@ -271,6 +271,7 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 
 		state->meta.op = "load";
 		state->meta.lsn = lsn;
+		state->meta.cache_usable = true;	/* its own cache (meta.load) */
 		state->meta.commit_lsn = lsn;
 		state->meta.xid = InvalidTransactionId;
 		state->meta.commit_time = GetCurrentTransactionStartTimestamp();

@@ -260,13 +260,13 @@ append_tuple(StringInfo out, const char *prefix, int prefix_len, const FrRowMeta
 	}
 	fr_append_char(out, '}');
 
-	if (rules != NULL && rules->error == NULL && rules->json.len > 0)
+	if (rules != NULL && fr_rules_have_columns(rules))
 	{
 		/* The rules' columns, after the row's own; no comma after a '{'. */
-		int			skip = out->data[out->len - 2] == '{' ? 1 : 0;
+		bool		skip = out->data[out->len - 2] == '{';
 
 		out->len--;
-		fr_append_bytes(out, rules->json.data + skip, rules->json.len - skip);
+		fr_rules_write(out, rules, skip);
 		fr_append_char(out, '}');
 	}
 }
@@ -441,7 +441,7 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 	if (OidIsValid(ri->rules_relid))
 	{
 		rules = fr_rules_get(cache, meta->load ? meta->load->snapshot : NULL,
-							 ri->rules_relid, meta->lsn);
+							 ri->rules_relid, meta->cache_usable);
 		map = ri->rules_map;
 	}
 	if (rules == NULL && ri->is_orders && ri->enrich_error == NULL)
@@ -451,7 +451,8 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 		 * as_root).
 		 */
 		rules = fr_rules_builtin(cache, ri->as_root ? ri->root_relid : ri->relid,
-								 ri->product_attnum, ri->quantity_attnum, meta->lsn);
+								 ri->product_attnum, ri->quantity_attnum,
+								 meta->cache_usable);
 		map = NULL;
 	}
 	if (rules != NULL)
@@ -513,6 +514,7 @@ fr_write_row(StringInfo out, const FrOptions *opts, const FrRowMeta *meta,
 			appendStringInfoString(&newrules->json, fr_rules_builtin_nulls());
 			newrules->route_json = NULL;
 			newrules->error = NULL;
+			newrules->entry = NULL;
 		}
 	}
 	else

@@ -895,6 +895,41 @@ drop_exact_read_later(FrRuleSet *rs)
 
 
 /*
+ * Whether the rows of a one-rule set may be answered by the lookup cache
+ * alone (see CachedPath), and what they read then.
+ */
+static void
+plan_cached_path(FrRuleSet *rs, FrRule *rule)
+{
+	CachedPath *cp = &rs->cached;
+
+	if (!rule->int_key || rule->nkeys != 1 || rule->join_refs[0] <= 0 ||
+		!OidIsValid(rule->lookup) ||
+		(rule->key_from != NULL && OidIsValid(rule->key_from[0])) ||
+		(rule->route_node != NULL && !rule->route_from_lookup) ||
+		rule->ncomputed > FR_CACHED_PATH_MAX)
+		return;
+	for (int j = 0; j < rule->ncomputed; j++)
+	{
+		ExactMul   *x = rule->exact[j];
+		FrColumn   *col = &rs->cols[rule->first_col + rule->nout + j];
+
+		if (x == NULL || x->int_inner)
+			return;
+		cp->computed[j].dec_out = x->dec_out;
+		cp->computed[j].int_attno = x->int_attno;
+		cp->computed[j].int_type = x->int_type;
+		cp->computed[j].json_name = col->json_name - 1;
+		cp->computed[j].json_name_len = col->json_name_len + 1;
+	}
+	cp->has_route = rule->route_node != NULL;
+	cp->key_attno = rule->join_refs[0];
+	cp->key_typlen = rule->key_typlen[0];
+	cp->ncomputed = rule->ncomputed;
+	cp->usable = true;
+}
+
+/*
  * The state of a compiled set (FrRuleSetState), in the current context: the
  * executor's, the expressions ready to run (unless the set is broken: then
  * it is never applied), the lookup caches made on first use.
@@ -952,17 +987,7 @@ start_state(FrRuleSet *rs)
 
 	/* A row of such a set may be answered by its lookup cache alone. */
 	if (rs->error == NULL && rs->nrules == 1)
-	{
-		FrRule	   *rule = &rs->rules[0];
-		bool		ok = rule->int_key && rule->nkeys == 1 && rule->join_refs[0] > 0 &&
-		OidIsValid(rule->lookup) &&
-		(rule->key_from == NULL || !OidIsValid(rule->key_from[0])) &&
-		(rule->route_node == NULL || rule->route_from_lookup);
-
-		for (int j = 0; j < rule->ncomputed && ok; j++)
-			ok = rule->exact[j] != NULL && !rule->exact[j]->int_inner;
-		rs->cached_path = ok;
-	}
+		plan_cached_path(rs, &rs->rules[0]);
 }
 
 /*
@@ -1504,16 +1529,16 @@ builtin_rows(Oid source, Snapshot snapshot, int *n, const void *arg)
 /*
  * The built-in rule set of the orders table source (whose product and
  * quantity columns are given) as of the change.  load: the initial load's
- * cache, else the decoder's.
+ * cache, else the decoder's, when the change may use it (cache_usable).
  */
 FrRuleSet *
 fr_rules_builtin(FrRulesCache *load, Oid source, AttrNumber product_attnum,
-				 AttrNumber quantity_attnum, XLogRecPtr lsn)
+				 AttrNumber quantity_attnum, bool cache_usable)
 {
 	FrRulesCache *rc = load != NULL ? load : decode_cache;
 	BuiltinColumns cols = {product_attnum, quantity_attnum};
 
-	if (rc == NULL || (load == NULL && !fr_asof_cache_usable(lsn)))
+	if (rc == NULL || (load == NULL && !cache_usable))
 	{
 		char		key[64];
 
@@ -1535,17 +1560,18 @@ fr_rules_builtin(FrRulesCache *load, Oid source, AttrNumber product_attnum,
 }
 
 /*
- * The rules of relation source as of the change (lsn), NULL when it has
- * none.  load: the initial load's cache, else the decoder's.
+ * The rules of relation source as of the change, NULL when it has none.
+ * load: the initial load's cache, else the decoder's, when the change may
+ * use it (cache_usable, fr_asof_cache_usable's answer).
  */
 FrRuleSet *
-fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source, XLogRecPtr lsn)
+fr_rules_get(FrRulesCache *load, Snapshot snapshot, Oid source, bool cache_usable)
 {
 	FrRulesCache *rc = load != NULL ? load : decode_cache;
 
 	if (rc == NULL)
 		return NULL;			/* not decoding, not loading */
-	if (load == NULL && !fr_asof_cache_usable(lsn))
+	if (load == NULL && !cache_usable)
 		return uncached_rules(source);
 	return cached_rules(rc, snapshot, source);
 }
@@ -1601,7 +1627,7 @@ fr_rules_problems(const FrOptions *opts)
 		nspname = get_namespace_name(get_rel_namespace(source));
 		if (!fr_options_table_included(opts, nspname, relname))
 			continue;
-		rs = fr_rules_get(rc, GetActiveSnapshot(), source, InvalidXLogRecPtr);
+		rs = fr_rules_get(rc, GetActiveSnapshot(), source, true);
 		if (rs != NULL && rs->error != NULL)
 			problems = lappend(problems,
 							   psprintf("the enrichment rules of table \"%s.%s\" cannot be applied: %s",
