@@ -425,12 +425,16 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, Loo
 				e->values[i] = PointerGetDatum(PG_DETOAST_DATUM_COPY(v[rule->out_attnums[i] - 1]));
 				if (att->atttypid == NUMERICOID)
 				{
+					/* One output for both: the exact units and the JSON. */
 					int			scale;
 					char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, e->values[i]));
 
 					if (fr_parse_exact_decimal(text, &e->units[i], &scale) && scale <= 18)
 						e->scales[i] = (int8) scale;
+					fr_append_bytes(json, col->json_name - 1, col->json_name_len + 1);
+					fr_json_append_number_text(json, text);
 					pfree(text);
+					continue;
 				}
 			}
 			else
