@@ -575,7 +575,8 @@ rule_cache_start(FrRuleSet *rs, FrRuleState *st)
 	MemoryContextSwitchTo(oldcxt);
 }
 
-static LookupEntry *lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot);
+static LookupEntry *lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot,
+								  bool absent);
 static void remember_dense(FrRuleState *st, int64 id, LookupEntry *e);
 
 static LookupEntry *
@@ -621,13 +622,18 @@ lookup(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool cache
 			lookups_cached_hits++;
 			return st->dense[id];
 		}
-		e = lookup_hashed(rs, st, key, snapshot);
+		/*
+		 * Every kept entry of a key below FR_DENSE_KEYS is in dense (it is
+		 * put there below, the first time it is looked up): a key that is
+		 * not is not in the hash table either.
+		 */
+		e = lookup_hashed(rs, st, key, snapshot, id >= 0 && id < FR_DENSE_KEYS);
 		/* Not a row kept only for this change (sampled admission). */
 		if (id >= 0 && id < FR_DENSE_KEYS && e == st->last)
 			remember_dense(st, id, e);
 		return e;
 	}
-	return lookup_hashed(rs, st, key, snapshot);
+	return lookup_hashed(rs, st, key, snapshot, false);
 }
 
 /* Sets dense[id], growing the array to hold it. */
@@ -654,9 +660,12 @@ remember_dense(FrRuleState *st, int64 id, LookupEntry *e)
 	st->dense[id] = e;
 }
 
-/* A lookup through the cache's hash table. */
+/*
+ * A lookup through the cache's hash table; absent: the caller knows the key
+ * is not there (see lookup), only to be read and perhaps entered.
+ */
 static LookupEntry *
-lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot)
+lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool absent)
 {
 	const FrRule *rule = st->rule;
 	StringInfoData buf;
@@ -670,7 +679,7 @@ lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot)
 	resetStringInfo(&buf);
 	key_bytes(rule, key, &buf);
 	st->keybuf = buf;
-	if (st->last != NULL && st->last->key.len == buf.len &&
+	if (!absent && st->last != NULL && st->last->key.len == buf.len &&
 		memcmp(st->last->key.bytes, buf.data, buf.len) == 0)
 	{
 		st->window_hits++;
@@ -680,8 +689,8 @@ lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot)
 	k.bytes = buf.data;
 	k.len = buf.len;
 	hash = fr_lookup_key_hash(&k, sizeof(LookupKey));
-	e = hash_search_with_hash_value(st->cache, &k, hash, HASH_FIND, &found);
-	if (found)
+	e = absent ? NULL : hash_search_with_hash_value(st->cache, &k, hash, HASH_FIND, &found);
+	if (e != NULL)
 	{
 		st->window_hits++;
 		lookups_cached_hits++;
