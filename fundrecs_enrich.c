@@ -622,10 +622,11 @@ lookup(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool cache
 			lookups_cached_hits++;
 			return st->dense[id];
 		}
+
 		/*
 		 * Every kept entry of a key below FR_DENSE_KEYS is in dense (it is
-		 * put there below, the first time it is looked up): a key that is
-		 * not is not in the hash table either.
+		 * put there below, the first time it is looked up): a key that is not
+		 * is not in the hash table either.
 		 */
 		e = lookup_hashed(rs, st, key, snapshot, id >= 0 && id < FR_DENSE_KEYS);
 		/* Not a row kept only for this change (sampled admission). */
