@@ -15,9 +15,11 @@
  *	  fundrecs_backfill.c	backfills: requests checked, chunks read by key
  *	  fundrecs_publication.c	publication_names: what pgoutput would publish
  *	  fundrecs_rules.c		add_enrichment, drop_enrichment: rules checked
- *	  fundrecs_ruleset.c	a table's rules read as of a change and compiled;
- *							the orders' built-in rule made in memory
- *	  fundrecs_enrich.c		the rules applied to a row (fundrecs_enrich.h)
+ *	  fundrecs_ruleset.c	a table's rules read as of a change, cached; the
+ *							orders' built-in rule made in memory
+ *	  fundrecs_compile.c	a table's rules compiled (fundrecs_rules_int.h)
+ *	  fundrecs_lookup.c		the rules' lookups and their cache
+ *	  fundrecs_enrich.c		the rules applied to a row
  *	  fundrecs_compat.h		what differs between PostgreSQL 15, 16, 17, 18
  *
  *-------------------------------------------------------------------------

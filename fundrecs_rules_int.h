@@ -1,13 +1,15 @@
 /*-------------------------------------------------------------------------
  *
- * fundrecs_enrich.h
- *	  What fundrecs_ruleset.c (a table's enrichment rules, compiled and
- *	  cached) and fundrecs_enrich.c (applied to a row) share.
+ * fundrecs_rules_int.h
+ *	  The enrichment rules' private header: what fundrecs_ruleset.c (a
+ *	  table's rules read as of a change, and cached), fundrecs_compile.c
+ *	  (compiled), fundrecs_lookup.c (their lookups and its cache) and
+ *	  fundrecs_enrich.c (applied to a row) share.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef FUNDRECS_ENRICH_H
-#define FUNDRECS_ENRICH_H
+#ifndef FUNDRECS_RULES_INT_H
+#define FUNDRECS_RULES_INT_H
 
 #include "fundrecs.h"
 
@@ -218,8 +220,59 @@ struct FrRulesCache
 	FrRuleSet  *last_builtin_set;
 };
 
-/* fundrecs_enrich.c */
+/*
+ * A rule as compiled: read from the rules table (fundrecs_ruleset.c's
+ * read_rules), or the built-in rule made in memory (builtin_rule).
+ */
+typedef struct RuleRow
+{
+	int64		rule_id;
+	TransactionId xmin;			/* which version of the rule */
+	char	   *name;
+	Oid			lookup;
+	Datum	   *lookup_key,
+			   *join_refs,
+			   *out_names,
+			   *out_attnums,
+			   *computed_names,
+			   *computed_trees;
+	int			nkeys,
+				nout,
+				ncomputed;
+	char	   *route_tree;
+	char	   *added_by;		/* the rule's owner: whose rights read the
+								 * lookup */
+	Oid			lookup_oid;		/* the tables' OIDs when the rule was added */
+	Oid			source_oid;		/* (a restore changes them: InvalidOid before
+								 * 1.6) */
+	Datum	   *lookup_names;	/* key then out columns' names (NULL: none) */
+	Datum	   *source_attnums; /* the source columns read, and their names */
+	Datum	   *source_names;
+	int			nlookup_names,
+				nsource;
+	bool		builtin;		/* the orders' built-in rule (builtin_rule) */
+	Oid		   *out_types;		/* builtin without its lookup: the out types */
+} RuleRow;
+
+static inline bool
+fr_is_int_type(Oid typid)
+{
+	return typid == INT2OID || typid == INT4OID || typid == INT8OID;
+}
+
+/* fundrecs_compile.c */
+extern FrRuleSet *fr_rules_compile(Oid source, RuleRow *rows, int nrules, MemoryContext cxt);
+
+/* fundrecs_lookup.c */
 extern uint32 fr_lookup_key_hash(const void *key, Size keysize);
 extern int	fr_lookup_key_match(const void *a, const void *b, Size keysize);
+extern HTAB *fr_bytes_hash_start(const char *name, Size entrysize, long nelem,
+								 MemoryContext parent, MemoryContext *cxt);
+extern LookupEntry *fr_lookup(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot,
+							  bool cacheable);
+extern void fr_lookup_keep_route(FrRuleState *st, LookupEntry *e, const char *route,
+								 int route_len);
+extern void fr_lookup_count_hit(FrRuleState *st);
+extern void fr_lookup_set_budget(int64 bytes);
 
-#endif							/* FUNDRECS_ENRICH_H */
+#endif							/* FUNDRECS_RULES_INT_H */

@@ -1,0 +1,743 @@
+/*-------------------------------------------------------------------------
+ *
+ * fundrecs_lookup.c
+ *	  The rules' lookups: a rule's lookup row read as of the change (through
+ *	  the key index at its current file, or a row map), and its cache
+ *	  (integer keys by index in a dense array, sampled admission, bounded by
+ *	  lookup_cache_bytes), with the figures logged at a session's end.
+ *	  fundrecs_enrich.c applies the rules with them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "fundrecs_rules_int.h"
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tupconvert.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/executor.h"
+#include "executor/tuptable.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "utils/array.h"
+#include "storage/bufmgr.h"
+#include "storage/sinval.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
+
+#include "fundrecs_compat.h"
+
+
+/* The key's bytes, for the cache: equal bytes mean equal keys. */
+static void
+key_bytes(const FrRule *rule, Datum *key, StringInfo buf)
+{
+	for (int k = 0; k < rule->nkeys; k++)
+	{
+		if (rule->key_typbyval[k])
+			appendBinaryStringInfo(buf, (char *) &key[k], sizeof(Datum));
+		else if (rule->key_typlen[k] > 0)
+			appendBinaryStringInfo(buf, DatumGetPointer(key[k]), rule->key_typlen[k]);
+		else if (rule->key_typlen[k] == -1)
+		{
+			struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(key[k]));
+			int32		len = VARSIZE_ANY_EXHDR(v);
+
+			appendBinaryStringInfo(buf, (char *) &len, sizeof(len));
+			appendBinaryStringInfo(buf, VARDATA_ANY(v), len);
+		}
+		else
+			appendBinaryStringInfo(buf, DatumGetCString(key[k]),
+								   strlen(DatumGetCString(key[k])) + 1);
+	}
+}
+
+uint32
+fr_lookup_key_hash(const void *key, Size keysize)
+{
+	const LookupKey *k = key;
+
+	return hash_bytes((const unsigned char *) k->bytes, k->len);
+}
+
+int
+fr_lookup_key_match(const void *a, const void *b, Size keysize)
+{
+	const LookupKey *x = a;
+	const LookupKey *y = b;
+
+	return x->len == y->len && memcmp(x->bytes, y->bytes, x->len) == 0 ? 0 : 1;
+}
+
+/*
+ * The lookup caches' budget (the plugin option lookup_cache_bytes, shared by
+ * the rules of a table) and what they did this session, logged at its end.
+ */
+static int64 cache_budget = FR_LOOKUP_CACHE_DEFAULT;
+static uint64 lookups_cached_hits = 0;
+static uint64 lookups_read = 0;
+static uint64 caches_restarted = 0;
+static uint64 lookups_by_rowmap = 0;
+static uint64 rowmaps_read = 0;
+
+/*
+ * Row maps.  A lookup read at random keys over many more rows than its cache
+ * keeps pays a descent of its key index for most changes.  Once a rule's
+ * index reads reach a sixty-fourth of the lookup's rows, one scan of its heap
+ * (through the same snapshot) records where each key's row lies; a lookup
+ * then reads that one tuple.  The map only says where to look: a tuple is
+ * used when it is visible to the change's snapshot and holds the key
+ * (a key has at most one visible row), so rows changed, added or moved since
+ * the scan are found through the index as before.  When the index keeps
+ * finding rows the map lacks, the heap is read again; a rewrite of the heap
+ * (VACUUM FULL, CLUSTER) drops the map.  Its memory counts against the
+ * rule's share of lookup_cache_bytes; over it, there is no map.
+ */
+typedef struct RowMapEntry
+{
+	int64		key;
+	ItemPointerData tid;
+	char		status;
+} RowMapEntry;
+
+static inline uint32
+rowmap_hash_key(int64 key)
+{
+	return murmurhash32((uint32) key ^ murmurhash32((uint32) ((uint64) key >> 32)));
+}
+
+#define SH_PREFIX rowmap
+#define SH_ELEMENT_TYPE RowMapEntry
+#define SH_KEY_TYPE int64
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) rowmap_hash_key(k)
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+#define ROWMAP_MIN_READS 1024
+
+/* An integer key's value. */
+static inline int64
+int_key_value(const FrRule *rule, Datum d)
+{
+	if (rule->key_typlen[0] == 8)
+		return DatumGetInt64(d);
+	if (rule->key_typlen[0] == 4)
+		return DatumGetInt32(d);
+	return DatumGetInt16(d);
+}
+
+static void
+rowmap_drop(FrRuleState *st)
+{
+	if (st->rowmap_cxt != NULL)
+		MemoryContextReset(st->rowmap_cxt);
+	st->rowmap = NULL;
+	st->index_reads = 0;
+	st->rowmap_threshold = 0;
+}
+
+/* Has the rule read its index often enough, for its lookup's size, to map the heap? */
+static bool
+rowmap_wanted(FrRuleSet *rs, FrRuleState *st, Relation rel)
+{
+	const FrRule *rule = st->rule;
+
+	if (!rule->int_key || st->rowmap_refused || cache_budget <= 0 ||
+		st->index_reads < ROWMAP_MIN_READS)
+		return false;
+
+	/*
+	 * The lookup's size, read once per map: a table never analyzed is sized
+	 * from its file, which costs a system call.
+	 */
+	if (st->rowmap_threshold == 0)
+	{
+		double		rows = rel->rd_rel->reltuples;
+
+		if (rows <= 0)
+			rows = (double) RelationGetNumberOfBlocks(rel) * 32;
+		st->rowmap_threshold = (long) Max(rows / 64, ROWMAP_MIN_READS);
+	}
+	return st->index_reads >= st->rowmap_threshold;
+}
+
+/* Reads where each key's row lies, with one scan of the heap. */
+static void
+rowmap_build(FrRuleSet *rs, FrRuleState *st, Relation rel, Snapshot snapshot)
+{
+	const FrRule *rule = st->rule;
+	TupleDesc	desc = RelationGetDescr(rel);
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	double		rows = Max(rel->rd_rel->reltuples, 1024);
+	Size		limit = (Size) (cache_budget / Max(rs->nrules, 1) / 4);
+
+	if (st->rowmap_cxt == NULL)
+		st->rowmap_cxt = AllocSetContextCreate(rs->cxt, "fundrecs rule row map",
+											   ALLOCSET_DEFAULT_SIZES);
+	rowmap_drop(st);
+	rows = Min(rows * 1.1, (double) limit / sizeof(RowMapEntry) / 2);
+	st->rowmap = rowmap_create(st->rowmap_cxt, (uint32) Max(rows, 1024), NULL);
+	st->rowmap_file = FR_REL_FILE_NUMBER(rel);
+	st->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
+	st->rowmap_inval_count = SharedInvalidMessageCounter;
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d = fr_heap_attr(tuple, rule->key_attnums[0], desc, &isnull);
+		RowMapEntry *m;
+		bool		found;
+
+		if (isnull)
+			continue;
+		m = rowmap_insert(st->rowmap, int_key_value(rule, d), &found);
+		m->tid = tuple->t_self;
+		if ((Size) st->rowmap->size * sizeof(RowMapEntry) > limit)
+		{
+			systable_endscan(scan);
+			rowmap_drop(st);
+			st->rowmap_refused = true;
+			return;
+		}
+	}
+	systable_endscan(scan);
+	rowmaps_read++;
+}
+
+/*
+ * The row of key through the map: its tuple in *tuple, pinned in *buf, or
+ * false to ask the index.
+ */
+static bool
+rowmap_fetch(FrRuleState *st, Relation rel, Datum key, Snapshot snapshot,
+			 HeapTuple tuple, Buffer *buf)
+{
+	const FrRule *rule = st->rule;
+	int64		id = int_key_value(rule, key);
+	RowMapEntry *m;
+	bool		isnull;
+	Datum		d;
+
+	if (FR_REL_FILE_NUMBER(rel) != st->rowmap_file)
+	{
+		rowmap_drop(st);
+		return false;
+	}
+	m = rowmap_lookup(st->rowmap, id);
+	if (m == NULL)
+		return false;
+
+	/*
+	 * VACUUM may have cut pages off the heap's end (our lock keeps it from
+	 * doing so now).  It tells every backend before it does (an smgr
+	 * invalidation, taken when we locked the table): the size is read again
+	 * only when invalidations came since it was last read.
+	 */
+	if (SharedInvalidMessageCounter != st->rowmap_inval_count)
+	{
+		st->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
+		st->rowmap_inval_count = SharedInvalidMessageCounter;
+	}
+	if (ItemPointerGetBlockNumber(&m->tid) >= st->rowmap_nblocks)
+		return false;
+	tuple->t_self = m->tid;
+	if (!heap_fetch(rel, snapshot, tuple, buf, true))
+	{
+		if (BufferIsValid(*buf))
+			ReleaseBuffer(*buf);
+		*buf = InvalidBuffer;
+		return false;
+	}
+	d = fr_heap_attr(tuple, rule->key_attnums[0], RelationGetDescr(rel), &isnull);
+	if (isnull || int_key_value(rule, d) != id)
+	{
+		ReleaseBuffer(*buf);
+		*buf = InvalidBuffer;
+		return false;
+	}
+	lookups_by_rowmap++;
+	return true;
+}
+
+/*
+ * A lookup row's arrays (values, units, nulls, scales) are one block, its
+ * JSON (and, once known, its route: entry_keep_route) after them: a row
+ * answered from the cache reads the entry and that block alone.
+ */
+#define ENTRY_ARRAYS_SIZE(nout) \
+	MAXALIGN((sizeof(Datum) + sizeof(int64) + sizeof(bool) + sizeof(int8)) * Max((nout), 1))
+
+static void
+entry_layout(LookupEntry *e, void *block, int nout)
+{
+	char	   *space = block;
+	int			n = Max(nout, 1);
+
+	e->values = (Datum *) space;
+	e->units = (int64 *) (space + sizeof(Datum) * n);
+	e->nulls = (bool *) (space + (sizeof(Datum) + sizeof(int64)) * n);
+	e->scales = (int8 *) (space + (sizeof(Datum) + sizeof(int64) + sizeof(bool)) * n);
+}
+
+/* The route of a cached lookup row, kept in the row's block (see above). */
+void
+fr_lookup_keep_route(FrRuleState *st, LookupEntry *e, const char *route, int route_len)
+{
+	Size		arrays = ENTRY_ARRAYS_SIZE(st->rule->nout);
+	char	   *block = MemoryContextAlloc(st->cache_cxt,
+										   arrays + route_len + 1 + e->json_len + 1);
+	char	   *r = block + arrays;
+
+	memcpy(block, e->values, arrays);
+	entry_layout(e, block, st->rule->nout);
+	memcpy(r, route, route_len + 1);
+	memcpy(r + route_len + 1, e->json, e->json_len + 1);
+	e->route_json = r;
+	e->route_len = route_len;
+	e->json = r + route_len + 1;
+}
+
+/* Where lookup rows are formatted (TopMemoryContext). */
+static StringInfoData json_scratch;
+
+/* Reads the lookup row of key into e (in the current memory context). */
+static void
+lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, LookupEntry *e)
+{
+	const FrRule *rule = st->rule;
+	Relation	rel;
+	Relation	index = NULL;
+	ScanKeyData skeys[INDEX_MAX_KEYS];
+	SysScanDesc scan = NULL;
+	HeapTuple	tuple;
+	HeapTupleData mapped;
+	Buffer		buf = InvalidBuffer;
+	StringInfo	json = &json_scratch;
+
+	/*
+	 * Dropped since the change (fundrecs' event triggers refuse it; a
+	 * superuser may force it): this rule's error, not the slot's.
+	 */
+	if (!fr_relation_exists_now(rule->lookup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("lookup table (OID %u) of enrichment rule \"%s\" was dropped after this change was written",
+						rule->lookup, rule->name)));
+	rel = table_open(rule->lookup, AccessShareLock);
+
+	/*
+	 * Not while a streamed transaction is decoded: a tuple read outside the
+	 * systable functions would miss their check for its concurrent abort.
+	 */
+	if (rule->int_key && !TransactionIdIsValid(CheckXidAlive) &&
+		rowmap_wanted(rs, st, rel))
+		rowmap_build(rs, st, rel, snapshot);
+
+	/*
+	 * NULL: the catalog snapshot, as systable_beginscan reads it (historic
+	 * while decoding)
+	 */
+	if (st->rowmap != NULL && !TransactionIdIsValid(CheckXidAlive) &&
+		rowmap_fetch(st, rel, key[0], snapshot ? snapshot : GetCatalogSnapshot(rule->lookup),
+					 &mapped, &buf))
+		tuple = &mapped;
+	else
+	{
+		/* The key index at its current file (REINDEX, VACUUM FULL, CLUSTER). */
+		index = fr_index_open_current(rule->lookup_index);
+		if (index == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the primary key of lookup table \"%s\" of enrichment rule \"%s\" was dropped after this change was written",
+							RelationGetRelationName(rel), rule->name)));
+
+		for (int k = 0; k < rule->nkeys; k++)
+			ScanKeyEntryInitializeWithInfo(&skeys[k], 0, rule->key_attnums[k],
+										   BTEqualStrategyNumber, InvalidOid, rule->key_coll[k],
+										   &rule->key_eq[k], key[k]);
+		scan = systable_beginscan(rel, rule->lookup_index, true, snapshot, rule->nkeys, skeys);
+		tuple = systable_getnext(scan);
+		/* A row the map lacks, if there is one (added or moved since) */
+		if (HeapTupleIsValid(tuple))
+			st->index_reads++;
+	}
+	e->found = HeapTupleIsValid(tuple);
+	e->kept = false;
+	entry_layout(e, palloc(ENTRY_ARRAYS_SIZE(rule->nout)), rule->nout);
+	memset(e->units, 0, sizeof(int64) * Max(rule->nout, 1));
+	memset(e->scales, -1, sizeof(int8) * Max(rule->nout, 1));
+	if (e->found)
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		Datum	   *v = palloc(sizeof(Datum) * desc->natts);
+		bool	   *n = palloc(sizeof(bool) * desc->natts);
+
+		heap_deform_tuple(tuple, desc, v, n);
+
+		/*
+		 * Built in a scratch buffer, kept at its length (not initStringInfo's
+		 * 1 kB).
+		 */
+		if (json_scratch.data == NULL)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+			initStringInfo(&json_scratch);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		resetStringInfo(json);
+		for (int i = 0; i < rule->nout; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, rule->out_attnums[i] - 1);
+			FrColumn   *col = &rs->cols[rule->first_col + i];
+
+			e->nulls[i] = n[rule->out_attnums[i] - 1];
+			if (e->nulls[i])
+				e->values[i] = (Datum) 0;
+			else if (att->attlen == -1)
+			{
+				/*
+				 * Kept with a 4-byte header, as functions want it: a short
+				 * one would be copied on every use.
+				 */
+				e->values[i] = PointerGetDatum(PG_DETOAST_DATUM_COPY(v[rule->out_attnums[i] - 1]));
+				if (att->atttypid == NUMERICOID)
+				{
+					/* One output for both: the exact units and the JSON. */
+					int			scale;
+					char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, e->values[i]));
+
+					if (fr_parse_exact_decimal(text, &e->units[i], &scale) && scale <= 18)
+						e->scales[i] = (int8) scale;
+					fr_append_bytes(json, col->json_name - 1, col->json_name_len + 1);
+					fr_json_append_number_text(json, text);
+					pfree(text);
+					continue;
+				}
+			}
+			else
+				e->values[i] = datumCopy(v[rule->out_attnums[i] - 1], att->attbyval, att->attlen);
+			fr_append_bytes(json, col->json_name - 1, col->json_name_len + 1);
+			if (e->nulls[i])
+				fr_append_lit(json, "null");
+			else
+				fr_json_append_value(json, col, e->values[i]);
+		}
+		/* The JSON after the arrays, in their block. */
+		entry_layout(e, repalloc(e->values, ENTRY_ARRAYS_SIZE(rule->nout) + json->len + 1),
+					 rule->nout);
+		e->json = (char *) e->values + ENTRY_ARRAYS_SIZE(rule->nout);
+		memcpy(e->json, json->data, json->len + 1);
+		e->json_len = json->len;
+		pfree(v);
+		pfree(n);
+	}
+	else
+	{
+		for (int i = 0; i < rule->nout; i++)
+			e->nulls[i] = true;
+		e->json = rule->miss_json;
+		e->json_len = rule->miss_json_len;
+	}
+	e->route_json = NULL;
+	if (scan != NULL)
+	{
+		systable_endscan(scan);
+		index_close(index, AccessShareLock);
+	}
+	if (BufferIsValid(buf))
+		ReleaseBuffer(buf);
+	table_close(rel, AccessShareLock);
+}
+
+/* Fills a new cache entry, in the cache's memory. */
+static void
+lookup_into(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, LookupEntry *e,
+			StringInfo keybytes)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(st->cache_cxt);
+	char	   *copy = palloc(keybytes->len);
+
+	memcpy(copy, keybytes->data, keybytes->len);
+	lookup_direct(rs, st, key, snapshot, e);
+	e->key.bytes = copy;
+	e->kept = true;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * A hash table keyed by LookupKey (bytes), in *cxt: made under parent on
+ * first use, else reset (which frees the table before).
+ */
+HTAB *
+fr_bytes_hash_start(const char *name, Size entrysize, long nelem, MemoryContext parent,
+					MemoryContext *cxt)
+{
+	HASHCTL		ctl;
+
+	if (*cxt == NULL)
+		*cxt = AllocSetContextCreate(parent, "fundrecs rule cache", ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(*cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(LookupKey);
+	ctl.entrysize = entrysize;
+	ctl.hash = fr_lookup_key_hash;
+	ctl.match = fr_lookup_key_match;
+	ctl.hcxt = *cxt;
+	return hash_create(name, nelem, &ctl,
+					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+}
+
+
+/* A cache is measured every this many entries (MemoryContextMemAllocated walks it). */
+#define CACHE_CHECK_EVERY 1024
+
+void
+fr_rules_log_cache_stats(void)
+{
+	uint64		total = lookups_cached_hits + lookups_read;
+
+	if (total > 0)
+		ereport(LOG,
+				(errmsg("fundrecs_decoder: enrichment lookups: %llu, %llu answered by the caches (%.1f%%), %llu read from lookup tables (%llu through row maps, read %llu times); caches full and started again %llu times (lookup_cache_bytes %lld)",
+						(unsigned long long) total, (unsigned long long) lookups_cached_hits,
+						100.0 * lookups_cached_hits / total, (unsigned long long) lookups_read,
+						(unsigned long long) lookups_by_rowmap, (unsigned long long) rowmaps_read,
+						(unsigned long long) caches_restarted, (long long) cache_budget)));
+	lookups_cached_hits = lookups_read = caches_restarted = 0;
+	lookups_by_rowmap = rowmaps_read = 0;
+}
+
+#define ADMIT_WINDOW 65536
+
+/*
+ * A cache that answers few of its lookups (random keys over a large lookup)
+ * costs more than it saves: then only a sample of the misses is kept (those
+ * whose key hashes to a multiple of 16, then 256), so keys that come again
+ * still end up cached and the rest pay no insertion; one that answers most
+ * keeps every miss again.  Judged over each window of lookups.
+ */
+static void
+admit_judge(FrRuleState *st)
+{
+	if (st->window_lookups > 0 && st->window_hits * 10 < st->window_lookups)
+		st->admit_shift = Min(st->admit_shift + 4, 8);
+	else if (st->window_hits * 2 > st->window_lookups)
+		st->admit_shift = Max(st->admit_shift - 4, 0);
+	st->window_lookups = st->window_hits = 0;
+}
+
+/* A rule's lookup cache, new or started again when over its share of the budget. */
+static void
+rule_cache_start(FrRuleSet *rs, FrRuleState *st)
+{
+	MemoryContext oldcxt;
+
+	if (st->cache != NULL)
+	{
+		caches_restarted++;
+		admit_judge(st);
+	}
+	st->next_check = CACHE_CHECK_EVERY;
+	st->cache_full = false;
+
+	st->cache = fr_bytes_hash_start("fundrecs rule lookups", sizeof(LookupEntry), 1024,
+									rs->cxt, &st->cache_cxt);
+	st->cache_entries = 0;
+	st->last = NULL;
+	st->dense = NULL;
+	st->dense_size = 0;
+	oldcxt = MemoryContextSwitchTo(st->cache_cxt);
+	initStringInfo(&st->keybuf);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+static LookupEntry *lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot,
+								  bool absent);
+static void remember_dense(FrRuleState *st, int64 id, LookupEntry *e);
+
+LookupEntry *
+fr_lookup(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool cacheable)
+{
+	const FrRule *rule = st->rule;
+	LookupEntry *e;
+
+	if (!cacheable)
+	{
+		e = palloc0(sizeof(LookupEntry));
+		lookup_direct(rs, st, key, snapshot, e);
+		return e;
+	}
+	if (st->cache == NULL || st->cache_full)
+		rule_cache_start(rs, st);
+
+	/*
+	 * Judged every 65,536 lookups too, not only when full (see
+	 * rule_cache_start).
+	 */
+	if (++st->window_lookups >= ADMIT_WINDOW)
+		admit_judge(st);
+
+	/*
+	 * Integer keys, usually small and dense: found by index, without hashing,
+	 * as the products are.
+	 */
+	if (rule->int_key)
+	{
+		int64		id;
+
+		if (rule->key_typlen[0] == 8)
+			id = DatumGetInt64(key[0]);
+		else if (rule->key_typlen[0] == 4)
+			id = DatumGetInt32(key[0]);
+		else
+			id = DatumGetInt16(key[0]);
+
+		if (id >= 0 && id < st->dense_size && st->dense[id] != NULL)
+		{
+			st->window_hits++;
+			lookups_cached_hits++;
+			return st->dense[id];
+		}
+
+		/*
+		 * Every kept entry of a key below FR_DENSE_KEYS is in dense (it is
+		 * put there below, the first time it is looked up): a key that is not
+		 * is not in the hash table either.
+		 */
+		e = lookup_hashed(rs, st, key, snapshot, id >= 0 && id < FR_DENSE_KEYS);
+		/* Not a row kept only for this change (sampled admission). */
+		if (id >= 0 && id < FR_DENSE_KEYS && e == st->last)
+			remember_dense(st, id, e);
+		return e;
+	}
+	return lookup_hashed(rs, st, key, snapshot, false);
+}
+
+/* Sets dense[id], growing the array to hold it. */
+static void
+remember_dense(FrRuleState *st, int64 id, LookupEntry *e)
+{
+	if (id >= st->dense_size)
+	{
+		int64		size = Max(st->dense_size, 1024);
+
+		while (size <= id)
+			size *= 2;
+		size = Min(size, FR_DENSE_KEYS);
+		if (st->dense == NULL)
+			st->dense = MemoryContextAllocZero(st->cache_cxt, sizeof(LookupEntry *) * size);
+		else
+		{
+			st->dense = repalloc(st->dense, sizeof(LookupEntry *) * size);
+			memset(st->dense + st->dense_size, 0,
+				   sizeof(LookupEntry *) * (size - st->dense_size));
+		}
+		st->dense_size = size;
+	}
+	st->dense[id] = e;
+}
+
+/*
+ * A lookup through the cache's hash table; absent: the caller knows the key
+ * is not there (see lookup), only to be read and perhaps entered.
+ */
+static LookupEntry *
+lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool absent)
+{
+	const FrRule *rule = st->rule;
+	StringInfoData buf;
+	LookupKey	k;
+	LookupEntry *e;
+	bool		found;
+	uint32		hash;
+
+	/* The key's bytes, in a scratch buffer; copied when entered. */
+	buf = st->keybuf;
+	resetStringInfo(&buf);
+	key_bytes(rule, key, &buf);
+	st->keybuf = buf;
+	if (!absent && st->last != NULL && st->last->key.len == buf.len &&
+		memcmp(st->last->key.bytes, buf.data, buf.len) == 0)
+	{
+		st->window_hits++;
+		lookups_cached_hits++;
+		return st->last;
+	}
+	k.bytes = buf.data;
+	k.len = buf.len;
+	hash = fr_lookup_key_hash(&k, sizeof(LookupKey));
+	e = absent ? NULL : hash_search_with_hash_value(st->cache, &k, hash, HASH_FIND, &found);
+	if (e != NULL)
+	{
+		st->window_hits++;
+		lookups_cached_hits++;
+		st->last = e;
+		return e;
+	}
+	lookups_read++;
+	/* Not admitted: read for this change alone (freed with it). */
+	if (st->admit_shift > 0 && (hash & ((1U << st->admit_shift) - 1)) != 0)
+	{
+		e = palloc0(sizeof(LookupEntry));
+		lookup_direct(rs, st, key, snapshot, e);
+		return e;
+	}
+	e = hash_search_with_hash_value(st->cache, &k, hash, HASH_ENTER, &found);
+
+	PG_TRY();
+	{
+		lookup_into(rs, st, key, snapshot, e, &buf);
+	}
+	PG_CATCH();
+	{
+		hash_search(st->cache, &k, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (++st->cache_entries >= st->next_check)
+	{
+		st->next_check += CACHE_CHECK_EVERY;
+		st->cache_full = (int64) MemoryContextMemAllocated(st->cache_cxt, true) >
+			cache_budget / Max(rs->nrules, 1);
+	}
+	st->last = e;
+	return e;
+}
+
+
+/* A lookup the caller answered from dense itself (apply_cached): counted. */
+void
+fr_lookup_count_hit(FrRuleState *st)
+{
+	if (++st->window_lookups >= ADMIT_WINDOW)
+		admit_judge(st);
+	st->window_hits++;
+	lookups_cached_hits++;
+}
+
+/* lookup_cache_bytes of the change being enriched. */
+void
+fr_lookup_set_budget(int64 bytes)
+{
+	cache_budget = bytes;
+}
