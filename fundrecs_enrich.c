@@ -236,8 +236,7 @@ apply_cached(FrRuleSet *rs, Datum *values, bool *isnull, int natts, FrEnriched *
 		return false;
 	id = cp->key_typlen == 4 ? DatumGetInt32(values[ref - 1]) :
 		cp->key_typlen == 8 ? DatumGetInt64(values[ref - 1]) : DatumGetInt16(values[ref - 1]);
-	if (id < 0 || id >= st->dense_size || (e = st->dense[id]) == NULL ||
-		(cp->has_route && e->route_json == NULL))
+	if ((e = fr_dense_get(st, id)) == NULL || (cp->has_route && e->route_json == NULL))
 		return false;
 
 	/* Every product exact (else numeric_mul's way, by apply_rules). */

@@ -12,6 +12,7 @@
 #include "fundrecs_rules_int.h"
 #include "access/genam.h"
 #include "access/heapam.h"
+#include "access/heaptoast.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tupconvert.h"
@@ -92,6 +93,7 @@ static uint64 lookups_read = 0;
 static uint64 caches_restarted = 0;
 static uint64 lookups_by_rowmap = 0;
 static uint64 rowmaps_read = 0;
+static uint64 rowmaps_copied = 0;
 
 /*
  * Row maps.  A lookup read at random keys over many more rows than its cache
@@ -103,12 +105,28 @@ static uint64 rowmaps_read = 0;
  * (a key has at most one visible row), so rows changed, added or moved since
  * the scan are found through the index as before.  When the index keeps
  * finding rows the map lacks, the heap is read again; a rewrite of the heap
- * (VACUUM FULL, CLUSTER) drops the map.  Its memory counts against the
- * rule's share of lookup_cache_bytes; over it, there is no map.
+ * (VACUUM FULL, CLUSTER) drops the map.
+ *
+ * When the change whose lookup builds the map may use the caches, the scan
+ * also copies each row: the map is then the whole lookup as of that change,
+ * and so as of every change that may use the caches until they start again
+ * (the rule of fundrecs_asof.c: between two such changes no transaction
+ * that changed a catalog, the lookup among them, committed; and the caches,
+ * this map with them, start again when one does).  Those changes find their
+ * row in the map (by key in an array when the keys are dense enough, else in
+ * the hash table), or know there is none, without opening the lookup.  The
+ * other changes are given rule sets of their own (fundrecs_ruleset.c), whose
+ * maps hold places alone.
+ *
+ * The map counts against the rule's share of lookup_cache_bytes: a quarter
+ * of it for the places alone, half of it with the copies (the lookup's size
+ * on disk tells beforehand whether they fit); over that, the places alone,
+ * or no map.
  */
 typedef struct RowMapEntry
 {
 	int64		key;
+	MinimalTuple copy;			/* when rowmap_copied (tid: invalid) */
 	ItemPointerData tid;
 	char		status;
 } RowMapEntry;
@@ -132,6 +150,9 @@ rowmap_hash_key(int64 key)
 
 #define ROWMAP_MIN_READS 1024
 
+/* The copies are packed in blocks of this size (a larger row has its own). */
+#define ROWCOPY_BLOCK ((Size) 1024 * 1024)
+
 /* An integer key's value. */
 static inline int64
 int_key_value(const FrRule *rule, Datum d)
@@ -151,6 +172,13 @@ rowmap_drop(FrRuleState *st)
 	st->rowmap = NULL;
 	st->index_reads = 0;
 	st->rowmap_threshold = 0;
+	st->rowmap_copied = false;
+	st->rowdirect = NULL;
+	st->rowdirect_min = st->rowdirect_len = 0;
+	st->rowmap_desc = NULL;
+	st->copy_next = NULL;
+	st->copy_free = 0;
+	st->rowmap_bytes = 0;
 }
 
 /* Has the rule read its index often enough, for its lookup's size, to map the heap? */
@@ -178,48 +206,209 @@ rowmap_wanted(FrRuleSet *rs, FrRuleState *st, Relation rel)
 	return st->index_reads >= st->rowmap_threshold;
 }
 
-/* Reads where each key's row lies, with one scan of the heap. */
+/* A copy of tuple (its external values read in), in the map's blocks. */
+static MinimalTuple
+rowmap_copy(FrRuleState *st, HeapTuple tuple, TupleDesc desc)
+{
+	HeapTuple	flat = HeapTupleHasExternal(tuple) ? toast_flatten_tuple(tuple, desc) : tuple;
+	Size		len = flat->t_len - MINIMAL_TUPLE_OFFSET;
+	Size		space = MAXALIGN(len);
+	MinimalTuple copy;
+
+	if (space > ROWCOPY_BLOCK / 8)
+	{
+		copy = MemoryContextAlloc(st->rowmap_cxt, space);
+		st->rowmap_bytes += space;
+	}
+	else
+	{
+		if (space > st->copy_free)
+		{
+			st->copy_next = MemoryContextAlloc(st->rowmap_cxt, ROWCOPY_BLOCK);
+			st->copy_free = ROWCOPY_BLOCK;
+			st->rowmap_bytes += ROWCOPY_BLOCK;
+		}
+		copy = (MinimalTuple) st->copy_next;
+		st->copy_next += space;
+		st->copy_free -= space;
+	}
+	memcpy(copy, (char *) flat->t_data + MINIMAL_TUPLE_OFFSET, len);
+	copy->t_len = len;
+	if (flat != tuple)
+		heap_freetuple(flat);
+	return copy;
+}
+
+/* A copied row and its key, as the scan finds them (rowmap_scan). */
+typedef struct RowCopyRef
+{
+	int64		key;
+	MinimalTuple copy;
+} RowCopyRef;
+
+/*
+ * The copies found by the scan (n of them, keys lo..hi) into the map: an
+ * array indexed by key when the keys are dense enough (serial keys: one
+ * slot per row, no hashing), else the hash table.
+ */
 static void
-rowmap_build(FrRuleSet *rs, FrRuleState *st, Relation rel, Snapshot snapshot)
+rowmap_index_copies(FrRuleState *st, RowCopyRef *refs, int64 n, int64 lo, int64 hi)
+{
+	if (n > 0 && (uint64) (hi - lo) < (uint64) n * 2 + 1024)
+	{
+		st->rowdirect_min = lo;
+		st->rowdirect_len = hi - lo + 1;
+		st->rowdirect = MemoryContextAllocExtended(st->rowmap_cxt,
+												   sizeof(MinimalTuple) * st->rowdirect_len,
+												   MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		for (int64 i = 0; i < n; i++)
+			st->rowdirect[refs[i].key - lo] = refs[i].copy;
+		st->rowmap_bytes += sizeof(MinimalTuple) * st->rowdirect_len;
+		return;
+	}
+	for (int64 i = 0; i < n; i++)
+	{
+		bool		found;
+		RowMapEntry *m = rowmap_insert(st->rowmap, refs[i].key, &found);
+
+		m->copy = refs[i].copy;
+		ItemPointerSetInvalid(&m->tid);
+	}
+	st->rowmap_bytes += (Size) st->rowmap->size * sizeof(RowMapEntry);
+}
+
+/*
+ * Reads where each key's row lies, with one scan of the heap; with copy,
+ * the rows too (see above).  False when it did not fit.
+ */
+static bool
+rowmap_scan(FrRuleSet *rs, FrRuleState *st, Relation rel, Snapshot snapshot, bool copy)
 {
 	const FrRule *rule = st->rule;
 	TupleDesc	desc = RelationGetDescr(rel);
 	SysScanDesc scan;
 	HeapTuple	tuple;
 	double		rows = Max(rel->rd_rel->reltuples, 1024);
-	Size		limit = (Size) (cache_budget / Max(rs->nrules, 1) / 4);
+	Size		share = (Size) (cache_budget / Max(rs->nrules, 1));
+	Size		limit = copy ? share / 2 : share / 4;
+	RowCopyRef *refs = NULL;
+	int64		nrefs = 0;
+	int64		maxrefs = 0;
+	int64		lo = PG_INT64_MAX;
+	int64		hi = PG_INT64_MIN;
 
-	if (st->rowmap_cxt == NULL)
-		st->rowmap_cxt = AllocSetContextCreate(rs->cxt, "fundrecs rule row map",
-											   ALLOCSET_DEFAULT_SIZES);
 	rowmap_drop(st);
 	rows = Min(rows * 1.1, (double) limit / sizeof(RowMapEntry) / 2);
-	st->rowmap = rowmap_create(st->rowmap_cxt, (uint32) Max(rows, 1024), NULL);
 	st->rowmap_file = FR_REL_FILE_NUMBER(rel);
 	st->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
 	st->rowmap_inval_count = SharedInvalidMessageCounter;
+	if (copy)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(st->rowmap_cxt);
+
+		st->rowmap_desc = CreateTupleDescCopy(desc);
+		MemoryContextSwitchTo(oldcxt);
+		maxrefs = (int64) Max(rows, 1024);
+		refs = MemoryContextAllocExtended(st->rowmap_cxt, sizeof(RowCopyRef) * maxrefs,
+										  MCXT_ALLOC_HUGE);
+	}
+	else
+		st->rowmap = rowmap_create(st->rowmap_cxt, (uint32) Max(rows, 1024), NULL);
 	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
 	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
 	{
 		bool		isnull;
 		Datum		d = fr_heap_attr(tuple, rule->key_attnums[0], desc, &isnull);
-		RowMapEntry *m;
-		bool		found;
+		int64		id;
+		Size		used;
 
 		if (isnull)
 			continue;
-		m = rowmap_insert(st->rowmap, int_key_value(rule, d), &found);
-		m->tid = tuple->t_self;
-		if ((Size) st->rowmap->size * sizeof(RowMapEntry) > limit)
+		id = int_key_value(rule, d);
+		if (copy)
+		{
+			if (nrefs == maxrefs)
+			{
+				maxrefs *= 2;
+				refs = repalloc_huge(refs, sizeof(RowCopyRef) * maxrefs);
+			}
+			refs[nrefs].key = id;
+			refs[nrefs++].copy = rowmap_copy(st, tuple, desc);
+			lo = Min(lo, id);
+			hi = Max(hi, id);
+			used = st->rowmap_bytes + sizeof(RowCopyRef) * maxrefs;
+		}
+		else
+		{
+			bool		found;
+			RowMapEntry *m = rowmap_insert(st->rowmap, id, &found);
+
+			m->tid = tuple->t_self;
+			m->copy = NULL;
+			used = (Size) st->rowmap->size * sizeof(RowMapEntry);
+		}
+		if (used > limit)
 		{
 			systable_endscan(scan);
 			rowmap_drop(st);
-			st->rowmap_refused = true;
-			return;
+			return false;
 		}
 	}
 	systable_endscan(scan);
+	if (copy)
+	{
+		if ((uint64) (hi - lo) >= (uint64) nrefs * 2 + 1024)
+			st->rowmap = rowmap_create(st->rowmap_cxt, (uint32) Max(nrefs * 1.1, 1024), NULL);
+		rowmap_index_copies(st, refs, nrefs, lo, hi);
+		pfree(refs);
+		if (st->rowmap_bytes > limit)
+		{
+			rowmap_drop(st);
+			return false;
+		}
+	}
+	else
+		st->rowmap_bytes = (Size) st->rowmap->size * sizeof(RowMapEntry);
+	st->rowmap_copied = copy;
 	rowmaps_read++;
+	if (copy)
+		rowmaps_copied++;
+	return true;
+}
+
+/*
+ * Maps the heap, with the rows when copy (the change may use the caches)
+ * and the lookup's file fits in half the share.
+ */
+static void
+rowmap_build(FrRuleSet *rs, FrRuleState *st, Relation rel, Snapshot snapshot, bool copy)
+{
+	Size		share = (Size) (cache_budget / Max(rs->nrules, 1));
+
+	if (st->rowmap_cxt == NULL)
+		st->rowmap_cxt = AllocSetContextCreate(rs->cxt, "fundrecs rule row map",
+											   ALLOCSET_DEFAULT_SIZES);
+	if (copy &&
+		(double) RelationGetNumberOfBlocks(rel) * BLCKSZ +
+		Max(rel->rd_rel->reltuples, 1024) * 2.2 * sizeof(RowMapEntry) > share / 2)
+		copy = false;
+	if (copy && rowmap_scan(rs, st, rel, snapshot, true))
+		return;
+	if (!rowmap_scan(rs, st, rel, snapshot, false))
+		st->rowmap_refused = true;
+}
+
+/* The copy of key's row, NULL if the lookup has none (rowmap_copied). */
+static inline MinimalTuple
+rowmap_copy_of(FrRuleState *st, int64 id)
+{
+	RowMapEntry *m;
+
+	if (st->rowdirect != NULL)
+		return (uint64) (id - st->rowdirect_min) < (uint64) st->rowdirect_len ?
+			st->rowdirect[id - st->rowdirect_min] : NULL;
+	m = rowmap_lookup(st->rowmap, id);
+	return m != NULL ? m->copy : NULL;
 }
 
 /*
@@ -236,6 +425,9 @@ rowmap_fetch(FrRuleState *st, Relation rel, Datum key, Snapshot snapshot,
 	bool		isnull;
 	Datum		d;
 
+	/* Not a map of copies (another change's: see rowmap_build's callers) */
+	if (st->rowmap_copied)
+		return false;
 	if (FR_REL_FILE_NUMBER(rel) != st->rowmap_file)
 	{
 		rowmap_drop(st);
@@ -244,6 +436,7 @@ rowmap_fetch(FrRuleState *st, Relation rel, Datum key, Snapshot snapshot,
 	m = rowmap_lookup(st->rowmap, id);
 	if (m == NULL)
 		return false;
+	tuple->t_self = m->tid;
 
 	/*
 	 * VACUUM may have cut pages off the heap's end (our lock keeps it from
@@ -256,9 +449,8 @@ rowmap_fetch(FrRuleState *st, Relation rel, Datum key, Snapshot snapshot,
 		st->rowmap_nblocks = RelationGetNumberOfBlocks(rel);
 		st->rowmap_inval_count = SharedInvalidMessageCounter;
 	}
-	if (ItemPointerGetBlockNumber(&m->tid) >= st->rowmap_nblocks)
+	if (ItemPointerGetBlockNumber(&tuple->t_self) >= st->rowmap_nblocks)
 		return false;
-	tuple->t_self = m->tid;
 	if (!heap_fetch(rel, snapshot, tuple, buf, true))
 	{
 		if (BufferIsValid(*buf))
@@ -274,6 +466,25 @@ rowmap_fetch(FrRuleState *st, Relation rel, Datum key, Snapshot snapshot,
 		return false;
 	}
 	lookups_by_rowmap++;
+	return true;
+}
+
+/*
+ * The row of key from the map's copies (rowmap_copied, and the change may
+ * use the caches): in *tuple, or false when the lookup has none.
+ */
+static bool
+rowmap_copied_row(FrRuleState *st, Datum key, HeapTuple tuple)
+{
+	MinimalTuple copy = rowmap_copy_of(st, int_key_value(st->rule, key));
+
+	lookups_by_rowmap++;
+	if (copy == NULL)
+		return false;
+	tuple->t_len = copy->t_len + MINIMAL_TUPLE_OFFSET;
+	tuple->t_data = (HeapTupleHeader) ((char *) copy - MINIMAL_TUPLE_OFFSET);
+	ItemPointerSetInvalid(&tuple->t_self);
+	tuple->t_tableOid = st->rule->lookup;
 	return true;
 }
 
@@ -318,12 +529,17 @@ fr_lookup_keep_route(FrRuleState *st, LookupEntry *e, const char *route, int rou
 /* Where lookup rows are formatted (TopMemoryContext). */
 static StringInfoData json_scratch;
 
-/* Reads the lookup row of key into e (in the current memory context). */
+/*
+ * Reads the lookup row of key into e (in the current memory context);
+ * cacheable: the change may use the caches (and so the map's copies).
+ */
 static void
-lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, LookupEntry *e)
+lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool cacheable,
+			  LookupEntry *e)
 {
 	const FrRule *rule = st->rule;
-	Relation	rel;
+	Relation	rel = NULL;
+	TupleDesc	desc;
 	Relation	index = NULL;
 	ScanKeyData skeys[INDEX_MAX_KEYS];
 	SysScanDesc scan = NULL;
@@ -332,35 +548,51 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, Loo
 	Buffer		buf = InvalidBuffer;
 	StringInfo	json = &json_scratch;
 
-	/*
-	 * Dropped since the change (fundrecs' event triggers refuse it; a
-	 * superuser may force it): this rule's error, not the slot's.
-	 */
-	if (!fr_relation_exists_now(rule->lookup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("lookup table (OID %u) of enrichment rule \"%s\" was dropped after this change was written",
-						rule->lookup, rule->name)));
-	rel = table_open(rule->lookup, AccessShareLock);
+	if (!(cacheable && st->rowmap_copied))
+	{
+		/*
+		 * Dropped since the change (fundrecs' event triggers refuse it; a
+		 * superuser may force it): this rule's error, not the slot's.
+		 */
+		if (!fr_relation_exists_now(rule->lookup))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("lookup table (OID %u) of enrichment rule \"%s\" was dropped after this change was written",
+							rule->lookup, rule->name)));
+		rel = table_open(rule->lookup, AccessShareLock);
 
-	/*
-	 * Not while a streamed transaction is decoded: a tuple read outside the
-	 * systable functions would miss their check for its concurrent abort.
-	 */
-	if (rule->int_key && !TransactionIdIsValid(CheckXidAlive) &&
-		rowmap_wanted(rs, st, rel))
-		rowmap_build(rs, st, rel, snapshot);
+		/*
+		 * Not while a streamed transaction is decoded: a tuple read outside
+		 * the systable functions would miss their check for its concurrent
+		 * abort.
+		 */
+		if (rule->int_key && !TransactionIdIsValid(CheckXidAlive) &&
+			rowmap_wanted(rs, st, rel))
+			rowmap_build(rs, st, rel, snapshot, cacheable);
+	}
+
+	if (cacheable && st->rowmap_copied)
+	{
+		/* The whole lookup as of this change, in memory. */
+		tuple = rowmap_copied_row(st, key[0], &mapped) ? &mapped : NULL;
+		desc = st->rowmap_desc;
+	}
 
 	/*
 	 * NULL: the catalog snapshot, as systable_beginscan reads it (historic
 	 * while decoding)
 	 */
-	if (st->rowmap != NULL && !TransactionIdIsValid(CheckXidAlive) &&
-		rowmap_fetch(st, rel, key[0], snapshot ? snapshot : GetCatalogSnapshot(rule->lookup),
-					 &mapped, &buf))
+	else if ((st->rowmap != NULL || st->rowdirect != NULL) &&
+			 !TransactionIdIsValid(CheckXidAlive) &&
+			 rowmap_fetch(st, rel, key[0], snapshot ? snapshot : GetCatalogSnapshot(rule->lookup),
+						  &mapped, &buf))
+	{
 		tuple = &mapped;
+		desc = RelationGetDescr(rel);
+	}
 	else
 	{
+		desc = RelationGetDescr(rel);
 		/* The key index at its current file (REINDEX, VACUUM FULL, CLUSTER). */
 		index = fr_index_open_current(rule->lookup_index);
 		if (index == NULL)
@@ -386,7 +618,6 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, Loo
 	memset(e->scales, -1, sizeof(int8) * Max(rule->nout, 1));
 	if (e->found)
 	{
-		TupleDesc	desc = RelationGetDescr(rel);
 		Datum	   *v = palloc(sizeof(Datum) * desc->natts);
 		bool	   *n = palloc(sizeof(bool) * desc->natts);
 
@@ -465,7 +696,8 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, Loo
 	}
 	if (BufferIsValid(buf))
 		ReleaseBuffer(buf);
-	table_close(rel, AccessShareLock);
+	if (rel != NULL)
+		table_close(rel, AccessShareLock);
 }
 
 /* Fills a new cache entry, in the cache's memory. */
@@ -477,7 +709,7 @@ lookup_into(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, Looku
 	char	   *copy = palloc(keybytes->len);
 
 	memcpy(copy, keybytes->data, keybytes->len);
-	lookup_direct(rs, st, key, snapshot, e);
+	lookup_direct(rs, st, key, snapshot, true, e);
 	e->key.bytes = copy;
 	e->kept = true;
 	MemoryContextSwitchTo(oldcxt);
@@ -518,13 +750,14 @@ fr_rules_log_cache_stats(void)
 
 	if (total > 0)
 		ereport(LOG,
-				(errmsg("fundrecs_decoder: enrichment lookups: %llu, %llu answered by the caches (%.1f%%), %llu read from lookup tables (%llu through row maps, read %llu times); caches full and started again %llu times (lookup_cache_bytes %lld)",
+				(errmsg("fundrecs_decoder: enrichment lookups: %llu, %llu answered by the caches (%.1f%%), %llu read from lookup tables (%llu through row maps, read %llu times, %llu of them with the rows); caches full and started again %llu times (lookup_cache_bytes %lld)",
 						(unsigned long long) total, (unsigned long long) lookups_cached_hits,
 						100.0 * lookups_cached_hits / total, (unsigned long long) lookups_read,
 						(unsigned long long) lookups_by_rowmap, (unsigned long long) rowmaps_read,
+						(unsigned long long) rowmaps_copied,
 						(unsigned long long) caches_restarted, (long long) cache_budget)));
 	lookups_cached_hits = lookups_read = caches_restarted = 0;
-	lookups_by_rowmap = rowmaps_read = 0;
+	lookups_by_rowmap = rowmaps_read = rowmaps_copied = 0;
 }
 
 #define ADMIT_WINDOW 65536
@@ -565,6 +798,7 @@ rule_cache_start(FrRuleSet *rs, FrRuleState *st)
 	st->cache_entries = 0;
 	st->last = NULL;
 	st->dense = NULL;
+	st->dense_bits = NULL;
 	st->dense_size = 0;
 	oldcxt = MemoryContextSwitchTo(st->cache_cxt);
 	initStringInfo(&st->keybuf);
@@ -584,7 +818,7 @@ fr_lookup(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool ca
 	if (!cacheable)
 	{
 		e = palloc0(sizeof(LookupEntry));
-		lookup_direct(rs, st, key, snapshot, e);
+		lookup_direct(rs, st, key, snapshot, false, e);
 		return e;
 	}
 	if (st->cache == NULL || st->cache_full)
@@ -612,11 +846,11 @@ fr_lookup(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, bool ca
 		else
 			id = DatumGetInt16(key[0]);
 
-		if (id >= 0 && id < st->dense_size && st->dense[id] != NULL)
+		if ((e = fr_dense_get(st, id)) != NULL)
 		{
 			st->window_hits++;
 			lookups_cached_hits++;
-			return st->dense[id];
+			return e;
 		}
 
 		/*
@@ -645,16 +879,22 @@ remember_dense(FrRuleState *st, int64 id, LookupEntry *e)
 			size *= 2;
 		size = Min(size, FR_DENSE_KEYS);
 		if (st->dense == NULL)
-			st->dense = MemoryContextAllocZero(st->cache_cxt, sizeof(LookupEntry *) * size);
+		{
+			st->dense = MemoryContextAlloc(st->cache_cxt, sizeof(LookupEntry *) * size);
+			st->dense_bits = MemoryContextAllocZero(st->cache_cxt, size / 8);
+		}
 		else
 		{
+			/* Slots are read only where their bit is set. */
 			st->dense = repalloc(st->dense, sizeof(LookupEntry *) * size);
-			memset(st->dense + st->dense_size, 0,
-				   sizeof(LookupEntry *) * (size - st->dense_size));
+			st->dense_bits = repalloc(st->dense_bits, size / 8);
+			memset((char *) st->dense_bits + st->dense_size / 8, 0,
+				   (size - st->dense_size) / 8);
 		}
 		st->dense_size = size;
 	}
 	st->dense[id] = e;
+	st->dense_bits[id >> 6] |= UINT64CONST(1) << (id & 63);
 }
 
 /*
@@ -699,7 +939,7 @@ lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, boo
 	if (st->admit_shift > 0 && (hash & ((1U << st->admit_shift) - 1)) != 0)
 	{
 		e = palloc0(sizeof(LookupEntry));
-		lookup_direct(rs, st, key, snapshot, e);
+		lookup_direct(rs, st, key, snapshot, true, e);
 		return e;
 	}
 	e = hash_search_with_hash_value(st->cache, &k, hash, HASH_ENTER, &found);
@@ -717,8 +957,9 @@ lookup_hashed(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, boo
 	if (++st->cache_entries >= st->next_check)
 	{
 		st->next_check += CACHE_CHECK_EVERY;
-		st->cache_full = (int64) MemoryContextMemAllocated(st->cache_cxt, true) >
-			cache_budget / Max(rs->nrules, 1);
+		/* The row map's memory comes out of the same share. */
+		st->cache_full = (int64) (MemoryContextMemAllocated(st->cache_cxt, true) +
+								  st->rowmap_bytes) > cache_budget / Max(rs->nrules, 1);
 	}
 	st->last = e;
 	return e;

@@ -135,6 +135,8 @@ typedef struct FrRuleState
 {
 	/* what a row answered by the cache reads, first (apply_cached) */
 	LookupEntry **dense;		/* int_key: entries of keys 0..dense_size-1 */
+	uint64	   *dense_bits;		/* which of them are set: a key the cache
+								 * lacks costs no read of dense (fr_dense_get) */
 	int64		dense_size;
 	HTAB	   *cache;			/* LookupEntry; made on first use */
 	bool		cache_full;		/* over its share of lookup_cache_bytes */
@@ -165,7 +167,33 @@ typedef struct FrRuleState
 	long		rowmap_threshold;	/* index_reads that call for a map (0: not
 									 * computed yet) */
 	bool		rowmap_refused; /* over its share of lookup_cache_bytes */
+
+	/*
+	 * The rows themselves, copied by the scan of a change that may use the
+	 * caches: the whole lookup as of every such change until the caches start
+	 * again (fundrecs_asof.c), so those changes read neither the heap nor the
+	 * index (see rowmap_build).
+	 */
+	bool		rowmap_copied;	/* every row of the map has its copy */
+	MinimalTuple *rowdirect;	/* copied, keys in a narrow range: the copy of
+								 * key k at k - rowdirect_min (else rowmap) */
+	int64		rowdirect_min;
+	int64		rowdirect_len;
+	TupleDesc	rowmap_desc;	/* the lookup's, for the copies */
+	char	   *copy_next;		/* free space of the copies' current block */
+	Size		copy_free;
+	Size		rowmap_bytes;	/* the map's and copies' memory */
 } FrRuleState;
+
+/* The cached entry of integer key id, NULL if the cache lacks it. */
+static inline LookupEntry *
+fr_dense_get(const FrRuleState *st, int64 id)
+{
+	if (id < 0 || id >= st->dense_size ||
+		(st->dense_bits[id >> 6] & (UINT64CONST(1) << (id & 63))) == 0)
+		return NULL;
+	return st->dense[id];
+}
 
 /* A rule set's state while applied: its rules', the executor's, the routes. */
 typedef struct FrRuleSetState

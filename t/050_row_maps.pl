@@ -1,19 +1,26 @@
 # Row maps: a rule over a large lookup read at random keys maps where each
 # key's row lies with one heap scan, then reads that tuple instead of
-# descending the key index (fundrecs_enrich.c).  The map only says where to
+# descending the key index (fundrecs_lookup.c).  The map only says where to
 # look, so these check that every row still carries its lookup's values as
 # of its change when the map is out of date:
 #  1. through SQL decoding, with lookup rows updated (HOT and not), deleted
 #     and inserted, and the lookup rewritten by VACUUM FULL and CLUSTER,
-#     all queued before one decoding session reads them;
-#  2. through a walsender session that mapped the lookup before VACUUM
-#     removed its last rows and cut its file short: rows whose mapped place
-#     is gone carry no lookup values, the others theirs, and nothing reads
+#     all queued before one decoding session reads them, and a transaction
+#     that updates the lookup and looks it up (its changes may not use the
+#     caches: they read the map's places, and the index).  Twice: with a
+#     lookup_cache_bytes that holds the places alone, then with the default,
+#     where the map holds copies of the rows (by key, the keys being dense);
+#  2. through a walsender session that mapped the lookup (places alone)
+#     before VACUUM removed its last rows and cut its file short: rows whose
+#     mapped place is gone carry no lookup values, the others theirs, and
+#     nothing reads
 #     past the file's end ("could not read block").  VACUUM's relcache
 #     invalidation at its commit drops the rules and their maps; the size
 #     check in rowmap_fetch covers the moment between the cut and that
 #     commit, which a test cannot hold open, so this part checks the outcome
-#     either way.
+#     either way;
+#  3. copies kept in the hash table (keys far apart), with a lookup changed
+#     between batches.
 use strict;
 use warnings;
 use FindBin;
@@ -50,12 +57,14 @@ my %lk = map { $_ => "a$_" } 1 .. $n;
 
 sub source_batch
 {
-	my ($keys) = @_;
+	my ($keys, $before) = @_;
 	my $base = $batch++ * 100_000;
 	$node->safe_psql('postgres',
-		    "INSERT INTO m.src SELECT $base + k, k FROM unnest(ARRAY["
+		    "BEGIN; "
+		  . ($before // '')
+		  . "; INSERT INTO m.src SELECT $base + k, k FROM unnest(ARRAY["
 		  . join(',', @$keys)
-		  . "]) k ORDER BY random()");
+		  . "]) k ORDER BY random(); COMMIT");
 	$expect{ $base + $_ } = $lk{$_} for @$keys;
 }
 
@@ -82,6 +91,8 @@ $node->safe_psql('postgres', "CLUSTER m.lk USING lk_pkey");
 $node->safe_psql('postgres', "UPDATE m.lk SET v = 'e' || id WHERE id % 13 = 0");
 $lk{$_} = "e$_" for grep { $_ % 13 == 0 && exists $lk{$_} } 1 .. $n + 500;
 source_batch([ 1 .. $n + 500 ]);
+$lk{$_} = "f$_" for grep { $_ % 17 == 0 && exists $lk{$_} } 1 .. $n + 500;
+source_batch([ 1 .. $n + 500 ], "UPDATE m.lk SET v = 'f' || id WHERE id % 17 = 0");
 
 sub check_rows
 {
@@ -105,19 +116,43 @@ sub check_rows
 	return ($rows, $wrong);
 }
 
-my $log_start = -s $node->logfile;
-my @lines = split /\n/,
-  $node->safe_psql('postgres',
-	"SELECT data FROM pg_logical_slot_get_changes('maps', NULL, NULL, 'tables', 'm.src')");
-my ($rows, $wrong) = check_rows(\@lines, 'SQL decoding');
-is($rows, scalar(keys %expect), 'every source row was decoded');
-is($wrong, 0, 'every row carries the lookup as of its change, through the map');
-my $log = slurp_file($node->logfile, $log_start);
-my ($by_map, $maps) = $log =~ /\((\d+) through row maps, read (\d+) times\)/;
-ok(defined $by_map && $by_map > $n, "most lookups went through a row map ("
-	  . ($by_map // 'none') . ")");
-ok(defined $maps && $maps >= 2, 'the map was read again after the rewrites ('
-	  . ($maps // 'none') . ' times)');
+# The session's figures from the server log
+sub map_figures
+{
+	my ($log_start) = @_;
+	my $log = slurp_file($node->logfile, $log_start);
+	return $log =~
+	  /\((\d+) through row maps, read (\d+) times, (\d+) of them with the rows\)/;
+}
+
+my ($rows, $wrong);
+for my $how ([ 'places', 'peek', ", 'lookup_cache_bytes', '1048576'" ],
+	[ 'copies', 'get', '' ])
+{
+	my ($what, $fn, $opt) = @$how;
+	my $log_start = -s $node->logfile;
+	my @lines = split /\n/,
+	  $node->safe_psql('postgres',
+		"SELECT data FROM pg_logical_slot_${fn}_changes('maps', NULL, NULL, 'tables', 'm.src'$opt)"
+	  );
+	($rows, $wrong) = check_rows(\@lines, "SQL decoding, $what");
+	is($rows, scalar(keys %expect), "$what: every source row was decoded");
+	is($wrong, 0, "$what: every row carries the lookup as of its change, through the map");
+	my ($by_map, $maps, $copied) = map_figures($log_start);
+	ok(defined $by_map && $by_map > $n,
+		"$what: most lookups went through a row map (" . ($by_map // 'none') . ")");
+	ok(defined $maps && $maps >= 2,
+		"$what: the map was read again after the rewrites (" . ($maps // 'none') . ' times)');
+	if ($what eq 'places')
+	{
+		is($copied, 0, 'places: no map held copies of the rows');
+	}
+	else
+	{
+		ok(defined $copied && $copied >= 2,
+			'copies: the maps held copies of the rows (' . ($copied // 'none') . ' times)');
+	}
+}
 
 # 2. One walsender session keeps its map while VACUUM cuts the file short.
 %expect = ();
@@ -134,7 +169,7 @@ my $recv = IPC::Run::start(
 	[
 		$node->config_data('--bindir') . '/pg_recvlogical', '-d', $node->connstr('postgres'),
 		'-S', 'maps', '--start', '-f', $out, '-F', '1', '-s', '1',
-		'-o', 'tables=m.src2'
+		'-o', 'tables=m.src2', '-o', 'lookup_cache_bytes=1048576'    # places, no copies
 	],
 	'>', \my $recv_out, '2>', \my $recv_err);
 
@@ -192,6 +227,44 @@ my @rewritten = map { s/"table":"src2"/"table":"src"/r } @streamed;
 ($rows, $wrong) = check_rows(\@rewritten, 'walsender');
 is($rows, scalar(keys %expect), 'every row of the session was decoded');
 is($wrong, 0, 'rows whose lookup rows were removed carry none; the others theirs');
+
+# 3. Keys far apart: the copies are found through the hash table.
+%expect = ();
+%lk = map { ($_ * 1009) => "s$_" } 1 .. $n;
+$node->safe_psql('postgres', qq{
+CREATE TABLE m.lk3 (id bigint PRIMARY KEY, v text) WITH (user_catalog_table = true);
+INSERT INTO m.lk3 SELECT g * 1009, 's' || g FROM generate_series(1, $n) g;
+VACUUM ANALYZE m.lk3;
+CREATE TABLE m.src3 (id int PRIMARY KEY, lk_id bigint);
+SELECT fundrecs.add_enrichment('m.src3', 'm.lk3', ARRAY['lk_id'], ARRAY['v'], name => 'lk3');
+});
+$batch = 0;
+
+sub sparse_batch
+{
+	my $base = $batch++ * 100_000;
+	my @keys = (map({ $_ * 1009 } 1 .. $n), 5, 1010);    # and two keys without a row
+	$node->safe_psql('postgres',
+		    "INSERT INTO m.src3 SELECT $base + i, k FROM unnest(ARRAY["
+		  . join(',', @keys)
+		  . "]::bigint[]) WITH ORDINALITY AS u(k, i) ORDER BY random()");
+	my $i = 0;
+	$expect{ $base + ++$i } = $lk{$_} for @keys;
+}
+sparse_batch();
+$node->safe_psql('postgres', "UPDATE m.lk3 SET v = 't' || id WHERE id % 3 = 0");
+$lk{$_} = "t$_" for grep { $_ % 3 == 0 } keys %lk;
+sparse_batch();
+my $log_start = -s $node->logfile;
+my @lines = map { s/"table":"src3"/"table":"src"/r } grep { /"table":"src3"/ } split /\n/,
+  $node->safe_psql('postgres',
+	"SELECT data FROM pg_logical_slot_get_changes('maps', NULL, NULL, 'tables', 'm.src3')");
+($rows, $wrong) = check_rows(\@lines, 'sparse keys');
+is($rows, scalar(keys %expect), 'sparse keys: every source row was decoded');
+is($wrong, 0, 'sparse keys: every row carries the lookup as of its change, or none');
+my (undef, $maps, $copied) = map_figures($log_start);
+ok(defined $copied && $copied >= 2 && $copied == $maps,
+	'sparse keys: each map held copies of the rows (' . ($copied // 'none') . ' times)');
 
 $node->stop;
 done_testing();
