@@ -41,6 +41,8 @@
 
 #include "fundrecs_compat.h"
 
+#include <sys/mman.h>
+
 
 /* The key's bytes, for the cache: equal bytes mean equal keys. */
 static void
@@ -178,6 +180,8 @@ rowmap_drop(FrRuleState *st)
 	st->rowmap_desc = NULL;
 	st->copy_next = NULL;
 	st->copy_free = 0;
+	st->copy_huge = false;
+	st->regions = NULL;
 	st->rowmap_bytes = 0;
 }
 
@@ -206,6 +210,81 @@ rowmap_wanted(FrRuleSet *rs, FrRuleState *st, Relation rel)
 	return st->index_reads >= st->rowmap_threshold;
 }
 
+/*
+ * Large maps are read at random, one row per change: their copies and key
+ * array are mapped apart in regions of whole 2 MB pages, which the kernel
+ * is asked to back with huge pages (MADV_HUGEPAGE), so that a lookup does
+ * not also miss the TLB.  The regions are unmapped when the map's context
+ * is reset or deleted.
+ */
+#define HUGE_PAGE ((Size) 2 * 1024 * 1024)
+#define ROWCOPY_REGION (2 * HUGE_PAGE)
+#define HUGE_MAP_BYTES ((Size) 8 * 1024 * 1024)
+
+typedef struct RowRegion
+{
+	struct RowRegion *next;
+	char	   *base;
+	Size		len;
+} RowRegion;
+
+typedef struct RowRegions
+{
+	MemoryContextCallback callback;
+	RowRegion  *head;
+} RowRegions;
+
+static void
+row_regions_unmap(void *arg)
+{
+	RowRegions *rr = (RowRegions *) arg;
+
+	for (RowRegion *r = rr->head; r != NULL; r = r->next)
+		(void) munmap(r->base, r->len);
+	rr->head = NULL;
+}
+
+/* len bytes (zeroed) in a region of the map (see above). */
+static void *
+rowmap_region(FrRuleState *st, Size len)
+{
+	Size		size = TYPEALIGN(HUGE_PAGE, len);
+	char	   *p;
+	char	   *base;
+	RowRegion  *r;
+
+	if (st->regions == NULL)
+	{
+		st->regions = MemoryContextAllocZero(st->rowmap_cxt, sizeof(RowRegions));
+		st->regions->callback.func = row_regions_unmap;
+		st->regions->callback.arg = st->regions;
+		MemoryContextRegisterResetCallback(st->rowmap_cxt, &st->regions->callback);
+	}
+	r = MemoryContextAlloc(st->rowmap_cxt, sizeof(RowRegion));
+	p = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Failed on a request of size %zu for the row map of enrichment rule \"%s\".",
+						   size, st->rule->name)));
+	/* Whole huge pages: the slack before and after is given back. */
+	base = (char *) TYPEALIGN(HUGE_PAGE, p);
+	if (base > p)
+		(void) munmap(p, base - p);
+	if (base + size < p + size + HUGE_PAGE)
+		(void) munmap(base + size, p + HUGE_PAGE - base);
+#ifdef MADV_HUGEPAGE
+	(void) madvise(base, size, MADV_HUGEPAGE);
+#endif
+	r->base = base;
+	r->len = size;
+	r->next = st->regions->head;
+	st->regions->head = r;
+	st->rowmap_bytes += size;
+	return base;
+}
+
 /* A copy of tuple (its external values read in), in the map's blocks. */
 static MinimalTuple
 rowmap_copy(FrRuleState *st, HeapTuple tuple, TupleDesc desc)
@@ -222,7 +301,12 @@ rowmap_copy(FrRuleState *st, HeapTuple tuple, TupleDesc desc)
 	}
 	else
 	{
-		if (space > st->copy_free)
+		if (space > st->copy_free && st->copy_huge)
+		{
+			st->copy_next = rowmap_region(st, ROWCOPY_REGION);
+			st->copy_free = ROWCOPY_REGION;
+		}
+		else if (space > st->copy_free)
 		{
 			st->copy_next = MemoryContextAlloc(st->rowmap_cxt, ROWCOPY_BLOCK);
 			st->copy_free = ROWCOPY_BLOCK;
@@ -258,12 +342,16 @@ rowmap_index_copies(FrRuleState *st, RowCopyRef *refs, int64 n, int64 lo, int64 
 	{
 		st->rowdirect_min = lo;
 		st->rowdirect_len = hi - lo + 1;
-		st->rowdirect = MemoryContextAllocExtended(st->rowmap_cxt,
-												   sizeof(MinimalTuple) * st->rowdirect_len,
-												   MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		if (sizeof(MinimalTuple) * st->rowdirect_len >= HUGE_MAP_BYTES / 2)
+			st->rowdirect = rowmap_region(st, sizeof(MinimalTuple) * st->rowdirect_len);
+		else
+		{
+			st->rowdirect = MemoryContextAllocZero(st->rowmap_cxt,
+												   sizeof(MinimalTuple) * st->rowdirect_len);
+			st->rowmap_bytes += sizeof(MinimalTuple) * st->rowdirect_len;
+		}
 		for (int64 i = 0; i < n; i++)
 			st->rowdirect[refs[i].key - lo] = refs[i].copy;
-		st->rowmap_bytes += sizeof(MinimalTuple) * st->rowdirect_len;
 		return;
 	}
 	for (int64 i = 0; i < n; i++)
@@ -308,6 +396,7 @@ rowmap_scan(FrRuleSet *rs, FrRuleState *st, Relation rel, Snapshot snapshot, boo
 
 		st->rowmap_desc = CreateTupleDescCopy(desc);
 		MemoryContextSwitchTo(oldcxt);
+		st->copy_huge = (double) st->rowmap_nblocks * BLCKSZ >= HUGE_MAP_BYTES;
 		maxrefs = (int64) Max(rows, 1024);
 		refs = MemoryContextAllocExtended(st->rowmap_cxt, sizeof(RowCopyRef) * maxrefs,
 										  MCXT_ALLOC_HUGE);

@@ -182,6 +182,8 @@ typedef struct FrRuleState
 	TupleDesc	rowmap_desc;	/* the lookup's, for the copies */
 	char	   *copy_next;		/* free space of the copies' current block */
 	Size		copy_free;
+	bool		copy_huge;		/* the copies' blocks are regions */
+	struct RowRegions *regions; /* the map's regions (rowmap_region) */
 	Size		rowmap_bytes;	/* the map's and copies' memory */
 } FrRuleState;
 

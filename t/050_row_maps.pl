@@ -266,5 +266,35 @@ my (undef, $maps, $copied) = map_figures($log_start);
 ok(defined $copied && $copied >= 2 && $copied == $maps,
 	'sparse keys: each map held copies of the rows (' . ($copied // 'none') . ' times)');
 
+# 4. A lookup large enough for the copies and the key array to be mapped in
+# regions of huge pages (rowmap_region): 600,000 rows, 20,000 random keys.
+%expect = ();
+my $big = 600_000;
+$node->safe_psql('postgres', qq{
+CREATE TABLE m.lk4 (id int PRIMARY KEY, v text) WITH (user_catalog_table = true);
+INSERT INTO m.lk4 SELECT g, 'b' || g FROM generate_series(1, $big) g;
+VACUUM ANALYZE m.lk4;
+CREATE TABLE m.src4 (id int PRIMARY KEY, lk_id int);
+SELECT fundrecs.add_enrichment('m.src4', 'm.lk4', ARRAY['lk_id'], ARRAY['v'], name => 'lk4');
+INSERT INTO m.src4 SELECT i, CASE WHEN i % 1000 = 0 THEN $big + i
+    ELSE 1 + (hashint4(i) & 2147483647) % $big END FROM generate_series(1, 20000) i;
+});
+for my $row (split /\n/, $node->safe_psql('postgres', 'SELECT id, lk_id FROM m.src4'))
+{
+	my ($id, $k) = split /\|/, $row;
+	$expect{$id} = $k <= $big ? "b$k" : undef;
+}
+$log_start = -s $node->logfile;
+@lines = map { s/"table":"src4"/"table":"src"/r } grep { /"table":"src4"/ } split /\n/,
+  $node->safe_psql('postgres',
+	"SELECT data FROM pg_logical_slot_get_changes('maps', NULL, NULL, 'tables', 'm.src4')");
+($rows, $wrong) = check_rows(\@lines, 'large lookup');
+is($rows, 20000, 'large lookup: every source row was decoded');
+is($wrong, 0, 'large lookup: every row carries its lookup row, or none');
+(my $by_map, $maps, $copied) = map_figures($log_start);
+ok(defined $copied && $copied == 1 && $by_map > 5000,
+	'large lookup: one map with the rows answered most lookups ('
+	  . ($by_map // 'none') . ' lookups, ' . ($copied // 'none') . ' maps)');
+
 $node->stop;
 done_testing();
