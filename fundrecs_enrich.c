@@ -237,7 +237,13 @@ apply_cached(FrRuleSet *rs, Datum *values, bool *isnull, int natts, FrEnriched *
 	id = cp->key_typlen == 4 ? DatumGetInt32(values[ref - 1]) :
 		cp->key_typlen == 8 ? DatumGetInt64(values[ref - 1]) : DatumGetInt16(values[ref - 1]);
 	if ((e = fr_dense_get(st, id)) == NULL || (cp->has_route && e->route_json == NULL))
+	{
+		/* The lookup will read the map's slot: start loading it now. */
+		if (st->rowdirect != NULL &&
+			(uint64) (id - st->rowdirect_min) < (uint64) st->rowdirect_len)
+			__builtin_prefetch(&st->rowdirect[id - st->rowdirect_min]);
 		return false;
+	}
 
 	/* Every product exact (else numeric_mul's way, by apply_rules). */
 	for (int j = 0; j < cp->ncomputed; j++)

@@ -185,6 +185,8 @@ rowmap_drop(FrRuleState *st)
 	st->rowmap_bytes = 0;
 }
 
+static void admit_judge(FrRuleState *st);
+
 /* Has the rule read its index often enough, for its lookup's size, to map the heap? */
 static bool
 rowmap_wanted(FrRuleSet *rs, FrRuleState *st, Relation rel)
@@ -481,10 +483,18 @@ rowmap_build(FrRuleSet *rs, FrRuleState *st, Relation rel, Snapshot snapshot, bo
 		(double) RelationGetNumberOfBlocks(rel) * BLCKSZ +
 		Max(rel->rd_rel->reltuples, 1024) * 2.2 * sizeof(RowMapEntry) > share / 2)
 		copy = false;
-	if (copy && rowmap_scan(rs, st, rel, snapshot, true))
-		return;
-	if (!rowmap_scan(rs, st, rel, snapshot, false))
+	if (!(copy && rowmap_scan(rs, st, rel, snapshot, true)) &&
+		!rowmap_scan(rs, st, rel, snapshot, false))
+	{
 		st->rowmap_refused = true;
+		return;
+	}
+
+	/*
+	 * Misses cost less from now on: the cache's admission is judged on the
+	 * lookups so far (at least a thousand) rather than at the window's end.
+	 */
+	admit_judge(st);
 }
 
 /* The copy of key's row, NULL if the lookup has none (rowmap_copied). */
