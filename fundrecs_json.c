@@ -201,6 +201,41 @@ fr_json_append_timestamptz(StringInfo out, TimestampTz ts)
 }
 
 /*
+ * A text or varchar value as a JSON string: its bytes are its output, so
+ * they are copied as they are unless one needs escaping (escape_json's
+ * rules: a quote, a backslash, a control character).
+ */
+static void
+append_text(StringInfo out, Datum value)
+{
+	struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(value));
+	const char *p = VARDATA_ANY(v);
+	int			len = VARSIZE_ANY_EXHDR(v);
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) p[i];
+
+		if (c < 0x20 || c == '"' || c == '\\')
+			break;
+	}
+	if (i == len)
+	{
+		fr_reserve(out, len + 2);
+		out->data[out->len++] = '"';
+		memcpy(out->data + out->len, p, len);
+		out->len += len;
+		out->data[out->len++] = '"';
+		out->data[out->len] = '\0';
+	}
+	else
+		escape_json(out, text_to_cstring((text *) v));
+	if ((Pointer) v != DatumGetPointer(value))
+		pfree(v);
+}
+
+/*
  * A number's text output as JSON: the one rule for every number the plugin
  * writes (columns, computed totals).  NaN and infinities are not JSON
  * numbers: they are quoted.
@@ -308,7 +343,10 @@ fr_json_append_value(StringInfo out, FrColumn *col, Datum value)
 			append_bytea(out, value);
 			break;
 		case FR_KIND_TEXT:
-			escape_json(out, OutputFunctionCall(&col->outfunc, value));
+			if (col->basetypid == TEXTOID || col->basetypid == VARCHAROID)
+				append_text(out, value);
+			else
+				escape_json(out, OutputFunctionCall(&col->outfunc, value));
 			break;
 	}
 }

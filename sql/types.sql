@@ -35,6 +35,20 @@ SELECT data::jsonb->'data'->>'t' = E'line\nbreak' AS round_trip,
 	   position(E'\n' IN data) = 0 AS one_line
 FROM pg_logical_slot_get_changes('types_slot', NULL, NULL);
 
+-- Text and varchar are copied as they are unless a character needs escaping.
+INSERT INTO fundrecs_schema.all_types (id, t, vc) VALUES
+	(7, E'quote " back \\ tab \t bell \x07 end', 'v"c\'),
+	(8, 'été ✓ 𝄞', 'plain');
+SELECT data FROM pg_logical_slot_peek_changes('types_slot', NULL, NULL,
+	'include_lsn', 'false', 'include_xid', 'false', 'include_timestamp', 'false',
+	'tables', 'fundrecs_schema.all_types') WHERE data LIKE '%"op"%';
+SELECT (data::jsonb->'data'->>'id')::int AS id,
+	   data::jsonb->'data'->>'t' = t AS t_round_trip,
+	   data::jsonb->'data'->>'vc' = vc AS vc_round_trip
+FROM pg_logical_slot_get_changes('types_slot', NULL, NULL) d
+JOIN fundrecs_schema.all_types a ON a.id = (d.data::jsonb->'data'->>'id')::int
+WHERE data LIKE '%"op"%' ORDER BY 1;
+
 -- Names with quotes, backslashes, newlines, tabs, control characters, emoji.
 CREATE TABLE fundrecs_schema."we""ird\tab" (
 	"id ""quoted""" int PRIMARY KEY,
