@@ -627,8 +627,42 @@ fr_lookup_keep_route(FrRuleState *st, LookupEntry *e, const char *route, int rou
 	e->json = r + route_len + 1;
 }
 
-/* Where lookup rows are formatted (TopMemoryContext). */
+/* Where lookup rows are formatted (TopMemoryContext): see lookup_direct. */
 static StringInfoData json_scratch;
+static char *scratch_arrays;
+static Size scratch_arrays_size;
+static Datum *scratch_values;
+static bool *scratch_nulls;
+static int	scratch_natts;
+
+static void
+scratch_grow(Size arrays, int natts)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+	/* Kept at its length (not initStringInfo's 1 kB). */
+	if (json_scratch.data == NULL)
+		initStringInfo(&json_scratch);
+	if (arrays > scratch_arrays_size)
+	{
+		if (scratch_arrays != NULL)
+			pfree(scratch_arrays);
+		scratch_arrays = palloc(arrays);
+		scratch_arrays_size = arrays;
+	}
+	if (natts > scratch_natts)
+	{
+		if (scratch_values != NULL)
+		{
+			pfree(scratch_values);
+			pfree(scratch_nulls);
+		}
+		scratch_values = palloc(sizeof(Datum) * natts);
+		scratch_nulls = palloc(sizeof(bool) * natts);
+		scratch_natts = natts;
+	}
+	MemoryContextSwitchTo(oldcxt);
+}
 
 /*
  * Reads the lookup row of key into e (in the current memory context);
@@ -714,27 +748,26 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, boo
 	}
 	e->found = HeapTupleIsValid(tuple);
 	e->kept = false;
-	entry_layout(e, palloc(ENTRY_ARRAYS_SIZE(rule->nout)), rule->nout);
+
+	/*
+	 * A row found is formatted in scratch space (TopMemoryContext, grown as
+	 * needed): its arrays, the deformed row and the JSON, then copied into
+	 * one block.
+	 */
+	if (e->found && (scratch_arrays_size < ENTRY_ARRAYS_SIZE(rule->nout) ||
+					 scratch_natts < desc->natts))
+		scratch_grow(ENTRY_ARRAYS_SIZE(rule->nout), desc->natts);
+	entry_layout(e, e->found ? scratch_arrays : palloc(ENTRY_ARRAYS_SIZE(rule->nout)),
+				 rule->nout);
 	memset(e->units, 0, sizeof(int64) * Max(rule->nout, 1));
 	memset(e->scales, -1, sizeof(int8) * Max(rule->nout, 1));
 	if (e->found)
 	{
-		Datum	   *v = palloc(sizeof(Datum) * desc->natts);
-		bool	   *n = palloc(sizeof(bool) * desc->natts);
+		Datum	   *v = scratch_values;
+		bool	   *n = scratch_nulls;
+		char	   *block;
 
 		heap_deform_tuple(tuple, desc, v, n);
-
-		/*
-		 * Built in a scratch buffer, kept at its length (not initStringInfo's
-		 * 1 kB).
-		 */
-		if (json_scratch.data == NULL)
-		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-
-			initStringInfo(&json_scratch);
-			MemoryContextSwitchTo(oldcxt);
-		}
 		resetStringInfo(json);
 		for (int i = 0; i < rule->nout; i++)
 		{
@@ -774,13 +807,12 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, boo
 				fr_json_append_value(json, col, e->values[i]);
 		}
 		/* The JSON after the arrays, in their block. */
-		entry_layout(e, repalloc(e->values, ENTRY_ARRAYS_SIZE(rule->nout) + json->len + 1),
-					 rule->nout);
-		e->json = (char *) e->values + ENTRY_ARRAYS_SIZE(rule->nout);
+		block = palloc(ENTRY_ARRAYS_SIZE(rule->nout) + json->len + 1);
+		memcpy(block, scratch_arrays, ENTRY_ARRAYS_SIZE(rule->nout));
+		entry_layout(e, block, rule->nout);
+		e->json = block + ENTRY_ARRAYS_SIZE(rule->nout);
 		memcpy(e->json, json->data, json->len + 1);
 		e->json_len = json->len;
-		pfree(v);
-		pfree(n);
 	}
 	else
 	{
