@@ -238,10 +238,14 @@ apply_cached(FrRuleSet *rs, Datum *values, bool *isnull, int natts, FrEnriched *
 		cp->key_typlen == 8 ? DatumGetInt64(values[ref - 1]) : DatumGetInt16(values[ref - 1]);
 	if ((e = fr_dense_get(st, id)) == NULL || (cp->has_route && e->route_json == NULL))
 	{
-		/* The lookup will read the map's slot: start loading it now. */
+		/*
+		 * The lookup will read the row's copy in the map: start loading it
+		 * now, so that it comes while the lookup gets ready.
+		 */
 		if (st->rowdirect != NULL &&
-			(uint64) (id - st->rowdirect_min) < (uint64) st->rowdirect_len)
-			__builtin_prefetch(&st->rowdirect[id - st->rowdirect_min]);
+			(uint64) (id - st->rowdirect_min) < (uint64) st->rowdirect_len &&
+			st->rowdirect[id - st->rowdirect_min] != NULL)
+			__builtin_prefetch(st->rowdirect[id - st->rowdirect_min]);
 		return false;
 	}
 
