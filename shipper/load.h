@@ -42,7 +42,10 @@ typedef struct LoadParams
 /* Ships one load row; false stops the load. */
 typedef bool (*LoadRowFn) (void *arg, const char *row, size_t len, uint64_t lsn);
 
-/* Delivers everything handed over so far; false on failure. */
+/*
+ * At a load's end, before it is recorded: delivers everything handed over
+ * so far and settles the target (target_sweep_loads); false on failure.
+ */
 typedef bool (*LoadFlushFn) (void *arg);
 
 typedef enum LoadLockResult

@@ -645,7 +645,10 @@ load_row(void *arg, const char *row, size_t len, uint64_t lsn)
 static bool
 load_flush(void *arg)
 {
-	return replicate_flush((Replicator *) arg);
+	Replicator *r = arg;
+
+	/* Delivered; then what killed shippers left of earlier loads goes. */
+	return replicate_flush(r) && target_sweep_loads(r->target, r->stop) == SHIP_OK;
 }
 
 bool

@@ -620,60 +620,145 @@ s3_lake_check_owner(S3Lake *s, StopFlag *stop)
 	return result;
 }
 
+/*
+ * Positions whose objects are void: PREFIX/_fundrecs/void/<16 hex digits>,
+ * one per load (or backfill chunk) left unfinished.  A PUT the killed
+ * shipper had sent can still land after the next one listed the prefix
+ * (the store had the whole body; a proxy or S3 finishes it), so a marker
+ * keeps the position void until a load that finished swept again.
+ */
 typedef struct ForgetState
 {
-	uint64_t	lsn;
-	char	  **keys;
+	const char *void_prefix;	/* PREFIX/_fundrecs/void/ */
+	uint64_t   *lsns;			/* void positions (markers) */
+	int			nlsns;
+	int			maxlsns;
+	char	  **markers;		/* their keys */
+	char	  **keys;			/* objects at a void position */
 	int			nkeys;
 	int			maxkeys;
 } ForgetState;
 
 static void
+keep_key(char ***keys, int *n, int *max, const char *key)
+{
+	if (*n == *max)
+	{
+		*max = Max(16, *max * 2);
+		*keys = pg_realloc(*keys, sizeof(char *) * *max);
+	}
+	(*keys)[(*n)++] = pg_strdup(key);
+}
+
+static void
 collect_load_object(const char *key, long long size, void *arg)
 {
 	ForgetState *f = arg;
+	size_t		plen = strlen(f->void_prefix);
 	S3Position	first;
 	S3Position	last;
 
-	if (!parse_object_name(key, &first, &last) || first.lsn != f->lsn || last.lsn != f->lsn)
-		return;
-	if (f->nkeys == f->maxkeys)
+	if (strncmp(key, f->void_prefix, plen) == 0)
 	{
-		f->maxkeys = Max(16, f->maxkeys * 2);
-		f->keys = pg_realloc(f->keys, sizeof(char *) * f->maxkeys);
+		uint64_t	lsn;
+
+		if (strlen(key + plen) != 16 || !parse_hex(key + plen, 16, &lsn))
+			return;
+		if (f->nlsns == f->maxlsns)
+		{
+			f->maxlsns = Max(16, f->maxlsns * 2);
+			f->lsns = pg_realloc(f->lsns, sizeof(uint64_t) * f->maxlsns);
+			f->markers = pg_realloc(f->markers, sizeof(char *) * f->maxlsns);
+		}
+		f->lsns[f->nlsns] = lsn;
+		f->markers[f->nlsns++] = pg_strdup(key);
+		return;
 	}
-	f->keys[f->nkeys++] = pg_strdup(key);
+	/* Rows of a load or chunk all sit at its position. */
+	if (parse_object_name(key, &first, &last) && first.lsn == last.lsn)
+		keep_key(&f->keys, &f->nkeys, &f->maxkeys, key);
+}
+
+static bool
+is_void(const ForgetState *f, const char *key)
+{
+	S3Position	first;
+	S3Position	last;
+
+	if (!parse_object_name(key, &first, &last))
+		return false;
+	for (int i = 0; i < f->nlsns; i++)
+		if (f->lsns[i] == first.lsn)
+			return true;
+	return false;
+}
+
+/*
+ * Lists the whole prefix (a page of 1,000 per request: this happens only
+ * when a load is done again, and once when a load ends) and deletes every
+ * object at a void position; with clear, the markers too.
+ */
+static ShipResult
+sweep_void(S3Lake *s, bool clear, StopFlag *stop)
+{
+	char	   *base = s3_prefix_slash(&s->client);
+	char	   *void_prefix = psprintf("%s_fundrecs/void/", base);
+	ForgetState f;
+	ShipResult	result;
+
+	memset(&f, 0, sizeof(f));
+	f.void_prefix = void_prefix;
+	result = s3_list(&s->client, base, collect_load_object, &f, stop);
+	for (int i = 0; i < f.nkeys && result == SHIP_OK; i++)
+	{
+		if (!is_void(&f, f.keys[i]))
+			continue;
+		result = s3_delete(&s->client, f.keys[i], stop);
+		if (result == SHIP_OK)
+		{
+			s->objects_deleted++;
+			log_info("deleted s3://%s/%s (%s)", s->client.bucket, f.keys[i],
+					 clear ? "written by a shipper killed during a load that did not finish"
+					 : "the initial load that did not finish");
+		}
+	}
+	for (int i = 0; i < f.nlsns && result == SHIP_OK && clear; i++)
+		result = s3_delete(&s->client, f.markers[i], stop);
+	for (int i = 0; i < f.nkeys; i++)
+		free(f.keys[i]);
+	for (int i = 0; i < f.nlsns; i++)
+		free(f.markers[i]);
+	free(f.keys);
+	free(f.markers);
+	free(f.lsns);
+	free(void_prefix);
+	free(base);
+	return result;
 }
 
 ShipResult
 s3_lake_forget_load(S3Lake *s, uint64_t lsn, StopFlag *stop)
 {
 	char	   *base = s3_prefix_slash(&s->client);
-	ForgetState f;
+	char	   *marker = psprintf("%s_fundrecs/void/%08X%08X", base, LSN_FORMAT_ARGS(lsn));
+	char	   *body = psprintf("objects at %X/%X are of a load that did not finish: void\n",
+								LSN_FORMAT_ARGS(lsn));
 	ShipResult	result;
 
-	/*
-	 * Every object of the prefix is listed (a page of 1,000 per request): the
-	 * load's routes are not known, and this happens only when a load is done
-	 * again.  Its objects hold rows at its consistent point alone.
-	 */
-	memset(&f, 0, sizeof(f));
-	f.lsn = lsn;
-	result = s3_list(&s->client, base, collect_load_object, &f, stop);
-	for (int i = 0; i < f.nkeys && result == SHIP_OK; i++)
-	{
-		result = s3_delete(&s->client, f.keys[i], stop);
-		if (result == SHIP_OK)
-		{
-			s->objects_deleted++;
-			log_info("deleted s3://%s/%s (the initial load that did not finish)", s->client.bucket, f.keys[i]);
-		}
-	}
-	for (int i = 0; i < f.nkeys; i++)
-		free(f.keys[i]);
-	free(f.keys);
+	/* The marker first: a kill from here on leaves the position void. */
+	result = s3_put(&s->client, marker, "text/plain", body, strlen(body), 0, stop);
+	if (result == SHIP_OK)
+		result = sweep_void(s, false, stop);
+	free(body);
+	free(marker);
 	free(base);
 	return result;
+}
+
+ShipResult
+s3_lake_sweep_loads(S3Lake *s, StopFlag *stop)
+{
+	return sweep_void(s, true, stop);
 }
 
 ShipResult

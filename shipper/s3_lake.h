@@ -124,11 +124,20 @@ extern S3AddResult s3_lake_add(S3Lake *s, const char *route, const char *dt, con
 							   double commit_time, StopFlag *stop);
 
 /*
- * Deletes the objects of an initial load that did not finish (their rows
- * all at its consistent point lsn): a load done again must not leave a
- * first, partial copy.  Lists the whole prefix.
+ * Deletes the objects of an initial load (or backfill chunk) that did not
+ * finish (their rows all at its position lsn): a load done again must not
+ * leave a first, partial copy.  The position is first marked void
+ * (PREFIX/_fundrecs/void/), and every void position's objects go: a PUT of
+ * a killed shipper may land after this listing.  Lists the whole prefix.
  */
 extern ShipResult s3_lake_forget_load(S3Lake *s, uint64_t lsn, StopFlag *stop);
+
+/*
+ * Before a load records its end: the objects of every void position are
+ * deleted again (late writes of killed shippers have landed by now), then
+ * the void markers.
+ */
+extern ShipResult s3_lake_sweep_loads(S3Lake *s, StopFlag *stop);
 
 /*
  * Checks the prefix is still this slot's (PREFIX/_fundrecs/owner.json, as

@@ -263,6 +263,12 @@ target_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
 	return t->ops->forget_load ? t->ops->forget_load(t, lsn, stop) : SHIP_OK;
 }
 
+ShipResult
+target_sweep_loads(Target *t, StopFlag *stop)
+{
+	return t->ops->sweep_loads ? t->ops->sweep_loads(t, stop) : SHIP_OK;
+}
+
 bool
 target_add(Target *t, const TargetRow *row)
 {
@@ -382,6 +388,21 @@ multi_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
 	FOR_PARTS(m, p)
 	{
 		ShipResult	r = target_forget_load(*p, lsn, stop);
+
+		if (r != SHIP_OK)
+			return r;
+	}
+	return SHIP_OK;
+}
+
+static ShipResult
+multi_sweep_loads(Target *t, StopFlag *stop)
+{
+	Multi	   *m = t->priv;
+
+	FOR_PARTS(m, p)
+	{
+		ShipResult	r = target_sweep_loads(*p, stop);
 
 		if (r != SHIP_OK)
 			return r;
@@ -551,7 +572,10 @@ target_multi_create(Target **parts, int nparts)
 	/* Only when a part keeps loads is there a load to forget. */
 	for (int i = 0; i < nparts; i++)
 		if (target_keeps_loads(parts[i]))
+		{
 			o->forget_load = multi_forget_load;
+			o->sweep_loads = multi_sweep_loads;
+		}
 	t->ops = o;
 	t->priv = m;
 	return t;

@@ -36,6 +36,7 @@ extern ShipResult target_claim(Target *t, const char *system_id, const char *dbn
 							   const char *slot, StopFlag *stop);
 extern bool target_keeps_loads(Target *t);
 extern ShipResult target_forget_load(Target *t, uint64_t lsn, StopFlag *stop);
+extern ShipResult target_sweep_loads(Target *t, StopFlag *stop);
 extern bool target_add(Target *t, const TargetRow *row);
 extern bool target_poll(Target *t, double now);
 extern double target_next_due(Target *t);

@@ -73,6 +73,12 @@ typedef struct TargetOps
 	ShipResult	(*forget_load) (Target *t, uint64_t lsn, StopFlag *stop);
 
 	/*
+	 * A load's rows are delivered, its end not yet recorded: what late writes
+	 * of a killed shipper left of forgotten loads goes (NULL: nothing kept).
+	 */
+	ShipResult	(*sweep_loads) (Target *t, StopFlag *stop);
+
+	/*
 	 * Takes a row, delivering what must go to make room.  False: fatal,
 	 * reported.
 	 */

@@ -203,6 +203,14 @@ s3_ship_forget_load(Target *t, uint64_t lsn, StopFlag *stop)
 	return s3_lake_forget_load(&ss->s3, lsn, stop);
 }
 
+static ShipResult
+s3_ship_sweep_loads(Target *t, StopFlag *stop)
+{
+	S3Ship	   *ss = t->priv;
+
+	return s3_lake_sweep_loads(&ss->s3, stop);
+}
+
 static void
 s3_ship_destroy(Target *t)
 {
@@ -221,6 +229,7 @@ s3_create(const TargetSettings *ts)
 		.check = s3_ship_check,
 		.claim = s3_ship_claim,
 		.forget_load = s3_ship_forget_load,
+		.sweep_loads = s3_ship_sweep_loads,
 		.add = s3_ship_add,
 		.poll = s3_ship_poll,
 		.next_due = s3_ship_next_due,

@@ -7,7 +7,9 @@
 #  3. the prefix's owner marker deleted while the shipper runs: written
 #     again, and a second shipper that claims the prefix stops the first;
 #  4. /healthz and the per-target metrics through an S3 outage, S3 alone
-#     and with Kinesis.
+#     and with Kinesis;
+#  5. a PUT of an initial load that lands after its shipper was killed and
+#     after the next one listed the prefix to forget that load.
 # Every request goes through the signature-checking proxy, which also
 # plays the store's faults (sigcheck_proxy.py's /__faults).  After each
 # case every inserted order is in the lake exactly once.
@@ -335,6 +337,54 @@ foreach my $targets ('s3', 'kinesis,s3')
 	$h->finish;
 	is($h->result(0), 0, "$targets: SIGTERM: exit 0");
 	exactly_once($slot, $ids, "$targets outage");
+}
+
+# ---------------------------------------------------------------------------
+# 5. A write that lands late.  Shipper A is killed while a PUT of its
+#    initial load is held by the proxy (the store has the body; S3 or a
+#    gateway finishes such a PUT whatever became of the client).  B lists
+#    the prefix, forgets A's load and loads again; A's PUT reaches the store
+#    only then, while B's own load is under way.  B must delete it before
+#    its load counts as finished: the lake holds B's load alone, once.
+# ---------------------------------------------------------------------------
+{
+	my $log = "$tmp/late.log";
+	my $s3 = "$PYTHON $E2E_DIR/s3_tool.py --endpoint http://127.0.0.1:$s3port";
+	my $held = sub { proxy_stats($proxy)->{held} // 0 };
+	my $before = $held->();
+	faults('hold=/faults/late/.*/dt');
+	my $a = start_shipper(\%env, $log, ship_args($node, 'late', 'late'));
+	ok(wait_for('a held PUT of the load', sub { $held->() > $before }), 'late: a PUT of the first load is held');
+	$a->signal('KILL');
+	$a->finish;
+	my $first = $node->safe_psql('postgres', "SELECT consistent_lsn FROM fundrecs.load_state WHERE slot_name = 'late'");
+	my $b = start_shipper(\%env, $log, ship_args($node, 'late', 'late'));
+	ok(wait_for('a held PUT of the load done again', sub { $held->() > $before + 1 }),
+		'late: the load done again (after its listing) has a PUT held too');
+	like(`curl -s 'http://127.0.0.1:$proxy/__release'`, qr/"released": 1/, 'late: the killed shipper\'s PUT lands now');
+	faults('');
+	`curl -s 'http://127.0.0.1:$proxy/__release?all=1'`;
+	ok(loaded($node, 'late'), 'late: the second load finished');
+	my $ids = insert_orders($node, 10, 1);
+	$b->signal('TERM');
+	$b->finish;
+	my $err = catch_up($node, 'late', 'late');
+	my $second = $node->safe_psql('postgres', "SELECT consistent_lsn FROM fundrecs.load_state WHERE slot_name = 'late'");
+	isnt($second, $first, "late: a new load ($first, then $second)");
+	my (%loads, %keys, $twice);
+	foreach my $r (lake_rows('late'))
+	{
+		my $row = $r->[1];
+		next unless ($row->{op} // '') eq 'load';
+		$loads{ $row->{lsn} }++;
+		$twice++ if $keys{ ($row->{table} // '') . ':' . encode_json($row->{key}) }++;
+	}
+	is_deeply([ keys %loads ], [$second], 'late: the lake holds rows of the second load alone');
+	is($twice // 0, 0, 'late: each load row once (' . ($loads{$second} // 0) . ' rows)');
+	like(slurp_file($log) . $err, qr{deleted s3://faults/late/\S+ \(written by a shipper killed during a load that did not finish\)},
+		'late: the late object was deleted before the load counted as finished');
+	is(`$s3 list faults late/_fundrecs/void/`, '', 'late: no void marker is left');
+	exactly_once('late', $ids, 'late write');
 }
 
 done_testing();

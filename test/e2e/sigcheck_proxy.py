@@ -38,7 +38,12 @@ parameter left out is turned off):
             the first F (default 0.5) of its body, without its
             Content-MD5 (newline=1: cut after the last newline before F),
             and is never answered: what a store that keeps a PUT cut by a
-            crash holds.
+            crash holds;
+  hold      an S3 PUT whose path matches REGEX waits, unanswered, until
+            GET /__release (the oldest held one; ?all=1 every one), then
+            reaches the store whether its client is still there or not:
+            a write that lands after the shipper that sent it was killed.
+            /__release answers once the released PUT is in the store.
 
 --track-keys watches the order rule across concurrent PutRecords calls:
 each call's partition keys (for a KPL aggregated record, its
@@ -79,12 +84,15 @@ AUTH_RE = re.compile(
     r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$")
 
 STATS_LOCK = threading.Lock()
+# PUTs held by the hold fault, oldest first: {"go": Event, "done": Event}.
+HELD = []
+HELD_LOCK = threading.Lock()
 STATS = {"requests": 0, "verified": 0, "mismatches": 0, "cut": 0, "unsigned": 0,
          "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0,
          "throttled_records": 0, "in_flight": 0, "max_in_flight": 0,
          "expired": 0, "unknown_keys": 0, "keys_seen": {},
          "version_overlaps": 0, "overlap_examples": [], "keys_tracked": 0,
-         "outage": 0, "hung": 0, "torn": 0, "skewed": 0}
+         "outage": 0, "hung": 0, "torn": 0, "skewed": 0, "held": 0, "held_written": 0}
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 INFLIGHT_KEYS = {}  # partition key -> {data digest: calls in flight}
@@ -372,7 +380,21 @@ class Handler(BaseHTTPRequestHandler):
             o.tear = re.compile(q["tear"][0]) if "tear" in q else None
             o.tear_fraction = float(q.get("fraction", ["0.5"])[0])
             o.tear_newline = q.get("newline", ["0"])[0] == "1"
+            o.hold = re.compile(q["hold"][0]) if "hold" in q else None
             self.reply(200, "{}", content_type="application/json")
+            return
+
+        if self.command == "GET" and self.path.startswith("/__release"):
+            every = "all=1" in self.path
+            released = []
+            with HELD_LOCK:
+                while HELD and (every or not released):
+                    released.append(HELD.pop(0))
+            for ev in released:
+                ev["go"].set()
+            for ev in released:
+                ev["done"].wait(60)
+            self.reply(200, json.dumps({"released": len(released)}), content_type="application/json")
             return
 
         if self.command == "GET" and self.path.startswith("/__delay/"):
@@ -418,6 +440,22 @@ class Handler(BaseHTTPRequestHandler):
         if self.is_s3 and self.command == "PUT" and opts.hang and opts.hang.search(self.path):
             bump("hung")
             time.sleep(3600)
+            return
+        if self.is_s3 and self.command == "PUT" and opts.hold and opts.hold.search(self.path):
+            ev = {"go": threading.Event(), "done": threading.Event()}
+            with HELD_LOCK:
+                HELD.append(ev)
+            bump("held")
+            ev["go"].wait()
+            try:
+                status, headers, payload = self.forward(body)
+                bump("held_written")
+            finally:
+                ev["done"].set()
+            try:
+                self.relay(status, headers, payload)
+            except OSError:
+                pass  # the client is gone: the write landed all the same
             return
         if self.is_s3 and self.command == "PUT" and opts.tear and opts.tear.search(self.path):
             cut = int(len(body) * opts.tear_fraction)
@@ -624,7 +662,7 @@ def main():
     ap.add_argument("--strip-auth", action="store_true",
                     help="forward requests without their signature (s3rver checks its own keys)")
     opts = ap.parse_args()
-    opts.outage, opts.hang, opts.tear = False, None, None
+    opts.outage, opts.hang, opts.tear, opts.hold = False, None, None, None
     opts.tear_fraction, opts.tear_newline = 0.5, False
     opts.faults = [f for f in opts.faults.split(",") if f]
     up = urllib.parse.urlsplit(opts.upstream)
