@@ -23,7 +23,7 @@ EXTENSION = fundrecs
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))fundrecs.control)
 
 MODULE_big = fundrecs_decoder
-OBJS = fundrecs_decoder.o fundrecs_current.o fundrecs_options.o fundrecs_row.o fundrecs_relinfo.o fundrecs_publication.o fundrecs_rules.o fundrecs_ruleset.o fundrecs_compile.o fundrecs_enrich.o fundrecs_lookup.o fundrecs_json.o fundrecs_products.o \
+OBJS = fundrecs_decoder.o fundrecs_current.o fundrecs_options.o fundrecs_row.o fundrecs_relinfo.o fundrecs_publication.o fundrecs_rules.o fundrecs_ruleset.o fundrecs_compile.o fundrecs_enrich.o fundrecs_lookup.o fundrecs_rowmap.o fundrecs_json.o fundrecs_products.o \
 	fundrecs_load.o fundrecs_backfill.o fundrecs_failure.o fundrecs_asof.o
 HEADERS =
 
@@ -64,7 +64,7 @@ PROVE_FLAGS += -I $(srcdir)/test/perl
 
 # Every object shares the plugin's structs: a header change rebuilds them all.
 $(OBJS): $(srcdir)/fundrecs.h $(srcdir)/fundrecs_compat.h
-fundrecs_enrich.o fundrecs_lookup.o fundrecs_ruleset.o fundrecs_compile.o: $(srcdir)/fundrecs_rules_int.h
+fundrecs_enrich.o fundrecs_lookup.o fundrecs_rowmap.o fundrecs_ruleset.o fundrecs_compile.o: $(srcdir)/fundrecs_rules_int.h
 
 # clang (e.g. make CC=clang): the server was built with gcc, and some of its
 # CFLAGS are gcc's alone; without them the sources build warning-free

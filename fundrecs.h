@@ -19,6 +19,7 @@
  *							orders' built-in rule made in memory
  *	  fundrecs_compile.c	a table's rules compiled (fundrecs_rules_int.h)
  *	  fundrecs_lookup.c		the rules' lookups and their cache
+ *	  fundrecs_rowmap.c		row maps (and copies) of large lookups
  *	  fundrecs_enrich.c		the rules applied to a row
  *	  fundrecs_compat.h		what differs between PostgreSQL 15, 16, 17, 18
  *

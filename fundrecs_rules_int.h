@@ -305,4 +305,19 @@ extern void fr_lookup_keep_route(FrRuleState *st, LookupEntry *e, const char *ro
 extern void fr_lookup_count_hit(FrRuleState *st);
 extern void fr_lookup_set_budget(int64 bytes);
 
+/* fundrecs_lookup.c: the caches' budget and figures, shared with the row maps */
+extern int64 fr_cache_budget;
+extern uint64 fr_lookups_by_rowmap;
+extern uint64 fr_rowmaps_read;
+extern uint64 fr_rowmaps_copied;
+extern void fr_admit_judge(FrRuleState *st);
+
+/* fundrecs_rowmap.c: row maps of integer-keyed lookups */
+extern bool fr_rowmap_wanted(FrRuleSet *rs, FrRuleState *st, Relation rel);
+extern void fr_rowmap_build(FrRuleSet *rs, FrRuleState *st, Relation rel, Snapshot snapshot,
+							bool copy);
+extern bool fr_rowmap_fetch(FrRuleState *st, Relation rel, Datum key, Snapshot snapshot,
+							HeapTuple tuple, Buffer *buffer);
+extern bool fr_rowmap_copied_row(FrRuleState *st, Datum key, HeapTuple tuple);
+
 #endif							/* FUNDRECS_RULES_INT_H */
