@@ -36,6 +36,7 @@
 #include <microhttpd.h>
 #include <openssl/evp.h>
 
+#include "jscan.h"
 #include "pqexpbuffer.h"
 #include "sigv4.h"
 
@@ -71,6 +72,7 @@ static struct
 }			opt = {0, 4, "fundrecs", "AKIDFUNDRECSTEST", "fundrecs/test/secret", 1, false, 0, false};
 
 static Shard shards[MAX_SHARDS];
+static uint64_t sequence;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct
 {
@@ -87,7 +89,7 @@ static struct
 	uint64_t	throttled;
 	double		first_put;
 	double		last_put;
-}			stats;
+} stats;
 
 static double
 now_seconds(void)
@@ -273,7 +275,7 @@ static enum MHD_Result
 reply(struct MHD_Connection *c, unsigned int status, const char *body, size_t len)
 {
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *) body,
-															  MHD_RESPMEM_MUST_COPY);
+															 MHD_RESPMEM_MUST_COPY);
 	enum MHD_Result ret;
 
 	MHD_add_response_header(r, "Content-Type", "application/x-amz-json-1.1");
@@ -366,296 +368,79 @@ append_shard_id(PQExpBuffer out, int i)
 }
 
 /*
- * The PutRecords body, read in place: a strict JSON scanner that keeps the
- * spans of each record's Data, PartitionKey and ExplicitHashKey and skips
- * any other member (a JSON library building a tree of the body was 60 % of
- * the sink's time).
+ * The PutRecords body, read in place with the shipper's scanner (jscan.c):
+ * each record's Data, PartitionKey and ExplicitHashKey as spans, any other
+ * member checked and skipped (a JSON library building a tree of the body
+ * was 60 % of the sink's time).
  */
-typedef struct Scan
-{
-	const char *p;
-	const char *end;
-} Scan;
-
-typedef struct Span
-{
-	const char *s;
-	size_t		len;
-	bool		escaped;
-	bool		set;
-} Span;
-
 typedef struct RecordRef
 {
-	Span		data;
-	Span		pkey;
-	Span		ehk;
+	JSpan		data;
+	JSpan		pkey;
+	JSpan		ehk;
 } RecordRef;
 
-static void
-ws(Scan *sc)
-{
-	while (sc->p < sc->end && (*sc->p == ' ' || *sc->p == '\n' || *sc->p == '\r' || *sc->p == '\t'))
-		sc->p++;
-}
-
 static bool
-expect(Scan *sc, char c)
+scan_record(JScan *sc, RecordRef *r)
 {
-	ws(sc);
-	if (sc->p < sc->end && *sc->p == c)
-	{
-		sc->p++;
-		return true;
-	}
-	return false;
-}
+	JSpan		k;
 
-static bool
-peek(Scan *sc, char c)
-{
-	ws(sc);
-	return sc->p < sc->end && *sc->p == c;
-}
-
-static bool
-string(Scan *sc, Span *out)
-{
-	if (!expect(sc, '"'))
+	memset(r, 0, sizeof(*r));
+	if (!jscan_expect(sc, '{') || jscan_peek(sc, '}'))
 		return false;
-	out->s = sc->p;
-	out->escaped = false;
-	while (sc->p < sc->end && *sc->p != '"')
+	do
 	{
-		if ((unsigned char) *sc->p < 0x20)
+		JSpan	   *dest = NULL;
+
+		if (!jscan_string(sc, &k) || !jscan_expect(sc, ':'))
 			return false;
-		if (*sc->p == '\\')
-		{
-			out->escaped = true;
-			if (++sc->p >= sc->end)
-				return false;
-		}
-		sc->p++;
-	}
-	if (sc->p >= sc->end)
-		return false;
-	out->len = sc->p - out->s;
-	out->set = true;
-	sc->p++;
-	return true;
-}
-
-static bool
-skip_value(Scan *sc, int depth)
-{
-	Span		ignored;
-
-	if (depth > 64)
-		return false;
-	ws(sc);
-	if (sc->p >= sc->end)
-		return false;
-	if (*sc->p == '"')
-		return string(sc, &ignored);
-	if (*sc->p == '{' || *sc->p == '[')
-	{
-		char		close = *sc->p == '{' ? '}' : ']';
-		bool		object = *sc->p == '{';
-
-		sc->p++;
-		if (expect(sc, close))
-			return true;
-		do
-		{
-			if (object && (!string(sc, &ignored) || !expect(sc, ':')))
-				return false;
-			if (!skip_value(sc, depth + 1))
-				return false;
-		} while (expect(sc, ','));
-		return expect(sc, close);
-	}
-	/* A number or a literal. */
-	{
-		const char *start = sc->p;
-
-		while (sc->p < sc->end && strchr("+-.0123456789eEtruefalsn", *sc->p) != NULL)
-			sc->p++;
-		return sc->p > start;
-	}
-}
-
-static bool
-key_is(const Span *k, const char *name)
-{
-	return !k->escaped && k->len == strlen(name) && memcmp(k->s, name, k->len) == 0;
+		if (jscan_key_is(&k, "Data"))
+			dest = &r->data;
+		else if (jscan_key_is(&k, "PartitionKey"))
+			dest = &r->pkey;
+		else if (jscan_key_is(&k, "ExplicitHashKey"))
+			dest = &r->ehk;
+		if (dest != NULL ? !jscan_string(sc, dest) : !jscan_skip_value_at(sc, 4))
+			return false;
+	} while (jscan_expect(sc, ','));
+	return jscan_expect(sc, '}');
 }
 
 /* The records of a PutRecords body; -1 when it is not valid JSON of that shape. */
 static int
 scan_records(const char *body, size_t len, RecordRef *refs, int max)
 {
-	Scan		sc = {body, body + len};
-	Span		k;
+	JScan		sc;
+	JSpan		k;
 	int			n = -1;
 
-	if (!expect(&sc, '{'))
-		return -1;
-	if (expect(&sc, '}'))
+	jscan_init(&sc, body, len);
+	if (!jscan_expect(&sc, '{') || jscan_peek(&sc, '}'))
 		return -1;
 	do
 	{
-		if (!string(&sc, &k) || !expect(&sc, ':'))
+		if (!jscan_string(&sc, &k) || !jscan_expect(&sc, ':'))
 			return -1;
-		if (!key_is(&k, "Records"))
+		if (!jscan_key_is(&k, "Records"))
 		{
-			if (!skip_value(&sc, 1))
+			if (!jscan_skip_value_at(&sc, 2))
 				return -1;
 			continue;
 		}
-		if (!expect(&sc, '['))
+		if (!jscan_expect(&sc, '['))
 			return -1;
 		n = 0;
-		if (expect(&sc, ']'))
+		if (jscan_expect(&sc, ']'))
 			continue;
 		do
 		{
-			RecordRef  *r;
-
-			if (n == max || !expect(&sc, '{'))
+			if (n == max || !scan_record(&sc, &refs[n++]))
 				return -1;
-			r = &refs[n++];
-			memset(r, 0, sizeof(*r));
-			if (peek(&sc, '}'))
-				return -1;
-			do
-			{
-				Span	   *dest = NULL;
-
-				if (!string(&sc, &k) || !expect(&sc, ':'))
-					return -1;
-				if (key_is(&k, "Data"))
-					dest = &r->data;
-				else if (key_is(&k, "PartitionKey"))
-					dest = &r->pkey;
-				else if (key_is(&k, "ExplicitHashKey"))
-					dest = &r->ehk;
-				if (dest != NULL ? !string(&sc, dest) : !skip_value(&sc, 2))
-					return -1;
-			} while (expect(&sc, ','));
-			if (!expect(&sc, '}'))
-				return -1;
-		} while (expect(&sc, ','));
-		if (!expect(&sc, ']'))
+		} while (jscan_expect(&sc, ','));
+		if (!jscan_expect(&sc, ']'))
 			return -1;
-	} while (expect(&sc, ','));
-	if (!expect(&sc, '}'))
-		return -1;
-	ws(&sc);
-	return sc.p == sc.end ? n : -1;
-}
-
-static int
-hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-		c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* A string's value (out: at least span->len bytes); -1 on a bad escape. */
-static long
-unescape(const Span *sp, char *out)
-{
-	const char *p = sp->s;
-	const char *end = sp->s + sp->len;
-	char	   *o = out;
-
-	while (p < end)
-	{
-		uint32_t	cp;
-
-		if (*p != '\\')
-		{
-			*o++ = *p++;
-			continue;
-		}
-		p++;
-		switch (*p++)
-		{
-			case '"':
-				*o++ = '"';
-				continue;
-			case '\\':
-				*o++ = '\\';
-				continue;
-			case '/':
-				*o++ = '/';
-				continue;
-			case 'b':
-				*o++ = '\b';
-				continue;
-			case 'f':
-				*o++ = '\f';
-				continue;
-			case 'n':
-				*o++ = '\n';
-				continue;
-			case 'r':
-				*o++ = '\r';
-				continue;
-			case 't':
-				*o++ = '\t';
-				continue;
-			case 'u':
-				break;
-			default:
-				return -1;
-		}
-		cp = 0;
-		for (int i = 0; i < 4; i++)
-		{
-			if (p >= end || hexval(*p) < 0)
-				return -1;
-			cp = cp * 16 + hexval(*p++);
-		}
-		if (cp >= 0xD800 && cp <= 0xDBFF)
-		{
-			uint32_t	lo = 0;
-
-			if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
-				return -1;
-			p += 2;
-			for (int i = 0; i < 4; i++)
-			{
-				if (hexval(*p) < 0)
-					return -1;
-				lo = lo * 16 + hexval(*p++);
-			}
-			if (lo < 0xDC00 || lo > 0xDFFF)
-				return -1;
-			cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-		}
-		if (cp < 0x80)
-			*o++ = (char) cp;
-		else if (cp < 0x800)
-		{
-			*o++ = (char) (0xC0 | (cp >> 6));
-			*o++ = (char) (0x80 | (cp & 0x3F));
-		}
-		else if (cp < 0x10000)
-		{
-			*o++ = (char) (0xE0 | (cp >> 12));
-			*o++ = (char) (0x80 | ((cp >> 6) & 0x3F));
-			*o++ = (char) (0x80 | (cp & 0x3F));
-		}
-		else
-		{
-			*o++ = (char) (0xF0 | (cp >> 18));
-			*o++ = (char) (0x80 | ((cp >> 12) & 0x3F));
-			*o++ = (char) (0x80 | ((cp >> 6) & 0x3F));
-			*o++ = (char) (0x80 | (cp & 0x3F));
-		}
-	}
-	return o - out;
+	} while (jscan_expect(&sc, ','));
+	return jscan_expect(&sc, '}') && jscan_at_end(&sc) ? n : -1;
 }
 
 static enum MHD_Result
@@ -704,12 +489,12 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 
 		if (r->pkey.set && r->pkey.escaped)
 		{
-			if (keybufsize < r->pkey.len)
+			if (keybufsize < r->pkey.len + 1)
 			{
-				keybufsize = Max(r->pkey.len, 2 * keybufsize);
+				keybufsize = Max(r->pkey.len + 1, 2 * keybufsize);
 				keybuf = pg_realloc(keybuf, keybufsize);
 			}
-			pkeylen = unescape(&r->pkey, keybuf);
+			pkeylen = jscan_unescape(&r->pkey, keybuf);
 			pkey = keybuf;
 		}
 		if (!r->data.set || r->data.escaped || !r->pkey.set || pkeylen <= 0 || dlen % 4 != 0)
@@ -785,22 +570,24 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 			{
 				sh->records++;
 				sh->user_records += rows[i];
-				stats.records++;
-				stats.user_records += rows[i];
-				stats.data_bytes += sizes[i];
+				stats.		records++;
+				stats.		user_records += rows[i];
+				stats.		data_bytes += sizes[i];
 			}
 			else
 			{
 				sh->throttled++;
-				stats.throttled++;
+				stats.		throttled++;
+
 				failed++;
 			}
 		}
-		stats.put_calls++;
-		stats.body_bytes += len;
+		stats.		put_calls++;
+		stats.		body_bytes += len;
+
 		if (stats.first_put == 0)
-			stats.first_put = now;
-		stats.last_put = now;
+			stats.		first_put = now;
+		stats.		last_put = now;
 	}
 	pthread_mutex_unlock(&lock);
 
@@ -812,7 +599,9 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 			appendPQExpBufferChar(&out, ',');
 		if (admitted[i])
 		{
-			appendPQExpBuffer(&out, "{\"SequenceNumber\":\"%zu\",\"ShardId\":\"", i);
+			/* 56 digits, as Kinesis's sequence numbers have. */
+			appendPQExpBuffer(&out, "{\"SequenceNumber\":\"49%054llu\",\"ShardId\":\"",
+							  (unsigned long long) __atomic_add_fetch(&sequence, 1, __ATOMIC_RELAXED));
 			append_shard_id(&out, shard_ix[i]);
 			appendPQExpBufferStr(&out, "\"}");
 		}

@@ -25,7 +25,7 @@ fi
 if [ $# -gt 0 ]; then
 	files=("$@")
 else
-	mapfile -t files < <(ls ./*.c ./*.h shipper/*.c shipper/*.h shipper/fuzz/*.c shipper/fuzz/*.h 2>/dev/null)
+	mapfile -t files < <(ls ./*.c ./*.h shipper/*.c shipper/*.h shipper/fuzz/*.c shipper/fuzz/*.h bench/*.c 2>/dev/null)
 fi
 
 tmp=$(mktemp -d)
@@ -33,10 +33,10 @@ trap 'rm -rf "$tmp"' EXIT
 server=$(${PG_CONFIG:-pg_config} --includedir-server)
 {
 	# struct and enum typedefs: "} Name;"
-	grep -rhoE '^\}\s*[A-Za-z_][A-Za-z0-9_]*\s*;' "$server" ./*.h ./*.c shipper/*.h shipper/*.c |
+	grep -rhoE '^\}\s*[A-Za-z_][A-Za-z0-9_]*\s*;' "$server" ./*.h ./*.c shipper/*.h shipper/*.c bench/*.c |
 		sed -E 's/^\}\s*([A-Za-z0-9_]+)\s*;/\1/'
 	# one-line typedefs: "typedef ... Name;"
-	grep -rhoE '^typedef\s+[^;(]*\b[A-Za-z_][A-Za-z0-9_]*\s*;' "$server" ./*.h ./*.c shipper/*.h shipper/*.c |
+	grep -rhoE '^typedef\s+[^;(]*\b[A-Za-z_][A-Za-z0-9_]*\s*;' "$server" ./*.h ./*.c shipper/*.h shipper/*.c bench/*.c |
 		sed -E 's/.*\b([A-Za-z_][A-Za-z0-9_]*)\s*;$/\1/'
 	# function pointer typedefs: "typedef ... (*Name) (...)"
 	grep -rhoE '^typedef\s+[^;]*\(\s*\*\s*[A-Za-z_][A-Za-z0-9_]*\s*\)' "$server" ./*.h ./*.c shipper/*.h shipper/*.c |

@@ -22,6 +22,7 @@
 #include <openssl/rand.h>
 
 #include "log.h"
+#include "jscan.h"
 #include "kinesis_int.h"
 #include "retry.h"
 #include "aws_request.h"
@@ -370,6 +371,117 @@ static const AwsErrorTable kinesis_errors = {
 	"Kinesis", "stream", kinesis_retryable, kinesis_missing, kinesis_denied, false
 };
 
+/* What a PutRecords answer says of one record (spans into the answer). */
+typedef struct PutResult
+{
+	JSpan		code;			/* ErrorCode */
+	JSpan		message;		/* ErrorMessage */
+	JSpan		sequence;		/* SequenceNumber */
+	JSpan		shard;			/* ShardId */
+	bool		object;			/* the element was an object */
+} PutResult;
+
+/* One member: a string into *dest when wanted, else checked and skipped. */
+static bool
+scan_member(JScan *sc, JSpan *dest)
+{
+	if (dest == NULL)
+		return jscan_skip_value_at(sc, 4);
+	if (jscan_peek(sc, '"'))
+		return jscan_string(sc, dest);
+	/* Not a string: as if absent (a later duplicate wins, as in jansson). */
+	dest->set = false;
+	return jscan_skip_value_at(sc, 4);
+}
+
+/* One element of Records. */
+static bool
+scan_result(JScan *sc, PutResult *r)
+{
+	JSpan		key;
+
+	memset(r, 0, sizeof(*r));
+	if (!jscan_peek(sc, '{'))
+		return jscan_skip_value_at(sc, 3);
+	r->object = true;
+	jscan_expect(sc, '{');
+	if (jscan_expect(sc, '}'))
+		return true;
+	do
+	{
+		JSpan	   *dest = NULL;
+
+		if (!jscan_string(sc, &key) || !jscan_expect(sc, ':'))
+			return false;
+		if (jscan_key_is(&key, "ErrorCode"))
+			dest = &r->code;
+		else if (jscan_key_is(&key, "ErrorMessage"))
+			dest = &r->message;
+		else if (jscan_key_is(&key, "SequenceNumber"))
+			dest = &r->sequence;
+		else if (jscan_key_is(&key, "ShardId"))
+			dest = &r->shard;
+		if (!scan_member(sc, dest))
+			return false;
+	} while (jscan_expect(sc, ','));
+	return jscan_expect(sc, '}');
+}
+
+/*
+ * The Records of an answer, read in place (a tree of 500 records was a
+ * quarter of the shipper's time): the number of elements of the last
+ * Records member (-1 when there is none, or it is not an array), results
+ * for the first max of them; false when the answer is not JSON.
+ */
+static bool
+scan_put_response(const char *body, size_t len, PutResult *results, int max, int *count)
+{
+	JScan		sc;
+	JSpan		key;
+
+	*count = -1;
+	jscan_init(&sc, body, len);
+	if (!jscan_peek(&sc, '{'))
+		return jscan_skip_value(&sc) && jscan_at_end(&sc);
+	jscan_expect(&sc, '{');
+	if (jscan_expect(&sc, '}'))
+		return jscan_at_end(&sc);
+	do
+	{
+		if (!jscan_string(&sc, &key) || !jscan_expect(&sc, ':'))
+			return false;
+		if (!jscan_key_is(&key, "Records"))
+		{
+			if (!jscan_skip_value_at(&sc, 2))
+				return false;
+			continue;
+		}
+		/* A later Records replaces an earlier one, as in jansson. */
+		if (!jscan_peek(&sc, '['))
+		{
+			*count = -1;
+			if (!jscan_skip_value_at(&sc, 2))
+				return false;
+			continue;
+		}
+		jscan_expect(&sc, '[');
+		*count = 0;
+		if (jscan_expect(&sc, ']'))
+			continue;
+		do
+		{
+			PutResult	spare;
+
+			if (!scan_result(&sc, *count < max ? &results[*count] : &spare))
+				return false;
+			(*count)++;
+		} while (jscan_expect(&sc, ','));
+		if (!jscan_expect(&sc, ']'))
+			return false;
+	} while (jscan_expect(&sc, ','));
+	return jscan_expect(&sc, '}') && jscan_at_end(&sc);
+}
+
 /*
  * Parses a 200 response.  Returns the number of failed records (their
  * indexes in failed[]), or -1 when the response is malformed.
@@ -379,62 +491,55 @@ kinesis_parse_put_response(const char *body, size_t len, int n, int *failed,
 						   char **first_code, char **first_message, bool *fatal,
 						   ShipRecord **recs, uint64_t *throttled)
 {
-	json_error_t jerr;
-	json_t	   *doc = json_loadb(body, len, 0, &jerr);
-	json_t	   *records;
+	PutResult  *results = pg_malloc(sizeof(PutResult) * Max(n, 1));
+	int			count;
 	int			nfailed = 0;
 
 	*fatal = false;
-	if (doc == NULL)
-		return -1;
-	records = json_object_get(doc, "Records");
-	if (!json_is_array(records) || (int) json_array_size(records) != n)
+	if (!scan_put_response(body, len, results, n, &count) || count != n)
 	{
-		json_decref(doc);
+		free(results);
 		return -1;
 	}
 	for (int i = 0; i < n; i++)
 	{
-		json_t	   *r = json_array_get(records, i);
-		const char *code;
+		PutResult  *r = &results[i];
+		char	   *code;
 
-		if (!json_is_object(r))
+		if (!r->object)
 		{
-			json_decref(doc);
+			free(results);
 			return -1;
 		}
-		code = json_string_value(json_object_get(r, "ErrorCode"));
-		if (code == NULL)
+		if (!r->code.set)
 		{
-			const char *shard = json_string_value(json_object_get(r, "ShardId"));
-
-			if (json_string_value(json_object_get(r, "SequenceNumber")) == NULL)
+			if (!r->sequence.set)
 			{
-				json_decref(doc);
+				free(results);
 				return -1;
 			}
 			if (recs[i]->want_shard != NULL)
 			{
 				free(recs[i]->got_shard);
-				recs[i]->got_shard = shard ? pg_strdup(shard) : NULL;
+				recs[i]->got_shard = r->shard.set ? jscan_strdup(&r->shard) : NULL;
 			}
 			continue;
 		}
+		code = jscan_strdup(&r->code);
 		if (strcmp(code, "ProvisionedThroughputExceededException") == 0)
 			(*throttled)++;
 		failed[nfailed++] = i;
 		if (*first_code == NULL)
 		{
-			const char *m = json_string_value(json_object_get(r, "ErrorMessage"));
-
 			*first_code = pg_strdup(code);
-			*first_message = m ? pg_strdup(m) : NULL;
+			*first_message = r->message.set ? jscan_strdup(&r->message) : NULL;
 		}
 		/* KMS key problems do not go away by retrying. */
 		if (strncmp(code, "KMS", 3) == 0 && strcmp(code, "KMSThrottlingException") != 0)
 			*fatal = true;
+		free(code);
 	}
-	json_decref(doc);
+	free(results);
 	return nfailed;
 }
 

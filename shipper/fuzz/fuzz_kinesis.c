@@ -1,10 +1,19 @@
 /*
  * Kinesis's answers: the first byte picks the parser (an error document,
  * a PutRecords answer for 1 to 8 records, a ListShards page), the rest is
- * the body.  A malformed body must be refused, never crash.
+ * the body.  A malformed body must be refused, never crash, and a
+ * PutRecords answer must be read as the jansson parser it replaced read it
+ * (kinesis_reference.c).
  */
 #include "fuzz_common.h"
 #include "kinesis.h"
+#include "kinesis_reference.c"
+
+static bool
+same_string(const char *a, const char *b)
+{
+	return (a == NULL) == (b == NULL) && (a == NULL || strcmp(a, b) == 0);
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -45,17 +54,50 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					recs[i].want_shard = (i % 2) ? "shardId-000000000001" : NULL;
 					ptrs[i] = &recs[i];
 				}
+				ShipRecord	ref_recs[8];
+				ShipRecord *ref_ptrs[8];
+				int			ref_failed[8];
+				char	   *ref_code = NULL;
+				char	   *ref_message = NULL;
+				bool		ref_fatal;
+				uint64_t	ref_throttled = 0;
+				int			ref_nf;
+
+				memcpy(ref_recs, recs, sizeof(recs));
+				for (int i = 0; i < n; i++)
+					ref_ptrs[i] = &ref_recs[i];
 				nf = kinesis_parse_put_response(body, len, n, failed, &first_code,
 												&first_message, &fatal, ptrs, &throttled);
+				ref_nf = put_response_reference(body, len, n, ref_failed, &ref_code, &ref_message,
+												&ref_fatal, ref_ptrs, &ref_throttled);
 				if (nf > n)
 					abort();
 				for (int i = 0; i < nf; i++)
 					if (failed[i] < 0 || failed[i] >= n)
 						abort();
+				/* The answer the jansson parser gave. */
+				if (nf != ref_nf)
+					abort();
+				if (nf >= 0)
+				{
+					if (memcmp(failed, ref_failed, sizeof(int) * nf) != 0 ||
+						!same_string(first_code, ref_code) ||
+						!same_string(first_message, ref_message) ||
+						fatal != ref_fatal || throttled != ref_throttled)
+						abort();
+					for (int i = 0; i < n; i++)
+						if (!same_string(recs[i].got_shard, ref_recs[i].got_shard))
+							abort();
+				}
 				for (int i = 0; i < n; i++)
+				{
 					free(recs[i].got_shard);
+					free(ref_recs[i].got_shard);
+				}
 				free(first_code);
 				free(first_message);
+				free(ref_code);
+				free(ref_message);
 				break;
 			}
 		case 2:
