@@ -672,6 +672,7 @@ replicate_finish(Replicator *r, int exit_code)
 
 		memset(&m, 0, sizeof(m));
 		target_stats(r->target, &m);
+		metrics_sum_targets(&m);
 		log_info("shipped %llu rows, confirmed up to %X/%X",
 				 (unsigned long long) m.rows, LSN_FORMAT_ARGS(r->pos.confirmed));
 	}

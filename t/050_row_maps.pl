@@ -1,6 +1,6 @@
 # Row maps: a rule over a large lookup read at random keys maps where each
 # key's row lies with one heap scan, then reads that tuple instead of
-# descending the key index (fundrecs_lookup.c).  The map only says where to
+# descending the key index (fundrecs_rowmap.c).  The map only says where to
 # look, so these check that every row still carries its lookup's values as
 # of its change when the map is out of date:
 #  1. through SQL decoding, with lookup rows updated (HOT and not), deleted
@@ -20,7 +20,9 @@
 #     commit, which a test cannot hold open, so this part checks the outcome
 #     either way;
 #  3. copies kept in the hash table (keys far apart), with a lookup changed
-#     between batches.
+#     between batches;
+#  4. a lookup large enough for its copies and key array to live in
+#     2 MB-page regions, read at random keys.
 use strict;
 use warnings;
 use FindBin;
