@@ -40,6 +40,7 @@ batch_alloc(Batch *b, int capacity, bool keyed)
 	b->n = 0;
 	b->bytes = 0;
 	b->slots = NULL;
+	b->slot_hash = NULL;
 	b->nslots = 0;
 	if (keyed)
 	{
@@ -47,6 +48,7 @@ batch_alloc(Batch *b, int capacity, bool keyed)
 		while (b->nslots < capacity * 2)
 			b->nslots <<= 1;
 		b->slots = pg_malloc(sizeof(int) * b->nslots);
+		b->slot_hash = pg_malloc(sizeof(uint32_t) * b->nslots);
 		memset(b->slots, -1, sizeof(int) * b->nslots);
 	}
 }
@@ -89,7 +91,7 @@ batch_has_key(const Batch *b, const char *pkey, uint32_t h)
 	i = h & (b->nslots - 1);
 	while (b->slots[i] >= 0)
 	{
-		if (strcmp(b->recs[b->slots[i]].pkey, pkey) == 0)
+		if (b->slot_hash[i] == h && strcmp(b->recs[b->slots[i]].pkey, pkey) == 0)
 			return true;
 		i = (i + 1) & (b->nslots - 1);
 	}
@@ -114,13 +116,18 @@ batch_push(Batch *b, const char *row, size_t len, const char *pkey, size_t keyle
 		uint32_t	i = hash & (b->nslots - 1);
 
 		r->pkey = r->data + len + 1;
+		r->pkey_len = keylen;
 		memcpy(r->pkey, pkey, keylen + 1);
 		while (b->slots[i] >= 0)
 			i = (i + 1) & (b->nslots - 1);
 		b->slots[i] = b->n;
+		b->slot_hash[i] = hash;
 	}
 	else
+	{
 		r->pkey = NULL;
+		r->pkey_len = 0;
+	}
 	r->commit_lsn = commit_lsn;
 	r->safe_lsn = safe_lsn;
 	r->commit_time = commit_time;
@@ -146,5 +153,6 @@ batch_free(Batch *b)
 	}
 	free(b->recs);
 	free(b->slots);
+	free(b->slot_hash);
 	memset(b, 0, sizeof(*b));
 }

@@ -40,8 +40,12 @@ typedef struct Batch
 	double		first_at;		/* when its first row arrived */
 	uint64_t	min_safe_lsn;	/* of its rows (not in arrival order: see */
 	double		min_commit_time;	/* waitq_promote) */
-	/* partition keys in the batch: open addressing, indexes into recs */
+	/*
+	 * partition keys in the batch: open addressing, indexes into recs and
+	 * the keys' hashes beside them (a key is compared only on a equal hash)
+	 */
 	int		   *slots;
+	uint32_t   *slot_hash;
 	int			nslots;
 	int			capacity;		/* rows at most */
 } Batch;

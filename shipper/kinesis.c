@@ -121,26 +121,57 @@ kinesis_free(KinesisTarget *k, bool clone)
 	memset(k, 0, sizeof(*k));
 }
 
-/* Appends a JSON string literal. */
-void
-kinesis_append_json_string(PQExpBuffer buf, const char *s, size_t len)
+/*
+ * A JSON string literal written at dst, which has room for 2 + 6 * len
+ * bytes; returns the end of what was written.
+ */
+static char *
+json_string_at(char *dst, const char *s, size_t len)
 {
-	appendPQExpBufferChar(buf, '"');
+	static const char hex[] = "0123456789abcdef";
+
+	*dst++ = '"';
 	for (size_t i = 0; i < len; i++)
 	{
 		unsigned char c = (unsigned char) s[i];
 
 		if (c == '"' || c == '\\')
 		{
-			appendPQExpBufferChar(buf, '\\');
-			appendPQExpBufferChar(buf, (char) c);
+			*dst++ = '\\';
+			*dst++ = (char) c;
 		}
 		else if (c < 0x20)
-			appendPQExpBuffer(buf, "\\u%04x", c);
+		{
+			memcpy(dst, "\\u00", 4);
+			dst[4] = hex[c >> 4];
+			dst[5] = hex[c & 15];
+			dst += 6;
+		}
 		else
-			appendPQExpBufferChar(buf, (char) c);
+			*dst++ = (char) c;
 	}
-	appendPQExpBufferChar(buf, '"');
+	*dst++ = '"';
+	return dst;
+}
+
+/* Room for n more bytes (and a terminator) in buf. */
+static void
+reserve(PQExpBuffer buf, size_t n)
+{
+	if (!enlargePQExpBuffer(buf, n + 1))
+	{
+		log_error("out of memory");
+		exit(1);
+	}
+}
+
+/* Appends a JSON string literal. */
+void
+kinesis_append_json_string(PQExpBuffer buf, const char *s, size_t len)
+{
+	reserve(buf, 2 + 6 * len);
+	buf->len = json_string_at(buf->data + buf->len, s, len) - buf->data;
+	buf->data[buf->len] = '\0';
 }
 
 /*
@@ -243,36 +274,57 @@ kinesis_append_stream_field(KinesisTarget *k, PQExpBuffer body)
 	}
 }
 
+#define PUT_DATA "{\"Data\":\""
+#define PUT_KEY "\",\"PartitionKey\":"
+#define PUT_EHK ",\"ExplicitHashKey\":\""
+
+/*
+ * The PutRecords body: room for all of it is made first, then every
+ * record is written in place (base64 straight into the body).
+ */
 static void
 build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 {
+	size_t		room = 2;
+	char	   *p;
+
 	resetPQExpBuffer(body);
-	appendPQExpBufferStr(body, "{");
+	appendPQExpBufferChar(body, '{');
 	kinesis_append_stream_field(k, body);
 	appendPQExpBufferStr(body, ",\"Records\":[");
 	for (int i = 0; i < n; i++)
+		room += 1 + strlen(PUT_DATA) + 4 * ((recs[i]->len + 2) / 3) + strlen(PUT_KEY) +
+			2 + 6 * recs[i]->pkey_len + 1 +
+			(recs[i]->ehk != NULL ? strlen(PUT_EHK) + strlen(recs[i]->ehk) + 1 : 0);
+	reserve(body, room);
+	p = body->data + body->len;
+	for (int i = 0; i < n; i++)
 	{
-		size_t		b64len = 4 * ((recs[i]->len + 2) / 3);
-
 		if (i > 0)
-			appendPQExpBufferChar(body, ',');
-		appendPQExpBufferStr(body, "{\"Data\":\"");
-		if (!enlargePQExpBuffer(body, b64len + 1))
-		{
-			log_error("out of memory");
-			exit(1);
-		}
-		EVP_EncodeBlock((unsigned char *) body->data + body->len,
-						(const unsigned char *) recs[i]->data, (int) recs[i]->len);
-		body->len += b64len;
-		body->data[body->len] = '\0';
-		appendPQExpBufferStr(body, "\",\"PartitionKey\":");
-		kinesis_append_json_string(body, recs[i]->pkey, strlen(recs[i]->pkey));
+			*p++ = ',';
+		memcpy(p, PUT_DATA, strlen(PUT_DATA));
+		p += strlen(PUT_DATA);
+		p += EVP_EncodeBlock((unsigned char *) p, (const unsigned char *) recs[i]->data,
+							 (int) recs[i]->len);
+		memcpy(p, PUT_KEY, strlen(PUT_KEY));
+		p += strlen(PUT_KEY);
+		p = json_string_at(p, recs[i]->pkey, recs[i]->pkey_len);
 		if (recs[i]->ehk != NULL)
-			appendPQExpBuffer(body, ",\"ExplicitHashKey\":\"%s\"", recs[i]->ehk);
-		appendPQExpBufferChar(body, '}');
+		{
+			size_t		len = strlen(recs[i]->ehk);
+
+			memcpy(p, PUT_EHK, strlen(PUT_EHK));
+			p += strlen(PUT_EHK);
+			memcpy(p, recs[i]->ehk, len);
+			p += len;
+			*p++ = '"';
+		}
+		*p++ = '}';
 	}
-	appendPQExpBufferStr(body, "]}");
+	*p++ = ']';
+	*p++ = '}';
+	body->len = p - body->data;
+	body->data[body->len] = '\0';
 }
 
 /* The signed headers of one call of the Kinesis JSON protocol. */
@@ -604,9 +656,9 @@ kinesis_put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *fa
 
 		while (last < *npending && last - first[ncalls] < k->call_records &&
 			   (last == first[ncalls] ||
-				bytes + pending[last]->len + strlen(pending[last]->pkey) <= k->call_bytes))
+				bytes + pending[last]->len + pending[last]->pkey_len <= k->call_bytes))
 		{
-			bytes += pending[last]->len + strlen(pending[last]->pkey);
+			bytes += pending[last]->len + pending[last]->pkey_len;
 			last++;
 		}
 		first[++ncalls] = last;

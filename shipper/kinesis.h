@@ -28,6 +28,7 @@ typedef struct ShipRecord
 	char	   *data;			/* the row followed by '\n' */
 	size_t		len;
 	char	   *pkey;			/* partition key */
+	size_t		pkey_len;		/* its strlen */
 	uint64_t	commit_lsn;		/* the row's transaction end */
 	uint64_t	safe_lsn;		/* confirmable once this row is acked */
 	double		commit_time;	/* the transaction's commit time (epoch s), 0

@@ -429,7 +429,8 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 			recs[i].data = data.data;
 			recs[i].len = data.len;
 			recs[i].pkey = pg_strdup(aggs[i].agg.first_key);
-			kpl_format_hash_key(kpl_hash_key(recs[i].pkey, strlen(recs[i].pkey)), ehk);
+			recs[i].pkey_len = strlen(recs[i].pkey);
+			kpl_format_hash_key(kpl_hash_key(recs[i].pkey, recs[i].pkey_len), ehk);
 			recs[i].ehk = pg_strdup(ehk);
 			recs[i].want_shard = k->map.shards[aggs[i].shard].id;
 			/* Encoded: the aggregate's own copy of the rows is not needed. */
