@@ -98,6 +98,16 @@ batch_has_key(const Batch *b, const char *pkey, uint32_t h)
 	return false;
 }
 
+/* Adds delta to counts[hash & mask] for each key of the batch. */
+void
+batch_count_keys(const Batch *b, uint32_t *counts, uint32_t mask, int delta)
+{
+	if (b->slots == NULL)
+		return;
+	for (int i = 0; i < b->n; i++)
+		counts[b->recs[i].hash & mask] += delta;
+}
+
 void
 batch_push(Batch *b, const char *row, size_t len, const char *pkey, size_t keylen,
 		   uint32_t hash, uint64_t commit_lsn, uint64_t safe_lsn, double commit_time,
@@ -117,6 +127,7 @@ batch_push(Batch *b, const char *row, size_t len, const char *pkey, size_t keyle
 
 		r->pkey = r->data + len + 1;
 		r->pkey_len = keylen;
+		r->hash = hash;
 		memcpy(r->pkey, pkey, keylen + 1);
 		while (b->slots[i] >= 0)
 			i = (i + 1) & (b->nslots - 1);

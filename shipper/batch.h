@@ -40,9 +40,10 @@ typedef struct Batch
 	double		first_at;		/* when its first row arrived */
 	uint64_t	min_safe_lsn;	/* of its rows (not in arrival order: see */
 	double		min_commit_time;	/* waitq_promote) */
+
 	/*
-	 * partition keys in the batch: open addressing, indexes into recs and
-	 * the keys' hashes beside them (a key is compared only on a equal hash)
+	 * partition keys in the batch: open addressing, indexes into recs and the
+	 * keys' hashes beside them (a key is compared only on an equal hash)
 	 */
 	int		   *slots;
 	uint32_t   *slot_hash;
@@ -62,6 +63,9 @@ extern void batch_clear(Batch *b);
 
 /* Does the batch hold a row with this key (whose hash is h)? */
 extern bool batch_has_key(const Batch *b, const char *pkey, uint32_t h);
+
+/* Adds delta to counts[hash & mask] for each row of the batch, by its key's hash. */
+extern void batch_count_keys(const Batch *b, uint32_t *counts, uint32_t mask, int delta);
 
 /* Does a record of this many bytes still fit, within max_bytes? */
 static inline bool

@@ -55,6 +55,7 @@ typedef struct Lane
 
 
 #define WAITING_BATCHES 4		/* rows and bytes waiting at most, in batches */
+#define LANE_KEY_COUNTS (1 << 16)	/* counters of the lanes' keys, by hash */
 
 struct Dispatcher
 {
@@ -67,6 +68,13 @@ struct Dispatcher
 	Batch	   *filling;
 	Lane		lanes[DISPATCH_MAX_LANES];
 	int			nlanes;
+
+	/*
+	 * How many keys of the lanes' batches have each hash (its low 16 bits): a
+	 * key whose counter is 0 is in no lane, found without probing every
+	 * lane's batch (most keys, most of the time).  The main thread's.
+	 */
+	uint32_t   *lane_keys;
 
 	/* rows held back behind an earlier version of their key */
 	WaitQueue	waiting;
@@ -149,6 +157,8 @@ dispatch_create(const DispatchConfig *config)
 	d->max_bytes = d->cfg.max_bytes;
 	d->waiting_max = WAITING_BATCHES * d->capacity;
 	batch_alloc(&d->filling_batch, d->capacity, d->cfg.keyed);
+	if (d->cfg.lanes > 0 && d->cfg.keyed)
+		d->lane_keys = pg_malloc0(sizeof(uint32_t) * LANE_KEY_COUNTS);
 	if (d->cfg.lanes > 0)
 	{
 		sigset_t	all,
@@ -220,6 +230,7 @@ dispatch_destroy(Dispatcher *d)
 	}
 	batch_free(&d->filling_batch);
 	waitq_free(&d->waiting);
+	free(d->lane_keys);
 	if (d->wake_pipe[0] >= 0)
 	{
 		close(d->wake_pipe[0]);
@@ -241,6 +252,8 @@ dispatch_fits(Dispatcher *d, size_t record_bytes)
 static bool
 key_in_lanes(Dispatcher *d, const char *pkey, uint32_t hash)
 {
+	if (d->lane_keys != NULL && d->lane_keys[hash & (LANE_KEY_COUNTS - 1)] == 0)
+		return false;
 	for (int l = 0; l < d->nlanes; l++)
 		if (batch_has_key(&d->lanes[l].batch, pkey, hash))
 			return true;
@@ -316,6 +329,8 @@ collect(Dispatcher *d, Lane *l, ShipResult r)
 	d->rows_shipped += b->n;
 	d->bytes_shipped += b->bytes;
 	d->last_delivery = now_seconds();
+	if (d->lane_keys != NULL)
+		batch_count_keys(b, d->lane_keys, LANE_KEY_COUNTS - 1, -1);
 	batch_clear(b);
 	/* Its keys are free: rows waiting for them may go next. */
 	promote_waiting(d);
@@ -467,6 +482,8 @@ send_filling(Dispatcher *d, Lane *l)
 
 	l->batch = *d->filling;
 	*d->filling = tmp;
+	if (d->lane_keys != NULL)
+		batch_count_keys(&l->batch, d->lane_keys, LANE_KEY_COUNTS - 1, 1);
 	l->in_flight = true;
 	pthread_mutex_lock(&d->lock);
 	l->job_done = false;

@@ -132,6 +132,30 @@ utf8_length(const unsigned char *p, const unsigned char *end)
 	return n;
 }
 
+/*
+ * Are the eight bytes at p all plain (printable ASCII other than '"' and
+ * '\\', which a string holds as they are)?  The usual word tricks, exact
+ * for "is any byte below n" and "is any byte zero": (x - n * ones) & ~x
+ * sets a byte's high bit only if some byte is below n.
+ */
+static inline bool
+plain8(const unsigned char *p)
+{
+	const uint64_t ones = UINT64_C(0x0101010101010101);
+	const uint64_t highs = UINT64_C(0x8080808080808080);
+	uint64_t	w;
+	uint64_t	quote;
+	uint64_t	backslash;
+
+	memcpy(&w, p, 8);
+	quote = w ^ (ones * '"');
+	backslash = w ^ (ones * '\\');
+	return ((((w - ones * 0x20) & ~w) |
+			 ((quote - ones) & ~quote) |
+			 ((backslash - ones) & ~backslash) |
+			 w) & highs) == 0;
+}
+
 bool
 jscan_string(JScan *sc, JSpan *out)
 {
@@ -147,6 +171,8 @@ jscan_string(JScan *sc, JSpan *out)
 	{
 		unsigned char c;
 
+		while (end - p >= 8 && plain8(p))
+			p += 8;
 		if (p >= end)
 			return false;
 		c = *p;

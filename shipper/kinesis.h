@@ -29,6 +29,7 @@ typedef struct ShipRecord
 	size_t		len;
 	char	   *pkey;			/* partition key */
 	size_t		pkey_len;		/* its strlen */
+	uint32_t	hash;			/* its dispatch_key_hash (batched rows) */
 	uint64_t	commit_lsn;		/* the row's transaction end */
 	uint64_t	safe_lsn;		/* confirmable once this row is acked */
 	double		commit_time;	/* the transaction's commit time (epoch s), 0

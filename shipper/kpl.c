@@ -27,6 +27,8 @@
  */
 #include "postgres_fe.h"
 
+#include <pthread.h>
+
 #include <openssl/evp.h>
 
 #include "kpl.h"
@@ -127,11 +129,37 @@ kpl_add(KplAggregate *agg, const char *pkey, size_t keylen, const char *data, si
 	agg->nrecords++;
 }
 
+/*
+ * MD5, fetched from the provider once: EVP_md5() is looked up again under
+ * a lock on every digest (a row's hash key is one), which the lanes'
+ * threads then wait on.
+ */
+static pthread_once_t md5_once = PTHREAD_ONCE_INIT;
+static EVP_MD *md5_md;
+
+static void
+md5_fetch(void)
+{
+	md5_md = EVP_MD_fetch(NULL, "MD5", NULL);
+}
+
+static const EVP_MD *
+md5(void)
+{
+	pthread_once(&md5_once, md5_fetch);
+	if (md5_md == NULL)
+	{
+		fprintf(stderr, "could not load MD5 from OpenSSL\n");
+		exit(1);
+	}
+	return md5_md;
+}
+
 /* magic + protobuf + MD5(protobuf), appended to out. */
 void
 kpl_encode(const KplAggregate *agg, PQExpBuffer out)
 {
-	unsigned char md5[EVP_MAX_MD_SIZE];
+	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 
@@ -139,16 +167,16 @@ kpl_encode(const KplAggregate *agg, PQExpBuffer out)
 	appendBinaryPQExpBuffer(out, agg->keys.data, agg->keys.len);
 	appendBinaryPQExpBuffer(out, agg->records.data, agg->records.len);
 	if (ctx == NULL ||
-		EVP_DigestInit_ex(ctx, EVP_md5(), NULL) != 1 ||
+		EVP_DigestInit_ex(ctx, md5(), NULL) != 1 ||
 		EVP_DigestUpdate(ctx, agg->keys.data, agg->keys.len) != 1 ||
 		EVP_DigestUpdate(ctx, agg->records.data, agg->records.len) != 1 ||
-		EVP_DigestFinal_ex(ctx, md5, &mdlen) != 1 || mdlen != 16)
+		EVP_DigestFinal_ex(ctx, digest, &mdlen) != 1 || mdlen != 16)
 	{
 		fprintf(stderr, "could not compute MD5\n");
 		exit(1);
 	}
 	EVP_MD_CTX_free(ctx);
-	appendBinaryPQExpBuffer(out, (const char *) md5, 16);
+	appendBinaryPQExpBuffer(out, (const char *) digest, 16);
 }
 
 /* ----------------------------------------------------------------
@@ -160,17 +188,17 @@ kpl_encode(const KplAggregate *agg, PQExpBuffer out)
 uint128_t
 kpl_hash_key(const char *pkey, size_t len)
 {
-	unsigned char md5[EVP_MAX_MD_SIZE];
+	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	uint128_t	v = 0;
 
-	if (EVP_Digest(pkey, len, md5, &mdlen, EVP_md5(), NULL) != 1 || mdlen != 16)
+	if (EVP_Digest(pkey, len, digest, &mdlen, md5(), NULL) != 1 || mdlen != 16)
 	{
 		fprintf(stderr, "could not compute MD5\n");
 		exit(1);
 	}
 	for (int i = 0; i < 16; i++)
-		v = (v << 8) | md5[i];
+		v = (v << 8) | digest[i];
 	return v;
 }
 
