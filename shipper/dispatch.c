@@ -91,6 +91,8 @@ struct Dispatcher
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int			wake_pipe[2];	/* a byte per finished delivery */
+	uint32_t	finished;		/* deliveries finished (atomic: the lanes add) */
+	uint32_t	finished_seen;	/* the main thread's last look at it */
 };
 
 uint32_t
@@ -136,6 +138,7 @@ delivery_main(void *arg)
 		l->result = r;
 		l->job_done = true;
 		pthread_cond_broadcast(&d->cond);
+		__atomic_add_fetch(&d->finished, 1, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&d->lock);
 		/* Wakes the main loop's select(); a full pipe already will. */
 		(void) !write(d->wake_pipe[1], "x", 1);
@@ -346,7 +349,18 @@ collect_finished(Dispatcher *d)
 {
 	bool		ok = true;
 	char		buf[64];
+	uint32_t	finished;
 
+	/*
+	 * Nothing finished since the last look: nothing to collect, without a
+	 * system call or the lock (this runs for every row read).  A delivery
+	 * counts itself after it marks its lane done, so one counted here is seen
+	 * done below.
+	 */
+	finished = __atomic_load_n(&d->finished, __ATOMIC_ACQUIRE);
+	if (finished == d->finished_seen)
+		return true;
+	d->finished_seen = finished;
 	while (d->wake_pipe[0] >= 0 && read(d->wake_pipe[0], buf, sizeof(buf)) > 0)
 		;
 	for (int i = 0; i < d->nlanes; i++)
