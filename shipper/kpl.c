@@ -35,15 +35,29 @@
 
 const unsigned char kpl_magic[4] = {0xF3, 0x89, 0x9A, 0xC2};
 
-static void
-put_varint(PQExpBuffer buf, uint64_t v)
+/* A varint written at p (room for 10 bytes); returns its end. */
+static char *
+varint_at(char *p, uint64_t v)
 {
 	while (v >= 0x80)
 	{
-		appendPQExpBufferChar(buf, (char) ((v & 0x7F) | 0x80));
+		*p++ = (char) ((v & 0x7F) | 0x80);
 		v >>= 7;
 	}
-	appendPQExpBufferChar(buf, (char) v);
+	*p++ = (char) v;
+	return p;
+}
+
+/* Room for n more bytes at the end of buf; where they go. */
+static char *
+room(PQExpBuffer buf, size_t n)
+{
+	if (!enlargePQExpBuffer(buf, n))
+	{
+		fprintf(stderr, "out of memory\n");
+		exit(1);
+	}
+	return buf->data + buf->len;
 }
 
 static int
@@ -111,18 +125,27 @@ void
 kpl_add(KplAggregate *agg, const char *pkey, size_t keylen, const char *data, size_t datalen)
 {
 	uint64_t	index = agg->nkeys++;
+	char	   *p;
 
-	appendPQExpBufferChar(&agg->keys, 0x0A);	/* field 1, length-delimited */
-	put_varint(&agg->keys, keylen);
-	appendBinaryPQExpBuffer(&agg->keys, pkey, keylen);
+	/* field 1 (length-delimited): the key */
+	p = room(&agg->keys, 1 + 10 + keylen);
+	*p++ = 0x0A;
+	p = varint_at(p, keylen);
+	memcpy(p, pkey, keylen);
+	agg->keys.len = p + keylen - agg->keys.data;
+	agg->keys.data[agg->keys.len] = '\0';
 
-	appendPQExpBufferChar(&agg->records, 0x1A); /* field 3, length-delimited */
-	put_varint(&agg->records, 1 + varint_len(index) + 1 + varint_len(datalen) + datalen);
-	appendPQExpBufferChar(&agg->records, 0x08); /* partition_key_index */
-	put_varint(&agg->records, index);
-	appendPQExpBufferChar(&agg->records, 0x1A); /* data */
-	put_varint(&agg->records, datalen);
-	appendBinaryPQExpBuffer(&agg->records, data, datalen);
+	/* field 3 (length-delimited): partition_key_index and data */
+	p = room(&agg->records, 1 + 10 + 1 + 10 + 1 + 10 + datalen);
+	*p++ = 0x1A;
+	p = varint_at(p, 1 + varint_len(index) + 1 + varint_len(datalen) + datalen);
+	*p++ = 0x08;
+	p = varint_at(p, index);
+	*p++ = 0x1A;
+	p = varint_at(p, datalen);
+	memcpy(p, data, datalen);
+	agg->records.len = p + datalen - agg->records.data;
+	agg->records.data[agg->records.len] = '\0';
 
 	if (agg->first_key == NULL)
 		agg->first_key = pnstrdup(pkey, keylen);
