@@ -226,6 +226,28 @@ is(status($while_down, 'bf_out'), '', 'no shipper has seen the request yet');
 $h = start_stdout();
 like(wait_state($while_down, 'bf_out', qr/^finished/), qr/^finished\|3\|/, 'it ran once the shipper was back');
 
+# Chunks resume after keys of any text: the shipper turns the last key the
+# server sends (a text[] in binary) into the next chunk's literal.
+$node->safe_psql('postgres', q{
+CREATE TABLE shop.tricky (a text, b int, v int DEFAULT 1, PRIMARY KEY (a, b));
+INSERT INTO shop.tricky (a, b)
+SELECT a, b FROM unnest(ARRAY['plain', 'with "quotes"', 'back\slash', '{brace,comma}', ' spaced ',
+	'NULL', 'été', E'tab\there', '']) a, generate_series(1, 3) b;
+});
+my $tricky = $node->safe_psql('postgres', "SELECT fundrecs.backfill('shop.tricky', 4)");
+like(wait_state($tricky, 'bf_out', qr/^(finished|failed)/), qr/^finished\|7\|/,
+	'a composite text key with quotes, backslashes, braces and commas: 27 rows in 7 chunks');
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+$node->poll_query_until('postgres',
+	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_out'")
+  or die 'bf_out did not catch up';
+my %tricky_keys;
+$tricky_keys{"$_->{key}{a}|$_->{key}{b}"}++
+  foreach grep { $_->{op} eq 'load' && $_->{table} eq 'tricky' } map { $json->decode($_) } grep { /^\{/ }
+  split /\n/, slurp_file($out);
+is(scalar(keys %tricky_keys), 27, 'every row of shop.tricky was backfilled');
+is(scalar(grep { $_ != 1 } values %tricky_keys), 0, 'each once');
+
 # --initial-load=chunked: the shipper's user requests the backfills, so it
 # must be a member of fundrecs_backfill; refused with the way out if not.
 $node->safe_psql('postgres', q{
