@@ -165,9 +165,21 @@ job_end(Backfiller *b, const char *state, const char *message)
 	flights_drop_all(b);
 }
 
+static void dispatch(Backfiller *b);
+
+/* The reader is idle and a flight free: the job's next chunk may go. */
+static bool
+can_dispatch(Backfiller *b)
+{
+	return b->job.active && !b->job.reading_done && !b->reader.busy &&
+		flights_active(b) < MAX_FLIGHTS && now_seconds() >= b->retry_at;
+}
+
 /*
  * Takes the reader's result, when there is one (or, with wait, once there
  * is): the chunk goes to its flight, or the job ends, or is tried again.
+ * The next chunk is asked for before this one's rows are scanned, so the
+ * server reads it meanwhile.
  */
 static void
 reader_take(Backfiller *b, bool wait)
@@ -218,6 +230,9 @@ reader_take(Backfiller *b, bool wait)
 		log_info("backfill %lld: chunk %lld read: %d rows, between watermarks %X/%X and %X/%X",
 				 (long long) b->job.id, (long long) fl->chunk_no, c->nread,
 				 LSN_FORMAT_ARGS(c->low), LSN_FORMAT_ARGS(c->high));
+	if (can_dispatch(b))
+		dispatch(b);
+	chunk_fill(c, b->job.schema, b->job.table);
 }
 
 /* The job's next chunk, to the reader. */
@@ -603,8 +618,8 @@ backfill_tick(Backfiller *b)
 			job_end(b, "finished", NULL);
 		return true;
 	}
-	/* One chunk read while the one before waits for its watermarks. */
-	if (!b->reader.busy && flights_active(b) < MAX_FLIGHTS)
+	/* Chunks read while those before wait for their watermarks. */
+	if (can_dispatch(b))
 		dispatch(b);
 	return true;
 }

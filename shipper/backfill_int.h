@@ -41,6 +41,9 @@ typedef struct Chunk
 	ChunkRow   *rows;			/* rows the publications let through */
 	int			nrows;
 	int			maxrows;
+	PGresult  **results;		/* the parts as read, until chunk_fill */
+	int			nresults;
+	int			maxresults;
 	char	   *last_key;		/* text[] literal of its last key, or NULL */
 	int			nread;			/* rows read, those filtered out too */
 	bool		final;			/* fewer rows than asked: the table's end */
@@ -128,6 +131,12 @@ fmt_lsn(char *buf, uint64_t lsn)
 extern Chunk *chunk_get(Reader *rd);
 extern void chunk_release(Reader *rd, Chunk *c);
 
+/*
+ * The rows of the parts the reader read, copied, scanned and indexed (the
+ * main thread's work: the reader is reading the next chunk meanwhile).
+ */
+extern void chunk_fill(Chunk *c, const char *schema, const char *table);
+
 /* The row of that key object, or -1. */
 extern int	chunk_find(const Chunk *c, const char *key, size_t len);
 
@@ -176,9 +185,11 @@ typedef struct Flight
 	Chunk	   *chunk;			/* NULL until the reader hands it over */
 } Flight;
 
-/* How many chunks can be in flight: one waiting for its watermarks while
- * the next is read. */
-#define MAX_FLIGHTS 2
+/*
+ * How many chunks can be in flight: one read while those before wait for
+ * their watermarks or are being scanned.
+ */
+#define MAX_FLIGHTS 3
 
 /* A chunk's pending shipment: rows with the target, not all acknowledged. */
 typedef struct Pending

@@ -37,6 +37,9 @@
 static void
 chunk_reset(Chunk *c)
 {
+	for (int i = 0; i < c->nresults; i++)
+		PQclear(c->results[i]);
+	c->nresults = 0;
 	c->ntexts = 0;
 	c->nrows = 0;
 	c->nslots = 0;
@@ -303,22 +306,6 @@ chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 	{
 		ChunkRow   *row = &c->rows[c->nrows];
 
-		c->nread++;
-		if (i == n - 1)
-		{
-			free(c->last_key);
-			c->last_key = key_literal(PQgetvalue(res, i, 0), PQgetlength(res, i, 0));
-			if (c->last_key == NULL)
-			{
-				/*
-				 * Not a text[] as PostgreSQL sends one: nothing to resume
-				 * from.
-				 */
-				log_error("backfill: the server sent a key of %s.%s that is not a one-dimensional text[]",
-						  schema, table);
-				exit(1);
-			}
-		}
 		if (PQgetisnull(res, i, 1))
 			continue;			/* the publications leave it out */
 		row->len = PQgetlength(res, i, 1);
@@ -338,6 +325,47 @@ chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 			chunk_note_keynames(c, &row->f.key);
 		c->nrows++;
 	}
+}
+
+/*
+ * A part as the reader read it, kept for chunk_fill: its rows counted, and
+ * its last row's key taken (the next chunk starts after it).
+ */
+static void
+chunk_keep_part(Chunk *c, PGresult *res, const char *schema, const char *table)
+{
+	int			n = PQntuples(res);
+
+	if (c->nresults == c->maxresults)
+	{
+		c->maxresults = Max(4, c->maxresults * 2);
+		c->results = pg_realloc(c->results, sizeof(PGresult *) * c->maxresults);
+	}
+	c->results[c->nresults++] = res;
+	c->nread += n;
+	if (n == 0)
+		return;
+	free(c->last_key);
+	c->last_key = key_literal(PQgetvalue(res, n - 1, 0), PQgetlength(res, n - 1, 0));
+	if (c->last_key == NULL)
+	{
+		/* Not a text[] as PostgreSQL sends one: nothing to resume from. */
+		log_error("backfill: the server sent a key of %s.%s that is not a one-dimensional text[]",
+				  schema, table);
+		exit(1);
+	}
+}
+
+void
+chunk_fill(Chunk *c, const char *schema, const char *table)
+{
+	for (int i = 0; i < c->nresults; i++)
+	{
+		chunk_add_part(c, c->results[i], schema, table);
+		PQclear(c->results[i]);
+	}
+	c->nresults = 0;
+	chunk_index(c);
 }
 
 /*
@@ -639,8 +667,11 @@ reader_task(Reader *rd)
 		while ((more = PQgetResult(rd->conns[i])) != NULL)
 			PQclear(more);
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && err == NULL && !lost)
-			chunk_add_part(c, res, rd->task.schema, rd->task.table);
-		else if (PQresultStatus(res) != PGRES_TUPLES_OK && err == NULL)
+		{
+			chunk_keep_part(c, res, rd->task.schema, rd->task.table);
+			continue;
+		}
+		if (PQresultStatus(res) != PGRES_TUPLES_OK && err == NULL)
 		{
 			err = pg_strdup(PQerrorMessage(rd->conns[i]));
 			if (PQstatus(rd->conns[i]) != CONNECTION_OK)
@@ -687,7 +718,6 @@ reader_task(Reader *rd)
 			c->final = true;
 		else
 			c->final = c->nread < atoi(rd->task.chunk_rows);
-		chunk_index(c);
 		if (!reader_watermark(rd, "high", &hw))
 		{
 			rd->status = READ_RETRY;
