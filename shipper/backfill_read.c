@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backfill_int.h"
+#include "dispatch.h"
 #include "log.h"
 #include "port/pg_bswap.h"
 #include "pqexpbuffer.h"
@@ -90,19 +91,6 @@ chunk_release(Reader *rd, Chunk *c)
 	pthread_mutex_unlock(&rd->lock);
 }
 
-static uint32_t
-hash_bytes(const char *s, size_t len)
-{
-	uint32_t	h = 2166136261u;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		h ^= (unsigned char) s[i];
-		h *= 16777619u;
-	}
-	return h;
-}
-
 int
 chunk_find(const Chunk *c, const char *key, size_t len)
 {
@@ -110,7 +98,7 @@ chunk_find(const Chunk *c, const char *key, size_t len)
 
 	if (c->nslots == 0)
 		return -1;
-	for (uint32_t i = hash_bytes(key, len) & mask;; i = (i + 1) & mask)
+	for (uint32_t i = dispatch_key_hash(key, len) & mask;; i = (i + 1) & mask)
 	{
 		int			slot = c->slots[i];
 		const RowSpan *k;
@@ -141,7 +129,7 @@ chunk_index(Chunk *c)
 	mask = c->nslots - 1;
 	for (int r = 0; r < c->nrows; r++)
 	{
-		uint32_t	i = hash_bytes(c->rows[r].f.key.start, c->rows[r].f.key.len) & mask;
+		uint32_t	i = dispatch_key_hash(c->rows[r].f.key.start, c->rows[r].f.key.len) & mask;
 
 		while (c->slots[i] != 0)
 			i = (i + 1) & mask;
