@@ -438,6 +438,289 @@ chunk_cursor(Relation rel, const BackfillKey *key, const char *what, const char 
 	return SPI_cursor_open(NULL, *plan, keyvals, keynulls, true);
 }
 
+/* A row the cursor found: its table and its address there. */
+typedef struct RowRef
+{
+	Oid			leafid;
+	ItemPointerData tid;
+} RowRef;
+
+/* Rows fetched from the cursor at a time. */
+#define READER_FETCH 100
+
+/*
+ * A chunk being read: the cursor of its rows' tableoid and ctid, and what
+ * formatting them needs.  It lives across the calls of backfill_chunk,
+ * which returns the chunk in batches; the cursor outlives each call's SPI
+ * connection (SPI copies an unsaved plan into the portal).
+ */
+typedef struct ChunkReader
+{
+	Oid			relid;
+	Relation	rel;
+	TupleDesc	rootdesc;
+	BackfillKey key;
+	FrOptions	opts;
+	FrRowMeta	meta;
+	char	   *portal;			/* the cursor's name */
+	List	   *leaves;			/* ChunkLeaf */
+	MemoryContext cxt;			/* where it was opened */
+	MemoryContext rowcxt;		/* reset per row */
+	bool		exhausted;		/* the cursor returned its last row */
+	RowRef		refs[READER_FETCH]; /* fetched, read up to nextref */
+	int			nrefs;
+	int			nextref;
+	ChunkLeaf  *lastleaf;		/* the last row read */
+	ItemPointerData lasttid;
+} ChunkReader;
+
+/*
+ * Opens a chunk (fundrecs.backfill_rows' and fundrecs.backfill_chunk's
+ * first seven arguments) in CurrentMemoryContext: the same checks as the
+ * initial load's (rights, captured by the options), then the cursor of the
+ * rows' addresses, by key.
+ */
+static ChunkReader *
+reader_open(FunctionCallInfo fcinfo)
+{
+	ChunkReader *r = palloc0(sizeof(ChunkReader));
+	int			max_rows = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+	XLogRecPtr	lsn = PG_ARGISNULL(3) ? InvalidXLogRecPtr : PG_GETARG_LSN(3);
+	char	   *cond = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	SPIPlanPtr	plan;
+	Portal		portal;
+
+	if (max_rows < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows must be at least 1")));
+	r->relid = PG_GETARG_OID(0);
+	r->cxt = CurrentMemoryContext;
+	fr_options_init(&r->opts);
+	if (!PG_ARGISNULL(4))
+		fr_options_parse(&r->opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(4)));
+	fr_options_resolve(&r->opts, false);
+	(void) fr_load_leaves(&r->opts, r->relid);
+	r->rel = table_open(r->relid, AccessShareLock);
+	r->rootdesc = RelationGetDescr(r->rel);
+	backfill_key(r->rel, &r->key);
+	if (cond != NULL)
+		check_condition(r->rel, cond);
+
+	r->meta.op = "load";
+	r->meta.lsn = lsn;
+	r->meta.cache_usable = true;	/* its own cache (meta.load) */
+	r->meta.commit_lsn = lsn;
+	r->meta.xid = InvalidTransactionId;
+	r->meta.commit_time = GetCurrentTransactionStartTimestamp();
+	r->meta.load = fr_load_lookups_create(r->cxt);
+	r->rowcxt = AllocSetContextCreate(r->cxt, "fundrecs backfill row", ALLOCSET_DEFAULT_SIZES);
+
+	portal = chunk_cursor(r->rel, &r->key, "tableoid, ctid", cond,
+						  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
+						  PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P(6),
+						  max_rows, &plan);
+	r->portal = MemoryContextStrdup(r->cxt, portal->name);
+	SPI_freeplan(plan);
+	SPI_finish();
+	return r;
+}
+
+/* Closes the cursor and the relations (also at an early end of the query). */
+static void
+reader_close(ChunkReader *r)
+{
+	Portal		portal = GetPortalByName(r->portal);
+	ListCell   *lc;
+
+	if (PortalIsValid(portal))
+		SPI_cursor_close(portal);
+	foreach(lc, r->leaves)
+	{
+		ChunkLeaf  *leaf = (ChunkLeaf *) lfirst(lc);
+
+		ExecDropSingleTupleTableSlot(leaf->slot);
+		if (leaf->ri->cxt != NULL)
+			MemoryContextDelete(leaf->ri->cxt);
+		table_close(leaf->rel, AccessShareLock);
+	}
+	r->leaves = NIL;
+	if (r->rel != NULL)
+		table_close(r->rel, AccessShareLock);
+	r->rel = NULL;
+}
+
+static void
+reader_shutdown(Datum arg)
+{
+	reader_close((ChunkReader *) DatumGetPointer(arg));
+}
+
+/*
+ * Where read rows go: a tuplestore, a row each (backfill_rows), or a batch,
+ * a row a line (backfill_chunk).
+ */
+typedef struct ChunkOut
+{
+	ReturnSetInfo *rsinfo;		/* backfill_rows: (key, row_json) rows */
+	StringInfo	body;			/* backfill_chunk: the batch's rows */
+	int			body_start;		/* its varlena header's length */
+	int			batch_bytes;	/* the batch ends once it holds this many */
+	int			rows_read;		/* rows read, those left out included */
+	Datum		last_key;		/* the key of the last of them, or 0 */
+	MemoryContext keycxt;		/* where last_key is made */
+} ChunkOut;
+
+/* The key of a row read: through the root's columns. */
+static Datum
+row_key(ChunkReader *r, ChunkLeaf *leaf, TupleDesc desc, HeapTuple tuple)
+{
+	if (!leaf->ri->as_root && leaf->relid != r->relid)
+	{
+		/* Emitted as the leaf: its key is read through the root's columns. */
+		TupleConversionMap *map = convert_tuples_by_name(desc, r->rootdesc);
+
+		return key_array(&r->key, r->rootdesc, map ? execute_attr_map_tuple(tuple, map) : tuple);
+	}
+	return key_array(&r->key, r->rootdesc, tuple);
+}
+
+/* True when there is a fetched row left to read: fetched if need be. */
+static bool
+reader_fetch(ChunkReader *r)
+{
+	Portal		portal;
+
+	if (r->nextref < r->nrefs)
+		return true;
+	if (r->exhausted)
+		return false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	portal = SPI_cursor_find(r->portal);
+	if (portal == NULL)
+		elog(ERROR, "the backfill chunk's cursor \"%s\" is gone", r->portal);
+	SPI_cursor_fetch(portal, true, READER_FETCH);
+	r->exhausted = SPI_processed < READER_FETCH;
+	r->nrefs = (int) SPI_processed;
+	r->nextref = 0;
+	for (int i = 0; i < r->nrefs; i++)
+	{
+		HeapTuple	ref = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		r->refs[i].leafid = DatumGetObjectId(SPI_getbinval(ref, SPI_tuptable->tupdesc, 1, &isnull));
+		r->refs[i].tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(ref, SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	SPI_finish();
+	return r->nrefs > 0;
+}
+
+/*
+ * A row the cursor found, read again in full (as the table's, or the
+ * root's when it is emitted as the root's) into leaf->slot: its tuple,
+ * descriptor and leaf.
+ */
+static HeapTuple
+reader_tuple(ChunkReader *r, const RowRef *ref, ChunkLeaf **leafp, TupleDesc *descp)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(r->cxt);
+	ChunkLeaf  *leaf = chunk_leaf(&r->leaves, ref->leafid, &r->opts);
+	ItemPointerData tid = ref->tid;
+	HeapTuple	tuple;
+	bool		should_free;
+
+	MemoryContextSwitchTo(oldcxt);
+	if (!table_tuple_fetch_row_version(leaf->rel, &tid, GetActiveSnapshot(), leaf->slot))
+		elog(ERROR, "could not read the row at (%u,%u) of \"%s\" that the chunk found",
+			 ItemPointerGetBlockNumber(&tid), ItemPointerGetOffsetNumber(&tid),
+			 RelationGetRelationName(leaf->rel));
+	tuple = ExecFetchSlotHeapTuple(leaf->slot, false, &should_free);
+	*descp = RelationGetDescr(leaf->rel);
+	if (leaf->ri->as_root)
+	{
+		*descp = leaf->ri->desc;
+		if (leaf->ri->map != NULL)
+			tuple = execute_attr_map_tuple(tuple, leaf->ri->map);
+	}
+	*leafp = leaf;
+	return tuple;
+}
+
+/*
+ * Reads rows of the chunk into out until the cursor is exhausted or (a
+ * batch) the body holds batch_bytes.  Each row is formatted and enriched
+ * as a load row, as of the current snapshot.
+ */
+static void
+reader_read(ChunkReader *r, ChunkOut *out)
+{
+	MemoryContext oldcxt;
+
+	while ((out->body == NULL || out->body->len - out->body_start < out->batch_bytes) &&
+		   reader_fetch(r))
+	{
+		const RowRef *ref = &r->refs[r->nextref++];
+		ChunkLeaf  *leaf;
+		TupleDesc	desc;
+		HeapTuple	tuple;
+		bool		included;
+
+		oldcxt = MemoryContextSwitchTo(r->rowcxt);
+		tuple = reader_tuple(r, ref, &leaf, &desc);
+		included = leaf->ri->included &&
+			(r->opts.publication_names == NIL ||
+			 fr_publication_row_matches(leaf->ri, FR_PUBACTION_LOAD, desc, tuple));
+		out->rows_read++;
+		r->meta.load->snapshot = GetActiveSnapshot();
+		if (out->rsinfo != NULL)
+		{
+			Datum		outvals[2];
+			bool		outnulls[2] = {false, !included};
+
+			outvals[0] = row_key(r, leaf, desc, tuple);
+			outvals[1] = (Datum) 0;
+			if (included)
+			{
+				StringInfoData row;
+
+				initStringInfo(&row);
+				fr_write_row(&row, &r->opts, &r->meta, leaf->ri, desc, tuple, NULL);
+				outvals[1] = PointerGetDatum(cstring_to_text_with_len(row.data, row.len));
+			}
+			tuplestore_putvalues(out->rsinfo->setResult, out->rsinfo->setDesc,
+								 outvals, outnulls);
+		}
+		else if (included)
+		{
+			/* Written in place; the batch's key is read at its end. */
+			if (out->body->len > out->body_start)
+				appendStringInfoChar(out->body, '\n');
+			fr_write_row(out->body, &r->opts, &r->meta, leaf->ri, desc, tuple, NULL);
+		}
+		r->meta.load->snapshot = NULL;
+		r->lastleaf = leaf;
+		r->lasttid = ref->tid;
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(r->rowcxt);
+	}
+
+	/* A batch: the key of its last row, read again (once a batch). */
+	if (out->body != NULL && out->rows_read > 0)
+	{
+		RowRef		last = {r->lastleaf->relid, r->lasttid};
+		ChunkLeaf  *leaf;
+		TupleDesc	desc;
+		HeapTuple	tuple;
+
+		oldcxt = MemoryContextSwitchTo(out->keycxt);
+		tuple = reader_tuple(r, &last, &leaf, &desc);
+		out->last_key = row_key(r, leaf, desc, tuple);
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
 PG_FUNCTION_INFO_V1(fundrecs_backfill_rows);
 
 /*
@@ -449,143 +732,127 @@ PG_FUNCTION_INFO_V1(fundrecs_backfill_rows);
 Datum
 fundrecs_backfill_rows(PG_FUNCTION_ARGS)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	int			max_rows = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
-	XLogRecPtr	lsn = PG_ARGISNULL(3) ? InvalidXLogRecPtr : PG_GETARG_LSN(3);
-	char	   *cond = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	FrOptions	opts;
-	FrRowMeta	meta;
-	BackfillKey key;
-	Relation	rel;
-	TupleDesc	rootdesc;
-	SPIPlanPtr	plan;
-	Portal		portal;
-	List	   *leaves = NIL;
-	ListCell   *lc;
-	MemoryContext rowcxt;
-	MemoryContext oldcxt;
+	ChunkReader *r;
+	ChunkOut	out;
 
-	if (max_rows < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_rows must be at least 1")));
 	InitMaterializedSRF(fcinfo, 0);
-
-	fr_options_init(&opts);
-	if (!PG_ARGISNULL(4))
-		fr_options_parse(&opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(4)));
-	fr_options_resolve(&opts, false);
-
-	/* The same checks as the initial load's: rights, captured by the options. */
-	(void) fr_load_leaves(&opts, relid);
-	rel = table_open(relid, AccessShareLock);
-	rootdesc = RelationGetDescr(rel);
-	backfill_key(rel, &key);
-	if (cond != NULL)
-		check_condition(rel, cond);
-
-	/* Read by key, one chunk: tableoid and ctid, then each tuple in full. */
-
-	memset(&meta, 0, sizeof(meta));
-	meta.op = "load";
-	meta.lsn = lsn;
-	meta.cache_usable = true;	/* its own cache (meta.load) */
-	meta.commit_lsn = lsn;
-	meta.xid = InvalidTransactionId;
-	meta.commit_time = GetCurrentTransactionStartTimestamp();
-	meta.load = fr_load_lookups_create(CurrentMemoryContext);
-	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "fundrecs backfill row",
-								   ALLOCSET_DEFAULT_SIZES);
-
-	portal = chunk_cursor(rel, &key, "tableoid, ctid", cond,
-						  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
-						  PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P(6),
-						  max_rows, &plan);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, 1000);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	ref = SPI_tuptable->vals[i];
-			bool		isnull;
-			Oid			leafid = DatumGetObjectId(SPI_getbinval(ref, SPI_tuptable->tupdesc, 1, &isnull));
-			ItemPointer tid = (ItemPointer) DatumGetPointer(SPI_getbinval(ref, SPI_tuptable->tupdesc, 2, &isnull));
-			ChunkLeaf  *leaf;
-			HeapTuple	tuple;
-			bool		should_free;
-			TupleDesc	desc;
-			Datum		outvals[2];
-			bool		outnulls[2] = {false, false};
-			ItemPointerData tidcopy = *tid;
-
-			oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-			leaf = chunk_leaf(&leaves, leafid, &opts);
-			MemoryContextSwitchTo(rowcxt);
-
-			if (!table_tuple_fetch_row_version(leaf->rel, &tidcopy, GetActiveSnapshot(), leaf->slot))
-				elog(ERROR, "could not read the row at (%u,%u) of \"%s\" that the chunk found",
-					 ItemPointerGetBlockNumber(&tidcopy), ItemPointerGetOffsetNumber(&tidcopy),
-					 RelationGetRelationName(leaf->rel));
-			tuple = ExecFetchSlotHeapTuple(leaf->slot, false, &should_free);
-			desc = RelationGetDescr(leaf->rel);
-			if (leaf->ri->as_root)
-			{
-				desc = leaf->ri->desc;
-				if (leaf->ri->map != NULL)
-					tuple = execute_attr_map_tuple(tuple, leaf->ri->map);
-			}
-			else if (leaf->relid != relid)
-			{
-				/*
-				 * Emitted as the leaf: its key is read through the root's
-				 * columns.
-				 */
-				TupleConversionMap *map = convert_tuples_by_name(desc, rootdesc);
-
-				outvals[0] = key_array(&key, rootdesc,
-									   map ? execute_attr_map_tuple(tuple, map) : tuple);
-			}
-			if (leaf->ri->as_root || leaf->relid == relid)
-				outvals[0] = key_array(&key, rootdesc, tuple);
-
-			if (!leaf->ri->included ||
-				(opts.publication_names != NIL &&
-				 !fr_publication_row_matches(leaf->ri, FR_PUBACTION_LOAD, desc, tuple)))
-				outnulls[1] = true;
-			else
-			{
-				StringInfoData out;
-
-				initStringInfo(&out);
-				meta.load->snapshot = GetActiveSnapshot();
-				fr_write_row(&out, &opts, &meta, leaf->ri, desc, tuple, NULL);
-				meta.load->snapshot = NULL;
-				outvals[1] = PointerGetDatum(cstring_to_text_with_len(out.data, out.len));
-			}
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, outvals, outnulls);
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(rowcxt);
-		}
-	}
-	SPI_cursor_close(portal);
-	SPI_freeplan(plan);
-	SPI_finish();
-
-	foreach(lc, leaves)
-	{
-		ChunkLeaf  *leaf = (ChunkLeaf *) lfirst(lc);
-
-		ExecDropSingleTupleTableSlot(leaf->slot);
-		if (leaf->ri->cxt != NULL)
-			MemoryContextDelete(leaf->ri->cxt);
-		table_close(leaf->rel, AccessShareLock);
-	}
-	table_close(rel, AccessShareLock);
-	MemoryContextDelete(rowcxt);
+	memset(&out, 0, sizeof(out));
+	out.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	r = reader_open(fcinfo);
+	reader_read(r, &out);
+	reader_close(r);
+	MemoryContextDelete(r->rowcxt);
 	return (Datum) 0;
+}
+
+/*
+ * A batch of backfill_chunk: about this many bytes of rows.  Small enough
+ * that its copies (into the row, the message, the socket) stay in the
+ * CPU's cache; a chunk as one value of 20 MB was slower than a row each.
+ */
+#define CHUNK_BATCH_BYTES (256 * 1024)
+
+/* The most a chunk may be asked to hold. */
+#define CHUNK_MAX_BYTES ((int) (MaxAllocSize / 4))
+
+typedef struct ChunkCalls
+{
+	ChunkReader *reader;
+	int64		bytes;			/* in the batches returned so far */
+	int			max_bytes;
+	StringInfoData body;		/* the batch, after a varlena header */
+	bool		done;
+} ChunkCalls;
+
+PG_FUNCTION_INFO_V1(fundrecs_backfill_chunk);
+
+/*
+ * fundrecs.backfill_chunk(tbl, after_key, max_rows, load_lsn, options,
+ * condition, upto_key, max_bytes): the next chunk in batches of rows, what
+ * fundrecs_shipper reads (extension 1.9).  Each batch holds rows a line, in
+ * key order, as the plugin's pack_bytes messages hold them (a row never
+ * holds a newline); rows_read counts the rows it covers, those the
+ * publications' row filters leave out included, and last_key is the last
+ * one's key.  Reading stops after max_rows rows, at upto_key, or once the
+ * batches hold max_bytes bytes (the last batch says bytes_full: the chunk
+ * then ends at its last_key).
+ *
+ * Value per call, so that batches stream to the client: a set function in
+ * FROM goes through a tuplestore.  Batches, not a row each: a row each
+ * cost a tuplestore row, a key array and a message of its own, more than
+ * half of what reading a chunk cost the server.
+ */
+Datum
+fundrecs_backfill_chunk(PG_FUNCTION_ARGS)
+{
+	FuncCallContext *funcctx;
+	ChunkCalls *calls;
+	ChunkOut	out;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	if (SRF_IS_FIRSTCALL())
+	{
+		MemoryContext oldcxt;
+		TupleDesc	tupdesc;
+		int			max_bytes = PG_ARGISNULL(7) ? 0 : PG_GETARG_INT32(7);
+
+		if (max_bytes < 1 || max_bytes > CHUNK_MAX_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_bytes must be between 1 and %d", CHUNK_MAX_BYTES)));
+		funcctx = SRF_FIRSTCALL_INIT();
+		oldcxt = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		funcctx->tuple_desc = BlessTupleDesc(tupdesc);
+		calls = palloc0(sizeof(ChunkCalls));
+		calls->max_bytes = max_bytes;
+		initStringInfo(&calls->body);
+		enlargeStringInfo(&calls->body, VARHDRSZ + CHUNK_BATCH_BYTES + CHUNK_BATCH_BYTES / 2);
+		calls->reader = reader_open(fcinfo);
+		RegisterExprContextCallback(rsinfo->econtext, reader_shutdown,
+									PointerGetDatum(calls->reader));
+		funcctx->user_fctx = calls;
+		MemoryContextSwitchTo(oldcxt);
+	}
+	funcctx = SRF_PERCALL_SETUP();
+	calls = funcctx->user_fctx;
+	if (calls->done)
+	{
+		UnregisterExprContextCallback(rsinfo->econtext, reader_shutdown,
+									  PointerGetDatum(calls->reader));
+		reader_close(calls->reader);
+		SRF_RETURN_DONE(funcctx);
+	}
+
+	memset(&out, 0, sizeof(out));
+	resetStringInfo(&calls->body);
+	appendStringInfoSpaces(&calls->body, VARHDRSZ);
+	out.body = &calls->body;
+	out.body_start = VARHDRSZ;
+	out.keycxt = CurrentMemoryContext;
+	out.batch_bytes = Min(CHUNK_BATCH_BYTES, calls->max_bytes - calls->bytes);
+	reader_read(calls->reader, &out);
+	if (out.rows_read == 0)
+	{
+		UnregisterExprContextCallback(rsinfo->econtext, reader_shutdown,
+									  PointerGetDatum(calls->reader));
+		reader_close(calls->reader);
+		SRF_RETURN_DONE(funcctx);
+	}
+	calls->bytes += calls->body.len - VARHDRSZ;
+	calls->done = calls->bytes >= calls->max_bytes;
+	SET_VARSIZE(calls->body.data, calls->body.len);
+
+	values[0] = Int32GetDatum(out.rows_read);
+	values[1] = out.last_key;
+	values[2] = BoolGetDatum(calls->done && (!calls->reader->exhausted ||
+											 calls->reader->nextref < calls->reader->nrefs));
+	values[3] = PointerGetDatum(calls->body.data);
+	SRF_RETURN_NEXT(funcctx, HeapTupleGetDatum(heap_form_tuple(funcctx->tuple_desc,
+															   values, nulls)));
 }
 
 PG_FUNCTION_INFO_V1(fundrecs_backfill_bounds);

@@ -47,6 +47,12 @@ backfill_set_verbose(Backfiller *b, bool verbose)
 }
 
 void
+backfill_set_chunk_bytes(Backfiller *b, long bytes)
+{
+	b->reader.max_bytes = bytes;
+}
+
+void
 backfill_set_workers(Backfiller *b, int workers)
 {
 	b->reader.workers = Max(workers, 1);
@@ -67,6 +73,7 @@ backfill_create(const ReplConnParams *params, Target *target, StopFlag *stop,
 	b->next_nonce = ((uint64_t) getpid() << 32) ^ (uint64_t) (now_seconds() * 1000);
 	b->stats.remaining = -1;
 	b->reader.workers = 1;
+	b->reader.max_bytes = 64 * 1024 * 1024;
 	return b;
 }
 

@@ -42,6 +42,15 @@ extern Backfiller *backfill_create(const ReplConnParams *params, Target *target,
 /* Logs each chunk (-v). */
 extern void backfill_set_verbose(Backfiller *b, bool verbose);
 
+/*
+ * The most bytes of rows a chunk part may be asked to hold: the extension's
+ * limit (a quarter of a value's 1 GB).
+ */
+#define BACKFILL_MAX_CHUNK_BYTES 268435455L
+
+/* A chunk part ends early once its rows hold this many bytes. */
+extern void backfill_set_chunk_bytes(Backfiller *b, long bytes);
+
 /* Reads each chunk in this many parts side by side (--backfill-workers). */
 extern void backfill_set_workers(Backfiller *b, int workers);
 

@@ -21,7 +21,7 @@
 #include "target.h"
 #include "backfill.h"
 
-/* A row of a chunk: its text, in one of the chunk's blocks, and fields. */
+/* A row of a chunk: its text, in one of the chunk's results, and fields. */
 typedef struct ChunkRow
 {
 	const char *row;
@@ -34,19 +34,17 @@ typedef struct ChunkRow
 typedef struct Chunk
 {
 	struct Chunk *next;			/* in the reader's pool of chunks to reuse */
-	char	  **texts;			/* the rows' text, a block per part read */
-	size_t	   *textcaps;
-	int			ntexts;
-	int			maxtexts;
 	ChunkRow   *rows;			/* rows the publications let through */
 	int			nrows;
 	int			maxrows;
-	PGresult  **results;		/* the parts as read, until chunk_fill */
+	PGresult  **results;		/* the parts as read: the rows' text */
 	int			nresults;
 	int			maxresults;
 	char	   *last_key;		/* text[] literal of its last key, or NULL */
 	int			nread;			/* rows read, those filtered out too */
 	bool		final;			/* fewer rows than asked: the table's end */
+	bool		bytes_full;		/* a part stopped at its bytes: the chunk ends
+								 * at its last key */
 	int		   *slots;			/* open addressing: row index + 1, 0 free */
 	int			nslots;
 	int			slotcap;
@@ -102,6 +100,10 @@ typedef struct Reader
 	const ReplConnParams *params;
 	const char *options;
 	int			workers;
+	bool		chunk_fn;		/* extension 1.9: fundrecs.backfill_chunk();
+								 * 1.8 has backfill_rows() only */
+	long		max_bytes;		/* a part ends once its rows hold this many
+								 * (1.9) */
 	PGconn	  **conns;
 
 	ReadTask	task;			/* copies, the reader's own */

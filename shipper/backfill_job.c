@@ -182,14 +182,22 @@ backfill_prepare(Backfiller *b)
 		log_error("backfill: could not connect to read the slot's backfills");
 		return false;
 	}
-	res = PQexec(b->conn, "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'fundrecs'"
-				 " AND string_to_array(extversion, '.')::int[] >= '{1,8}'");
+	res = PQexec(b->conn, "SELECT string_to_array(extversion, '.')::int[] >= '{1,9}'"
+				 "  FROM pg_catalog.pg_extension WHERE extname = 'fundrecs'"
+				 "   AND string_to_array(extversion, '.')::int[] >= '{1,8}'");
 	b->enabled = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	b->reader.chunk_fn = b->enabled && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	PQclear(res);
 	if (!b->enabled)
 	{
 		disconnect(b);
 		return true;
+	}
+	if (!b->reader.chunk_fn)
+	{
+		log_warning("backfills of slot \"%s\" read their chunks through fundrecs 1.8's backfill_rows(), at about half the speed of 1.9's backfill_chunk()",
+					b->params->slot);
+		log_warning_hint("Run ALTER EXTENSION fundrecs UPDATE in this database, then restart the shipper.");
 	}
 
 	/*

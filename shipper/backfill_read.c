@@ -7,9 +7,10 @@
  * For each chunk the reader checks that its request still stands, commits
  * the low watermark, reads the chunk (in parts side by side, one per
  * connection, with --backfill-workers), and commits the high watermark.
- * Each row's text is copied into one block per part and scanned once; its
- * fields go to the target with it.  Chunks come back to a pool, so that
- * their memory, mapped already, is used again.
+ * A part comes as one value, its rows a line each (fundrecs.backfill_chunk,
+ * extension 1.9); each row stays in the result libpq made and is scanned
+ * once, its fields going to the target with it.  Chunks come back to a
+ * pool, so that their arrays, mapped already, are used again.
  *
  *-------------------------------------------------------------------------
  */
@@ -41,13 +42,13 @@ chunk_reset(Chunk *c)
 	for (int i = 0; i < c->nresults; i++)
 		PQclear(c->results[i]);
 	c->nresults = 0;
-	c->ntexts = 0;
 	c->nrows = 0;
 	c->nslots = 0;
 	free(c->last_key);
 	c->last_key = NULL;
 	c->nread = 0;
 	c->final = false;
+	c->bytes_full = false;
 	for (int i = 0; i < c->ntables; i++)
 		free(c->tables[i]);
 	free(c->tables);
@@ -254,105 +255,110 @@ key_literal(const char *p, int len)
 }
 
 /*
- * A part's rows, added to the chunk: their text copied into one block, each
- * scanned once (the fields go to the target with the row).
+ * A part's rows, added to the chunk: each row is a line of a batch's body,
+ * left where libpq put it and scanned once (the fields go to the target
+ * with the row).
  */
 static void
 chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 {
-	int			n = PQntuples(res);
-	size_t		total = 0;
-	char	   *p;
+	for (int b = 0; b < PQntuples(res); b++)
+	{
+		const char *p = PQgetvalue(res, b, 3);
+		const char *end = p + PQgetlength(res, b, 3);
 
-	for (int i = 0; i < n; i++)
-		if (!PQgetisnull(res, i, 1))
-			total += PQgetlength(res, i, 1);
-	if (c->ntexts == c->maxtexts)
-	{
-		c->maxtexts = Max(4, c->maxtexts * 2);
-		c->texts = pg_realloc(c->texts, sizeof(char *) * c->maxtexts);
-		c->textcaps = pg_realloc(c->textcaps, sizeof(size_t) * c->maxtexts);
-		for (int i = c->ntexts; i < c->maxtexts; i++)
+		while (p < end)
 		{
-			c->texts[i] = NULL;
-			c->textcaps[i] = 0;
-		}
-	}
-	if (c->textcaps[c->ntexts] < total + 1)
-	{
-		free(c->texts[c->ntexts]);
-		c->textcaps[c->ntexts] = total + total / 4 + 1;
-		c->texts[c->ntexts] = pg_malloc(c->textcaps[c->ntexts]);
-	}
-	p = c->texts[c->ntexts++];
-	if (c->nrows + n > c->maxrows)
-	{
-		c->maxrows = Max(c->nrows + n, c->maxrows * 2);
-		c->rows = pg_realloc(c->rows, sizeof(ChunkRow) * c->maxrows);
-	}
-	for (int i = 0; i < n; i++)
-	{
-		ChunkRow   *row = &c->rows[c->nrows];
+			const char *nl = memchr(p, '\n', end - p);
+			ChunkRow   *row;
 
-		if (PQgetisnull(res, i, 1))
-			continue;			/* the publications leave it out */
-		row->len = PQgetlength(res, i, 1);
-		row->row = p;
-		memcpy(p, PQgetvalue(res, i, 1), row->len);
-		p += row->len;
-		row->dropped = false;
-		if (!rowscan(row->row, row->len, &row->f) || row->f.key.start == NULL ||
-			row->f.schema.start == NULL || row->f.table.start == NULL)
-		{
-			log_error("backfill: a row of %s.%s has no key: %.*s", schema, table,
-					  (int) Min(row->len, 200), row->row);
-			continue;
+			if (nl == NULL)
+				nl = end;
+			if (c->nrows == c->maxrows)
+			{
+				c->maxrows = Max(1024, c->maxrows * 2);
+				c->rows = pg_realloc(c->rows, sizeof(ChunkRow) * c->maxrows);
+			}
+			row = &c->rows[c->nrows];
+			row->row = p;
+			row->len = nl - p;
+			row->dropped = false;
+			p = nl + 1;
+			if (!rowscan(row->row, row->len, &row->f) || row->f.key.start == NULL ||
+				row->f.schema.start == NULL || row->f.table.start == NULL)
+			{
+				log_error("backfill: a row of %s.%s has no key: %.*s", schema, table,
+						  (int) Min(row->len, 200), row->row);
+				continue;
+			}
+			chunk_note_table(c, &row->f);
+			if (c->nkeynames == 0)
+				chunk_note_keynames(c, &row->f.key);
+			c->nrows++;
 		}
-		chunk_note_table(c, &row->f);
-		if (c->nkeynames == 0)
-			chunk_note_keynames(c, &row->f.key);
-		c->nrows++;
 	}
 }
 
 /*
- * A part as the reader read it, kept for chunk_fill: its rows counted, and
- * its last row's key taken (the next chunk starts after it).
+ * A part as the reader read it (fundrecs.backfill_chunk()'s batches:
+ * rows_read, last_key, bytes_full, body), kept for chunk_fill: its rows
+ * counted, and its last key taken (the next chunk starts after it).  False,
+ * with the chunk unchanged, when the server's answer is not of that shape.
  */
-static void
+static bool
 chunk_keep_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 {
 	int			n = PQntuples(res);
+	char	   *key = NULL;
+	int64_t		nread = 0;
+	bool		ok = PQnfields(res) == 4;
 
+	for (int i = 0; i < 4 && ok; i++)
+		ok = PQfformat(res, i) == 1;
+	for (int b = 0; b < n && ok; b++)
+		ok = PQgetlength(res, b, 0) == 4 && PQgetlength(res, b, 2) == 1 &&
+			!PQgetisnull(res, b, 3);
+	if (!ok)
+	{
+		log_error("backfill: the server's answer for a chunk of %s.%s is not what fundrecs.backfill_chunk() returns",
+				  schema, table);
+		return false;
+	}
+	for (int b = 0; b < n; b++)
+		nread += (int32_t) get32(PQgetvalue(res, b, 0));
+	for (int b = n - 1; b >= 0 && key == NULL; b--)
+	{
+		if (PQgetisnull(res, b, 1))
+			continue;
+		key = key_literal(PQgetvalue(res, b, 1), PQgetlength(res, b, 1));
+		if (key == NULL)
+		{
+			log_error("backfill: the server sent a key of %s.%s that is not a one-dimensional text[]",
+					  schema, table);
+			return false;
+		}
+	}
 	if (c->nresults == c->maxresults)
 	{
 		c->maxresults = Max(4, c->maxresults * 2);
 		c->results = pg_realloc(c->results, sizeof(PGresult *) * c->maxresults);
 	}
 	c->results[c->nresults++] = res;
-	c->nread += n;
-	if (n == 0)
-		return;
-	free(c->last_key);
-	c->last_key = key_literal(PQgetvalue(res, n - 1, 0), PQgetlength(res, n - 1, 0));
-	if (c->last_key == NULL)
+	c->nread += (int) nread;
+	c->bytes_full = n > 0 && PQgetvalue(res, n - 1, 2)[0] != 0;
+	if (key != NULL)
 	{
-		/* Not a text[] as PostgreSQL sends one: nothing to resume from. */
-		log_error("backfill: the server sent a key of %s.%s that is not a one-dimensional text[]",
-				  schema, table);
-		exit(1);
+		free(c->last_key);
+		c->last_key = key;
 	}
+	return true;
 }
 
 void
 chunk_fill(Chunk *c, const char *schema, const char *table)
 {
 	for (int i = 0; i < c->nresults; i++)
-	{
 		chunk_add_part(c, c->results[i], schema, table);
-		PQclear(c->results[i]);
-	}
-	c->nresults = 0;
 	chunk_index(c);
 }
 
@@ -592,6 +598,28 @@ read_parts(Reader *rd, char ***uptos, bool *final)
 	return n;
 }
 
+/*
+ * A part of a chunk, its batches.  The function is called in the select
+ * list, so that they stream (in FROM they would go through a tuplestore),
+ * once (OFFSET 0 keeps the subquery).
+ */
+#define CHUNK_SQL \
+	"SELECT (c).rows_read, (c).last_key, (c).bytes_full, (c).body" \
+	"  FROM (SELECT fundrecs.backfill_chunk($1::oid::regclass, $2::text[], $3::integer," \
+	"               $4::pg_lsn, $5::text[], $6, $7::text[], $8::integer) AS c OFFSET 0) AS s"
+
+/*
+ * The same answer from extension 1.8, which has backfill_rows() only: the
+ * shipper may be upgraded before ALTER EXTENSION fundrecs UPDATE is run.
+ */
+#define CHUNK_SQL_1_8 \
+	"WITH r AS (SELECT * FROM fundrecs.backfill_rows($1::oid::regclass, $2::text[]," \
+	"                    $3::integer, $4::pg_lsn, $5::text[], $6, $7::text[])" \
+	"                  WITH ORDINALITY AS r (key, row_json, n))" \
+	"SELECT count(*)::integer, (SELECT key FROM r ORDER BY n DESC LIMIT 1), false," \
+	"       coalesce(string_agg(row_json, E'\\n' ORDER BY n), '')" \
+	"  FROM r"
+
 /* One chunk: check, low watermark, the parts side by side, high watermark. */
 static void
 reader_task(Reader *rd)
@@ -605,6 +633,7 @@ reader_task(Reader *rd)
 	bool		final = false;
 	char	   *err = NULL;
 	bool		lost = false;
+	int			cut = -1;		/* the part that stopped at its bytes */
 
 	rd->status = READ_OK;
 	rd->chunk = NULL;
@@ -625,7 +654,8 @@ reader_task(Reader *rd)
 	nparts = read_parts(rd, &uptos, &final);
 	for (int i = 0; i < nparts && !lost; i++)
 	{
-		const char *values[7];
+		const char *values[8];
+		char		bytesbuf[24];
 
 		values[0] = rd->task.relid;
 		values[1] = i == 0 ? rd->task.after_key : uptos[i - 1];
@@ -634,11 +664,10 @@ reader_task(Reader *rd)
 		values[4] = rd->options;
 		values[5] = rd->task.condition;
 		values[6] = uptos[i];
+		values[7] = fmt_i64(bytesbuf, rd->max_bytes);
 		if (!reader_connected(rd, i) ||
-			!PQsendQueryParams(rd->conns[i],
-							   "SELECT key, row_json FROM fundrecs.backfill_rows($1::oid::regclass,"
-							   " $2::text[], $3::integer, $4::pg_lsn, $5::text[], $6, $7::text[])",
-							   7, NULL, values, NULL, NULL, 1))
+			!PQsendQueryParams(rd->conns[i], rd->chunk_fn ? CHUNK_SQL : CHUNK_SQL_1_8,
+							   rd->chunk_fn ? 8 : 7, NULL, values, NULL, NULL, 1))
 		{
 			if (rd->conns[i] != NULL)
 				log_warning("backfill: could not read a chunk: %s", PQerrorMessage(rd->conns[i]));
@@ -654,9 +683,12 @@ reader_task(Reader *rd)
 		res = PQgetResult(rd->conns[i]);
 		while ((more = PQgetResult(rd->conns[i])) != NULL)
 			PQclear(more);
-		if (PQresultStatus(res) == PGRES_TUPLES_OK && err == NULL && !lost)
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && err == NULL && !lost && cut < 0)
 		{
-			chunk_keep_part(c, res, rd->task.schema, rd->task.table);
+			if (!chunk_keep_part(c, res, rd->task.schema, rd->task.table))
+				exit(1);
+			if (c->bytes_full)
+				cut = i;		/* the parts after it are read again */
 			continue;
 		}
 		if (PQresultStatus(res) != PGRES_TUPLES_OK && err == NULL)
@@ -695,7 +727,9 @@ reader_task(Reader *rd)
 	}
 	else
 	{
-		if (nparts > 1 || (nparts == 1 && uptos[0] != NULL))
+		if (cut >= 0)
+			c->final = false;	/* it ends at the cut part's last key */
+		else if (nparts > 1 || (nparts == 1 && uptos[0] != NULL))
 		{
 			/* Parts: the chunk ends at the last bound, whatever was read. */
 			free(c->last_key);

@@ -9,6 +9,7 @@
  */
 #include "postgres_fe.h"
 
+#include "backfill.h"
 #include "log.h"
 #include "common/string.h"
 #include "fe_utils/option_utils.h"
@@ -35,6 +36,7 @@ ShipperOptions opts = {
 	.retry_timeout = 600,
 	.shutdown_timeout = 30,
 	.backfill_workers = 1,
+	.backfill_chunk_bytes = 64 * 1024 * 1024,
 	.health_max_lag = 60,
 	.pack_bytes = 65536,		/* measured: bench/run */
 };
@@ -66,6 +68,9 @@ usage(void)
 		   "                           (streaming at once, tables backfilled in chunks), none\n");
 	printf("      --backfill-workers=N read each backfill chunk in N parts side by side, on N\n"
 		   "                           connections (default: 1)\n");
+	printf("      --backfill-chunk-bytes=N\n"
+		   "                           end a backfill chunk (each part) early once its rows\n"
+		   "                           hold N bytes (default: 67108864, 64 MiB)\n");
 	printf("      --no-load            do not ship the rows that exist when the slot is created\n"
 		   "                           (--initial-load=none)\n");
 	printf("      --allow-no-tables    start even if the plugin option \"tables\" matches no table\n"
@@ -256,6 +261,7 @@ typedef enum LongOption
 	OPT_NO_LOAD,
 	OPT_INITIAL_LOAD,
 	OPT_BACKFILL_WORKERS,
+	OPT_BACKFILL_CHUNK_BYTES,
 	OPT_ALLOW_NO_TABLES,
 	OPT_PACK_BYTES,
 	OPT_TARGET,
@@ -312,6 +318,7 @@ static const struct option long_options[] = {
 	{"no-load", no_argument, NULL, OPT_NO_LOAD},
 	{"initial-load", required_argument, NULL, OPT_INITIAL_LOAD},
 	{"backfill-workers", required_argument, NULL, OPT_BACKFILL_WORKERS},
+	{"backfill-chunk-bytes", required_argument, NULL, OPT_BACKFILL_CHUNK_BYTES},
 	{"allow-no-tables", no_argument, NULL, OPT_ALLOW_NO_TABLES},
 	{"pack-bytes", required_argument, NULL, OPT_PACK_BYTES},
 	{"target", required_argument, NULL, OPT_TARGET},
@@ -418,6 +425,8 @@ static const struct
 	{OPT_AGGREGATE_BYTES, "--aggregate-bytes", &opts.aggregate_bytes, 1024,
 	KINESIS_MAX_RECORD_BYTES - KINESIS_MAX_KEY_CHARS},
 	{OPT_MAX_BUFFER_BYTES, "--max-buffer-bytes", &opts.max_buffer_bytes, 1024, LONG_MAX},
+	{OPT_BACKFILL_CHUNK_BYTES, "--backfill-chunk-bytes", &opts.backfill_chunk_bytes, 1024,
+	BACKFILL_MAX_CHUNK_BYTES},
 	{OPT_MAX_RETAINED_WAL, "--max-retained-wal", &opts.max_retained_wal, 1, LONG_MAX},
 };
 

@@ -33,6 +33,8 @@ typedef struct ShipperOptions
 	bool		no_load;		/* --no-load, --initial-load=none */
 	bool		chunked_load;	/* --initial-load=chunked */
 	int			backfill_workers;	/* --backfill-workers: parts of a chunk */
+	long		backfill_chunk_bytes;	/* --backfill-chunk-bytes: a part's
+										 * most */
 	bool		allow_no_tables;
 	char	  **plugin_options; /* name, value, name, value, ... */
 	int			noptions;

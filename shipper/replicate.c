@@ -133,6 +133,7 @@ replicate_init(Replicator *r, StopFlag *stop, StopFlag *stop_now, StopFlag *relo
 								  backfill_flush, r);
 	backfill_set_verbose(r->backfill, opts.verbosity > 0);
 	backfill_set_workers(r->backfill, opts.backfill_workers);
+	backfill_set_chunk_bytes(r->backfill, opts.backfill_chunk_bytes);
 }
 
 /* ----------------------------------------------------------------

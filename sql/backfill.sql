@@ -112,7 +112,39 @@ SELECT key, row_json::jsonb->>'table' AS tbl, row_json::jsonb->'data' AS data
 CREATE PUBLICATION bf_pub FOR TABLE bf.items (id, name) WHERE (qty > 2);
 SELECT key, row_json::jsonb->'data' AS data
   FROM fundrecs.backfill_rows('bf.items', NULL, 6, '0/AB', '{publication_names,bf_pub}');
+-- backfill_chunk (1.9), what the shipper reads: the same rows a line each,
+-- in batches; rows left out are counted in rows_read, not written.
+SELECT (c).rows_read, (c).last_key, (c).bytes_full, (c).body
+  FROM (SELECT fundrecs.backfill_chunk('bf.items', NULL, 6, '0/AB',
+		'{publication_names,bf_pub,include_timestamp,false}') AS c OFFSET 0) AS s;
 DROP PUBLICATION bf_pub;
+
+-- backfill_chunk's rows are backfill_rows', in the same order.
+SELECT (SELECT string_agg(body, E'\n') FROM fundrecs.backfill_chunk('bf.items', '{2}', 8, '0/AB',
+		  '{tables,bf.*}')) =
+	   (SELECT string_agg(row_json, E'\n' ORDER BY n)
+		  FROM fundrecs.backfill_rows('bf.items', '{2}', 8, '0/AB', '{tables,bf.*}')
+			   WITH ORDINALITY AS r (key, row_json, n)) AS same_rows,
+	   (SELECT sum(rows_read) FROM fundrecs.backfill_chunk('bf.pairs', NULL, 100, '0/AB',
+		  '{tables,bf.*}', 'v <> 5', '{2,b}')) AS pairs_read;
+-- max_bytes ends a chunk early: the batches stop at the first that reaches
+-- it, which says bytes_full; the chunk goes on after its last_key.
+SELECT rows_read, last_key, bytes_full, array_length(string_to_array(body, E'\n'), 1) AS lines
+  FROM fundrecs.backfill_chunk('bf.items', NULL, 100, '0/AB', '{tables,bf.*}', max_bytes => 200);
+SELECT rows_read, last_key, bytes_full
+  FROM fundrecs.backfill_chunk('bf.items', '{1}', 100, '0/AB', '{tables,bf.*}', max_bytes => 1000);
+-- Batches of about 256 kB; a query that stops early closes the chunk's
+-- cursor and tables.
+CREATE TABLE bf.many (id int PRIMARY KEY, filler text);
+INSERT INTO bf.many SELECT g, repeat('x', 200) FROM generate_series(1, 4000) g;
+SELECT rows_read, last_key, bytes_full, octet_length(body) BETWEEN 256 * 1024 AND 300 * 1024 AS full_batch
+  FROM fundrecs.backfill_chunk('bf.many', '{10}', 3000, '0/AB', '{tables,bf.*,include_timestamp,false}');
+SELECT (c).rows_read FROM (SELECT fundrecs.backfill_chunk('bf.many', NULL, 4000, '0/AB',
+		'{tables,bf.*,include_timestamp,false}') AS c OFFSET 0) AS s LIMIT 1;
+SELECT count(*) AS cursors_left FROM pg_cursors;
+DROP TABLE bf.many;
+SELECT * FROM fundrecs.backfill_chunk('bf.items', NULL, 5, '0/AB', '{tables,bf.*}', max_bytes => 0);
+SELECT * FROM fundrecs.backfill_chunk('bf.items', '{12}', 5, '0/AB', '{tables,bf.*}');
 
 -- Enrichment rules apply, as of the read.
 CREATE TABLE bf.kinds (qty int PRIMARY KEY, label text);

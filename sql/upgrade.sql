@@ -68,6 +68,12 @@ SELECT p.proname, p.prosecdef, has_function_privilege('public', p.oid, 'EXECUTE'
   FROM pg_proc p WHERE p.pronamespace = 'fundrecs'::regnamespace AND p.proname LIKE '%backfill%'
  ORDER BY 1;
 SELECT has_table_privilege('pg_monitor', 'fundrecs.backfill_status', 'SELECT') AS monitor_select;
+
+ALTER EXTENSION fundrecs UPDATE TO '1.9';
+SELECT extversion FROM pg_extension WHERE extname = 'fundrecs';
+-- 1.9: a chunk in batches, for the shipper; like backfill_rows, it checks
+-- the caller's rights itself (those of the initial load).
+SELECT has_function_privilege('public', 'fundrecs.backfill_chunk(regclass, text[], integer, pg_lsn, text[], text, text[], integer)', 'EXECUTE') AS public_exec;
 (SELECT * FROM ext_objects() EXCEPT SELECT * FROM fresh)
 UNION ALL
 (SELECT * FROM fresh EXCEPT SELECT * FROM ext_objects());

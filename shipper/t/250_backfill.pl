@@ -121,20 +121,20 @@ sub Min { return $_[0] < $_[1] ? $_[0] : $_[1]; }
 
 sub status
 {
-	my ($id, $slot) = @_;
-	return $node->safe_psql('postgres',
+	my ($id, $slot, $db) = @_;
+	return $node->safe_psql($db // 'postgres',
 		"SELECT state || '|' || chunks_done || '|' || coalesce(message, '') FROM fundrecs.backfill_status"
 		  . " WHERE request_id = $id AND slot_name = '$slot'");
 }
 
 sub wait_state
 {
-	my ($id, $slot, $re) = @_;
+	my ($id, $slot, $re, $db) = @_;
 	my $deadline = time + 300;
 	my $s = '';
 	while (time < $deadline)
 	{
-		$s = status($id, $slot);
+		$s = status($id, $slot, $db);
 		return $s if $s =~ $re;
 		usleep(100_000);
 	}
@@ -284,6 +284,69 @@ $_->finish foreach ($ph, $h);
 my $plain_rows = () = slurp_file("$tmp/plain.log") =~ /"op":"load"/g;
 cmp_ok($plain_rows, '>=', 18000, "the load rows reached the target ($plain_rows)");
 $node->safe_psql('postgres', "SELECT pg_drop_replication_slot('bf_plain')");
+
+# --backfill-chunk-bytes: a chunk part ends once its rows hold that many
+# bytes, and the chunk at that part's last key; the parts after it are read
+# again with the next chunk.  Two parts of 5,000 rows (about 1.2 MB each)
+# against 1 MB: every chunk ends inside its first part.
+my @bytes_ship = ('-d', $connstr, '-S', 'bf_bytes', '--create-slot', '--if-not-exists', '--no-load',
+	'--target', 'stdout', '-o', 'tables=shop.accounts', '-s', '1', '-v',
+	'--backfill-workers', '2', '--backfill-chunk-bytes', '1048576');
+my $bh = start_shipper(\%env, "$tmp/bytes.log", @bytes_ship);
+$node->poll_query_until('postgres', "SELECT active FROM pg_replication_slots WHERE slot_name = 'bf_bytes'")
+  or die 'the shipper did not start';
+my $accounts = $node->safe_psql('postgres', 'SELECT count(*) FROM shop.accounts');
+my $bytes_id = $node->safe_psql('postgres',
+	"SELECT fundrecs.backfill('shop.accounts', 10000, slot_name => 'bf_bytes')");
+my $bs = wait_state($bytes_id, 'bf_bytes', qr/^(finished|failed)/);
+my ($bytes_chunks) = $bs =~ /^finished\|(\d+)\|/;
+ok(defined $bytes_chunks && $bytes_chunks > int($accounts / 10000) + 2,
+	"$accounts rows in chunks of 10,000 rows or 1 MB: more chunks than by rows ($bs)");
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+$node->poll_query_until('postgres',
+	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_bytes'")
+  or die 'bf_bytes did not catch up';
+$bh->signal('TERM');
+$bh->finish;
+my %bytes_keys;
+$bytes_keys{ $_->{key}{id} }++
+  foreach grep { $_->{op} eq 'load' } map { $json->decode($_) } grep { /^\{/ } split /\n/,
+  slurp_file("$tmp/bytes.log");
+my %table_keys = map { $_ => 1 } split /\n/, $node->safe_psql('postgres', 'SELECT id FROM shop.accounts');
+is(scalar(grep { !$bytes_keys{$_} } keys %table_keys), 0, 'every row of the table was backfilled');
+is(scalar(grep { $_ != 1 } values %bytes_keys), 0, 'each once, none twice (the parts cut off were not shipped)');
+$node->safe_psql('postgres', "SELECT pg_drop_replication_slot('bf_bytes')");
+
+# A database whose extension is still 1.8 (the shipper upgraded first):
+# chunks are read through 1.8's backfill_rows(), with a warning to update.
+$node->safe_psql('postgres', 'CREATE DATABASE old18');
+$node->safe_psql('old18', q{
+CREATE EXTENSION fundrecs VERSION '1.8';
+CREATE SCHEMA s;
+CREATE TABLE s.t (id int PRIMARY KEY, v text);
+INSERT INTO s.t SELECT g, 'row ' || g FROM generate_series(1, 5000) g;
+});
+my $old_connstr = $node->connstr('old18');
+my $oh = start_shipper(\%env, "$tmp/old18.log", '-d', $old_connstr, '-S', 'bf_old18', '--create-slot',
+	'--if-not-exists', '--no-load', '--target', 'stdout', '-o', 'tables=s.*', '-s', '1');
+$node->poll_query_until('old18', "SELECT active FROM pg_replication_slots WHERE slot_name = 'bf_old18'")
+  or die 'the shipper did not start';
+my $old_id = $node->safe_psql('old18', "SELECT fundrecs.backfill('s.t', 1000)");
+like(wait_state($old_id, 'bf_old18', qr/^(finished|failed)/, 'old18'), qr/^finished\|5\|/,
+	'extension 1.8: the backfill runs, 5 chunks');
+$end = $node->safe_psql('old18', 'SELECT pg_current_wal_lsn()');
+$node->poll_query_until('old18',
+	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_old18'")
+  or die 'bf_old18 did not catch up';
+$oh->signal('TERM');
+$oh->finish;
+my $old_log = slurp_file("$tmp/old18.log");
+my %old_keys;
+$old_keys{$1}++ while $old_log =~ /"op":"load".*?"key":\{"id":(\d+)\}/g;
+ok(scalar(keys %old_keys) == 5000 && !grep({ $_ != 1 } values %old_keys), 'each of its 5,000 rows once');
+like($old_log, qr/read their chunks through fundrecs 1\.8's backfill_rows\(\).*\n.*hint: Run ALTER EXTENSION fundrecs UPDATE/,
+	'with a warning to update the extension');
+$node->safe_psql('old18', "SELECT pg_drop_replication_slot('bf_old18')");
 
 # ----------------------------------------------------------------------
 # 2. At scale, to Kinesis and S3, with kills
