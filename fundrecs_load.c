@@ -276,8 +276,16 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 		state->meta.xid = InvalidTransactionId;
 		state->meta.commit_time = GetCurrentTransactionStartTimestamp();
 		state->meta.toast_pointers_unchanged = false;
-		state->meta.txn_fragment = NULL;
 		state->meta.load = fr_load_lookups_create(funcctx->multi_call_memory_ctx);
+		{
+			/* The same for every row: made once. */
+			StringInfoData fragment;
+
+			initStringInfo(&fragment);
+			fr_append_txn_fragment(&fragment, &state->opts, &state->meta);
+			state->meta.txn_fragment = fragment.data;
+			state->meta.txn_fragment_len = fragment.len;
+		}
 		state->ri = palloc0(sizeof(FrRelInfo));
 
 		/* Also ends the scan when the query stops early (LIMIT, error). */
