@@ -444,11 +444,12 @@ reader_connected(Reader *rd, int i)
 		return false;
 
 	/*
-	 * As the main connection's: watermarks never wait for a standby.  A
-	 * chunk's rows are gathered in a tuplestore before they are sent: with
-	 * less than 64 MB of work_mem (4 MB by default), a chunk of 50,000 W1
-	 * rows (20 MB) went through a temporary file.  A larger setting of the
-	 * role's or the database's is kept.
+	 * As the main connection's: watermarks never wait for a standby.
+	 * Extension 1.8's backfill_rows() gathers a chunk's rows in a tuplestore
+	 * before they are sent: with less than 64 MB of work_mem (4 MB by
+	 * default), a chunk of 50,000 W1 rows (20 MB) went through a temporary
+	 * file.  A larger setting of the role's or the database's is kept. (1.9's
+	 * backfill_chunk() streams its batches.)
 	 */
 	res = PQexec(rd->conns[i], "SET application_name = 'fundrecs_shipper backfill'; "
 				 "SET synchronous_commit = local; "
