@@ -378,6 +378,8 @@ struct ArrayType;
 extern List *fr_options_from_array(struct ArrayType *arr);
 extern void fr_check_select(Oid relid);
 extern List *fr_load_leaves(const FrOptions *opts, Oid relid);
+extern void fr_load_meta_init(FrRowMeta *meta, const FrOptions *opts, XLogRecPtr lsn,
+							  MemoryContext cxt);
 extern char *fr_category_slug(const char *category);
 
 /* ----------------------------------------------------------------

@@ -507,22 +507,7 @@ reader_open(FunctionCallInfo fcinfo)
 	if (cond != NULL)
 		check_condition(r->rel, cond);
 
-	r->meta.op = "load";
-	r->meta.lsn = lsn;
-	r->meta.cache_usable = true;	/* its own cache (meta.load) */
-	r->meta.commit_lsn = lsn;
-	r->meta.xid = InvalidTransactionId;
-	r->meta.commit_time = GetCurrentTransactionStartTimestamp();
-	r->meta.load = fr_load_lookups_create(r->cxt);
-	{
-		/* The same for every row: made once (4 % of a chunk's time). */
-		StringInfoData fragment;
-
-		initStringInfo(&fragment);
-		fr_append_txn_fragment(&fragment, &r->opts, &r->meta);
-		r->meta.txn_fragment = fragment.data;
-		r->meta.txn_fragment_len = fragment.len;
-	}
+	fr_load_meta_init(&r->meta, &r->opts, lsn, r->cxt);
 	r->rowcxt = AllocSetContextCreate(r->cxt, "fundrecs backfill row", ALLOCSET_DEFAULT_SIZES);
 
 	portal = chunk_cursor(r->rel, &r->key, "tableoid, ctid", cond,

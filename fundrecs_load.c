@@ -166,6 +166,35 @@ fr_check_select(Oid relid)
 }
 
 /*
+ * The metadata of load rows (an initial load's, a backfill's), read at lsn:
+ * op "load", the position as commit_lsn, no xid, the transaction's start as
+ * commit_time, and lookups of its own, in cxt.  The header's transaction
+ * part is the same for every row, so it is made once (formatting it for each
+ * row was 4 % of reading a backfill chunk).
+ */
+void
+fr_load_meta_init(FrRowMeta *meta, const FrOptions *opts, XLogRecPtr lsn, MemoryContext cxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	StringInfoData fragment;
+
+	memset(meta, 0, sizeof(*meta));
+	meta->op = "load";
+	meta->lsn = lsn;
+	meta->cache_usable = true;	/* its own cache (meta->load) */
+	meta->commit_lsn = lsn;
+	meta->xid = InvalidTransactionId;
+	meta->commit_time = GetCurrentTransactionStartTimestamp();
+	meta->toast_pointers_unchanged = false;
+	meta->load = fr_load_lookups_create(cxt);
+	initStringInfo(&fragment);
+	fr_append_txn_fragment(&fragment, opts, meta);
+	meta->txn_fragment = fragment.data;
+	meta->txn_fragment_len = fragment.len;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
  * The table an initial load reads, checked (the caller may read it and
  * its products, the options capture it), and the leaves to read: the
  * table itself, or every partition with storage, in a stable order.
@@ -269,23 +298,7 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 
 		state->leaves = fr_load_leaves(&state->opts, relid);
 
-		state->meta.op = "load";
-		state->meta.lsn = lsn;
-		state->meta.cache_usable = true;	/* its own cache (meta.load) */
-		state->meta.commit_lsn = lsn;
-		state->meta.xid = InvalidTransactionId;
-		state->meta.commit_time = GetCurrentTransactionStartTimestamp();
-		state->meta.toast_pointers_unchanged = false;
-		state->meta.load = fr_load_lookups_create(funcctx->multi_call_memory_ctx);
-		{
-			/* The same for every row: made once. */
-			StringInfoData fragment;
-
-			initStringInfo(&fragment);
-			fr_append_txn_fragment(&fragment, &state->opts, &state->meta);
-			state->meta.txn_fragment = fragment.data;
-			state->meta.txn_fragment_len = fragment.len;
-		}
+		fr_load_meta_init(&state->meta, &state->opts, lsn, funcctx->multi_call_memory_ctx);
 		state->ri = palloc0(sizeof(FrRelInfo));
 
 		/* Also ends the scan when the query stops early (LIMIT, error). */

@@ -127,6 +127,18 @@ sub status
 		  . " WHERE request_id = $id AND slot_name = '$slot'");
 }
 
+# Waits until the slot has confirmed everything written so far.
+sub catch_up
+{
+	my ($slot, $db) = @_;
+	$db //= 'postgres';
+	my $end = $node->safe_psql($db, 'SELECT pg_current_wal_lsn()');
+	$node->poll_query_until($db,
+		"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = '$slot'")
+	  or die "$slot did not catch up";
+	return;
+}
+
 sub wait_state
 {
 	my ($id, $slot, $re, $db) = @_;
@@ -168,10 +180,7 @@ my $id = $node->safe_psql('postgres', "SELECT fundrecs.backfill('shop.accounts',
 my $s = wait_state($id, 'bf_out', qr/^(finished|failed|cancelled)/);
 like($s, qr/^finished\|2\d\|$/, "the backfill finished in about 20 chunks ($s)");
 $writer->finish;
-my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-$node->poll_query_until('postgres',
-	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_out'")
-  or die 'the shipper did not catch up';
+catch_up('bf_out');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM fundrecs.backfill_request'), 1,
 	'the rolled-back request left nothing');
 
@@ -237,10 +246,7 @@ SELECT a, b FROM unnest(ARRAY['plain', 'with "quotes"', 'back\slash', '{brace,co
 my $tricky = $node->safe_psql('postgres', "SELECT fundrecs.backfill('shop.tricky', 4)");
 like(wait_state($tricky, 'bf_out', qr/^(finished|failed)/), qr/^finished\|7\|/,
 	'a composite text key with quotes, backslashes, braces and commas: 27 rows in 7 chunks');
-$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-$node->poll_query_until('postgres',
-	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_out'")
-  or die 'bf_out did not catch up';
+catch_up('bf_out');
 my %tricky_keys;
 $tricky_keys{"$_->{key}{a}|$_->{key}{b}"}++
   foreach grep { $_->{op} eq 'load' && $_->{table} eq 'tricky' } map { $json->decode($_) } grep { /^\{/ }
@@ -273,10 +279,7 @@ $node->poll_query_until('postgres',
 my $plain_id = $node->safe_psql('postgres', "SELECT request_id FROM fundrecs.backfill_request WHERE slot_name = 'bf_plain'");
 like(wait_state($plain_id, 'bf_plain', qr/^(finished|failed)/), qr/^finished\|/,
 	'with it, the slot is made again and its table backfilled');
-$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-$node->poll_query_until('postgres',
-	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_out'")
-  or die 'bf_out did not catch up';
+catch_up('bf_out');
 is($node->safe_psql('postgres', "SELECT string_agg(slot_name, ',') FROM fundrecs.backfill_progress WHERE request_id = $plain_id"),
 	'bf_plain', 'only that slot ran the request: bf_out, streaming meanwhile, left it alone');
 $_->signal('TERM') foreach ($ph, $h);
@@ -302,10 +305,7 @@ my $bs = wait_state($bytes_id, 'bf_bytes', qr/^(finished|failed)/);
 my ($bytes_chunks) = $bs =~ /^finished\|(\d+)\|/;
 ok(defined $bytes_chunks && $bytes_chunks > int($accounts / 10000) + 2,
 	"$accounts rows in chunks of 10,000 rows or 1 MB: more chunks than by rows ($bs)");
-$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-$node->poll_query_until('postgres',
-	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_bytes'")
-  or die 'bf_bytes did not catch up';
+catch_up('bf_bytes');
 $bh->signal('TERM');
 $bh->finish;
 my %bytes_keys;
@@ -334,10 +334,7 @@ $node->poll_query_until('old18', "SELECT active FROM pg_replication_slots WHERE 
 my $old_id = $node->safe_psql('old18', "SELECT fundrecs.backfill('s.t', 1000)");
 like(wait_state($old_id, 'bf_old18', qr/^(finished|failed)/, 'old18'), qr/^finished\|5\|/,
 	'extension 1.8: the backfill runs, 5 chunks');
-$end = $node->safe_psql('old18', 'SELECT pg_current_wal_lsn()');
-$node->poll_query_until('old18',
-	"SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'bf_old18'")
-  or die 'bf_old18 did not catch up';
+catch_up('bf_old18', 'old18');
 $oh->signal('TERM');
 $oh->finish;
 my $old_log = slurp_file("$tmp/old18.log");
@@ -411,7 +408,7 @@ $node->safe_psql('postgres', 'SELECT pg_cancel_backend(pid) FROM pg_stat_activit
 $writer->finish;
 $h->signal('TERM');
 $h->finish;
-$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 ($rc, $o, $e) = run_shipper(\%env, @ship, '-E', $end);
 is($rc, 0, 'the last run reached the end position') or diag($e);
 $loglines = slurp_file($biglog) . $e;
