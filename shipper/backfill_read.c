@@ -7,7 +7,7 @@
  * For each chunk the reader checks that its request still stands, commits
  * the low watermark, reads the chunk (in parts side by side, one per
  * connection, with --backfill-workers), and commits the high watermark.
- * A part comes as one value, its rows a line each (fundrecs.backfill_chunk,
+ * A part comes in batches, its rows a line each (fundrecs.backfill_chunk,
  * extension 1.9); each row stays in the result libpq made and is scanned
  * once, its fields going to the target with it.  Chunks come back to a
  * pool, so that their arrays, mapped already, are used again.
