@@ -579,6 +579,13 @@ row_key(ChunkReader *r, ChunkLeaf *leaf, TupleDesc desc, HeapTuple tuple)
 	return key_array(&r->key, r->rootdesc, tuple);
 }
 
+/* May the chunk have rows left to read (fetched, or not yet)? */
+static inline bool
+reader_has_more(const ChunkReader *r)
+{
+	return r->nextref < r->nrefs || !r->exhausted;
+}
+
 /* True when there is a fetched row left to read: fetched if need be. */
 static bool
 reader_fetch(ChunkReader *r)
@@ -813,24 +820,20 @@ fundrecs_backfill_chunk(PG_FUNCTION_ARGS)
 	}
 	funcctx = SRF_PERCALL_SETUP();
 	calls = funcctx->user_fctx;
-	if (calls->done)
-	{
-		UnregisterExprContextCallback(rsinfo->econtext, reader_shutdown,
-									  PointerGetDatum(calls->reader));
-		reader_close(calls->reader);
-		SRF_RETURN_DONE(funcctx);
-	}
-
 	memset(&out, 0, sizeof(out));
-	resetStringInfo(&calls->body);
-	appendStringInfoSpaces(&calls->body, VARHDRSZ);
-	out.body = &calls->body;
-	out.body_start = VARHDRSZ;
-	out.keycxt = CurrentMemoryContext;
-	out.batch_bytes = Min(CHUNK_BATCH_BYTES, calls->max_bytes - calls->bytes);
-	reader_read(calls->reader, &out);
+	if (!calls->done)
+	{
+		resetStringInfo(&calls->body);
+		appendStringInfoSpaces(&calls->body, VARHDRSZ);
+		out.body = &calls->body;
+		out.body_start = VARHDRSZ;
+		out.keycxt = CurrentMemoryContext;
+		out.batch_bytes = Min(CHUNK_BATCH_BYTES, calls->max_bytes - calls->bytes);
+		reader_read(calls->reader, &out);
+	}
 	if (out.rows_read == 0)
 	{
+		/* max_bytes reached, or the chunk read to its end */
 		UnregisterExprContextCallback(rsinfo->econtext, reader_shutdown,
 									  PointerGetDatum(calls->reader));
 		reader_close(calls->reader);
@@ -842,8 +845,7 @@ fundrecs_backfill_chunk(PG_FUNCTION_ARGS)
 
 	values[0] = Int32GetDatum(out.rows_read);
 	values[1] = out.last_key;
-	values[2] = BoolGetDatum(calls->done && (!calls->reader->exhausted ||
-											 calls->reader->nextref < calls->reader->nrefs));
+	values[2] = BoolGetDatum(calls->done && reader_has_more(calls->reader));
 	values[3] = PointerGetDatum(calls->body.data);
 	SRF_RETURN_NEXT(funcctx, HeapTupleGetDatum(heap_form_tuple(funcctx->tuple_desc,
 															   values, nulls)));
@@ -854,7 +856,7 @@ PG_FUNCTION_INFO_V1(fundrecs_backfill_bounds);
 /*
  * fundrecs.backfill_bounds(tbl, after_key, max_rows, parts, condition): the
  * next chunk split into parts of about max_rows / parts rows, to be read
- * side by side with backfill_rows(..., upto_key): each part's last key and
+ * side by side with backfill_chunk(..., upto_key): each part's last key and
  * its rows, in key order.  Fewer rows in all than max_rows: the chunk ends
  * the table.  Only the key is read, through its index.
  */

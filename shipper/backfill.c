@@ -73,7 +73,7 @@ backfill_create(const ReplConnParams *params, Target *target, StopFlag *stop,
 	b->next_nonce = ((uint64_t) getpid() << 32) ^ (uint64_t) (now_seconds() * 1000);
 	b->stats.remaining = -1;
 	b->reader.workers = 1;
-	b->reader.max_bytes = 64 * 1024 * 1024;
+	b->reader.max_bytes = BACKFILL_DEFAULT_CHUNK_BYTES;
 	return b;
 }
 

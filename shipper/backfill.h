@@ -48,6 +48,9 @@ extern void backfill_set_verbose(Backfiller *b, bool verbose);
  */
 #define BACKFILL_MAX_CHUNK_BYTES 268435455L
 
+/* --backfill-chunk-bytes' default: 64 MiB. */
+#define BACKFILL_DEFAULT_CHUNK_BYTES (64L * 1024 * 1024)
+
 /* A chunk part ends early once its rows hold this many bytes. */
 extern void backfill_set_chunk_bytes(Backfiller *b, long bytes);
 

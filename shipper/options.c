@@ -36,7 +36,7 @@ ShipperOptions opts = {
 	.retry_timeout = 600,
 	.shutdown_timeout = 30,
 	.backfill_workers = 1,
-	.backfill_chunk_bytes = 64 * 1024 * 1024,
+	.backfill_chunk_bytes = BACKFILL_DEFAULT_CHUNK_BYTES,
 	.health_max_lag = 60,
 	.pack_bytes = 65536,		/* measured: bench/run */
 };
