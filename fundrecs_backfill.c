@@ -37,6 +37,7 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parser.h"
+#include "tcop/pquery.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -438,23 +439,44 @@ chunk_cursor(Relation rel, const BackfillKey *key, const char *what, const char 
 	return SPI_cursor_open(NULL, *plan, keyvals, keynulls, true);
 }
 
-/* A row the cursor found: its table and its address there. */
-typedef struct RowRef
+/*
+ * A row the cursor found: its table, and the row itself or its address
+ * there.
+ */
+typedef struct ChunkRow
 {
-	Oid			leafid;
-	ItemPointerData tid;
-} RowRef;
+	Oid			leafid;			/* InvalidOid: not known (see reader_fetch) */
+	ItemPointerData tid;		/* when the cursor reads addresses */
+	HeapTuple	tuple;			/* when the cursor reads whole rows */
+} ChunkRow;
 
 /* Rows fetched from the cursor at a time. */
 #define READER_FETCH 100
 
+typedef struct ChunkReader ChunkReader;
+
+/* What the cursor's rows are fetched through. */
+typedef struct ReaderDest
+{
+	DestReceiver pub;
+	ChunkReader *reader;
+} ReaderDest;
+
 /*
- * A chunk being read: the cursor of its rows' tableoid and ctid, and what
- * formatting them needs.  It lives across the calls of backfill_chunk,
- * which returns the chunk in batches; the cursor outlives each call's SPI
- * connection (SPI copies an unsaved plan into the portal).
+ * A chunk being read: the cursor of its rows, and what formatting them
+ * needs.  It lives across the calls of backfill_chunk, which returns the
+ * chunk in batches; the cursor outlives each call's SPI connection (SPI
+ * copies an unsaved plan into the portal).
+ *
+ * The cursor reads whole rows ("SELECT *") when every table of the tree
+ * has the root's columns, in its order, and none dropped: its rows then
+ * come in the layout of the table they were read from, and the scan tells
+ * that table.  Otherwise (or when the plan does not tell the table of a
+ * partitioned table's row, see reader_fetch) it reads each row's tableoid
+ * and ctid, and the row is read again by its address.  Reading whole rows
+ * spares that second read: a fifth of a chunk's cost on the server.
  */
-typedef struct ChunkReader
+struct ChunkReader
 {
 	Oid			relid;
 	Relation	rel;
@@ -462,17 +484,113 @@ typedef struct ChunkReader
 	BackfillKey key;
 	FrOptions	opts;
 	FrRowMeta	meta;
+	char	   *cond;			/* the chunk's query's arguments */
+	ArrayType  *after;
+	ArrayType  *upto;
+	int			max_rows;
+	bool		partitioned;
+	bool		whole_rows;		/* the cursor reads rows, not addresses */
 	char	   *portal;			/* the cursor's name */
+	ReaderDest	dest;
 	List	   *leaves;			/* ChunkLeaf */
 	MemoryContext cxt;			/* where it was opened */
 	MemoryContext rowcxt;		/* reset per row */
+	MemoryContext fetchcxt[2];	/* the fetched rows, by turns: the last
+								 * fetch's outlive the next one */
+	int			nfetches;
 	bool		exhausted;		/* the cursor returned its last row */
-	RowRef		refs[READER_FETCH]; /* fetched, read up to nextref */
-	int			nrefs;
-	int			nextref;
-	ChunkLeaf  *lastleaf;		/* the last row read */
-	ItemPointerData lasttid;
-} ChunkReader;
+	ChunkRow	rows[READER_FETCH]; /* fetched, read up to nextrow */
+	int			nrows;
+	int			nextrow;
+	ChunkRow	last;			/* the last row read */
+};
+
+/* Rows of the cursor into the reader's rows (a copy of each, or its address). */
+static bool
+reader_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	ChunkReader *r = ((ReaderDest *) self)->reader;
+	ChunkRow   *row = &r->rows[r->nrows++];
+
+	Assert(r->nrows <= READER_FETCH);
+	if (r->whole_rows)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(r->fetchcxt[r->nfetches % 2]);
+
+		/* A scan's row knows its table; a projected or sorted row does not. */
+		row->tuple = ExecCopySlotHeapTuple(slot);
+		row->leafid = OidIsValid(slot->tts_tableOid) ? slot->tts_tableOid :
+			r->partitioned ? InvalidOid : r->relid;
+		MemoryContextSwitchTo(oldcxt);
+	}
+	else
+	{
+		slot_getsomeattrs(slot, 2);
+		row->leafid = DatumGetObjectId(slot->tts_values[0]);
+		row->tid = *(ItemPointer) DatumGetPointer(slot->tts_values[1]);
+		row->tuple = NULL;
+	}
+	return true;
+}
+
+static void
+reader_dest_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+reader_dest_noop(DestReceiver *self)
+{
+}
+
+/*
+ * May the cursor read whole rows: has every table of the tree (leaves,
+ * from fr_load_leaves) the root's columns in its order, none dropped?
+ */
+static bool
+reader_whole_rows(Relation root, List *leaves)
+{
+	TupleDesc	rootdesc = RelationGetDescr(root);
+	ListCell   *lc;
+
+	for (int i = 0; i < rootdesc->natts; i++)
+		if (TupleDescAttr(rootdesc, i)->attisdropped)
+			return false;
+	foreach(lc, leaves)
+	{
+		Relation	leaf = table_open(lfirst_oid(lc), AccessShareLock);
+		TupleDesc	desc = RelationGetDescr(leaf);
+		bool		same = desc->natts == rootdesc->natts;
+
+		for (int i = 0; same && i < desc->natts; i++)
+		{
+			Form_pg_attribute a = TupleDescAttr(desc, i);
+			Form_pg_attribute b = TupleDescAttr(rootdesc, i);
+
+			same = !a->attisdropped && a->atttypid == b->atttypid &&
+				a->atttypmod == b->atttypmod && a->attcollation == b->attcollation &&
+				strcmp(NameStr(a->attname), NameStr(b->attname)) == 0;
+		}
+		table_close(leaf, AccessShareLock);
+		if (!same)
+			return false;
+	}
+	return true;
+}
+
+/* The chunk's cursor opened: of whole rows or of their addresses. */
+static void
+reader_open_cursor(ChunkReader *r)
+{
+	SPIPlanPtr	plan;
+	Portal		portal;
+
+	portal = chunk_cursor(r->rel, &r->key, r->whole_rows ? "*" : "tableoid, ctid",
+						  r->cond, r->after, r->upto, r->max_rows, &plan);
+	r->portal = MemoryContextStrdup(r->cxt, portal->name);
+	SPI_freeplan(plan);
+	SPI_finish();
+}
 
 /*
  * Opens a chunk (fundrecs.backfill_rows' and fundrecs.backfill_chunk's
@@ -484,39 +602,45 @@ static ChunkReader *
 reader_open(FunctionCallInfo fcinfo)
 {
 	ChunkReader *r = palloc0(sizeof(ChunkReader));
+	List	   *leaves;
 	int			max_rows = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
 	XLogRecPtr	lsn = PG_ARGISNULL(3) ? InvalidXLogRecPtr : PG_GETARG_LSN(3);
-	char	   *cond = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
-	SPIPlanPtr	plan;
-	Portal		portal;
 
 	if (max_rows < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_rows must be at least 1")));
 	r->relid = PG_GETARG_OID(0);
+	r->max_rows = max_rows;
+	r->cond = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	r->after = PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P_COPY(1);
+	r->upto = PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P_COPY(6);
 	r->cxt = CurrentMemoryContext;
 	fr_options_init(&r->opts);
 	if (!PG_ARGISNULL(4))
 		fr_options_parse(&r->opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(4)));
 	fr_options_resolve(&r->opts, false);
-	(void) fr_load_leaves(&r->opts, r->relid);
+	leaves = fr_load_leaves(&r->opts, r->relid);
 	r->rel = table_open(r->relid, AccessShareLock);
 	r->rootdesc = RelationGetDescr(r->rel);
+	r->partitioned = r->rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE;
+	r->whole_rows = reader_whole_rows(r->rel, leaves);
 	backfill_key(r->rel, &r->key);
-	if (cond != NULL)
-		check_condition(r->rel, cond);
+	if (r->cond != NULL)
+		check_condition(r->rel, r->cond);
 
 	fr_load_meta_init(&r->meta, &r->opts, lsn, r->cxt);
 	r->rowcxt = AllocSetContextCreate(r->cxt, "fundrecs backfill row", ALLOCSET_DEFAULT_SIZES);
-
-	portal = chunk_cursor(r->rel, &r->key, "tableoid, ctid", cond,
-						  PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1),
-						  PG_ARGISNULL(6) ? NULL : PG_GETARG_ARRAYTYPE_P(6),
-						  max_rows, &plan);
-	r->portal = MemoryContextStrdup(r->cxt, portal->name);
-	SPI_freeplan(plan);
-	SPI_finish();
+	for (int i = 0; i < 2; i++)
+		r->fetchcxt[i] = AllocSetContextCreate(r->cxt, "fundrecs backfill rows fetched",
+											   ALLOCSET_DEFAULT_SIZES);
+	r->dest.pub.receiveSlot = reader_receive;
+	r->dest.pub.rStartup = reader_dest_startup;
+	r->dest.pub.rShutdown = reader_dest_noop;
+	r->dest.pub.rDestroy = reader_dest_noop;
+	r->dest.pub.mydest = DestNone;
+	r->dest.reader = r;
+	reader_open_cursor(r);
 	return r;
 }
 
@@ -528,7 +652,7 @@ reader_close(ChunkReader *r)
 	ListCell   *lc;
 
 	if (PortalIsValid(portal))
-		SPI_cursor_close(portal);
+		PortalDrop(portal, false);
 	foreach(lc, r->leaves)
 	{
 		ChunkLeaf  *leaf = (ChunkLeaf *) lfirst(lc);
@@ -583,61 +707,79 @@ row_key(ChunkReader *r, ChunkLeaf *leaf, TupleDesc desc, HeapTuple tuple)
 static inline bool
 reader_has_more(const ChunkReader *r)
 {
-	return r->nextref < r->nrefs || !r->exhausted;
+	return r->nextrow < r->nrows || !r->exhausted;
+}
+
+/* The next rows of the cursor into r->rows. */
+static void
+reader_fetch_rows(ChunkReader *r)
+{
+	Portal		portal = GetPortalByName(r->portal);
+
+	if (!PortalIsValid(portal))
+		elog(ERROR, "the backfill chunk's cursor \"%s\" is gone", r->portal);
+	r->nfetches++;
+	MemoryContextReset(r->fetchcxt[r->nfetches % 2]);
+	r->nrows = 0;
+	r->nextrow = 0;
+	(void) PortalRunFetch(portal, FETCH_FORWARD, READER_FETCH, &r->dest.pub);
+	r->exhausted = r->nrows < READER_FETCH;
 }
 
 /* True when there is a fetched row left to read: fetched if need be. */
 static bool
 reader_fetch(ChunkReader *r)
 {
-	Portal		portal;
-
-	if (r->nextref < r->nrefs)
+	if (r->nextrow < r->nrows)
 		return true;
 	if (r->exhausted)
 		return false;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	portal = SPI_cursor_find(r->portal);
-	if (portal == NULL)
-		elog(ERROR, "the backfill chunk's cursor \"%s\" is gone", r->portal);
-	SPI_cursor_fetch(portal, true, READER_FETCH);
-	r->exhausted = SPI_processed < READER_FETCH;
-	r->nrefs = (int) SPI_processed;
-	r->nextref = 0;
-	for (int i = 0; i < r->nrefs; i++)
+	reader_fetch_rows(r);
+	if (r->nrows > 0 && !OidIsValid(r->rows[0].leafid))
 	{
-		HeapTuple	ref = SPI_tuptable->vals[i];
-		bool		isnull;
-
-		r->refs[i].leafid = DatumGetObjectId(SPI_getbinval(ref, SPI_tuptable->tupdesc, 1, &isnull));
-		r->refs[i].tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(ref, SPI_tuptable->tupdesc, 2, &isnull));
+		/*
+		 * A partitioned table's rows that do not tell their partition: the
+		 * plan sorts or projects them.  Its rows are the same throughout, so
+		 * this is the chunk's first fetch: it is read again, by addresses.
+		 */
+		if (r->nfetches != 1)
+			elog(ERROR, "a row of the backfill chunk of \"%s\" does not tell its partition",
+				 RelationGetRelationName(r->rel));
+		ereport(DEBUG1,
+				(errmsg_internal("the backfill chunk of \"%s\" is read by address: its plan does not tell each row's partition",
+								 RelationGetRelationName(r->rel))));
+		PortalDrop(GetPortalByName(r->portal), false);
+		r->whole_rows = false;
+		reader_open_cursor(r);
+		reader_fetch_rows(r);
 	}
-	SPI_freetuptable(SPI_tuptable);
-	SPI_finish();
-	return r->nrefs > 0;
+	return r->nrows > 0;
 }
 
 /*
- * A row the cursor found, read again in full (as the table's, or the
- * root's when it is emitted as the root's) into leaf->slot: its tuple,
- * descriptor and leaf.
+ * A row the cursor found (as the table's, or the root's when it is
+ * emitted as the root's), read again by its address into leaf->slot when
+ * the cursor read addresses: its tuple, descriptor and leaf.
  */
 static HeapTuple
-reader_tuple(ChunkReader *r, const RowRef *ref, ChunkLeaf **leafp, TupleDesc *descp)
+reader_tuple(ChunkReader *r, const ChunkRow *row, ChunkLeaf **leafp, TupleDesc *descp)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(r->cxt);
-	ChunkLeaf  *leaf = chunk_leaf(&r->leaves, ref->leafid, &r->opts);
-	ItemPointerData tid = ref->tid;
-	HeapTuple	tuple;
-	bool		should_free;
+	ChunkLeaf  *leaf = chunk_leaf(&r->leaves, row->leafid, &r->opts);
+	HeapTuple	tuple = row->tuple;
 
 	MemoryContextSwitchTo(oldcxt);
-	if (!table_tuple_fetch_row_version(leaf->rel, &tid, GetActiveSnapshot(), leaf->slot))
-		elog(ERROR, "could not read the row at (%u,%u) of \"%s\" that the chunk found",
-			 ItemPointerGetBlockNumber(&tid), ItemPointerGetOffsetNumber(&tid),
-			 RelationGetRelationName(leaf->rel));
-	tuple = ExecFetchSlotHeapTuple(leaf->slot, false, &should_free);
+	if (tuple == NULL)
+	{
+		ItemPointerData tid = row->tid;
+		bool		should_free;
+
+		if (!table_tuple_fetch_row_version(leaf->rel, &tid, GetActiveSnapshot(), leaf->slot))
+			elog(ERROR, "could not read the row at (%u,%u) of \"%s\" that the chunk found",
+				 ItemPointerGetBlockNumber(&tid), ItemPointerGetOffsetNumber(&tid),
+				 RelationGetRelationName(leaf->rel));
+		tuple = ExecFetchSlotHeapTuple(leaf->slot, false, &should_free);
+	}
 	*descp = RelationGetDescr(leaf->rel);
 	if (leaf->ri->as_root)
 	{
@@ -662,14 +804,14 @@ reader_read(ChunkReader *r, ChunkOut *out)
 	while ((out->body == NULL || out->body->len - out->body_start < out->batch_bytes) &&
 		   reader_fetch(r))
 	{
-		const RowRef *ref = &r->refs[r->nextref++];
+		const ChunkRow *row = &r->rows[r->nextrow++];
 		ChunkLeaf  *leaf;
 		TupleDesc	desc;
 		HeapTuple	tuple;
 		bool		included;
 
 		oldcxt = MemoryContextSwitchTo(r->rowcxt);
-		tuple = reader_tuple(r, ref, &leaf, &desc);
+		tuple = reader_tuple(r, row, &leaf, &desc);
 		included = leaf->ri->included &&
 			(r->opts.publication_names == NIL ||
 			 fr_publication_row_matches(leaf->ri, FR_PUBACTION_LOAD, desc, tuple));
@@ -684,11 +826,11 @@ reader_read(ChunkReader *r, ChunkOut *out)
 			outvals[1] = (Datum) 0;
 			if (included)
 			{
-				StringInfoData row;
+				StringInfoData line;
 
-				initStringInfo(&row);
-				fr_write_row(&row, &r->opts, &r->meta, leaf->ri, desc, tuple, NULL);
-				outvals[1] = PointerGetDatum(cstring_to_text_with_len(row.data, row.len));
+				initStringInfo(&line);
+				fr_write_row(&line, &r->opts, &r->meta, leaf->ri, desc, tuple, NULL);
+				outvals[1] = PointerGetDatum(cstring_to_text_with_len(line.data, line.len));
 			}
 			tuplestore_putvalues(out->rsinfo->setResult, out->rsinfo->setDesc,
 								 outvals, outnulls);
@@ -701,22 +843,23 @@ reader_read(ChunkReader *r, ChunkOut *out)
 			fr_write_row(out->body, &r->opts, &r->meta, leaf->ri, desc, tuple, NULL);
 		}
 		r->meta.load->snapshot = NULL;
-		r->lastleaf = leaf;
-		r->lasttid = ref->tid;
+		r->last = *row;
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(r->rowcxt);
 	}
 
-	/* A batch: the key of its last row, read again (once a batch). */
+	/*
+	 * A batch: the key of its last row, read once a batch (a row fetched is
+	 * kept until the fetch after the next one).
+	 */
 	if (out->body != NULL && out->rows_read > 0)
 	{
-		RowRef		last = {r->lastleaf->relid, r->lasttid};
 		ChunkLeaf  *leaf;
 		TupleDesc	desc;
 		HeapTuple	tuple;
 
 		oldcxt = MemoryContextSwitchTo(out->keycxt);
-		tuple = reader_tuple(r, &last, &leaf, &desc);
+		tuple = reader_tuple(r, &r->last, &leaf, &desc);
 		out->last_key = row_key(r, leaf, desc, tuple);
 		MemoryContextSwitchTo(oldcxt);
 	}
