@@ -142,7 +142,7 @@ extern Relation fr_index_open_current(Oid indexid);
 
 extern void fr_options_init(FrOptions *opts);
 extern void fr_options_parse(FrOptions *opts, List *options);
-extern List *fr_options_resolve(FrOptions *opts, bool warn);
+extern List *fr_options_resolve(FrOptions *opts, bool warn, bool decoding);
 extern bool fr_options_table_included(const FrOptions *opts,
 									  const char *schema, const char *table);
 extern bool fr_options_message_included(const FrOptions *opts, const char *prefix);
@@ -371,7 +371,13 @@ typedef struct FrLoadLookups
 	struct FrRulesCache *rules;
 } FrLoadLookups;
 
-extern FrLoadLookups *fr_load_lookups_create(MemoryContext cxt);
+/*
+ * keep_open: the lookups keep their tables and indexes open, and locked,
+ * until fr_load_lookups_release (a backfill chunk: one short statement);
+ * not for an initial load, whose transaction may last hours.
+ */
+extern FrLoadLookups *fr_load_lookups_create(MemoryContext cxt, bool keep_open);
+extern void fr_load_lookups_release(FrLoadLookups *lookups);
 
 /* The initial load's checks, shared with backfills (fundrecs_load.c). */
 struct ArrayType;
@@ -379,7 +385,7 @@ extern List *fr_options_from_array(struct ArrayType *arr);
 extern void fr_check_select(Oid relid);
 extern List *fr_load_leaves(const FrOptions *opts, Oid relid);
 extern void fr_load_meta_init(FrRowMeta *meta, const FrOptions *opts, XLogRecPtr lsn,
-							  MemoryContext cxt);
+							  MemoryContext cxt, bool keep_open);
 extern char *fr_category_slug(const char *category);
 
 /* ----------------------------------------------------------------

@@ -619,7 +619,7 @@ reader_open(FunctionCallInfo fcinfo)
 	fr_options_init(&r->opts);
 	if (!PG_ARGISNULL(4))
 		fr_options_parse(&r->opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(4)));
-	fr_options_resolve(&r->opts, false);
+	fr_options_resolve(&r->opts, false, false);
 	leaves = fr_load_leaves(&r->opts, r->relid);
 	r->rel = table_open(r->relid, AccessShareLock);
 	r->rootdesc = RelationGetDescr(r->rel);
@@ -629,7 +629,7 @@ reader_open(FunctionCallInfo fcinfo)
 	if (r->cond != NULL)
 		check_condition(r->rel, r->cond);
 
-	fr_load_meta_init(&r->meta, &r->opts, lsn, r->cxt);
+	fr_load_meta_init(&r->meta, &r->opts, lsn, r->cxt, true);
 	r->rowcxt = AllocSetContextCreate(r->cxt, "fundrecs backfill row", ALLOCSET_DEFAULT_SIZES);
 	for (int i = 0; i < 2; i++)
 		r->fetchcxt[i] = AllocSetContextCreate(r->cxt, "fundrecs backfill rows fetched",
@@ -663,6 +663,7 @@ reader_close(ChunkReader *r)
 		table_close(leaf->rel, AccessShareLock);
 	}
 	r->leaves = NIL;
+	fr_load_lookups_release(r->meta.load);
 	if (r->rel != NULL)
 		table_close(r->rel, AccessShareLock);
 	r->rel = NULL;

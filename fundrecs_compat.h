@@ -54,6 +54,15 @@ fr_change_oldtuple(ReorderBufferChange *change)
 #define fr_primary_key_index(rel) RelationGetPrimaryKeyIndex(rel)
 #endif
 
+/* index_beginscan took instrumentation in PostgreSQL 18. */
+#if PG_VERSION_NUM >= 180000
+#define fr_index_beginscan(heap, index, snapshot, nkeys) \
+	index_beginscan((heap), (index), (snapshot), NULL, (nkeys), 0)
+#else
+#define fr_index_beginscan(heap, index, snapshot, nkeys) \
+	index_beginscan((heap), (index), (snapshot), (nkeys), 0)
+#endif
+
 /*
  * pg_b64_encode's source became "const uint8 *" in PostgreSQL 18; a cast
  * to the type each release declares.

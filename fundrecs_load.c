@@ -115,6 +115,7 @@ load_cleanup(Datum arg)
 		return;
 	state->done = true;
 	close_leaf(state);
+	fr_load_lookups_release(state->meta.load);
 }
 
 /* Opens the next leaf; false when there is none left. */
@@ -173,7 +174,8 @@ fr_check_select(Oid relid)
  * row was 4 % of reading a backfill chunk).
  */
 void
-fr_load_meta_init(FrRowMeta *meta, const FrOptions *opts, XLogRecPtr lsn, MemoryContext cxt)
+fr_load_meta_init(FrRowMeta *meta, const FrOptions *opts, XLogRecPtr lsn, MemoryContext cxt,
+				  bool keep_open)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 	StringInfoData fragment;
@@ -186,7 +188,7 @@ fr_load_meta_init(FrRowMeta *meta, const FrOptions *opts, XLogRecPtr lsn, Memory
 	meta->xid = InvalidTransactionId;
 	meta->commit_time = GetCurrentTransactionStartTimestamp();
 	meta->toast_pointers_unchanged = false;
-	meta->load = fr_load_lookups_create(cxt);
+	meta->load = fr_load_lookups_create(cxt, keep_open);
 	initStringInfo(&fragment);
 	fr_append_txn_fragment(&fragment, opts, meta);
 	meta->txn_fragment = fragment.data;
@@ -294,11 +296,11 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 
 		fr_options_init(&state->opts);
 		fr_options_parse(&state->opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(2)));
-		fr_options_resolve(&state->opts, false);
+		fr_options_resolve(&state->opts, false, false);
 
 		state->leaves = fr_load_leaves(&state->opts, relid);
 
-		fr_load_meta_init(&state->meta, &state->opts, lsn, funcctx->multi_call_memory_ctx);
+		fr_load_meta_init(&state->meta, &state->opts, lsn, funcctx->multi_call_memory_ctx, false);
 		state->ri = palloc0(sizeof(FrRelInfo));
 
 		/* Also ends the scan when the query stops early (LIMIT, error). */
@@ -451,7 +453,7 @@ fundrecs_option_problems(PG_FUNCTION_ARGS)
 
 	fr_options_init(&opts);
 	fr_options_parse(&opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
-	problems = fr_options_resolve(&opts, false);
+	problems = fr_options_resolve(&opts, false, false);
 	problems = list_concat(problems, fr_publication_problems(&opts));
 	problems = list_concat(problems, fr_rules_problems(&opts));
 	foreach(lc, problems)

@@ -173,6 +173,80 @@ scratch_grow(Size arrays, int natts)
 }
 
 /*
+ * A load's read of key through its lookup's key index (see open_rel): the
+ * index and a scan of it opened at the first, the scan started again with
+ * each key.  The row stays in st->open_slot until the next read.
+ */
+static HeapTuple
+lookup_open_scan(FrRuleSet *rs, FrRuleState *st, Relation rel, Datum *key, Snapshot snapshot)
+{
+	const FrRule *rule = st->rule;
+	ScanKeyData skeys[INDEX_MAX_KEYS];
+	bool		should_free;
+	MemoryContext oldcxt = MemoryContextSwitchTo(rs->cxt);
+
+	if (st->open_scan != NULL && st->open_snapshot != snapshot)
+	{
+		index_endscan(st->open_scan);
+		st->open_scan = NULL;
+	}
+	if (st->open_index == NULL)
+	{
+		/* The key index at its current file (REINDEX, VACUUM FULL, CLUSTER). */
+		st->open_index = fr_index_open_current(rule->lookup_index);
+		if (st->open_index == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the primary key of lookup table \"%s\" of enrichment rule \"%s\" was dropped",
+							RelationGetRelationName(rel), rule->name)));
+		st->open_slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), table_slot_callbacks(rel));
+	}
+	if (st->open_scan == NULL)
+	{
+		st->open_scan = fr_index_beginscan(rel, st->open_index, snapshot, rule->nkeys);
+		st->open_snapshot = snapshot;
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	/* By the index's columns: the rule's keys are its first ones, in order. */
+	for (int k = 0; k < rule->nkeys; k++)
+		ScanKeyEntryInitializeWithInfo(&skeys[k], 0, k + 1, BTEqualStrategyNumber, InvalidOid,
+									   rule->key_coll[k], &rule->key_eq[k], key[k]);
+	index_rescan(st->open_scan, skeys, rule->nkeys, NULL, 0);
+	if (!index_getnext_slot(st->open_scan, ForwardScanDirection, st->open_slot))
+		return NULL;
+	return ExecFetchSlotHeapTuple(st->open_slot, false, &should_free);
+}
+
+/*
+ * Closes what a load's lookups of rs kept open (see open_rel); their locks
+ * are held until the transaction ends.
+ */
+void
+fr_lookup_release(FrRuleSet *rs)
+{
+	if (rs == NULL || rs->state.rules == NULL)
+		return;
+	for (int r = 0; r < rs->nrules; r++)
+	{
+		FrRuleState *st = &rs->state.rules[r];
+
+		if (st->open_scan != NULL)
+			index_endscan(st->open_scan);
+		if (st->open_slot != NULL)
+			ExecDropSingleTupleTableSlot(st->open_slot);
+		if (st->open_index != NULL)
+			index_close(st->open_index, NoLock);
+		if (st->open_rel != NULL)
+			table_close(st->open_rel, NoLock);
+		st->open_scan = NULL;
+		st->open_slot = NULL;
+		st->open_index = NULL;
+		st->open_rel = NULL;
+	}
+}
+
+/*
  * Reads the lookup row of key into e (in the current memory context);
  * cacheable: the change may use the caches (and so the map's copies).
  */
@@ -190,8 +264,11 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, boo
 	HeapTupleData mapped;
 	Buffer		buf = InvalidBuffer;
 	StringInfo	json = &json_scratch;
+	bool		keep = snapshot != NULL && rs->keep_open;	/* see open_rel */
 
-	if (!(cacheable && st->rowmap_copied))
+	if (keep && st->open_rel != NULL && !(cacheable && st->rowmap_copied))
+		rel = st->open_rel;
+	else if (!(cacheable && st->rowmap_copied))
 	{
 		/*
 		 * Dropped since the change (fundrecs' event triggers refuse it; a
@@ -203,6 +280,8 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, boo
 					 errmsg("lookup table (OID %u) of enrichment rule \"%s\" was dropped after this change was written",
 							rule->lookup, rule->name)));
 		rel = table_open(rule->lookup, AccessShareLock);
+		if (keep)
+			st->open_rel = rel;
 
 		/*
 		 * Not while a streamed transaction is decoded: a tuple read outside
@@ -232,6 +311,13 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, boo
 	{
 		tuple = &mapped;
 		desc = RelationGetDescr(rel);
+	}
+	else if (keep)
+	{
+		desc = RelationGetDescr(rel);
+		tuple = lookup_open_scan(rs, st, rel, key, snapshot);
+		if (HeapTupleIsValid(tuple))
+			st->index_reads++;
 	}
 	else
 	{
@@ -337,7 +423,7 @@ lookup_direct(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapshot snapshot, boo
 	}
 	if (BufferIsValid(buf))
 		ReleaseBuffer(buf);
-	if (rel != NULL)
+	if (rel != NULL && !keep)
 		table_close(rel, AccessShareLock);
 }
 

@@ -510,12 +510,15 @@ fr_options_column_excluded(const FrOptions *opts, const char *schema,
  * the orders table (it does not exist), as messages; with warn, also as
  * WARNINGs.
  *
- * Decoding reads the catalogs through historic snapshots only; this runs
- * before it starts, in a transaction of its own when the caller (the
- * walsender) has none, and throws away what it put into the caches.
+ * Decoding reads the catalogs through historic snapshots only; for it
+ * (decoding), this runs before it starts, in a transaction of its own when
+ * the caller (the walsender) has none, and throws away what it put into
+ * the caches.  A load or a backfill chunk reads as of now: it keeps them
+ * (throwing them away cost each chunk every relation, index and catalog
+ * entry it read built again).
  */
 List *
-fr_options_resolve(FrOptions *opts, bool warn)
+fr_options_resolve(FrOptions *opts, bool warn, bool decoding)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		own_xact = !IsTransactionState();
@@ -588,7 +591,8 @@ fr_options_resolve(FrOptions *opts, bool warn)
 	}
 
 	/* Nothing looked up here may be used by decoding's historic lookups. */
-	InvalidateSystemCaches();
+	if (decoding)
+		InvalidateSystemCaches();
 	if (own_xact)
 		CommitTransactionCommand();
 	MemoryContextSwitchTo(oldcxt);

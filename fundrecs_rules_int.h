@@ -12,6 +12,7 @@
 #define FUNDRECS_RULES_INT_H
 
 #include "fundrecs.h"
+#include "access/genam.h"
 
 #include "executor/execdesc.h"
 #include "nodes/execnodes.h"
@@ -185,6 +186,21 @@ typedef struct FrRuleState
 	bool		copy_huge;		/* the copies' blocks are regions */
 	struct RowRegions *regions; /* the map's regions (rowmap_region) */
 	Size		rowmap_bytes;	/* the map's and copies' memory */
+
+	/*
+	 * A backfill chunk's lookups (one MVCC snapshot, one short statement):
+	 * the lookup, its key index and a scan of it stay open until the chunk
+	 * ends (fr_load_lookups_release), instead of being opened, locked, closed
+	 * and unlocked for each key the cache lacks.  Not an initial load's,
+	 * whose transaction may last hours (it would hold the lookup's lock, and
+	 * DDL on the lookup would queue behind it), nor the decoder's: a
+	 * walsender holds no lock between changes.
+	 */
+	Relation	open_rel;
+	Relation	open_index;
+	IndexScanDesc open_scan;
+	Snapshot	open_snapshot;	/* the scan's */
+	TupleTableSlot *open_slot;
 } FrRuleState;
 
 /* The cached entry of integer key id, NULL if the cache lacks it. */
@@ -233,6 +249,8 @@ struct FrRuleSet
 	AttrNumber	max_ref;		/* the highest source attnum read */
 	CachedPath	cached;			/* see apply_cached */
 	char	   *error;			/* why the rules cannot be applied now */
+	bool		keep_open;		/* its lookups keep their relations open
+								 * (FrRuleState.open_rel) */
 	FrRuleSetState state;
 };
 
@@ -248,6 +266,7 @@ struct FrRulesCache
 								 * table (a leaf's, by its own columns) */
 	Oid			last_builtin_source;
 	FrRuleSet  *last_builtin_set;
+	bool		keep_open;		/* a load's: see FrRuleState.open_rel */
 };
 
 /*
@@ -303,6 +322,7 @@ extern LookupEntry *fr_lookup(FrRuleSet *rs, FrRuleState *st, Datum *key, Snapsh
 extern void fr_lookup_keep_route(FrRuleState *st, LookupEntry *e, const char *route,
 								 int route_len);
 extern void fr_lookup_count_hit(FrRuleState *st);
+extern void fr_lookup_release(FrRuleSet *rs);
 extern void fr_lookup_set_budget(int64 bytes);
 
 /* fundrecs_lookup.c: the caches' budget and figures, shared with the row maps */

@@ -126,12 +126,34 @@ cache_start(FrRulesCache *rc)
 
 /* The lookups of one initial load or backfill: see FrLoadLookups. */
 FrLoadLookups *
-fr_load_lookups_create(MemoryContext cxt)
+fr_load_lookups_create(MemoryContext cxt, bool keep_open)
 {
 	FrLoadLookups *lookups = MemoryContextAllocZero(cxt, sizeof(FrLoadLookups));
 
 	lookups->rules = fr_rules_cache_create(cxt);
+	lookups->rules->keep_open = keep_open;
 	return lookups;
+}
+
+/*
+ * The end of a load's or backfill chunk's lookups: what they kept open is
+ * closed (see FrRuleState.open_rel).  Not at an error: the resource owner
+ * then closes it.
+ */
+void
+fr_load_lookups_release(FrLoadLookups *lookups)
+{
+	HTAB	   *tables[2] = {lookups->rules->sets, lookups->rules->builtins};
+
+	for (int t = 0; t < 2; t++)
+	{
+		HASH_SEQ_STATUS seq;
+		SetEntry   *entry;
+
+		hash_seq_init(&seq, tables[t]);
+		while ((entry = hash_seq_search(&seq)) != NULL)
+			fr_lookup_release(entry->set);
+	}
 }
 
 FrRulesCache *
@@ -345,6 +367,8 @@ cache_get(FrRulesCache *rc, HTAB *sets, Oid source, Snapshot snapshot, RuleRowsF
 			RuleRow    *rows = rows_fn(source, snapshot, &n, arg);
 
 			entry->set = fr_rules_compile(source, rows, n, rc->cxt);
+			if (entry->set != NULL)
+				entry->set->keep_open = rc->keep_open;
 		}
 		PG_CATCH();
 		{
