@@ -185,8 +185,8 @@ can_dispatch(Backfiller *b)
 /*
  * Takes the reader's result, when there is one (or, with wait, once there
  * is): the chunk goes to its flight, or the job ends, or is tried again.
- * The next chunk is asked for before this one's rows are scanned, so the
- * server reads it meanwhile.
+ * The next chunk is asked for at once, so that the server reads it
+ * meanwhile; the chunk's rows are scanned when it ships (chunk_fill).
  */
 static void
 reader_take(Backfiller *b, bool wait)
@@ -239,7 +239,19 @@ reader_take(Backfiller *b, bool wait)
 				 LSN_FORMAT_ARGS(c->low), LSN_FORMAT_ARGS(c->high));
 	if (can_dispatch(b))
 		dispatch(b);
-	chunk_fill(c, b->job.schema, b->job.table);
+}
+
+/*
+ * While a chunk ships: a chunk the reader has read is taken, and the next
+ * one asked for, without waiting for the shipping to end (the server would
+ * idle meanwhile).  Only a chunk read: an ended or failed read, which may
+ * drop the flights, waits for the main loop.
+ */
+static void
+reader_take_read(Backfiller *b)
+{
+	if (reader_has_chunk(&b->reader))
+		reader_take(b, false);
 }
 
 /* The job's next chunk, to the reader. */
@@ -441,6 +453,9 @@ settle_pending(Backfiller *b)
 	return true;
 }
 
+/* Rows shipped between looks at the reader (a power of 2). */
+#define SHIP_POLL_ROWS 4096
+
 /* The high watermark: the chunk's rows that the stream did not change go. */
 static bool
 ship_chunk(Backfiller *b, Flight *fl, uint64_t commit_lsn)
@@ -461,6 +476,7 @@ ship_chunk(Backfiller *b, Flight *fl, uint64_t commit_lsn)
 	if (!fl->active || fl->chunk == NULL)
 		return true;			/* it failed after all: read again */
 	c = fl->chunk;
+	chunk_fill(c, b->job.schema, b->job.table);
 	if (!flight_resolve(fl))
 	{
 		/* A truncate came between the watermarks: this chunk again. */
@@ -510,6 +526,8 @@ ship_chunk(Backfiller *b, Flight *fl, uint64_t commit_lsn)
 		if (!b->add(b->arg, c->rows[i].row, c->rows[i].len, &c->rows[i].f, commit_lsn))
 			return false;
 		b->stats.rows_shipped++;
+		if ((i & (SHIP_POLL_ROWS - 1)) == SHIP_POLL_ROWS - 1)
+			reader_take_read(b);
 	}
 	if (lake && shipped > 0 && !b->flush(b->arg))
 		return false;

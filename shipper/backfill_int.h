@@ -45,6 +45,8 @@ typedef struct Chunk
 	bool		final;			/* fewer rows than asked: the table's end */
 	bool		bytes_full;		/* a part stopped at its bytes: the chunk ends
 								 * at its last key */
+	bool		filled;			/* rows scanned from the results (chunk_fill) */
+	bool		indexed;		/* slots made (chunk_find, on first use) */
 	int		   *slots;			/* open addressing: row index + 1, 0 free */
 	int			nslots;
 	int			slotcap;
@@ -140,7 +142,7 @@ extern void chunk_release(Reader *rd, Chunk *c);
 extern void chunk_fill(Chunk *c, const char *schema, const char *table);
 
 /* The row of that key object, or -1. */
-extern int	chunk_find(const Chunk *c, const char *key, size_t len);
+extern int	chunk_find(Chunk *c, const char *key, size_t len);
 
 /* Has the chunk rows of that table ("schema"."table", as rows write it)? */
 extern bool chunk_has_table(const Chunk *c, const char *name, size_t len);
@@ -154,6 +156,7 @@ extern bool chunk_drop_old_key(Chunk *c, const char *old, size_t oldlen);
 extern bool reader_give(Reader *rd, const ReplConnParams *params, const char *options,
 						const ReadTask *task);
 extern bool reader_collect(Reader *rd, bool wait);
+extern bool reader_has_chunk(Reader *rd);
 
 /* Readable when a result is there (-1: the reader has not started). */
 extern int	reader_wake_fd(const Reader *rd);

@@ -43,6 +43,8 @@ chunk_reset(Chunk *c)
 		PQclear(c->results[i]);
 	c->nresults = 0;
 	c->nrows = 0;
+	c->filled = false;
+	c->indexed = false;
 	c->nslots = 0;
 	free(c->last_key);
 	c->last_key = NULL;
@@ -92,11 +94,21 @@ chunk_release(Reader *rd, Chunk *c)
 	pthread_mutex_unlock(&rd->lock);
 }
 
-int
-chunk_find(const Chunk *c, const char *key, size_t len)
-{
-	uint32_t	mask = c->nslots - 1;
+static void chunk_index(Chunk *c);
 
+/*
+ * The chunk's row of a key, -1 if none.  Its index is made at the first
+ * call: most chunks see no change of their table between their watermarks,
+ * and need none.
+ */
+int
+chunk_find(Chunk *c, const char *key, size_t len)
+{
+	uint32_t	mask;
+
+	if (!c->indexed)
+		chunk_index(c);
+	mask = c->nslots - 1;
 	if (c->nslots == 0)
 		return -1;
 	for (uint32_t i = dispatch_key_hash(key, len) & mask;; i = (i + 1) & mask)
@@ -127,6 +139,7 @@ chunk_index(Chunk *c)
 		c->slotcap = c->nslots;
 	}
 	memset(c->slots, 0, sizeof(int) * c->nslots);
+	c->indexed = true;
 	mask = c->nslots - 1;
 	for (int r = 0; r < c->nrows; r++)
 	{
@@ -354,12 +367,18 @@ chunk_keep_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 	return true;
 }
 
+/*
+ * The chunk's rows scanned, once (at its high watermark: reader_take only
+ * hands the chunk over, so that the next one is asked for at once).
+ */
 void
 chunk_fill(Chunk *c, const char *schema, const char *table)
 {
+	if (c->filled)
+		return;
 	for (int i = 0; i < c->nresults; i++)
 		chunk_add_part(c, c->results[i], schema, table);
-	chunk_index(c);
+	c->filled = true;
 }
 
 /*
@@ -414,14 +433,93 @@ chunk_drop_old_key(Chunk *c, const char *old, size_t oldlen)
  * ----------------------------------------------------------------
  */
 
+/*
+ * Before each chunk: the request still stands (not cancelled) and its table
+ * is the one it named (not dropped, not renamed), and if so, the chunk's low
+ * watermark ($2), in one statement (see request_stands).
+ */
+#define CHECK_LOW_SQL \
+	"SELECT r.cancelled_at IS NOT NULL, c.oid IS NULL," \
+	"       CASE WHEN c.oid IS NOT NULL THEN pg_catalog.format('%I.%I', n.nspname, c.relname) END," \
+	"       n.nspname = r.schema_name AND c.relname = r.table_name," \
+	"       CASE WHEN r.cancelled_at IS NULL AND n.nspname = r.schema_name" \
+	"                 AND c.relname = r.table_name" \
+	"            THEN pg_catalog.pg_logical_emit_message(true, 'fundrecs.watermark', $2) END" \
+	"  FROM fundrecs.backfill_request r" \
+	"  LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid" \
+	"  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace" \
+	" WHERE r.request_id = $1"
+
+#define HIGH_SQL "SELECT pg_catalog.pg_logical_emit_message(true, 'fundrecs.watermark', $1)"
+
+#define BOUNDS_SQL \
+	"SELECT upto_key::text, rows FROM fundrecs.backfill_bounds($1::oid::regclass," \
+	" $2::text[], $3::integer, $4::integer, $5)"
+
+/*
+ * A part of a chunk, its batches.  The function is called in the select
+ * list, so that they stream (in FROM they would go through a tuplestore),
+ * once (OFFSET 0 keeps the subquery).
+ */
+#define CHUNK_SQL \
+	"SELECT (c).rows_read, (c).last_key, (c).bytes_full, (c).body" \
+	"  FROM (SELECT fundrecs.backfill_chunk($1::oid::regclass, $2::text[], $3::integer," \
+	"               $4::pg_lsn, $5::text[], $6, $7::text[], $8::integer) AS c OFFSET 0) AS s"
+
+/*
+ * The same answer from extension 1.8, which has backfill_rows() only: the
+ * shipper may be upgraded before ALTER EXTENSION fundrecs UPDATE is run.
+ */
+#define CHUNK_SQL_1_8 \
+	"WITH r AS (SELECT * FROM fundrecs.backfill_rows($1::oid::regclass, $2::text[]," \
+	"                    $3::integer, $4::pg_lsn, $5::text[], $6, $7::text[])" \
+	"                  WITH ORDINALITY AS r (key, row_json, n))" \
+	"SELECT count(*)::integer, (SELECT key FROM r ORDER BY n DESC LIMIT 1), false," \
+	"       coalesce(string_agg(row_json, E'\\n' ORDER BY n), '')" \
+	"  FROM r"
+
+/*
+ * The statements of every chunk, prepared once on each of the reader's
+ * connections: planned each time, the check alone cost the server half a
+ * millisecond a chunk.
+ */
+typedef enum ReaderStmt
+{
+	STMT_CHECK_LOW,
+	STMT_HIGH,
+	STMT_BOUNDS,
+	STMT_CHUNK,
+	NUM_READER_STMTS
+} ReaderStmt;
+
+static const char *const reader_stmt_names[NUM_READER_STMTS] = {
+	"fundrecs_check_low", "fundrecs_high", "fundrecs_bounds", "fundrecs_chunk"
+};
+
+static const char *
+reader_stmt_sql(const Reader *rd, ReaderStmt s)
+{
+	switch (s)
+	{
+		case STMT_CHECK_LOW:
+			return CHECK_LOW_SQL;
+		case STMT_HIGH:
+			return HIGH_SQL;
+		case STMT_BOUNDS:
+			return BOUNDS_SQL;
+		default:
+			return rd->chunk_fn ? CHUNK_SQL : CHUNK_SQL_1_8;
+	}
+}
+
 /* A statement on one of the reader's connections; NULL after a warning. */
 static PGresult *
-reader_run(Reader *rd, int i, const char *what, const char *sql, int n,
+reader_run(Reader *rd, int i, const char *what, ReaderStmt stmt, int n,
 		   const char *const *values, ExecStatusType want)
 {
 	PGresult   *res;
 
-	res = PQexecParams(rd->conns[i], sql, n, NULL, values, NULL, NULL, 0);
+	res = PQexecPrepared(rd->conns[i], reader_stmt_names[stmt], n, values, NULL, NULL, 0);
 	if (PQresultStatus(res) == want)
 		return res;
 	log_warning("backfill: could not %s: %s", what, PQerrorMessage(rd->conns[i]));
@@ -456,6 +554,20 @@ reader_connected(Reader *rd, int i)
 				 "SELECT set_config('work_mem', greatest(pg_size_bytes(current_setting('work_mem')),"
 				 " 64 * 1024 * 1024) / 1024 || 'kB', false)");
 	PQclear(res);
+	for (int s = 0; s < NUM_READER_STMTS; s++)
+	{
+		res = PQprepare(rd->conns[i], reader_stmt_names[s], reader_stmt_sql(rd, s), 0, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			log_warning("backfill: could not prepare a statement: %s",
+						PQerrorMessage(rd->conns[i]));
+			PQclear(res);
+			PQfinish(rd->conns[i]);
+			rd->conns[i] = NULL;
+			return false;
+		}
+		PQclear(res);
+	}
 	return true;
 }
 
@@ -481,30 +593,39 @@ read_end(Reader *rd, const char *state, char *message)
 	rd->message = message;
 }
 
+/* A watermark's text: which slot, request, chunk and mark, and the nonce. */
+static char *
+watermark_text(const Reader *rd, const char *mark)
+{
+	return psprintf("slot=%s request=%lld chunk=%lld mark=%s nonce=%llx",
+					rd->params->slot, (long long) rd->task.job_id,
+					(long long) rd->task.chunk_no, mark,
+					(unsigned long long) rd->task.nonce);
+}
+
 /*
  * Before each chunk: the request still stands (not cancelled) and its table
- * is the one it named (not dropped, not renamed).  False when the job ends
- * (the result says how) or the check could not be made (READ_RETRY).
+ * is the one it named (not dropped, not renamed); if it does, the chunk's
+ * low watermark is emitted by the same statement, its position in *lsn
+ * (one round trip where there were two).  Without low, only the check.
+ * False when the job ends (the result says how) or the check could not be
+ * made (READ_RETRY).
  */
 static bool
-request_stands(Reader *rd)
+request_stands(Reader *rd, uint64_t *low)
 {
 	char		idbuf[24];
-	const char *values[1];
+	char	   *mark = watermark_text(rd, "low");
+	const char *values[2];
 	PGresult   *res;
 	bool		cancelled;
 	bool		gone;
 
 	values[0] = fmt_i64(idbuf, rd->task.job_id);
-	res = reader_run(rd, 0, "check a backfill request",
-					 "SELECT r.cancelled_at IS NOT NULL, c.oid IS NULL,"
-					 "       CASE WHEN c.oid IS NOT NULL THEN pg_catalog.format('%I.%I', n.nspname, c.relname) END,"
-					 "       n.nspname = r.schema_name AND c.relname = r.table_name"
-					 "  FROM fundrecs.backfill_request r"
-					 "  LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid"
-					 "  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-					 " WHERE r.request_id = $1",
-					 1, values, PGRES_TUPLES_OK);
+	values[1] = low != NULL ? mark : NULL;
+	res = reader_run(rd, 0, "check a backfill request", STMT_CHECK_LOW, 2, values,
+					 PGRES_TUPLES_OK);
+	free(mark);
 	if (res == NULL)
 	{
 		rd->status = READ_RETRY;
@@ -527,21 +648,23 @@ request_stands(Reader *rd)
 		read_end(rd, "failed",
 				 psprintf("table %s.%s was renamed to %s during its backfill; request a backfill of %s",
 						  rd->task.schema, rd->task.table, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 2)));
+	else if (low != NULL)
+	{
+		const char *text = PQgetvalue(res, 0, 4);
+
+		(void) rowscan_parse_lsn(text, strlen(text), low);
+	}
 	PQclear(res);
 	return !cancelled && !gone && rd->status != READ_ENDED;
 }
 
-/* Emits a watermark on the first connection; its position in *lsn. */
+/* Emits the chunk's high watermark on the first connection; its position in *lsn. */
 static bool
-reader_watermark(Reader *rd, const char *mark, uint64_t *lsn)
+reader_high_watermark(Reader *rd, uint64_t *lsn)
 {
-	char	   *content = psprintf("slot=%s request=%lld chunk=%lld mark=%s nonce=%llx",
-								   rd->params->slot, (long long) rd->task.job_id,
-								   (long long) rd->task.chunk_no, mark,
-								   (unsigned long long) rd->task.nonce);
+	char	   *content = watermark_text(rd, "high");
 	const char *values[1] = {content};
-	PGresult   *res = reader_run(rd, 0, "write a backfill watermark",
-								 "SELECT pg_catalog.pg_logical_emit_message(true, 'fundrecs.watermark', $1)",
+	PGresult   *res = reader_run(rd, 0, "write a backfill watermark", STMT_HIGH,
 								 1, values, PGRES_TUPLES_OK);
 	const char *text;
 
@@ -582,10 +705,7 @@ read_parts(Reader *rd, char ***uptos, bool *final)
 	values[2] = rd->task.chunk_rows;
 	values[3] = fmt_i64(partsbuf, parts);
 	values[4] = rd->task.condition;
-	res = reader_run(rd, 0, "split a backfill chunk",
-					 "SELECT upto_key::text, rows FROM fundrecs.backfill_bounds($1::oid::regclass,"
-					 " $2::text[], $3::integer, $4::integer, $5)",
-					 5, values, PGRES_TUPLES_OK);
+	res = reader_run(rd, 0, "split a backfill chunk", STMT_BOUNDS, 5, values, PGRES_TUPLES_OK);
 	if (res == NULL)
 		return -1;
 	n = PQntuples(res);
@@ -598,28 +718,6 @@ read_parts(Reader *rd, char ***uptos, bool *final)
 	*final = rows < max_rows;
 	return n;
 }
-
-/*
- * A part of a chunk, its batches.  The function is called in the select
- * list, so that they stream (in FROM they would go through a tuplestore),
- * once (OFFSET 0 keeps the subquery).
- */
-#define CHUNK_SQL \
-	"SELECT (c).rows_read, (c).last_key, (c).bytes_full, (c).body" \
-	"  FROM (SELECT fundrecs.backfill_chunk($1::oid::regclass, $2::text[], $3::integer," \
-	"               $4::pg_lsn, $5::text[], $6, $7::text[], $8::integer) AS c OFFSET 0) AS s"
-
-/*
- * The same answer from extension 1.8, which has backfill_rows() only: the
- * shipper may be upgraded before ALTER EXTENSION fundrecs UPDATE is run.
- */
-#define CHUNK_SQL_1_8 \
-	"WITH r AS (SELECT * FROM fundrecs.backfill_rows($1::oid::regclass, $2::text[]," \
-	"                    $3::integer, $4::pg_lsn, $5::text[], $6, $7::text[])" \
-	"                  WITH ORDINALITY AS r (key, row_json, n))" \
-	"SELECT count(*)::integer, (SELECT key FROM r ORDER BY n DESC LIMIT 1), false," \
-	"       coalesce(string_agg(row_json, E'\\n' ORDER BY n), '')" \
-	"  FROM r"
 
 /* One chunk: check, low watermark, the parts side by side, high watermark. */
 static void
@@ -644,7 +742,7 @@ reader_task(Reader *rd)
 		chunk_release(rd, c);
 		return;
 	}
-	if (!request_stands(rd) || !reader_watermark(rd, "low", &lw))
+	if (!request_stands(rd, &lw))
 	{
 		if (rd->status == READ_OK)
 			rd->status = READ_RETRY;
@@ -667,8 +765,8 @@ reader_task(Reader *rd)
 		values[6] = uptos[i];
 		values[7] = fmt_i64(bytesbuf, rd->max_bytes);
 		if (!reader_connected(rd, i) ||
-			!PQsendQueryParams(rd->conns[i], rd->chunk_fn ? CHUNK_SQL : CHUNK_SQL_1_8,
-							   rd->chunk_fn ? 8 : 7, NULL, values, NULL, NULL, 1))
+			!PQsendQueryPrepared(rd->conns[i], reader_stmt_names[STMT_CHUNK],
+								 rd->chunk_fn ? 8 : 7, values, NULL, NULL, 1))
 		{
 			if (rd->conns[i] != NULL)
 				log_warning("backfill: could not read a chunk: %s", PQerrorMessage(rd->conns[i]));
@@ -708,7 +806,7 @@ reader_task(Reader *rd)
 		reader_reset_conns(rd);
 		if (lost || !reader_connected(rd, 0))
 			rd->status = READ_RETRY;
-		else if (request_stands(rd))
+		else if (request_stands(rd, NULL))
 		{
 			/*
 			 * The table, its options or the rights: the job cannot go on. (A
@@ -741,7 +839,7 @@ reader_task(Reader *rd)
 			c->final = true;
 		else
 			c->final = c->nread < atoi(rd->task.chunk_rows);
-		if (!reader_watermark(rd, "high", &hw))
+		if (!reader_high_watermark(rd, &hw))
 		{
 			rd->status = READ_RETRY;
 			reader_reset_conns(rd);
@@ -846,6 +944,20 @@ reader_collect(Reader *rd, bool wait)
 	while (read(rd->wake[0], drain, sizeof(drain)) > 0)
 		;
 	return true;
+}
+
+/* Has the reader a chunk read, its result not taken yet? */
+bool
+reader_has_chunk(Reader *rd)
+{
+	bool		ready;
+
+	if (!rd->started)
+		return false;
+	pthread_mutex_lock(&rd->lock);
+	ready = rd->busy && rd->done && rd->status == READ_OK && rd->chunk != NULL;
+	pthread_mutex_unlock(&rd->lock);
+	return ready;
 }
 
 int
