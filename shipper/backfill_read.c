@@ -275,6 +275,9 @@ key_literal(const char *p, int len)
 static void
 chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 {
+	size_t		prefix = 0;		/* the header's length of the last row kept
+								 * (rowscan_key_prefix) */
+
 	for (int b = 0; b < PQntuples(res); b++)
 	{
 		const char *p = PQgetvalue(res, b, 3);
@@ -284,6 +287,8 @@ chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 		{
 			const char *nl = memchr(p, '\n', end - p);
 			ChunkRow   *row;
+			const ChunkRow *prev;
+			bool		ok;
 
 			if (nl == NULL)
 				nl = end;
@@ -293,13 +298,22 @@ chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 				c->rows = pg_realloc(c->rows, sizeof(ChunkRow) * c->maxrows);
 			}
 			row = &c->rows[c->nrows];
+			prev = prefix > 0 ? &c->rows[c->nrows - 1] : NULL;
 			row->row = p;
 			row->len = nl - p;
 			row->dropped = false;
 			p = nl + 1;
-			if (!rowscan(row->row, row->len, &row->f) || row->f.key.start == NULL ||
+			if (prev != NULL && row->len > prefix && memcmp(row->row, prev->row, prefix) == 0)
+				ok = rowscan_after_prefix(row->row, row->len, prev->row, &prev->f, prefix, &row->f);
+			else
+			{
+				ok = rowscan(row->row, row->len, &row->f);
+				prefix = ok ? rowscan_key_prefix(row->row, row->len, &row->f) : 0;
+			}
+			if (!ok || row->f.key.start == NULL ||
 				row->f.schema.start == NULL || row->f.table.start == NULL)
 			{
+				prefix = 0;
 				log_error("backfill: a row of %s.%s has no key: %.*s", schema, table,
 						  (int) Min(row->len, 200), row->row);
 				continue;

@@ -131,6 +131,8 @@ typedef RowSpan *(*FieldFn) (const char *name, size_t nlen, RowFields *out);
 
 static bool scan_object(const char *json, size_t len, FieldFn field,
 						RowFields *out, RowSpan *metadata);
+static bool scan_fields(const char *p, const char *end, FieldFn field,
+						RowFields *out, RowSpan *metadata);
 
 bool
 rowscan(const char *json, size_t len, RowFields *out)
@@ -156,7 +158,14 @@ scan_object(const char *json, size_t len, FieldFn field,
 	p = skip_ws(p, end);
 	if (p >= end || *p != '{')
 		return false;
-	p++;
+	return scan_fields(p + 1, end, field, out, metadata);
+}
+
+/* The object's fields from p (after its brace, or at a field's name) on. */
+static bool
+scan_fields(const char *p, const char *end, FieldFn field,
+			RowFields *out, RowSpan *metadata)
+{
 	for (;;)
 	{
 		const char *name;
@@ -218,6 +227,66 @@ scan_object(const char *json, size_t len, FieldFn field,
 			return true;
 		return false;
 	}
+}
+
+/* A span of prev's below its prefix, moved to the same place in json. */
+static void
+shift_span(RowSpan *out, const RowSpan *in, const char *prev, size_t prefix, const char *json)
+{
+	if (in->start != NULL && in->start >= prev && in->start + in->len <= prev + prefix)
+	{
+		out->start = json + (in->start - prev);
+		out->len = in->len;
+	}
+	else
+	{
+		out->start = NULL;
+		out->len = 0;
+	}
+}
+
+size_t
+rowscan_key_prefix(const char *json, size_t len, const RowFields *f)
+{
+	const char *end = json + len;
+	const char *p = skip_ws(json, end);
+	RowSpan		name;
+	RowSpan		value;
+
+	if (p >= end || *p != '{')
+		return 0;
+	p++;
+	while (rowscan_next_field(&p, end, &name, &value))
+	{
+		if (name.len == 5 && memcmp(name.start, "\"key\"", 5) == 0)
+		{
+			const char *prefix = name.start;
+
+			/* A table row's header: the fields it takes from the prefix. */
+			if (f->schema.start == NULL || f->schema.start >= prefix ||
+				f->table.start == NULL || f->table.start >= prefix ||
+				f->commit_lsn.start == NULL || f->commit_lsn.start >= prefix)
+				return 0;
+			return prefix - json;
+		}
+	}
+	return 0;
+}
+
+bool
+rowscan_after_prefix(const char *json, size_t len, const char *prev, const RowFields *prevf,
+					 size_t prefix, RowFields *out)
+{
+	if (prefix == 0 || len <= prefix)
+		return rowscan(json, len, out);
+	shift_span(&out->schema, &prevf->schema, prev, prefix, json);
+	shift_span(&out->table, &prevf->table, prev, prefix, json);
+	shift_span(&out->commit_lsn, &prevf->commit_lsn, prev, prefix, json);
+	shift_span(&out->key, &prevf->key, prev, prefix, json);
+	shift_span(&out->route, &prevf->route, prev, prefix, json);
+	shift_span(&out->commit_time, &prevf->commit_time, prev, prefix, json);
+	shift_span(&out->prefix, &prevf->prefix, prev, prefix, json);
+	return scan_fields(json + prefix, json + len, native_field, out, NULL);
 }
 
 bool

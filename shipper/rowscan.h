@@ -40,6 +40,22 @@ typedef struct RowFields
 extern bool rowscan(const char *json, size_t len, RowFields *out);
 
 /*
+ * Rows of one chunk of a backfill share their header up to "key": the
+ * offset of that top-level field's name in a table row rowscan read into f,
+ * its schema, table and commit_lsn before it (0: none).
+ */
+extern size_t rowscan_key_prefix(const char *json, size_t len, const RowFields *f);
+
+/*
+ * rowscan of a row whose first prefix bytes (rowscan_key_prefix of prev,
+ * the caller compared them) are prev's, read into prevf: the fields there
+ * are prev's, moved; the rest is scanned.  The same answer as rowscan's, for
+ * a fraction of the work (the header was most of a backfill row's scan).
+ */
+extern bool rowscan_after_prefix(const char *json, size_t len, const char *prev,
+								 const RowFields *prevf, size_t prefix, RowFields *out);
+
+/*
  * The next field of an object, for reading one field by field: *p starts
  * just after the opening brace, and is moved past the value.  False at the
  * object's end or on malformed text.  Name and value are raw spans (the

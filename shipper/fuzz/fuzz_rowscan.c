@@ -3,7 +3,9 @@
  * it reports must lie inside the input, and an LSN field must parse or be
  * refused without reading past it.  And it must agree with the scanner as
  * it was before it was made faster (rowscan_reference.c): the same answer
- * and the same spans, for any input.
+ * and the same spans, for any input.  A row with the first's header (up to
+ * its key, rowscan_key_prefix) followed by the rest of a second line gets
+ * from rowscan_after_prefix what it gets from rowscan.
  */
 #include "fuzz_common.h"
 #include "rowscan.h"
@@ -24,6 +26,57 @@ check_span(const RowSpan *s, const char *base, size_t len)
 		return;
 	if (s->start < base || s->start + s->len > base + len)
 		abort();
+}
+
+/* rowscan_after_prefix of next, whose first prefix bytes are row's, agrees with rowscan. */
+static void
+check_after_prefix(const char *next, size_t nlen, const char *row, const RowFields *f,
+				   size_t prefix)
+{
+	RowFields	full;
+	RowFields	fast;
+	bool		ok = rowscan(next, nlen, &full);
+
+	if (ok != rowscan_after_prefix(next, nlen, row, f, prefix, &fast))
+		abort();
+	if (ok)
+	{
+		same_span(&fast.schema, &full.schema);
+		same_span(&fast.table, &full.table);
+		same_span(&fast.commit_lsn, &full.commit_lsn);
+		same_span(&fast.key, &full.key);
+		same_span(&fast.route, &full.route);
+		same_span(&fast.commit_time, &full.commit_time);
+		same_span(&fast.prefix, &full.prefix);
+	}
+}
+
+/*
+ * The row again, and (an input of two lines) the first line's header
+ * followed by the second line: what a chunk's next row looks like.
+ */
+static void
+same_after_prefix(const char *row, size_t size, const RowFields *f)
+{
+	size_t		prefix = rowscan_key_prefix(row, size, f);
+	const char *nl;
+	char	   *next;
+	size_t		tail;
+
+	if (prefix == 0)
+		return;
+	if (prefix >= size)
+		abort();
+	check_after_prefix(row, size, row, f, prefix);
+	nl = memchr(row, '\n', size);
+	if (nl == NULL || (size_t) (nl - row) <= prefix)
+		return;
+	tail = size - (nl + 1 - row);
+	next = pg_malloc(prefix + tail + 1);
+	memcpy(next, row, prefix);
+	memcpy(next + prefix, nl + 1, tail);
+	check_after_prefix(next, prefix + tail, row, f, prefix);
+	free(next);
 }
 
 int
@@ -60,6 +113,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_span(&f.prefix, row, size);
 		if (f.commit_lsn.start != NULL)
 			(void) rowscan_parse_lsn(f.commit_lsn.start, f.commit_lsn.len, &lsn);
+		same_after_prefix(row, size, &f);
 	}
 	free(row);
 	return 0;
