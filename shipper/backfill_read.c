@@ -275,8 +275,10 @@ key_literal(const char *p, int len)
 static void
 chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 {
-	size_t		prefix = 0;		/* the header's length of the last row kept
-								 * (rowscan_key_prefix) */
+	size_t		prefix = 0;		/* a row's header (rowscan_key_prefix): its
+								 * length, */
+	const char *headrow = NULL; /* the row, */
+	RowFields	head;			/* and its fields */
 
 	for (int b = 0; b < PQntuples(res); b++)
 	{
@@ -287,7 +289,6 @@ chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 		{
 			const char *nl = memchr(p, '\n', end - p);
 			ChunkRow   *row;
-			const ChunkRow *prev;
 			bool		ok;
 
 			if (nl == NULL)
@@ -298,17 +299,17 @@ chunk_add_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 				c->rows = pg_realloc(c->rows, sizeof(ChunkRow) * c->maxrows);
 			}
 			row = &c->rows[c->nrows];
-			prev = prefix > 0 ? &c->rows[c->nrows - 1] : NULL;
 			row->row = p;
 			row->len = nl - p;
 			row->dropped = false;
 			p = nl + 1;
-			if (prev != NULL && row->len > prefix && memcmp(row->row, prev->row, prefix) == 0)
-				ok = rowscan_after_prefix(row->row, row->len, prev->row, &prev->f, prefix, &row->f);
+			if (prefix > 0 && row->len > prefix && memcmp(row->row, headrow, prefix) == 0)
+				ok = rowscan_after_prefix(row->row, row->len, headrow, &head, prefix, &row->f);
 			else
 			{
 				ok = rowscan(row->row, row->len, &row->f);
-				prefix = ok ? rowscan_key_prefix(row->row, row->len, &row->f) : 0;
+				prefix = ok ? rowscan_key_prefix(row->row, row->len, &head) : 0;
+				headrow = row->row;
 			}
 			if (!ok || row->f.key.start == NULL ||
 				row->f.schema.start == NULL || row->f.table.start == NULL)

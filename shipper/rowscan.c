@@ -246,46 +246,49 @@ shift_span(RowSpan *out, const RowSpan *in, const char *prev, size_t prefix, con
 }
 
 size_t
-rowscan_key_prefix(const char *json, size_t len, const RowFields *f)
+rowscan_key_prefix(const char *json, size_t len, RowFields *head)
 {
 	const char *end = json + len;
 	const char *p = skip_ws(json, end);
 	RowSpan		name;
 	RowSpan		value;
 
+	memset(head, 0, sizeof(*head));
 	if (p >= end || *p != '{')
 		return 0;
 	p++;
 	while (rowscan_next_field(&p, end, &name, &value))
 	{
+		RowSpan    *slot;
+
 		if (name.len == 5 && memcmp(name.start, "\"key\"", 5) == 0)
 		{
-			const char *prefix = name.start;
-
-			/* A table row's header: the fields it takes from the prefix. */
-			if (f->schema.start == NULL || f->schema.start >= prefix ||
-				f->table.start == NULL || f->table.start >= prefix ||
-				f->commit_lsn.start == NULL || f->commit_lsn.start >= prefix)
+			/* A table row's header: schema, table and commit_lsn in it. */
+			if (head->schema.start == NULL || head->table.start == NULL ||
+				head->commit_lsn.start == NULL)
 				return 0;
-			return prefix - json;
+			return name.start - json;
 		}
+		slot = native_field(name.start + 1, name.len - 2, head);
+		if (slot != NULL)
+			*slot = value;
 	}
 	return 0;
 }
 
 bool
-rowscan_after_prefix(const char *json, size_t len, const char *prev, const RowFields *prevf,
+rowscan_after_prefix(const char *json, size_t len, const char *prev, const RowFields *head,
 					 size_t prefix, RowFields *out)
 {
 	if (prefix == 0 || len <= prefix)
 		return rowscan(json, len, out);
-	shift_span(&out->schema, &prevf->schema, prev, prefix, json);
-	shift_span(&out->table, &prevf->table, prev, prefix, json);
-	shift_span(&out->commit_lsn, &prevf->commit_lsn, prev, prefix, json);
-	shift_span(&out->key, &prevf->key, prev, prefix, json);
-	shift_span(&out->route, &prevf->route, prev, prefix, json);
-	shift_span(&out->commit_time, &prevf->commit_time, prev, prefix, json);
-	shift_span(&out->prefix, &prevf->prefix, prev, prefix, json);
+	shift_span(&out->schema, &head->schema, prev, prefix, json);
+	shift_span(&out->table, &head->table, prev, prefix, json);
+	shift_span(&out->commit_lsn, &head->commit_lsn, prev, prefix, json);
+	shift_span(&out->key, &head->key, prev, prefix, json);
+	shift_span(&out->route, &head->route, prev, prefix, json);
+	shift_span(&out->commit_time, &head->commit_time, prev, prefix, json);
+	shift_span(&out->prefix, &head->prefix, prev, prefix, json);
 	return scan_fields(json + prefix, json + len, native_field, out, NULL);
 }
 

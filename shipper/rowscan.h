@@ -41,19 +41,21 @@ extern bool rowscan(const char *json, size_t len, RowFields *out);
 
 /*
  * Rows of one chunk of a backfill share their header up to "key": the
- * offset of that top-level field's name in a table row rowscan read into f,
- * its schema, table and commit_lsn before it (0: none).
+ * offset of that first top-level field's name in a table row (0: none, or
+ * no schema, table and commit_lsn before it), and in *head the fields as a
+ * scan finds them there.
  */
-extern size_t rowscan_key_prefix(const char *json, size_t len, const RowFields *f);
+extern size_t rowscan_key_prefix(const char *json, size_t len, RowFields *head);
 
 /*
- * rowscan of a row whose first prefix bytes (rowscan_key_prefix of prev,
- * the caller compared them) are prev's, read into prevf: the fields there
- * are prev's, moved; the rest is scanned.  The same answer as rowscan's, for
- * a fraction of the work (the header was most of a backfill row's scan).
+ * rowscan of a row whose first prefix bytes are those of prev, whose
+ * rowscan_key_prefix gave prefix and head (the caller compared them): the
+ * fields there are head's, moved; the rest is scanned.  The same answer as
+ * rowscan's, for a fraction of the work (the header was most of a
+ * backfill row's scan).
  */
 extern bool rowscan_after_prefix(const char *json, size_t len, const char *prev,
-								 const RowFields *prevf, size_t prefix, RowFields *out);
+								 const RowFields *head, size_t prefix, RowFields *out);
 
 /*
  * The next field of an object, for reading one field by field: *p starts

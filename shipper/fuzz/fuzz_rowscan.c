@@ -20,6 +20,18 @@ same_span(const RowSpan *a, const RowSpan *b)
 }
 
 static void
+same_fields(const RowFields *a, const RowFields *b)
+{
+	same_span(&a->schema, &b->schema);
+	same_span(&a->table, &b->table);
+	same_span(&a->commit_lsn, &b->commit_lsn);
+	same_span(&a->key, &b->key);
+	same_span(&a->route, &b->route);
+	same_span(&a->commit_time, &b->commit_time);
+	same_span(&a->prefix, &b->prefix);
+}
+
+static void
 check_span(const RowSpan *s, const char *base, size_t len)
 {
 	if (s->start == NULL)
@@ -30,24 +42,18 @@ check_span(const RowSpan *s, const char *base, size_t len)
 
 /* rowscan_after_prefix of next, whose first prefix bytes are row's, agrees with rowscan. */
 static void
-check_after_prefix(const char *next, size_t nlen, const char *row, const RowFields *f,
+check_after_prefix(const char *next, size_t nlen, const char *row, const RowFields *head,
 				   size_t prefix)
 {
 	RowFields	full;
 	RowFields	fast;
 	bool		ok = rowscan(next, nlen, &full);
 
-	if (ok != rowscan_after_prefix(next, nlen, row, f, prefix, &fast))
+	if (ok != rowscan_after_prefix(next, nlen, row, head, prefix, &fast))
 		abort();
 	if (ok)
 	{
-		same_span(&fast.schema, &full.schema);
-		same_span(&fast.table, &full.table);
-		same_span(&fast.commit_lsn, &full.commit_lsn);
-		same_span(&fast.key, &full.key);
-		same_span(&fast.route, &full.route);
-		same_span(&fast.commit_time, &full.commit_time);
-		same_span(&fast.prefix, &full.prefix);
+		same_fields(&fast, &full);
 	}
 }
 
@@ -56,9 +62,10 @@ check_after_prefix(const char *next, size_t nlen, const char *row, const RowFiel
  * followed by the second line: what a chunk's next row looks like.
  */
 static void
-same_after_prefix(const char *row, size_t size, const RowFields *f)
+same_after_prefix(const char *row, size_t size)
 {
-	size_t		prefix = rowscan_key_prefix(row, size, f);
+	RowFields	head;
+	size_t		prefix = rowscan_key_prefix(row, size, &head);
 	const char *nl;
 	char	   *next;
 	size_t		tail;
@@ -67,7 +74,7 @@ same_after_prefix(const char *row, size_t size, const RowFields *f)
 		return;
 	if (prefix >= size)
 		abort();
-	check_after_prefix(row, size, row, f, prefix);
+	check_after_prefix(row, size, row, &head, prefix);
 	nl = memchr(row, '\n', size);
 	if (nl == NULL || (size_t) (nl - row) <= prefix)
 		return;
@@ -75,7 +82,7 @@ same_after_prefix(const char *row, size_t size, const RowFields *f)
 	next = pg_malloc(prefix + tail + 1);
 	memcpy(next, row, prefix);
 	memcpy(next + prefix, nl + 1, tail);
-	check_after_prefix(next, prefix + tail, row, f, prefix);
+	check_after_prefix(next, prefix + tail, row, &head, prefix);
 	free(next);
 }
 
@@ -96,13 +103,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	{
 		uint64_t	lsn;
 
-		same_span(&f.schema, &ref.schema);
-		same_span(&f.table, &ref.table);
-		same_span(&f.commit_lsn, &ref.commit_lsn);
-		same_span(&f.key, &ref.key);
-		same_span(&f.route, &ref.route);
-		same_span(&f.commit_time, &ref.commit_time);
-		same_span(&f.prefix, &ref.prefix);
+		same_fields(&f, &ref);
 
 		check_span(&f.schema, row, size);
 		check_span(&f.table, row, size);
@@ -113,7 +114,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_span(&f.prefix, row, size);
 		if (f.commit_lsn.start != NULL)
 			(void) rowscan_parse_lsn(f.commit_lsn.start, f.commit_lsn.len, &lsn);
-		same_after_prefix(row, size, &f);
+		same_after_prefix(row, size);
 	}
 	free(row);
 	return 0;
