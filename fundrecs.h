@@ -142,7 +142,7 @@ extern Relation fr_index_open_current(Oid indexid);
 
 extern void fr_options_init(FrOptions *opts);
 extern void fr_options_parse(FrOptions *opts, List *options);
-extern List *fr_options_resolve(FrOptions *opts, bool warn, bool decoding);
+extern List *fr_options_resolve(FrOptions *opts, bool decoding);
 extern bool fr_options_table_included(const FrOptions *opts,
 									  const char *schema, const char *table);
 extern bool fr_options_message_included(const FrOptions *opts, const char *prefix);

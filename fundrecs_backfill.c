@@ -559,21 +559,16 @@ reader_whole_rows(Relation root, List *leaves)
 	foreach(lc, leaves)
 	{
 		Relation	leaf = table_open(lfirst_oid(lc), AccessShareLock);
-		TupleDesc	desc = RelationGetDescr(leaf);
-		bool		same = desc->natts == rootdesc->natts;
 
-		for (int i = 0; same && i < desc->natts; i++)
-		{
-			Form_pg_attribute a = TupleDescAttr(desc, i);
-			Form_pg_attribute b = TupleDescAttr(rootdesc, i);
+		/* No map needed: the root's columns, in its order (so none dropped). */
+		TupleConversionMap *map = convert_tuples_by_name(RelationGetDescr(leaf), rootdesc);
 
-			same = !a->attisdropped && a->atttypid == b->atttypid &&
-				a->atttypmod == b->atttypmod && a->attcollation == b->attcollation &&
-				strcmp(NameStr(a->attname), NameStr(b->attname)) == 0;
-		}
 		table_close(leaf, AccessShareLock);
-		if (!same)
+		if (map != NULL)
+		{
+			free_conversion_map(map);
 			return false;
+		}
 	}
 	return true;
 }
@@ -619,7 +614,7 @@ reader_open(FunctionCallInfo fcinfo)
 	fr_options_init(&r->opts);
 	if (!PG_ARGISNULL(4))
 		fr_options_parse(&r->opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(4)));
-	fr_options_resolve(&r->opts, false, false);
+	fr_options_resolve(&r->opts, false);
 	leaves = fr_load_leaves(&r->opts, r->relid);
 	r->rel = table_open(r->relid, AccessShareLock);
 	r->rootdesc = RelationGetDescr(r->rel);

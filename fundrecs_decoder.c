@@ -81,7 +81,7 @@ fr_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	fr_options_parse(&data->opts, ctx->output_plugin_options);
 	/* Creating the slot decodes nothing: no need to look anything up. */
 	if (!is_init)
-		fr_options_resolve(&data->opts, true, true);
+		fr_options_resolve(&data->opts, true);
 	initStringInfo(&data->txn_fragment);
 	initStringInfo(&data->pack);
 

@@ -115,7 +115,6 @@ load_cleanup(Datum arg)
 		return;
 	state->done = true;
 	close_leaf(state);
-	fr_load_lookups_release(state->meta.load);
 }
 
 /* Opens the next leaf; false when there is none left. */
@@ -296,7 +295,7 @@ fundrecs_load_rows(PG_FUNCTION_ARGS)
 
 		fr_options_init(&state->opts);
 		fr_options_parse(&state->opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(2)));
-		fr_options_resolve(&state->opts, false, false);
+		fr_options_resolve(&state->opts, false);
 
 		state->leaves = fr_load_leaves(&state->opts, relid);
 
@@ -453,7 +452,7 @@ fundrecs_option_problems(PG_FUNCTION_ARGS)
 
 	fr_options_init(&opts);
 	fr_options_parse(&opts, fr_options_from_array(PG_GETARG_ARRAYTYPE_P(0)));
-	problems = fr_options_resolve(&opts, false, false);
+	problems = fr_options_resolve(&opts, false);
 	problems = list_concat(problems, fr_publication_problems(&opts));
 	problems = list_concat(problems, fr_rules_problems(&opts));
 	foreach(lc, problems)

@@ -507,18 +507,18 @@ fr_options_column_excluded(const FrOptions *opts, const char *schema,
  * stay the same through renames, so rows from before and after a rename
  * are enriched with one configuration.  Returns what would make decoding
  * silently emit nothing for a "tables" entry (it matches no table) or for
- * the orders table (it does not exist), as messages; with warn, also as
- * WARNINGs.
+ * the orders table (it does not exist), as messages; when decoding, also
+ * as WARNINGs.
  *
- * Decoding reads the catalogs through historic snapshots only; for it
- * (decoding), this runs before it starts, in a transaction of its own when
- * the caller (the walsender) has none, and throws away what it put into
- * the caches.  A load or a backfill chunk reads as of now: it keeps them
- * (throwing them away cost each chunk every relation, index and catalog
- * entry it read built again).
+ * Decoding reads the catalogs through historic snapshots only; for it, this
+ * runs before it starts, in a transaction of its own when the caller (the
+ * walsender) has none, and throws away what it put into the caches.  A load,
+ * a backfill chunk or fundrecs.option_problems() reads as of now: it keeps
+ * them (throwing them away cost each chunk every relation, index and
+ * catalog entry it read built again).
  */
 List *
-fr_options_resolve(FrOptions *opts, bool warn, bool decoding)
+fr_options_resolve(FrOptions *opts, bool decoding)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		own_xact = !IsTransactionState();
@@ -541,7 +541,7 @@ fr_options_resolve(FrOptions *opts, bool warn, bool decoding)
 									   opts->orders_schema, opts->orders_table);
 
 			problems = lappend(problems, MemoryContextStrdup(oldcxt, msg));
-			if (warn)
+			if (decoding)
 				ereport(WARNING,
 						(errcode(ERRCODE_UNDEFINED_TABLE),
 						 errmsg_internal("%s", msg),
@@ -583,7 +583,7 @@ fr_options_resolve(FrOptions *opts, bool warn, bool decoding)
 		if (msg == NULL)
 			continue;
 		problems = lappend(problems, MemoryContextStrdup(oldcxt, msg));
-		if (warn)
+		if (decoding)
 			ereport(WARNING,
 					(errcode(ERRCODE_UNDEFINED_TABLE),
 					 errmsg_internal("%s", msg),

@@ -45,7 +45,6 @@ typedef struct Chunk
 	bool		final;			/* fewer rows than asked: the table's end */
 	bool		bytes_full;		/* a part stopped at its bytes: the chunk ends
 								 * at its last key */
-	bool		filled;			/* rows scanned from the results (chunk_fill) */
 	bool		indexed;		/* slots made (chunk_find, on first use) */
 	int		   *slots;			/* open addressing: row index + 1, 0 free */
 	int			nslots;

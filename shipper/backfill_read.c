@@ -43,7 +43,6 @@ chunk_reset(Chunk *c)
 		PQclear(c->results[i]);
 	c->nresults = 0;
 	c->nrows = 0;
-	c->filled = false;
 	c->indexed = false;
 	c->nslots = 0;
 	free(c->last_key);
@@ -383,17 +382,14 @@ chunk_keep_part(Chunk *c, PGresult *res, const char *schema, const char *table)
 }
 
 /*
- * The chunk's rows scanned, once (at its high watermark: reader_take only
- * hands the chunk over, so that the next one is asked for at once).
+ * The chunk's rows scanned, at its high watermark (reader_take only hands
+ * the chunk over, so that the next one is asked for at once).
  */
 void
 chunk_fill(Chunk *c, const char *schema, const char *table)
 {
-	if (c->filled)
-		return;
 	for (int i = 0; i < c->nresults; i++)
 		chunk_add_part(c, c->results[i], schema, table);
-	c->filled = true;
 }
 
 /*

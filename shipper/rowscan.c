@@ -229,20 +229,12 @@ scan_fields(const char *p, const char *end, FieldFn field,
 	}
 }
 
-/* A span of prev's below its prefix, moved to the same place in json. */
-static void
-shift_span(RowSpan *out, const RowSpan *in, const char *prev, size_t prefix, const char *json)
+/* A span of head's (in prev's prefix, or none), moved to its place in json. */
+static inline void
+shift_span(RowSpan *out, const RowSpan *in, const char *prev, const char *json)
 {
-	if (in->start != NULL && in->start >= prev && in->start + in->len <= prev + prefix)
-	{
-		out->start = json + (in->start - prev);
-		out->len = in->len;
-	}
-	else
-	{
-		out->start = NULL;
-		out->len = 0;
-	}
+	out->start = in->start != NULL ? json + (in->start - prev) : NULL;
+	out->len = in->len;
 }
 
 size_t
@@ -282,13 +274,13 @@ rowscan_after_prefix(const char *json, size_t len, const char *prev, const RowFi
 {
 	if (prefix == 0 || len <= prefix)
 		return rowscan(json, len, out);
-	shift_span(&out->schema, &head->schema, prev, prefix, json);
-	shift_span(&out->table, &head->table, prev, prefix, json);
-	shift_span(&out->commit_lsn, &head->commit_lsn, prev, prefix, json);
-	shift_span(&out->key, &head->key, prev, prefix, json);
-	shift_span(&out->route, &head->route, prev, prefix, json);
-	shift_span(&out->commit_time, &head->commit_time, prev, prefix, json);
-	shift_span(&out->prefix, &head->prefix, prev, prefix, json);
+	shift_span(&out->schema, &head->schema, prev, json);
+	shift_span(&out->table, &head->table, prev, json);
+	shift_span(&out->commit_lsn, &head->commit_lsn, prev, json);
+	shift_span(&out->key, &head->key, prev, json);
+	shift_span(&out->route, &head->route, prev, json);
+	shift_span(&out->commit_time, &head->commit_time, prev, json);
+	shift_span(&out->prefix, &head->prefix, prev, json);
 	return scan_fields(json + prefix, json + len, native_field, out, NULL);
 }
 
