@@ -13,10 +13,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 packages=(
 	build-essential pkg-config curl ca-certificates
 	postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev
-	libcurl4-openssl-dev libssl-dev libjansson-dev libmicrohttpd-dev zlib1g-dev
+	libcurl4-openssl-dev libssl-dev libjansson-dev libcbor-dev libmicrohttpd-dev zlib1g-dev
 	libipc-run-perl libjson-pp-perl libcpanel-json-xs-perl
 	postgresql-15-wal2json
-	python3 python3-boto3 python3-botocore awscli
+	python3 python3-boto3 python3-botocore python3-cbor2 awscli
 	clang libclang-rt-14-dev valgrind debhelper postgresql-server-dev-all lintian man-db prometheus
 	pg-bsd-indent faketime
 )

@@ -91,6 +91,7 @@ kinesis_clone(KinesisTarget *dst, const KinesisTarget *src, int max_in_flight)
 	dst->retry_timeout_s = src->retry_timeout_s;
 	dst->call_records = src->call_records;
 	dst->call_bytes = src->call_bytes;
+	dst->cbor = src->cbor;
 	http_client_init(&dst->http, src->http.ca_file, src->http.timeout_ms);
 	init_pool(dst, max_in_flight);
 }
@@ -154,9 +155,8 @@ json_string_at(char *dst, const char *s, size_t len)
 	return dst;
 }
 
-/* Room for n more bytes (and a terminator) in buf. */
-static void
-reserve(PQExpBuffer buf, size_t n)
+void
+kinesis_reserve(PQExpBuffer buf, size_t n)
 {
 	if (!enlargePQExpBuffer(buf, n + 1))
 	{
@@ -169,7 +169,7 @@ reserve(PQExpBuffer buf, size_t n)
 void
 kinesis_append_json_string(PQExpBuffer buf, const char *s, size_t len)
 {
-	reserve(buf, 2 + 6 * len);
+	kinesis_reserve(buf, 2 + 6 * len);
 	buf->len = json_string_at(buf->data + buf->len, s, len) - buf->data;
 	buf->data[buf->len] = '\0';
 }
@@ -288,6 +288,12 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 	size_t		room = 2;
 	char	   *p;
 
+	if (k->cbor)
+	{
+		kinesis_cbor_body(k->stream_arn ? "StreamARN" : "StreamName",
+						  k->stream_arn ? k->stream_arn : k->stream_name, recs, n, body);
+		return;
+	}
 	resetPQExpBuffer(body);
 	appendPQExpBufferChar(body, '{');
 	kinesis_append_stream_field(k, body);
@@ -296,7 +302,7 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 		room += 1 + strlen(PUT_DATA) + 4 * ((recs[i]->len + 2) / 3) + strlen(PUT_KEY) +
 			2 + 6 * recs[i]->pkey_len + 1 +
 			(recs[i]->ehk != NULL ? strlen(PUT_EHK) + strlen(recs[i]->ehk) + 1 : 0);
-	reserve(body, room);
+	kinesis_reserve(body, room);
 	p = body->data + body->len;
 	for (int i = 0; i < n; i++)
 	{
@@ -327,13 +333,14 @@ build_body(KinesisTarget *k, ShipRecord **recs, int n, PQExpBuffer body)
 	body->data[body->len] = '\0';
 }
 
-/* The signed headers of one call of the Kinesis JSON protocol. */
+/* The signed headers of one call, in the JSON protocol or the CBOR one. */
 static struct curl_slist *
-kinesis_signed_headers(KinesisTarget *k, const char *operation, const char *body, size_t len)
+kinesis_signed_headers(KinesisTarget *k, const char *operation, const char *body, size_t len,
+					   bool cbor)
 {
 	char	   *target = psprintf("Kinesis_20131202.%s", operation);
 	SigV4Header extra[2] = {
-		{"Content-Type", "application/x-amz-json-1.1"},
+		{"Content-Type", cbor ? "application/x-amz-cbor-1.1" : "application/x-amz-json-1.1"},
 		{"X-Amz-Target", target}
 	};
 	AwsRequestSpec spec;
@@ -361,24 +368,42 @@ bool
 kinesis_call(KinesisTarget *k, const char *operation, const char *body, size_t len,
 			 HttpResponse *resp)
 {
-	struct curl_slist *headers = kinesis_signed_headers(k, operation, body, len);
+	struct curl_slist *headers = kinesis_signed_headers(k, operation, body, len, false);
 	bool		ok = http_request(&k->http, "POST", k->endpoint, headers, body, len, resp);
 
 	curl_slist_free_all(headers);
 	return ok;
 }
 
-/* The error code of a failed call: "__type" without its namespace. */
+/*
+ * The error code of a failed call: "__type" without its namespace.  A
+ * call in the CBOR protocol is answered in CBOR: a body that starts with a
+ * CBOR map's head (never JSON text) is read as CBOR.
+ */
 char *
 kinesis_error_code(const char *body, size_t len, char **message)
 {
 	json_error_t jerr;
-	json_t	   *doc = json_loadb(body, len, 0, &jerr);
+	json_t	   *doc;
 	const char *type = NULL;
 	const char *msg = NULL;
 	char	   *result = NULL;
 
 	*message = NULL;
+	if (len > 0 && ((unsigned char) body[0] & 0xE0) == 0xA0)
+	{
+		char	   *ctype;
+
+		if (kinesis_cbor_error(body, len, &ctype, message) && ctype != NULL)
+		{
+			const char *hash = strrchr(ctype, '#');
+
+			result = pg_strdup(hash ? hash + 1 : ctype);
+		}
+		free(ctype);
+		return result;
+	}
+	doc = json_loadb(body, len, 0, &jerr);
 	if (doc != NULL && json_is_object(doc))
 	{
 		type = json_string_value(json_object_get(doc, "__type"));
@@ -422,16 +447,6 @@ static const char *const kinesis_denied[] = {"AccessDeniedException", NULL};
 static const AwsErrorTable kinesis_errors = {
 	"Kinesis", "stream", kinesis_retryable, kinesis_missing, kinesis_denied, false
 };
-
-/* What a PutRecords answer says of one record (spans into the answer). */
-typedef struct PutResult
-{
-	JSpan		code;			/* ErrorCode */
-	JSpan		message;		/* ErrorMessage */
-	JSpan		sequence;		/* SequenceNumber */
-	JSpan		shard;			/* ShardId */
-	bool		object;			/* the element was an object */
-} PutResult;
 
 /* One member: a string into *dest when wanted, else checked and skipped. */
 static bool
@@ -534,63 +549,90 @@ scan_put_response(const char *body, size_t len, PutResult *results, int max, int
 	return jscan_expect(&sc, '}') && jscan_at_end(&sc);
 }
 
-/*
- * Parses a 200 response.  Returns the number of failed records (their
- * indexes in failed[]), or -1 when the response is malformed.
- */
-int
-kinesis_parse_put_response(const char *body, size_t len, int n, int *failed,
-						   char **first_code, char **first_message, bool *fatal,
-						   ShipRecord **recs, uint64_t *throttled)
+/* A result's string: JSON escapes read (a CBOR string has none). */
+static char *
+span_dup(const JSpan *span)
 {
-	PutResult  *results = pg_malloc(sizeof(PutResult) * Max(n, 1));
-	int			count;
+	char	   *out;
+
+	if (span->escaped)
+		return jscan_strdup(span);
+	out = pg_malloc(span->len + 1);
+	memcpy(out, span->s, span->len);
+	out[span->len] = '\0';
+	return out;
+}
+
+/* What the results of an answer say (kinesis_parse_put_response). */
+static int
+put_results(PutResult *results, int n, int *failed, char **first_code, char **first_message,
+			bool *fatal, ShipRecord **recs, uint64_t *throttled)
+{
 	int			nfailed = 0;
 
-	*fatal = false;
-	if (!scan_put_response(body, len, results, n, &count) || count != n)
-	{
-		free(results);
-		return -1;
-	}
 	for (int i = 0; i < n; i++)
 	{
 		PutResult  *r = &results[i];
 		char	   *code;
 
 		if (!r->object)
-		{
-			free(results);
 			return -1;
-		}
 		if (!r->code.set)
 		{
 			if (!r->sequence.set)
-			{
-				free(results);
 				return -1;
-			}
 			if (recs[i]->want_shard != NULL)
 			{
 				free(recs[i]->got_shard);
-				recs[i]->got_shard = r->shard.set ? jscan_strdup(&r->shard) : NULL;
+				recs[i]->got_shard = r->shard.set ? span_dup(&r->shard) : NULL;
 			}
 			continue;
 		}
-		code = jscan_strdup(&r->code);
+		code = span_dup(&r->code);
 		if (strcmp(code, "ProvisionedThroughputExceededException") == 0)
 			(*throttled)++;
 		failed[nfailed++] = i;
 		if (*first_code == NULL)
 		{
 			*first_code = pg_strdup(code);
-			*first_message = r->message.set ? jscan_strdup(&r->message) : NULL;
+			*first_message = r->message.set ? span_dup(&r->message) : NULL;
 		}
 		/* KMS key problems do not go away by retrying. */
 		if (strncmp(code, "KMS", 3) == 0 && strcmp(code, "KMSThrottlingException") != 0)
 			*fatal = true;
 		free(code);
 	}
+	return nfailed;
+}
+
+/*
+ * Parses a 200 response, in the CBOR protocol or the JSON one.  Returns
+ * the number of failed records (their indexes in failed[]), or -1 when the
+ * response is malformed.
+ */
+int
+kinesis_parse_put_response(const char *body, size_t len, bool cbor, int n, int *failed,
+						   char **first_code, char **first_message, bool *fatal,
+						   ShipRecord **recs, uint64_t *throttled)
+{
+	PutResult  *results = pg_malloc(sizeof(PutResult) * Max(n, 1));
+	int			count;
+	int			nfailed;
+	CScan		sc;
+	bool		scanned;
+
+	*fatal = false;
+	if (cbor)
+		scanned = kinesis_cbor_scan_put_response(&sc, body, len, results, n, &count);
+	else
+		scanned = scan_put_response(body, len, results, n, &count);
+	if (!scanned || count != n)
+		nfailed = -1;
+	else
+		nfailed = put_results(results, n, failed, first_code, first_message, fatal, recs,
+							  throttled);
+	if (cbor)
+		cscan_free(&sc);
 	free(results);
 	return nfailed;
 }
@@ -668,7 +710,8 @@ kinesis_put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *fa
 	for (int c = 0; c < ncalls; c++)
 	{
 		build_body(k, pending + first[c], first[c + 1] - first[c], &k->bodies[c]);
-		headers[c] = kinesis_signed_headers(k, "PutRecords", k->bodies[c].data, k->bodies[c].len);
+		headers[c] = kinesis_signed_headers(k, "PutRecords", k->bodies[c].data, k->bodies[c].len,
+											k->cbor);
 		k->calls++;
 		if (retry)
 		{
@@ -689,7 +732,8 @@ kinesis_put_round(KinesisTarget *k, ShipRecord **pending, int *npending, int *fa
 		{
 			char	   *code = NULL;
 			char	   *message = NULL;
-			int			nfailed = kinesis_parse_put_response(resp->body.data, resp->body.len, n, failed,
+			int			nfailed = kinesis_parse_put_response(resp->body.data, resp->body.len, k->cbor,
+															 n, failed,
 															 &code, &message, fatal, recs,
 															 &k->throttled_records);
 

@@ -54,6 +54,7 @@ typedef struct KinesisTarget
 	int			max_in_flight;
 	int			call_records;	/* records per call (--batch-records) */
 	size_t		call_bytes;		/* bytes per call (--batch-bytes) */
+	bool		cbor;			/* PutRecords in CBOR (--kinesis-protocol) */
 	int			pool_size;		/* connections made (max_in_flight may be
 								 * lowered later) */
 	HttpClient *pool;
@@ -144,7 +145,7 @@ extern void kinesis_message_partition_key(const char *prefix, size_t prefix_len,
 /* The region of a stream ARN, or NULL (malloc'd). */
 extern char *kinesis_arn_region(const char *arn);
 extern char *kinesis_error_code(const char *body, size_t len, char **message);
-extern int	kinesis_parse_put_response(const char *body, size_t len, int n, int *failed,
+extern int	kinesis_parse_put_response(const char *body, size_t len, bool cbor, int n, int *failed,
 									   char **first_code, char **first_message, bool *fatal,
 									   ShipRecord **recs, uint64_t *throttled);
 extern char *kinesis_parse_list_shards(const char *body, size_t len, KplShardMap *map,

@@ -9,6 +9,8 @@
 #ifndef KINESIS_INT_H
 #define KINESIS_INT_H
 
+#include "cscan.h"
+#include "jscan.h"
 #include "kinesis.h"
 
 /* A call with a fixed body and its response, for retry_call(). */
@@ -42,5 +44,25 @@ extern char *kinesis_put_round(KinesisTarget *k, ShipRecord **pending, int *npen
 /* JSON string and "StreamName"/"StreamARN" member writers. */
 extern void kinesis_append_json_string(PQExpBuffer buf, const char *s, size_t len);
 extern void kinesis_append_stream_field(KinesisTarget *k, PQExpBuffer body);
+
+/* Room for n more bytes (and a terminator) in buf. */
+extern void kinesis_reserve(PQExpBuffer buf, size_t n);
+
+/* What a PutRecords answer says of one record (spans into the answer). */
+typedef struct PutResult
+{
+	JSpan		code;			/* ErrorCode */
+	JSpan		message;		/* ErrorMessage */
+	JSpan		sequence;		/* SequenceNumber */
+	JSpan		shard;			/* ShardId */
+	bool		object;			/* the element was an object (a map) */
+} PutResult;
+
+/* The CBOR protocol (kinesis_cbor.c). */
+extern void kinesis_cbor_body(const char *stream_member, const char *stream,
+							  ShipRecord **recs, int n, PQExpBuffer body);
+extern bool kinesis_cbor_scan_put_response(CScan *sc, const char *body, size_t len,
+										   PutResult *results, int max, int *count);
+extern bool kinesis_cbor_error(const char *body, size_t len, char **type, char **message);
 
 #endif							/* KINESIS_INT_H */

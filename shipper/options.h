@@ -62,6 +62,7 @@ typedef struct ShipperOptions
 	long		batch_bytes;
 	bool		aggregate;
 	long		aggregate_bytes;
+	bool		kinesis_cbor;	/* --kinesis-protocol cbor */
 	int			max_in_flight;
 	int			linger_ms;
 	long		max_buffer_bytes;

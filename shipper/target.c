@@ -118,6 +118,7 @@ config_from_options(TargetConfig *c)
 	c->stream_arn = opts.stream_arn;
 	c->aggregate = opts.aggregate;
 	c->aggregate_bytes = opts.aggregate_bytes;
+	c->kinesis_cbor = opts.kinesis_cbor;
 	c->s3_url = opts.s3_url;
 	c->s3_endpoint = opts.s3_endpoint;
 	c->s3_addressing = opts.s3_addressing;

@@ -331,6 +331,7 @@ kinesis_create(const TargetSettings *ts)
 	}
 	ks->kinesis.call_records = ks->cfg->batch_records;
 	ks->kinesis.call_bytes = (size_t) ks->cfg->batch_bytes;
+	ks->kinesis.cbor = ks->cfg->kinesis_cbor;
 	if (ks->cfg->verbose)
 		log_info("Kinesis: region %s, endpoint %s", ts->region, ks->kinesis.endpoint);
 	pthread_mutex_init(&ks->lock, NULL);
@@ -346,6 +347,8 @@ kinesis_check_options(const TargetConfig *cfg, bool chosen)
 {
 	if (cfg->aggregate && !chosen)
 		return "--aggregate is for --target kinesis";
+	if (cfg->kinesis_cbor && !chosen)
+		return "--kinesis-protocol is for --target kinesis";
 	if (chosen && cfg->stream == NULL && cfg->stream_arn == NULL)
 		return "no stream specified: use --stream or --stream-arn";
 	if (cfg->stream != NULL && cfg->stream_arn != NULL)

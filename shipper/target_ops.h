@@ -152,6 +152,7 @@ typedef struct TargetConfig
 	const char *stream_arn;
 	bool		aggregate;
 	long		aggregate_bytes;
+	bool		kinesis_cbor;	/* PutRecords in CBOR */
 	/* s3 */
 	const char *s3_url;
 	const char *s3_endpoint;

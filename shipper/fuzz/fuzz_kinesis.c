@@ -66,7 +66,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				memcpy(ref_recs, recs, sizeof(recs));
 				for (int i = 0; i < n; i++)
 					ref_ptrs[i] = &ref_recs[i];
-				nf = kinesis_parse_put_response(body, len, n, failed, &first_code,
+				nf = kinesis_parse_put_response(body, len, false, n, failed, &first_code,
 												&first_message, &fatal, ptrs, &throttled);
 				ref_nf = put_response_reference(body, len, n, ref_failed, &ref_code, &ref_message,
 												&ref_fatal, ref_ptrs, &ref_throttled);

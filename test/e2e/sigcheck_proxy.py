@@ -79,6 +79,13 @@ from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+try:
+    import cbor2  # python3-cbor2: Kinesis's CBOR protocol (--kinesis-protocol cbor)
+except ImportError:
+    cbor2 = None
+
+AMZ_CBOR = "application/x-amz-cbor-1.1"
+
 AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
     r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$")
@@ -91,7 +98,7 @@ STATS = {"requests": 0, "verified": 0, "mismatches": 0, "cut": 0, "unsigned": 0,
          "forwarded": 0, "faults": {}, "mismatch_examples": [], "delayed": 0,
          "throttled_records": 0, "in_flight": 0, "max_in_flight": 0,
          "expired": 0, "unknown_keys": 0, "keys_seen": {},
-         "version_overlaps": 0, "overlap_examples": [], "keys_tracked": 0,
+         "version_overlaps": 0, "overlap_examples": [], "keys_tracked": 0, "cbor_calls": 0,
          "outage": 0, "hung": 0, "torn": 0, "skewed": 0, "held": 0, "held_written": 0}
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
@@ -124,11 +131,16 @@ def _fields(buf):
         yield tag >> 3, v
 
 
-def record_versions(body):
-    """(partition key, digest of its data) of every user record of a PutRecords body."""
+def record_data(r):
+    """A record's Data: bytes in the CBOR protocol, base64 text in the JSON one."""
+    return r["Data"] if isinstance(r["Data"], bytes) else base64.b64decode(r["Data"])
+
+
+def record_versions(doc):
+    """(partition key, digest of its data) of every user record of a PutRecords request."""
     out = []
-    for r in json.loads(body).get("Records", []):
-        data = base64.b64decode(r["Data"])
+    for r in doc.get("Records", []):
+        data = record_data(r)
         if data[:4] == KPL_MAGIC:
             keys, subs = [], []
             for f, v in _fields(data[4:-16]):
@@ -217,6 +229,24 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write("sigcheck: " + (fmt % args) + "\n")
 
     # --- helpers -------------------------------------------------------
+    def cbor(self):
+        """The call is in Kinesis's CBOR protocol (and is answered in it)."""
+        return (self.headers.get("Content-Type") or "").startswith(AMZ_CBOR)
+
+    def load_doc(self, body):
+        if self.cbor():
+            if cbor2 is None:
+                raise ValueError("a CBOR call, and python3-cbor2 is not installed")
+            return cbor2.loads(body)
+        return json.loads(body)
+
+    def dump_doc(self, doc):
+        return cbor2.dumps(doc) if self.cbor() else json.dumps(doc).encode()
+
+    def reply_doc(self, status, doc):
+        self.reply(status, self.dump_doc(doc), content_type=AMZ_CBOR if self.cbor() else
+                   "application/x-amz-json-1.1")
+
     def reply(self, status, body, headers=None, content_type="application/x-amz-json-1.1"):
         # The call ends for --track-keys before the client can see the
         # answer (and send the next version of a key).
@@ -235,6 +265,8 @@ class Handler(BaseHTTPRequestHandler):
             body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code>"
                     "<Message>%s</Message></Error>" % (code, message))
             self.reply(status, body, content_type="application/xml")
+        elif self.cbor() and cbor2 is not None:
+            self.reply_doc(status, {"__type": code, "message": message})
         else:
             self.reply(status, json.dumps({"__type": code, "message": message}))
 
@@ -406,6 +438,8 @@ class Handler(BaseHTTPRequestHandler):
             self.track(body)
 
         bump("requests")
+        if not self.is_s3 and self.cbor():
+            bump("cbor_calls")
         problem = self.check_signature(body)
         if isinstance(problem, tuple):
             kind, message = problem
@@ -505,11 +539,15 @@ class Handler(BaseHTTPRequestHandler):
             return
         if fault == "garbage":
             # A malformed success: nothing was stored, the client must retry.
-            self.reply(200, b'{"FailedRecordCount": 0, "Records": [')
+            if self.cbor():
+                self.reply(200, self.dump_doc({"FailedRecordCount": 0, "Records": []})[:-1] + b"\x9f",
+                           content_type=AMZ_CBOR)
+            else:
+                self.reply(200, b'{"FailedRecordCount": 0, "Records": [')
             return
 
         if fault is None and opts.shard_limits and target.endswith(".PutRecords"):
-            doc = json.loads(body)
+            doc = self.load_doc(body)
             ranges = SHARD_LIMITS.shard_map(self, doc.get("StreamName") or doc["StreamARN"].split("/")[-1])
             failing = set()
             for i, r in enumerate(doc["Records"]):
@@ -518,7 +556,7 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     h = int(hashlib.md5(r["PartitionKey"].encode()).hexdigest(), 16)
                 shard = next((sid for lo, hi, sid in ranges if lo <= h <= hi), "?")
-                size = len(base64.b64decode(r["Data"])) + len(r["PartitionKey"].encode())
+                size = len(record_data(r)) + len(r["PartitionKey"].encode())
                 if not SHARD_LIMITS.admit(shard, size):
                     failing.add(i)
             if failing:
@@ -527,7 +565,7 @@ class Handler(BaseHTTPRequestHandler):
                 fault = "limits"
 
         if fault == "records" or fault == "limits":
-            doc = json.loads(body)
+            doc = self.load_doc(body)
             records = doc["Records"]
             if fault == "records":
                 failing = set(i for i in range(len(records)) if self.server.rng.random() < 0.3)
@@ -536,11 +574,11 @@ class Handler(BaseHTTPRequestHandler):
             kept = [r for i, r in enumerate(records) if i not in failing]
             if kept:
                 doc["Records"] = kept
-                status, headers, payload = self.forward(body, json.dumps(doc).encode())
+                status, headers, payload = self.forward(body, self.dump_doc(doc))
                 if status != 200:
                     self.relay(status, headers, payload)
                     return
-                results = iter(json.loads(payload)["Records"])
+                results = iter(self.load_doc(payload)["Records"])
             else:
                 results = iter(())
             merged = []
@@ -553,10 +591,10 @@ class Handler(BaseHTTPRequestHandler):
                                    else "injected per-record failure"})
                 else:
                     r = next(results)
-                    if "ErrorCode" in r:
+                    if r.get("ErrorCode"):  # kinesis-mock writes null on success
                         failed += 1
                     merged.append(r)
-            self.reply(200, json.dumps({"FailedRecordCount": failed, "Records": merged}))
+            self.reply_doc(200, {"FailedRecordCount": failed, "Records": merged})
             return
 
         try:
@@ -586,8 +624,8 @@ class Handler(BaseHTTPRequestHandler):
     def track(self, body):
         """Holds the call's key versions while it is in flight (--track-keys)."""
         try:
-            versions = record_versions(body)
-        except (ValueError, KeyError, IndexError, UnicodeDecodeError):
+            versions = record_versions(self.load_doc(body))
+        except (ValueError, KeyError, IndexError, UnicodeDecodeError, TypeError, EOFError):
             return
         # Versions of one key within one call are in order (one KPL record
         # per shard per call); only other calls' versions can overlap.

@@ -24,7 +24,7 @@ our @EXPORT = qw(
   new_cluster start_kinesalite start_kinesis_mock start_s3rver start_proxy proxy_stats
   athena_figures
   kinesis_tool read_stream read_deaggregated shipper_env run_shipper start_shipper wait_for_port
-  needs plugin_rows plugin_libraries_conf $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
+  needs missing plugin_rows plugin_libraries_conf $ACCESS_KEY $SECRET_KEY $REGION $E2E_DIR $SHIPPER
   $PYTHON libfaketime json_decoders
 );
 
@@ -106,6 +106,7 @@ my %NEEDS = (
 	'aws-kinesis-agg' => sub { -d "$E2E_DIR/node_modules/aws-kinesis-agg" },
 	node => sub { _on_path('node') },
 	boto3 => sub { -x $PYTHON && system($PYTHON, '-c', 'import boto3, botocore') == 0 },
+	'python3-cbor2' => sub { -x $PYTHON && system($PYTHON, '-c', 'import cbor2') == 0 },
 	promtool => sub { _on_path('promtool') },
 	faketime => sub { defined libfaketime() },);
 
@@ -123,12 +124,18 @@ sub _on_path
 	return grep { -x "$_/$cmd" } split(/:/, $ENV{PATH} // '');
 }
 
-sub needs
+# The tools of a list that are not installed.
+sub missing
 {
-	my @missing = grep {
-		my $check = $NEEDS{$_} or die "needs: unknown tool $_";
+	return grep {
+		my $check = $NEEDS{$_} or die "missing: unknown tool $_";
 		!$check->();
 	} @_;
+}
+
+sub needs
+{
+	my @missing = missing(@_);
 	plan skip_all => join(', ', @missing) . ' not installed (scripts/install-deps.sh)' if @missing;
 	return;
 }
