@@ -11,6 +11,7 @@
 #include <cbor.h>
 
 #include "cscan.h"
+#include "mb/pg_wchar.h"
 
 void
 cscan_init(CScan *sc, const void *doc, size_t len)
@@ -215,6 +216,30 @@ static const struct cbor_callbacks item_callbacks = {
 	.indef_break = on_break,
 };
 
+/* Text is UTF-8 (RFC 8949, 3.1; cbor_load() refuses it otherwise). */
+static bool
+utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	const unsigned char *end = p + len;
+
+	while (p < end)
+	{
+		int			l;
+
+		if (*p < 0x80)
+		{
+			p++;
+			continue;
+		}
+		l = pg_utf_mblen(p);
+		if (l > end - p || !pg_utf8_islegal(p, l))
+			return false;
+		p += l;
+	}
+	return true;
+}
+
 bool
 cscan_next(CScan *sc, CItem *it)
 {
@@ -227,6 +252,8 @@ cscan_next(CScan *sc, CItem *it)
 	it->len = 0;
 	r = cbor_stream_decode(sc->p, sc->end - sc->p, &item_callbacks, it);
 	if (r.status != CBOR_DECODER_FINISHED || r.read == 0)
+		return false;
+	if (it->kind == CK_TEXT && !utf8_valid(it->s, it->len))
 		return false;
 	sc->p += r.read;
 	return true;

@@ -8,7 +8,7 @@
  *	  (application/x-amz-cbor-1.1), where a tree of 500 records would cost
  *	  what jansson's did for the JSON answers.
  *
- *	  It accepts what libcbor's cbor_load() accepts, nesting up to
+ *	  It accepts what libcbor's cbor_load() accepts (text in UTF-8), nesting up to
  *	  CSCAN_MAX_DEPTH.  A string written in chunks (indefinite length) is
  *	  joined into memory the scanner owns until cscan_free().
  *

@@ -5,8 +5,7 @@
  *	  --kinesis-protocol cbor): the same members as the JSON protocol, with
  *	  each record's Data as a byte string rather than base64 text.  The
  *	  request is written in place with libcbor's encoders; the answer is
- *	  read in place (cscan.c), and an error document through cbor_load(),
- *	  as jansson reads the JSON ones.
+ *	  read in place (cscan.c), and so is an error document.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,7 +15,6 @@
 
 #include "cscan.h"
 #include "kinesis_int.h"
-#include "log.h"
 
 #define HEAD_MAX 9				/* an item's head: a byte and up to 8 */
 
@@ -242,77 +240,58 @@ kinesis_cbor_scan_put_response(CScan *sc, const char *body, size_t len, PutResul
 	return scan_map(sc, &it, answer_member, &as, 1) && cscan_at_end(sc);
 }
 
-/* A loaded text item's bytes (its chunks joined), NUL-terminated; NULL if not text. */
-static char *
-loaded_string(cbor_item_t * item)
+/* The members of an error document wanted (the last of duplicates wins). */
+typedef struct ErrorScan
 {
-	PQExpBufferData buf;
+	CSpan		type;
+	CSpan		message;
+	CSpan		message_upper;
+} ErrorScan;
 
-	if (!cbor_isa_string(item))
-		return NULL;
-	if (cbor_string_is_definite(item))
-		return pnstrdup((const char *) cbor_string_handle(item), cbor_string_length(item));
-	initPQExpBuffer(&buf);
-	for (size_t i = 0; i < cbor_string_chunk_count(item); i++)
-	{
-		cbor_item_t *chunk = cbor_string_chunks_handle(item)[i];
-
-		appendBinaryPQExpBuffer(&buf, (const char *) cbor_string_handle(chunk),
-								cbor_string_length(chunk));
-	}
-	if (PQExpBufferBroken(&buf))
-	{
-		log_error("out of memory");
-		exit(1);
-	}
-	return buf.data;
-}
-
-/* A text member of a loaded map, or NULL (the last of duplicates wins). */
-static char *
-loaded_text(cbor_item_t * map, const char *name)
+static bool
+error_member(CScan *sc, const CSpan *key, void *arg, int depth)
 {
-	struct cbor_pair *pairs = cbor_map_handle(map);
-	size_t		size = cbor_map_size(map);
-	char	   *found = NULL;
+	ErrorScan  *es = arg;
+	CSpan	   *dest;
+	CItem		it;
 
-	for (size_t i = 0; i < size; i++)
-	{
-		char	   *k = loaded_string(pairs[i].key);
-		bool		match = k != NULL && strcmp(k, name) == 0;
-
-		free(k);
-		if (!match)
-			continue;
-		free(found);
-		found = loaded_string(pairs[i].value);
-	}
-	return found;
+	if (key_is(key, "__type"))
+		dest = &es->type;
+	else if (key_is(key, "message"))
+		dest = &es->message;
+	else if (key_is(key, "Message"))
+		dest = &es->message_upper;
+	else
+		return cscan_skip_value(sc, depth);
+	return cscan_next(sc, &it) && cscan_string_rest(sc, &it, true, dest, depth);
 }
 
 /*
- * The "__type" and "message" (or "Message") of a CBOR error document;
- * false when the body is not a CBOR map.
+ * The "__type" and "message" (or "Message") of a CBOR error document,
+ * read in place as the answers are (an error body is as untrusted as an
+ * answer: nothing is allocated by the sizes it declares); false when the
+ * body is not one CBOR map.
  */
 bool
 kinesis_cbor_error(const char *body, size_t len, char **type, char **message)
 {
-	struct cbor_load_result res;
-	cbor_item_t *doc;
+	ErrorScan	es;
+	CScan		sc;
+	CItem		it;
+	bool		ok;
 
 	*type = *message = NULL;
-	doc = cbor_load((cbor_data) body, len, &res);
-	if (doc == NULL)
-		return false;
-	if (res.read != len || !cbor_isa_map(doc))
+	memset(&es, 0, sizeof(es));
+	cscan_init(&sc, body, len);
+	ok = cscan_next(&sc, &it) && (it.kind == CK_MAP || it.kind == CK_MAP_INDEF) &&
+		scan_map(&sc, &it, error_member, &es, 1) && cscan_at_end(&sc);
+	if (ok)
 	{
-		cbor_decref(&doc);
-		return false;
+		CSpan	   *msg = es.message.set ? &es.message : &es.message_upper;
+
+		*type = es.type.set ? cscan_strdup(&es.type) : NULL;
+		*message = msg->set ? cscan_strdup(msg) : NULL;
 	}
-	*type = loaded_text(doc, "__type");
-	*message = loaded_text(doc, "message");
-	if (*message == NULL)
-		*message = loaded_text(doc, "Message");
-	cbor_decref(&doc);
-	return true;
+	cscan_free(&sc);
+	return ok;
 }
