@@ -10,6 +10,10 @@
  *	  1 MiB/s, token buckets one second deep, refilled continuously) with a
  *	  latency added to each call.  Nothing is stored.
  *
+ *	  A PutRecords call in Kinesis's CBOR protocol (application/x-amz-cbor-1.1)
+ *	  is read with the shipper's CBOR scanner (cscan.c) and answered in
+ *	  CBOR.
+ *
  *	  GET /__stats gives the counters as JSON, the sink's own CPU seconds
  *	  among them; GET /__reset zeroes them.
  *
@@ -33,9 +37,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cbor.h>
 #include <microhttpd.h>
 #include <openssl/evp.h>
 
+#include "cscan.h"
 #include "jscan.h"
 #include "pqexpbuffer.h"
 #include "sigv4.h"
@@ -271,26 +277,73 @@ typedef struct Request
 	uint64_t	number;
 } Request;
 
+#define AMZ_CBOR "application/x-amz-cbor-1.1"
+
+/* The call is in the CBOR protocol. */
+static bool
+is_cbor(struct MHD_Connection *c)
+{
+	const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+
+	return ctype != NULL && strncmp(ctype, AMZ_CBOR, strlen(AMZ_CBOR)) == 0;
+}
+
 static enum MHD_Result
-reply(struct MHD_Connection *c, unsigned int status, const char *body, size_t len)
+reply_as(struct MHD_Connection *c, unsigned int status, const char *body, size_t len,
+		 const char *ctype)
 {
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *) body,
 															 MHD_RESPMEM_MUST_COPY);
 	enum MHD_Result ret;
 
-	MHD_add_response_header(r, "Content-Type", "application/x-amz-json-1.1");
+	MHD_add_response_header(r, "Content-Type", ctype);
 	ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
 
 static enum MHD_Result
+reply(struct MHD_Connection *c, unsigned int status, const char *body, size_t len)
+{
+	return reply_as(c, status, body, len, "application/x-amz-json-1.1");
+}
+
+/* A CBOR text item at p (room for its head and bytes); the end. */
+static unsigned char *
+cbor_text_at(unsigned char *p, const char *s)
+{
+	size_t		len = strlen(s);
+
+	p += cbor_encode_string_start(len, p, 9);
+	memcpy(p, s, len);
+	return p + len;
+}
+
+static enum MHD_Result
 aws_error(struct MHD_Connection *c, unsigned int status, const char *type, const char *message)
 {
-	char	   *doc = psprintf("{\"__type\":\"%s\",\"message\":\"%s\"}", type, message);
-	enum MHD_Result ret = reply(c, status, doc, strlen(doc));
+	enum MHD_Result ret;
 
-	pfree(doc);
+	if (is_cbor(c))
+	{
+		unsigned char *doc = pg_malloc(64 + strlen(type) + strlen(message));
+		unsigned char *p = doc;
+
+		p += cbor_encode_map_start(2, p, 9);
+		p = cbor_text_at(p, "__type");
+		p = cbor_text_at(p, type);
+		p = cbor_text_at(p, "message");
+		p = cbor_text_at(p, message);
+		ret = reply_as(c, status, (const char *) doc, p - doc, AMZ_CBOR);
+		free(doc);
+	}
+	else
+	{
+		char	   *doc = psprintf("{\"__type\":\"%s\",\"message\":\"%s\"}", type, message);
+
+		ret = reply(c, status, doc, strlen(doc));
+		pfree(doc);
+	}
 	__atomic_add_fetch(&stats.bad_requests, 1, __ATOMIC_RELAXED);
 	return ret;
 }
@@ -443,11 +496,148 @@ scan_records(const char *body, size_t len, RecordRef *refs, int max)
 	return jscan_expect(&sc, '}') && jscan_at_end(&sc) ? n : -1;
 }
 
+/* A text or byte string value into *out (as a span without escapes). */
+static bool
+cbor_member(CScan *sc, bool text, JSpan *out)
+{
+	CItem		it;
+	CSpan		span = {NULL, 0, false};
+
+	if (!cscan_next(sc, &it) || !cscan_string_rest(sc, &it, text, &span, 4))
+		return false;
+	out->s = span.s;
+	out->len = span.len;
+	out->escaped = false;
+	out->set = span.set;
+	return true;
+}
+
+/* A map's next key into *key (unset when not text). */
+static bool
+cbor_key(CScan *sc, CSpan *key)
+{
+	CItem		it;
+
+	return cscan_next(sc, &it) && cscan_string_rest(sc, &it, true, key, 3);
+}
+
+static bool
+cbor_key_is(const CSpan *key, const char *name)
+{
+	return key->set && key->len == strlen(name) && memcmp(key->s, name, key->len) == 0;
+}
+
+/* One record of a CBOR request: a map of definite size. */
+static bool
+scan_record_cbor(CScan *sc, RecordRef *r)
+{
+	CItem		it;
+
+	memset(r, 0, sizeof(*r));
+	if (!cscan_next(sc, &it) || it.kind != CK_MAP || it.n == 0)
+		return false;
+	for (uint64_t i = 0; i < it.n; i++)
+	{
+		CSpan		key = {NULL, 0, false};
+		bool		ok;
+
+		if (!cbor_key(sc, &key))
+			return false;
+		if (cbor_key_is(&key, "Data"))
+			ok = cbor_member(sc, false, &r->data);
+		else if (cbor_key_is(&key, "PartitionKey"))
+			ok = cbor_member(sc, true, &r->pkey);
+		else if (cbor_key_is(&key, "ExplicitHashKey"))
+			ok = cbor_member(sc, true, &r->ehk);
+		else
+			ok = cscan_skip_value(sc, 4);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* The records of a CBOR PutRecords body (maps and arrays of definite size); -1 when malformed. */
+static int
+scan_records_cbor(CScan *sc, const char *body, size_t len, RecordRef *refs, int max)
+{
+	CItem		it;
+	int			n = -1;
+
+	cscan_init(sc, body, len);
+	if (!cscan_next(sc, &it) || it.kind != CK_MAP)
+		return -1;
+	for (uint64_t i = 0; i < it.n; i++)
+	{
+		CSpan		key = {NULL, 0, false};
+		CItem		arr;
+
+		if (!cbor_key(sc, &key))
+			return -1;
+		if (!cbor_key_is(&key, "Records"))
+		{
+			if (!cscan_skip_value(sc, 2))
+				return -1;
+			continue;
+		}
+		if (!cscan_next(sc, &arr) || arr.kind != CK_ARRAY || arr.n > max)
+			return -1;
+		for (n = 0; n < arr.n; n++)
+			if (!scan_record_cbor(sc, &refs[n]))
+				return -1;
+	}
+	return cscan_at_end(sc) ? n : -1;
+}
+
+/* The answer in CBOR: {"FailedRecordCount": N, "Records": [...]}. */
+static void
+cbor_answer(PQExpBuffer out, int n, int failed, const bool *admitted, const int *shard_ix)
+{
+	unsigned char *p;
+	unsigned char *start;
+
+	enlargePQExpBuffer(out, 64 + (size_t) n * 192);
+	start = p = (unsigned char *) out->data;
+	p += cbor_encode_map_start(2, p, 9);
+	p = cbor_text_at(p, "FailedRecordCount");
+	p += cbor_encode_uint(failed, p, 9);
+	p = cbor_text_at(p, "Records");
+	p += cbor_encode_array_start(n, p, 9);
+	for (int i = 0; i < n; i++)
+	{
+		char text[	80];
+
+		p += cbor_encode_map_start(2, p, 9);
+		if (admitted[i])
+		{
+			/* 56 digits, as Kinesis's sequence numbers have. */
+			p = cbor_text_at(p, "SequenceNumber");
+			snprintf(text, sizeof(text), "49%054llu",
+					 (unsigned long long) __atomic_add_fetch(&sequence, 1, __ATOMIC_RELAXED));
+			p = cbor_text_at(p, text);
+			p = cbor_text_at(p, "ShardId");
+			snprintf(text, sizeof(text), "shardId-%012d", shard_ix[i]);
+		}
+		else
+		{
+			p = cbor_text_at(p, "ErrorCode");
+			p = cbor_text_at(p, "ProvisionedThroughputExceededException");
+			p = cbor_text_at(p, "ErrorMessage");
+			snprintf(text, sizeof(text), "Rate exceeded for shard shardId-%012d", shard_ix[i]);
+		}
+		p = cbor_text_at(p, text);
+	}
+	out->len = p - start;
+}
+
 static enum MHD_Result
 put_records(struct MHD_Connection *c, const char *body, size_t len)
 {
 	RecordRef  *refs = pg_malloc(sizeof(RecordRef) * 501);
-	int			n = scan_records(body, len, refs, 501);
+	bool		cbor = is_cbor(c);
+	CScan		sc;
+	int			n = cbor ? scan_records_cbor(&sc, body, len, refs, 501) :
+	scan_records(body, len, refs, 501);
 	char	   *keybuf = NULL;
 	size_t		keybufsize = 0;
 	PQExpBufferData out;
@@ -463,14 +653,16 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 	enum MHD_Result ret;
 	double		latency_until = opt.latency_ms > 0 ? now_seconds() + opt.latency_ms / 1000.0 : 0;
 
-	if (n < 0)
+	if (n <= 0 || n > 500)
 	{
+		if (cbor)
+			cscan_free(&sc);
 		free(refs);
-		return aws_error(c, 400, "SerializationException", "the body is not a PutRecords request");
 	}
+	if (n < 0)
+		return aws_error(c, 400, "SerializationException", "the body is not a PutRecords request");
 	if (n == 0 || n > 500)
 	{
-		free(refs);
 		return aws_error(c, 400, "ValidationException", "Records: 1 to 500 records expected");
 	}
 	shard_ix = pg_malloc(sizeof(int) * n);
@@ -485,6 +677,7 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 		const char *pkey = r->pkey.s;
 		long		pkeylen = r->pkey.len;
 		int			decoded;
+		const unsigned char *record;
 		u128		h;
 
 		if (r->pkey.set && r->pkey.escaped)
@@ -497,28 +690,39 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 			pkeylen = jscan_unescape(&r->pkey, keybuf);
 			pkey = keybuf;
 		}
-		if (!r->data.set || r->data.escaped || !r->pkey.set || pkeylen <= 0 || dlen % 4 != 0)
+		if (!r->data.set || r->data.escaped || !r->pkey.set || pkeylen <= 0 ||
+			(!cbor && dlen % 4 != 0))
 		{
 			bad_type = "ValidationException";
 			bad_message = "a record without Data or PartitionKey";
 			break;
 		}
-		if (bufsize < dlen)
+		if (cbor)
 		{
-			bufsize = Max(dlen, 2 * bufsize);
-			buf = pg_realloc(buf, bufsize);
+			/* Data is a byte string: the record's bytes, as they are. */
+			record = (const unsigned char *) data;
+			decoded = (int) dlen;
 		}
-		decoded = EVP_DecodeBlock(buf, (const unsigned char *) data, (int) dlen);
-		if (decoded < 0)
+		else
 		{
-			bad_type = "SerializationException";
-			bad_message = "Data is not base64";
-			break;
+			if (bufsize < dlen)
+			{
+				bufsize = Max(dlen, 2 * bufsize);
+				buf = pg_realloc(buf, bufsize);
+			}
+			decoded = EVP_DecodeBlock(buf, (const unsigned char *) data, (int) dlen);
+			if (decoded < 0)
+			{
+				bad_type = "SerializationException";
+				bad_message = "Data is not base64";
+				break;
+			}
+			if (dlen >= 1 && data[dlen - 1] == '=')
+				decoded--;
+			if (dlen >= 2 && data[dlen - 2] == '=')
+				decoded--;
+			record = buf;
 		}
-		if (dlen >= 1 && data[dlen - 1] == '=')
-			decoded--;
-		if (dlen >= 2 && data[dlen - 2] == '=')
-			decoded--;
 		if (r->ehk.set)
 		{
 			char		ehk[48];
@@ -535,10 +739,10 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 		else
 			h = md5_hash_key(pkey, pkeylen);
 		shard_ix[i] = shard_of(h);
-		rows[i] = kpl_count(buf, decoded);
+		rows[i] = kpl_count(record, decoded);
 		if (rows[i] < 0)
 		{
-			if (decoded >= 4 && buf[0] == 0xF3 && buf[1] == 0x89)
+			if (decoded >= 4 && record[0] == 0xF3 && record[1] == 0x89)
 			{
 				bad_type = "ValidationException";
 				bad_message = "a malformed KPL aggregated record";
@@ -592,6 +796,20 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 	pthread_mutex_unlock(&lock);
 
 	initPQExpBuffer(&out);
+	if (cbor)
+	{
+		cbor_answer(&out, n, failed, admitted, shard_ix);
+		if (latency_until > 0)
+		{
+			double		wait = latency_until - now_seconds();
+
+			if (wait > 0)
+				usleep((useconds_t) (wait * 1e6));
+		}
+		ret = reply_as(c, 200, out.data, out.len, AMZ_CBOR);
+		termPQExpBuffer(&out);
+		goto done;
+	}
 	appendPQExpBuffer(&out, "{\"FailedRecordCount\":%d,\"Records\":[", failed);
 	for (size_t i = 0; i < n; i++)
 	{
@@ -624,6 +842,8 @@ put_records(struct MHD_Connection *c, const char *body, size_t len)
 	ret = reply(c, 200, out.data, out.len);
 	termPQExpBuffer(&out);
 done:
+	if (cbor)
+		cscan_free(&sc);
 	free(refs);
 	free(keybuf);
 	free(buf);
