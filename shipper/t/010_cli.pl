@@ -82,6 +82,10 @@ my @usage = (
 		qr/--max-in-flight must be in range 1\.\.\d+/, 'no call in flight' ],
 	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--aggregate-bytes', '2000000' ],
 		qr/--aggregate-bytes must be in range 1024\.\.\d+/, 'aggregate over 1 MiB' ],
+	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--kinesis-protocol', 'xml' ],
+		qr/invalid --kinesis-protocol "xml": use json or cbor/, 'unknown Kinesis protocol' ],
+	[ [ '-d', 'postgres', '-S', 's', '--target', 'stdout', '--kinesis-protocol', 'cbor' ],
+		qr/--kinesis-protocol is for --target kinesis/, 'Kinesis protocol without Kinesis' ],
 	[ [ '-d', 'postgres', '-S', 's', '--stream', 'a', '--shutdown-timeout', '-1' ],
 		qr/--shutdown-timeout must be in range 0\.\.86400/, 'negative shutdown timeout' ],
 );

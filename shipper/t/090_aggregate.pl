@@ -47,7 +47,7 @@ END $$;
 sub check_stream
 {
 	my ($stream, $name, $want, %opt) = @_;
-	my $recs = read_deaggregated($kport, $stream, 1);
+	my $recs = read_deaggregated($opt{port} // $kport, $stream, 1);
 	my @readable = grep { $_->{in_shard} } @$recs;
 	if ($opt{exact})
 	{
@@ -141,7 +141,7 @@ sub lsn_rule
 
 # 1. A 16-shard stream, one run to --endpos.
 kinesis_tool($kport, 'create', 'agg16', 16);
-$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot('agg1', 'fundrecs_decoder')");
+$node->safe_psql('postgres', "SELECT pg_create_logical_replication_slot(s, 'fundrecs_decoder') FROM unnest('{agg1,agg1_cbor}'::text[]) s");
 $node->safe_psql('postgres', 'CALL workload(300, 1)');
 my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 my $want = plugin_rows($node, 'agg1');
@@ -153,6 +153,28 @@ my ($per_record) = check_stream('agg16', 'aggregate', $want, exact => 1);
 cmp_ok($per_record, '>', 5, sprintf('aggregate: rows are packed (%.1f rows per record)', $per_record));
 like($err, qr/rows in aggregated records \(([\d.]+) rows per record\)/, 'aggregate: the totals report rows per record');
 is(proxy_stats($pport)->{mismatches}, 0, 'aggregate: every signature verified');
+
+# 1b. The same rows aggregated in the CBOR protocol (--kinesis-protocol
+#     cbor), to kinesis-local, which stores CBOR records byte for byte.
+SKIP:
+{
+	my @absent = missing(qw(kinesis-local python3-cbor2));
+	skip join(', ', @absent) . ' not installed (scripts/install-deps.sh)', 8 if @absent;
+	my ($mport) = start_kinesis_mock();
+	my ($cport) = start_proxy($mport);
+	kinesis_tool($mport, 'create', 'agg16cbor', 16);
+	my ($crc, $cout, $cerr) = run_shipper(\%env, '-d', $connstr, '-S', 'agg1_cbor', '--endpoint-url',
+		"http://127.0.0.1:$cport", '--stream', 'agg16cbor', '--aggregate', '--kinesis-protocol', 'cbor',
+		'-E', $end, '-v');
+	is($crc, 0, 'aggregate, CBOR: exit code 0') or diag($cerr);
+	my ($cper) = check_stream('agg16cbor', 'aggregate, CBOR', $want, exact => 1, port => $mport);
+	cmp_ok($cper, '>', 5, sprintf('aggregate, CBOR: rows are packed (%.1f rows per record)', $cper));
+	my $cstats = proxy_stats($cport);
+	cmp_ok($cstats->{cbor_calls}, '>', 0, "aggregate, CBOR: the PutRecords calls were CBOR ($cstats->{cbor_calls})");
+	is($cstats->{mismatches}, 0, 'aggregate, CBOR: every signature verified');
+}
+# The node has slots for the sections that follow, not more.
+$node->safe_psql('postgres', "SELECT pg_drop_replication_slot('agg1_cbor')");
 
 # 2. 20 % injected faults and a kill -9: nothing lost, order kept.
 kinesis_tool($kport, 'create', 'aggfault', 4);
