@@ -1,12 +1,11 @@
 /*
  * fuzz/kinesis_cbor_reference.c
  *	  A CBOR PutRecords answer read through libcbor's tree (cbor_load), the
- *	  reading kinesis_cbor.c's in-place scanner must match: fuzz_kinesis_cbor.c
- *	  checks that kinesis_parse_put_response(..., cbor = true, ...) gives the
- *	  same failed records, first error, fatal flag, throttled count and
- *	  shards for every input.  Members are read as the JSON answers are: the
- *	  last of duplicate names wins, and a member that is not text counts as
- *	  absent.
+ *	  reading kinesis_cbor.c's in-place scanner must match:
+ *	  fuzz_kinesis_cbor.c checks that kinesis_cbor_scan_put_response() finds
+ *	  the same elements, with the same members, byte for byte, for every
+ *	  input.  Members are read as the JSON answers are: the last of duplicate
+ *	  names wins, and a member that is not text counts as absent.
  */
 #include <cbor.h>
 
@@ -59,66 +58,71 @@ ref_text_member(cbor_item_t * map, const char *name)
 	return v != NULL ? ref_text(v, &len) : NULL;
 }
 
-static int
-put_response_cbor_reference(const char *body, size_t len, int n, int *failed,
-							char **first_code, char **first_message, bool *fatal,
-							ShipRecord **recs, uint64_t *throttled)
+/* What the tree says of one element of Records. */
+typedef struct RefResult
+{
+	bool		object;
+	char	   *code;			/* NULL: absent, or not text */
+	char	   *message;
+	char	   *sequence;
+	char	   *shard;
+	size_t		code_len;
+	size_t		message_len;
+	size_t		sequence_len;
+	size_t		shard_len;
+}			RefResult;
+
+/* A text member's value and length, or NULL when absent or not text. */
+static char *
+ref_text_member_len(cbor_item_t * map, const char *name, size_t *len)
+{
+	cbor_item_t *v = ref_member(map, name);
+
+	*len = 0;
+	return v != NULL ? ref_text(v, len) : NULL;
+}
+
+/*
+ * The answer as kinesis_cbor_scan_put_response() must read it: false when
+ * the body is not one CBOR value; *count elements of the last Records
+ * member (-1 when there is none or it is not an array), results for the
+ * first max of them.
+ */
+static bool
+put_response_cbor_reference(const char *body, size_t len, RefResult * results, int max,
+							int *count)
 {
 	struct cbor_load_result res;
 	cbor_item_t *doc = cbor_load((cbor_data) body, len, &res);
 	cbor_item_t *records;
-	int			nfailed = 0;
 
-	*fatal = false;
+	*count = -1;
 	if (doc == NULL)
-		return -1;
-	if (res.read != len || !cbor_isa_map(doc) ||
-		(records = ref_member(doc, "Records")) == NULL || !cbor_isa_array(records) ||
-		cbor_array_size(records) != (size_t) n)
+		return false;
+	if (res.read != len)
 	{
 		cbor_decref(&doc);
-		return -1;
+		return false;
 	}
-	for (int i = 0; i < n; i++)
+	if (cbor_isa_map(doc) && (records = ref_member(doc, "Records")) != NULL &&
+		cbor_isa_array(records))
 	{
-		cbor_item_t *r = cbor_array_handle(records)[i];
-		char	   *code;
+		*count = (int) cbor_array_size(records);
+		for (int i = 0; i < *count && i < max; i++)
+		{
+			cbor_item_t *r = cbor_array_handle(records)[i];
+			RefResult  *out = &results[i];
 
-		if (!cbor_isa_map(r))
-		{
-			cbor_decref(&doc);
-			return -1;
+			memset(out, 0, sizeof(*out));
+			if (!cbor_isa_map(r))
+				continue;
+			out->object = true;
+			out->code = ref_text_member_len(r, "ErrorCode", &out->code_len);
+			out->message = ref_text_member_len(r, "ErrorMessage", &out->message_len);
+			out->sequence = ref_text_member_len(r, "SequenceNumber", &out->sequence_len);
+			out->shard = ref_text_member_len(r, "ShardId", &out->shard_len);
 		}
-		code = ref_text_member(r, "ErrorCode");
-		if (code == NULL)
-		{
-			char	   *seq = ref_text_member(r, "SequenceNumber");
-
-			if (seq == NULL)
-			{
-				cbor_decref(&doc);
-				return -1;
-			}
-			free(seq);
-			if (recs[i]->want_shard != NULL)
-			{
-				free(recs[i]->got_shard);
-				recs[i]->got_shard = ref_text_member(r, "ShardId");
-			}
-			continue;
-		}
-		if (strcmp(code, "ProvisionedThroughputExceededException") == 0)
-			(*throttled)++;
-		failed[nfailed++] = i;
-		if (*first_code == NULL)
-		{
-			*first_code = pg_strdup(code);
-			*first_message = ref_text_member(r, "ErrorMessage");
-		}
-		if (strncmp(code, "KMS", 3) == 0 && strcmp(code, "KMSThrottlingException") != 0)
-			*fatal = true;
-		free(code);
 	}
 	cbor_decref(&doc);
-	return nfailed;
+	return true;
 }
