@@ -500,31 +500,15 @@ scan_records(const char *body, size_t len, RecordRef *refs, int max)
 static bool
 cbor_member(CScan *sc, bool text, JSpan *out)
 {
-	CItem		it;
 	CSpan		span = {NULL, 0, false};
 
-	if (!cscan_next(sc, &it) || !cscan_string_rest(sc, &it, text, &span, 4))
+	if (!cscan_string(sc, text, &span, 4))
 		return false;
 	out->s = span.s;
 	out->len = span.len;
 	out->escaped = false;
 	out->set = span.set;
 	return true;
-}
-
-/* A map's next key into *key (unset when not text). */
-static bool
-cbor_key(CScan *sc, CSpan *key)
-{
-	CItem		it;
-
-	return cscan_next(sc, &it) && cscan_string_rest(sc, &it, true, key, 3);
-}
-
-static bool
-cbor_key_is(const CSpan *key, const char *name)
-{
-	return key->set && key->len == strlen(name) && memcmp(key->s, name, key->len) == 0;
 }
 
 /* One record of a CBOR request: a map of definite size. */
@@ -541,13 +525,13 @@ scan_record_cbor(CScan *sc, RecordRef *r)
 		CSpan		key = {NULL, 0, false};
 		bool		ok;
 
-		if (!cbor_key(sc, &key))
+		if (!cscan_string(sc, true, &key, 3))
 			return false;
-		if (cbor_key_is(&key, "Data"))
+		if (cscan_span_is(&key, "Data"))
 			ok = cbor_member(sc, false, &r->data);
-		else if (cbor_key_is(&key, "PartitionKey"))
+		else if (cscan_span_is(&key, "PartitionKey"))
 			ok = cbor_member(sc, true, &r->pkey);
-		else if (cbor_key_is(&key, "ExplicitHashKey"))
+		else if (cscan_span_is(&key, "ExplicitHashKey"))
 			ok = cbor_member(sc, true, &r->ehk);
 		else
 			ok = cscan_skip_value(sc, 4);
@@ -572,9 +556,9 @@ scan_records_cbor(CScan *sc, const char *body, size_t len, RecordRef *refs, int 
 		CSpan		key = {NULL, 0, false};
 		CItem		arr;
 
-		if (!cbor_key(sc, &key))
+		if (!cscan_string(sc, true, &key, 3))
 			return -1;
-		if (!cbor_key_is(&key, "Records"))
+		if (!cscan_span_is(&key, "Records"))
 		{
 			if (!cscan_skip_value(sc, 2))
 				return -1;

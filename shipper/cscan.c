@@ -389,11 +389,19 @@ cscan_string_rest(CScan *sc, const CItem *it, bool text, CSpan *out, int depth)
 }
 
 bool
-cscan_text_is(const CItem *it, const char *name)
+cscan_string(CScan *sc, bool text, CSpan *out, int depth)
+{
+	CItem		it;
+
+	return cscan_next(sc, &it) && cscan_string_rest(sc, &it, text, out, depth);
+}
+
+bool
+cscan_span_is(const CSpan *span, const char *name)
 {
 	size_t		len = strlen(name);
 
-	return it->kind == CK_TEXT && it->len == len && memcmp(it->s, name, len) == 0;
+	return span->set && span->len == len && memcmp(span->s, name, len) == 0;
 }
 
 char *

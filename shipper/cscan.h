@@ -90,8 +90,11 @@ extern bool cscan_string_rest(CScan *sc, const CItem *it, bool text, CSpan *out,
 /* Nothing is left. */
 extern bool cscan_at_end(const CScan *sc);
 
-/* A text item equal to name. */
-extern bool cscan_text_is(const CItem *it, const char *name);
+/* The next value as a string of that kind (cscan_next, then cscan_string_rest). */
+extern bool cscan_string(CScan *sc, bool text, CSpan *out, int depth);
+
+/* A string span equal to name (a map key, say). */
+extern bool cscan_span_is(const CSpan *span, const char *name);
 
 /* The span's bytes, NUL-terminated, in memory of its own (pg_malloc). */
 extern char *cscan_strdup(const CSpan *span);

@@ -388,22 +388,17 @@ kinesis_error_code(const char *body, size_t len, char **message)
 	const char *type = NULL;
 	const char *msg = NULL;
 	char	   *result = NULL;
+	char	   *cbor_type = NULL;
 
 	*message = NULL;
 	if (len > 0 && ((unsigned char) body[0] & 0xE0) == 0xA0)
 	{
-		char	   *ctype;
-
-		if (kinesis_cbor_error(body, len, &ctype, message) && ctype != NULL)
-		{
-			const char *hash = strrchr(ctype, '#');
-
-			result = pg_strdup(hash ? hash + 1 : ctype);
-		}
-		free(ctype);
-		return result;
+		kinesis_cbor_error(body, len, &cbor_type, message);
+		type = cbor_type;
+		doc = NULL;
 	}
-	doc = json_loadb(body, len, 0, &jerr);
+	else
+		doc = json_loadb(body, len, 0, &jerr);
 	if (doc != NULL && json_is_object(doc))
 	{
 		type = json_string_value(json_object_get(doc, "__type"));
@@ -421,6 +416,7 @@ kinesis_error_code(const char *body, size_t len, char **message)
 		*message = pg_strdup(msg);
 	if (doc)
 		json_decref(doc);
+	free(cbor_type);
 	return result;
 }
 

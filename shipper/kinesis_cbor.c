@@ -81,23 +81,6 @@ kinesis_cbor_body(const char *stream_member, const char *stream, ShipRecord **re
 	body->data[body->len] = '\0';
 }
 
-/* A map's next key: its text into *key (unset when it is not text). */
-static bool
-scan_key(CScan *sc, CSpan *key, int depth)
-{
-	CItem		it;
-
-	return cscan_next(sc, &it) && cscan_string_rest(sc, &it, true, key, depth);
-}
-
-static bool
-key_is(const CSpan *key, const char *name)
-{
-	size_t		len = strlen(name);
-
-	return key->set && key->len == len && memcmp(key->s, name, len) == 0;
-}
-
 /*
  * Reads a map whose head is it, pair by pair: member() reads the value of
  * each pair (the scan is at the value).
@@ -128,7 +111,7 @@ scan_map(CScan *sc, const CItem *it, MemberFn member, void *arg, int depth)
 			if (!cscan_string_rest(sc, &k, true, &key, depth + 1))
 				return false;
 		}
-		else if (!scan_key(sc, &key, depth + 1))
+		else if (!cscan_string(sc, true, &key, depth + 1))
 			return false;
 		if (!member(sc, &key, arg, depth + 1))
 			return false;
@@ -141,23 +124,20 @@ static bool
 result_member(CScan *sc, const CSpan *key, void *arg, int depth)
 {
 	PutResult  *r = arg;
-	CSpan	   *dest = NULL;
 	CSpan		value = {NULL, 0, false};
 	JSpan	   *out;
-	CItem		it;
 
-	if (key_is(key, "ErrorCode"))
+	if (cscan_span_is(key, "ErrorCode"))
 		out = &r->code;
-	else if (key_is(key, "ErrorMessage"))
+	else if (cscan_span_is(key, "ErrorMessage"))
 		out = &r->message;
-	else if (key_is(key, "SequenceNumber"))
+	else if (cscan_span_is(key, "SequenceNumber"))
 		out = &r->sequence;
-	else if (key_is(key, "ShardId"))
+	else if (cscan_span_is(key, "ShardId"))
 		out = &r->shard;
 	else
 		return cscan_skip_value(sc, depth);
-	dest = &value;
-	if (!cscan_next(sc, &it) || !cscan_string_rest(sc, &it, true, dest, depth))
+	if (!cscan_string(sc, true, &value, depth))
 		return false;
 	out->s = value.s;
 	out->len = value.len;
@@ -181,7 +161,7 @@ answer_member(CScan *sc, const CSpan *key, void *arg, int depth)
 	CItem		it;
 	bool		indef;
 
-	if (!key_is(key, "Records"))
+	if (!cscan_span_is(key, "Records"))
 		return cscan_skip_value(sc, depth);
 	if (!cscan_next(sc, &it))
 		return false;
@@ -253,17 +233,16 @@ error_member(CScan *sc, const CSpan *key, void *arg, int depth)
 {
 	ErrorScan  *es = arg;
 	CSpan	   *dest;
-	CItem		it;
 
-	if (key_is(key, "__type"))
+	if (cscan_span_is(key, "__type"))
 		dest = &es->type;
-	else if (key_is(key, "message"))
+	else if (cscan_span_is(key, "message"))
 		dest = &es->message;
-	else if (key_is(key, "Message"))
+	else if (cscan_span_is(key, "Message"))
 		dest = &es->message_upper;
 	else
 		return cscan_skip_value(sc, depth);
-	return cscan_next(sc, &it) && cscan_string_rest(sc, &it, true, dest, depth);
+	return cscan_string(sc, true, dest, depth);
 }
 
 /*
