@@ -346,8 +346,7 @@ group_by_shard(KinesisTarget *k, ShipRecord *rows, const int *todo, int ntodo,
 	for (int t = 0; t < ntodo; t++)
 	{
 		ShipRecord *r = &rows[todo[t]];
-		size_t		keylen = strlen(r->pkey);
-		int			shard = kpl_shard_of(&k->map, kpl_hash_key(r->pkey, keylen));
+		int			shard = kpl_shard_of(&k->map, kpl_hash_key(r->pkey, r->pkey_len));
 		AggBuild   *a;
 
 		/*
@@ -364,7 +363,7 @@ group_by_shard(KinesisTarget *k, ShipRecord *rows, const int *todo, int ntodo,
 		if (open_agg[shard] >= 0)
 		{
 			a = &aggs[open_agg[shard]];
-			if (kpl_size(&a->agg) + kpl_added_size(&a->agg, r->pkey, keylen, r->len) > agg_bytes)
+			if (kpl_size(&a->agg) + kpl_added_size(&a->agg, r->pkey_len, r->len) > agg_bytes)
 				open_agg[shard] = -1;
 		}
 		if (open_agg[shard] < 0)
@@ -378,7 +377,7 @@ group_by_shard(KinesisTarget *k, ShipRecord *rows, const int *todo, int ntodo,
 			open_agg[shard] = naggs++;
 		}
 		a = &aggs[open_agg[shard]];
-		kpl_add(&a->agg, r->pkey, keylen, r->data, r->len);
+		kpl_add(&a->agg, r->pkey_len, r->len);
 		a->rows[a->nrows++] = todo[t];
 	}
 	free(open_agg);
@@ -392,6 +391,7 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 {
 	int		   *todo = pg_malloc(sizeof(int) * Max(n, 1));
 	int			ntodo = n;
+	KplEntry   *entries = NULL; /* an aggregate's rows, as it is encoded */
 	ShipResult	result = SHIP_OK;
 	int			rounds = 0;
 
@@ -419,22 +419,29 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 
 		/* One Kinesis record per aggregate, hash key inside its shard. */
 		recs = pg_malloc0(sizeof(ShipRecord) * naggs);
+		entries = pg_realloc(entries, sizeof(KplEntry) * Max(ntodo, 1));
 		for (int i = 0; i < naggs; i++)
 		{
-			PQExpBufferData data;
+			const ShipRecord *first = &rows[aggs[i].rows[0]];
 			char		ehk[40];
 
-			initPQExpBuffer(&data);
-			kpl_encode(&aggs[i].agg, &data);
-			recs[i].data = data.data;
-			recs[i].len = data.len;
-			recs[i].pkey = pg_strdup(aggs[i].agg.first_key);
-			recs[i].pkey_len = strlen(recs[i].pkey);
+			for (int j = 0; j < aggs[i].nrows; j++)
+			{
+				const ShipRecord *r = &rows[aggs[i].rows[j]];
+
+				entries[j].key = r->pkey;
+				entries[j].keylen = r->pkey_len;
+				entries[j].data = r->data;
+				entries[j].datalen = r->len;
+			}
+			recs[i].len = kpl_size(&aggs[i].agg);
+			recs[i].data = pg_malloc(recs[i].len);
+			kpl_encode(&aggs[i].agg, entries, recs[i].data);
+			recs[i].pkey = pnstrdup(first->pkey, first->pkey_len);
+			recs[i].pkey_len = first->pkey_len;
 			kpl_format_hash_key(kpl_hash_key(recs[i].pkey, recs[i].pkey_len), ehk);
 			recs[i].ehk = pg_strdup(ehk);
 			recs[i].want_shard = k->map.shards[aggs[i].shard].id;
-			/* Encoded: the aggregate's own copy of the rows is not needed. */
-			kpl_free(&aggs[i].agg);
 		}
 
 		/*
@@ -469,7 +476,6 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 			free(recs[i].pkey);
 			free(recs[i].ehk);
 			free(recs[i].got_shard);
-			kpl_free(&aggs[i].agg);
 			free(aggs[i].rows);
 		}
 		free(recs);
@@ -498,5 +504,6 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 		}
 	}
 	free(todo);
+	free(entries);
 	return result;
 }

@@ -48,18 +48,6 @@ varint_at(char *p, uint64_t v)
 	return p;
 }
 
-/* Room for n more bytes at the end of buf; where they go. */
-static char *
-room(PQExpBuffer buf, size_t n)
-{
-	if (!enlargePQExpBuffer(buf, n))
-	{
-		fprintf(stderr, "out of memory\n");
-		exit(1);
-	}
-	return buf->data + buf->len;
-}
-
 static int
 varint_len(uint64_t v)
 {
@@ -77,78 +65,41 @@ void
 kpl_init(KplAggregate *agg)
 {
 	memset(agg, 0, sizeof(*agg));
-	initPQExpBuffer(&agg->keys);
-	initPQExpBuffer(&agg->records);
 }
 
-void
-kpl_reset(KplAggregate *agg)
+/* A records entry's size inside its field: partition_key_index and data. */
+static size_t
+record_body_len(uint64_t index, size_t datalen)
 {
-	resetPQExpBuffer(&agg->keys);
-	resetPQExpBuffer(&agg->records);
-	agg->nkeys = 0;
-	agg->nrecords = 0;
-	free(agg->first_key);
-	agg->first_key = NULL;
+	return 1 + varint_len(index) + 1 + varint_len(datalen) + datalen;
 }
 
-void
-kpl_free(KplAggregate *agg)
-{
-	termPQExpBuffer(&agg->keys);
-	termPQExpBuffer(&agg->records);
-	free(agg->first_key);
-	agg->first_key = NULL;
-}
-
-/* What adding this row would make the encoded aggregate grow by. */
+/* What adding a row would make the encoded aggregate grow by. */
 size_t
-kpl_added_size(const KplAggregate *agg, const char *pkey, size_t keylen, size_t datalen)
+kpl_added_size(const KplAggregate *agg, size_t keylen, size_t datalen)
 {
-	size_t		key = 1 + varint_len(keylen) + keylen;
-	size_t		rec = 1 + varint_len(agg->nkeys) + 1 + varint_len(datalen) + datalen;
+	size_t		rec = record_body_len(agg->nrecords, datalen);
 
-	return key + 1 + varint_len(rec) + rec;
+	return 1 + varint_len(keylen) + keylen + 1 + varint_len(rec) + rec;
 }
 
 size_t
 kpl_size(const KplAggregate *agg)
 {
-	return sizeof(kpl_magic) + agg->keys.len + agg->records.len + 16;
+	return sizeof(kpl_magic) + agg->keys_len + agg->records_len + 16;
 }
 
 /*
- * Adds a row.  Every row gets its own entry in the key table (keys are
- * distinct within a batch, so there is nothing to share).
+ * Adds a row's sizes.  Every row gets its own entry in the key table (keys
+ * are distinct within a batch, so there is nothing to share).
  */
 void
-kpl_add(KplAggregate *agg, const char *pkey, size_t keylen, const char *data, size_t datalen)
+kpl_add(KplAggregate *agg, size_t keylen, size_t datalen)
 {
-	uint64_t	index = agg->nkeys++;
-	char	   *p;
+	size_t		rec = record_body_len(agg->nrecords, datalen);
 
-	/* field 1 (length-delimited): the key */
-	p = room(&agg->keys, 1 + 10 + keylen);
-	*p++ = 0x0A;
-	p = varint_at(p, keylen);
-	memcpy(p, pkey, keylen);
-	agg->keys.len = p + keylen - agg->keys.data;
-	agg->keys.data[agg->keys.len] = '\0';
-
-	/* field 3 (length-delimited): partition_key_index and data */
-	p = room(&agg->records, 1 + 10 + 1 + 10 + 1 + 10 + datalen);
-	*p++ = 0x1A;
-	p = varint_at(p, 1 + varint_len(index) + 1 + varint_len(datalen) + datalen);
-	*p++ = 0x08;
-	p = varint_at(p, index);
-	*p++ = 0x1A;
-	p = varint_at(p, datalen);
-	memcpy(p, data, datalen);
-	agg->records.len = p + datalen - agg->records.data;
-	agg->records.data[agg->records.len] = '\0';
-
-	if (agg->first_key == NULL)
-		agg->first_key = pnstrdup(pkey, keylen);
+	agg->keys_len += 1 + varint_len(keylen) + keylen;
+	agg->records_len += 1 + varint_len(rec) + rec;
 	agg->nrecords++;
 }
 
@@ -178,28 +129,83 @@ md5(void)
 	return md5_md;
 }
 
-/* magic + protobuf + MD5(protobuf), appended to out. */
+static void
+md5_update(EVP_MD_CTX *ctx, const char *p, size_t n)
+{
+	if (EVP_DigestUpdate(ctx, p, n) != 1)
+	{
+		fprintf(stderr, "could not compute MD5\n");
+		exit(1);
+	}
+}
+
+/* Bytes written and not yet hashed, past which they are hashed. */
+#define KPL_MD5_STRIDE 16384
+
+/*
+ * magic + protobuf + MD5(protobuf), written at out (kpl_size(agg) bytes):
+ * agg->nrecords rows, those that were added.  Each row's data is copied
+ * once, and hashed while it is still in the cache.
+ */
 void
-kpl_encode(const KplAggregate *agg, PQExpBuffer out)
+kpl_encode(const KplAggregate *agg, const KplEntry *rows, char *out)
 {
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char	   *p = out;
+	char	   *hashed;
 
-	appendBinaryPQExpBuffer(out, (const char *) kpl_magic, sizeof(kpl_magic));
-	appendBinaryPQExpBuffer(out, agg->keys.data, agg->keys.len);
-	appendBinaryPQExpBuffer(out, agg->records.data, agg->records.len);
-	if (ctx == NULL ||
-		EVP_DigestInit_ex(ctx, md5(), NULL) != 1 ||
-		EVP_DigestUpdate(ctx, agg->keys.data, agg->keys.len) != 1 ||
-		EVP_DigestUpdate(ctx, agg->records.data, agg->records.len) != 1 ||
-		EVP_DigestFinal_ex(ctx, digest, &mdlen) != 1 || mdlen != 16)
+	if (ctx == NULL || EVP_DigestInit_ex(ctx, md5(), NULL) != 1)
+	{
+		fprintf(stderr, "could not compute MD5\n");
+		exit(1);
+	}
+	memcpy(p, kpl_magic, sizeof(kpl_magic));
+	p += sizeof(kpl_magic);
+	hashed = p;
+
+	/* field 1 (length-delimited): the keys */
+	for (uint64_t i = 0; i < agg->nrecords; i++)
+	{
+		*p++ = 0x0A;
+		p = varint_at(p, rows[i].keylen);
+		memcpy(p, rows[i].key, rows[i].keylen);
+		p += rows[i].keylen;
+	}
+
+	/* field 3 (length-delimited): partition_key_index and data */
+	for (uint64_t i = 0; i < agg->nrecords; i++)
+	{
+		*p++ = 0x1A;
+		p = varint_at(p, record_body_len(i, rows[i].datalen));
+		*p++ = 0x08;
+		p = varint_at(p, i);
+		*p++ = 0x1A;
+		p = varint_at(p, rows[i].datalen);
+		memcpy(p, rows[i].data, rows[i].datalen);
+		p += rows[i].datalen;
+		if (p - hashed >= KPL_MD5_STRIDE)
+		{
+			md5_update(ctx, hashed, p - hashed);
+			hashed = p;
+		}
+	}
+	md5_update(ctx, hashed, p - hashed);
+	if (EVP_DigestFinal_ex(ctx, digest, &mdlen) != 1 || mdlen != 16)
 	{
 		fprintf(stderr, "could not compute MD5\n");
 		exit(1);
 	}
 	EVP_MD_CTX_free(ctx);
-	appendBinaryPQExpBuffer(out, (const char *) digest, 16);
+	memcpy(p, digest, 16);
+	p += 16;
+	if ((size_t) (p - out) != kpl_size(agg))
+	{
+		fprintf(stderr, "internal error: KPL aggregate of %zu bytes planned as %zu\n",
+				(size_t) (p - out), kpl_size(agg));
+		abort();
+	}
 }
 
 /* ----------------------------------------------------------------

@@ -12,31 +12,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pqexpbuffer.h"
 
 typedef unsigned __int128 uint128_t;
 
 extern const unsigned char kpl_magic[4];
 
-/* An aggregated record being built: its two protobuf sections. */
+/*
+ * An aggregated record being planned: the sizes of its two protobuf
+ * sections as rows are added.  The bytes are written once, by kpl_encode,
+ * from the rows where they already are.
+ */
 typedef struct KplAggregate
 {
-	PQExpBufferData keys;		/* partition_key_table entries */
-	PQExpBufferData records;	/* records entries */
-	uint64_t	nkeys;
-	int			nrecords;
-	char	   *first_key;		/* the Kinesis record's partition key */
+	size_t		keys_len;		/* partition_key_table entries */
+	size_t		records_len;	/* records entries */
+	uint64_t	nrecords;
 } KplAggregate;
 
+/* A row of an aggregate: its partition key and its data. */
+typedef struct KplEntry
+{
+	const char *key;
+	size_t		keylen;
+	const char *data;
+	size_t		datalen;
+} KplEntry;
+
 extern void kpl_init(KplAggregate *agg);
-extern void kpl_reset(KplAggregate *agg);
-extern void kpl_free(KplAggregate *agg);
-extern size_t kpl_added_size(const KplAggregate *agg, const char *pkey, size_t keylen,
-							 size_t datalen);
+extern size_t kpl_added_size(const KplAggregate *agg, size_t keylen, size_t datalen);
 extern size_t kpl_size(const KplAggregate *agg);
-extern void kpl_add(KplAggregate *agg, const char *pkey, size_t keylen,
-					const char *data, size_t datalen);
-extern void kpl_encode(const KplAggregate *agg, PQExpBuffer out);
+extern void kpl_add(KplAggregate *agg, size_t keylen, size_t datalen);
+extern void kpl_encode(const KplAggregate *agg, const KplEntry *rows, char *out);
 
 /* An open shard: its id and hash key range (inclusive). */
 typedef struct KplShard

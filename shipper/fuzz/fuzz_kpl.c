@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 
 #include "kpl.h"
+#include "pqexpbuffer.h"
 
 typedef struct Cursor
 {
@@ -54,6 +55,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	KplAggregate agg;
+	KplEntry	entries[64];
 	PQExpBufferData out;
 	const char *keys[64];
 	size_t		keylens[64];
@@ -91,11 +93,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	kpl_init(&agg);
 	for (int i = 0; i < n; i++)
-		kpl_add(&agg, keys[i], keylens[i], datas[i], datalens[i]);
+	{
+		size_t		before = kpl_size(&agg);
+		size_t		added = kpl_added_size(&agg, keylens[i], datalens[i]);
+
+		kpl_add(&agg, keylens[i], datalens[i]);
+		if (kpl_size(&agg) != before + added)
+			abort();
+		entries[i].key = keys[i];
+		entries[i].keylen = keylens[i];
+		entries[i].data = datas[i];
+		entries[i].datalen = datalens[i];
+	}
+	/* kpl_encode writes exactly kpl_size() bytes: the rest must stay. */
 	initPQExpBuffer(&out);
-	kpl_encode(&agg, &out);
-	if (out.len != kpl_size(&agg))
+	if (!enlargePQExpBuffer(&out, kpl_size(&agg) + 64))
 		abort();
+	memset(out.data, 0xA5, kpl_size(&agg) + 64);
+	kpl_encode(&agg, entries, out.data);
+	out.len = kpl_size(&agg);
+	for (size_t i = out.len; i < out.len + 64; i++)
+		if ((unsigned char) out.data[i] != 0xA5)
+			abort();
 
 	/* magic, protobuf, MD5(protobuf) */
 	if (out.len < 4 + 16 || memcmp(out.data, kpl_magic, 4) != 0)
@@ -150,6 +169,5 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (nkeys != n || nrecs != n)
 		abort();
 	termPQExpBuffer(&out);
-	kpl_free(&agg);
 	return 0;
 }
