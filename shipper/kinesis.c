@@ -110,6 +110,7 @@ kinesis_free(KinesisTarget *k, bool clone)
 	free(k->resps);
 	http_client_free(&k->http);
 	kpl_map_free(&k->map);
+	kpl_hasher_free(k->hasher);
 	aws_credentials_clear(&k->creds);
 	if (!clone)
 	{

@@ -64,6 +64,7 @@ typedef struct KinesisTarget
 	/* --aggregate: the open shards, refreshed every KINESIS_MAP_REFRESH_S */
 	KplShardMap map;
 	double		map_loaded_at;
+	KplHasher  *hasher;			/* the rows' hash keys (made at first use) */
 	/* statistics */
 	uint64_t	rows_aggregated;
 	uint64_t	aggregates_resent;

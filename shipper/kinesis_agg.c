@@ -341,12 +341,14 @@ group_by_shard(KinesisTarget *k, ShipRecord *rows, const int *todo, int ntodo,
 	int			naggs = 0;
 	int		   *open_agg = pg_malloc(sizeof(int) * k->map.nshards); /* per shard, or -1 */
 
+	if (k->hasher == NULL)
+		k->hasher = kpl_hasher_create();
 	for (int s = 0; s < k->map.nshards; s++)
 		open_agg[s] = -1;
 	for (int t = 0; t < ntodo; t++)
 	{
 		ShipRecord *r = &rows[todo[t]];
-		int			shard = kpl_shard_of(&k->map, kpl_hash_key(r->pkey, r->pkey_len));
+		int			shard = kpl_shard_of(&k->map, kpl_hash_key(k->hasher, r->pkey, r->pkey_len));
 		AggBuild   *a;
 
 		/*
@@ -439,7 +441,7 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 			kpl_encode(&aggs[i].agg, entries, recs[i].data);
 			recs[i].pkey = pnstrdup(first->pkey, first->pkey_len);
 			recs[i].pkey_len = first->pkey_len;
-			kpl_format_hash_key(kpl_hash_key(recs[i].pkey, recs[i].pkey_len), ehk);
+			kpl_format_hash_key(kpl_hash_key(k->hasher, recs[i].pkey, recs[i].pkey_len), ehk);
 			recs[i].ehk = pg_strdup(ehk);
 			recs[i].want_shard = k->map.shards[aggs[i].shard].id;
 		}

@@ -129,14 +129,19 @@ md5(void)
 	return md5_md;
 }
 
+/* OpenSSL failing to digest is out of memory or a broken install: exit. */
+static void
+md5_failed(void)
+{
+	fprintf(stderr, "could not compute MD5\n");
+	exit(1);
+}
+
 static void
 md5_update(EVP_MD_CTX *ctx, const char *p, size_t n)
 {
 	if (EVP_DigestUpdate(ctx, p, n) != 1)
-	{
-		fprintf(stderr, "could not compute MD5\n");
-		exit(1);
-	}
+		md5_failed();
 }
 
 /* Bytes written and not yet hashed, past which they are hashed. */
@@ -157,10 +162,7 @@ kpl_encode(const KplAggregate *agg, const KplEntry *rows, char *out)
 	char	   *hashed;
 
 	if (ctx == NULL || EVP_DigestInit_ex(ctx, md5(), NULL) != 1)
-	{
-		fprintf(stderr, "could not compute MD5\n");
-		exit(1);
-	}
+		md5_failed();
 	memcpy(p, kpl_magic, sizeof(kpl_magic));
 	p += sizeof(kpl_magic);
 	hashed = p;
@@ -193,10 +195,7 @@ kpl_encode(const KplAggregate *agg, const KplEntry *rows, char *out)
 	}
 	md5_update(ctx, hashed, p - hashed);
 	if (EVP_DigestFinal_ex(ctx, digest, &mdlen) != 1 || mdlen != 16)
-	{
-		fprintf(stderr, "could not compute MD5\n");
-		exit(1);
-	}
+		md5_failed();
 	EVP_MD_CTX_free(ctx);
 	memcpy(p, digest, 16);
 	p += 16;
@@ -213,19 +212,44 @@ kpl_encode(const KplAggregate *agg, const KplEntry *rows, char *out)
  * ----------------------------------------------------------------
  */
 
+struct KplHasher
+{
+	EVP_MD_CTX *ctx;
+};
+
+KplHasher *
+kpl_hasher_create(void)
+{
+	KplHasher  *h = pg_malloc(sizeof(KplHasher));
+
+	h->ctx = EVP_MD_CTX_new();
+	if (h->ctx == NULL || EVP_DigestInit_ex(h->ctx, md5(), NULL) != 1)
+		md5_failed();
+	return h;
+}
+
+void
+kpl_hasher_free(KplHasher *h)
+{
+	if (h == NULL)
+		return;
+	EVP_MD_CTX_free(h->ctx);
+	free(h);
+}
+
 /* The hash key of a partition key: MD5 as a big-endian 128-bit number. */
 uint128_t
-kpl_hash_key(const char *pkey, size_t len)
+kpl_hash_key(KplHasher *h, const char *pkey, size_t len)
 {
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	uint128_t	v = 0;
 
-	if (EVP_Digest(pkey, len, digest, &mdlen, md5(), NULL) != 1 || mdlen != 16)
-	{
-		fprintf(stderr, "could not compute MD5\n");
-		exit(1);
-	}
+	/* NULL: the digest set at creation, its context kept. */
+	if (EVP_DigestInit_ex(h->ctx, NULL, NULL) != 1 ||
+		EVP_DigestUpdate(h->ctx, pkey, len) != 1 ||
+		EVP_DigestFinal_ex(h->ctx, digest, &mdlen) != 1 || mdlen != 16)
+		md5_failed();
 	for (int i = 0; i < 16; i++)
 		v = (v << 8) | digest[i];
 	return v;

@@ -12,7 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-
 typedef unsigned __int128 uint128_t;
 
 extern const unsigned char kpl_magic[4];
@@ -58,7 +57,15 @@ typedef struct KplShardMap
 	int			nshards;
 } KplShardMap;
 
-extern uint128_t kpl_hash_key(const char *pkey, size_t len);
+/*
+ * Hashes partition keys into hash keys, one MD5 context reused for every
+ * key (EVP_Digest makes and frees one a call).  One per thread.
+ */
+typedef struct KplHasher KplHasher;
+
+extern KplHasher *kpl_hasher_create(void);
+extern void kpl_hasher_free(KplHasher *h);
+extern uint128_t kpl_hash_key(KplHasher *h, const char *pkey, size_t len);
 extern bool kpl_parse_hash_key(const char *s, uint128_t *out);
 extern void kpl_format_hash_key(uint128_t v, char out[40]);
 extern int	kpl_shard_of(const KplShardMap *map, uint128_t hash);

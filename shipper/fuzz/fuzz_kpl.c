@@ -51,6 +51,9 @@ bytes(Cursor * c)
 	return r;
 }
 
+/* Kept from input to input, as a lane keeps it from batch to batch. */
+static KplHasher *hasher;
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -169,5 +172,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (nkeys != n || nrecs != n)
 		abort();
 	termPQExpBuffer(&out);
+
+	/*
+	 * Each key's hash key, from the one hasher every input reuses, is its MD5
+	 * as a big-endian number, as a digest made afresh says.
+	 */
+	if (hasher == NULL)
+		hasher = kpl_hasher_create();
+	for (int i = 0; i < n; i++)
+	{
+		uint128_t	v = kpl_hash_key(hasher, keys[i], keylens[i]);
+
+		if (EVP_Digest(keys[i], keylens[i], md5, &mdlen, EVP_md5(), NULL) != 1 || mdlen != 16)
+			abort();
+		for (int b = 15; b >= 0; b--, v >>= 8)
+			if ((unsigned char) (v & 0xFF) != md5[b])
+				abort();
+	}
 	return 0;
 }
