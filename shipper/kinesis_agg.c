@@ -183,6 +183,7 @@ int_cmp(const void *a, const void *b)
 typedef struct AggBuild
 {
 	int			shard;
+	uint128_t	first_hash;		/* its first row's hash key: the record's */
 	KplAggregate agg;
 	int		   *rows;			/* indexes into the rows */
 	int			nrows;
@@ -348,7 +349,8 @@ group_by_shard(KinesisTarget *k, ShipRecord *rows, const int *todo, int ntodo,
 	for (int t = 0; t < ntodo; t++)
 	{
 		ShipRecord *r = &rows[todo[t]];
-		int			shard = kpl_shard_of(&k->map, kpl_hash_key(k->hasher, r->pkey, r->pkey_len));
+		uint128_t	hash = kpl_hash_key(k->hasher, r->pkey, r->pkey_len);
+		int			shard = kpl_shard_of(&k->map, hash);
 		AggBuild   *a;
 
 		/*
@@ -373,6 +375,7 @@ group_by_shard(KinesisTarget *k, ShipRecord *rows, const int *todo, int ntodo,
 			aggs = pg_realloc(aggs, sizeof(AggBuild) * (naggs + 1));
 			a = &aggs[naggs];
 			a->shard = shard;
+			a->first_hash = hash;
 			kpl_init(&a->agg);
 			a->rows = pg_malloc(sizeof(int) * ntodo);
 			a->nrows = 0;
@@ -441,7 +444,7 @@ kinesis_put_aggregated(KinesisTarget *k, ShipRecord *rows, int n, size_t agg_byt
 			kpl_encode(&aggs[i].agg, entries, recs[i].data);
 			recs[i].pkey = pnstrdup(first->pkey, first->pkey_len);
 			recs[i].pkey_len = first->pkey_len;
-			kpl_format_hash_key(kpl_hash_key(k->hasher, recs[i].pkey, recs[i].pkey_len), ehk);
+			kpl_format_hash_key(aggs[i].first_hash, ehk);
 			recs[i].ehk = pg_strdup(ehk);
 			recs[i].want_shard = k->map.shards[aggs[i].shard].id;
 		}
