@@ -25,6 +25,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/tupconvert.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
@@ -37,6 +38,9 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parser.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/pquery.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -46,6 +50,7 @@
 #include "utils/plancache.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
@@ -491,6 +496,7 @@ struct ChunkReader
 	bool		partitioned;
 	bool		whole_rows;		/* the cursor reads rows, not addresses */
 	char	   *portal;			/* the cursor's name */
+	Snapshot	snapshot;		/* the chunk's (chunk_snapshot), registered */
 	ReaderDest	dest;
 	List	   *leaves;			/* ChunkLeaf */
 	MemoryContext cxt;			/* where it was opened */
@@ -588,10 +594,75 @@ reader_open_cursor(ChunkReader *r)
 }
 
 /*
+ * What a committing transaction sets in its PGPROC from just before its
+ * commit record until pg_xact has it (RecordTransactionCommit).
+ */
+#ifdef DELAY_CHKPT_IN_COMMIT
+#define COMMIT_DELAY_FLAGS (DELAY_CHKPT_START | DELAY_CHKPT_IN_COMMIT)
+#else
+#define COMMIT_DELAY_FLAGS DELAY_CHKPT_START
+#endif
+
+/*
+ * The chunk's snapshot: taken once every transaction whose commit record
+ * precedes the chunk's low watermark is visible.
+ *
+ * A transaction commits in the WAL, where the stream sees it, before other
+ * sessions see it: after its commit record it flushes the WAL, sets
+ * pg_xact, waits for a synchronous standby if there is one, and only then
+ * leaves the ProcArray.  A snapshot taken right after the low watermark
+ * committed could miss a transaction still in that window, though the
+ * stream carries its changes before the watermark, where the shipper does
+ * not look for them: the chunk would ship a row older than the stream's.
+ *
+ * So first those between their commit record and pg_xact are waited for
+ * (they delay checkpoints from before their commit record is written),
+ * then those pg_xact has as committed that a snapshot still counts as
+ * running.  Both are committing already, so the waits are short but for a
+ * synchronous standby's.  A transaction that has not written its commit
+ * record is not waited for: it commits after the watermark, and the
+ * shipper sees its changes between the watermarks.
+ *
+ * The caller's snapshots do not serve: a statement's is taken before this.
+ */
+static Snapshot
+chunk_snapshot(void)
+{
+	VirtualTransactionId *vxids;
+	int			nvxids;
+	Snapshot	snap;
+	TransactionId *committed;
+	int			ncommitted = 0;
+
+	vxids = GetVirtualXIDsDelayingChkpt(&nvxids, COMMIT_DELAY_FLAGS);
+	while (nvxids > 0 && HaveVirtualXIDsDelayingChkpt(vxids, nvxids, COMMIT_DELAY_FLAGS))
+	{
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(100L);
+	}
+	pfree(vxids);
+
+	snap = GetLatestSnapshot();
+	committed = palloc(sizeof(TransactionId) * Max(snap->xcnt, 1));
+	for (uint32 i = 0; i < snap->xcnt; i++)
+		if (TransactionIdDidCommit(snap->xip[i]))
+			committed[ncommitted++] = snap->xip[i];
+	if (ncommitted > 0)
+	{
+		/* Each leaves the ProcArray before it releases its lock. */
+		for (int i = 0; i < ncommitted; i++)
+			XactLockTableWait(committed[i], NULL, NULL, XLTW_None);
+		snap = GetLatestSnapshot();
+	}
+	pfree(committed);
+	return RegisterSnapshotOnOwner(snap, TopTransactionResourceOwner);
+}
+
+/*
  * Opens a chunk (fundrecs.backfill_rows' and fundrecs.backfill_chunk's
  * first seven arguments) in CurrentMemoryContext: the same checks as the
  * initial load's (rights, captured by the options), then the cursor of the
- * rows' addresses, by key.
+ * rows (or their addresses), by key, as of chunk_snapshot.
  */
 static ChunkReader *
 reader_open(FunctionCallInfo fcinfo)
@@ -635,7 +706,10 @@ reader_open(FunctionCallInfo fcinfo)
 	r->dest.pub.rDestroy = reader_dest_noop;
 	r->dest.pub.mydest = DestNone;
 	r->dest.reader = r;
+	r->snapshot = chunk_snapshot();
+	PushActiveSnapshot(r->snapshot);
 	reader_open_cursor(r);
+	PopActiveSnapshot();
 	return r;
 }
 
@@ -662,6 +736,9 @@ reader_close(ChunkReader *r)
 	if (r->rel != NULL)
 		table_close(r->rel, AccessShareLock);
 	r->rel = NULL;
+	if (r->snapshot != NULL)
+		UnregisterSnapshotFromOwner(r->snapshot, TopTransactionResourceOwner);
+	r->snapshot = NULL;
 }
 
 static void
@@ -790,13 +867,14 @@ reader_tuple(ChunkReader *r, const ChunkRow *row, ChunkLeaf **leafp, TupleDesc *
 /*
  * Reads rows of the chunk into out until the cursor is exhausted or (a
  * batch) the body holds batch_bytes.  Each row is formatted and enriched
- * as a load row, as of the current snapshot.
+ * as a load row, as of the chunk's snapshot.
  */
 static void
 reader_read(ChunkReader *r, ChunkOut *out)
 {
 	MemoryContext oldcxt;
 
+	PushActiveSnapshot(r->snapshot);
 	while ((out->body == NULL || out->body->len - out->body_start < out->batch_bytes) &&
 		   reader_fetch(r))
 	{
@@ -859,6 +937,7 @@ reader_read(ChunkReader *r, ChunkOut *out)
 		out->last_key = row_key(r, leaf, desc, tuple);
 		MemoryContextSwitchTo(oldcxt);
 	}
+	PopActiveSnapshot();
 }
 
 PG_FUNCTION_INFO_V1(fundrecs_backfill_rows);

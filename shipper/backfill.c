@@ -5,11 +5,13 @@
  *	  watermarks, their rows shipped as of the high one (see backfill.h).
  *
  * Why the rows shipped are never older than the stream's: a chunk is read
- * after its low watermark commits and before its high one does.  A row
- * whose key no change touched between the two watermarks is, at the high
- * watermark, the row as the chunk read it; a row whose key did change is
- * dropped, since the stream carries that change, newer, before the high
- * watermark.  A truncate of the table between them makes the chunk be read
+ * after its low watermark commits, through a snapshot that sees every
+ * commit before it (the server waits for those not yet visible: see
+ * chunk_snapshot in fundrecs_backfill.c), and before its high watermark
+ * commits.  A row whose key no change touched between the two watermarks
+ * is, at the high watermark, the row as the chunk read it; a row whose key
+ * did change is dropped, since the stream carries that change, newer,
+ * before the high watermark.  A truncate of the table between them makes the chunk be read
  * again.  This is DBLog's algorithm (Netflix, 2020), with the watermarks
  * as transactional messages rather than writes to a table.
  *

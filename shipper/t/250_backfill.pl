@@ -199,6 +199,57 @@ $left_out += $1 while $loglines =~ /shipped at \S+: \d+ rows, (\d+) left out for
 diag("stdout: " . scalar(@loads) . " rows backfilled, $left_out left out for newer changes");
 like($loglines, qr/backfill $id of shop\.accounts finished/, 'the log says it finished');
 
+# A change the stream has before anyone sees it.  A commit is in the WAL,
+# and so in the stream, before it is visible: in between it flushes, and
+# with synchronous replication waits for its standby.  A chunk read in that
+# window used to miss it and ship the row as it was before, after the
+# stream's newer version (in the churn above, now and then).  Here the
+# window is held open by a synchronous standby that never comes.
+$node->safe_psql('postgres', q{
+CREATE TABLE shop.held (id int PRIMARY KEY, version int NOT NULL DEFAULT 1, balance int);
+INSERT INTO shop.held SELECT g, 1, 0 FROM generate_series(1, 50) g;
+ALTER SYSTEM SET synchronous_standby_names = 'fundrecs_absent_standby';
+SELECT pg_reload_conf();
+});
+my $held = IPC::Run::start([ 'psql', '-X', '-q', '-d', $connstr, '-c',
+	'SET synchronous_commit = on; UPDATE shop.held SET version = 2, balance = 7 WHERE id = 7' ],
+	'>', '/dev/null', '2>', "$tmp/held.log");
+$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+  or die 'the update did not wait for the standby';
+my $streamed = 0;
+foreach (1 .. 300)
+{
+	$streamed = grep { /"table":"held"/ && /"op":"update"/ } split /\n/, slurp_file($out);
+	last if $streamed;
+	usleep(100_000);
+}
+ok($streamed, 'the update is in the stream');
+is($node->safe_psql('postgres', 'SELECT version FROM shop.held WHERE id = 7'), 1, 'and not yet visible');
+my $held_id = $node->safe_psql('postgres',
+	"SET synchronous_commit = local; SELECT fundrecs.backfill('shop.held')");
+my $waiting = 0;
+foreach (1 .. 300)
+{
+	$waiting = $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fundrecs_shipper backfill'"
+		  . " AND wait_event_type = 'Lock' AND wait_event = 'transactionid'");
+	last if $waiting;
+	last if status($held_id, 'bf_out') =~ /^(finished|failed)/;
+	usleep(100_000);
+}
+is($waiting, 1, 'the chunk waits for the commit it would not see');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf();');
+$held->finish;
+like(wait_state($held_id, 'bf_out', qr/^(finished|failed|cancelled)/), qr/^finished\|1\|$/,
+	'then reads it, and the backfill finishes');
+catch_up('bf_out');
+my %held_state;
+my $held_back = 0;
+apply_rows(\%held_state, \$held_back,
+	[ grep { ($_->{table} // '') eq 'held' } map { $json->decode($_) } grep { /^\{/ } split /\n/, slurp_file($out) ]);
+compare_state(\%held_state, 'shop.held', 'a commit seen before it is visible');
+is($held_back, 0, 'a commit seen before it is visible: no key went back a version');
+
 # Cancel, a dropped table, a renamed one, a table the slot does not capture.
 $node->safe_psql('postgres', q{
 CREATE TABLE shop.doomed (id int PRIMARY KEY, version int DEFAULT 1, balance int);
