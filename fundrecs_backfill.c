@@ -635,10 +635,13 @@ chunk_snapshot(void)
 	int			ncommitted = 0;
 
 	vxids = GetVirtualXIDsDelayingChkpt(&nvxids, COMMIT_DELAY_FLAGS);
-	while (nvxids > 0 && HaveVirtualXIDsDelayingChkpt(vxids, nvxids, COMMIT_DELAY_FLAGS))
+	for (long sleep_us = 100;
+		 nvxids > 0 && HaveVirtualXIDsDelayingChkpt(vxids, nvxids, COMMIT_DELAY_FLAGS);
+		 sleep_us = Min(sleep_us * 2, 10000L))
 	{
+		/* Most are gone within a WAL flush; a slow disk is not polled hard. */
 		CHECK_FOR_INTERRUPTS();
-		pg_usleep(100L);
+		pg_usleep(sleep_us);
 	}
 	pfree(vxids);
 
