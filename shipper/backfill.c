@@ -11,9 +11,10 @@
  * commits.  A row whose key no change touched between the two watermarks
  * is, at the high watermark, the row as the chunk read it; a row whose key
  * did change is dropped, since the stream carries that change, newer,
- * before the high watermark.  A truncate of the table between them makes the chunk be read
- * again.  This is DBLog's algorithm (Netflix, 2020), with the watermarks
- * as transactional messages rather than writes to a table.
+ * before the high watermark.  A truncate of the table between them makes
+ * the chunk be read again.  This is DBLog's algorithm (Netflix, 2020),
+ * with the watermarks as transactional messages rather than writes to a
+ * table.
  *
  * What survives a crash: a chunk's rows are handed to the target as rows
  * of the high watermark's transaction, after its commit position is
