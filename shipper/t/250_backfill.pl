@@ -251,11 +251,14 @@ compare_state(\%held_state, 'shop.held', 'a commit seen before it is visible');
 is($held_back, 0, 'a commit seen before it is visible: no key went back a version');
 
 # Cancel, a dropped table, a renamed one, a table the slot does not capture.
+# The dropped and renamed tables have 20,000 chunks of 5 rows: enough that
+# their backfills are still running when the DDL comes (with 600 chunks, a
+# fast machine once finished one between two polls of its state).
 $node->safe_psql('postgres', q{
 CREATE TABLE shop.doomed (id int PRIMARY KEY, version int DEFAULT 1, balance int);
-INSERT INTO shop.doomed SELECT g, 1, 0 FROM generate_series(1, 3000) g;
+INSERT INTO shop.doomed SELECT g, 1, 0 FROM generate_series(1, 100000) g;
 CREATE TABLE shop.renamed (LIKE shop.doomed INCLUDING ALL);
-INSERT INTO shop.renamed SELECT g, 1, 0 FROM generate_series(1, 3000) g;
+INSERT INTO shop.renamed SELECT g, 1, 0 FROM generate_series(1, 100000) g;
 CREATE TABLE public.elsewhere (id int PRIMARY KEY);
 });
 my $cancel = $node->safe_psql('postgres', "SELECT fundrecs.backfill('shop.accounts', 10)");
@@ -284,7 +287,7 @@ $h->finish;
 my $while_down = $node->safe_psql('postgres', "SELECT fundrecs.backfill('shop.renamed2', 1000)");
 is(status($while_down, 'bf_out'), '', 'no shipper has seen the request yet');
 $h = start_stdout();
-like(wait_state($while_down, 'bf_out', qr/^finished/), qr/^finished\|3\|/, 'it ran once the shipper was back');
+like(wait_state($while_down, 'bf_out', qr/^finished/), qr/^finished\|100\|/, 'it ran once the shipper was back');
 
 # Chunks resume after keys of any text: the shipper turns the last key the
 # server sends (a text[] in binary) into the next chunk's literal.
